@@ -1,0 +1,180 @@
+"""Side-by-side forward benchmark: sigmoid_attn vs PyTorch SDPA (cuDNN, flash) and triton-sigmoid.
+
+    python benchmarks/bench_attention.py [--quick] [--out-dir benchmarks/results] [--commit SHA]
+
+Protocol (DESIGN.md): bf16, B*T = 16384 tokens, H*D = 2048, random inputs, median of
+triton.testing.do_bench after warm-up; FLOPs = 4*H*D*sum(Lq*Lk) (halved when causal), the same
+count for every provider. Padded rows use lengths uniform in [T/2, T] and count useful FLOPs only.
+Writes <out-dir>/<device>/fwd.json (+ fwd.png when matplotlib is present) and prints a table.
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+import sigmoid_attn
+from sigmoid_attn import sigmoid_attention
+
+try:
+    import triton_sigmoid
+except Exception:  # noqa: BLE001 - optional peer
+    triton_sigmoid = None
+
+TOKENS, WIDTH = 16384, 2048
+
+# (label, head_dim, T, causal, padded)
+CONFIGS = [
+    ("fwd hd128 T=1k", 128, 1024, False, False),
+    ("fwd hd128 T=4k", 128, 4096, False, False),
+    ("fwd hd128 T=16k", 128, 16384, False, False),
+    ("fwd hd64 T=4k", 64, 4096, False, False),
+    ("fwd causal hd128 T=4k", 128, 4096, True, False),
+    ("fwd padded hd128 T=4k", 128, 4096, False, True),
+    ("fwd padded hd64 T=4k", 64, 4096, False, True),
+]
+
+
+def bench(fn):
+    import triton.testing
+
+    fn()
+    torch.cuda.synchronize()
+    return triton.testing.do_bench(fn, warmup=50, rep=200, return_mode="median")
+
+
+def run_config(label, D, T, causal, padded, dtype=torch.bfloat16):
+    H, B = WIDTH // D, TOKENS // T
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(B, T, H, D, device="cuda", dtype=dtype, generator=g) for _ in range(3))
+    if padded:
+        lens = torch.randint(T // 2, T + 1, (B,), device="cuda", dtype=torch.int32, generator=g)
+        pairs = float((lens.double() ** 2).sum())
+    else:
+        lens = None
+        pairs = float(B) * T * T
+    flops = 4.0 * H * D * pairs * (0.5 if causal else 1.0)
+    row = {"label": label, "head_dim": D, "T": T, "B": B, "H": H, "causal": causal,
+           "padded": padded, "flops": flops, "ms": {}, "tflops": {}}
+
+    providers = {
+        "sigmoid_attn": lambda: sigmoid_attention(q, k, v, seq_lens_q=lens, seq_lens_k=lens,
+                                                  is_causal=causal),
+    }
+    if not padded:
+        qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))  # SDPA's own layout
+        for name, backend in (("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION),
+                              ("sdpa_flash", SDPBackend.FLASH_ATTENTION)):
+            def sdpa(backend=backend):
+                with sdpa_kernel(backend):
+                    return F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal)
+            providers[name] = sdpa
+    if triton_sigmoid is not None:
+        if padded:
+            providers["triton_sigmoid"] = lambda: triton_sigmoid.sigmoid_attention_padded(
+                q, k, v, seq_lens_k=lens, seq_lens_q=lens, is_causal=causal)
+        else:
+            providers["triton_sigmoid"] = lambda: triton_sigmoid.sigmoid_attention(
+                q, k, v, is_causal=causal)
+    for name, fn in providers.items():
+        try:
+            ms = bench(fn)
+        except Exception as e:  # noqa: BLE001 - a peer may not support a shape; record why
+            row["ms"][name] = None
+            row.setdefault("errors", {})[name] = f"{type(e).__name__}: {e}"[:300]
+            continue
+        row["ms"][name] = ms
+        row["tflops"][name] = flops / (ms * 1e-3) / 1e12
+    return row
+
+
+def tiny_call_latency(n=2000):
+    """Wall time per call of a tiny problem (B=1, T=256, H=8, D=64, bf16): host overhead."""
+    q, k, v = (torch.randn(1, 256, 8, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))
+    fns = {"sigmoid_attn": lambda: sigmoid_attention(q, k, v),
+           "sdpa": lambda: F.scaled_dot_product_attention(qt, kt, vt)}
+    if triton_sigmoid is not None:
+        fns["triton_sigmoid"] = lambda: triton_sigmoid.sigmoid_attention(q, k, v)
+    out = {}
+    for name, fn in fns.items():
+        for _ in range(50):
+            fn()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        torch.cuda.synchronize()
+        out[name] = (time.perf_counter() - t0) / n * 1e6
+    return out
+
+
+def plot(rows, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception:  # noqa: BLE001
+        return False
+    names = sorted({n for r in rows for n in r["tflops"]})
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    width = 0.8 / max(1, len(names))
+    for i, n in enumerate(names):
+        ax.bar([x + i * width for x in range(len(rows))],
+               [r["tflops"].get(n, 0) or 0 for r in rows], width, label=n)
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(rows))])
+    ax.set_xticklabels([r["label"] for r in rows], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("TFLOPS (bf16)")
+    ax.set_title(f"forward attention, {torch.cuda.get_device_name()}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out-dir", default=os.path.join(os.path.dirname(__file__), "results"))
+    ap.add_argument("--commit", default=os.environ.get("SIGMOID_ATTN_COMMIT", "unknown"))
+    ap.add_argument("--quick", action="store_true", help="first two configs only")
+    args = ap.parse_args()
+    device = torch.cuda.get_device_name()
+    rows = []
+    for cfg in CONFIGS[:2] if args.quick else CONFIGS:
+        rows.append(run_config(*cfg))
+        print(f"done: {cfg[0]}", flush=True)
+    latency = tiny_call_latency()
+    result = {
+        "commit": args.commit, "device": device, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "torch": torch.__version__, "python": platform.python_version(),
+        "sigmoid_attn": sigmoid_attn.info() | {"variants": None},
+        "triton_sigmoid": getattr(triton_sigmoid, "__version__", None),
+        "protocol": "bf16, B*T=16384, H*D=2048, median of triton.testing.do_bench; "
+                    "FLOPs=4*H*D*sum(Lq*Lk), causal halved",
+        "rows": rows, "tiny_call_us": latency,
+    }
+    out_dir = os.path.join(args.out_dir, device.replace(" ", "_"))
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "fwd.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    plot(rows, os.path.join(out_dir, "fwd.png"))
+    names = ["sigmoid_attn", "sdpa_cudnn", "sdpa_flash", "triton_sigmoid"]
+    print(f"\n{device}  (TFLOPS; ratio = sigmoid_attn / peer)")
+    print(f"{'config':26s}" + "".join(f"{n:>16s}" for n in names) + "   vs cuDNN  vs t-sigmoid")
+    for r in rows:
+        t = r["tflops"]
+        cells = "".join(f"{t[n]:16.1f}" if t.get(n) else f"{'-':>16s}" for n in names)
+        ratio = lambda p: f"{t['sigmoid_attn'] / t[p]:9.2f}" if t.get(p) and t.get("sigmoid_attn") else f"{'-':>9s}"
+        print(f"{r['label']:26s}{cells}  {ratio('sdpa_cudnn')}  {ratio('triton_sigmoid')}")
+    print("tiny call (us/call wall): " + ", ".join(f"{k} {v:.1f}" for k, v in latency.items()))
+
+
+if __name__ == "__main__":
+    main()

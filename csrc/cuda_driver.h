@@ -1,0 +1,30 @@
+// The few CUDA driver entry points the launcher needs, resolved from libcuda.so.1 at first use.
+// Linking libcuda would make the library unloadable on machines without a GPU driver (CI, CPU
+// servers), where the CPU path must still work.
+#pragma once
+
+#include <cuda.h>
+
+namespace sigmoid_attn {
+
+struct CudaDriver {
+  CUresult (*cuGetErrorString)(CUresult, const char**);
+  CUresult (*cuDeviceGet)(CUdevice*, int);
+  CUresult (*cuDevicePrimaryCtxRetain)(CUcontext*, CUdevice);
+  CUresult (*cuCtxGetCurrent)(CUcontext*);
+  CUresult (*cuCtxPushCurrent)(CUcontext);
+  CUresult (*cuCtxPopCurrent)(CUcontext*);
+  CUresult (*cuModuleLoadData)(CUmodule*, const void*);
+  CUresult (*cuModuleGetFunction)(CUfunction*, CUmodule, const char*);
+  CUresult (*cuFuncSetAttribute)(CUfunction, CUfunction_attribute, int);
+  CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned,
+                             unsigned, unsigned, CUstream, void**, void**);
+};
+
+// Loads libcuda once (thread-safe); throws a clear error when no driver is installed.
+const CudaDriver& cuda_driver();
+
+// Throws "sigmoid_attn: <what> failed: <driver message>" unless r == CUDA_SUCCESS.
+void check_cu(CUresult r, const char* what);
+
+}  // namespace sigmoid_attn

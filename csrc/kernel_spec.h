@@ -1,0 +1,43 @@
+// The compiled-kernel catalog: one KernelSpec per entry of triton_src/variants.py.
+// kernels_generated.cpp (written by triton_src/aot.py at build time) defines the table.
+#pragma once
+
+#include <cstddef>
+
+namespace sigmoid_attn {
+
+enum class DType : int { kFloat16 = 0, kBFloat16 = 1 };
+enum class KernelKind : int { kForward = 0 };
+
+// BIAS_MODE values of the kernel (triton_src/sigmoid_attn_fwd.py).
+enum BiasMode : int { kBiasDefault = 0, kBiasScalar = 1, kBiasTensor = 2 };
+
+struct KernelSpec {
+  const char* name;            // e.g. fwd_bf16_d128_causal_m128n64w8s3
+  const char* entry;           // entry symbol inside the cubin
+  const unsigned char* image;  // cubin bytes
+  size_t image_size;
+  KernelKind kind;
+  DType dtype;
+  int head_dim;
+  bool causal;
+  bool score_mod;
+  int block_m;
+  int block_n;
+  int num_warps;
+  int num_stages;
+  int shared_bytes;           // dynamic shared memory the launch must provide
+  int num_params;             // the kernel's own parameters (variants.FWD_PARAMS)
+  int num_hidden_params;      // pointers this Triton version appends after them
+  int global_scratch_size;    // bytes per program; 0 = none
+  int global_scratch_align;
+  int profile_scratch_size;   // bytes per program; 0 = none
+  int profile_scratch_align;
+};
+
+extern const KernelSpec kKernels[];
+extern const int kNumKernels;
+extern const char* const kTritonVersion;
+extern const int kCompiledArch;
+
+}  // namespace sigmoid_attn

@@ -1,0 +1,174 @@
+#include "validate.h"
+
+#include <cmath>
+#include <sstream>
+#include <string>
+
+#include <torch/headeronly/core/ScalarType.h>
+#include "check.h"
+
+namespace sigmoid_attn {
+
+using torch::headeronly::ScalarType;
+
+namespace {
+
+constexpr const char* kFn = "sigmoid_attention";
+
+const char* backend_str(Backend b) {
+  switch (b) {
+    case Backend::kCPU: return "CPU";
+    case Backend::kCUDA: return "CUDA";
+    default: return "Meta";
+  }
+}
+
+bool same_device(const Tensor& a, const Tensor& b) { return a.device() == b.device(); }
+
+std::string device_str(const Tensor& t) {
+  std::ostringstream s;
+  auto d = t.device();
+  s << (d.is_cuda() ? "cuda" : d.is_cpu() ? "cpu" : "other");
+  if (d.has_index()) s << ":" << static_cast<int>(d.index());
+  return s.str();
+}
+
+void check_qkv(const Tensor& t, const char* name, const char* layout) {
+  SA_CHECK(t.defined(), kFn, ": ", name, " must be a tensor, got an undefined tensor");
+  SA_CHECK(t.dim() == 4, kFn, ": ", name, " must have 4 dims ", layout, ", got ", t.dim(),
+                  " dims ", shape_str(t));
+  SA_CHECK(t.size(3) <= 1 || t.stride(3) == 1, kFn, ": ", name,
+                  " must have a contiguous last dim (stride 1), got strides ",
+                  "with stride(3)=", t.stride(3));
+}
+
+void check_lengths(const std::optional<Tensor>& t, const char* name, int64_t B, const Tensor& q) {
+  if (!t.has_value()) return;
+  const Tensor& x = *t;
+  const bool ok = x.scalar_type() == ScalarType::Int && x.dim() == 1 && x.size(0) == B;
+  SA_CHECK(ok, kFn, ": ", name, " must be int32 of shape [B]=[", B, "], got ",
+                  dtype_str(x), " ", shape_str(x));
+  SA_CHECK(same_device(x, q), kFn, ": ", name, " must be on q's device ",
+                  device_str(q), ", got ", device_str(x));
+}
+
+bool is_float(const Tensor& t) {
+  auto s = t.scalar_type();
+  return s == ScalarType::Float || s == ScalarType::Half || s == ScalarType::BFloat16 ||
+         s == ScalarType::Double;
+}
+
+}  // namespace
+
+std::string shape_str(const Tensor& t) {
+  std::ostringstream s;
+  s << "[";
+  for (int64_t i = 0; i < t.dim(); ++i) s << (i ? ", " : "") << t.size(i);
+  s << "]";
+  return s.str();
+}
+
+const char* dtype_str(const Tensor& t) {
+  switch (t.scalar_type()) {
+    case ScalarType::Float: return "float32";
+    case ScalarType::Half: return "float16";
+    case ScalarType::BFloat16: return "bfloat16";
+    case ScalarType::Double: return "float64";
+    case ScalarType::Int: return "int32";
+    case ScalarType::Long: return "int64";
+    case ScalarType::Bool: return "bool";
+    default: return torch::headeronly::toString(t.scalar_type());
+  }
+}
+
+ForwardProblem check_forward(const ForwardInputs& in, Backend backend) {
+  const Tensor& q = in.q;
+  const Tensor& k = in.k;
+  const Tensor& v = in.v;
+  check_qkv(q, "q", "[B, Tq, Hq, D]");
+  check_qkv(k, "k", "[B, Tk, Hkv, D]");
+  check_qkv(v, "v", "[B, Tk, Hkv, D]");
+
+  SA_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(), kFn,
+                  ": q, k and v must have the same dtype, got q ", dtype_str(q), ", k ",
+                  dtype_str(k), ", v ", dtype_str(v));
+  const auto dt = q.scalar_type();
+  if (backend == Backend::kCUDA) {
+    SA_CHECK(dt == ScalarType::Half || dt == ScalarType::BFloat16, kFn,
+                    ": on CUDA q, k, v must be float16 or bfloat16, got ", dtype_str(q));
+  } else {
+    SA_CHECK(dt == ScalarType::Half || dt == ScalarType::BFloat16 ||
+                        dt == ScalarType::Float,
+                    kFn, ": q, k, v must be float16, bfloat16 or float32 on ", backend_str(backend),
+                    ", got ", dtype_str(q));
+  }
+  SA_CHECK(same_device(k, q) && same_device(v, q), kFn,
+                  ": q, k and v must be on one device, got q ", device_str(q), ", k ",
+                  device_str(k), ", v ", device_str(v));
+
+  ForwardProblem p{};
+  p.B = q.size(0);
+  p.Tq = q.size(1);
+  p.Hq = q.size(2);
+  p.D = q.size(3);
+  p.Tk = k.size(1);
+  p.Hkv = k.size(2);
+  SA_CHECK(k.size(0) == p.B && v.size(0) == p.B, kFn,
+                  ": k and v must have q's batch size B=", p.B, ", got k ", shape_str(k), ", v ",
+                  shape_str(v));
+  SA_CHECK(v.size(1) == p.Tk && v.size(2) == p.Hkv, kFn,
+                  ": v must have k's [Tk, Hkv]=[", p.Tk, ", ", p.Hkv, "], got v ", shape_str(v));
+  SA_CHECK(k.size(3) == p.D && v.size(3) == p.D, kFn,
+                  ": q, k and v must have the same head_dim D=", p.D, ", got k ", shape_str(k),
+                  ", v ", shape_str(v));
+  SA_CHECK(p.D > 0, kFn, ": head_dim must be positive, got q ", shape_str(q));
+  SA_CHECK(p.Hkv > 0 && p.Hq % p.Hkv == 0, kFn,
+                  ": q's heads Hq=", p.Hq, " must be a multiple of k/v's heads Hkv=", p.Hkv);
+  if (backend == Backend::kCUDA) {
+    // Grid is (ceil(Tq / BLOCK_M), Hq, B): the y and z dims are limited to 65535.
+    SA_CHECK(p.B <= 65535 && p.Hq <= 65535, kFn,
+                    ": on CUDA B and Hq must be <= 65535, got B=", p.B, ", Hq=", p.Hq);
+    SA_CHECK(p.Tq < (int64_t(1) << 31) - 1024 && p.Tk < (int64_t(1) << 31) - 1024, kFn,
+                    ": sequence lengths must be < 2^31 - 1024, got Tq=", p.Tq, ", Tk=", p.Tk);
+  }
+
+  check_lengths(in.seq_lens_q, "seq_lens_q", p.B, q);
+  check_lengths(in.seq_lens_k, "seq_lens_k", p.B, q);
+
+  if (in.scale.has_value()) {
+    SA_CHECK(std::isfinite(*in.scale), kFn, ": scale must be finite, got ", *in.scale);
+    p.scale = static_cast<float>(*in.scale);
+  } else {
+    p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.D)));
+  }
+
+  SA_CHECK(!(in.bias_value.has_value() && in.bias.has_value()), kFn,
+                  ": give sigmoid_bias as a float or as a tensor, not both");
+  p.bias_mode = 0;
+  p.bias_value = 0.f;
+  if (in.bias_value.has_value()) {
+    SA_CHECK(!std::isnan(*in.bias_value), kFn, ": sigmoid_bias must not be NaN");
+    p.bias_mode = 1;
+    p.bias_value = static_cast<float>(*in.bias_value);
+  } else if (in.bias.has_value()) {
+    const Tensor& b = *in.bias;
+    SA_CHECK(is_float(b) && b.dim() == 1 && b.size(0) == p.B, kFn,
+                    ": sigmoid_bias tensor must be floating point of shape [B]=[", p.B, "], got ",
+                    dtype_str(b), " ", shape_str(b));
+    SA_CHECK(same_device(b, q), kFn, ": sigmoid_bias must be on q's device ",
+                    device_str(q), ", got ", device_str(b));
+    p.bias_mode = 2;
+  }
+
+  if (in.score_mod.has_value()) {
+    const Tensor& m = *in.score_mod;
+    SA_CHECK(is_float(m) && m.dim() == 2 && m.size(0) == p.B && m.size(1) == p.Tk, kFn,
+                    ": score_mod must be floating point of shape [B, Tk]=[", p.B, ", ", p.Tk,
+                    "], got ", dtype_str(m), " ", shape_str(m));
+    SA_CHECK(same_device(m, q), kFn, ": score_mod must be on q's device ", device_str(q),
+                    ", got ", device_str(m));
+  }
+  return p;
+}
+
+}  // namespace sigmoid_attn

@@ -1,0 +1,12 @@
+"""sigmoid_attn: sigmoid attention for NVIDIA Hopper.
+
+Triton kernels compiled ahead of time to sm_90 cubins, launched from a C++ torch op
+(torch.ops.sigmoid_attn.forward); a C++ CPU implementation serves CPU tensors. Importing this
+package never imports Triton.
+"""
+
+from ._version import __version__
+from .functional import sigmoid_attention, sigmoid_attention_reference
+from ._info import info
+
+__all__ = ["__version__", "sigmoid_attention", "sigmoid_attention_reference", "info"]

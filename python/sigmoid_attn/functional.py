@@ -1,0 +1,90 @@
+"""Functional API: the fast op and a pure-torch reference with the same semantics."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import torch
+
+from ._ops import ops
+
+__all__ = ["sigmoid_attention", "sigmoid_attention_reference"]
+
+
+def sigmoid_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    seq_lens_q: Optional[torch.Tensor] = None,
+    seq_lens_k: Optional[torch.Tensor] = None,
+    is_causal: bool = False,
+    scale: Optional[float] = None,
+    sigmoid_bias: Union[float, torch.Tensor, None] = None,
+    score_mod: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """O = sigmoid(Q Kᵀ * scale + sigmoid_bias + score_mod) V for padded batches.
+
+    q: [B, Tq, Hq, D]; k, v: [B, Tk, Hkv, D] with Hq a multiple of Hkv; any strides with a
+    contiguous last dim. seq_lens_q / seq_lens_k: int32 [B] on the tensors' device (None = full
+    length); positions at or past a length are padding and their output rows are zero.
+    scale defaults to 1/sqrt(D); sigmoid_bias is a float or a [B] tensor and defaults to
+    -log(valid key count) per sequence; score_mod is a [B, Tk] additive per-key bias.
+    is_causal: query i attends keys j <= i (top-left aligned). Returns [B, Tq, Hq, D].
+    """
+    if isinstance(sigmoid_bias, torch.Tensor):
+        return ops.forward(q, k, v, seq_lens_q, seq_lens_k, is_causal, scale, None,
+                           sigmoid_bias, score_mod)
+    return ops.forward(q, k, v, seq_lens_q, seq_lens_k, is_causal, scale, sigmoid_bias,
+                       None, score_mod)
+
+
+def sigmoid_attention_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    seq_lens_q: Optional[torch.Tensor] = None,
+    seq_lens_k: Optional[torch.Tensor] = None,
+    is_causal: bool = False,
+    scale: Optional[float] = None,
+    sigmoid_bias: Union[float, torch.Tensor, None] = None,
+    score_mod: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Pure-torch sigmoid attention, computed in q's dtype (pass float64 for a reference).
+
+    Materializes the [B, H, Tq, Tk] scores: for tests and small problems. Same arguments and
+    semantics as sigmoid_attention; lengths are clamped to [0, T] like the kernels do.
+    """
+    B, Tq, Hq, D = q.shape
+    Tk, Hkv = k.shape[1], k.shape[2]
+    dev = q.device
+    if scale is None:
+        scale = 1.0 / math.sqrt(D)
+    lq = torch.full((B,), Tq, device=dev) if seq_lens_q is None else seq_lens_q.to(dev).long()
+    lk = torch.full((B,), Tk, device=dev) if seq_lens_k is None else seq_lens_k.to(dev).long()
+    lq, lk = lq.clamp(0, Tq), lk.clamp(0, Tk)
+    group = Hq // Hkv
+    kk = k.repeat_interleave(group, dim=2) if group > 1 else k
+    vv = v.repeat_interleave(group, dim=2) if group > 1 else v
+    s = torch.einsum("bqhd,bkhd->bhqk", q, kk) * scale
+    if sigmoid_bias is None:
+        bias = -torch.log(lk.clamp(min=1).to(q.dtype))
+    elif isinstance(sigmoid_bias, torch.Tensor):
+        bias = sigmoid_bias.to(q.dtype)
+    else:
+        bias = torch.full((B,), float(sigmoid_bias), dtype=q.dtype, device=dev)
+    s = s + bias.view(B, 1, 1, 1)
+    if score_mod is not None:
+        s = s + score_mod.to(q.dtype).view(B, 1, 1, Tk)
+    p = torch.sigmoid(s)
+    j = torch.arange(Tk, device=dev)
+    i = torch.arange(Tq, device=dev)
+    keep = j.view(1, 1, 1, Tk) < lk.view(B, 1, 1, 1)
+    if is_causal:
+        keep = keep & (j.view(1, 1, 1, Tk) <= i.view(1, 1, Tq, 1))
+    p = p * keep.to(p.dtype)
+    out = torch.einsum("bhqk,bkhd->bqhd", p, vv)
+    row_ok = (i.view(1, Tq) < lq.view(B, 1)).to(out.dtype)
+    return out * row_ok.view(B, Tq, 1, 1)

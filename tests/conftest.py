@@ -1,0 +1,42 @@
+import os
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRITON_SRC = os.path.join(ROOT, "triton_src")
+
+# Tolerances on ||out - ref|| / ||ref|| against a float64 reference, one place for all tests.
+# bf16 keeps 8 mantissa bits: rounding P and V to bf16 before the PV product costs ~3e-3;
+# fp16 keeps 11 bits: ~5e-4; fp32 on CPU is ~1e-6.
+REL_TOL = {torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 2e-2}
+
+has_cuda = torch.cuda.is_available()
+requires_cuda = pytest.mark.skipif(not has_cuda, reason="needs a CUDA device")
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out = out.double().cpu()
+    ref = ref.double().cpu()
+    assert not torch.isnan(out).any(), "output has NaN"
+    denom = ref.norm().item()
+    num = (out - ref).norm().item()
+    return num / denom if denom > 0 else num
+
+
+def random_lengths(B: int, T: int, gen: torch.Generator, low: int = 0) -> torch.Tensor:
+    return torch.randint(low, T + 1, (B,), generator=gen, dtype=torch.int32)
+
+
+def make_qkv(B, Tq, Tk, Hq, Hkv, D, dtype, device, gen):
+    q = torch.randn(B, Tq, Hq, D, generator=gen).to(dtype=dtype, device=device)
+    k = torch.randn(B, Tk, Hkv, D, generator=gen).to(dtype=dtype, device=device)
+    v = torch.randn(B, Tk, Hkv, D, generator=gen).to(dtype=dtype, device=device)
+    return q, k, v
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))

@@ -1,0 +1,75 @@
+"""The op as torch sees it: opcheck, TorchScript, the package surface, no Triton at import."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import sigmoid_attn
+from sigmoid_attn import sigmoid_attention, sigmoid_attention_reference
+
+
+def sample_inputs(device="cpu", dtype=torch.float32):
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 9, 4, 32, generator=g).to(device, dtype)
+    k = torch.randn(2, 11, 2, 32, generator=g).to(device, dtype)
+    v = torch.randn(2, 11, 2, 32, generator=g).to(device, dtype)
+    lens_q = torch.tensor([9, 4], dtype=torch.int32, device=device)
+    lens_k = torch.tensor([3, 11], dtype=torch.int32, device=device)
+    mod = torch.randn(2, 11, generator=g).to(device)
+    bias = torch.randn(2, generator=g).to(device)
+    return [
+        (q, k, v, None, None, False, None, None, None, None),
+        (q, k, v, lens_q, lens_k, True, 0.3, -1.0, None, mod),
+        (q, k, v, lens_q, None, False, None, None, bias, None),
+    ]
+
+
+@pytest.mark.parametrize("idx", range(3))
+def test_opcheck_cpu(idx):
+    args = sample_inputs()[idx]
+    torch.library.opcheck(torch.ops.sigmoid_attn.forward.default, args)
+
+
+def test_torchscript_calls_the_op():
+    @torch.jit.script
+    def f(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        return torch.ops.sigmoid_attn.forward(q, k, v, lens, lens, True, None, None, None, None)
+
+    q, k, v = (torch.randn(2, 10, 2, 32) for _ in range(3))
+    lens = torch.tensor([10, 3], dtype=torch.int32)
+    out = f(q, k, v, lens)
+    ref = sigmoid_attention_reference(q.double(), k.double(), v.double(), seq_lens_q=lens,
+                                      seq_lens_k=lens, is_causal=True)
+    assert (out.double() - ref).norm() / ref.norm() < 1e-5
+    assert "sigmoid_attn::forward" in str(f.graph)
+
+
+def test_torch_compile_fullgraph_cpu():
+    q, k, v = (torch.randn(2, 10, 2, 32) for _ in range(3))
+    fn = torch.compile(lambda a, b, c: sigmoid_attention(a, b, c, is_causal=True) * 2,
+                       fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(fn(q, k, v), sigmoid_attention(q, k, v, is_causal=True) * 2)
+
+
+def test_import_does_not_import_triton():
+    code = ("import sys, sigmoid_attn, torch; q = torch.randn(1, 4, 1, 32); "
+            "sigmoid_attn.sigmoid_attention(q, q, q); sigmoid_attn.info(); "
+            "print('triton' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
+
+
+def test_info_lists_compiled_variants():
+    info = sigmoid_attn.info()
+    assert info["version"] == sigmoid_attn.__version__
+    assert info["arch"] == "sm_90"
+    names = [k["name"] for k in info["variants"]]
+    assert len(names) == len(set(names)) and len(names) >= 8
+    dims = {k["head_dim"] for k in info["variants"]}
+    assert {64, 128} <= dims
+    for k in info["variants"]:
+        assert k["cubin_bytes"] > 0 and k["num_warps"] in (4, 8)
+        assert k["name"].startswith("fwd_" + {"float16": "fp16", "bfloat16": "bf16"}[k["dtype"]])

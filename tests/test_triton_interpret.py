@@ -1,0 +1,66 @@
+"""The Triton kernel source itself, run by Triton's interpreter on CPU (TRITON_INTERPRET=1).
+
+Runs in a subprocess: the interpreter must be switched on before triton is imported, and this
+pytest process must keep triton unimported for test_import.py.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import ROOT, TRITON_SRC
+
+pytest.importorskip("triton", reason="the kernel source needs triton (a build dependency)")
+
+SCRIPT = textwrap.dedent(r"""
+    import sys, torch
+    sys.path.insert(0, TRITON_SRC)
+    sys.path.insert(0, TESTS)
+    import jit_launch
+    from conftest import REL_TOL, make_qkv, rel_err
+    from sigmoid_attn import sigmoid_attention_reference
+
+    g = torch.Generator().manual_seed(0)
+    cases = 0
+    for dtype in (torch.float16, torch.float32):
+        for (B, Tq, Tk, Hq, Hkv, D, causal, mod, bias) in [
+            (3, 17, 17, 2, 2, 32, False, False, None),
+            (3, 17, 17, 2, 2, 32, True, True, None),
+            (2, 129, 70, 4, 2, 64, False, True, 0.25),
+            (2, 70, 129, 2, 1, 64, True, False, "tensor"),
+            (2, 33, 33, 2, 2, 48, True, True, None),  # head dim masked to BLOCK_D=64
+            (1, 1, 1, 1, 1, 32, True, False, None),
+        ]:
+            q, k, v = make_qkv(B, Tq, Tk, Hq, Hkv, D, dtype, "cpu", g)
+            lq = torch.randint(0, Tq + 1, (B,), generator=g, dtype=torch.int32)
+            lk = torch.randint(0, Tk + 1, (B,), generator=g, dtype=torch.int32)
+            lq[0], lk[0] = Tq, Tk          # one full-length sequence
+            if B > 2: lq[1], lk[1] = 0, 0  # and one empty
+            sm = torch.randn(B, Tk, generator=g) if mod else None
+            sb = torch.randn(B, generator=g) if bias == "tensor" else bias
+            out = jit_launch.forward(q, k, v, seq_lens_q=lq, seq_lens_k=lk, is_causal=causal,
+                                     sigmoid_bias=sb, score_mod=sm, tiles=(32, 16, 4, 1))
+            ref = sigmoid_attention_reference(
+                q.double(), k.double(), v.double(), seq_lens_q=lq, seq_lens_k=lk,
+                is_causal=causal, sigmoid_bias=sb.double() if torch.is_tensor(sb) else sb,
+                score_mod=sm.double() if sm is not None else None)
+            err = rel_err(out, ref)
+            tol = REL_TOL[dtype] if dtype != torch.float32 else 1e-5
+            assert err < tol, (dtype, B, Tq, Tk, D, causal, err)
+            for b in range(B):
+                assert (out[b, int(lq[b]):] == 0).all(), "padded rows must be zero"
+            cases += 1
+    print("interpreted cases:", cases)
+""")
+
+
+def test_kernel_source_under_interpreter():
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    code = f"TRITON_SRC={TRITON_SRC!r}\nTESTS={os.path.join(ROOT, 'tests')!r}\n" + SCRIPT
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "interpreted cases: 12" in r.stdout
