@@ -12,6 +12,9 @@ if ls .whl/*.whl >/dev/null 2>&1; then  # carried peers (triton-sigmoid)
 fi
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
+cmake --version | head -1 | tee -a "$OUT/gpu.txt"
+for m in scikit_build_core pybind11 matplotlib pandas numpy hypothesis triton_sigmoid; do
+  python3 -c "import $m" 2>/dev/null && echo "have $m" || echo "missing $m"; done | tee -a "$OUT/gpu.txt"
 t0=$(date +%s)
 pip install --no-build-isolation -v -e . > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s" | tee -a "$OUT/gpu.txt"
