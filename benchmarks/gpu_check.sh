@@ -7,7 +7,7 @@ OUT=${OUT:-$PWD/gpu_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 if ls .whl/*.whl >/dev/null 2>&1; then  # carried peers (triton-sigmoid)
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site
 fi
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
@@ -16,7 +16,7 @@ cmake --version | head -1 | tee -a "$OUT/gpu.txt"
 for m in scikit_build_core pybind11 matplotlib pandas numpy hypothesis triton_sigmoid; do
   python3 -c "import $m" 2>/dev/null && echo "have $m" || echo "missing $m"; done | tee -a "$OUT/gpu.txt"
 t0=$(date +%s)
-pip install --no-build-isolation -v -e . > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
+python3 -m pip install --no-build-isolation --no-deps -v -e . > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s" | tee -a "$OUT/gpu.txt"
 grep -E "^aot:|aot: " "$OUT/build.log" | tee -a "$OUT/gpu.txt"
 python3 -m pytest -q -rs tests 2>&1 | tee "$OUT/tests.log" | tail -25
