@@ -2,7 +2,6 @@
 
 #include <array>
 #include <set>
-#include <sstream>
 #include <string>
 
 #include "check.h"
@@ -34,9 +33,7 @@ struct ForwardTable {
           static_cast<int16_t>(i);
       dims.insert(k.head_dim);
     }
-    std::ostringstream s;
-    for (int d : dims) s << (s.tellp() > 0 ? ", " : "") << d;
-    head_dims = s.str();
+    for (int d : dims) head_dims += (head_dims.empty() ? "" : ", ") + std::to_string(d);
   }
 };
 

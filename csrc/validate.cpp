@@ -1,7 +1,6 @@
 #include "validate.h"
 
 #include <cmath>
-#include <sstream>
 #include <string>
 
 #include <torch/headeronly/core/ScalarType.h>
@@ -26,11 +25,10 @@ const char* backend_str(Backend b) {
 bool same_device(const Tensor& a, const Tensor& b) { return a.device() == b.device(); }
 
 std::string device_str(const Tensor& t) {
-  std::ostringstream s;
   auto d = t.device();
-  s << (d.is_cuda() ? "cuda" : d.is_cpu() ? "cpu" : "other");
-  if (d.has_index()) s << ":" << static_cast<int>(d.index());
-  return s.str();
+  std::string s = d.is_cuda() ? "cuda" : d.is_cpu() ? "cpu" : d.type() == torch::headeronly::DeviceType::Meta ? "meta" : "other";
+  if (d.has_index()) s += ":" + std::to_string(static_cast<int>(d.index()));
+  return s;
 }
 
 void check_qkv(const Tensor& t, const char* name, const char* layout) {
@@ -61,11 +59,9 @@ bool is_float(const Tensor& t) {
 }  // namespace
 
 std::string shape_str(const Tensor& t) {
-  std::ostringstream s;
-  s << "[";
-  for (int64_t i = 0; i < t.dim(); ++i) s << (i ? ", " : "") << t.size(i);
-  s << "]";
-  return s.str();
+  std::string s = "[";
+  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
+  return s + "]";
 }
 
 const char* dtype_str(const Tensor& t) {
