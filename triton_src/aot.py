@@ -49,7 +49,7 @@ def compile_variant(var: V.Variant, arch: int):
     constexprs = {
         "HEAD_DIM": var.head_dim, "BLOCK_D": var.block_d, "BLOCK_M": var.block_m,
         "BLOCK_N": var.block_n, "IS_CAUSAL": var.causal, "HAS_SCORE_MOD": var.score_mod,
-        "FAST_SIGMOID": True,
+        "FAST_SIGMOID": True, "WARP_SPECIALIZE": var.warp_specialize,
     }
     own = dict(V.FWD_PARAMS)
     if list(own) + list(constexprs) != list(fn.arg_names):

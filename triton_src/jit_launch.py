@@ -15,7 +15,8 @@ from sigmoid_attn_fwd import BIAS_DEFAULT, BIAS_SCALAR, BIAS_TENSOR, sigmoid_att
 
 
 def forward(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale=None,
-            sigmoid_bias=None, score_mod=None, fast_sigmoid=False, tiles=None):
+            sigmoid_bias=None, score_mod=None, fast_sigmoid=False, tiles=None,
+            warp_specialize=False):
     B, Tq, Hq, D = q.shape
     Tk, Hkv = k.shape[1], k.shape[2]
     bm, bn, warps, stages = tiles or V.FWD_TILES.get(D, (64, 64, 4, 2))
@@ -46,6 +47,7 @@ def forward(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale
         int(seq_lens_q is not None), int(seq_lens_k is not None), bias_mode,
         HEAD_DIM=D, BLOCK_D=block_d, BLOCK_M=bm, BLOCK_N=bn,
         IS_CAUSAL=is_causal, HAS_SCORE_MOD=score_mod is not None, FAST_SIGMOID=fast_sigmoid,
+        WARP_SPECIALIZE=warp_specialize,
         num_warps=warps, num_stages=stages,
     )
     return out

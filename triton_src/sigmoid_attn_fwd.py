@@ -88,6 +88,7 @@ def sigmoid_attn_fwd(
     HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     h = tl.program_id(1)
@@ -138,7 +139,7 @@ def sigmoid_attn_fwd(
         q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0)
 
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    for n_start in range(0, n_full, BLOCK_N):
+    for n_start in tl.range(0, n_full, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
         acc = _attend(
             acc, q, k_base, v_base, sm_base, offs_m, offs_d, n_start, Lk,
             stride_kt, stride_vt, stride_smt, scale, bias,

@@ -54,6 +54,7 @@ class Variant:
     block_n: int
     num_warps: int
     num_stages: int
+    warp_specialize: bool = False
 
     @property
     def block_d(self) -> int:
@@ -63,7 +64,8 @@ class Variant:
     def name(self) -> str:
         flags = ("_causal" if self.causal else "") + ("_mod" if self.score_mod else "")
         return (f"{self.kind}_{self.dtype}_d{self.head_dim}{flags}_"
-                f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}")
+                f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}"
+                + ("ws" if self.warp_specialize else ""))
 
 
 def variants():

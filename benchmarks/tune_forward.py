@@ -1,0 +1,73 @@
+"""Sweep forward tile configs on the GPU (Triton JIT of the same kernel source) and record them.
+
+    python benchmarks/tune_forward.py --out tune.json [--quick]
+
+Times every candidate (BLOCK_M, BLOCK_N, num_warps, num_stages, warp_specialize) per head dim,
+causal flag and sequence length at the benchmark protocol's shapes (bf16, B*T=16384, H*D=2048)
+and prints the winners. The winners go into triton_src/variants.py (FWD_TILES) by hand, with the
+figures in benchmarks/NOTES.md; the build then compiles only those. Nothing tunes at run time.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+import triton.testing
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "triton_src"))
+import jit_launch  # noqa: E402
+
+CANDIDATES = {
+    64: [(128, 64, 4, 3, False), (128, 64, 8, 3, False), (128, 128, 8, 3, False),
+         (128, 128, 4, 3, False), (64, 64, 4, 4, False), (128, 64, 4, 4, False),
+         (128, 128, 8, 2, True), (128, 64, 4, 3, True)],
+    128: [(128, 64, 8, 2, False), (128, 64, 8, 3, False), (128, 128, 8, 2, False),
+          (128, 128, 8, 3, False), (64, 64, 4, 3, False), (128, 64, 4, 3, False),
+          (128, 64, 8, 3, True), (128, 128, 8, 2, True)],
+}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="tune.json")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    lengths = (4096,) if args.quick else (1024, 4096, 16384)
+    rows = []
+    for D, cands in CANDIDATES.items():
+        for causal in (False, True):
+            for T in lengths:
+                if causal and T != 4096:
+                    continue
+                H, B = 2048 // D, 16384 // T
+                q, k, v = (torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
+                           for _ in range(3))
+                flops = 4.0 * B * H * D * T * T * (0.5 if causal else 1.0)
+                for bm, bn, w, s, ws in cands:
+                    fn = lambda: jit_launch.forward(q, k, v, is_causal=causal, fast_sigmoid=True,
+                                                    tiles=(bm, bn, w, s), warp_specialize=ws)
+                    try:
+                        ms = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+                        tf = flops / ms / 1e9
+                    except Exception as e:  # noqa: BLE001 - a config may not compile/fit
+                        ms, tf = None, None
+                        print(f"D={D} causal={causal} T={T} {(bm, bn, w, s, ws)}: "
+                              f"{type(e).__name__}: {str(e)[:160]}", flush=True)
+                    rows.append({"D": D, "causal": causal, "T": T, "tiles": [bm, bn, w, s, ws],
+                                 "ms": ms, "tflops": tf})
+                best = max((r for r in rows if r["D"] == D and r["causal"] == causal
+                            and r["T"] == T and r["tflops"]), key=lambda r: r["tflops"])
+                print(f"D={D:3d} causal={causal!s:5} T={T:5d} best {best['tiles']} "
+                      f"{best['tflops']:.1f} TFLOPS  | " + " ".join(
+                          f"{tuple(r['tiles'])}:{r['tflops']:.0f}" for r in rows
+                          if r["D"] == D and r["causal"] == causal and r["T"] == T and r["tflops"]),
+                      flush=True)
+    with open(args.out, "w") as f:
+        json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                   "triton": triton.__version__, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
