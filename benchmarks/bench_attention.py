@@ -5,7 +5,7 @@
 Protocol (DESIGN.md): bf16, B*T = 16384 tokens, H*D = 2048, random inputs, median of
 triton.testing.do_bench after warm-up; FLOPs = 4*H*D*sum(Lq*Lk) (halved when causal), the same
 count for every provider. Padded rows use lengths uniform in [T/2, T] and count useful FLOPs only.
-Writes <out-dir>/<device>/fwd.json (+ fwd.png when matplotlib is present) and prints a table.
+Writes <out-dir>/<device>/attention.json (+ attention.png when matplotlib is present) and prints a table.
 """
 
 import argparse
@@ -38,6 +38,18 @@ CONFIGS = [
     ("fwd causal hd128 T=4k", 128, 4096, True, False),
     ("fwd padded hd128 T=4k", 128, 4096, False, True),
     ("fwd padded hd64 T=4k", 64, 4096, False, True),
+]
+
+
+# Backward: (label, head_dim, T, causal)
+BWD_CONFIGS = [
+    ("bwd hd64 T=1k", 64, 1024, False),
+    ("bwd hd64 T=4k", 64, 4096, False),
+    ("bwd hd64 T=16k", 64, 16384, False),
+    ("bwd hd128 T=1k", 128, 1024, False),
+    ("bwd hd128 T=4k", 128, 4096, False),
+    ("bwd hd128 T=16k", 128, 16384, False),
+    ("bwd causal hd128 T=4k", 128, 4096, True),
 ]
 
 
@@ -94,6 +106,52 @@ def run_config(label, D, T, causal, padded, dtype=torch.bfloat16):
     return row
 
 
+def run_backward(label, D, T, causal, dtype=torch.bfloat16):
+    """Times the backward alone (autograd.grad over a retained graph), FLOPs = 2.5 x forward."""
+    H, B = WIDTH // D, TOKENS // T
+    g = torch.Generator(device="cuda").manual_seed(1)
+    q, k, v, do = (torch.randn(B, T, H, D, device="cuda", dtype=dtype, generator=g)
+                   for _ in range(4))
+    flops = 2.5 * 4.0 * H * D * B * T * T * (0.5 if causal else 1.0)
+    row = {"label": label, "head_dim": D, "T": T, "B": B, "H": H, "causal": causal,
+           "padded": False, "flops": flops, "ms": {}, "tflops": {}}
+
+    def make(fwd, layout_bhtd=False):
+        ins = [x.transpose(1, 2).contiguous() if layout_bhtd else x.clone() for x in (q, k, v)]
+        ins = [x.requires_grad_() for x in ins]
+        out = fwd(*ins)
+        grad = do.transpose(1, 2).contiguous() if layout_bhtd else do
+        return lambda: torch.autograd.grad(out, ins, grad, retain_graph=True)
+
+    providers = {"sigmoid_attn": lambda: make(lambda a, b, c: sigmoid_attention(a, b, c, is_causal=causal))}
+    for name, backend in (("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION),
+                          ("sdpa_flash", SDPBackend.FLASH_ATTENTION)):
+        def sdpa_make(backend=backend):
+            with sdpa_kernel(backend):
+                fn = make(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=causal),
+                          layout_bhtd=True)
+
+            def run():
+                with sdpa_kernel(backend):
+                    return fn()
+            return run
+        providers[name] = sdpa_make
+    if triton_sigmoid is not None:
+        providers["triton_sigmoid"] = lambda: make(
+            lambda a, b, c: triton_sigmoid.sigmoid_attention(a, b, c, is_causal=causal))
+    for name, maker in providers.items():
+        try:
+            ms = bench(maker())
+        except Exception as e:  # noqa: BLE001
+            row["ms"][name] = None
+            row.setdefault("errors", {})[name] = f"{type(e).__name__}: {e}"[:300]
+            continue
+        row["ms"][name] = ms
+        row["tflops"][name] = flops / (ms * 1e-3) / 1e12
+        torch.cuda.empty_cache()
+    return row
+
+
 def tiny_call_latency(n=2000):
     """Wall time per call of a tiny problem (B=1, T=256, H=8, D=64, bf16): host overhead."""
     q, k, v = (torch.randn(1, 256, 8, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
@@ -132,7 +190,7 @@ def plot(rows, path):
     ax.set_xticks([x + 0.4 - width / 2 for x in range(len(rows))])
     ax.set_xticklabels([r["label"] for r in rows], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("TFLOPS (bf16)")
-    ax.set_title(f"forward attention, {torch.cuda.get_device_name()}")
+    ax.set_title(f"sigmoid_attn vs peers (bf16), {torch.cuda.get_device_name()}")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -144,12 +202,17 @@ def main():
     ap.add_argument("--out-dir", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--commit", default=os.environ.get("SIGMOID_ATTN_COMMIT", "unknown"))
     ap.add_argument("--quick", action="store_true", help="first two configs only")
+    ap.add_argument("--no-backward", action="store_true")
     args = ap.parse_args()
     device = torch.cuda.get_device_name()
     rows = []
     for cfg in CONFIGS[:2] if args.quick else CONFIGS:
         rows.append(run_config(*cfg))
         print(f"done: {cfg[0]}", flush=True)
+    if not args.no_backward:
+        for cfg in BWD_CONFIGS[:2] if args.quick else BWD_CONFIGS:
+            rows.append(run_backward(*cfg))
+            print(f"done: {cfg[0]}", flush=True)
     latency = tiny_call_latency()
     result = {
         "commit": args.commit, "device": device, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -157,14 +220,14 @@ def main():
         "sigmoid_attn": sigmoid_attn.info() | {"variants": None},
         "triton_sigmoid": getattr(triton_sigmoid, "__version__", None),
         "protocol": "bf16, B*T=16384, H*D=2048, median of triton.testing.do_bench; "
-                    "FLOPs=4*H*D*sum(Lq*Lk), causal halved",
+                    "FLOPs=4*H*D*sum(Lq*Lk), causal halved, backward 2.5x forward",
         "rows": rows, "tiny_call_us": latency,
     }
     out_dir = os.path.join(args.out_dir, device.replace(" ", "_"))
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "fwd.json"), "w") as f:
+    with open(os.path.join(out_dir, "attention.json"), "w") as f:
         json.dump(result, f, indent=1)
-    plot(rows, os.path.join(out_dir, "fwd.png"))
+    plot(rows, os.path.join(out_dir, "attention.png"))
     names = ["sigmoid_attn", "sdpa_cudnn", "sdpa_flash", "triton_sigmoid"]
     print(f"\n{device}  (TFLOPS; ratio = sigmoid_attn / peer)")
     print(f"{'config':26s}" + "".join(f"{n:>16s}" for n in names) + "   vs cuDNN  vs t-sigmoid")

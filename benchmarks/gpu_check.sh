@@ -22,5 +22,5 @@ grep -E "^aot:|aot: " "$OUT/build.log" | tee -a "$OUT/gpu.txt"
 python3 -m pytest -q -rs tests 2>&1 | tee "$OUT/tests.log" | tail -25
 if [ "${1:-}" != "notbench" ]; then
   python3 benchmarks/bench_attention.py --out-dir "$OUT/results" ${1:+--$1} 2>&1 | tee "$OUT/bench.log" | tail -20
-  cp "$OUT"/results/*/fwd.json "$OUT/" 2>/dev/null; cp "$OUT"/results/*/fwd.png "$OUT/" 2>/dev/null
+  cp "$OUT"/results/*/attention.* "$OUT/" 2>/dev/null
 fi

@@ -36,6 +36,7 @@ int sigmoid_attn_kernel_field(int i, const char* field) {
     const char* name;
     int value;
   } const fields[] = {
+      {"kind", static_cast<int>(k.kind)},
       {"dtype", static_cast<int>(k.dtype)},
       {"head_dim", k.head_dim},
       {"causal", k.causal},

@@ -7,7 +7,7 @@
 namespace sigmoid_attn {
 
 enum class DType : int { kFloat16 = 0, kBFloat16 = 1 };
-enum class KernelKind : int { kForward = 0 };
+enum class KernelKind : int { kForward = 0, kBackwardDkDv = 1, kBackwardDq = 2 };
 
 // BIAS_MODE values of the kernel (triton_src/sigmoid_attn_fwd.py).
 enum BiasMode : int { kBiasDefault = 0, kBiasScalar = 1, kBiasTensor = 2 };

@@ -1,4 +1,4 @@
-// The forward op, one implementation per dispatch key (ops_cpu.cpp, ops_cuda.cpp, ops_meta.cpp).
+// The forward and backward ops, one implementation per dispatch key (ops_cpu.cpp, ops_cuda.cpp, ops_meta.cpp).
 // Schema (register.cpp):
 //   forward(Tensor q, Tensor k, Tensor v, Tensor? seq_lens_q=None, Tensor? seq_lens_k=None,
 //           bool is_causal=False, float? scale=None, float? sigmoid_bias=None,
@@ -6,6 +6,7 @@
 #pragma once
 
 #include <optional>
+#include <tuple>
 
 #include <torch/csrc/stable/tensor.h>
 
@@ -22,5 +23,12 @@ using torch::stable::Tensor;
 Tensor forward_cpu(SIGMOID_ATTN_FORWARD_ARGS);
 Tensor forward_cuda(SIGMOID_ATTN_FORWARD_ARGS);
 Tensor forward_meta(SIGMOID_ATTN_FORWARD_ARGS);
+
+// backward(Tensor grad_out, <forward's arguments>) -> (dq, dk, dv, dscore_mod)
+// dscore_mod is float32 [B, Tk] when score_mod is given, an empty [0] tensor otherwise.
+using Grads = std::tuple<Tensor, Tensor, Tensor, Tensor>;
+Grads backward_cpu(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS);
+Grads backward_cuda(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS);
+Grads backward_meta(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS);
 
 }  // namespace sigmoid_attn

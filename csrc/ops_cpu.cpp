@@ -1,15 +1,18 @@
-// CPU forward in plain C++: per (batch, head) task, K and V rows are converted once to fp32,
-// then each query row accumulates sigmoid(score) * v in fp32. Serves CPU tensors and is a
-// second reference for the CUDA kernels (different code, same semantics).
+// CPU forward and backward in plain C++. Per (batch, kv head) task, K and V rows are converted
+// once to the accumulation type (double for float64 inputs, float otherwise); each query row then
+// walks its keys. Serves CPU tensors (and float64 for gradcheck) and is a second reference for
+// the CUDA kernels: different code, same semantics.
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include <torch/csrc/stable/ops.h>
 #include <torch/headeronly/util/BFloat16.h>
-#include "check.h"
 #include <torch/headeronly/util/Half.h>
 
+#include "check.h"
+#include "kernel_spec.h"
 #include "ops.h"
 #include "validate.h"
 
@@ -22,61 +25,169 @@ using torch::headeronly::ScalarType;
 int64_t clamp_len(const std::optional<Tensor>& lens, int64_t b, int64_t T) {
   if (!lens.has_value()) return T;
   const int32_t n = lens->const_data_ptr<int32_t>()[b * lens->stride(0)];
-  return std::min<int64_t>(std::max<int64_t>(n, 0), T);  // same clamp as the kernel
+  return std::min<int64_t>(std::max<int64_t>(n, 0), T);  // same clamp as the kernels
+}
+
+// Everything a task needs besides the tensors' element type.
+struct Common {
+  ForwardProblem p;
+  const std::optional<Tensor>& lens_q;
+  const std::optional<Tensor>& lens_k;
+  bool causal;
+  const Tensor* bias;  // float64 [B] or null
+  const Tensor* mod;   // float64 [B, Tk] or null
+
+  template <typename A>
+  A bias_of(int64_t b, int64_t Lk) const {
+    if (p.bias_mode == 0) return -std::log(static_cast<A>(std::max<int64_t>(Lk, 1)));
+    if (p.bias_mode == 1) return static_cast<A>(p.bias_value);
+    return static_cast<A>(bias->const_data_ptr<double>()[b]);
+  }
+  template <typename A>
+  A mod_of(int64_t b, int64_t j) const {
+    return mod ? static_cast<A>(mod->const_data_ptr<double>()[b * mod->stride(0) + j * mod->stride(1)])
+               : A(0);
+  }
+};
+
+template <typename T>
+const T* row(const Tensor& t, int64_t b, int64_t i, int64_t h) {
+  return t.const_data_ptr<T>() + b * t.stride(0) + i * t.stride(1) + h * t.stride(2);
+}
+template <typename T>
+T* mrow(Tensor& t, int64_t b, int64_t i, int64_t h) {
+  return t.mutable_data_ptr<T>() + b * t.stride(0) + i * t.stride(1) + h * t.stride(2);
+}
+
+template <typename T, typename A>
+void load_rows(const Tensor& t, int64_t b, int64_t h, int64_t n, int64_t D, std::vector<A>& out) {
+  out.resize(n * D);
+  for (int64_t j = 0; j < n; ++j) {
+    const T* r = row<T>(t, b, j, h);
+    for (int64_t d = 0; d < D; ++d) out[j * D + d] = static_cast<A>(r[d]);
+  }
 }
 
 template <typename T>
-void forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out,
-                  const ForwardProblem& p, const std::optional<Tensor>& lens_q,
-                  const std::optional<Tensor>& lens_k, bool causal, const float* bias,
-                  const Tensor* mod) {
-  const T* Q = q.const_data_ptr<T>();
-  const T* K = k.const_data_ptr<T>();
-  const T* V = v.const_data_ptr<T>();
-  T* O = out.mutable_data_ptr<T>();
+void forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, const Common& c) {
+  using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+  const ForwardProblem& p = c.p;
   const int64_t D = p.D, group = p.Hq / p.Hkv;
-  const float* M = mod ? mod->const_data_ptr<float>() : nullptr;
-  const int64_t msb = mod ? mod->stride(0) : 0, mst = mod ? mod->stride(1) : 0;
-
-  torch::stable::parallel_for(0, p.B * p.Hq, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> kf, vf, qf(D), acc(D);
+  torch::stable::parallel_for(0, p.B * p.Hkv, 1, [&](int64_t begin, int64_t end) {
+    std::vector<A> kf, vf, qf(D), acc(D);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / p.Hq, h = task % p.Hq, hk = h / group;
-      const int64_t Lq = clamp_len(lens_q, b, p.Tq), Lk = clamp_len(lens_k, b, p.Tk);
-      const float bias_b = p.bias_mode == 0   ? -std::log(static_cast<float>(std::max<int64_t>(Lk, 1)))
-                           : p.bias_mode == 1 ? p.bias_value
-                                              : bias[b];
-      kf.resize(Lk * D);
-      vf.resize(Lk * D);
-      for (int64_t j = 0; j < Lk; ++j) {
-        const T* kr = K + b * k.stride(0) + j * k.stride(1) + hk * k.stride(2);
-        const T* vr = V + b * v.stride(0) + j * v.stride(1) + hk * v.stride(2);
-        for (int64_t d = 0; d < D; ++d) {
-          kf[j * D + d] = static_cast<float>(kr[d]);
-          vf[j * D + d] = static_cast<float>(vr[d]);
-        }
-      }
-      for (int64_t i = 0; i < p.Tq; ++i) {
-        T* orow = O + b * out.stride(0) + i * out.stride(1) + h * out.stride(2);
-        std::fill(acc.begin(), acc.end(), 0.f);
-        if (i < Lq) {
-          const T* qr = Q + b * q.stride(0) + i * q.stride(1) + h * q.stride(2);
-          for (int64_t d = 0; d < D; ++d) qf[d] = static_cast<float>(qr[d]);
-          const int64_t jend = causal ? std::min(Lk, i + 1) : Lk;
-          for (int64_t j = 0; j < jend; ++j) {
-            const float* kr = kf.data() + j * D;
-            float s = 0.f;
-            for (int64_t d = 0; d < D; ++d) s += qf[d] * kr[d];
-            s = s * p.scale + bias_b + (M ? M[b * msb + j * mst] : 0.f);
-            const float pr = 1.f / (1.f + std::exp(-s));
-            const float* vr = vf.data() + j * D;
-            for (int64_t d = 0; d < D; ++d) acc[d] += pr * vr[d];
+      const int64_t b = task / p.Hkv, hk = task % p.Hkv;
+      const int64_t Lq = clamp_len(c.lens_q, b, p.Tq), Lk = clamp_len(c.lens_k, b, p.Tk);
+      const A bias = c.bias_of<A>(b, Lk);
+      load_rows<T>(k, b, hk, Lk, D, kf);
+      load_rows<T>(v, b, hk, Lk, D, vf);
+      for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
+        for (int64_t i = 0; i < p.Tq; ++i) {
+          std::fill(acc.begin(), acc.end(), A(0));
+          if (i < Lq) {
+            const T* qr = row<T>(q, b, i, h);
+            for (int64_t d = 0; d < D; ++d) qf[d] = static_cast<A>(qr[d]);
+            const int64_t jend = c.causal ? std::min(Lk, i + 1) : Lk;
+            for (int64_t j = 0; j < jend; ++j) {
+              const A* kr = kf.data() + j * D;
+              A s = 0;
+              for (int64_t d = 0; d < D; ++d) s += qf[d] * kr[d];
+              s = s * static_cast<A>(p.scale) + bias + c.mod_of<A>(b, j);
+              const A pr = A(1) / (A(1) + std::exp(-s));
+              const A* vr = vf.data() + j * D;
+              for (int64_t d = 0; d < D; ++d) acc[d] += pr * vr[d];
+            }
           }
+          T* orow = mrow<T>(out, b, i, h);
+          for (int64_t d = 0; d < D; ++d) orow[d] = static_cast<T>(acc[d]);
         }
-        for (int64_t d = 0; d < D; ++d) orow[d] = static_cast<T>(acc[d]);
       }
     }
   });
+}
+
+// One task per (batch, kv head): it owns dK/dV of that head and dQ of the q heads of its group,
+// so no two tasks write the same element.
+template <typename T>
+void backward_impl(const Tensor& g, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& dq,
+                   Tensor& dk, Tensor& dv, double* dmod_heads, const Common& c) {
+  using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+  const ForwardProblem& p = c.p;
+  const int64_t D = p.D, group = p.Hq / p.Hkv;
+  const A scale = static_cast<A>(p.scale);
+  torch::stable::parallel_for(0, p.B * p.Hkv, 1, [&](int64_t begin, int64_t end) {
+    std::vector<A> kf, vf, dkf, dvf, qf(D), gf(D), dqf(D);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / p.Hkv, hk = task % p.Hkv;
+      const int64_t Lq = clamp_len(c.lens_q, b, p.Tq), Lk = clamp_len(c.lens_k, b, p.Tk);
+      const A bias = c.bias_of<A>(b, Lk);
+      load_rows<T>(k, b, hk, Lk, D, kf);
+      load_rows<T>(v, b, hk, Lk, D, vf);
+      dkf.assign(p.Tk * D, A(0));
+      dvf.assign(p.Tk * D, A(0));
+      double* dm = dmod_heads ? dmod_heads + (b * p.Hkv + hk) * p.Tk : nullptr;
+      for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
+        for (int64_t i = 0; i < p.Tq; ++i) {
+          std::fill(dqf.begin(), dqf.end(), A(0));
+          if (i < Lq) {
+            const T* qr = row<T>(q, b, i, h);
+            const T* gr = row<T>(g, b, i, h);
+            for (int64_t d = 0; d < D; ++d) {
+              qf[d] = static_cast<A>(qr[d]);
+              gf[d] = static_cast<A>(gr[d]);
+            }
+            const int64_t jend = c.causal ? std::min(Lk, i + 1) : Lk;
+            for (int64_t j = 0; j < jend; ++j) {
+              const A* kr = kf.data() + j * D;
+              const A* vr = vf.data() + j * D;
+              A s = 0, dp = 0;
+              for (int64_t d = 0; d < D; ++d) {
+                s += qf[d] * kr[d];
+                dp += gf[d] * vr[d];
+              }
+              s = s * scale + bias + c.mod_of<A>(b, j);
+              const A pr = A(1) / (A(1) + std::exp(-s));
+              const A ds = dp * pr * (A(1) - pr);
+              A* dkr = dkf.data() + j * D;
+              A* dvr = dvf.data() + j * D;
+              for (int64_t d = 0; d < D; ++d) {
+                dqf[d] += ds * kr[d];
+                dkr[d] += ds * qf[d];
+                dvr[d] += pr * gf[d];
+              }
+              if (dm) dm[j] += static_cast<double>(ds);
+            }
+          }
+          T* dqr = mrow<T>(dq, b, i, h);
+          for (int64_t d = 0; d < D; ++d) dqr[d] = static_cast<T>(dqf[d] * scale);
+        }
+      }
+      for (int64_t j = 0; j < p.Tk; ++j) {
+        T* dkr = mrow<T>(dk, b, j, hk);
+        T* dvr = mrow<T>(dv, b, j, hk);
+        for (int64_t d = 0; d < D; ++d) {
+          dkr[d] = static_cast<T>(dkf[j * D + d] * scale);
+          dvr[d] = static_cast<T>(dvf[j * D + d]);
+        }
+      }
+    }
+  });
+}
+
+template <typename F>
+void dispatch_dtype(ScalarType dt, F&& f) {
+  switch (dt) {
+    case ScalarType::Double: f(double{}); break;
+    case ScalarType::Float: f(float{}); break;
+    case ScalarType::Half: f(torch::headeronly::Half{}); break;
+    case ScalarType::BFloat16: f(torch::headeronly::BFloat16{}); break;
+    default: SA_CHECK(false, "sigmoid_attention: unsupported CPU dtype ", toString(dt));
+  }
+}
+
+std::optional<Tensor> as_f64(const std::optional<Tensor>& t) {
+  if (!t.has_value()) return std::nullopt;
+  return torch::stable::contiguous(torch::stable::to(*t, ScalarType::Double));
 }
 
 }  // namespace
@@ -88,29 +199,45 @@ Tensor forward_cpu(SIGMOID_ATTN_FORWARD_ARGS) {
       Backend::kCPU);
   Tensor out = torch::stable::new_empty(q, {p.B, p.Tq, p.Hq, p.D});
   if (out.numel() == 0) return out;
-  std::optional<Tensor> bias, mod;
-  if (p.bias_mode == 2) {
-    bias = torch::stable::contiguous(torch::stable::to(*sigmoid_bias_tensor, ScalarType::Float));
-  }
-  if (score_mod.has_value()) mod = torch::stable::to(*score_mod, ScalarType::Float);
-  const float* bias_ptr = bias ? bias->const_data_ptr<float>() : nullptr;
-  const Tensor* mod_ptr = mod ? &*mod : nullptr;
-  switch (q.scalar_type()) {
-    case ScalarType::Float:
-      forward_impl<float>(q, k, v, out, p, seq_lens_q, seq_lens_k, is_causal, bias_ptr, mod_ptr);
-      break;
-    case ScalarType::Half:
-      forward_impl<torch::headeronly::Half>(q, k, v, out, p, seq_lens_q, seq_lens_k, is_causal,
-                                            bias_ptr, mod_ptr);
-      break;
-    case ScalarType::BFloat16:
-      forward_impl<torch::headeronly::BFloat16>(q, k, v, out, p, seq_lens_q, seq_lens_k,
-                                                is_causal, bias_ptr, mod_ptr);
-      break;
-    default:
-      SA_CHECK(false, "sigmoid_attention: unsupported dtype ", dtype_str(q));
-  }
+  const auto bias = p.bias_mode == kBiasTensor ? as_f64(sigmoid_bias_tensor) : std::nullopt;
+  const auto mod = as_f64(score_mod);
+  const Common c{p, seq_lens_q, seq_lens_k, is_causal, bias ? &*bias : nullptr,
+                 mod ? &*mod : nullptr};
+  dispatch_dtype(q.scalar_type(), [&](auto tag) {
+    forward_impl<decltype(tag)>(q, k, v, out, c);
+  });
   return out;
+}
+
+Grads backward_cpu(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS) {
+  const ForwardProblem p = check_backward(
+      grad_out,
+      {q, k, v, seq_lens_q, seq_lens_k, is_causal, scale, sigmoid_bias, sigmoid_bias_tensor,
+       score_mod},
+      Backend::kCPU);
+  Tensor dq = torch::stable::new_empty(q, {p.B, p.Tq, p.Hq, p.D});
+  Tensor dk = torch::stable::new_empty(k, {p.B, p.Tk, p.Hkv, p.D});
+  Tensor dv = torch::stable::new_empty(v, {p.B, p.Tk, p.Hkv, p.D});
+  const bool has_mod = score_mod.has_value();
+  Tensor dmod_heads = torch::stable::new_zeros(q, {has_mod ? p.B : 0, p.Hkv, p.Tk},
+                                               ScalarType::Double);
+  if (p.B > 0 && p.Hq > 0) {
+    const auto bias = p.bias_mode == kBiasTensor ? as_f64(sigmoid_bias_tensor) : std::nullopt;
+    const auto mod = as_f64(score_mod);
+    const Common c{p, seq_lens_q, seq_lens_k, is_causal, bias ? &*bias : nullptr,
+                   mod ? &*mod : nullptr};
+    double* dm = has_mod ? dmod_heads.mutable_data_ptr<double>() : nullptr;
+    dispatch_dtype(q.scalar_type(), [&](auto tag) {
+      backward_impl<decltype(tag)>(grad_out, q, k, v, dq, dk, dv, dm, c);
+    });
+  }
+  // Same contract as CUDA: float32 [B, Tk] (float64 when the inputs are float64).
+  const ScalarType mod_dt = q.scalar_type() == ScalarType::Double ? ScalarType::Double
+                                                                  : ScalarType::Float;
+  Tensor dmod = has_mod ? torch::stable::to(torch::stable::sum(dmod_heads, std::vector<int64_t>{1}),
+                                            mod_dt)
+                        : torch::stable::new_empty(q, {0}, ScalarType::Float);
+  return Grads{dq, dk, dv, dmod};
 }
 
 }  // namespace sigmoid_attn

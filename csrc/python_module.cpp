@@ -27,6 +27,8 @@ PYBIND11_MODULE(_C, m) {
     for (int i = 0; i < sigmoid_attn_num_kernels(); ++i) {
       py::dict k;
       k["name"] = sigmoid_attn_kernel_name(i);
+      static const char* const kinds[] = {"fwd", "bwd_dkdv", "bwd_dq"};
+      k["kind"] = kinds[sigmoid_attn_kernel_field(i, "kind")];
       k["dtype"] = sigmoid_attn_kernel_field(i, "dtype") == 0 ? "float16" : "bfloat16";
       for (const char* f : fields) {
         const int v = sigmoid_attn_kernel_field(i, f);

@@ -3,22 +3,30 @@
 
 #include "ops.h"
 
+#define SIGMOID_ATTN_FORWARD_SCHEMA                                                           \
+  "Tensor q, Tensor k, Tensor v, Tensor? seq_lens_q=None, Tensor? seq_lens_k=None, "          \
+  "bool is_causal=False, float? scale=None, float? sigmoid_bias=None, "                       \
+  "Tensor? sigmoid_bias_tensor=None, Tensor? score_mod=None"
+
 STABLE_TORCH_LIBRARY(sigmoid_attn, m) {
-  m.def(
-      "forward(Tensor q, Tensor k, Tensor v, Tensor? seq_lens_q=None, Tensor? seq_lens_k=None, "
-      "bool is_causal=False, float? scale=None, float? sigmoid_bias=None, "
-      "Tensor? sigmoid_bias_tensor=None, Tensor? score_mod=None) -> Tensor");
+  m.def("forward(" SIGMOID_ATTN_FORWARD_SCHEMA ") -> Tensor");
+  // Gradients of q, k, v and (float32 [B, Tk], empty without score_mod) of score_mod.
+  m.def("backward(Tensor grad_out, " SIGMOID_ATTN_FORWARD_SCHEMA
+        ") -> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 STABLE_TORCH_LIBRARY_IMPL(sigmoid_attn, CPU, m) {
   m.impl("forward", TORCH_BOX(&sigmoid_attn::forward_cpu));
+  m.impl("backward", TORCH_BOX(&sigmoid_attn::backward_cpu));
 }
 
 STABLE_TORCH_LIBRARY_IMPL(sigmoid_attn, CUDA, m) {
   m.impl("forward", TORCH_BOX(&sigmoid_attn::forward_cuda));
+  m.impl("backward", TORCH_BOX(&sigmoid_attn::backward_cuda));
 }
 
 // Shapes only: used by torch.compile / torch.export fake tensors, with the same validation.
 STABLE_TORCH_LIBRARY_IMPL(sigmoid_attn, Meta, m) {
   m.impl("forward", TORCH_BOX(&sigmoid_attn::forward_meta));
+  m.impl("backward", TORCH_BOX(&sigmoid_attn::backward_meta));
 }

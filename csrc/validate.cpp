@@ -93,10 +93,10 @@ ForwardProblem check_forward(const ForwardInputs& in, Backend backend) {
     SA_CHECK(dt == ScalarType::Half || dt == ScalarType::BFloat16, kFn,
                     ": on CUDA q, k, v must be float16 or bfloat16, got ", dtype_str(q));
   } else {
-    SA_CHECK(dt == ScalarType::Half || dt == ScalarType::BFloat16 ||
-                        dt == ScalarType::Float,
-                    kFn, ": q, k, v must be float16, bfloat16 or float32 on ", backend_str(backend),
-                    ", got ", dtype_str(q));
+    SA_CHECK(dt == ScalarType::Half || dt == ScalarType::BFloat16 || dt == ScalarType::Float ||
+                 dt == ScalarType::Double,
+             kFn, ": q, k, v must be float16, bfloat16, float32 or float64 on ",
+             backend_str(backend), ", got ", dtype_str(q));
   }
   SA_CHECK(same_device(k, q) && same_device(v, q), kFn,
                   ": q, k and v must be on one device, got q ", device_str(q), ", k ",
@@ -164,6 +164,23 @@ ForwardProblem check_forward(const ForwardInputs& in, Backend backend) {
     SA_CHECK(same_device(m, q), kFn, ": score_mod must be on q's device ", device_str(q),
                     ", got ", device_str(m));
   }
+  return p;
+}
+
+ForwardProblem check_backward(const Tensor& grad_out, const ForwardInputs& in, Backend backend) {
+  const ForwardProblem p = check_forward(in, backend);
+  const Tensor& g = grad_out;
+  const bool ok = g.defined() && g.dim() == 4 && g.size(0) == p.B && g.size(1) == p.Tq &&
+                  g.size(2) == p.Hq && g.size(3) == p.D;
+  SA_CHECK(ok, "sigmoid_attention backward: grad_out must have q's shape [", p.B, ", ", p.Tq, ", ",
+           p.Hq, ", ", p.D, "], got ", g.defined() ? shape_str(g) : std::string("undefined"));
+  SA_CHECK(g.scalar_type() == in.q.scalar_type(), "sigmoid_attention backward: grad_out must be ",
+           dtype_str(in.q), " like q, got ", dtype_str(g));
+  SA_CHECK(same_device(g, in.q), "sigmoid_attention backward: grad_out must be on q's device ",
+           device_str(in.q), ", got ", device_str(g));
+  SA_CHECK(g.size(3) <= 1 || g.stride(3) == 1,
+           "sigmoid_attention backward: grad_out must have a contiguous last dim, got stride(3)=",
+           g.stride(3));
   return p;
 }
 

@@ -38,6 +38,9 @@ struct ForwardProblem {
 // Throws on any invalid input; returns the normalized problem otherwise.
 ForwardProblem check_forward(const ForwardInputs& in, Backend backend);
 
+// check_forward plus grad_out: q's shape, dtype and device, contiguous last dim.
+ForwardProblem check_backward(const Tensor& grad_out, const ForwardInputs& in, Backend backend);
+
 // "[2, 16, 8, 64]"
 std::string shape_str(const Tensor& t);
 const char* dtype_str(const Tensor& t);

@@ -21,7 +21,7 @@ CASES = [
     (dict(k=torch.randn(2, 9, 4, 32)), ["v must have k's [Tk, Hkv]=[9, 4]"]),
     (dict(k=torch.randn(2, 8, 4, 16), v=torch.randn(2, 8, 4, 16)), ["same head_dim D=32"]),
     (dict(k=torch.randn(2, 8, 3, 32), v=torch.randn(2, 8, 3, 32)), ["Hq=4 must be a multiple of", "Hkv=3"]),
-    (dict(q=q0.double(), k=q0.double(), v=q0.double()), ["float16, bfloat16 or float32", "got float64"]),
+    (dict(q=q0.long(), k=q0.long(), v=q0.long()), ["float16, bfloat16, float32 or float64", "got int64"]),
     (dict(k=q0.half()), ["same dtype", "k float16"]),
     (dict(q=q0.int(), k=q0.int(), v=q0.int()), ["got int32"]),
     (dict(q=torch.randn(2, 8, 4, 64)[..., ::2]), ["contiguous last dim"]),

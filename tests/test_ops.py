@@ -72,4 +72,7 @@ def test_info_lists_compiled_variants():
     assert {64, 128} <= dims
     for k in info["variants"]:
         assert k["cubin_bytes"] > 0 and k["num_warps"] in (4, 8)
-        assert k["name"].startswith("fwd_" + {"float16": "fp16", "bfloat16": "bf16"}[k["dtype"]])
+        dt = {"float16": "fp16", "bfloat16": "bf16"}[k["dtype"]]
+        assert k["name"].startswith(f"{k['kind']}_{dt}_d{k['head_dim']}")
+    kinds = {k["kind"] for k in info["variants"]}
+    assert kinds == {"fwd", "bwd_dkdv", "bwd_dq"}

@@ -8,7 +8,7 @@ No GPU is needed: triton.compile runs against an explicit GPUTarget. Outputs, al
   catalog.json                the same metadata, for people and tests
 
 The launcher must not assume a Triton version's kernel ABI, so for every kernel we read the
-parameter list of its PTX entry: our own parameters must match variants.FWD_PARAMS exactly, and
+parameter list of its PTX entry: our own parameters must match variants.PARAMS[kind] exactly, and
 whatever this Triton appends after them (global/profile scratch pointers in 3.6-3.8) is
 recorded as hidden pointer parameters, with the scratch sizes the metadata asks for.
 """
@@ -43,17 +43,23 @@ def compile_variant(var: V.Variant, arch: int):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    import sigmoid_attn_fwd as K
+    import importlib
 
-    fn = K.sigmoid_attn_fwd
+    module, fn_name = V.SOURCES[var.kind]
+    fn = getattr(importlib.import_module(module), fn_name)
     constexprs = {
         "HEAD_DIM": var.head_dim, "BLOCK_D": var.block_d, "BLOCK_M": var.block_m,
         "BLOCK_N": var.block_n, "IS_CAUSAL": var.causal, "HAS_SCORE_MOD": var.score_mod,
-        "FAST_SIGMOID": True, "WARP_SPECIALIZE": var.warp_specialize,
+        "FAST_SIGMOID": True,
     }
-    own = dict(V.FWD_PARAMS)
+    if var.kind == "fwd":
+        constexprs["WARP_SPECIALIZE"] = var.warp_specialize
+    params = V.PARAMS[var.kind]
+    divisible = V.divisible_16(var.kind)
+    own = dict(params)
     if list(own) + list(constexprs) != list(fn.arg_names):
-        raise RuntimeError(f"variants.FWD_PARAMS is out of date with the kernel: {fn.arg_names}")
+        raise RuntimeError(f"variants.PARAMS[{var.kind!r}] is out of date with the kernel: "
+                           f"{fn.arg_names}")
     signature, consts, attrs = {}, {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in constexprs:
@@ -61,7 +67,7 @@ def compile_variant(var: V.Variant, arch: int):
             consts[(i,)] = constexprs[name]
         else:
             signature[name] = own[name].replace("dt", var.dtype)
-            if name in V.FWD_DIVISIBLE_16:
+            if name in divisible:
                 attrs[(i,)] = [["tt.divisibility", 16]]
     src = ASTSource(fn=fn, signature=signature, constexprs=consts, attrs=attrs)
     target = GPUTarget("cuda", arch, 32)
@@ -71,8 +77,8 @@ def compile_variant(var: V.Variant, arch: int):
     md = ck.metadata
     entry = md.name
     sizes = _entry_params(ck.asm["ptx"], entry)
-    n_own = len(V.FWD_PARAMS)
-    expect = [8 if t.startswith("*") else TYPE_BYTES[t] for _, t in V.FWD_PARAMS]
+    n_own = len(params)
+    expect = [8 if t.startswith("*") else TYPE_BYTES[t] for _, t in params]
     if sizes[:n_own] != expect:
         raise RuntimeError(f"{var.name}: PTX parameters {sizes[:n_own]} != expected {expect}")
     hidden = sizes[n_own:]
@@ -116,10 +122,12 @@ def write_cpp(out_dir: Path, results, triton_version: str, arch: int):
             f"extern \"C\" const unsigned char sigmoid_attn_cubin_{i}[];\n")
     lines.append("\nnamespace sigmoid_attn {\n\nconst KernelSpec kKernels[] = {\n")
     dt = {"fp16": "DType::kFloat16", "bf16": "DType::kBFloat16"}
+    kinds = {"fwd": "KernelKind::kForward", "bwd_dkdv": "KernelKind::kBackwardDkDv",
+             "bwd_dq": "KernelKind::kBackwardDq"}
     for i, r in enumerate(results):
         lines.append(
             f"    {{\"{r['name']}\", \"{r['entry']}\", sigmoid_attn_cubin_{i}, "
-            f"{len(r['cubin'])}u, KernelKind::kForward, {dt[r['dtype']]}, {r['head_dim']}, "
+            f"{len(r['cubin'])}u, {kinds[r['kind']]}, {dt[r['dtype']]}, {r['head_dim']}, "
             f"{str(r['causal']).lower()}, {str(r['score_mod']).lower()}, "
             f"{r['block_m']}, {r['block_n']}, {r['num_warps']}, {r['num_stages']}, "
             f"{r['shared']}, {r['num_params']}, {r['num_hidden_params']}, "

@@ -19,33 +19,66 @@ FWD_TILES = {
     256: (64, 64, 4, 2),
 }
 
-# Kernel ABI of sigmoid_attn_fwd: the non-constexpr parameters in order with their Triton types
-# ("*dt" is the tensor dtype). csrc/launch_forward.cpp packs its arguments in exactly this order;
-# aot.py checks each compiled kernel's PTX parameter list against it.
-FWD_PARAMS = (
-    ("Q", "*dt"), ("K", "*dt"), ("V", "*dt"), ("O", "*dt"),
-    ("SEQ_LENS_Q", "*i32"), ("SEQ_LENS_K", "*i32"), ("BIAS", "*fp32"), ("SCORE_MOD", "*fp32"),
-    ("stride_qb", "i64"), ("stride_qt", "i32"), ("stride_qh", "i64"),
-    ("stride_kb", "i64"), ("stride_kt", "i32"), ("stride_kh", "i64"),
-    ("stride_vb", "i64"), ("stride_vt", "i32"), ("stride_vh", "i64"),
-    ("stride_ob", "i64"), ("stride_ot", "i32"), ("stride_oh", "i64"),
-    ("stride_smb", "i64"), ("stride_smt", "i32"),
+# Backward tiles, shared by the dkdv and dq kernels: head_dim -> (BLOCK_M, BLOCK_N, warps, stages).
+# dkdv keeps two [BLOCK_N, D] fp32 accumulators (dK, dV) live, so BLOCK_N shrinks as D grows.
+BWD_TILES = {
+    32: (64, 64, 4, 2),
+    64: (64, 64, 4, 2),
+    96: (64, 64, 8, 2),
+    128: (64, 64, 8, 2),
+    256: (64, 32, 8, 1),
+}
+
+
+def _strides(prefix, dims="bth"):
+    return tuple((f"stride_{prefix}{d}", "i32" if d == "t" else "i64") for d in dims)
+
+
+_TAIL = (
     ("T_Q", "i32"), ("T_K", "i32"), ("kv_group", "i32"), ("scale", "fp32"), ("bias_value", "fp32"),
     ("HAS_SEQ_LENS_Q", "i32"), ("HAS_SEQ_LENS_K", "i32"), ("BIAS_MODE", "i32"),
 )
-# Parameters promised divisible by 16 (pointers: 16-byte aligned; integers: multiples of 16
-# elements). This lets Triton emit 16-byte vector loads. The C++ side checks the promise on
-# every call and copies a misaligned input into an aligned buffer otherwise.
-FWD_DIVISIBLE_16 = frozenset({
-    "Q", "K", "V", "O",
-    "stride_qb", "stride_qt", "stride_qh", "stride_kb", "stride_kt", "stride_kh",
-    "stride_vb", "stride_vt", "stride_vh", "stride_ob", "stride_ot", "stride_oh",
-})
+_LENS_BIAS_MOD = (("SEQ_LENS_Q", "*i32"), ("SEQ_LENS_K", "*i32"), ("BIAS", "*fp32"),
+                  ("SCORE_MOD", "*fp32"))
+
+# Kernel ABIs: per kind, the non-constexpr parameters in order with their Triton types ("*dt" is
+# the tensor dtype). csrc/ops_cuda.cpp and csrc/ops_cuda_bwd.cpp pack their arguments in exactly
+# this order; aot.py checks each compiled kernel's PTX parameter list against it.
+PARAMS = {
+    "fwd": (("Q", "*dt"), ("K", "*dt"), ("V", "*dt"), ("O", "*dt")) + _LENS_BIAS_MOD
+    + _strides("q") + _strides("k") + _strides("v") + _strides("o")
+    + (("stride_smb", "i64"), ("stride_smt", "i32")) + _TAIL,
+    "bwd_dkdv": (("Q", "*dt"), ("K", "*dt"), ("V", "*dt"), ("DO", "*dt"), ("DK", "*dt"),
+                 ("DV", "*dt"), ("DMOD", "*fp32")) + _LENS_BIAS_MOD
+    + _strides("q") + _strides("k") + _strides("v") + _strides("do") + _strides("dk")
+    + _strides("dv") + (("stride_dmb", "i64"), ("stride_dmh", "i64"), ("stride_smb", "i64"),
+                        ("stride_smt", "i32")) + _TAIL,
+    "bwd_dq": (("Q", "*dt"), ("K", "*dt"), ("V", "*dt"), ("DO", "*dt"), ("DQ", "*dt"))
+    + _LENS_BIAS_MOD + _strides("q") + _strides("k") + _strides("v") + _strides("do")
+    + _strides("dq") + (("stride_smb", "i64"), ("stride_smt", "i32")) + _TAIL,
+}
+FWD_PARAMS = PARAMS["fwd"]
+
+# (module, function) of each kind's kernel.
+SOURCES = {
+    "fwd": ("sigmoid_attn_fwd", "sigmoid_attn_fwd"),
+    "bwd_dkdv": ("sigmoid_attn_bwd", "sigmoid_attn_bwd_dkdv"),
+    "bwd_dq": ("sigmoid_attn_bwd", "sigmoid_attn_bwd_dq"),
+}
+
+
+def divisible_16(kind):
+    """Parameters promised divisible by 16 (pointers: 16-byte aligned; integers: multiples of
+    16 elements), so Triton can emit 16-byte vector loads. The C++ side checks the promise on
+    every call and copies a misaligned input into an aligned buffer otherwise. Lengths, bias,
+    score_mod and the dmod scratch carry no promise."""
+    return frozenset(n for n, t in PARAMS[kind]
+                     if (t == "*dt") or (n.startswith("stride_") and not n.startswith(("stride_sm", "stride_dm"))))
 
 
 @dataclass(frozen=True)
 class Variant:
-    kind: str  # "fwd"
+    kind: str  # "fwd" | "bwd_dkdv" | "bwd_dq"
     dtype: str  # "fp16" | "bf16"
     head_dim: int
     causal: bool
@@ -70,9 +103,10 @@ class Variant:
 
 def variants():
     out = []
-    for dtype in DTYPES:
-        for head_dim, (bm, bn, w, s) in FWD_TILES.items():
-            for causal in (False, True):
-                for score_mod in (False, True):
-                    out.append(Variant("fwd", dtype, head_dim, causal, score_mod, bm, bn, w, s))
+    for kind, tiles in (("fwd", FWD_TILES), ("bwd_dkdv", BWD_TILES), ("bwd_dq", BWD_TILES)):
+        for dtype in DTYPES:
+            for head_dim, (bm, bn, w, s) in tiles.items():
+                for causal in (False, True):
+                    for score_mod in (False, True):
+                        out.append(Variant(kind, dtype, head_dim, causal, score_mod, bm, bn, w, s))
     return out

@@ -1,0 +1,94 @@
+#include "cuda_common.h"
+
+#include <dlfcn.h>
+
+#include <climits>
+#include <cstdint>
+
+#include <torch/csrc/inductor/aoti_torch/c/shim.h>
+#include <torch/csrc/stable/ops.h>
+
+#include "check.h"
+#include "kernel_spec.h"
+
+namespace sigmoid_attn {
+
+using torch::headeronly::ScalarType;
+
+namespace {
+
+int64_t stride_or_zero(const Tensor& t, int d) { return t.size(d) == 1 ? 0 : t.stride(d); }
+
+bool aligned(const Tensor& t) {
+  return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && stride_or_zero(t, 0) % 16 == 0 &&
+         stride_or_zero(t, 1) % 16 == 0 && stride_or_zero(t, 2) % 16 == 0 &&
+         stride_or_zero(t, 1) <= INT32_MAX;
+}
+
+Tensor as_dense(const Tensor& t, ScalarType dt) {
+  return torch::stable::contiguous(t.scalar_type() == dt ? t : torch::stable::to(t, dt));
+}
+
+using GetStreamFn = AOTITorchError (*)(int32_t, void**);
+
+// aoti_torch_get_current_cuda_stream lives in libtorch_cuda; resolved at first use so that the
+// library also loads with a CPU-only torch.
+GetStreamFn get_stream_fn() {
+  static const GetStreamFn fn = [] {
+    void* h = dlopen("libtorch_cuda.so", RTLD_NOW | RTLD_NOLOAD);
+    void* sym = h ? dlsym(h, "aoti_torch_get_current_cuda_stream") : nullptr;
+    if (sym == nullptr) sym = dlsym(RTLD_DEFAULT, "aoti_torch_get_current_cuda_stream");
+    SA_CHECK(sym != nullptr, "sigmoid_attn: this torch has no CUDA support "
+             "(aoti_torch_get_current_cuda_stream not found)");
+    return reinterpret_cast<GetStreamFn>(sym);
+  }();
+  return fn;
+}
+
+}  // namespace
+
+Operand operand(const Tensor& t) {
+  Tensor x = t;
+  if (!aligned(x)) {
+    x = torch::stable::new_empty(t, {t.size(0), t.size(1), t.size(2), t.size(3)});
+    torch::stable::copy_(x, t);
+  }
+  const int64_t st = stride_or_zero(x, 1);
+  // Row offsets are 32-bit inside the kernels (batch and head offsets are 64-bit).
+  SA_CHECK((x.size(1) + 256) * st < INT32_MAX,
+           "sigmoid_attention: one batch entry of a tensor may span at most 2^31 elements along "
+           "T, got T=", x.size(1), " with row stride ", st);
+  return Operand{x, dptr(x), stride_or_zero(x, 0), static_cast<int32_t>(st), stride_or_zero(x, 2)};
+}
+
+Extras extras(const std::optional<Tensor>& seq_lens_q, const std::optional<Tensor>& seq_lens_k,
+              const std::optional<Tensor>& bias, const std::optional<Tensor>& score_mod,
+              int bias_mode) {
+  Extras e;
+  if (seq_lens_q.has_value()) e.lens_q = as_dense(*seq_lens_q, ScalarType::Int);
+  if (seq_lens_k.has_value()) e.lens_k = as_dense(*seq_lens_k, ScalarType::Int);
+  if (bias_mode == kBiasTensor) e.bias = as_dense(*bias, ScalarType::Float);
+  if (score_mod.has_value()) {
+    e.mod = score_mod->scalar_type() == ScalarType::Float
+                ? *score_mod
+                : torch::stable::to(*score_mod, ScalarType::Float);
+    e.mod_sb = stride_or_zero(*e.mod, 0);
+    const int64_t st = stride_or_zero(*e.mod, 1);
+    SA_CHECK(st <= INT32_MAX, "sigmoid_attention: score_mod stride(1) must fit int32, got ", st);
+    e.mod_st = static_cast<int32_t>(st);
+  }
+  e.p_lens_q = e.lens_q ? dptr(*e.lens_q) : 0;
+  e.p_lens_k = e.lens_k ? dptr(*e.lens_k) : 0;
+  e.p_bias = e.bias ? dptr(*e.bias) : 0;
+  e.p_mod = e.mod ? dptr(*e.mod) : 0;
+  return e;
+}
+
+CUstream current_stream(int device) {
+  void* s = nullptr;
+  SA_CHECK(get_stream_fn()(device, &s) == AOTI_TORCH_SUCCESS,
+           "sigmoid_attn: cannot read the current CUDA stream of cuda:", device);
+  return static_cast<CUstream>(s);
+}
+
+}  // namespace sigmoid_attn

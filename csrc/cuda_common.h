@@ -1,0 +1,45 @@
+// Argument preparation shared by the CUDA forward and backward launchers.
+#pragma once
+
+#include <cuda.h>
+
+#include <optional>
+
+#include <torch/csrc/stable/tensor.h>
+
+#include "validate.h"
+
+namespace sigmoid_attn {
+
+// A [B, T, H, D] operand as the kernels see it: base pointer and (batch, row, head) strides.
+struct Operand {
+  Tensor keep;  // owns the copy when the input had to be realigned
+  CUdeviceptr ptr;
+  int64_t sb;
+  int32_t st;
+  int64_t sh;
+};
+
+// Kernels are compiled assuming 16-byte aligned bases and strides that are multiples of 16
+// elements (Triton then issues 16-byte vector loads). Dims of size 1 never move the pointer, so
+// their stride is passed as 0. Anything else is copied once into a contiguous buffer.
+Operand operand(const Tensor& t);
+
+// Lengths (int32), bias tensor and score_mod (float32), dense as the kernels index them.
+struct Extras {
+  std::optional<Tensor> lens_q, lens_k, bias, mod;
+  CUdeviceptr p_lens_q = 0, p_lens_k = 0, p_bias = 0, p_mod = 0;
+  int64_t mod_sb = 0;
+  int32_t mod_st = 0;
+};
+Extras extras(const std::optional<Tensor>& seq_lens_q, const std::optional<Tensor>& seq_lens_k,
+              const std::optional<Tensor>& bias, const std::optional<Tensor>& score_mod,
+              int bias_mode);
+
+CUstream current_stream(int device);
+
+inline CUdeviceptr dptr(const Tensor& t) { return reinterpret_cast<CUdeviceptr>(t.data_ptr()); }
+
+inline unsigned cdiv(int64_t a, int b) { return static_cast<unsigned>((a + b - 1) / b); }
+
+}  // namespace sigmoid_attn

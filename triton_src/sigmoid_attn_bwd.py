@@ -1,0 +1,225 @@
+"""Backward sigmoid attention kernels (Triton source; compiled ahead of time by aot.py).
+
+With S = scale * Q Kᵀ + bias + score_mod, P = sigmoid(S), O = P V:
+    dV = Pᵀ dO,   dP = dO Vᵀ,   dS = dP * P * (1 - P),   dQ = scale * dS K,   dK = scale * dSᵀ Q,
+    d score_mod[b, j] = sum over heads and rows of dS[:, :, j].
+Sigmoid needs no row statistics from the forward (unlike softmax), so P is recomputed from Q and
+K alone: no O(T²) memory and nothing saved but the inputs.
+
+Two kernels, so that every output element has exactly one writer (no atomics, bitwise
+deterministic): dkdv walks query blocks for one key block, summing over the q heads of a GQA
+group; dq walks key blocks for one query block. Padding needs few masks: rows past Lq and keys
+past Lk are loaded as zeros, which zeroes their dP and dS, and dV of padded keys is cleared at
+the store.
+"""
+
+import triton
+import triton.language as tl
+
+from sigmoid_attn_fwd import _sigmoid
+
+
+@triton.jit
+def _bias_and_lengths(b, T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value,
+                      HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE):
+    Lq = T_Q
+    if HAS_SEQ_LENS_Q != 0:
+        Lq = tl.minimum(tl.maximum(tl.load(SEQ_LENS_Q + b), 0), T_Q)
+    Lk = T_K
+    if HAS_SEQ_LENS_K != 0:
+        Lk = tl.minimum(tl.maximum(tl.load(SEQ_LENS_K + b), 0), T_K)
+    if BIAS_MODE == 0:
+        bias = -tl.log(tl.maximum(Lk, 1).to(tl.float32))
+    elif BIAS_MODE == 1:
+        bias = bias_value
+    else:
+        bias = tl.load(BIAS + b)
+    return Lq, Lk, bias
+
+
+@triton.jit
+def _load_rows(base, offs, limit, stride, offs_d, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr):
+    ptrs = base + offs[:, None] * stride + offs_d[None, :]
+    mask = offs[:, None] < limit
+    if BLOCK_D != HEAD_DIM:
+        mask = mask & (offs_d[None, :] < HEAD_DIM)
+    return tl.load(ptrs, mask=mask, other=0.0)
+
+
+@triton.jit
+def _dkdv_block(dk, dv, dmod, k, v, q_base, do_base, m_start, offs_n, offs_d, Lq,
+                stride_qt, stride_dot, scale, bias_col,
+                HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
+                CAUSAL_MASK: tl.constexpr, HAS_SCORE_MOD: tl.constexpr,
+                FAST_SIGMOID: tl.constexpr):
+    offs_m = m_start + tl.arange(0, BLOCK_M)
+    q = _load_rows(q_base, offs_m, Lq, stride_qt, offs_d, HEAD_DIM, BLOCK_D)
+    do = _load_rows(do_base, offs_m, Lq, stride_dot, offs_d, HEAD_DIM, BLOCK_D)
+    sT = tl.dot(k, tl.trans(q)) * scale + bias_col  # [BLOCK_N, BLOCK_M]
+    pT = _sigmoid(sT, FAST_SIGMOID)
+    if CAUSAL_MASK:
+        pT = tl.where(offs_m[None, :] >= offs_n[:, None], pT, 0.0)
+    dv += tl.dot(pT.to(do.dtype), do)
+    dpT = tl.dot(v, tl.trans(do))
+    dsT = dpT * pT * (1.0 - pT)
+    dk += tl.dot(dsT.to(q.dtype), q)
+    if HAS_SCORE_MOD:
+        dmod += tl.sum(dsT, 1)
+    return dk, dv, dmod
+
+
+@triton.jit
+def sigmoid_attn_bwd_dkdv(
+    Q, K, V, DO, DK, DV, DMOD, SEQ_LENS_Q, SEQ_LENS_K, BIAS, SCORE_MOD,
+    stride_qb, stride_qt, stride_qh,
+    stride_kb, stride_kt, stride_kh,
+    stride_vb, stride_vt, stride_vh,
+    stride_dob, stride_dot, stride_doh,
+    stride_dkb, stride_dkt, stride_dkh,
+    stride_dvb, stride_dvt, stride_dvh,
+    stride_dmb, stride_dmh, stride_smb, stride_smt,
+    T_Q, T_K, kv_group, scale, bias_value,
+    HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr,
+):
+    # grid: (cdiv(T_K, BLOCK_N), Hkv, B)
+    pid_n = tl.program_id(0)
+    hk = tl.program_id(1)
+    b = tl.program_id(2)
+    start_n = pid_n * BLOCK_N
+    Lq, Lk, bias = _bias_and_lengths(b, T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value,
+                                     HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE)
+    b64 = b.to(tl.int64)
+    hk64 = hk.to(tl.int64)
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    k = _load_rows(K + b64 * stride_kb + hk64 * stride_kh, offs_n, Lk, stride_kt, offs_d,
+                   HEAD_DIM, BLOCK_D)
+    v = _load_rows(V + b64 * stride_vb + hk64 * stride_vh, offs_n, Lk, stride_vt, offs_d,
+                   HEAD_DIM, BLOCK_D)
+    bias_col = tl.zeros([BLOCK_N, 1], dtype=tl.float32) + bias
+    if HAS_SCORE_MOD:
+        mod = tl.load(SCORE_MOD + b64 * stride_smb + offs_n * stride_smt, mask=offs_n < Lk,
+                      other=0.0)
+        bias_col += mod[:, None]
+
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dmod = tl.zeros([BLOCK_N], dtype=tl.float32)
+    # Query blocks that see this key block: all of [0, Lq), or from the diagonal when causal.
+    m_lo = 0
+    m_diag_end = 0
+    if IS_CAUSAL:
+        m_lo = (start_n // BLOCK_M) * BLOCK_M
+        m_diag_end = m_lo + tl.cdiv(start_n + BLOCK_N - m_lo, BLOCK_M) * BLOCK_M
+    if start_n >= Lk:
+        Lq = 0  # key block wholly past the sequence: its gradients are zero
+    for g in range(0, kv_group):
+        h64 = hk64 * kv_group + g
+        q_base = Q + b64 * stride_qb + h64 * stride_qh
+        do_base = DO + b64 * stride_dob + h64 * stride_doh
+        if IS_CAUSAL:
+            for m_start in range(m_lo, tl.minimum(m_diag_end, Lq), BLOCK_M):
+                dk, dv, dmod = _dkdv_block(dk, dv, dmod, k, v, q_base, do_base, m_start, offs_n,
+                                           offs_d, Lq, stride_qt, stride_dot, scale, bias_col,
+                                           HEAD_DIM, BLOCK_D, BLOCK_M, True, HAS_SCORE_MOD,
+                                           FAST_SIGMOID)
+        for m_start in range(m_diag_end, Lq, BLOCK_M):
+            dk, dv, dmod = _dkdv_block(dk, dv, dmod, k, v, q_base, do_base, m_start, offs_n,
+                                       offs_d, Lq, stride_qt, stride_dot, scale, bias_col,
+                                       HEAD_DIM, BLOCK_D, BLOCK_M, False, HAS_SCORE_MOD,
+                                       FAST_SIGMOID)
+
+    key_ok = offs_n < Lk
+    dv = tl.where(key_ok[:, None], dv, 0.0)
+    dk = dk * scale
+    out_mask = offs_n[:, None] < T_K
+    if BLOCK_D != HEAD_DIM:
+        out_mask = out_mask & (offs_d[None, :] < HEAD_DIM)
+    dk_ptrs = DK + b64 * stride_dkb + hk64 * stride_dkh + offs_n[:, None] * stride_dkt + offs_d[None, :]
+    dv_ptrs = DV + b64 * stride_dvb + hk64 * stride_dvh + offs_n[:, None] * stride_dvt + offs_d[None, :]
+    tl.store(dk_ptrs, dk.to(DK.dtype.element_ty), mask=out_mask)
+    tl.store(dv_ptrs, dv.to(DV.dtype.element_ty), mask=out_mask)
+    if HAS_SCORE_MOD:
+        dmod = tl.where(key_ok, dmod, 0.0)
+        tl.store(DMOD + b64 * stride_dmb + hk64 * stride_dmh + offs_n, dmod, mask=offs_n < T_K)
+
+
+@triton.jit
+def _dq_block(dq, q, do, k_base, v_base, sm_base, n_start, offs_m, offs_d, Lk,
+              stride_kt, stride_vt, stride_smt, scale, bias,
+              HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+              CAUSAL_MASK: tl.constexpr, HAS_SCORE_MOD: tl.constexpr,
+              FAST_SIGMOID: tl.constexpr):
+    offs_n = n_start + tl.arange(0, BLOCK_N)
+    k = _load_rows(k_base, offs_n, Lk, stride_kt, offs_d, HEAD_DIM, BLOCK_D)
+    v = _load_rows(v_base, offs_n, Lk, stride_vt, offs_d, HEAD_DIM, BLOCK_D)
+    s = tl.dot(q, tl.trans(k)) * scale + bias
+    if HAS_SCORE_MOD:
+        s += tl.load(sm_base + offs_n * stride_smt, mask=offs_n < Lk, other=0.0)[None, :]
+    p = _sigmoid(s, FAST_SIGMOID)
+    dp = tl.dot(do, tl.trans(v))
+    ds = dp * p * (1.0 - p)  # keys past Lk have v = 0, so dp = 0 and ds = 0 there
+    if CAUSAL_MASK:
+        ds = tl.where(offs_n[None, :] <= offs_m[:, None], ds, 0.0)
+    return dq + tl.dot(ds.to(k.dtype), k)
+
+
+@triton.jit
+def sigmoid_attn_bwd_dq(
+    Q, K, V, DO, DQ, SEQ_LENS_Q, SEQ_LENS_K, BIAS, SCORE_MOD,
+    stride_qb, stride_qt, stride_qh,
+    stride_kb, stride_kt, stride_kh,
+    stride_vb, stride_vt, stride_vh,
+    stride_dob, stride_dot, stride_doh,
+    stride_dqb, stride_dqt, stride_dqh,
+    stride_smb, stride_smt,
+    T_Q, T_K, kv_group, scale, bias_value,
+    HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr,
+):
+    # grid: (cdiv(T_Q, BLOCK_M), Hq, B)
+    pid_m = tl.program_id(0)
+    h = tl.program_id(1)
+    b = tl.program_id(2)
+    start_m = pid_m * BLOCK_M
+    Lq, Lk, bias = _bias_and_lengths(b, T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value,
+                                     HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE)
+    b64 = b.to(tl.int64)
+    h64 = h.to(tl.int64)
+    hk64 = (h // kv_group).to(tl.int64)
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    q = _load_rows(Q + b64 * stride_qb + h64 * stride_qh, offs_m, Lq, stride_qt, offs_d,
+                   HEAD_DIM, BLOCK_D)
+    do = _load_rows(DO + b64 * stride_dob + h64 * stride_doh, offs_m, Lq, stride_dot, offs_d,
+                    HEAD_DIM, BLOCK_D)
+    k_base = K + b64 * stride_kb + hk64 * stride_kh
+    v_base = V + b64 * stride_vb + hk64 * stride_vh
+    sm_base = SCORE_MOD + b64 * stride_smb
+
+    hi = Lk
+    n_full = Lk
+    if IS_CAUSAL:
+        hi = tl.minimum(Lk, start_m + BLOCK_M)
+        n_full = tl.minimum(hi, ((start_m + 1) // BLOCK_N) * BLOCK_N)
+    if start_m >= Lq:
+        hi = 0
+        n_full = 0
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    for n_start in range(0, n_full, BLOCK_N):
+        dq = _dq_block(dq, q, do, k_base, v_base, sm_base, n_start, offs_m, offs_d, Lk,
+                       stride_kt, stride_vt, stride_smt, scale, bias,
+                       HEAD_DIM, BLOCK_D, BLOCK_N, False, HAS_SCORE_MOD, FAST_SIGMOID)
+    for n_start in range(n_full, hi, BLOCK_N):
+        dq = _dq_block(dq, q, do, k_base, v_base, sm_base, n_start, offs_m, offs_d, Lk,
+                       stride_kt, stride_vt, stride_smt, scale, bias,
+                       HEAD_DIM, BLOCK_D, BLOCK_N, IS_CAUSAL, HAS_SCORE_MOD, FAST_SIGMOID)
+    dq = dq * scale
+    out_mask = offs_m[:, None] < T_Q
+    if BLOCK_D != HEAD_DIM:
+        out_mask = out_mask & (offs_d[None, :] < HEAD_DIM)
+    dq_ptrs = DQ + b64 * stride_dqb + h64 * stride_dqh + offs_m[:, None] * stride_dqt + offs_d[None, :]
+    tl.store(dq_ptrs, dq.to(DQ.dtype.element_ty), mask=out_mask)
