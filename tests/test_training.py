@@ -28,7 +28,7 @@ class Block(nn.Module):
 
 
 class Encoder(nn.Module):
-    def __init__(self, vocab=4, dim=64, heads=4, T=48):
+    def __init__(self, vocab=4, dim=64, heads=2, T=48):
         super().__init__()
         self.emb = nn.Embedding(vocab, dim)
         self.pos = nn.Parameter(torch.randn(T, dim) * 0.02)

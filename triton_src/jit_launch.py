@@ -61,27 +61,37 @@ def _extras(q, seq_lens_q, seq_lens_k, sigmoid_bias, score_mod):
 
 
 def backward(grad, q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale=None,
-             sigmoid_bias=None, score_mod=None, fast_sigmoid=False, tiles=None):
-    """Returns (dq, dk, dv, dscore_mod or None), like torch.ops.sigmoid_attn.backward."""
+             sigmoid_bias=None, score_mod=None, fast_sigmoid=False, tiles=None, tiles_dq=None,
+             parts=("dkdv", "dq")):
+    """Returns (dq, dk, dv, dscore_mod or None), like torch.ops.sigmoid_attn.backward.
+    tiles / tiles_dq: (BLOCK_M, BLOCK_N, warps, stages) of the dkdv / dq kernels (tiles_dq
+    defaults to tiles); parts: which kernels to run (for timing them apart)."""
     B, Tq, Hq, D = q.shape
     Tk, Hkv = k.shape[1], k.shape[2]
-    bm, bn, warps, stages = tiles or V.BWD_TILES.get(D, (64, 64, 4, 2))
+    explicit = tiles is not None
+    tiles = tiles or V.BWD_DKDV_TILES.get(D, (64, 64, 4, 2))
+    tiles_dq = tiles_dq or (tiles if explicit else V.BWD_DQ_TILES.get(D, (64, 64, 4, 2)))
     block_d = 1 << (D - 1).bit_length()
     x = _extras(q, seq_lens_q, seq_lens_k, sigmoid_bias, score_mod)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     has_mod = score_mod is not None
     dmod = torch.empty(B if has_mod else 1, Hkv, Tk, dtype=torch.float32, device=q.device)
     sc = 1.0 / math.sqrt(D) if scale is None else scale
-    meta = dict(HEAD_DIM=D, BLOCK_D=block_d, BLOCK_M=bm, BLOCK_N=bn, IS_CAUSAL=is_causal,
-                HAS_SCORE_MOD=has_mod, FAST_SIGMOID=fast_sigmoid, num_warps=warps,
-                num_stages=stages)
+    def meta(t):
+        return dict(HEAD_DIM=D, BLOCK_D=block_d, BLOCK_M=t[0], BLOCK_N=t[1], IS_CAUSAL=is_causal,
+                    HAS_SCORE_MOD=has_mod, FAST_SIGMOID=fast_sigmoid, num_warps=t[2],
+                    num_stages=t[3])
+
     tail = (Tq, Tk, Hq // Hkv, sc, x["bias_v"], x["has_lq"], x["has_lk"], x["bias_mode"])
     st = lambda t: (t.stride(0), t.stride(1), t.stride(2))
-    sigmoid_attn_bwd_dkdv[(triton.cdiv(Tk, bn), Hkv, B)](
-        q, k, v, grad, dk, dv, dmod, x["lq"], x["lk"], x["bias_t"], x["mod"],
-        *st(q), *st(k), *st(v), *st(grad), *st(dk), *st(dv),
-        dmod.stride(0), dmod.stride(1), x["smb"], x["smt"], *tail, **meta)
-    sigmoid_attn_bwd_dq[(triton.cdiv(Tq, bm), Hq, B)](
-        q, k, v, grad, dq, x["lq"], x["lk"], x["bias_t"], x["mod"],
-        *st(q), *st(k), *st(v), *st(grad), *st(dq), x["smb"], x["smt"], *tail, **meta)
+    if "dkdv" in parts:
+        sigmoid_attn_bwd_dkdv[(triton.cdiv(Tk, tiles[1]), Hkv, B)](
+            q, k, v, grad, dk, dv, dmod, x["lq"], x["lk"], x["bias_t"], x["mod"],
+            *st(q), *st(k), *st(v), *st(grad), *st(dk), *st(dv),
+            dmod.stride(0), dmod.stride(1), x["smb"], x["smt"], *tail, **meta(tiles))
+    if "dq" in parts:
+        sigmoid_attn_bwd_dq[(triton.cdiv(Tq, tiles_dq[0]), Hq, B)](
+            q, k, v, grad, dq, x["lq"], x["lk"], x["bias_t"], x["mod"],
+            *st(q), *st(k), *st(v), *st(grad), *st(dq), x["smb"], x["smt"], *tail,
+            **meta(tiles_dq))
     return dq, dk, dv, dmod.sum(1) if has_mod else None

@@ -19,15 +19,16 @@ FWD_TILES = {
     256: (64, 64, 4, 2),
 }
 
-# Backward tiles, shared by the dkdv and dq kernels: head_dim -> (BLOCK_M, BLOCK_N, warps, stages).
+# Backward tiles: head_dim -> (BLOCK_M, BLOCK_N, warps, stages), one table per kernel.
 # dkdv keeps two [BLOCK_N, D] fp32 accumulators (dK, dV) live, so BLOCK_N shrinks as D grows.
-BWD_TILES = {
+BWD_DKDV_TILES = {
     32: (64, 64, 4, 2),
     64: (64, 64, 4, 2),
     96: (64, 64, 8, 2),
     128: (64, 64, 8, 2),
     256: (64, 32, 8, 1),
 }
+BWD_DQ_TILES = dict(BWD_DKDV_TILES)
 
 
 def _strides(prefix, dims="bth"):
@@ -103,7 +104,8 @@ class Variant:
 
 def variants():
     out = []
-    for kind, tiles in (("fwd", FWD_TILES), ("bwd_dkdv", BWD_TILES), ("bwd_dq", BWD_TILES)):
+    for kind, tiles in (("fwd", FWD_TILES), ("bwd_dkdv", BWD_DKDV_TILES),
+                        ("bwd_dq", BWD_DQ_TILES)):
         for dtype in DTYPES:
             for head_dim, (bm, bn, w, s) in tiles.items():
                 for causal in (False, True):

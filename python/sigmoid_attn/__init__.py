@@ -6,7 +6,6 @@ package never imports Triton.
 """
 
 from ._version import __version__
-from . import _autograd  # noqa: F401  (registers the backward)
 from .functional import sigmoid_attention, sigmoid_attention_reference
 from ._info import info
 

@@ -7,6 +7,7 @@ from typing import Optional, Union
 
 import torch
 
+from ._autograd import SigmoidAttentionFunction, needs_grad
 from ._ops import ops
 
 __all__ = ["sigmoid_attention", "sigmoid_attention_reference"]
@@ -32,12 +33,17 @@ def sigmoid_attention(
     scale defaults to 1/sqrt(D); sigmoid_bias is a float or a [B] tensor and defaults to
     -log(valid key count) per sequence; score_mod is a [B, Tk] additive per-key bias.
     is_causal: query i attends keys j <= i (top-left aligned). Returns [B, Tq, Hq, D].
+    Differentiable in q, k, v and score_mod (eager and torch.compile).
     """
     if isinstance(sigmoid_bias, torch.Tensor):
-        return ops.forward(q, k, v, seq_lens_q, seq_lens_k, is_causal, scale, None,
-                           sigmoid_bias, score_mod)
-    return ops.forward(q, k, v, seq_lens_q, seq_lens_k, is_causal, scale, sigmoid_bias,
-                       None, score_mod)
+        bias_value, bias_tensor = None, sigmoid_bias
+    else:
+        bias_value, bias_tensor = sigmoid_bias, None
+    if needs_grad(q, k, v, score_mod):
+        return SigmoidAttentionFunction.apply(q, k, v, seq_lens_q, seq_lens_k, is_causal, scale,
+                                              bias_value, bias_tensor, score_mod)
+    return ops.forward(q, k, v, seq_lens_q, seq_lens_k, is_causal, scale, bias_value,
+                       bias_tensor, score_mod)
 
 
 def sigmoid_attention_reference(

@@ -1,0 +1,62 @@
+"""Sweep backward tile configs (dkdv and dq kernels timed apart) on the GPU via Triton JIT.
+
+    python benchmarks/tune_backward.py --out tune_bwd.json
+
+Shapes follow the benchmark protocol (bf16, B*T=16384, H*D=2048). Winners go into
+triton_src/variants.py (BWD_DKDV_TILES, BWD_DQ_TILES) by hand; see benchmarks/NOTES.md.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+import triton.testing
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "triton_src"))
+import jit_launch  # noqa: E402
+
+CANDIDATES = {
+    64: [(64, 64, 4, 2), (64, 64, 4, 3), (64, 128, 4, 2), (64, 128, 8, 2), (128, 64, 8, 2),
+         (128, 128, 8, 2), (32, 64, 4, 2), (64, 32, 4, 2)],
+    128: [(64, 64, 8, 2), (64, 64, 4, 2), (64, 64, 4, 3), (64, 128, 8, 2), (128, 64, 8, 2),
+          (32, 64, 4, 2), (64, 32, 4, 2), (128, 128, 8, 1), (32, 128, 4, 2)],
+}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="tune_bwd.json")
+    ap.add_argument("--T", type=int, default=4096)
+    args = ap.parse_args()
+    rows = []
+    T = args.T
+    for D, cands in CANDIDATES.items():
+        H, B = 2048 // D, 16384 // T
+        q, k, v, do = (torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
+                       for _ in range(4))
+        for part in ("dkdv", "dq"):
+            # dkdv: 4 matmuls per score element, dq: 3 (forward has 2).
+            flops = (4 if part == "dkdv" else 3) * 2.0 * B * H * D * T * T
+            for t in cands:
+                fn = lambda: jit_launch.backward(do, q, k, v, fast_sigmoid=True, tiles=t,
+                                                 tiles_dq=t, parts=(part,))
+                try:
+                    ms = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+                    tf = flops / ms / 1e9
+                except Exception as e:  # noqa: BLE001
+                    ms = tf = None
+                    print(f"D={D} {part} {t}: {type(e).__name__}: {str(e)[:120]}", flush=True)
+                rows.append({"D": D, "part": part, "T": T, "tiles": list(t), "ms": ms, "tflops": tf})
+            ok = [r for r in rows if r["D"] == D and r["part"] == part and r["tflops"]]
+            best = max(ok, key=lambda r: r["tflops"])
+            print(f"D={D} {part:4s} best {best['tiles']} {best['ms']:.3f} ms | " + " ".join(
+                f"{tuple(r['tiles'])}:{r['ms']:.2f}ms" for r in ok), flush=True)
+    with open(args.out, "w") as f:
+        json.dump({"device": torch.cuda.get_device_name(), "triton": triton.__version__,
+                   "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
