@@ -20,15 +20,24 @@ FWD_TILES = {
 }
 
 # Backward tiles: head_dim -> (BLOCK_M, BLOCK_N, warps, stages), one table per kernel.
-# dkdv keeps two [BLOCK_N, D] fp32 accumulators (dK, dV) live, so BLOCK_N shrinks as D grows.
+# Swept on the H100 (benchmarks/tune_backward.py, results/.../tune_bwd.json, bf16 T=4k): one
+# warpgroup per 64-row tile wins; 8 warps on 64x64 tiles split each wgmma below its 64-row
+# minimum and ran 2x slower at hd128 (dkdv 4.08 -> 2.03 ms, dq 2.74 -> 1.56 ms).
+# dkdv keeps two [BLOCK_N, D] fp32 accumulators (dK, dV) live, so hd256 halves BLOCK_N.
 BWD_DKDV_TILES = {
-    32: (64, 64, 4, 2),
-    64: (64, 64, 4, 2),
-    96: (64, 64, 8, 2),
-    128: (64, 64, 8, 2),
+    32: (64, 64, 4, 3),
+    64: (64, 64, 4, 3),
+    96: (64, 64, 4, 2),
+    128: (64, 64, 4, 2),
     256: (64, 32, 8, 1),
 }
-BWD_DQ_TILES = dict(BWD_DKDV_TILES)
+BWD_DQ_TILES = {
+    32: (64, 64, 4, 2),
+    64: (64, 64, 4, 2),
+    96: (64, 64, 4, 2),
+    128: (64, 64, 4, 2),
+    256: (64, 32, 8, 1),
+}
 
 
 def _strides(prefix, dims="bth"):
