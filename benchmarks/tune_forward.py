@@ -19,6 +19,7 @@ import triton.testing
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "triton_src"))
 import jit_launch  # noqa: E402
 
+# (BLOCK_M, BLOCK_N, warps, stages, warp_specialize[, software_pipeline])
 CANDIDATES = {
     64: [(128, 64, 4, 3, False), (128, 64, 8, 3, False), (128, 128, 8, 3, False),
          (128, 128, 4, 3, False), (64, 64, 4, 4, False), (128, 64, 4, 4, False),
@@ -29,14 +30,24 @@ CANDIDATES = {
 }
 
 
+PIPELINE_CANDIDATES = {
+    64: [(128, 64, 4, 3, False, False), (128, 64, 4, 3, False, True),
+         (128, 64, 4, 2, False, True), (128, 128, 8, 2, False, True), (64, 64, 4, 3, False, True)],
+    128: [(128, 64, 8, 3, False, False), (128, 64, 8, 3, False, True),
+          (128, 64, 8, 2, False, True), (128, 128, 8, 2, False, True),
+          (64, 64, 4, 3, False, False), (64, 64, 4, 3, False, True), (64, 64, 4, 2, False, True)],
+}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="tune.json")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--pipeline", action="store_true", help="software-pipelining candidates")
     args = ap.parse_args()
     lengths = (4096,) if args.quick else (1024, 4096, 16384)
     rows = []
-    for D, cands in CANDIDATES.items():
+    for D, cands in (PIPELINE_CANDIDATES if args.pipeline else CANDIDATES).items():
         for causal in (False, True):
             for T in lengths:
                 if causal and T != 4096:
@@ -45,17 +56,20 @@ def main():
                 q, k, v = (torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
                            for _ in range(3))
                 flops = 4.0 * B * H * D * T * T * (0.5 if causal else 1.0)
-                for bm, bn, w, s, ws in cands:
+                for cand in cands:
+                    bm, bn, w, s, ws = cand[:5]
+                    sp = len(cand) > 5 and cand[5]
                     fn = lambda: jit_launch.forward(q, k, v, is_causal=causal, fast_sigmoid=True,
-                                                    tiles=(bm, bn, w, s), warp_specialize=ws)
+                                                    tiles=(bm, bn, w, s), warp_specialize=ws,
+                                                    software_pipeline=sp)
                     try:
                         ms = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
                         tf = flops / ms / 1e9
                     except Exception as e:  # noqa: BLE001 - a config may not compile/fit
                         ms, tf = None, None
-                        print(f"D={D} causal={causal} T={T} {(bm, bn, w, s, ws)}: "
+                        print(f"D={D} causal={causal} T={T} {cand}: "
                               f"{type(e).__name__}: {str(e)[:160]}", flush=True)
-                    rows.append({"D": D, "causal": causal, "T": T, "tiles": [bm, bn, w, s, ws],
+                    rows.append({"D": D, "causal": causal, "T": T, "tiles": list(cand),
                                  "ms": ms, "tflops": tf})
                 best = max((r for r in rows if r["D"] == D and r["causal"] == causal
                             and r["T"] == T and r["tflops"]), key=lambda r: r["tflops"])

@@ -54,6 +54,7 @@ def compile_variant(var: V.Variant, arch: int):
     }
     if var.kind == "fwd":
         constexprs["WARP_SPECIALIZE"] = var.warp_specialize
+        constexprs["SOFTWARE_PIPELINE"] = var.software_pipeline
     params = V.PARAMS[var.kind]
     divisible = V.divisible_16(var.kind)
     own = dict(params)

@@ -17,7 +17,7 @@ from sigmoid_attn_fwd import BIAS_DEFAULT, BIAS_SCALAR, BIAS_TENSOR, sigmoid_att
 
 def forward(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale=None,
             sigmoid_bias=None, score_mod=None, fast_sigmoid=False, tiles=None,
-            warp_specialize=False):
+            warp_specialize=False, software_pipeline=False):
     B, Tq, Hq, D = q.shape
     Tk, Hkv = k.shape[1], k.shape[2]
     bm, bn, warps, stages = tiles or V.FWD_TILES.get(D, (64, 64, 4, 2))
@@ -36,7 +36,7 @@ def forward(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale
         x["has_lq"], x["has_lk"], x["bias_mode"],
         HEAD_DIM=D, BLOCK_D=block_d, BLOCK_M=bm, BLOCK_N=bn,
         IS_CAUSAL=is_causal, HAS_SCORE_MOD=score_mod is not None, FAST_SIGMOID=fast_sigmoid,
-        WARP_SPECIALIZE=warp_specialize,
+        WARP_SPECIALIZE=warp_specialize, SOFTWARE_PIPELINE=software_pipeline,
         num_warps=warps, num_stages=stages,
     )
     return out

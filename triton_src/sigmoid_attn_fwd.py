@@ -77,6 +77,35 @@ def _attend(
 
 
 @triton.jit
+def _qk(q, k_base, offs_d, n_start, stride_kt, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+        BLOCK_N: tl.constexpr):
+    offs_n = n_start + tl.arange(0, BLOCK_N)
+    k_ptrs = k_base + offs_n[None, :] * stride_kt + offs_d[:, None]
+    if BLOCK_D != HEAD_DIM:
+        kT = tl.load(k_ptrs, mask=offs_d[:, None] < HEAD_DIM, other=0.0)
+    else:
+        kT = tl.load(k_ptrs)
+    return tl.dot(q, kT)
+
+
+@triton.jit
+def _pv(acc, qk, v_base, sm_base, offs_d, n_start, stride_vt, stride_smt, scale, bias,
+        HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+        HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr):
+    offs_n = n_start + tl.arange(0, BLOCK_N)
+    v_ptrs = v_base + offs_n[:, None] * stride_vt + offs_d[None, :]
+    if BLOCK_D != HEAD_DIM:
+        v = tl.load(v_ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
+    else:
+        v = tl.load(v_ptrs)
+    s = qk * scale + bias
+    if HAS_SCORE_MOD:
+        s += tl.load(sm_base + offs_n * stride_smt)[None, :]
+    p = _sigmoid(s, FAST_SIGMOID)
+    return acc + tl.dot(p.to(v.dtype), v)
+
+
+@triton.jit
 def sigmoid_attn_fwd(
     Q, K, V, O, SEQ_LENS_Q, SEQ_LENS_K, BIAS, SCORE_MOD,
     stride_qb, stride_qt, stride_qh,
@@ -88,7 +117,7 @@ def sigmoid_attn_fwd(
     HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr,
-    WARP_SPECIALIZE: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr, SOFTWARE_PIPELINE: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     h = tl.program_id(1)
@@ -139,12 +168,27 @@ def sigmoid_attn_fwd(
         q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0)
 
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    for n_start in tl.range(0, n_full, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
-        acc = _attend(
-            acc, q, k_base, v_base, sm_base, offs_m, offs_d, n_start, Lk,
-            stride_kt, stride_vt, stride_smt, scale, bias,
-            HEAD_DIM, BLOCK_D, BLOCK_N, False, IS_CAUSAL, HAS_SCORE_MOD, FAST_SIGMOID,
-        )
+    if SOFTWARE_PIPELINE:
+        # Q·Kᵀ of block j+1 is issued before the sigmoid of block j, so that the tensor cores
+        # work while the MUFU unit computes tanh (the two are comparable in cost at hd<=128).
+        if n_full > 0:
+            qk = _qk(q, k_base, offs_d, 0, stride_kt, HEAD_DIM, BLOCK_D, BLOCK_N)
+            for n_start in range(BLOCK_N, n_full, BLOCK_N):
+                qk_next = _qk(q, k_base, offs_d, n_start, stride_kt, HEAD_DIM, BLOCK_D, BLOCK_N)
+                acc = _pv(acc, qk, v_base, sm_base, offs_d, n_start - BLOCK_N, stride_vt,
+                          stride_smt, scale, bias, HEAD_DIM, BLOCK_D, BLOCK_N, HAS_SCORE_MOD,
+                          FAST_SIGMOID)
+                qk = qk_next
+            acc = _pv(acc, qk, v_base, sm_base, offs_d, n_full - BLOCK_N, stride_vt,
+                      stride_smt, scale, bias, HEAD_DIM, BLOCK_D, BLOCK_N, HAS_SCORE_MOD,
+                      FAST_SIGMOID)
+    else:
+        for n_start in tl.range(0, n_full, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
+            acc = _attend(
+                acc, q, k_base, v_base, sm_base, offs_m, offs_d, n_start, Lk,
+                stride_kt, stride_vt, stride_smt, scale, bias,
+                HEAD_DIM, BLOCK_D, BLOCK_N, False, IS_CAUSAL, HAS_SCORE_MOD, FAST_SIGMOID,
+            )
     for n_start in range(n_full, hi, BLOCK_N):
         acc = _attend(
             acc, q, k_base, v_base, sm_base, offs_m, offs_d, n_start, Lk,

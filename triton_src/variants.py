@@ -98,6 +98,7 @@ class Variant:
     num_warps: int
     num_stages: int
     warp_specialize: bool = False
+    software_pipeline: bool = False
 
     @property
     def block_d(self) -> int:
@@ -108,7 +109,7 @@ class Variant:
         flags = ("_causal" if self.causal else "") + ("_mod" if self.score_mod else "")
         return (f"{self.kind}_{self.dtype}_d{self.head_dim}{flags}_"
                 f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}"
-                + ("ws" if self.warp_specialize else ""))
+                + ("ws" if self.warp_specialize else "") + ("p" if self.software_pipeline else ""))
 
 
 def variants():
