@@ -45,6 +45,7 @@ int sigmoid_attn_kernel_field(int i, const char* field) {
       {"block_n", k.block_n},
       {"num_warps", k.num_warps},
       {"num_stages", k.num_stages},
+      {"min_t", k.min_t},
       {"shared_bytes", k.shared_bytes},
       {"num_hidden_params", k.num_hidden_params},
       {"cubin_bytes", static_cast<int>(k.image_size)},

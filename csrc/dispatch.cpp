@@ -12,10 +12,18 @@ namespace {
 
 constexpr int kMaxHeadDim = 512;
 constexpr int kKinds = 3;
+constexpr int kMaxBuckets = 4;
+
+// Tile buckets of one variant, ascending min_t; the first always has min_t == 0.
+struct Buckets {
+  int16_t n = 0;
+  int16_t kernel[kMaxBuckets];
+  int32_t min_t[kMaxBuckets];
+};
 
 struct KernelTable {
-  // [kind][dtype][head_dim][causal][score_mod] -> kernel index or -1
-  std::array<int16_t, kKinds * 2 * (kMaxHeadDim + 1) * 2 * 2> index;
+  // [kind][dtype][head_dim][causal][score_mod] -> buckets
+  std::array<Buckets, kKinds * 2 * (kMaxHeadDim + 1) * 2 * 2> index;
   std::string head_dims;  // "32, 64, ..." for error messages
 
   static int slot(int kind, int dtype, int64_t hd, bool causal, bool mod) {
@@ -24,13 +32,21 @@ struct KernelTable {
   }
 
   KernelTable() {
-    index.fill(-1);
     std::set<int> dims;
     for (int i = 0; i < kNumKernels; ++i) {
       const KernelSpec& k = kKernels[i];
       if (k.head_dim > kMaxHeadDim) continue;
-      index[slot(static_cast<int>(k.kind), static_cast<int>(k.dtype), k.head_dim, k.causal,
-                 k.score_mod)] = static_cast<int16_t>(i);
+      Buckets& b = index[slot(static_cast<int>(k.kind), static_cast<int>(k.dtype), k.head_dim,
+                              k.causal, k.score_mod)];
+      if (b.n == kMaxBuckets) continue;
+      int pos = b.n++;  // insertion sort by min_t
+      while (pos > 0 && b.min_t[pos - 1] > k.min_t) {
+        b.min_t[pos] = b.min_t[pos - 1];
+        b.kernel[pos] = b.kernel[pos - 1];
+        --pos;
+      }
+      b.min_t[pos] = k.min_t;
+      b.kernel[pos] = static_cast<int16_t>(i);
       if (k.kind == KernelKind::kForward) dims.insert(k.head_dim);
     }
     for (int d : dims) head_dims += (head_dims.empty() ? "" : ", ") + std::to_string(d);
@@ -45,14 +61,16 @@ const KernelTable& table() {
 }  // namespace
 
 int select_kernel(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t head_dim,
-                  bool causal, bool score_mod) {
+                  bool causal, bool score_mod, int64_t seq_len) {
   const KernelTable& t = table();
   const int dt = dtype == torch::headeronly::ScalarType::Half       ? 0
                  : dtype == torch::headeronly::ScalarType::BFloat16 ? 1
                                                                      : -1;
   int idx = -1;
   if (dt >= 0 && head_dim > 0 && head_dim <= kMaxHeadDim) {
-    idx = t.index[KernelTable::slot(static_cast<int>(kind), dt, head_dim, causal, score_mod)];
+    const Buckets& b =
+        t.index[KernelTable::slot(static_cast<int>(kind), dt, head_dim, causal, score_mod)];
+    for (int i = 0; i < b.n && b.min_t[i] <= seq_len; ++i) idx = b.kernel[i];
   }
   SA_CHECK(idx >= 0, "sigmoid_attention: no CUDA kernel is compiled for head_dim=", head_dim,
            " (dtype ", torch::headeronly::toString(dtype), ", is_causal=", causal,

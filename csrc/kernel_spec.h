@@ -26,6 +26,7 @@ struct KernelSpec {
   int block_n;
   int num_warps;
   int num_stages;
+  int min_t;                  // dispatched when the sequence length is >= min_t (tile buckets)
   int shared_bytes;           // dynamic shared memory the launch must provide
   int num_params;             // the kernel's own parameters (variants.FWD_PARAMS)
   int num_hidden_params;      // pointers this Triton version appends after them

@@ -18,7 +18,7 @@ Tensor forward_cuda(SIGMOID_ATTN_FORWARD_ARGS) {
        score_mod},
       Backend::kCUDA);
   const int kernel = select_kernel(KernelKind::kForward, q.scalar_type(), p.D, is_causal,
-                                   score_mod.has_value());
+                                   score_mod.has_value(), p.Tq);
   const KernelSpec& spec = kKernels[kernel];
 
   Tensor out = torch::stable::new_empty(q, {p.B, p.Tq, p.Hq, p.D});

@@ -21,8 +21,8 @@ Grads backward_cuda(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS) {
       Backend::kCUDA);
   const bool has_mod = score_mod.has_value();
   const auto dt = q.scalar_type();
-  const int k_dkdv = select_kernel(KernelKind::kBackwardDkDv, dt, p.D, is_causal, has_mod);
-  const int k_dq = select_kernel(KernelKind::kBackwardDq, dt, p.D, is_causal, has_mod);
+  const int k_dkdv = select_kernel(KernelKind::kBackwardDkDv, dt, p.D, is_causal, has_mod, p.Tk);
+  const int k_dq = select_kernel(KernelKind::kBackwardDq, dt, p.D, is_causal, has_mod, p.Tq);
 
   Tensor dq = torch::stable::new_empty(q, {p.B, p.Tq, p.Hq, p.D});
   Tensor dk = torch::stable::new_empty(k, {p.B, p.Tk, p.Hkv, p.D});

@@ -21,7 +21,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("kernel_catalog", [] {
     static const char* const fields[] = {"head_dim",  "causal",       "score_mod",
                                          "block_m",   "block_n",      "num_warps",
-                                         "num_stages", "shared_bytes", "num_hidden_params",
+                                         "num_stages", "min_t", "shared_bytes", "num_hidden_params",
                                          "cubin_bytes"};
     py::list out;
     for (int i = 0; i < sigmoid_attn_num_kernels(); ++i) {

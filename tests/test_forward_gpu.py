@@ -13,7 +13,7 @@ if torch.cuda.is_available():
     import sigmoid_attn
     from sigmoid_attn import sigmoid_attention, sigmoid_attention_reference
 
-    CATALOG = sigmoid_attn.info()["variants"]
+    CATALOG = [v for v in sigmoid_attn.info()["variants"] if v["kind"] == "fwd"]
 else:
     CATALOG = []
 
@@ -50,10 +50,14 @@ def test_variant_matches_reference(var):
     g = torch.Generator().manual_seed(var["head_dim"] * 7 + var["causal"] * 3 + var["score_mod"])
     dtype, D = DT[var["dtype"]], var["head_dim"]
     B, Tq, Tk, Hq, Hkv = 4, 300, 333, 4, 2
-    mk = lambda *s: torch.randn(*s, generator=g).to("cuda", dtype)
-    q, k, v = mk(B, Tq, Hq, D), mk(B, Tk, Hkv, D), mk(B, Tk, Hkv, D)
     lq = torch.tensor([Tq, 0, 17, 129], dtype=torch.int32)
     lk = torch.tensor([Tk, 5, 1, 200], dtype=torch.int32)
+    if var["min_t"] > 0:  # a long-sequence tile bucket: only dispatched for Tq >= min_t
+        B, Tq, Tk, Hq, Hkv = 2, var["min_t"] + 17, var["min_t"] + 50, 2, 1
+        lq = torch.tensor([Tq, Tq - 300], dtype=torch.int32)
+        lk = torch.tensor([Tk, 4000], dtype=torch.int32)
+    mk = lambda *s: torch.randn(*s, generator=g).to("cuda", dtype)
+    q, k, v = mk(B, Tq, Hq, D), mk(B, Tk, Hkv, D), mk(B, Tk, Hkv, D)
     mod = torch.randn(B, Tk, generator=g).cuda() if var["score_mod"] else None
     check(q, k, v, REL_TOL[dtype], seq_lens_q=lq.cuda(), seq_lens_k=lk.cuda(),
           is_causal=var["causal"], score_mod=mod)

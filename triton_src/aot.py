@@ -91,7 +91,7 @@ def compile_variant(var: V.Variant, arch: int):
         "cubin": ck.asm["cubin"],
         "kind": var.kind, "dtype": var.dtype, "head_dim": var.head_dim,
         "causal": var.causal, "score_mod": var.score_mod,
-        "block_m": var.block_m, "block_n": var.block_n,
+        "block_m": var.block_m, "block_n": var.block_n, "min_t": var.min_t,
         "num_warps": md.num_warps, "num_stages": var.num_stages,
         "shared": md.shared,
         "num_params": n_own, "num_hidden_params": len(hidden),
@@ -130,7 +130,7 @@ def write_cpp(out_dir: Path, results, triton_version: str, arch: int):
             f"    {{\"{r['name']}\", \"{r['entry']}\", sigmoid_attn_cubin_{i}, "
             f"{len(r['cubin'])}u, {kinds[r['kind']]}, {dt[r['dtype']]}, {r['head_dim']}, "
             f"{str(r['causal']).lower()}, {str(r['score_mod']).lower()}, "
-            f"{r['block_m']}, {r['block_n']}, {r['num_warps']}, {r['num_stages']}, "
+            f"{r['block_m']}, {r['block_n']}, {r['num_warps']}, {r['num_stages']}, {r['min_t']}, "
             f"{r['shared']}, {r['num_params']}, {r['num_hidden_params']}, "
             f"{r['global_scratch_size']}, {r['global_scratch_align']}, "
             f"{r['profile_scratch_size']}, {r['profile_scratch_align']}}},\n")

@@ -20,7 +20,7 @@ def forward(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale
             warp_specialize=False, software_pipeline=False):
     B, Tq, Hq, D = q.shape
     Tk, Hkv = k.shape[1], k.shape[2]
-    bm, bn, warps, stages = tiles or V.FWD_TILES.get(D, (64, 64, 4, 2))
+    bm, bn, warps, stages = tiles or V.fwd_tiles(D, Tq)
     block_d = 1 << (D - 1).bit_length()
     out = torch.empty(B, Tq, Hq, D, dtype=q.dtype, device=q.device)
     x = _extras(q, seq_lens_q, seq_lens_k, sigmoid_bias, score_mod)

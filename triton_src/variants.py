@@ -8,15 +8,17 @@ from dataclasses import dataclass
 
 DTYPES = ("fp16", "bf16")
 
-# head_dim -> (BLOCK_M, BLOCK_N, num_warps, num_stages).
-# 128x64 tiles with 8 warps keep the fp32 accumulator at 64 registers/thread for hd128;
-# hd256 halves BLOCK_M so that the accumulator (64x256 fp32 over 4 warps) still fits.
+# head_dim -> [(min_T, (BLOCK_M, BLOCK_N, num_warps, num_stages)), ...]: the dispatcher takes the
+# entry with the largest min_T <= Tq, so one head dim can use different tiles by length.
+# From the H100 sweeps (benchmarks/results/.../tune_fwd*.json, bf16, B*T=16k): at hd128 64x64
+# tiles with one warpgroup win up to 4k (T=1k 468 vs 419 TFLOPS: more CTAs per SM hide the
+# sigmoid), 128x64 with two warpgroups wins at 16k (536 vs 525).
 FWD_TILES = {
-    32: (128, 64, 4, 3),
-    64: (128, 64, 4, 3),
-    96: (128, 64, 8, 2),
-    128: (128, 64, 8, 3),
-    256: (64, 64, 4, 2),
+    32: [(0, (128, 64, 4, 3))],
+    64: [(0, (128, 64, 4, 3))],
+    96: [(0, (128, 64, 8, 2))],
+    128: [(0, (64, 64, 4, 3)), (8192, (128, 64, 8, 3))],
+    256: [(0, (64, 64, 4, 2))],
 }
 
 # Backward tiles: head_dim -> (BLOCK_M, BLOCK_N, warps, stages), one table per kernel.
@@ -99,6 +101,7 @@ class Variant:
     num_stages: int
     warp_specialize: bool = False
     software_pipeline: bool = False
+    min_t: int = 0  # smallest sequence length this tile is dispatched for
 
     @property
     def block_d(self) -> int:
@@ -109,7 +112,8 @@ class Variant:
         flags = ("_causal" if self.causal else "") + ("_mod" if self.score_mod else "")
         return (f"{self.kind}_{self.dtype}_d{self.head_dim}{flags}_"
                 f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}"
-                + ("ws" if self.warp_specialize else "") + ("p" if self.software_pipeline else ""))
+                + ("ws" if self.warp_specialize else "") + ("p" if self.software_pipeline else "")
+                + (f"_t{self.min_t}" if self.min_t else ""))
 
 
 def variants():
@@ -117,8 +121,17 @@ def variants():
     for kind, tiles in (("fwd", FWD_TILES), ("bwd_dkdv", BWD_DKDV_TILES),
                         ("bwd_dq", BWD_DQ_TILES)):
         for dtype in DTYPES:
-            for head_dim, (bm, bn, w, s) in tiles.items():
-                for causal in (False, True):
-                    for score_mod in (False, True):
-                        out.append(Variant(kind, dtype, head_dim, causal, score_mod, bm, bn, w, s))
+            for head_dim, entry in tiles.items():
+                buckets = entry if isinstance(entry, list) else [(0, entry)]
+                for min_t, (bm, bn, w, s) in buckets:
+                    for causal in (False, True):
+                        for score_mod in (False, True):
+                            out.append(Variant(kind, dtype, head_dim, causal, score_mod, bm, bn,
+                                               w, s, min_t=min_t))
     return out
+
+
+def fwd_tiles(head_dim: int, T: int):
+    """The forward tiles the dispatcher would pick (for the JIT launcher and sweeps)."""
+    buckets = FWD_TILES.get(head_dim, [(0, (64, 64, 4, 2))])
+    return [t for min_t, t in buckets if min_t <= T][-1]
