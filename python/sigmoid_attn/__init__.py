@@ -8,5 +8,8 @@ package never imports Triton.
 from ._version import __version__
 from .functional import sigmoid_attention, sigmoid_attention_reference
 from ._info import info
+from .sdpa import scaled_dot_product_sigmoid_attention
+from . import nn
 
-__all__ = ["__version__", "sigmoid_attention", "sigmoid_attention_reference", "info"]
+__all__ = ["__version__", "sigmoid_attention", "sigmoid_attention_reference",
+           "scaled_dot_product_sigmoid_attention", "info", "nn"]
