@@ -84,6 +84,25 @@ Extras extras(const std::optional<Tensor>& seq_lens_q, const std::optional<Tenso
   return e;
 }
 
+Tensor empty_cuda(const Tensor& like, std::initializer_list<int64_t> sizes, ScalarType dtype) {
+  int64_t dims[4], strides[4];
+  const int64_t n = static_cast<int64_t>(sizes.size());
+  int64_t i = 0;
+  for (int64_t s : sizes) dims[i++] = s;
+  int64_t stride = 1;
+  for (i = n - 1; i >= 0; --i) {
+    strides[i] = stride;
+    stride *= dims[i] > 0 ? dims[i] : 1;
+  }
+  AtenTensorHandle h = nullptr;
+  // AOTI dtype codes are c10::ScalarType's values.
+  SA_CHECK(aoti_torch_empty_strided(n, dims, strides, static_cast<int32_t>(dtype),
+                                    aoti_torch_device_type_cuda(), like.get_device_index(),
+                                    &h) == AOTI_TORCH_SUCCESS,
+           "sigmoid_attn: allocating a CUDA tensor failed");
+  return Tensor(h);
+}
+
 CUstream current_stream(int device) {
   void* s = nullptr;
   SA_CHECK(get_stream_fn()(device, &s) == AOTI_TORCH_SUCCESS,

@@ -3,6 +3,7 @@
 
 #include <cuda.h>
 
+#include <initializer_list>
 #include <optional>
 
 #include <torch/csrc/stable/tensor.h>
@@ -37,6 +38,15 @@ Extras extras(const std::optional<Tensor>& seq_lens_q, const std::optional<Tenso
               int bias_mode);
 
 CUstream current_stream(int device);
+
+// A new contiguous [d0, d1, d2, d3] (or fewer dims) CUDA tensor on `like`'s device. Calls
+// at::empty_strided through the C shim directly: the boxed dispatcher path that
+// torch::stable::new_empty takes costs microseconds, a large part of a tiny call.
+Tensor empty_cuda(const Tensor& like, std::initializer_list<int64_t> sizes,
+                  torch::headeronly::ScalarType dtype);
+inline Tensor empty_cuda(const Tensor& like, std::initializer_list<int64_t> sizes) {
+  return empty_cuda(like, sizes, like.scalar_type());
+}
 
 inline CUdeviceptr dptr(const Tensor& t) { return reinterpret_cast<CUdeviceptr>(t.data_ptr()); }
 

@@ -21,7 +21,7 @@ Tensor forward_cuda(SIGMOID_ATTN_FORWARD_ARGS) {
                                    score_mod.has_value(), p.Tq);
   const KernelSpec& spec = kKernels[kernel];
 
-  Tensor out = torch::stable::new_empty(q, {p.B, p.Tq, p.Hq, p.D});
+  Tensor out = empty_cuda(q, {p.B, p.Tq, p.Hq, p.D});
   if (p.B == 0 || p.Tq == 0 || p.Hq == 0) return out;
 
   const Operand oq = operand(q), ok = operand(k), ov = operand(v), oo = operand(out);

@@ -24,12 +24,11 @@ Grads backward_cuda(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS) {
   const int k_dkdv = select_kernel(KernelKind::kBackwardDkDv, dt, p.D, is_causal, has_mod, p.Tk);
   const int k_dq = select_kernel(KernelKind::kBackwardDq, dt, p.D, is_causal, has_mod, p.Tq);
 
-  Tensor dq = torch::stable::new_empty(q, {p.B, p.Tq, p.Hq, p.D});
-  Tensor dk = torch::stable::new_empty(k, {p.B, p.Tk, p.Hkv, p.D});
-  Tensor dv = torch::stable::new_empty(v, {p.B, p.Tk, p.Hkv, p.D});
+  Tensor dq = empty_cuda(q, {p.B, p.Tq, p.Hq, p.D});
+  Tensor dk = empty_cuda(k, {p.B, p.Tk, p.Hkv, p.D});
+  Tensor dv = empty_cuda(v, {p.B, p.Tk, p.Hkv, p.D});
   // Per-kv-head partial sums of dS over rows; summed over heads below (deterministic).
-  Tensor dmod_heads = torch::stable::new_empty(q, {has_mod ? p.B : 0, p.Hkv, p.Tk},
-                                               ScalarType::Float);
+  Tensor dmod_heads = empty_cuda(q, {has_mod ? p.B : 0, p.Hkv, p.Tk}, ScalarType::Float);
   auto finish = [&]() {
     Tensor dmod = has_mod ? torch::stable::sum(dmod_heads, std::vector<int64_t>{1})
                           : torch::stable::new_empty(q, {0}, ScalarType::Float);

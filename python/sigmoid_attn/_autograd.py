@@ -40,6 +40,7 @@ class SigmoidAttentionFunction(torch.autograd.Function):
 
 
 def needs_grad(q, k, v, score_mod) -> bool:
-    return torch.is_grad_enabled() and (
-        q.requires_grad or k.requires_grad or v.requires_grad
-        or (score_mod is not None and score_mod.requires_grad))
+    # Attribute reads first: is_grad_enabled() is a C call, only needed when something
+    # requires grad.
+    return (q.requires_grad or k.requires_grad or v.requires_grad
+            or (score_mod is not None and score_mod.requires_grad)) and torch.is_grad_enabled()

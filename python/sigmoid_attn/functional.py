@@ -10,6 +10,8 @@ import torch
 from ._autograd import SigmoidAttentionFunction, needs_grad
 from ._ops import ops
 
+_forward = ops.forward.default  # resolved once: skips overload resolution on every call
+
 __all__ = ["sigmoid_attention", "sigmoid_attention_reference"]
 
 
@@ -35,15 +37,15 @@ def sigmoid_attention(
     is_causal: query i attends keys j <= i (top-left aligned). Returns [B, Tq, Hq, D].
     Differentiable in q, k, v and score_mod (eager and torch.compile).
     """
+    # This function is the whole Python cost of a call: keep it to a few attribute reads.
+    bias_value, bias_tensor = sigmoid_bias, None
     if isinstance(sigmoid_bias, torch.Tensor):
         bias_value, bias_tensor = None, sigmoid_bias
-    else:
-        bias_value, bias_tensor = sigmoid_bias, None
     if needs_grad(q, k, v, score_mod):
         return SigmoidAttentionFunction.apply(q, k, v, seq_lens_q, seq_lens_k, is_causal, scale,
                                               bias_value, bias_tensor, score_mod)
-    return ops.forward(q, k, v, seq_lens_q, seq_lens_k, is_causal, scale, bias_value,
-                       bias_tensor, score_mod)
+    return _forward(q, k, v, seq_lens_q, seq_lens_k, is_causal, scale, bias_value, bias_tensor,
+                    score_mod)
 
 
 def sigmoid_attention_reference(
