@@ -228,6 +228,10 @@ Grads backward_cpu(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS) {
   Tensor dq = torch::stable::new_empty(q, {p.B, p.Tq, p.Hq, p.D});
   Tensor dk = torch::stable::new_empty(k, {p.B, p.Tk, p.Hkv, p.D});
   Tensor dv = torch::stable::new_empty(v, {p.B, p.Tk, p.Hkv, p.D});
+  if (p.Hq == 0) {  // no query head: dk/dv are never visited by a task below, and are zero
+    torch::stable::zero_(dk);
+    torch::stable::zero_(dv);
+  }
   const bool has_mod = score_mod.has_value();
   Tensor dmod_heads = torch::stable::new_zeros(q, {has_mod ? p.B : 0, p.Hkv, p.Tk},
                                                ScalarType::Double);

@@ -28,7 +28,7 @@ Tensor forward_cuda(SIGMOID_ATTN_FORWARD_ARGS) {
   Extras e = extras(seq_lens_q, seq_lens_k, sigmoid_bias_tensor, score_mod, p.bias_mode);
   int32_t t_q = static_cast<int32_t>(p.Tq), t_k = static_cast<int32_t>(p.Tk),
           kv_group = static_cast<int32_t>(p.Hq / p.Hkv);
-  float a_scale = p.scale, a_bias_value = p.bias_value;
+  float a_scale = static_cast<float>(p.scale), a_bias_value = static_cast<float>(p.bias_value);
   int32_t has_lq = e.lens_q.has_value(), has_lk = e.lens_k.has_value(), bias_mode = p.bias_mode;
   CUdeviceptr a_q = oq.ptr, a_k = ok.ptr, a_v = ov.ptr, a_o = oo.ptr;
   int64_t qb = oq.sb, qh = oq.sh, kb = ok.sb, kh = ok.sh, vb = ov.sb, vh = ov.sh, ob = oo.sb,

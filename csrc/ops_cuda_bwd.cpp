@@ -34,8 +34,7 @@ Grads backward_cuda(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS) {
                           : torch::stable::new_empty(q, {0}, ScalarType::Float);
     return Grads{dq, dk, dv, dmod};
   };
-  if (p.B == 0 || p.Hq == 0) return finish();
-  if (p.Tq == 0 || p.Tk == 0) {  // nothing attends: all gradients are zero
+  if (p.B == 0 || p.Hq == 0 || p.Tq == 0 || p.Tk == 0) {  // nothing attends: zero gradients
     torch::stable::zero_(dq);
     torch::stable::zero_(dk);
     torch::stable::zero_(dv);
@@ -48,7 +47,7 @@ Grads backward_cuda(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS) {
   Extras e = extras(seq_lens_q, seq_lens_k, sigmoid_bias_tensor, score_mod, p.bias_mode);
   int32_t t_q = static_cast<int32_t>(p.Tq), t_k = static_cast<int32_t>(p.Tk),
           kv_group = static_cast<int32_t>(p.Hq / p.Hkv);
-  float a_scale = p.scale, a_bias_value = p.bias_value;
+  float a_scale = static_cast<float>(p.scale), a_bias_value = static_cast<float>(p.bias_value);
   int32_t has_lq = e.lens_q.has_value(), has_lk = e.lens_k.has_value(), bias_mode = p.bias_mode;
   CUdeviceptr a_q = oq.ptr, a_k = ok.ptr, a_v = ov.ptr, a_do = odo.ptr, a_dq = odq.ptr,
               a_dk = odk.ptr, a_dv = odv.ptr, a_dmod = has_mod ? dptr(dmod_heads) : 0;

@@ -73,6 +73,11 @@ const char* dtype_str(const Tensor& t) {
     case ScalarType::Int: return "int32";
     case ScalarType::Long: return "int64";
     case ScalarType::Bool: return "bool";
+    case ScalarType::Short: return "int16";
+    case ScalarType::Char: return "int8";
+    case ScalarType::Byte: return "uint8";
+    case ScalarType::ComplexFloat: return "complex64";
+    case ScalarType::ComplexDouble: return "complex128";
     default: return torch::headeronly::toString(t.scalar_type());
   }
 }
@@ -131,21 +136,27 @@ ForwardProblem check_forward(const ForwardInputs& in, Backend backend) {
   check_lengths(in.seq_lens_q, "seq_lens_q", p.B, q);
   check_lengths(in.seq_lens_k, "seq_lens_k", p.B, q);
 
+  // Both scalars reach the CUDA kernels as float32: a finite double beyond float32's range
+  // would silently become inf there (0 * inf = NaN), so it is rejected everywhere.
+  constexpr double kF32Max = 3.4028234663852886e38;
   if (in.scale.has_value()) {
-    SA_CHECK(std::isfinite(*in.scale), kFn, ": scale must be finite, got ", *in.scale);
-    p.scale = static_cast<float>(*in.scale);
+    SA_CHECK(std::isfinite(*in.scale) && std::fabs(*in.scale) <= kF32Max, kFn,
+             ": scale must be finite and within float32 range, got ", *in.scale);
+    p.scale = *in.scale;
   } else {
-    p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.D)));
+    p.scale = 1.0 / std::sqrt(static_cast<double>(p.D));
   }
 
   SA_CHECK(!(in.bias_value.has_value() && in.bias.has_value()), kFn,
-                  ": give sigmoid_bias as a float or as a tensor, not both");
+           ": give sigmoid_bias as a float or as a tensor, not both");
   p.bias_mode = 0;
-  p.bias_value = 0.f;
+  p.bias_value = 0.0;
   if (in.bias_value.has_value()) {
-    SA_CHECK(!std::isnan(*in.bias_value), kFn, ": sigmoid_bias must not be NaN");
+    const double b = *in.bias_value;
+    SA_CHECK(!std::isnan(b) && (std::isinf(b) || std::fabs(b) <= kF32Max), kFn,
+             ": sigmoid_bias must be ±inf or within float32 range, and not NaN, got ", b);
     p.bias_mode = 1;
-    p.bias_value = static_cast<float>(*in.bias_value);
+    p.bias_value = b;
   } else if (in.bias.has_value()) {
     const Tensor& b = *in.bias;
     SA_CHECK(is_float(b) && b.dim() == 1 && b.size(0) == p.B, kFn,

@@ -30,9 +30,9 @@ struct ForwardInputs {
 // The problem after validation, with defaults resolved.
 struct ForwardProblem {
   int64_t B, Tq, Tk, Hq, Hkv, D;
-  float scale;
-  int bias_mode;  // BiasMode (kernel_spec.h)
-  float bias_value;
+  double scale;       // kept in double for the float64 CPU path; the kernels take float32
+  int bias_mode;      // BiasMode (kernel_spec.h)
+  double bias_value;
 };
 
 // Throws on any invalid input; returns the normalized problem otherwise.
