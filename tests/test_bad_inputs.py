@@ -106,7 +106,7 @@ CASES = [
     (dict(seq_lens_k=torch.tensor([1.0, 2.0])), ["seq_lens_k", "got float32 [2]"]),
     (dict(seq_lens_k=torch.tensor(3, dtype=i32)), ["seq_lens_k must be int32 of shape [B]=[2]", "got int32 []"]),
     (dict(seq_lens_q=torch.tensor([1, 2], dtype=torch.int16)), ["seq_lens_q must be int32", "got int16 [2]"]),
-    (dict(seq_lens_q=torch.tensor([1, 2], dtype=torch.uint8)), ["seq_lens_q must be int32", "got Byte [2]"]),
+    (dict(seq_lens_q=torch.tensor([1, 2], dtype=torch.uint8)), ["seq_lens_q must be int32", "got uint8 [2]"]),
     (dict(seq_lens_k=torch.tensor([True, False])), ["seq_lens_k must be int32", "got bool [2]"]),
     # sigmoid_bias
     (dict(sigmoid_bias=torch.zeros(3)), ["sigmoid_bias tensor must be floating point of shape [B]=[2]", "got float32 [3]"]),
