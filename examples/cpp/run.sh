@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Export a scripted model in Python, build the C++ client against libtorch, run it on CPU (and
+# CUDA when available).   bash examples/cpp/run.sh [build-dir]
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+BUILD=${1:-$HERE/build}
+PY=${PYTHON:-python}
+mkdir -p "$BUILD"
+read -r TORCH_PREFIX TORCH_LIB SITE OPS CUDA_OK < <("$PY" - <<'PY'
+import os, torch, sigmoid_attn._ops as o
+site = os.path.dirname(os.path.dirname(torch.__file__))
+print(torch.utils.cmake_prefix_path, os.path.join(os.path.dirname(torch.__file__), "lib"), site,
+      o.LIBRARY_PATH, int(torch.cuda.is_available()))
+PY
+)
+NV=$SITE/nvidia/cu13/lib
+EXTRA=()
+[ -f "$NV/libnvrtc.so.13" ] && EXTRA+=(-DCUDA_nvrtc_LIBRARY="$NV/libnvrtc.so.13")
+[ -d /usr/local/cuda ] && EXTRA+=(-DCUDA_TOOLKIT_ROOT_DIR=/usr/local/cuda -DCUDAToolkit_ROOT=/usr/local/cuda)
+GEN=()
+command -v ninja >/dev/null && GEN=(-G Ninja)
+cmake -S "$HERE" -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" "${EXTRA[@]}" > "$BUILD/configure.log" 2>&1 \
+  || { tail -30 "$BUILD/configure.log"; exit 1; }
+cmake --build "$BUILD" -j 2 > "$BUILD/build.log" 2>&1 || { tail -30 "$BUILD/build.log"; exit 1; }
+export LD_LIBRARY_PATH="$TORCH_LIB:$NV:${LD_LIBRARY_PATH:-}"
+DEVICES=(cpu)
+[ "$CUDA_OK" = 1 ] && DEVICES+=(cuda)
+for dev in "${DEVICES[@]}"; do
+  "$PY" "$HERE/export_model.py" --out-dir "$BUILD" --device "$dev"
+  # On CPU the tiny call is dominated by the CPU kernel itself, so a few calls suffice.
+  calls=${CALLS:-10000}; [ "$dev" = cpu ] && calls=${CALLS:-20}
+  "$BUILD/run_model" "$BUILD/model_$dev.pt" "$BUILD/io_$dev.pt" "$OPS" "$calls"
+done

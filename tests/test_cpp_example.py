@@ -1,0 +1,24 @@
+"""examples/cpp: a TorchScript model saved in Python, loaded and run by a libtorch C++ program
+(no Python), output compared with Python's. CPU here; CPU and CUDA on a GPU machine."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("c++") is None,
+                    reason="needs cmake and a C++ compiler")
+def test_cpp_client_runs_scripted_model(tmp_path):
+    env = dict(os.environ, PYTHON=sys.executable)
+    r = subprocess.run(["bash", os.path.join(ROOT, "examples", "cpp", "run.sh"),
+                        str(tmp_path / "build")], capture_output=True, text=True, env=env,
+                       timeout=1200)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "device cpu, dtype Float: C++ output vs Python" in r.stdout and "MISMATCH" not in r.stdout
+    assert r.stdout.count("MATCH") >= 1
+    assert "us per call" in r.stdout
