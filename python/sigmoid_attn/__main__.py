@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -20,40 +21,71 @@ import sigmoid_attn
 from sigmoid_attn import sigmoid_attention, sigmoid_attention_reference
 
 TOL = {torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 2e-2}
+CPU_NOTE = "CPU (no CUDA device found): running the C++ CPU path"
 
 
 class Progress:
-    """A one-line progress bar on stderr (no dependency); silent when stderr is not a tty."""
+    """A one-line progress bar on stderr (no dependency); one line per step when not a tty,
+    so logs stay readable."""
 
     def __init__(self, total: int):
         self.total, self.done = total, 0
         self.tty = sys.stderr.isatty()
 
-    def step(self, label: str):
-        self.done += 1
+    def start(self, label: str):
+        # Drawn before the step runs, so a slow step shows what it is waiting on.
         if self.tty:
-            filled = int(30 * self.done / self.total)
+            filled = 30 * self.done // self.total
             sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] "
                              f"{self.done}/{self.total} {label:<40.40s}")
-            sys.stderr.flush()
         else:
-            sys.stderr.write(f"[{self.done}/{self.total}] {label}\n")
+            sys.stderr.write(f"[{self.done + 1}/{self.total}] {label}\n")
+        sys.stderr.flush()
+        self.done += 1
 
     def close(self):
         if self.tty:
-            sys.stderr.write("\n")
+            sys.stderr.write(f"\r[{'#' * 30}] {self.total}/{self.total} {'done':<40s}\n")
+
+
+def plan(device: str, quick: bool) -> dict:
+    """Sizes per device: a GPU gets realistic shapes; 2 CPU cores must finish in seconds."""
+    if device == "cuda":
+        return {"dtype": torch.bfloat16, "reps": 5 if quick else 20,
+                "check_shape": (2, 512, 8, 128) if quick else (2, 1024, 8, 128),
+                "time_shape": (4, 1024, 16, 128) if quick else (4, 4096, 16, 128)}
+    return {"dtype": torch.float32, "reps": 5 if quick else 20,
+            "check_shape": (2, 64, 2, 32) if quick else (2, 128, 4, 64),
+            "time_shape": (1, 128, 4, 64) if quick else (2, 256, 4, 64)}
+
+
+def print_info(info: dict, cuda: bool):
+    print(f"sigmoid_attn {info['version']}")
+    print(f"  built with torch {info['torch_build']}, Triton {info['triton_build']}, "
+          f"CUDA headers {info['cuda_build']}, for {info['arch']}; "
+          f"{len(info['variants'])} compiled kernels")
+    print(f"  running on torch {info['torch_runtime']}")
+    print("  device: " + (f"{info['device']} (CUDA)" if cuda else CPU_NOTE))
+
+
+def print_variants(variants: list):
+    print(f"\n  {'kernel':44s} {'tiles':>8s} {'warps':>5s} {'stages':>6s} {'smem':>7s} {'cubin':>7s}")
+    for kv in variants:
+        tiles = f"{kv['block_m']}x{kv['block_n']}"
+        print(f"  {kv['name']:44s} {tiles:>8s} {kv['num_warps']:>5d} {kv['num_stages']:>6d} "
+              f"{kv['shared_bytes']:>7d} {kv['cubin_bytes']:>7d}")
 
 
 def rel_err(out, ref) -> float:
     out, ref = out.double(), ref.double()
-    if torch.isnan(out).any():
-        return float("inf")
+    if not torch.isfinite(out).all():
+        return math.inf
     den = ref.norm().item()
     return (out - ref).norm().item() / den if den > 0 else (out - ref).norm().item()
 
 
 def check_cases(device, dtype, B, T, H, D):
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(0)  # CPU generator: same inputs on every device
     q, k, v = (torch.randn(B, T, H, D, generator=g).to(device, dtype) for _ in range(3))
     lens = torch.randint(T // 4, T + 1, (B,), generator=g, dtype=torch.int32).to(device)
     mod = torch.randn(B, T, generator=g).to(device)
@@ -70,24 +102,35 @@ def as64(kw):
             for k, v in kw.items()}
 
 
-def timer(device):
+def run_check(q, k, v, kw, tol) -> dict:
+    # An exception is a failed check, not a crash: the table and JSON must still come out.
+    try:
+        out = sigmoid_attention(q, k, v, **kw)
+        ref = sigmoid_attention_reference(q.double(), k.double(), v.double(), **as64(kw))
+        err, error = rel_err(out, ref), None
+    except Exception as e:  # noqa: BLE001
+        err, error = math.inf, f"{type(e).__name__}: {e}"
+    return {"rel_err": err, "tol": tol, "pass": err < tol, "error": error}
+
+
+def timer(device, warmup):
     """Returns time_ms(fn, reps) -> median milliseconds, with device events on CUDA."""
+    def once(fn):
+        if device != "cuda":
+            t0 = time.perf_counter()
+            fn()
+            return (time.perf_counter() - t0) * 1e3
+        start, end = torch.cuda.Event(True), torch.cuda.Event(True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+
     def time_ms(fn, reps):
-        fn()  # warm-up: module load, allocator
-        samples = []
-        for _ in range(reps):
-            if device == "cuda":
-                start, end = torch.cuda.Event(True), torch.cuda.Event(True)
-                start.record()
-                fn()
-                end.record()
-                end.synchronize()
-                samples.append(start.elapsed_time(end))
-            else:
-                t0 = time.perf_counter()
-                fn()
-                samples.append((time.perf_counter() - t0) * 1e3)
-        return statistics.median(samples)
+        for _ in range(warmup):  # module load, JIT compile (triton_sigmoid), allocator
+            fn()
+        return statistics.median(once(fn) for _ in range(reps))
     return time_ms
 
 
@@ -108,6 +151,27 @@ def providers(device, q, k, v, causal):
     return out
 
 
+def print_checks(checks, device, p):
+    print(f"\ncorrectness vs float64 reference ({device}, {str(p['dtype']).replace('torch.', '')}, "
+          f"B,T,H,D={p['check_shape']})")
+    for c in checks:
+        print(f"  {c['case']:20s} rel err {c['rel_err']:.2e}  (tol {c['tol']:.0e})  "
+              f"{'PASS' if c['pass'] else 'FAIL'}" + (f"  {c['error']}" if c["error"] else ""))
+
+
+def print_timings(timings, device, p):
+    # CPU rates are a few GFLOP/s: TFLOPS would print as 0.00.
+    unit, div = ("TFLOPS", 1e12) if device == "cuda" else ("GFLOP/s", 1e9)
+    print(f"\ntimings ({device}, B,T,H,D={p['time_shape']}, median of {p['reps']})")
+    print(f"  {'provider':18s} {'causal':>6s} {'ms':>10s} {unit:>8s} {'ms/ours':>8s}")
+    ours = {t["causal"]: t["ms"] for t in timings if t["provider"] == "sigmoid_attn"}
+    for t in timings:
+        ms = f"{t['ms']:10.3f}" if t["ms"] else f"{'failed':>10s}"
+        rate = f"{t['flops'] / (t['ms'] * 1e-3) / div:8.2f}" if t["ms"] else f"{'-':>8s}"
+        ratio = f"{t['ms'] / ours[t['causal']]:7.2f}x" if t["ms"] and ours.get(t["causal"]) else ""
+        print(f"  {t['provider']:18s} {str(t['causal']):>6s} {ms} {rate} {ratio:>8s}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sigmoid_attn", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
@@ -118,78 +182,58 @@ def main(argv=None) -> int:
     info = sigmoid_attn.info()
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
-    print(f"sigmoid_attn {info['version']}")
-    print(f"  built with torch {info['torch_build']}, Triton {info['triton_build']}, "
-          f"CUDA headers {info['cuda_build']}, for {info['arch']}; "
-          f"{len(info['variants'])} compiled kernels")
-    print(f"  running on torch {info['torch_runtime']}")
-    print("  device: " + (f"{info['device']} (CUDA)" if cuda
-                          else "CPU (no CUDA device found): running the C++ CPU path"))
+    print_info(info, cuda)
     if args.variants:
-        print(f"\n  {'kernel':44s} {'tiles':>10s} {'warps':>5s} {'stages':>6s} {'smem':>7s} {'cubin':>7s}")
-        for kv in info["variants"]:
-            print(f"  {kv['name']:44s} {kv['block_m']:>4d}x{kv['block_n']:<5d} {kv['num_warps']:>5d} "
-                  f"{kv['num_stages']:>6d} {kv['shared_bytes']:>7d} {kv['cubin_bytes']:>7d}")
+        print_variants(info["variants"])
 
-    if cuda:
-        dtype, shape = torch.bfloat16, ((2, 512, 8, 128) if args.quick else (2, 1024, 8, 128))
-        time_shape = (4, 1024, 16, 128) if args.quick else (4, 4096, 16, 128)
-    else:
-        dtype, shape = torch.float32, ((2, 64, 2, 32) if args.quick else (2, 128, 4, 64))
-        time_shape = (1, 128, 4, 64) if args.quick else (2, 256, 4, 64)
-    reps = 5 if args.quick else 20
-
-    (q, k, v), cases = check_cases(device, dtype, *shape)
-    tq, tk, tv = (torch.randn(*time_shape, device=device, dtype=dtype) for _ in range(3))
+    p = plan(device, args.quick)
+    dtype = p["dtype"]
+    (q, k, v), cases = check_cases(device, dtype, *p["check_shape"])
+    tq, tk, tv = (torch.randn(*p["time_shape"], device=device, dtype=dtype) for _ in range(3))
     timing_plan = [(causal, name) for causal in (False, True)
                    for name in providers(device, tq, tk, tv, causal)]
     bar = Progress(len(cases) + len(timing_plan))
 
     checks = []
     for label, kw in cases:
-        out = sigmoid_attention(q, k, v, **kw)
-        ref = sigmoid_attention_reference(q.double(), k.double(), v.double(), **as64(kw))
-        err = rel_err(out, ref)
-        checks.append({"case": label, "rel_err": err, "tol": TOL[dtype], "pass": err < TOL[dtype]})
-        bar.step(f"check {label}")
+        bar.start(f"check {label}")
+        checks.append({"case": label, **run_check(q, k, v, kw, TOL[dtype])})
 
-    time_ms = timer(device)
-    B, T, H, D = time_shape
+    time_ms = timer(device, warmup=3 if cuda else 1)
+    B, T, H, D = p["time_shape"]
     timings = []
     for causal, name in timing_plan:
+        bar.start(f"time {name}{' causal' if causal else ''}")
         fn = providers(device, tq, tk, tv, causal)[name]
         try:
-            ms = time_ms(fn, reps)
+            ms = time_ms(fn, p["reps"])
         except Exception as e:  # noqa: BLE001 - a peer may fail; say so, don't abort
             ms = None
-            sys.stderr.write(f"\n{name}: {type(e).__name__}: {e}\n")
+            sys.stderr.write(("\n" if bar.tty else "")  # keep the bar's line intact
+                             + f"{name}: {type(e).__name__}: {e}\n")
         flops = 4.0 * B * H * D * T * T * (0.5 if causal else 1.0)
-        timings.append({"provider": name, "causal": causal, "ms": ms,
+        timings.append({"provider": name, "causal": causal, "ms": ms, "flops": flops,
                         "tflops": flops / ms / 1e9 if ms else None})
-        bar.step(f"time {name}{' causal' if causal else ''}")
     bar.close()
 
-    print(f"\ncorrectness vs float64 reference ({device}, {str(dtype).replace('torch.', '')}, "
-          f"B,T,H,D={shape})")
-    for c in checks:
-        print(f"  {c['case']:20s} rel err {c['rel_err']:.2e}  (tol {c['tol']:.0e})  "
-              f"{'PASS' if c['pass'] else 'FAIL'}")
-    print(f"\ntimings ({device}, B,T,H,D={time_shape}, median of {reps})")
-    print(f"  {'provider':18s} {'causal':>6s} {'ms':>10s} {'TFLOPS':>8s} {'vs ours':>8s}")
-    ours = {t["causal"]: t["ms"] for t in timings if t["provider"] == "sigmoid_attn"}
-    for t in timings:
-        ms = f"{t['ms']:10.3f}" if t["ms"] else f"{'failed':>10s}"
-        tf = f"{t['tflops']:8.2f}" if t["tflops"] else f"{'-':>8s}"
-        ratio = f"{t['ms'] / ours[t['causal']]:7.2f}x" if t["ms"] and ours.get(t["causal"]) else ""
-        print(f"  {t['provider']:18s} {str(t['causal']):>6s} {ms} {tf} {ratio:>8s}")
-
+    print_checks(checks, device, p)
+    print_timings(timings, device, p)
     ok = all(c["pass"] for c in checks)
     print("\nall checks passed" if ok else "\nSOME CHECKS FAILED")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"info": info, "device": device, "checks": checks, "timings": timings,
-                       "ok": ok}, f, indent=1)
+        write_json(args.json, info, device, p, checks, timings, ok)
     return 0 if ok else 1
+
+
+def write_json(path, info, device, p, checks, timings, ok):
+    # Strict JSON has no Infinity: a failed check's error is null there.
+    checks = [{**c, "rel_err": c["rel_err"] if math.isfinite(c["rel_err"]) else None}
+              for c in checks]
+    setup = {"dtype": str(p["dtype"]).replace("torch.", ""), "reps": p["reps"],
+             "check_shape": p["check_shape"], "time_shape": p["time_shape"]}
+    with open(path, "w") as f:
+        json.dump({"info": info, "device": device, "setup": setup, "checks": checks,
+                   "timings": timings, "ok": ok}, f, indent=1, allow_nan=False)
 
 
 if __name__ == "__main__":
