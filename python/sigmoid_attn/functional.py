@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Optional, Union
 
 import torch
@@ -11,6 +12,21 @@ from ._autograd import SigmoidAttentionFunction, needs_grad
 from ._ops import ops
 
 _forward = ops.forward.default  # resolved once: skips overload resolution on every call
+
+# Strict mode (opt-in): lengths outside [0, T] raise instead of being clamped by the kernels.
+STRICT = os.environ.get("SIGMOID_ATTN_STRICT", "0") not in ("", "0")
+
+
+def check_lengths(lens: Optional[torch.Tensor], T: int, name: str) -> None:
+    """Raises ValueError naming the first length outside [0, T]. The comparison runs on the
+    lengths' device; reading its result synchronizes, which is why this is opt-in."""
+    if lens is None:
+        return
+    bad = (lens < 0) | (lens > T)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(f"sigmoid_attention: {name}[{i}] = {int(lens[i])} is outside [0, {T}] "
+                         "(strict mode; without it, lengths are clamped to [0, T])")
 
 __all__ = ["sigmoid_attention", "sigmoid_attention_reference"]
 
@@ -26,6 +42,7 @@ def sigmoid_attention(
     scale: Optional[float] = None,
     sigmoid_bias: Union[float, torch.Tensor, None] = None,
     score_mod: Optional[torch.Tensor] = None,
+    strict: Optional[bool] = None,
 ) -> torch.Tensor:
     """O = sigmoid(Q Kᵀ * scale + sigmoid_bias + score_mod) V for padded batches.
 
@@ -36,7 +53,12 @@ def sigmoid_attention(
     -log(valid key count) per sequence; score_mod is a [B, Tk] additive per-key bias.
     is_causal: query i attends keys j <= i (top-left aligned). Returns [B, Tq, Hq, D].
     Differentiable in q, k, v and score_mod (eager and torch.compile).
+    strict (default: env SIGMOID_ATTN_STRICT=1): raise ValueError on lengths outside [0, T]
+    instead of clamping them; costs a device->host sync per call.
     """
+    if strict or (strict is None and STRICT):
+        check_lengths(seq_lens_q, q.shape[1], "seq_lens_q")
+        check_lengths(seq_lens_k, k.shape[1], "seq_lens_k")
     # This function is the whole Python cost of a call: keep it to a few attribute reads.
     bias_value, bias_tensor = sigmoid_bias, None
     if isinstance(sigmoid_bias, torch.Tensor):
