@@ -59,12 +59,18 @@ def test_fuzz_cuda_against_float64(p):
     kw64 = {n: (t.double() if torch.is_tensor(t) and t.is_floating_point() else t)
             for n, t in kw.items()}
     tol = REL_TOL[p["dtype"]] * 1.5
+
+    def bound(ref):
+        # Plus the error of merely storing the exact answer in the dtype: tiny gradients land in
+        # fp16's subnormal range, where rounding alone costs ~1e-2 relative (seen on the H100:
+        # Tq=1, Tk=250, dq ~1e-5).
+        return tol + 2 * rel_err(ref.to(p["dtype"]), ref)
     if not p["grad"]:
         out = sigmoid_attention(q, k, v, **kw)
         ref = sigmoid_attention_reference(q.double(), k.double(), v.double(), **kw64)
         assert out.shape == (B, Tq, Hq, D)
         if ref.numel() and ref.norm() > 0:
-            assert rel_err(out, ref) < tol
+            assert rel_err(out, ref) < bound(ref)
         else:
             assert (out == 0).all()
         return
@@ -78,6 +84,6 @@ def test_fuzz_cuda_against_float64(p):
     for a, b in zip(ins, ref_ins):
         assert not torch.isnan(a.grad).any()
         if b.grad.norm() > 0:
-            assert rel_err(a.grad, b.grad) < tol
+            assert rel_err(a.grad, b.grad) < bound(b.grad)
         else:
             assert (a.grad == 0).all()
