@@ -1,43 +1,87 @@
 // sigmoid_attn._C: build facts and the compiled-kernel catalog. A separate, small binding; the
 // ops library itself stays free of Python so that one binary serves every CPython and C++.
+//
+// _C does not link the ops library: it resolves the library's C entry points with dlsym after
+// Python has loaded it (bind()). A link-time dependency tied the two binaries together, so an
+// ops library built elsewhere (another compiler, another torch) could not be dropped in beside a
+// locally built _C; on the GPU machine that failed with an unresolved libstdc++ symbol.
+#include <dlfcn.h>
 #include <pybind11/pybind11.h>
 
-#include "build_info.h"
+#include <stdexcept>
+#include <string>
 
 namespace py = pybind11;
 
+namespace {
+
+struct OpsApi {
+  const char* (*version)() = nullptr;
+  const char* (*torch_build_version)() = nullptr;
+  const char* (*triton_build_version)() = nullptr;
+  int (*cuda_header_version)() = nullptr;
+  int (*compiled_arch)() = nullptr;
+  int (*num_kernels)() = nullptr;
+  const char* (*kernel_name)(int) = nullptr;
+  int (*kernel_field)(int, const char*) = nullptr;
+} api;
+
+template <typename F>
+void resolve(void* lib, const char* name, F& fn) {
+  fn = reinterpret_cast<F>(dlsym(lib, name));
+  if (fn == nullptr) throw std::runtime_error(std::string("sigmoid_attn._C: missing ") + name);
+}
+
+void bind(const std::string& path) {
+  void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_NOLOAD);
+  if (lib == nullptr) lib = dlopen(path.c_str(), RTLD_NOW);
+  if (lib == nullptr) throw std::runtime_error("sigmoid_attn._C: cannot open " + path);
+  resolve(lib, "sigmoid_attn_version", api.version);
+  resolve(lib, "sigmoid_attn_torch_build_version", api.torch_build_version);
+  resolve(lib, "sigmoid_attn_triton_build_version", api.triton_build_version);
+  resolve(lib, "sigmoid_attn_cuda_header_version", api.cuda_header_version);
+  resolve(lib, "sigmoid_attn_compiled_arch", api.compiled_arch);
+  resolve(lib, "sigmoid_attn_num_kernels", api.num_kernels);
+  resolve(lib, "sigmoid_attn_kernel_name", api.kernel_name);
+  resolve(lib, "sigmoid_attn_kernel_field", api.kernel_field);
+}
+
+const OpsApi& bound() {
+  if (api.version == nullptr) throw std::runtime_error("sigmoid_attn._C: bind() first");
+  return api;
+}
+
+}  // namespace
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "sigmoid_attn build information and kernel catalog";
+  m.def("bind", &bind, "Resolve the ops library's C entry points (path of the loaded library)");
   m.def("build_info", [] {
+    const OpsApi& a = bound();
     py::dict d;
-    d["version"] = sigmoid_attn_version();
-    d["torch"] = sigmoid_attn_torch_build_version();
-    d["triton"] = sigmoid_attn_triton_build_version();
-    const int cuda = sigmoid_attn_cuda_header_version();
+    d["version"] = a.version();
+    d["torch"] = a.torch_build_version();
+    d["triton"] = a.triton_build_version();
+    const int cuda = a.cuda_header_version();
     d["cuda"] = std::to_string(cuda / 1000) + "." + std::to_string(cuda % 1000 / 10);
-    d["arch"] = "sm_" + std::to_string(sigmoid_attn_compiled_arch());
+    d["arch"] = "sm_" + std::to_string(a.compiled_arch());
     return d;
   });
   m.def("kernel_catalog", [] {
-    static const char* const fields[] = {"head_dim",  "causal",       "score_mod",
-                                         "block_m",   "block_n",      "num_warps",
-                                         "num_stages", "min_t", "shared_bytes", "num_hidden_params",
-                                         "cubin_bytes"};
+    const OpsApi& a = bound();
+    static const char* const ints[] = {"head_dim", "block_m", "block_n", "num_warps",
+                                       "num_stages", "min_t", "shared_bytes",
+                                       "num_hidden_params", "cubin_bytes"};
+    static const char* const kinds[] = {"fwd", "bwd_dkdv", "bwd_dq"};
     py::list out;
-    for (int i = 0; i < sigmoid_attn_num_kernels(); ++i) {
+    for (int i = 0; i < a.num_kernels(); ++i) {
       py::dict k;
-      k["name"] = sigmoid_attn_kernel_name(i);
-      static const char* const kinds[] = {"fwd", "bwd_dkdv", "bwd_dq"};
-      k["kind"] = kinds[sigmoid_attn_kernel_field(i, "kind")];
-      k["dtype"] = sigmoid_attn_kernel_field(i, "dtype") == 0 ? "float16" : "bfloat16";
-      for (const char* f : fields) {
-        const int v = sigmoid_attn_kernel_field(i, f);
-        if (std::string(f) == "causal" || std::string(f) == "score_mod") {
-          k[f] = static_cast<bool>(v);
-        } else {
-          k[f] = v;
-        }
-      }
+      k["name"] = a.kernel_name(i);
+      k["kind"] = kinds[a.kernel_field(i, "kind")];
+      k["dtype"] = a.kernel_field(i, "dtype") == 0 ? "float16" : "bfloat16";
+      k["causal"] = static_cast<bool>(a.kernel_field(i, "causal"));
+      k["score_mod"] = static_cast<bool>(a.kernel_field(i, "score_mod"));
+      for (const char* f : ints) k[f] = a.kernel_field(i, f);
       out.append(k);
     }
     return out;
