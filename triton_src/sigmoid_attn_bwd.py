@@ -16,25 +16,7 @@ the store.
 import triton
 import triton.language as tl
 
-from sigmoid_attn_fwd import _sigmoid
-
-
-@triton.jit
-def _bias_and_lengths(b, T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value,
-                      HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE):
-    Lq = T_Q
-    if HAS_SEQ_LENS_Q != 0:
-        Lq = tl.minimum(tl.maximum(tl.load(SEQ_LENS_Q + b), 0), T_Q)
-    Lk = T_K
-    if HAS_SEQ_LENS_K != 0:
-        Lk = tl.minimum(tl.maximum(tl.load(SEQ_LENS_K + b), 0), T_K)
-    if BIAS_MODE == 0:
-        bias = -tl.log(tl.maximum(Lk, 1).to(tl.float32))
-    elif BIAS_MODE == 1:
-        bias = bias_value
-    else:
-        bias = tl.load(BIAS + b)
-    return Lq, Lk, bias
+from sigmoid_attn_fwd import _bias_and_lengths, _sigmoid
 
 
 @triton.jit

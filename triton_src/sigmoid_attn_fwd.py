@@ -35,6 +35,26 @@ def _sigmoid(x, FAST: tl.constexpr):
 
 
 @triton.jit
+def _bias_and_lengths(b, T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value,
+                      HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE):
+    """Sequence b's lengths, clamped to [0, T] so that no lengths tensor can cause an
+    out-of-bounds access, and its bias (BIAS_MODE: default -log(max(Lk, 1)), scalar, tensor)."""
+    Lq = T_Q
+    if HAS_SEQ_LENS_Q != 0:
+        Lq = tl.minimum(tl.maximum(tl.load(SEQ_LENS_Q + b), 0), T_Q)
+    Lk = T_K
+    if HAS_SEQ_LENS_K != 0:
+        Lk = tl.minimum(tl.maximum(tl.load(SEQ_LENS_K + b), 0), T_K)
+    if BIAS_MODE == 0:
+        bias = -tl.log(tl.maximum(Lk, 1).to(tl.float32))
+    elif BIAS_MODE == 1:
+        bias = bias_value
+    else:
+        bias = tl.load(BIAS + b)
+    return Lq, Lk, bias
+
+
+@triton.jit
 def _attend(
     acc, q, k_base, v_base, sm_base, offs_m, offs_d, n_start, Lk,
     stride_kt, stride_vt, stride_smt, scale, bias,
@@ -125,19 +145,8 @@ def sigmoid_attn_fwd(
     start_m = pid_m * BLOCK_M
 
     # Lengths are clamped to [0, T] so that no lengths tensor can cause an out-of-bounds access.
-    Lq = T_Q
-    if HAS_SEQ_LENS_Q != 0:
-        Lq = tl.minimum(tl.maximum(tl.load(SEQ_LENS_Q + b), 0), T_Q)
-    Lk = T_K
-    if HAS_SEQ_LENS_K != 0:
-        Lk = tl.minimum(tl.maximum(tl.load(SEQ_LENS_K + b), 0), T_K)
-
-    if BIAS_MODE == 0:
-        bias = -tl.log(tl.maximum(Lk, 1).to(tl.float32))
-    elif BIAS_MODE == 1:
-        bias = bias_value
-    else:
-        bias = tl.load(BIAS + b)
+    Lq, Lk, bias = _bias_and_lengths(b, T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value,
+                                     HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE)
 
     b64 = b.to(tl.int64)
     h_kv = (h // kv_group).to(tl.int64)
