@@ -1,5 +1,6 @@
-"""examples/cpp: a TorchScript model saved in Python, loaded and run by a libtorch C++ program
-(no Python), output compared with Python's. CPU here; CPU and CUDA on a GPU machine."""
+"""examples/cpp: a TorchScript model and a torch.export/AOTInductor package saved in Python,
+loaded and run by libtorch C++ programs (no Python), outputs compared with Python's. CPU here;
+CPU and CUDA on a GPU machine."""
 
 import os
 import shutil
@@ -14,7 +15,7 @@ from conftest import ROOT
 @pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("c++") is None,
                     reason="needs cmake and a C++ compiler")
 def test_cpp_client_runs_scripted_model(tmp_path):
-    env = dict(os.environ, PYTHON=sys.executable)
+    env = dict(os.environ, PYTHON=sys.executable, AOTI="1")
     r = subprocess.run(["bash", os.path.join(ROOT, "examples", "cpp", "run.sh"),
                         str(tmp_path / "build")], capture_output=True, text=True, env=env,
                        timeout=1200)
@@ -22,3 +23,4 @@ def test_cpp_client_runs_scripted_model(tmp_path):
     assert "device cpu, dtype Float: C++ output vs Python" in r.stdout and "MISMATCH" not in r.stdout
     assert r.stdout.count("MATCH") >= 1
     assert "us per call" in r.stdout
+    assert "AOTInductor package on cpu: C++ output vs Python" in r.stdout

@@ -38,6 +38,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out-dir", default="build")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--aoti", action="store_true", help="also export an AOTInductor .pt2")
     args = ap.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
     torch.manual_seed(0)
@@ -52,6 +53,13 @@ def main():
     torch.jit.script(Tensors(x=x, seq_lens=lens, expected=expected)).save(
         os.path.join(args.out_dir, f"io_{args.device}.pt"))
     print(f"saved model_{args.device}.pt and io_{args.device}.pt to {args.out_dir}")
+    if args.aoti:
+        # torch.export -> AOTInductor package: compiled C++ that calls the op, no TorchScript.
+        with torch.no_grad():
+            ep = torch.export.export(model, (x, lens))
+            path = torch._inductor.aoti_compile_and_package(
+                ep, package_path=os.path.join(args.out_dir, f"model_{args.device}.pt2"))
+        print(f"saved {os.path.basename(path)} (AOTInductor)")
 
 
 if __name__ == "__main__":

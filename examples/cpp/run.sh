@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Export a scripted model in Python, build the C++ client against libtorch, run it on CPU (and
-# CUDA when available).   bash examples/cpp/run.sh [build-dir]
+# CUDA when available).   [AOTI=1] bash examples/cpp/run.sh [build-dir]
+# AOTI=1 also exports a torch.export + AOTInductor package (.pt2) and runs it from C++.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 BUILD=${1:-$HERE/build}
@@ -27,8 +28,11 @@ export LD_LIBRARY_PATH="$TORCH_LIB:$NV:${LD_LIBRARY_PATH:-}"
 DEVICES=(cpu)
 [ "$CUDA_OK" = 1 ] && DEVICES+=(cuda)
 for dev in "${DEVICES[@]}"; do
-  "$PY" "$HERE/export_model.py" --out-dir "$BUILD" --device "$dev"
+  "$PY" "$HERE/export_model.py" --out-dir "$BUILD" --device "$dev" ${AOTI:+--aoti}
   # On CPU the tiny call is dominated by the CPU kernel itself, so a few calls suffice.
   calls=${CALLS:-10000}; [ "$dev" = cpu ] && calls=${CALLS:-20}
   "$BUILD/run_model" "$BUILD/model_$dev.pt" "$BUILD/io_$dev.pt" "$OPS" "$calls"
+  if [ -n "${AOTI:-}" ]; then
+    "$BUILD/run_aoti" "$BUILD/model_$dev.pt2" "$BUILD/io_$dev.pt" "$OPS"
+  fi
 done
