@@ -17,11 +17,13 @@ from conftest import ROOT, TRITON_SRC
 pytest.importorskip("triton", reason="the kernel source needs triton (a build dependency)")
 
 _TRITON = tuple(int(x) for x in importlib.metadata.version("triton").split(".")[:2])
-# Triton 3.6's interpreter turns a computed scalar loop bound into a 1-element array that
-# range() rejects (TypeError in interpreter._new_range); 3.8's does not. CI runs 3.8; where 3.6
-# is installed (the GPU machine) the compiled kernels themselves are tested instead.
-pytestmark = pytest.mark.skipif(_TRITON < (3, 7), reason=f"Triton {_TRITON} interpreter "
-                                "cannot run computed range() bounds; needs Triton >= 3.7")
+# Triton 3.6's interpreter holds run-time scalars as shape-(1,) NumPy arrays and converts a
+# range() bound with int(array), which NumPy >= 2.4 rejects ("only 0-dimensional arrays can be
+# converted"); 3.7+ squeezes first. Any kernel with a run-time loop bound fails there (checked
+# with a 4-line kernel); with numpy 2.3 it passes. CI runs Triton 3.8; where 3.6 is installed
+# (the GPU machine) the compiled kernels themselves are tested instead.
+pytestmark = pytest.mark.skipif(_TRITON < (3, 7), reason=f"Triton {_TRITON} interpreter with "
+                                "NumPy >= 2.4 cannot take run-time range() bounds; needs Triton >= 3.7")
 
 SCRIPT = textwrap.dedent(r"""
     import sys, torch
