@@ -153,24 +153,17 @@ def run_backward(label, D, T, causal, dtype=torch.bfloat16):
 
 
 def tiny_call_latency(n=2000):
-    """Wall time per call of a tiny problem (B=1, T=256, H=8, D=64, bf16): host overhead."""
+    """Wall time per call of a tiny problem (B=1, T=256, H=8, D=64, bf16): host overhead.
+    bench_latency.py is the full host-cost benchmark (10,000 calls, cold start)."""
+    from bench_latency import per_call_us
+
     q, k, v = (torch.randn(1, 256, 8, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))
     fns = {"sigmoid_attn": lambda: sigmoid_attention(q, k, v),
            "sdpa": lambda: F.scaled_dot_product_attention(qt, kt, vt)}
     if triton_sigmoid is not None:
         fns["triton_sigmoid"] = lambda: triton_sigmoid.sigmoid_attention(q, k, v)
-    out = {}
-    for name, fn in fns.items():
-        for _ in range(50):
-            fn()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        torch.cuda.synchronize()
-        out[name] = (time.perf_counter() - t0) / n * 1e6
-    return out
+    return {name: per_call_us(fn, n) for name, fn in fns.items()}
 
 
 def plot(rows, path):

@@ -25,7 +25,10 @@ bool aligned(const Tensor& t) {
          stride_or_zero(t, 1) <= INT32_MAX;
 }
 
+// Lengths and the bias tensor are [B]: already dense in the usual call, and then returned as is
+// (torch::stable::contiguous would be a boxed dispatcher call on every launch).
 Tensor as_dense(const Tensor& t, ScalarType dt) {
+  if (t.scalar_type() == dt && (t.size(0) <= 1 || t.stride(0) == 1)) return t;
   return torch::stable::contiguous(t.scalar_type() == dt ? t : torch::stable::to(t, dt));
 }
 

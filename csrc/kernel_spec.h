@@ -28,7 +28,7 @@ struct KernelSpec {
   int num_stages;
   int min_t;                  // dispatched when the sequence length is >= min_t (tile buckets)
   int shared_bytes;           // dynamic shared memory the launch must provide
-  int num_params;             // the kernel's own parameters (variants.FWD_PARAMS)
+  int num_params;             // the kernel's own parameters (variants.PARAMS[kind])
   int num_hidden_params;      // pointers this Triton version appends after them
   int global_scratch_size;    // bytes per program; 0 = none
   int global_scratch_align;

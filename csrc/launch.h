@@ -6,7 +6,7 @@
 namespace sigmoid_attn {
 
 // Launches kKernels[kernel] on the given CUDA device and stream. `args` holds pointers to the
-// kernel's own parameters (spec.num_params of them, in variants.FWD_PARAMS order); the hidden
+// kernel's own parameters (spec.num_params of them, in variants.PARAMS[kind] order); the hidden
 // parameters this Triton version appends are supplied here. No host synchronization.
 void launch_kernel(int kernel, int device, CUstream stream, unsigned grid_x, unsigned grid_y,
                    unsigned grid_z, void** args);

@@ -69,7 +69,6 @@ PARAMS = {
     + _LENS_BIAS_MOD + _strides("q") + _strides("k") + _strides("v") + _strides("do")
     + _strides("dq") + (("stride_smb", "i64"), ("stride_smt", "i32")) + _TAIL,
 }
-FWD_PARAMS = PARAMS["fwd"]
 
 # (module, function) of each kind's kernel.
 SOURCES = {
