@@ -41,6 +41,16 @@ CONFIGS = [
 ]
 
 
+# Packed varlen, lengths uniform in [T/2, T] packed into [total, H, D] with cu_seqlens, beside
+# FlashAttention's varlen kernel through torch (torch.nn.attention.varlen) on the same tokens,
+# and our padded API on the same sequences: (label, head_dim, T, causal, backward)
+VARLEN_CONFIGS = [
+    ("fwd varlen hd128 T=4k", 128, 4096, False, False),
+    ("fwd varlen hd64 T=4k", 64, 4096, False, False),
+    ("fwd varlen causal hd128 T=4k", 128, 4096, True, False),
+    ("bwd varlen hd128 T=4k", 128, 4096, False, True),
+]
+
 # Backward: (label, head_dim, T, causal)
 BWD_CONFIGS = [
     ("bwd hd64 T=1k", 64, 1024, False),
@@ -103,6 +113,63 @@ def run_config(label, D, T, causal, padded, dtype=torch.bfloat16):
             continue
         row["ms"][name] = ms
         row["tflops"][name] = flops / (ms * 1e-3) / 1e12
+    return row
+
+
+def run_varlen(label, D, T, causal, backward, dtype=torch.bfloat16):
+    """Packed sequences, lengths uniform in [T/2, T], B = TOKENS // T of them: useful FLOPs only
+    (backward 2.5x). Peers: FlashAttention varlen through torch, our padded API, triton-sigmoid
+    padded, all on the same tokens."""
+    from sigmoid_attn import sigmoid_attention_varlen
+
+    H, B = WIDTH // D, TOKENS // T
+    g = torch.Generator(device="cuda").manual_seed(2)
+    lens = torch.randint(T // 2, T + 1, (B,), device="cuda", dtype=torch.int32, generator=g)
+    cu = torch.zeros(B + 1, dtype=torch.int32, device="cuda")
+    cu[1:] = lens.cumsum(0)
+    total, max_len = int(cu[-1]), int(lens.max())
+    q, k, v, do = (torch.randn(total, H, D, device="cuda", dtype=dtype, generator=g)
+                   for _ in range(4))
+    pad = lambda x: torch.nn.utils.rnn.pad_sequence(list(x.split(lens.tolist())), batch_first=True)
+    qp, kp, vp, dop = (pad(x) for x in (q, k, v, do))
+    flops = (2.5 if backward else 1.0) * 4.0 * H * D * float((lens.double() ** 2).sum())
+    flops *= 0.5 if causal else 1.0
+    row = {"label": label, "head_dim": D, "T": T, "B": B, "H": H, "causal": causal,
+           "padded": True, "varlen": True, "flops": flops, "ms": {}, "tflops": {}}
+    fwds = {
+        "sigmoid_attn": (lambda a, b, c: sigmoid_attention_varlen(
+            a, b, c, cu, cu, max_len, max_len, is_causal=causal), False),
+        "sigmoid_attn_padded": (lambda a, b, c: sigmoid_attention(
+            a, b, c, seq_lens_q=lens, seq_lens_k=lens, is_causal=causal), True),
+    }
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+
+        fwds["sdpa_flash"] = (lambda a, b, c: varlen_attn(
+            a, b, c, cu, cu, max_len, max_len,
+            window_size=(-1, 0) if causal else (-1, -1)), False)
+    except Exception as e:  # noqa: BLE001 - older torch: no varlen entry point
+        row.setdefault("errors", {})["sdpa_flash"] = f"{type(e).__name__}: {e}"[:300]
+    if triton_sigmoid is not None:
+        fwds["triton_sigmoid"] = (lambda a, b, c: triton_sigmoid.sigmoid_attention_padded(
+            a, b, c, seq_lens_k=lens, seq_lens_q=lens, is_causal=causal), True)
+    for name, (fwd, padded) in fwds.items():
+        ins = (qp, kp, vp) if padded else (q, k, v)
+        try:
+            if backward:
+                ins = [x.clone().requires_grad_() for x in ins]
+                out = fwd(*ins)
+                grad = dop if padded else do
+                ms = bench(lambda: torch.autograd.grad(out, ins, grad, retain_graph=True))
+            else:
+                ms = bench(lambda: fwd(*ins))
+        except Exception as e:  # noqa: BLE001
+            row["ms"][name] = None
+            row.setdefault("errors", {})[name] = f"{type(e).__name__}: {e}"[:300]
+            continue
+        row["ms"][name] = ms
+        row["tflops"][name] = flops / (ms * 1e-3) / 1e12
+        torch.cuda.empty_cache()
     return row
 
 
@@ -206,6 +273,9 @@ def main():
         for cfg in BWD_CONFIGS[:2] if args.quick else BWD_CONFIGS:
             rows.append(run_backward(*cfg))
             print(f"done: {cfg[0]}", flush=True)
+    for cfg in VARLEN_CONFIGS[:1] if args.quick else VARLEN_CONFIGS:
+        rows.append(run_varlen(*cfg))
+        print(f"done: {cfg[0]}", flush=True)
     latency = tiny_call_latency()
     result = {
         "commit": args.commit, "device": device, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -221,14 +291,14 @@ def main():
     with open(os.path.join(out_dir, "attention.json"), "w") as f:
         json.dump(result, f, indent=1)
     plot(rows, os.path.join(out_dir, "attention.png"))
-    names = ["sigmoid_attn", "sdpa_cudnn", "sdpa_flash", "triton_sigmoid"]
+    names = ["sigmoid_attn", "sdpa_cudnn", "sdpa_flash", "triton_sigmoid", "sigmoid_attn_padded"]
     print(f"\n{device}  (TFLOPS; ratio = sigmoid_attn / peer)")
-    print(f"{'config':26s}" + "".join(f"{n:>16s}" for n in names) + "   vs cuDNN  vs t-sigmoid")
+    print(f"{'config':30s}" + "".join(f"{n[:19]:>20s}" for n in names) + "   vs cuDNN  vs t-sigmoid")
     for r in rows:
         t = r["tflops"]
-        cells = "".join(f"{t[n]:16.1f}" if t.get(n) else f"{'-':>16s}" for n in names)
+        cells = "".join(f"{t[n]:20.1f}" if t.get(n) else f"{'-':>20s}" for n in names)
         ratio = lambda p: f"{t['sigmoid_attn'] / t[p]:9.2f}" if t.get(p) and t.get("sigmoid_attn") else f"{'-':>9s}"
-        print(f"{r['label']:26s}{cells}  {ratio('sdpa_cudnn')}  {ratio('triton_sigmoid')}")
+        print(f"{r['label']:30s}{cells}  {ratio('sdpa_cudnn')}  {ratio('triton_sigmoid')}")
     print("tiny call (us/call wall): " + ", ".join(f"{k} {v:.1f}" for k, v in latency.items()))
 
 

@@ -41,6 +41,7 @@ int sigmoid_attn_kernel_field(int i, const char* field) {
       {"head_dim", k.head_dim},
       {"causal", k.causal},
       {"score_mod", k.score_mod},
+      {"varlen", k.varlen},
       {"block_m", k.block_m},
       {"block_n", k.block_n},
       {"num_warps", k.num_warps},

@@ -19,10 +19,11 @@ namespace {
 
 int64_t stride_or_zero(const Tensor& t, int d) { return t.size(d) == 1 ? 0 : t.stride(d); }
 
+// Every dim but the last (contiguous) one: batch, row, head, or row, head when packed.
 bool aligned(const Tensor& t) {
-  return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && stride_or_zero(t, 0) % 16 == 0 &&
-         stride_or_zero(t, 1) % 16 == 0 && stride_or_zero(t, 2) % 16 == 0 &&
-         stride_or_zero(t, 1) <= INT32_MAX;
+  bool ok = reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+  for (int64_t d = 0; d + 1 < t.dim(); ++d) ok = ok && stride_or_zero(t, d) % 16 == 0;
+  return ok && stride_or_zero(t, t.dim() == 3 ? 0 : 1) <= INT32_MAX;  // 32-bit row stride
 }
 
 // Lengths and the bias tensor are [B]: already dense in the usual call, and then returned as is
@@ -50,18 +51,24 @@ GetStreamFn get_stream_fn() {
 
 }  // namespace
 
-Operand operand(const Tensor& t) {
+Operand operand(const Tensor& t, int64_t max_rows) {
   Tensor x = t;
+  const bool packed = t.dim() == 3;
   if (!aligned(x)) {
-    x = torch::stable::new_empty(t, {t.size(0), t.size(1), t.size(2), t.size(3)});
+    x = packed ? torch::stable::new_empty(t, {t.size(0), t.size(1), t.size(2)})
+               : torch::stable::new_empty(t, {t.size(0), t.size(1), t.size(2), t.size(3)});
     torch::stable::copy_(x, t);
   }
-  const int64_t st = stride_or_zero(x, 1);
-  // Row offsets are 32-bit inside the kernels (batch and head offsets are 64-bit).
-  SA_CHECK((x.size(1) + 256) * st < INT32_MAX,
-           "sigmoid_attention: one batch entry of a tensor may span at most 2^31 elements along "
-           "T, got T=", x.size(1), " with row stride ", st);
-  return Operand{x, dptr(x), stride_or_zero(x, 0), static_cast<int32_t>(st), stride_or_zero(x, 2)};
+  const int t_dim = packed ? 0 : 1;
+  const int64_t st = stride_or_zero(x, t_dim);
+  if (max_rows < 0) max_rows = x.size(t_dim);
+  // Row offsets inside one sequence are 32-bit in the kernels (batch, head and packed-sequence
+  // offsets are 64-bit).
+  SA_CHECK(st <= INT32_MAX && (max_rows + 256) * st < INT32_MAX,
+           "sigmoid_attention: one sequence of a tensor may span at most 2^31 elements, got ",
+           max_rows, " rows with row stride ", st);
+  return Operand{x, dptr(x), packed ? 0 : stride_or_zero(x, 0), static_cast<int32_t>(st),
+                 stride_or_zero(x, packed ? 1 : 2)};
 }
 
 Extras extras(const std::optional<Tensor>& seq_lens_q, const std::optional<Tensor>& seq_lens_k,
@@ -75,9 +82,10 @@ Extras extras(const std::optional<Tensor>& seq_lens_q, const std::optional<Tenso
     e.mod = score_mod->scalar_type() == ScalarType::Float
                 ? *score_mod
                 : torch::stable::to(*score_mod, ScalarType::Float);
-    e.mod_sb = stride_or_zero(*e.mod, 0);
-    const int64_t st = stride_or_zero(*e.mod, 1);
-    SA_CHECK(st <= INT32_MAX, "sigmoid_attention: score_mod stride(1) must fit int32, got ", st);
+    const bool packed = e.mod->dim() == 1;  // [total_k] (varlen) or [B, Tk]
+    e.mod_sb = packed ? 0 : stride_or_zero(*e.mod, 0);
+    const int64_t st = stride_or_zero(*e.mod, packed ? 0 : 1);
+    SA_CHECK(st <= INT32_MAX, "sigmoid_attention: score_mod's key stride must fit int32, got ", st);
     e.mod_st = static_cast<int32_t>(st);
   }
   e.p_lens_q = e.lens_q ? dptr(*e.lens_q) : 0;

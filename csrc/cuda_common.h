@@ -12,7 +12,8 @@
 
 namespace sigmoid_attn {
 
-// A [B, T, H, D] operand as the kernels see it: base pointer and (batch, row, head) strides.
+// A [B, T, H, D] (or packed [total, H, D], batch stride 0) operand as the kernels see it: base
+// pointer and (batch, row, head) strides.
 struct Operand {
   Tensor keep;  // owns the copy when the input had to be realigned
   CUdeviceptr ptr;
@@ -24,7 +25,8 @@ struct Operand {
 // Kernels are compiled assuming 16-byte aligned bases and strides that are multiples of 16
 // elements (Triton then issues 16-byte vector loads). Dims of size 1 never move the pointer, so
 // their stride is passed as 0. Anything else is copied once into a contiguous buffer.
-Operand operand(const Tensor& t);
+// max_rows: the longest sequence the kernel walks (default: the tensor's T).
+Operand operand(const Tensor& t, int64_t max_rows = -1);
 
 // Lengths (int32), bias tensor and score_mod (float32), dense as the kernels index them.
 struct Extras {

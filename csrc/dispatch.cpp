@@ -12,6 +12,8 @@ namespace {
 
 constexpr int kMaxHeadDim = 512;
 constexpr int kKinds = 3;
+constexpr int kDTypes = 3;
+constexpr int kMaxHeadDims = 16;  // distinct compiled head dims
 constexpr int kMaxBuckets = 4;
 
 // Tile buckets of one variant, ascending min_t; the first always has min_t == 0.
@@ -22,22 +24,29 @@ struct Buckets {
 };
 
 struct KernelTable {
-  // [kind][dtype][head_dim][causal][score_mod] -> buckets
-  std::array<Buckets, kKinds * 2 * (kMaxHeadDim + 1) * 2 * 2> index;
+  // head_dim -> its position among the compiled head dims, or -1
+  std::array<int8_t, kMaxHeadDim + 1> dim_slot;
+  // [kind][dtype][head dim position][causal][score_mod][varlen] -> buckets
+  std::array<Buckets, kKinds * kDTypes * kMaxHeadDims * 2 * 2 * 2> index;
   std::string head_dims;  // "32, 64, ..." for error messages
 
-  static int slot(int kind, int dtype, int64_t hd, bool causal, bool mod) {
-    return (((kind * 2 + dtype) * (kMaxHeadDim + 1) + static_cast<int>(hd)) * 2 + causal) * 2 +
-           mod;
+  static int slot(int kind, int dtype, int dim, bool causal, bool mod, bool varlen) {
+    return ((((kind * kDTypes + dtype) * kMaxHeadDims + dim) * 2 + causal) * 2 + mod) * 2 + varlen;
   }
 
   KernelTable() {
     std::set<int> dims;
+    dim_slot.fill(-1);
+    int n_dims = 0;
     for (int i = 0; i < kNumKernels; ++i) {
       const KernelSpec& k = kKernels[i];
       if (k.head_dim > kMaxHeadDim) continue;
-      Buckets& b = index[slot(static_cast<int>(k.kind), static_cast<int>(k.dtype), k.head_dim,
-                              k.causal, k.score_mod)];
+      if (dim_slot[k.head_dim] < 0) {
+        if (n_dims == kMaxHeadDims) continue;
+        dim_slot[k.head_dim] = static_cast<int8_t>(n_dims++);
+      }
+      Buckets& b = index[slot(static_cast<int>(k.kind), static_cast<int>(k.dtype),
+                              dim_slot[k.head_dim], k.causal, k.score_mod, k.varlen)];
       if (b.n == kMaxBuckets) continue;
       int pos = b.n++;  // insertion sort by min_t
       while (pos > 0 && b.min_t[pos - 1] > k.min_t) {
@@ -61,21 +70,22 @@ const KernelTable& table() {
 }  // namespace
 
 int select_kernel(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t head_dim,
-                  bool causal, bool score_mod, int64_t seq_len) {
+                  bool causal, bool score_mod, bool varlen, int64_t seq_len) {
   const KernelTable& t = table();
   const int dt = dtype == torch::headeronly::ScalarType::Half       ? 0
                  : dtype == torch::headeronly::ScalarType::BFloat16 ? 1
+                 : dtype == torch::headeronly::ScalarType::Float    ? 2
                                                                      : -1;
   int idx = -1;
-  if (dt >= 0 && head_dim > 0 && head_dim <= kMaxHeadDim) {
-    const Buckets& b =
-        t.index[KernelTable::slot(static_cast<int>(kind), dt, head_dim, causal, score_mod)];
+  if (dt >= 0 && head_dim > 0 && head_dim <= kMaxHeadDim && t.dim_slot[head_dim] >= 0) {
+    const Buckets& b = t.index[KernelTable::slot(static_cast<int>(kind), dt,
+                                                 t.dim_slot[head_dim], causal, score_mod, varlen)];
     for (int i = 0; i < b.n && b.min_t[i] <= seq_len; ++i) idx = b.kernel[i];
   }
   SA_CHECK(idx >= 0, "sigmoid_attention: no CUDA kernel is compiled for head_dim=", head_dim,
            " (dtype ", torch::headeronly::toString(dtype), ", is_causal=", causal,
-           ", score_mod=", score_mod, "); compiled head dims: ", t.head_dims,
-           " in float16 and bfloat16");
+           ", score_mod=", score_mod, ", varlen=", varlen, "); compiled head dims: ",
+           t.head_dims, " in float16, bfloat16 and float32");
   return idx;
 }
 

@@ -1,5 +1,5 @@
-// Variant selection: (kind, dtype, head_dim, causal, score_mod, sequence length) -> index into
-// kKernels. The length picks among tile buckets (KernelSpec::min_t) of one variant.
+// Variant selection: (kind, dtype, head_dim, causal, score_mod, varlen, sequence length) ->
+// index into kKernels. The length picks among tile buckets (KernelSpec::min_t) of one variant.
 #pragma once
 
 #include <cstdint>
@@ -13,6 +13,6 @@ namespace sigmoid_attn {
 // O(1) table lookup built once from the generated catalog. Throws, naming the supported
 // set, when no compiled kernel matches.
 int select_kernel(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t head_dim,
-                  bool causal, bool score_mod, int64_t seq_len);
+                  bool causal, bool score_mod, bool varlen, int64_t seq_len);
 
 }  // namespace sigmoid_attn

@@ -6,7 +6,7 @@
 
 namespace sigmoid_attn {
 
-enum class DType : int { kFloat16 = 0, kBFloat16 = 1 };
+enum class DType : int { kFloat16 = 0, kBFloat16 = 1, kFloat32 = 2 };
 enum class KernelKind : int { kForward = 0, kBackwardDkDv = 1, kBackwardDq = 2 };
 
 // BIAS_MODE values of the kernel (triton_src/sigmoid_attn_fwd.py).
@@ -22,6 +22,7 @@ struct KernelSpec {
   int head_dim;
   bool causal;
   bool score_mod;
+  bool varlen;                 // packed [total, H, D] tensors with cu_seqlens
   int block_m;
   int block_n;
   int num_warps;

@@ -20,6 +20,15 @@ using torch::stable::Tensor;
       std::optional<double> sigmoid_bias, std::optional<Tensor> sigmoid_bias_tensor,   \
       std::optional<Tensor> score_mod
 
+// forward_varlen(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k,
+//                int max_seqlen_q, int max_seqlen_k, <is_causal ... score_mod as above>)
+// q: [total_q, Hq, D], k/v: [total_k, Hkv, D], cu_seqlens: int32 [B + 1], score_mod: [total_k].
+#define SIGMOID_ATTN_VARLEN_ARGS                                                       \
+  Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k,              \
+      int64_t max_seqlen_q, int64_t max_seqlen_k, bool is_causal,                      \
+      std::optional<double> scale, std::optional<double> sigmoid_bias,                 \
+      std::optional<Tensor> sigmoid_bias_tensor, std::optional<Tensor> score_mod
+
 Tensor forward_cpu(SIGMOID_ATTN_FORWARD_ARGS);
 Tensor forward_cuda(SIGMOID_ATTN_FORWARD_ARGS);
 Tensor forward_meta(SIGMOID_ATTN_FORWARD_ARGS);
@@ -30,5 +39,18 @@ using Grads = std::tuple<Tensor, Tensor, Tensor, Tensor>;
 Grads backward_cpu(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS);
 Grads backward_cuda(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS);
 Grads backward_meta(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS);
+
+}  // namespace sigmoid_attn
+
+namespace sigmoid_attn {
+
+Tensor forward_varlen_cpu(SIGMOID_ATTN_VARLEN_ARGS);
+Tensor forward_varlen_cuda(SIGMOID_ATTN_VARLEN_ARGS);
+Tensor forward_varlen_meta(SIGMOID_ATTN_VARLEN_ARGS);
+// backward_varlen(Tensor grad_out, <forward_varlen's arguments>) -> (dq, dk, dv, dscore_mod)
+// dscore_mod is float32 [total_k] with score_mod, an empty [0] tensor otherwise.
+Grads backward_varlen_cpu(Tensor grad_out, SIGMOID_ATTN_VARLEN_ARGS);
+Grads backward_varlen_cuda(Tensor grad_out, SIGMOID_ATTN_VARLEN_ARGS);
+Grads backward_varlen_meta(Tensor grad_out, SIGMOID_ATTN_VARLEN_ARGS);
 
 }  // namespace sigmoid_attn

@@ -28,14 +28,42 @@ int64_t clamp_len(const std::optional<Tensor>& lens, int64_t b, int64_t T) {
   return std::min<int64_t>(std::max<int64_t>(n, 0), T);  // same clamp as the kernels
 }
 
+// Where sequence b lives: q rows q0 .. q0 + Lq of batch entry qb (of Tq_own rows written), and
+// k/v rows k0 .. k0 + Lk of entry kb. Dense: entry b, offset 0, lengths clamped to T. Packed:
+// entry 0 (the tensors are viewed as [1, total, H, D]), offsets from cu_seqlens clamped to the
+// tensor, lengths clamped to max_seqlen, exactly as the kernels do.
+struct Seg {
+  int64_t qb, q0, Lq, q_own, kb, k0, Lk, k_own;
+};
+
 // Everything a task needs besides the tensors' element type.
 struct Common {
   ForwardProblem p;
-  const std::optional<Tensor>& lens_q;
+  const std::optional<Tensor>& lens_q;  // seq_lens, or cu_seqlens when p.varlen
   const std::optional<Tensor>& lens_k;
   bool causal;
   const Tensor* bias;  // float64 [B] or null
-  const Tensor* mod;   // float64 [B, Tk] or null
+  const Tensor* mod;   // float64 [B, Tk] (packed: [1, total_k]) or null
+
+  Seg seg(int64_t b) const {
+    if (!p.varlen) {
+      const int64_t Lq = clamp_len(lens_q, b, p.Tq), Lk = clamp_len(lens_k, b, p.Tk);
+      return Seg{b, 0, Lq, p.Tq, b, 0, Lk, p.Tk};
+    }
+    auto range = [&](const Tensor& cu, int64_t total, int64_t max_len, int64_t& off, int64_t& len) {
+      const int32_t* c = cu.const_data_ptr<int32_t>();
+      const int64_t st = cu.stride(0);
+      off = std::min<int64_t>(std::max<int64_t>(c[b * st], 0), total);
+      const int64_t end = std::min<int64_t>(std::max<int64_t>(c[(b + 1) * st], off), total);
+      len = std::min(end - off, max_len);
+    };
+    Seg s{};
+    range(*lens_q, p.Tq, p.max_q, s.q0, s.Lq);
+    range(*lens_k, p.Tk, p.max_k, s.k0, s.Lk);
+    s.q_own = s.Lq;  // rows outside every sequence are zero-filled up front
+    s.k_own = s.Lk;
+    return s;
+  }
 
   template <typename A>
   A bias_of(int64_t b, int64_t Lk) const {
@@ -44,8 +72,9 @@ struct Common {
     return static_cast<A>(bias->const_data_ptr<double>()[b]);
   }
   template <typename A>
-  A mod_of(int64_t b, int64_t j) const {
-    return mod ? static_cast<A>(mod->const_data_ptr<double>()[b * mod->stride(0) + j * mod->stride(1)])
+  A mod_of(const Seg& s, int64_t j) const {
+    return mod ? static_cast<A>(mod->const_data_ptr<double>()[s.kb * mod->stride(0) +
+                                                              (s.k0 + j) * mod->stride(1)])
                : A(0);
   }
 };
@@ -65,20 +94,28 @@ inline A dot(const A* a, const A* b, int64_t n) {
   return s;
 }
 
+// Element offset of (b, i, h, 0) in a [B, T, H, D] tensor, or of (i, h, 0) in a packed
+// [total, H, D] one (b is then 0).
+inline int64_t offset(const Tensor& t, int64_t b, int64_t i, int64_t h) {
+  return t.dim() == 3 ? i * t.stride(0) + h * t.stride(1)
+                      : b * t.stride(0) + i * t.stride(1) + h * t.stride(2);
+}
 template <typename T>
 const T* row(const Tensor& t, int64_t b, int64_t i, int64_t h) {
-  return t.const_data_ptr<T>() + b * t.stride(0) + i * t.stride(1) + h * t.stride(2);
+  return t.const_data_ptr<T>() + offset(t, b, i, h);
 }
 template <typename T>
 T* mrow(Tensor& t, int64_t b, int64_t i, int64_t h) {
-  return t.mutable_data_ptr<T>() + b * t.stride(0) + i * t.stride(1) + h * t.stride(2);
+  return t.mutable_data_ptr<T>() + offset(t, b, i, h);
 }
 
+// n rows of k or v from row r0 of batch entry b, head h, in the accumulation type.
 template <typename T, typename A>
-void load_rows(const Tensor& t, int64_t b, int64_t h, int64_t n, int64_t D, std::vector<A>& out) {
+void load_rows(const Tensor& t, int64_t b, int64_t r0, int64_t h, int64_t n, int64_t D,
+               std::vector<A>& out) {
   out.resize(n * D);
   for (int64_t j = 0; j < n; ++j) {
-    const T* r = row<T>(t, b, j, h);
+    const T* r = row<T>(t, b, r0 + j, h);
     for (int64_t d = 0; d < D; ++d) out[j * D + d] = static_cast<A>(r[d]);
   }
 }
@@ -92,26 +129,27 @@ void forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out
     std::vector<A> kf, vf, qf(D), acc(D);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / p.Hkv, hk = task % p.Hkv;
-      const int64_t Lq = clamp_len(c.lens_q, b, p.Tq), Lk = clamp_len(c.lens_k, b, p.Tk);
+      const Seg sg = c.seg(b);
+      const int64_t Lq = sg.Lq, Lk = sg.Lk;
       const A bias = c.bias_of<A>(b, Lk);
-      load_rows<T>(k, b, hk, Lk, D, kf);
-      load_rows<T>(v, b, hk, Lk, D, vf);
+      load_rows<T>(k, sg.kb, sg.k0, hk, Lk, D, kf);
+      load_rows<T>(v, sg.kb, sg.k0, hk, Lk, D, vf);
       for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
-        for (int64_t i = 0; i < p.Tq; ++i) {
+        for (int64_t i = 0; i < sg.q_own; ++i) {
           std::fill(acc.begin(), acc.end(), A(0));
           if (i < Lq) {
-            const T* qr = row<T>(q, b, i, h);
+            const T* qr = row<T>(q, sg.qb, sg.q0 + i, h);
             for (int64_t d = 0; d < D; ++d) qf[d] = static_cast<A>(qr[d]);
             const int64_t jend = c.causal ? std::min(Lk, i + 1) : Lk;
             for (int64_t j = 0; j < jend; ++j) {
               A s = dot(qf.data(), kf.data() + j * D, D);
-              s = s * static_cast<A>(p.scale) + bias + c.mod_of<A>(b, j);
+              s = s * static_cast<A>(p.scale) + bias + c.mod_of<A>(sg, j);
               const A pr = A(1) / (A(1) + std::exp(-s));
               const A* vr = vf.data() + j * D;
               for (int64_t d = 0; d < D; ++d) acc[d] += pr * vr[d];
             }
           }
-          T* orow = mrow<T>(out, b, i, h);
+          T* orow = mrow<T>(out, sg.qb, sg.q0 + i, h);
           for (int64_t d = 0; d < D; ++d) orow[d] = static_cast<T>(acc[d]);
         }
       }
@@ -132,19 +170,21 @@ void backward_impl(const Tensor& g, const Tensor& q, const Tensor& k, const Tens
     std::vector<A> kf, vf, dkf, dvf, qf(D), gf(D), dqf(D);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / p.Hkv, hk = task % p.Hkv;
-      const int64_t Lq = clamp_len(c.lens_q, b, p.Tq), Lk = clamp_len(c.lens_k, b, p.Tk);
+      const Seg sg = c.seg(b);
+      const int64_t Lq = sg.Lq, Lk = sg.Lk;
       const A bias = c.bias_of<A>(b, Lk);
-      load_rows<T>(k, b, hk, Lk, D, kf);
-      load_rows<T>(v, b, hk, Lk, D, vf);
-      dkf.assign(p.Tk * D, A(0));
-      dvf.assign(p.Tk * D, A(0));
-      double* dm = dmod_heads ? dmod_heads + (b * p.Hkv + hk) * p.Tk : nullptr;
+      load_rows<T>(k, sg.kb, sg.k0, hk, Lk, D, kf);
+      load_rows<T>(v, sg.kb, sg.k0, hk, Lk, D, vf);
+      dkf.assign(sg.k_own * D, A(0));
+      dvf.assign(sg.k_own * D, A(0));
+      // dmod_heads is [B, Hkv, Tk] dense, [1, Hkv, total_k] packed.
+      double* dm = dmod_heads ? dmod_heads + (sg.kb * p.Hkv + hk) * p.Tk + sg.k0 : nullptr;
       for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
-        for (int64_t i = 0; i < p.Tq; ++i) {
+        for (int64_t i = 0; i < sg.q_own; ++i) {
           std::fill(dqf.begin(), dqf.end(), A(0));
           if (i < Lq) {
-            const T* qr = row<T>(q, b, i, h);
-            const T* gr = row<T>(g, b, i, h);
+            const T* qr = row<T>(q, sg.qb, sg.q0 + i, h);
+            const T* gr = row<T>(g, sg.qb, sg.q0 + i, h);
             for (int64_t d = 0; d < D; ++d) {
               qf[d] = static_cast<A>(qr[d]);
               gf[d] = static_cast<A>(gr[d]);
@@ -155,7 +195,7 @@ void backward_impl(const Tensor& g, const Tensor& q, const Tensor& k, const Tens
               const A* vr = vf.data() + j * D;
               A s = dot(qf.data(), kr, D);
               const A dp = dot(gf.data(), vr, D);
-              s = s * scale + bias + c.mod_of<A>(b, j);
+              s = s * scale + bias + c.mod_of<A>(sg, j);
               const A pr = A(1) / (A(1) + std::exp(-s));
               const A ds = dp * pr * (A(1) - pr);
               A* dkr = dkf.data() + j * D;
@@ -168,13 +208,13 @@ void backward_impl(const Tensor& g, const Tensor& q, const Tensor& k, const Tens
               if (dm) dm[j] += static_cast<double>(ds);
             }
           }
-          T* dqr = mrow<T>(dq, b, i, h);
+          T* dqr = mrow<T>(dq, sg.qb, sg.q0 + i, h);
           for (int64_t d = 0; d < D; ++d) dqr[d] = static_cast<T>(dqf[d] * scale);
         }
       }
-      for (int64_t j = 0; j < p.Tk; ++j) {
-        T* dkr = mrow<T>(dk, b, j, hk);
-        T* dvr = mrow<T>(dv, b, j, hk);
+      for (int64_t j = 0; j < sg.k_own; ++j) {
+        T* dkr = mrow<T>(dk, sg.kb, sg.k0 + j, hk);
+        T* dvr = mrow<T>(dv, sg.kb, sg.k0 + j, hk);
         for (int64_t d = 0; d < D; ++d) {
           dkr[d] = static_cast<T>(dkf[j * D + d] * scale);
           dvr[d] = static_cast<T>(dvf[j * D + d]);
@@ -249,6 +289,57 @@ Grads backward_cpu(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS) {
   const ScalarType mod_dt = q.scalar_type() == ScalarType::Double ? ScalarType::Double
                                                                   : ScalarType::Float;
   Tensor dmod = has_mod ? torch::stable::to(torch::stable::sum(dmod_heads, std::vector<int64_t>{1}),
+                                            mod_dt)
+                        : torch::stable::new_empty(q, {0}, ScalarType::Float);
+  return Grads{dq, dk, dv, dmod};
+}
+
+Tensor forward_varlen_cpu(SIGMOID_ATTN_VARLEN_ARGS) {
+  const ForwardProblem p = check_forward_varlen(
+      {q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, is_causal, scale,
+       sigmoid_bias, sigmoid_bias_tensor, score_mod},
+      Backend::kCPU);
+  // Rows outside every sequence (past cu_seqlens_q[B]) stay zero.
+  Tensor out = torch::stable::new_zeros(q, {p.Tq, p.Hq, p.D});
+  if (out.numel() == 0 || p.B == 0) return out;
+  const auto bias = p.bias_mode == kBiasTensor ? as_f64(sigmoid_bias_tensor) : std::nullopt;
+  auto mod = as_f64(score_mod);
+  if (mod) mod = torch::stable::unsqueeze(*mod, 0);  // [1, total_k], indexed like [B, Tk]
+  const std::optional<Tensor> cu_q = cu_seqlens_q, cu_k = cu_seqlens_k;
+  const Common c{p, cu_q, cu_k, is_causal, bias ? &*bias : nullptr, mod ? &*mod : nullptr};
+  dispatch_dtype(q.scalar_type(), [&](auto tag) {
+    forward_impl<decltype(tag)>(q, k, v, out, c);
+  });
+  return out;
+}
+
+Grads backward_varlen_cpu(Tensor grad_out, SIGMOID_ATTN_VARLEN_ARGS) {
+  const ForwardProblem p = check_backward_varlen(
+      grad_out,
+      {q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, is_causal, scale,
+       sigmoid_bias, sigmoid_bias_tensor, score_mod},
+      Backend::kCPU);
+  Tensor dq = torch::stable::new_zeros(q, {p.Tq, p.Hq, p.D});
+  Tensor dk = torch::stable::new_zeros(k, {p.Tk, p.Hkv, p.D});
+  Tensor dv = torch::stable::new_zeros(v, {p.Tk, p.Hkv, p.D});
+  const bool has_mod = score_mod.has_value();
+  Tensor dmod_heads = torch::stable::new_zeros(q, {1, p.Hkv, has_mod ? p.Tk : 0},
+                                               ScalarType::Double);
+  if (p.B > 0 && p.Hq > 0) {
+    const auto bias = p.bias_mode == kBiasTensor ? as_f64(sigmoid_bias_tensor) : std::nullopt;
+    auto mod = as_f64(score_mod);
+    if (mod) mod = torch::stable::unsqueeze(*mod, 0);
+    const std::optional<Tensor> cu_q = cu_seqlens_q, cu_k = cu_seqlens_k;
+    const Common c{p, cu_q, cu_k, is_causal, bias ? &*bias : nullptr, mod ? &*mod : nullptr};
+    double* dm = has_mod ? dmod_heads.mutable_data_ptr<double>() : nullptr;
+    dispatch_dtype(q.scalar_type(), [&](auto tag) {
+      backward_impl<decltype(tag)>(grad_out, q, k, v, dq, dk, dv, dm, c);
+    });
+  }
+  const ScalarType mod_dt = q.scalar_type() == ScalarType::Double ? ScalarType::Double
+                                                                  : ScalarType::Float;
+  Tensor dmod = has_mod ? torch::stable::to(torch::stable::sum(dmod_heads,
+                                                               std::vector<int64_t>{0, 1}),
                                             mod_dt)
                         : torch::stable::new_empty(q, {0}, ScalarType::Float);
   return Grads{dq, dk, dv, dmod};

@@ -1,6 +1,6 @@
 // CUDA forward: validate -> pick the compiled variant -> pack arguments -> launch on the
-// current stream. No host synchronization: lengths stay on the device, so the call is
-// CUDA-graph capturable.
+// current stream. No host synchronization: lengths (or cu_seqlens) stay on the device, so the
+// call is CUDA-graph capturable.
 #include <torch/csrc/stable/ops.h>
 
 #include "check.h"
@@ -12,24 +12,26 @@
 
 namespace sigmoid_attn {
 
-Tensor forward_cuda(SIGMOID_ATTN_FORWARD_ARGS) {
-  const ForwardProblem p = check_forward(
-      {q, k, v, seq_lens_q, seq_lens_k, is_causal, scale, sigmoid_bias, sigmoid_bias_tensor,
-       score_mod},
-      Backend::kCUDA);
+namespace {
+
+// Dense: q, k, v, out are [B, T, H, D], lens are seq_lens (optional). Packed (p.varlen): they
+// are [total, H, D] and lens are cu_seqlens.
+void launch_forward(const ForwardProblem& p, const Tensor& q, const Tensor& k, const Tensor& v,
+                    const Tensor& out, const std::optional<Tensor>& lens_q,
+                    const std::optional<Tensor>& lens_k, const std::optional<Tensor>& bias,
+                    const std::optional<Tensor>& score_mod, bool is_causal) {
   const int kernel = select_kernel(KernelKind::kForward, q.scalar_type(), p.D, is_causal,
-                                   score_mod.has_value(), p.Tq);
+                                   score_mod.has_value(), p.varlen, p.max_q);
   const KernelSpec& spec = kKernels[kernel];
-
-  Tensor out = empty_cuda(q, {p.B, p.Tq, p.Hq, p.D});
-  if (p.B == 0 || p.Tq == 0 || p.Hq == 0) return out;
-
-  const Operand oq = operand(q), ok = operand(k), ov = operand(v), oo = operand(out);
-  Extras e = extras(seq_lens_q, seq_lens_k, sigmoid_bias_tensor, score_mod, p.bias_mode);
+  const Operand oq = operand(q, p.max_q), ok = operand(k, p.max_k), ov = operand(v, p.max_k),
+                oo = operand(out, p.max_q);
+  Extras e = extras(lens_q, lens_k, bias, score_mod, p.bias_mode);
   int32_t t_q = static_cast<int32_t>(p.Tq), t_k = static_cast<int32_t>(p.Tk),
-          kv_group = static_cast<int32_t>(p.Hq / p.Hkv);
+          kv_group = static_cast<int32_t>(p.Hq / p.Hkv), num_seqs = static_cast<int32_t>(p.B),
+          max_q = static_cast<int32_t>(p.max_q), max_k = static_cast<int32_t>(p.max_k);
   float a_scale = static_cast<float>(p.scale), a_bias_value = static_cast<float>(p.bias_value);
-  int32_t has_lq = e.lens_q.has_value(), has_lk = e.lens_k.has_value(), bias_mode = p.bias_mode;
+  int32_t has_lq = !p.varlen && e.lens_q.has_value(), has_lk = !p.varlen && e.lens_k.has_value(),
+          bias_mode = p.bias_mode;
   CUdeviceptr a_q = oq.ptr, a_k = ok.ptr, a_v = ov.ptr, a_o = oo.ptr;
   int64_t qb = oq.sb, qh = oq.sh, kb = ok.sb, kh = ok.sh, vb = ov.sb, vh = ov.sh, ob = oo.sb,
           oh = oo.sh;
@@ -39,13 +41,41 @@ Tensor forward_cuda(SIGMOID_ATTN_FORWARD_ARGS) {
                   &e.p_bias, &e.p_mod,    &qb,       &qt,       &qh,         &kb,
                   &kt,       &kh,         &vb,       &vt,       &vh,         &ob,
                   &ot,       &oh,         &e.mod_sb, &e.mod_st, &t_q,        &t_k,
-                  &kv_group, &a_scale,    &a_bias_value, &has_lq, &has_lk,   &bias_mode};
+                  &kv_group, &a_scale,    &a_bias_value, &has_lq, &has_lk,   &bias_mode,
+                  &num_seqs, &max_q,      &max_k};
   constexpr int kNumArgs = sizeof(args) / sizeof(args[0]);
   SA_CHECK(spec.num_params == kNumArgs, "sigmoid_attn: kernel ", spec.name, " has ",
            spec.num_params, " parameters, the launcher packs ", kNumArgs);
-  launch_kernel(kernel, q.get_device_index(), current_stream(q.get_device_index()),
-                cdiv(p.Tq, spec.block_m), static_cast<unsigned>(p.Hq),
-                static_cast<unsigned>(p.B), args);
+  // Packed: one program per tile of real tokens (plus at most one idle per sequence).
+  const unsigned grid_x = p.varlen ? static_cast<unsigned>(p.Tq / spec.block_m + p.B + 1)
+                                   : cdiv(p.Tq, spec.block_m);
+  launch_kernel(kernel, q.get_device_index(), current_stream(q.get_device_index()), grid_x,
+                static_cast<unsigned>(p.Hq), p.varlen ? 1u : static_cast<unsigned>(p.B), args);
+}
+
+}  // namespace
+
+Tensor forward_cuda(SIGMOID_ATTN_FORWARD_ARGS) {
+  const ForwardProblem p = check_forward(
+      {q, k, v, seq_lens_q, seq_lens_k, is_causal, scale, sigmoid_bias, sigmoid_bias_tensor,
+       score_mod},
+      Backend::kCUDA);
+  Tensor out = empty_cuda(q, {p.B, p.Tq, p.Hq, p.D});
+  if (p.B == 0 || p.Tq == 0 || p.Hq == 0) return out;
+  launch_forward(p, q, k, v, out, seq_lens_q, seq_lens_k, sigmoid_bias_tensor, score_mod,
+                 is_causal);
+  return out;
+}
+
+Tensor forward_varlen_cuda(SIGMOID_ATTN_VARLEN_ARGS) {
+  const ForwardProblem p = check_forward_varlen(
+      {q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, is_causal, scale,
+       sigmoid_bias, sigmoid_bias_tensor, score_mod},
+      Backend::kCUDA);
+  Tensor out = empty_cuda(q, {p.Tq, p.Hq, p.D});
+  if (p.Tq == 0 || p.Hq == 0) return out;
+  launch_forward(p, q, k, v, out, cu_seqlens_q, cu_seqlens_k, sigmoid_bias_tensor, score_mod,
+                 is_causal);
   return out;
 }
 

@@ -78,9 +78,11 @@ PYBIND11_MODULE(_C, m) {
       py::dict k;
       k["name"] = a.kernel_name(i);
       k["kind"] = kinds[a.kernel_field(i, "kind")];
-      k["dtype"] = a.kernel_field(i, "dtype") == 0 ? "float16" : "bfloat16";
+      static const char* const dtypes[] = {"float16", "bfloat16", "float32"};
+      k["dtype"] = dtypes[a.kernel_field(i, "dtype")];
       k["causal"] = static_cast<bool>(a.kernel_field(i, "causal"));
       k["score_mod"] = static_cast<bool>(a.kernel_field(i, "score_mod"));
+      k["varlen"] = static_cast<bool>(a.kernel_field(i, "varlen"));
       for (const char* f : ints) k[f] = a.kernel_field(i, f);
       out.append(k);
     }

@@ -8,25 +8,40 @@
   "bool is_causal=False, float? scale=None, float? sigmoid_bias=None, "                       \
   "Tensor? sigmoid_bias_tensor=None, Tensor? score_mod=None"
 
+#define SIGMOID_ATTN_VARLEN_SCHEMA                                                            \
+  "Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k, int max_seqlen_q, "  \
+  "int max_seqlen_k, bool is_causal=False, float? scale=None, float? sigmoid_bias=None, "       \
+  "Tensor? sigmoid_bias_tensor=None, Tensor? score_mod=None"
+
 STABLE_TORCH_LIBRARY(sigmoid_attn, m) {
   m.def("forward(" SIGMOID_ATTN_FORWARD_SCHEMA ") -> Tensor");
   // Gradients of q, k, v and (float32 [B, Tk], empty without score_mod) of score_mod.
   m.def("backward(Tensor grad_out, " SIGMOID_ATTN_FORWARD_SCHEMA
+        ") -> (Tensor, Tensor, Tensor, Tensor)");
+  // Packed variable-length batches (FlashAttention's cu_seqlens convention).
+  m.def("forward_varlen(" SIGMOID_ATTN_VARLEN_SCHEMA ") -> Tensor");
+  m.def("backward_varlen(Tensor grad_out, " SIGMOID_ATTN_VARLEN_SCHEMA
         ") -> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 STABLE_TORCH_LIBRARY_IMPL(sigmoid_attn, CPU, m) {
   m.impl("forward", TORCH_BOX(&sigmoid_attn::forward_cpu));
   m.impl("backward", TORCH_BOX(&sigmoid_attn::backward_cpu));
+  m.impl("forward_varlen", TORCH_BOX(&sigmoid_attn::forward_varlen_cpu));
+  m.impl("backward_varlen", TORCH_BOX(&sigmoid_attn::backward_varlen_cpu));
 }
 
 STABLE_TORCH_LIBRARY_IMPL(sigmoid_attn, CUDA, m) {
   m.impl("forward", TORCH_BOX(&sigmoid_attn::forward_cuda));
   m.impl("backward", TORCH_BOX(&sigmoid_attn::backward_cuda));
+  m.impl("forward_varlen", TORCH_BOX(&sigmoid_attn::forward_varlen_cuda));
+  m.impl("backward_varlen", TORCH_BOX(&sigmoid_attn::backward_varlen_cuda));
 }
 
 // Shapes only: used by torch.compile / torch.export fake tensors, with the same validation.
 STABLE_TORCH_LIBRARY_IMPL(sigmoid_attn, Meta, m) {
   m.impl("forward", TORCH_BOX(&sigmoid_attn::forward_meta));
   m.impl("backward", TORCH_BOX(&sigmoid_attn::backward_meta));
+  m.impl("forward_varlen", TORCH_BOX(&sigmoid_attn::forward_varlen_meta));
+  m.impl("backward_varlen", TORCH_BOX(&sigmoid_attn::backward_varlen_meta));
 }

@@ -1,5 +1,6 @@
 #include "validate.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -56,6 +57,78 @@ bool is_float(const Tensor& t) {
          s == ScalarType::Double;
 }
 
+// scale and sigmoid_bias (float or [B] tensor) -> p.scale, p.bias_mode, p.bias_value.
+void resolve_scalars(const char* kFn, ForwardProblem& p, const std::optional<double>& scale,
+                     const std::optional<double>& bias_value, const std::optional<Tensor>& bias,
+                     const Tensor& q) {
+  // Both scalars reach the CUDA kernels as float32: a finite double beyond float32's range
+  // would silently become inf there (0 * inf = NaN), so it is rejected everywhere.
+  constexpr double kF32Max = 3.4028234663852886e38;
+  if (scale.has_value()) {
+    SA_CHECK(std::isfinite(*scale) && std::fabs(*scale) <= kF32Max, kFn,
+             ": scale must be finite and within float32 range, got ", *scale);
+    p.scale = *scale;
+  } else {
+    p.scale = 1.0 / std::sqrt(static_cast<double>(p.D));
+  }
+
+  SA_CHECK(!(bias_value.has_value() && bias.has_value()), kFn,
+           ": give sigmoid_bias as a float or as a tensor, not both");
+  p.bias_mode = 0;
+  p.bias_value = 0.0;
+  if (bias_value.has_value()) {
+    const double b = *bias_value;
+    SA_CHECK(!std::isnan(b) && (std::isinf(b) || std::fabs(b) <= kF32Max), kFn,
+             ": sigmoid_bias must be ±inf or within float32 range, and not NaN, got ", b);
+    p.bias_mode = 1;
+    p.bias_value = b;
+  } else if (bias.has_value()) {
+    const Tensor& b = *bias;
+    SA_CHECK(is_float(b) && b.dim() == 1 && b.size(0) == p.B, kFn,
+                    ": sigmoid_bias tensor must be floating point of shape [B]=[", p.B, "], got ",
+                    dtype_str(b), " ", shape_str(b));
+    SA_CHECK(same_device(b, q), kFn, ": sigmoid_bias must be on q's device ",
+                    device_str(q), ", got ", device_str(b));
+    p.bias_mode = 2;
+  }
+}
+
+// q, k, v: one floating dtype the backend serves, one device.
+void check_dtypes(const char* kFn, const Tensor& q, const Tensor& k, const Tensor& v,
+                  Backend backend) {
+  SA_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(), kFn,
+           ": q, k and v must have the same dtype, got q ", dtype_str(q), ", k ", dtype_str(k),
+           ", v ", dtype_str(v));
+  const auto dt = q.scalar_type();
+  if (backend == Backend::kCUDA) {
+    SA_CHECK(dt == ScalarType::Half || dt == ScalarType::BFloat16 || dt == ScalarType::Float, kFn,
+             ": on CUDA q, k, v must be float16, bfloat16 or float32, got ", dtype_str(q));
+  } else {
+    SA_CHECK(dt == ScalarType::Half || dt == ScalarType::BFloat16 || dt == ScalarType::Float ||
+                 dt == ScalarType::Double,
+             kFn, ": q, k, v must be float16, bfloat16, float32 or float64 on ",
+             backend_str(backend), ", got ", dtype_str(q));
+  }
+  SA_CHECK(same_device(k, q) && same_device(v, q), kFn,
+           ": q, k and v must be on one device, got q ", device_str(q), ", k ", device_str(k),
+           ", v ", device_str(v));
+}
+
+void check_grad_out(const char* fn, const Tensor& g, const Tensor& q) {
+  bool ok = g.defined() && g.dim() == q.dim();
+  for (int64_t d = 0; ok && d < q.dim(); ++d) ok = g.size(d) == q.size(d);
+  SA_CHECK(ok, fn, " backward: grad_out must have q's shape ", shape_str(q), ", got ",
+           g.defined() ? shape_str(g) : std::string("undefined"));
+  SA_CHECK(g.scalar_type() == q.scalar_type(), fn, " backward: grad_out must be ", dtype_str(q),
+           " like q, got ", dtype_str(g));
+  SA_CHECK(same_device(g, q), fn, " backward: grad_out must be on q's device ", device_str(q),
+           ", got ", device_str(g));
+  const int last = static_cast<int>(g.dim()) - 1;
+  SA_CHECK(g.size(last) <= 1 || g.stride(last) == 1, fn,
+           " backward: grad_out must have a contiguous last dim, got stride(", last, ")=",
+           g.stride(last));
+}
+
 }  // namespace
 
 std::string shape_str(const Tensor& t) {
@@ -90,22 +163,7 @@ ForwardProblem check_forward(const ForwardInputs& in, Backend backend) {
   check_qkv(k, "k", "[B, Tk, Hkv, D]");
   check_qkv(v, "v", "[B, Tk, Hkv, D]");
 
-  SA_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(), kFn,
-                  ": q, k and v must have the same dtype, got q ", dtype_str(q), ", k ",
-                  dtype_str(k), ", v ", dtype_str(v));
-  const auto dt = q.scalar_type();
-  if (backend == Backend::kCUDA) {
-    SA_CHECK(dt == ScalarType::Half || dt == ScalarType::BFloat16, kFn,
-                    ": on CUDA q, k, v must be float16 or bfloat16, got ", dtype_str(q));
-  } else {
-    SA_CHECK(dt == ScalarType::Half || dt == ScalarType::BFloat16 || dt == ScalarType::Float ||
-                 dt == ScalarType::Double,
-             kFn, ": q, k, v must be float16, bfloat16, float32 or float64 on ",
-             backend_str(backend), ", got ", dtype_str(q));
-  }
-  SA_CHECK(same_device(k, q) && same_device(v, q), kFn,
-                  ": q, k and v must be on one device, got q ", device_str(q), ", k ",
-                  device_str(k), ", v ", device_str(v));
+  check_dtypes(kFn, q, k, v, backend);
 
   ForwardProblem p{};
   p.B = q.size(0);
@@ -114,6 +172,9 @@ ForwardProblem check_forward(const ForwardInputs& in, Backend backend) {
   p.D = q.size(3);
   p.Tk = k.size(1);
   p.Hkv = k.size(2);
+  p.max_q = p.Tq;
+  p.max_k = p.Tk;
+  p.varlen = false;
   SA_CHECK(k.size(0) == p.B && v.size(0) == p.B, kFn,
                   ": k and v must have q's batch size B=", p.B, ", got k ", shape_str(k), ", v ",
                   shape_str(v));
@@ -136,37 +197,7 @@ ForwardProblem check_forward(const ForwardInputs& in, Backend backend) {
   check_lengths(in.seq_lens_q, "seq_lens_q", p.B, q);
   check_lengths(in.seq_lens_k, "seq_lens_k", p.B, q);
 
-  // Both scalars reach the CUDA kernels as float32: a finite double beyond float32's range
-  // would silently become inf there (0 * inf = NaN), so it is rejected everywhere.
-  constexpr double kF32Max = 3.4028234663852886e38;
-  if (in.scale.has_value()) {
-    SA_CHECK(std::isfinite(*in.scale) && std::fabs(*in.scale) <= kF32Max, kFn,
-             ": scale must be finite and within float32 range, got ", *in.scale);
-    p.scale = *in.scale;
-  } else {
-    p.scale = 1.0 / std::sqrt(static_cast<double>(p.D));
-  }
-
-  SA_CHECK(!(in.bias_value.has_value() && in.bias.has_value()), kFn,
-           ": give sigmoid_bias as a float or as a tensor, not both");
-  p.bias_mode = 0;
-  p.bias_value = 0.0;
-  if (in.bias_value.has_value()) {
-    const double b = *in.bias_value;
-    SA_CHECK(!std::isnan(b) && (std::isinf(b) || std::fabs(b) <= kF32Max), kFn,
-             ": sigmoid_bias must be ±inf or within float32 range, and not NaN, got ", b);
-    p.bias_mode = 1;
-    p.bias_value = b;
-  } else if (in.bias.has_value()) {
-    const Tensor& b = *in.bias;
-    SA_CHECK(is_float(b) && b.dim() == 1 && b.size(0) == p.B, kFn,
-                    ": sigmoid_bias tensor must be floating point of shape [B]=[", p.B, "], got ",
-                    dtype_str(b), " ", shape_str(b));
-    SA_CHECK(same_device(b, q), kFn, ": sigmoid_bias must be on q's device ",
-                    device_str(q), ", got ", device_str(b));
-    p.bias_mode = 2;
-  }
-
+  resolve_scalars(kFn, p, in.scale, in.bias_value, in.bias, q);
   if (in.score_mod.has_value()) {
     const Tensor& m = *in.score_mod;
     SA_CHECK(is_float(m) && m.dim() == 2 && m.size(0) == p.B && m.size(1) == p.Tk, kFn,
@@ -180,18 +211,88 @@ ForwardProblem check_forward(const ForwardInputs& in, Backend backend) {
 
 ForwardProblem check_backward(const Tensor& grad_out, const ForwardInputs& in, Backend backend) {
   const ForwardProblem p = check_forward(in, backend);
-  const Tensor& g = grad_out;
-  const bool ok = g.defined() && g.dim() == 4 && g.size(0) == p.B && g.size(1) == p.Tq &&
-                  g.size(2) == p.Hq && g.size(3) == p.D;
-  SA_CHECK(ok, "sigmoid_attention backward: grad_out must have q's shape [", p.B, ", ", p.Tq, ", ",
-           p.Hq, ", ", p.D, "], got ", g.defined() ? shape_str(g) : std::string("undefined"));
-  SA_CHECK(g.scalar_type() == in.q.scalar_type(), "sigmoid_attention backward: grad_out must be ",
-           dtype_str(in.q), " like q, got ", dtype_str(g));
-  SA_CHECK(same_device(g, in.q), "sigmoid_attention backward: grad_out must be on q's device ",
-           device_str(in.q), ", got ", device_str(g));
-  SA_CHECK(g.size(3) <= 1 || g.stride(3) == 1,
-           "sigmoid_attention backward: grad_out must have a contiguous last dim, got stride(3)=",
-           g.stride(3));
+  check_grad_out(kFn, grad_out, in.q);
+  return p;
+}
+
+ForwardProblem check_forward_varlen(const VarlenInputs& in, Backend backend) {
+  constexpr const char* fn = "sigmoid_attention_varlen";
+  const Tensor& q = in.q;
+  const Tensor& k = in.k;
+  const Tensor& v = in.v;
+  const char* names[] = {"q", "k", "v"};
+  const Tensor* ts[] = {&q, &k, &v};
+  for (int i = 0; i < 3; ++i) {
+    const Tensor& t = *ts[i];
+    SA_CHECK(t.defined(), fn, ": ", names[i], " must be a tensor, got an undefined tensor");
+    SA_CHECK(t.dim() == 3, fn, ": ", names[i], " must have 3 dims [total, H, D], got ", t.dim(),
+             " dims ", shape_str(t));
+    SA_CHECK(t.size(2) <= 1 || t.stride(2) == 1, fn, ": ", names[i],
+             " must have a contiguous last dim (stride 1), got stride(2)=", t.stride(2));
+  }
+  check_dtypes(fn, q, k, v, backend);
+
+  ForwardProblem p{};
+  p.Tq = q.size(0);
+  p.Hq = q.size(1);
+  p.D = q.size(2);
+  p.Tk = k.size(0);
+  p.Hkv = k.size(1);
+  p.varlen = true;
+  SA_CHECK(v.size(0) == p.Tk && v.size(1) == p.Hkv, fn, ": v must have k's [total_k, Hkv]=[",
+           p.Tk, ", ", p.Hkv, "], got v ", shape_str(v));
+  SA_CHECK(k.size(2) == p.D && v.size(2) == p.D, fn,
+           ": q, k and v must have the same head_dim D=", p.D, ", got k ", shape_str(k), ", v ",
+           shape_str(v));
+  SA_CHECK(p.D > 0, fn, ": head_dim must be positive, got q ", shape_str(q));
+  SA_CHECK(p.Hkv > 0 && p.Hq % p.Hkv == 0, fn, ": q's heads Hq=", p.Hq,
+           " must be a multiple of k/v's heads Hkv=", p.Hkv);
+
+  const Tensor* cus[] = {&in.cu_seqlens_q, &in.cu_seqlens_k};
+  const char* cu_names[] = {"cu_seqlens_q", "cu_seqlens_k"};
+  for (int i = 0; i < 2; ++i) {
+    const Tensor& c = *cus[i];
+    SA_CHECK(c.defined() && c.scalar_type() == ScalarType::Int && c.dim() == 1 && c.size(0) >= 1,
+             fn, ": ", cu_names[i], " must be int32 of shape [B + 1] (B >= 0), got ",
+             c.defined() ? std::string(dtype_str(c)) + " " + shape_str(c)
+                         : std::string("an undefined tensor"));
+    SA_CHECK(same_device(c, q), fn, ": ", cu_names[i], " must be on q's device ", device_str(q),
+             ", got ", device_str(c));
+  }
+  SA_CHECK(in.cu_seqlens_k.size(0) == in.cu_seqlens_q.size(0), fn,
+           ": cu_seqlens_q and cu_seqlens_k must both have B + 1 entries, got ",
+           in.cu_seqlens_q.size(0), " and ", in.cu_seqlens_k.size(0));
+  p.B = in.cu_seqlens_q.size(0) - 1;
+  SA_CHECK(in.max_seqlen_q >= 0 && in.max_seqlen_k >= 0, fn,
+           ": max_seqlen_q and max_seqlen_k must be >= 0, got ", in.max_seqlen_q, " and ",
+           in.max_seqlen_k);
+  // No sequence is longer than its packed tensor.
+  p.max_q = std::min(in.max_seqlen_q, p.Tq);
+  p.max_k = std::min(in.max_seqlen_k, p.Tk);
+  if (backend == Backend::kCUDA) {
+    // Grid: (total // BLOCK + B + 1, H): x is 32-bit, y at most 65535.
+    SA_CHECK(p.Hq <= 65535, fn, ": on CUDA Hq must be <= 65535, got ", p.Hq);
+    SA_CHECK(p.Tq + p.B < (int64_t(1) << 31) - 1024 && p.Tk + p.B < (int64_t(1) << 31) - 1024,
+             fn, ": total tokens plus sequences must be < 2^31 - 1024, got total_q=", p.Tq,
+             ", total_k=", p.Tk, ", B=", p.B);
+  }
+
+  resolve_scalars(fn, p, in.scale, in.bias_value, in.bias, q);
+  if (in.score_mod.has_value()) {
+    const Tensor& m = *in.score_mod;
+    SA_CHECK(is_float(m) && m.dim() == 1 && m.size(0) == p.Tk, fn,
+             ": score_mod must be floating point of shape [total_k]=[", p.Tk, "], got ",
+             dtype_str(m), " ", shape_str(m));
+    SA_CHECK(same_device(m, q), fn, ": score_mod must be on q's device ", device_str(q),
+             ", got ", device_str(m));
+  }
+  return p;
+}
+
+ForwardProblem check_backward_varlen(const Tensor& grad_out, const VarlenInputs& in,
+                                     Backend backend) {
+  const ForwardProblem p = check_forward_varlen(in, backend);
+  check_grad_out("sigmoid_attention_varlen", grad_out, in.q);
   return p;
 }
 

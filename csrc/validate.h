@@ -27,9 +27,29 @@ struct ForwardInputs {
   const std::optional<Tensor>& score_mod;
 };
 
-// The problem after validation, with defaults resolved.
+// What the caller passed to forward_varlen: packed [total, H, D] tensors and cu_seqlens.
+struct VarlenInputs {
+  const Tensor& q;
+  const Tensor& k;
+  const Tensor& v;
+  const Tensor& cu_seqlens_q;
+  const Tensor& cu_seqlens_k;
+  int64_t max_seqlen_q;
+  int64_t max_seqlen_k;
+  bool is_causal;
+  std::optional<double> scale;
+  std::optional<double> bias_value;
+  const std::optional<Tensor>& bias;
+  const std::optional<Tensor>& score_mod;
+};
+
+// The problem after validation, with defaults resolved. Packed (varlen) problems have B
+// sequences, Tq / Tk packed tokens and max_q / max_k the longest sequence; dense ones have
+// max_q = Tq, max_k = Tk.
 struct ForwardProblem {
   int64_t B, Tq, Tk, Hq, Hkv, D;
+  int64_t max_q, max_k;
+  bool varlen;
   double scale;       // kept in double for the float64 CPU path; the kernels take float32
   int bias_mode;      // BiasMode (kernel_spec.h)
   double bias_value;
@@ -40,6 +60,11 @@ ForwardProblem check_forward(const ForwardInputs& in, Backend backend);
 
 // check_forward plus grad_out: q's shape, dtype and device, contiguous last dim.
 ForwardProblem check_backward(const Tensor& grad_out, const ForwardInputs& in, Backend backend);
+
+// The same for forward_varlen / backward_varlen (grad_out: q's packed shape).
+ForwardProblem check_forward_varlen(const VarlenInputs& in, Backend backend);
+ForwardProblem check_backward_varlen(const Tensor& grad_out, const VarlenInputs& in,
+                                     Backend backend);
 
 // "[2, 16, 8, 64]"
 std::string shape_str(const Tensor& t);

@@ -12,11 +12,12 @@ if torch.cuda.is_available():
     import sigmoid_attn
     from sigmoid_attn import sigmoid_attention, sigmoid_attention_reference
 
-    CATALOG = [v for v in sigmoid_attn.info()["variants"] if v["kind"] == "bwd_dq"]
+    CATALOG = [v for v in sigmoid_attn.info()["variants"]
+               if v["kind"] == "bwd_dq" and not v["varlen"]]
 else:
     CATALOG = []
 
-DT = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+DT = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 def grads_vs_reference(q0, k0, v0, grad, mod0=None, **kw):

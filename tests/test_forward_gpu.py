@@ -13,11 +13,11 @@ if torch.cuda.is_available():
     import sigmoid_attn
     from sigmoid_attn import sigmoid_attention, sigmoid_attention_reference
 
-    CATALOG = [v for v in sigmoid_attn.info()["variants"] if v["kind"] == "fwd"]
+    CATALOG = [v for v in sigmoid_attn.info()["variants"] if v["kind"] == "fwd" and not v["varlen"]]
 else:
     CATALOG = []
 
-DT = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+DT = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 def poison_like(shape, dtype):

@@ -72,7 +72,12 @@ def test_info_lists_compiled_variants():
     assert {64, 128} <= dims
     for k in info["variants"]:
         assert k["cubin_bytes"] > 0 and k["num_warps"] in (4, 8)
-        dt = {"float16": "fp16", "bfloat16": "bf16"}[k["dtype"]]
+        dt = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}[k["dtype"]]
         assert k["name"].startswith(f"{k['kind']}_{dt}_d{k['head_dim']}")
+        assert ("_varlen" in k["name"]) == k["varlen"]
     kinds = {k["kind"] for k in info["variants"]}
     assert kinds == {"fwd", "bwd_dkdv", "bwd_dq"}
+    # Every (kind, dtype, head dim) is compiled dense and packed, causal or not, with/without mod.
+    combos = {(k["kind"], k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
+              for k in info["variants"]}
+    assert len(combos) == 3 * 3 * len(dims) * 8

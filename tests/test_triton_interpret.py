@@ -94,6 +94,43 @@ SCRIPT = textwrap.dedent(r"""
             assert err < 1e-5, ("backward", name, B, Tq, Tk, D, causal, err)
         bcases += 1
     print("interpreted backward cases:", bcases)
+
+    # Packed varlen: the device-side tile schedule, tail rows, GQA, causal, score_mod, and a
+    # schedule chunk smaller than the number of sequences (CHUNK=256 > 5 here, so also 1 loop).
+    from sigmoid_attn import sigmoid_attention_varlen_reference
+    vcases = 0
+    for (lens_q, lens_k, Hq, Hkv, D, causal, mod) in [
+        ([17, 0, 40, 1, 33], [17, 3, 40, 1, 20], 2, 1, 32, True, True),
+        ([9, 30], [30, 9], 2, 2, 48, False, False),
+    ]:
+        cu = lambda L: torch.tensor([0] + torch.tensor(L).cumsum(0).tolist(), dtype=torch.int32)
+        cq, ck = cu(lens_q), cu(lens_k)
+        q = torch.randn(sum(lens_q) + 3, Hq, D, generator=g)
+        k = torch.randn(sum(lens_k) + 2, Hkv, D, generator=g)
+        v = torch.randn(sum(lens_k) + 2, Hkv, D, generator=g)
+        sm = torch.randn(k.shape[0], generator=g) if mod else None
+        mq, mk = max(lens_q), max(lens_k)
+        out = jit_launch.forward(q, k, v, cu_seqlens_q=cq, cu_seqlens_k=ck, max_seqlen_q=mq,
+                                 max_seqlen_k=mk, is_causal=causal, score_mod=sm,
+                                 tiles=(16, 16, 4, 1))
+        ins = [t.double().requires_grad_() for t in (q, k, v)]
+        smr = sm.double().requires_grad_() if mod else None
+        ref = sigmoid_attention_varlen_reference(*ins, cq, ck, mq, mk, is_causal=causal,
+                                                 score_mod=smr)
+        assert rel_err(out, ref) < 1e-5, ("varlen", lens_q, rel_err(out, ref))
+        assert (out[sum(lens_q):] == 0).all()
+        gout = torch.randn(q.shape, generator=g)
+        dq, dk, dv, dmod = jit_launch.backward(gout, q, k, v, cu_seqlens_q=cq, cu_seqlens_k=ck,
+                                               max_seqlen_q=mq, max_seqlen_k=mk,
+                                               is_causal=causal, score_mod=sm,
+                                               tiles=(16, 16, 4, 1))
+        ref.backward(gout.double())
+        got = [dq, dk, dv] + ([dmod] if mod else [])
+        want = [t.grad for t in ins] + ([smr.grad] if mod else [])
+        for name, a, b in zip("q k v mod".split(), got, want):
+            assert rel_err(a, b) < 1e-5, ("varlen backward", name, rel_err(a, b))
+        vcases += 1
+    print("interpreted varlen cases:", vcases)
 """)
 
 
@@ -105,3 +142,4 @@ def test_kernel_source_under_interpreter():
     assert r.returncode == 0, r.stdout + r.stderr
     assert "interpreted cases: 12" in r.stdout
     assert "interpreted backward cases: 4" in r.stdout
+    assert "interpreted varlen cases: 2" in r.stdout

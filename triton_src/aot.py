@@ -50,7 +50,7 @@ def compile_variant(var: V.Variant, arch: int):
     constexprs = {
         "HEAD_DIM": var.head_dim, "BLOCK_D": var.block_d, "BLOCK_M": var.block_m,
         "BLOCK_N": var.block_n, "IS_CAUSAL": var.causal, "HAS_SCORE_MOD": var.score_mod,
-        "FAST_SIGMOID": True,
+        "FAST_SIGMOID": var.fast_sigmoid, "VARLEN": var.varlen,
     }
     if var.kind == "fwd":
         constexprs["WARP_SPECIALIZE"] = var.warp_specialize
@@ -73,8 +73,10 @@ def compile_variant(var: V.Variant, arch: int):
     src = ASTSource(fn=fn, signature=signature, constexprs=consts, attrs=attrs)
     target = GPUTarget("cuda", arch, 32)
     t0 = time.time()
-    ck = triton.compile(src, target=target,
-                        options={"num_warps": var.num_warps, "num_stages": var.num_stages})
+    options = {"num_warps": var.num_warps, "num_stages": var.num_stages}
+    if var.dtype == "fp32":
+        options["default_dot_input_precision"] = "ieee"  # not TF32: full-precision products
+    ck = triton.compile(src, target=target, options=options)
     md = ck.metadata
     entry = md.name
     sizes = _entry_params(ck.asm["ptx"], entry)
@@ -90,7 +92,7 @@ def compile_variant(var: V.Variant, arch: int):
         "entry": entry,
         "cubin": ck.asm["cubin"],
         "kind": var.kind, "dtype": var.dtype, "head_dim": var.head_dim,
-        "causal": var.causal, "score_mod": var.score_mod,
+        "causal": var.causal, "score_mod": var.score_mod, "varlen": var.varlen,
         "block_m": var.block_m, "block_n": var.block_n, "min_t": var.min_t,
         "num_warps": md.num_warps, "num_stages": var.num_stages,
         "shared": md.shared,
@@ -122,7 +124,7 @@ def write_cpp(out_dir: Path, results, triton_version: str, arch: int):
             f"sigmoid_attn_cubin_{i}:\\n.incbin \\\"{path}\\\"\\n.previous\\n\");\n"
             f"extern \"C\" const unsigned char sigmoid_attn_cubin_{i}[];\n")
     lines.append("\nnamespace sigmoid_attn {\n\nconst KernelSpec kKernels[] = {\n")
-    dt = {"fp16": "DType::kFloat16", "bf16": "DType::kBFloat16"}
+    dt = {"fp16": "DType::kFloat16", "bf16": "DType::kBFloat16", "fp32": "DType::kFloat32"}
     kinds = {"fwd": "KernelKind::kForward", "bwd_dkdv": "KernelKind::kBackwardDkDv",
              "bwd_dq": "KernelKind::kBackwardDq"}
     for i, r in enumerate(results):
@@ -130,6 +132,7 @@ def write_cpp(out_dir: Path, results, triton_version: str, arch: int):
             f"    {{\"{r['name']}\", \"{r['entry']}\", sigmoid_attn_cubin_{i}, "
             f"{len(r['cubin'])}u, {kinds[r['kind']]}, {dt[r['dtype']]}, {r['head_dim']}, "
             f"{str(r['causal']).lower()}, {str(r['score_mod']).lower()}, "
+            f"{str(r['varlen']).lower()}, "
             f"{r['block_m']}, {r['block_n']}, {r['num_warps']}, {r['num_stages']}, {r['min_t']}, "
             f"{r['shared']}, {r['num_params']}, {r['num_hidden_params']}, "
             f"{r['global_scratch_size']}, {r['global_scratch_align']}, "

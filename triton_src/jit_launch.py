@@ -15,31 +15,51 @@ from sigmoid_attn_bwd import sigmoid_attn_bwd_dkdv, sigmoid_attn_bwd_dq
 from sigmoid_attn_fwd import BIAS_DEFAULT, BIAS_SCALAR, BIAS_TENSOR, sigmoid_attn_fwd
 
 
+def _st(t):
+    """(batch, row, head) strides: [B, T, H, D] tensors, or packed [total, H, D] ones."""
+    return (t.stride(0), t.stride(1), t.stride(2)) if t.dim() == 4 else (0, t.stride(0),
+                                                                           t.stride(1))
+
+
+def _geometry(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k):
+    """(B, Tq, Tk, Hq, Hkv, D, num_seqs, max_q, max_k, varlen) of a dense or packed call."""
+    if cu_seqlens_q is None:
+        B, Tq, Hq, D = q.shape
+        return B, Tq, k.shape[1], Hq, k.shape[2], D, B, Tq, k.shape[1], False
+    Tq, Hq, D = q.shape
+    n = cu_seqlens_q.shape[0] - 1
+    return 1, Tq, k.shape[0], Hq, k.shape[1], D, n, max_seqlen_q, max_seqlen_k, True
+
+
 def forward(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale=None,
             sigmoid_bias=None, score_mod=None, fast_sigmoid=False, tiles=None,
-            warp_specialize=False, software_pipeline=False):
-    B, Tq, Hq, D = q.shape
-    Tk, Hkv = k.shape[1], k.shape[2]
-    bm, bn, warps, stages = tiles or V.fwd_tiles(D, Tq)
+            warp_specialize=False, software_pipeline=False, cu_seqlens_q=None,
+            cu_seqlens_k=None, max_seqlen_q=0, max_seqlen_k=0):
+    """Dense [B, T, H, D] call, or packed [total, H, D] with cu_seqlens_q/k (varlen)."""
+    B, Tq, Tk, Hq, Hkv, D, n, max_q, max_k, varlen = _geometry(
+        q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+    bm, bn, warps, stages = tiles or V.fwd_tiles(D, max_q, _dtype_name(q))
     block_d = 1 << (D - 1).bit_length()
-    out = torch.empty(B, Tq, Hq, D, dtype=q.dtype, device=q.device)
+    out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    if varlen:
+        seq_lens_q, seq_lens_k = cu_seqlens_q, cu_seqlens_k
     x = _extras(q, seq_lens_q, seq_lens_k, sigmoid_bias, score_mod)
-    grid = (triton.cdiv(Tq, bm), Hq, B)
+    grid = (Tq // bm + n + 1, Hq, 1) if varlen else (triton.cdiv(Tq, bm), Hq, B)
     sigmoid_attn_fwd[grid](
         q, k, v, out, x["lq"], x["lk"], x["bias_t"], x["mod"],
-        q.stride(0), q.stride(1), q.stride(2),
-        k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2),
-        out.stride(0), out.stride(1), out.stride(2),
-        x["smb"], x["smt"],
+        *_st(q), *_st(k), *_st(v), *_st(out), x["smb"], x["smt"],
         Tq, Tk, Hq // Hkv, 1.0 / math.sqrt(D) if scale is None else scale, x["bias_v"],
-        x["has_lq"], x["has_lk"], x["bias_mode"],
+        x["has_lq"], x["has_lk"], x["bias_mode"], n, max_q, max_k,
         HEAD_DIM=D, BLOCK_D=block_d, BLOCK_M=bm, BLOCK_N=bn,
         IS_CAUSAL=is_causal, HAS_SCORE_MOD=score_mod is not None, FAST_SIGMOID=fast_sigmoid,
-        WARP_SPECIALIZE=warp_specialize, SOFTWARE_PIPELINE=software_pipeline,
+        VARLEN=varlen, WARP_SPECIALIZE=warp_specialize, SOFTWARE_PIPELINE=software_pipeline,
         num_warps=warps, num_stages=stages,
     )
     return out
+
+
+def _dtype_name(t):
+    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(t.dtype, "fp32")
 
 
 def _extras(q, seq_lens_q, seq_lens_k, sigmoid_bias, score_mod):
@@ -52,7 +72,9 @@ def _extras(q, seq_lens_q, seq_lens_k, sigmoid_bias, score_mod):
     else:
         bias_mode, bias_t, bias_v = BIAS_DEFAULT, dummy_f, 0.0
     mod = score_mod.float() if score_mod is not None else dummy_f
-    smb, smt = (mod.stride(0), mod.stride(1)) if score_mod is not None else (0, 0)
+    smb, smt = 0, 0
+    if score_mod is not None:  # [B, Tk], or [total_k] when packed
+        smb, smt = (mod.stride(0), mod.stride(1)) if mod.dim() == 2 else (0, mod.stride(0))
     return {"lq": seq_lens_q if seq_lens_q is not None else dummy_i,
             "lk": seq_lens_k if seq_lens_k is not None else dummy_i,
             "bias_t": bias_t, "bias_v": bias_v, "bias_mode": bias_mode, "mod": mod,
@@ -62,36 +84,46 @@ def _extras(q, seq_lens_q, seq_lens_k, sigmoid_bias, score_mod):
 
 def backward(grad, q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale=None,
              sigmoid_bias=None, score_mod=None, fast_sigmoid=False, tiles=None, tiles_dq=None,
-             parts=("dkdv", "dq")):
+             parts=("dkdv", "dq"), cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=0,
+             max_seqlen_k=0):
     """Returns (dq, dk, dv, dscore_mod or None), like torch.ops.sigmoid_attn.backward.
     tiles / tiles_dq: (BLOCK_M, BLOCK_N, warps, stages) of the dkdv / dq kernels (tiles_dq
     defaults to tiles); parts: which kernels to run (for timing them apart)."""
-    B, Tq, Hq, D = q.shape
-    Tk, Hkv = k.shape[1], k.shape[2]
+    B, Tq, Tk, Hq, Hkv, D, n, max_q, max_k, varlen = _geometry(
+        q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     explicit = tiles is not None
-    tiles = tiles or V.BWD_DKDV_TILES.get(D, (64, 64, 4, 2))
-    tiles_dq = tiles_dq or (tiles if explicit else V.BWD_DQ_TILES.get(D, (64, 64, 4, 2)))
+    dt = _dtype_name(q)
+    tiles = tiles or V.tile_table("bwd_dkdv", dt).get(D, (64, 64, 4, 2))
+    tiles_dq = tiles_dq or (tiles if explicit else V.tile_table("bwd_dq", dt).get(D, (64, 64, 4, 2)))
     block_d = 1 << (D - 1).bit_length()
+    if varlen:
+        seq_lens_q, seq_lens_k = cu_seqlens_q, cu_seqlens_k
     x = _extras(q, seq_lens_q, seq_lens_k, sigmoid_bias, score_mod)
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    dq, dk, dv = (torch.empty_like(t, memory_format=torch.contiguous_format) for t in (q, k, v))
     has_mod = score_mod is not None
     dmod = torch.empty(B if has_mod else 1, Hkv, Tk, dtype=torch.float32, device=q.device)
     sc = 1.0 / math.sqrt(D) if scale is None else scale
     def meta(t):
         return dict(HEAD_DIM=D, BLOCK_D=block_d, BLOCK_M=t[0], BLOCK_N=t[1], IS_CAUSAL=is_causal,
-                    HAS_SCORE_MOD=has_mod, FAST_SIGMOID=fast_sigmoid, num_warps=t[2],
-                    num_stages=t[3])
+                    HAS_SCORE_MOD=has_mod, FAST_SIGMOID=fast_sigmoid, VARLEN=varlen,
+                    num_warps=t[2], num_stages=t[3])
 
-    tail = (Tq, Tk, Hq // Hkv, sc, x["bias_v"], x["has_lq"], x["has_lk"], x["bias_mode"])
-    st = lambda t: (t.stride(0), t.stride(1), t.stride(2))
+    tail = (Tq, Tk, Hq // Hkv, sc, x["bias_v"], x["has_lq"], x["has_lk"], x["bias_mode"], n,
+            max_q, max_k)
+    dmb = 0 if varlen else dmod.stride(0)
     if "dkdv" in parts:
-        sigmoid_attn_bwd_dkdv[(triton.cdiv(Tk, tiles[1]), Hkv, B)](
+        grid = (Tk // tiles[1] + n + 1, Hkv, 1) if varlen else (triton.cdiv(Tk, tiles[1]), Hkv, B)
+        sigmoid_attn_bwd_dkdv[grid](
             q, k, v, grad, dk, dv, dmod, x["lq"], x["lk"], x["bias_t"], x["mod"],
-            *st(q), *st(k), *st(v), *st(grad), *st(dk), *st(dv),
-            dmod.stride(0), dmod.stride(1), x["smb"], x["smt"], *tail, **meta(tiles))
+            *_st(q), *_st(k), *_st(v), *_st(grad), *_st(dk), *_st(dv),
+            dmb, dmod.stride(1), x["smb"], x["smt"], *tail, **meta(tiles))
     if "dq" in parts:
-        sigmoid_attn_bwd_dq[(triton.cdiv(Tq, tiles_dq[0]), Hq, B)](
+        grid = (Tq // tiles_dq[0] + n + 1, Hq, 1) if varlen else (triton.cdiv(Tq, tiles_dq[0]), Hq, B)
+        sigmoid_attn_bwd_dq[grid](
             q, k, v, grad, dq, x["lq"], x["lk"], x["bias_t"], x["mod"],
-            *st(q), *st(k), *st(v), *st(grad), *st(dq), x["smb"], x["smt"], *tail,
+            *_st(q), *_st(k), *_st(v), *_st(grad), *_st(dq), x["smb"], x["smt"], *tail,
             **meta(tiles_dq))
-    return dq, dk, dv, dmod.sum(1) if has_mod else None
+    dmod_sum = None
+    if has_mod:
+        dmod_sum = dmod.sum(1)[0] if varlen else dmod.sum(1)
+    return dq, dk, dv, dmod_sum

@@ -16,7 +16,7 @@ the store.
 import triton
 import triton.language as tl
 
-from sigmoid_attn_fwd import _bias_and_lengths, _sigmoid
+from sigmoid_attn_fwd import _locate, _sigmoid
 
 
 @triton.jit
@@ -61,28 +61,30 @@ def sigmoid_attn_bwd_dkdv(
     stride_dvb, stride_dvt, stride_dvh,
     stride_dmb, stride_dmh, stride_smb, stride_smt,
     T_Q, T_K, kv_group, scale, bias_value,
-    HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE,
+    HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr,
+    VARLEN: tl.constexpr,
 ):
-    # grid: (cdiv(T_K, BLOCK_N), Hkv, B)
-    pid_n = tl.program_id(0)
+    # grid: (cdiv(T_K, BLOCK_N), Hkv, B), or (T_K // BLOCK_N + num_seqs + 1, Hkv, 1) when VARLEN
     hk = tl.program_id(1)
-    b = tl.program_id(2)
-    start_n = pid_n * BLOCK_N
-    Lq, Lk, bias = _bias_and_lengths(b, T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value,
-                                     HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE)
+    b, start_n, q_off, k_off, Lq, Lk, owned, bias = _locate(
+        tl.program_id(0), tl.program_id(2), T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value,
+        num_seqs, max_seqlen_q, max_seqlen_k, HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, BLOCK_N, True, VARLEN)
     b64 = b.to(tl.int64)
     hk64 = hk.to(tl.int64)
+    q_off64 = q_off.to(tl.int64)
+    k_off64 = k_off.to(tl.int64)
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
-    k = _load_rows(K + b64 * stride_kb + hk64 * stride_kh, offs_n, Lk, stride_kt, offs_d,
-                   HEAD_DIM, BLOCK_D)
-    v = _load_rows(V + b64 * stride_vb + hk64 * stride_vh, offs_n, Lk, stride_vt, offs_d,
-                   HEAD_DIM, BLOCK_D)
+    k = _load_rows(K + b64 * stride_kb + k_off64 * stride_kt + hk64 * stride_kh, offs_n, Lk,
+                   stride_kt, offs_d, HEAD_DIM, BLOCK_D)
+    v = _load_rows(V + b64 * stride_vb + k_off64 * stride_vt + hk64 * stride_vh, offs_n, Lk,
+                   stride_vt, offs_d, HEAD_DIM, BLOCK_D)
     bias_col = tl.zeros([BLOCK_N, 1], dtype=tl.float32) + bias
     if HAS_SCORE_MOD:
-        mod = tl.load(SCORE_MOD + b64 * stride_smb + offs_n * stride_smt, mask=offs_n < Lk,
+        mod = tl.load(SCORE_MOD + b64 * stride_smb + (k_off64 + offs_n) * stride_smt,
+                      mask=offs_n < Lk,
                       other=0.0)
         bias_col += mod[:, None]
 
@@ -99,8 +101,8 @@ def sigmoid_attn_bwd_dkdv(
         Lq = 0  # key block wholly past the sequence: its gradients are zero
     for g in range(0, kv_group):
         h64 = hk64 * kv_group + g
-        q_base = Q + b64 * stride_qb + h64 * stride_qh
-        do_base = DO + b64 * stride_dob + h64 * stride_doh
+        q_base = Q + b64 * stride_qb + q_off64 * stride_qt + h64 * stride_qh
+        do_base = DO + b64 * stride_dob + q_off64 * stride_dot + h64 * stride_doh
         if IS_CAUSAL:
             for m_start in range(m_lo, tl.minimum(m_diag_end, Lq), BLOCK_M):
                 dk, dv, dmod = _dkdv_block(dk, dv, dmod, k, v, q_base, do_base, m_start, offs_n,
@@ -116,16 +118,17 @@ def sigmoid_attn_bwd_dkdv(
     key_ok = offs_n < Lk
     dv = tl.where(key_ok[:, None], dv, 0.0)
     dk = dk * scale
-    out_mask = offs_n[:, None] < T_K
+    out_mask = offs_n[:, None] < owned
     if BLOCK_D != HEAD_DIM:
         out_mask = out_mask & (offs_d[None, :] < HEAD_DIM)
-    dk_ptrs = DK + b64 * stride_dkb + hk64 * stride_dkh + offs_n[:, None] * stride_dkt + offs_d[None, :]
-    dv_ptrs = DV + b64 * stride_dvb + hk64 * stride_dvh + offs_n[:, None] * stride_dvt + offs_d[None, :]
+    rows = k_off64 + offs_n
+    dk_ptrs = DK + b64 * stride_dkb + hk64 * stride_dkh + rows[:, None] * stride_dkt + offs_d[None, :]
+    dv_ptrs = DV + b64 * stride_dvb + hk64 * stride_dvh + rows[:, None] * stride_dvt + offs_d[None, :]
     tl.store(dk_ptrs, dk.to(DK.dtype.element_ty), mask=out_mask)
     tl.store(dv_ptrs, dv.to(DV.dtype.element_ty), mask=out_mask)
     if HAS_SCORE_MOD:
         dmod = tl.where(key_ok, dmod, 0.0)
-        tl.store(DMOD + b64 * stride_dmb + hk64 * stride_dmh + offs_n, dmod, mask=offs_n < T_K)
+        tl.store(DMOD + b64 * stride_dmb + hk64 * stride_dmh + rows, dmod, mask=offs_n < owned)
 
 
 @triton.jit
@@ -158,29 +161,30 @@ def sigmoid_attn_bwd_dq(
     stride_dqb, stride_dqt, stride_dqh,
     stride_smb, stride_smt,
     T_Q, T_K, kv_group, scale, bias_value,
-    HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE,
+    HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr,
+    VARLEN: tl.constexpr,
 ):
-    # grid: (cdiv(T_Q, BLOCK_M), Hq, B)
-    pid_m = tl.program_id(0)
+    # grid: (cdiv(T_Q, BLOCK_M), Hq, B), or (T_Q // BLOCK_M + num_seqs + 1, Hq, 1) when VARLEN
     h = tl.program_id(1)
-    b = tl.program_id(2)
-    start_m = pid_m * BLOCK_M
-    Lq, Lk, bias = _bias_and_lengths(b, T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value,
-                                     HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE)
+    b, start_m, q_off, k_off, Lq, Lk, owned, bias = _locate(
+        tl.program_id(0), tl.program_id(2), T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value,
+        num_seqs, max_seqlen_q, max_seqlen_k, HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, BLOCK_M, False, VARLEN)
     b64 = b.to(tl.int64)
     h64 = h.to(tl.int64)
     hk64 = (h // kv_group).to(tl.int64)
+    q_off64 = q_off.to(tl.int64)
+    k_off64 = k_off.to(tl.int64)
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    q = _load_rows(Q + b64 * stride_qb + h64 * stride_qh, offs_m, Lq, stride_qt, offs_d,
-                   HEAD_DIM, BLOCK_D)
-    do = _load_rows(DO + b64 * stride_dob + h64 * stride_doh, offs_m, Lq, stride_dot, offs_d,
-                    HEAD_DIM, BLOCK_D)
-    k_base = K + b64 * stride_kb + hk64 * stride_kh
-    v_base = V + b64 * stride_vb + hk64 * stride_vh
-    sm_base = SCORE_MOD + b64 * stride_smb
+    q = _load_rows(Q + b64 * stride_qb + q_off64 * stride_qt + h64 * stride_qh, offs_m, Lq,
+                   stride_qt, offs_d, HEAD_DIM, BLOCK_D)
+    do = _load_rows(DO + b64 * stride_dob + q_off64 * stride_dot + h64 * stride_doh, offs_m, Lq,
+                    stride_dot, offs_d, HEAD_DIM, BLOCK_D)
+    k_base = K + b64 * stride_kb + k_off64 * stride_kt + hk64 * stride_kh
+    v_base = V + b64 * stride_vb + k_off64 * stride_vt + hk64 * stride_vh
+    sm_base = SCORE_MOD + b64 * stride_smb + k_off64 * stride_smt
 
     hi = Lk
     n_full = Lk
@@ -200,8 +204,9 @@ def sigmoid_attn_bwd_dq(
                        stride_kt, stride_vt, stride_smt, scale, bias,
                        HEAD_DIM, BLOCK_D, BLOCK_N, IS_CAUSAL, HAS_SCORE_MOD, FAST_SIGMOID)
     dq = dq * scale
-    out_mask = offs_m[:, None] < T_Q
+    out_mask = offs_m[:, None] < owned
     if BLOCK_D != HEAD_DIM:
         out_mask = out_mask & (offs_d[None, :] < HEAD_DIM)
-    dq_ptrs = DQ + b64 * stride_dqb + h64 * stride_dqh + offs_m[:, None] * stride_dqt + offs_d[None, :]
+    rows = q_off64 + offs_m
+    dq_ptrs = DQ + b64 * stride_dqb + h64 * stride_dqh + rows[:, None] * stride_dqt + offs_d[None, :]
     tl.store(dq_ptrs, dq.to(DQ.dtype.element_ty), mask=out_mask)

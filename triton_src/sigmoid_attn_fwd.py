@@ -8,6 +8,11 @@ Layout: q/o are [B, Tq, H, D], k/v are [B, Tk, Hkv, D] addressed through strides
 contiguous), so [B, H, T, D] views work without copies. The grid is (cdiv(Tq, BLOCK_M), H, B):
 m-blocks of one (b, h) are adjacent so they share K/V through L2.
 
+Packed variable-length batches (VARLEN, FlashAttention's cu_seqlens convention): q/o are
+[total_q, H, D], k/v [total_k, Hkv, D], and SEQ_LENS_Q / SEQ_LENS_K hold the int32 cumulative
+lengths (num_seqs + 1 entries). The grid's first axis then enumerates tiles of the packed tokens,
+not of B * max_seqlen: see _packed_tile.
+
 Run-time integer flags (HAS_SEQ_LENS_*, BIAS_MODE) are scalar branches outside the key loop and
 cost nothing measurable; only what changes the loop body or its bounds is a constexpr (and so a
 compiled variant): head dim, causal, score_mod, tiles.
@@ -52,6 +57,94 @@ def _bias_and_lengths(b, T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value,
     else:
         bias = tl.load(BIAS + b)
     return Lq, Lk, bias
+
+
+@triton.jit
+def _packed_tile(pid, CU, num_seqs, total, max_len, BLOCK: tl.constexpr,
+                 CHUNK: tl.constexpr = 256):
+    """Program pid of a packed grid -> (segment s, first row of its tile inside the segment,
+    the segment's token offset, valid rows, rows owned).
+
+    Segment s < num_seqs is sequence s, [cu[s], cu[s+1]); segment num_seqs is the tail
+    [cu[num_seqs], total), which holds no sequence: its rows are owned (written as zeros) but
+    not valid. Segment s's tiles are numbered from first(s) = cu[s] // BLOCK + s. Because
+    cu[s+1] // BLOCK >= cu[s] // BLOCK + L // BLOCK >= cu[s] // BLOCK + cdiv(L, BLOCK) - 1, the
+    segments' ranges never overlap, and all of them fit in total // BLOCK + num_seqs + 1
+    programs: at most one idle program per sequence, and the schedule is computed from cu alone,
+    on the device, with no host synchronization. s = #{j : first(j) <= pid} - 1 (first is
+    increasing), counted CHUNK entries per vector load. Offsets are clamped to [0, total] and
+    lengths to max_len (the caller's max_seqlen, which bounds the 32-bit row offsets), so that no
+    cu_seqlens tensor can cause an out-of-bounds access; ill-formed ones (decreasing, or with a
+    sequence longer than max_seqlen) give wrong but memory-safe results, and strict mode rejects
+    them on the host.
+    """
+    count = 0
+    for c in range(0, num_seqs + 1, CHUNK):
+        idx = c + tl.arange(0, CHUNK)
+        ok = idx <= num_seqs
+        start = tl.minimum(tl.maximum(tl.load(CU + idx, mask=ok, other=0), 0), total)
+        count += tl.sum((ok & (start // BLOCK + idx <= pid)).to(tl.int32), axis=0)
+    s = count - 1
+    sc = tl.maximum(s, 0)
+    start = tl.minimum(tl.maximum(tl.load(CU + sc), 0), total)
+    end = tl.minimum(tl.maximum(tl.load(CU + tl.minimum(sc + 1, num_seqs)), start), total)
+    owned = tl.minimum(tl.where(s < num_seqs, end - start, total - start), max_len)
+    owned = tl.where(s < 0, 0, owned)
+    valid = tl.where(s < num_seqs, owned, 0)
+    # pid before segment 0 (cu[0] > 0): a row past every length, so the program does nothing.
+    row0 = tl.where(s < 0, total, (pid - (start // BLOCK + sc)) * BLOCK)
+    return sc, row0, start, valid, owned
+
+
+@triton.jit
+def _packed_seq(s, CU, num_seqs, total, max_len):
+    """Token offset and length of segment s on the other side (0 for the tail segment)."""
+    start = tl.minimum(tl.maximum(tl.load(CU + s), 0), total)
+    end = tl.minimum(tl.maximum(tl.load(CU + tl.minimum(s + 1, num_seqs)), start), total)
+    return start, tl.where(s < num_seqs, tl.minimum(end - start, max_len), 0)
+
+
+@triton.jit
+def _packed_bias(s, Lk, BIAS, bias_value, num_seqs, BIAS_MODE):
+    if BIAS_MODE == 0:
+        bias = -tl.log(tl.maximum(Lk, 1).to(tl.float32))
+    elif BIAS_MODE == 1:
+        bias = bias_value
+    else:
+        bias = tl.load(BIAS + s, mask=s < num_seqs, other=0.0)
+    return bias
+
+
+@triton.jit
+def _locate(pid, b_dense, T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value, num_seqs,
+            max_seqlen_q, max_seqlen_k, HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, BLOCK: tl.constexpr,
+            TILE_KEYS: tl.constexpr, VARLEN: tl.constexpr):
+    """Where program pid works: (sequence b, first row of its tile, q token offset, k token
+    offset, Lq, Lk, rows of the tiled side it owns, bias). The tiled side is the queries
+    (forward, dq) or the keys (dkdv, TILE_KEYS). Dense batches: b is the grid's z index, token
+    offsets are 0 and the tiled side owns all T rows (padding rows are written as zeros)."""
+    if VARLEN:
+        if TILE_KEYS:
+            b, row0, k_off, Lk, owned = _packed_tile(pid, SEQ_LENS_K, num_seqs, T_K,
+                                                     max_seqlen_k, BLOCK)
+            q_off, Lq = _packed_seq(b, SEQ_LENS_Q, num_seqs, T_Q, max_seqlen_q)
+        else:
+            b, row0, q_off, Lq, owned = _packed_tile(pid, SEQ_LENS_Q, num_seqs, T_Q,
+                                                     max_seqlen_q, BLOCK)
+            k_off, Lk = _packed_seq(b, SEQ_LENS_K, num_seqs, T_K, max_seqlen_k)
+        bias = _packed_bias(b, Lk, BIAS, bias_value, num_seqs, BIAS_MODE)
+    else:
+        b = b_dense
+        row0 = pid * BLOCK
+        q_off = b * 0
+        k_off = b * 0
+        Lq, Lk, bias = _bias_and_lengths(b, T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value,
+                                         HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE)
+        if TILE_KEYS:
+            owned = T_K
+        else:
+            owned = T_Q
+    return b, row0, q_off, k_off, Lq, Lk, owned, bias
 
 
 @triton.jit
@@ -134,27 +227,25 @@ def sigmoid_attn_fwd(
     stride_ob, stride_ot, stride_oh,
     stride_smb, stride_smt,
     T_Q, T_K, kv_group, scale, bias_value,
-    HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE,
+    HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr,
-    WARP_SPECIALIZE: tl.constexpr, SOFTWARE_PIPELINE: tl.constexpr,
+    VARLEN: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, SOFTWARE_PIPELINE: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
+    # grid: (cdiv(T_Q, BLOCK_M), H, B), or (T_Q // BLOCK_M + num_seqs + 1, H, 1) when VARLEN
     h = tl.program_id(1)
-    b = tl.program_id(2)
-    start_m = pid_m * BLOCK_M
-
     # Lengths are clamped to [0, T] so that no lengths tensor can cause an out-of-bounds access.
-    Lq, Lk, bias = _bias_and_lengths(b, T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value,
-                                     HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE)
+    b, start_m, q_off, k_off, Lq, Lk, owned, bias = _locate(
+        tl.program_id(0), tl.program_id(2), T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value,
+        num_seqs, max_seqlen_q, max_seqlen_k, HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, BLOCK_M, False, VARLEN)
 
     b64 = b.to(tl.int64)
     h_kv = (h // kv_group).to(tl.int64)
-    q_base = Q + b64 * stride_qb + h.to(tl.int64) * stride_qh
-    k_base = K + b64 * stride_kb + h_kv * stride_kh
-    v_base = V + b64 * stride_vb + h_kv * stride_vh
-    o_base = O + b64 * stride_ob + h.to(tl.int64) * stride_oh
-    sm_base = SCORE_MOD + b64 * stride_smb
+    q_base = Q + b64 * stride_qb + q_off.to(tl.int64) * stride_qt + h.to(tl.int64) * stride_qh
+    k_base = K + b64 * stride_kb + k_off.to(tl.int64) * stride_kt + h_kv * stride_kh
+    v_base = V + b64 * stride_vb + k_off.to(tl.int64) * stride_vt + h_kv * stride_vh
+    o_base = O + b64 * stride_ob + q_off.to(tl.int64) * stride_ot + h.to(tl.int64) * stride_oh
+    sm_base = SCORE_MOD + b64 * stride_smb + k_off.to(tl.int64) * stride_smt
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
@@ -207,7 +298,7 @@ def sigmoid_attn_fwd(
 
     acc = tl.where(row_ok[:, None], acc, 0.0)
     o_ptrs = o_base + offs_m[:, None] * stride_ot + offs_d[None, :]
-    out_mask = offs_m[:, None] < T_Q
+    out_mask = offs_m[:, None] < owned
     if BLOCK_D != HEAD_DIM:
         out_mask = out_mask & (offs_d[None, :] < HEAD_DIM)
     tl.store(o_ptrs, acc.to(O.dtype.element_ty), mask=out_mask)

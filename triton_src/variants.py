@@ -6,7 +6,7 @@ The C++ dispatcher's lookup table is generated from this list by aot.py.
 
 from dataclasses import dataclass
 
-DTYPES = ("fp16", "bf16")
+DTYPES = ("fp16", "bf16", "fp32")
 
 # head_dim -> [(min_T, (BLOCK_M, BLOCK_N, num_warps, num_stages)), ...]: the dispatcher takes the
 # entry with the largest min_T <= Tq, so one head dim can use different tiles by length.
@@ -42,6 +42,25 @@ BWD_DQ_TILES = {
 }
 
 
+# float32: full-precision (IEEE) dot products on the CUDA cores, for validation and fp32 models;
+# no tensor cores, so the tiles are small enough to keep register and shared memory use in
+# bounds. The sigmoid is exact (no tanh.approx) in float32.
+FWD_TILES_FP32 = {32: (64, 32, 4, 2), 64: (64, 32, 4, 2), 96: (32, 32, 4, 2),
+                  128: (32, 32, 4, 2), 256: (32, 32, 4, 1)}
+BWD_DKDV_TILES_FP32 = {32: (32, 32, 4, 1), 64: (32, 32, 4, 1), 96: (32, 32, 4, 1),
+                       128: (32, 32, 4, 1), 256: (32, 32, 8, 1)}
+BWD_DQ_TILES_FP32 = {32: (32, 32, 4, 1), 64: (32, 32, 4, 1), 96: (32, 32, 4, 1),
+                     128: (32, 32, 4, 1), 256: (32, 16, 4, 1)}
+
+
+def tile_table(kind: str, dtype: str):
+    """head_dim -> tiles (or tile buckets) of one kernel kind and dtype."""
+    fp32 = dtype == "fp32"
+    return {"fwd": FWD_TILES_FP32 if fp32 else FWD_TILES,
+            "bwd_dkdv": BWD_DKDV_TILES_FP32 if fp32 else BWD_DKDV_TILES,
+            "bwd_dq": BWD_DQ_TILES_FP32 if fp32 else BWD_DQ_TILES}[kind]
+
+
 def _strides(prefix, dims="bth"):
     return tuple((f"stride_{prefix}{d}", "i32" if d == "t" else "i64") for d in dims)
 
@@ -49,6 +68,7 @@ def _strides(prefix, dims="bth"):
 _TAIL = (
     ("T_Q", "i32"), ("T_K", "i32"), ("kv_group", "i32"), ("scale", "fp32"), ("bias_value", "fp32"),
     ("HAS_SEQ_LENS_Q", "i32"), ("HAS_SEQ_LENS_K", "i32"), ("BIAS_MODE", "i32"),
+    ("num_seqs", "i32"), ("max_seqlen_q", "i32"), ("max_seqlen_k", "i32"),
 )
 _LENS_BIAS_MOD = (("SEQ_LENS_Q", "*i32"), ("SEQ_LENS_K", "*i32"), ("BIAS", "*fp32"),
                   ("SCORE_MOD", "*fp32"))
@@ -90,7 +110,7 @@ def divisible_16(kind):
 @dataclass(frozen=True)
 class Variant:
     kind: str  # "fwd" | "bwd_dkdv" | "bwd_dq"
-    dtype: str  # "fp16" | "bf16"
+    dtype: str  # "fp16" | "bf16" | "fp32"
     head_dim: int
     causal: bool
     score_mod: bool
@@ -101,6 +121,11 @@ class Variant:
     warp_specialize: bool = False
     software_pipeline: bool = False
     min_t: int = 0  # smallest sequence length this tile is dispatched for
+    varlen: bool = False  # packed [total, H, D] tensors with cu_seqlens
+
+    @property
+    def fast_sigmoid(self) -> bool:
+        return self.dtype != "fp32"
 
     @property
     def block_d(self) -> int:
@@ -108,7 +133,8 @@ class Variant:
 
     @property
     def name(self) -> str:
-        flags = ("_causal" if self.causal else "") + ("_mod" if self.score_mod else "")
+        flags = (("_varlen" if self.varlen else "") + ("_causal" if self.causal else "")
+                 + ("_mod" if self.score_mod else ""))
         return (f"{self.kind}_{self.dtype}_d{self.head_dim}{flags}_"
                 f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}"
                 + ("ws" if self.warp_specialize else "") + ("p" if self.software_pipeline else "")
@@ -117,20 +143,21 @@ class Variant:
 
 def variants():
     out = []
-    for kind, tiles in (("fwd", FWD_TILES), ("bwd_dkdv", BWD_DKDV_TILES),
-                        ("bwd_dq", BWD_DQ_TILES)):
+    for kind in ("fwd", "bwd_dkdv", "bwd_dq"):
         for dtype in DTYPES:
-            for head_dim, entry in tiles.items():
+            for head_dim, entry in tile_table(kind, dtype).items():
                 buckets = entry if isinstance(entry, list) else [(0, entry)]
                 for min_t, (bm, bn, w, s) in buckets:
-                    for causal in (False, True):
-                        for score_mod in (False, True):
-                            out.append(Variant(kind, dtype, head_dim, causal, score_mod, bm, bn,
-                                               w, s, min_t=min_t))
+                    for varlen in (False, True):
+                        for causal in (False, True):
+                            for score_mod in (False, True):
+                                out.append(Variant(kind, dtype, head_dim, causal, score_mod, bm,
+                                                   bn, w, s, min_t=min_t, varlen=varlen))
     return out
 
 
-def fwd_tiles(head_dim: int, T: int):
+def fwd_tiles(head_dim: int, T: int, dtype: str = "bf16"):
     """The forward tiles the dispatcher would pick (for the JIT launcher and sweeps)."""
-    buckets = FWD_TILES.get(head_dim, [(0, (64, 64, 4, 2))])
+    entry = tile_table("fwd", dtype).get(head_dim, (64, 64, 4, 2))
+    buckets = entry if isinstance(entry, list) else [(0, entry)]
     return [t for min_t, t in buckets if min_t <= T][-1]

@@ -9,7 +9,9 @@ from ._version import __version__
 from .functional import sigmoid_attention, sigmoid_attention_reference
 from ._info import info
 from .sdpa import scaled_dot_product_sigmoid_attention
+from .varlen import sigmoid_attention_varlen, sigmoid_attention_varlen_reference
 from . import nn
 
 __all__ = ["__version__", "sigmoid_attention", "sigmoid_attention_reference",
+           "sigmoid_attention_varlen", "sigmoid_attention_varlen_reference",
            "scaled_dot_product_sigmoid_attention", "info", "nn"]
