@@ -24,3 +24,9 @@ def test_cpp_client_runs_scripted_model(tmp_path):
     assert r.stdout.count("MATCH") >= 1
     assert "us per call" in r.stdout
     assert "AOTInductor package on cpu: C++ output vs Python" in r.stdout
+    import torch
+
+    if torch.cuda.is_available():  # the GPU machine: the same programs on CUDA tensors
+        assert "dtype BFloat16: C++ output vs Python" in r.stdout, r.stdout[-3000:]
+        assert "AOTInductor package on cuda" in r.stdout, r.stdout[-3000:]
+    print(r.stdout[-2500:])
