@@ -20,6 +20,12 @@ python3 -m pip install --no-build-isolation --no-deps -v -e . > "$OUT/build.log"
 echo "build: $(( $(date +%s) - t0 )) s" | tee -a "$OUT/gpu.txt"
 grep -E "^aot:|aot: " "$OUT/build.log" | tee -a "$OUT/gpu.txt"
 python3 -m pytest -q -rs tests 2>&1 | tee "$OUT/tests.log" | tail -25
+if ls .whl/hf_cp312/*.whl >/dev/null 2>&1; then  # carried Hugging Face transformers (cp312)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/hf \
+    .whl/hf_cp312/*.whl
+  PYTHONPATH=/tmp/hf:${PYTHONPATH:-} python3 -m pytest -q -rs tests/test_integrations_transformers.py \
+    tests/test_single_cell_example.py 2>&1 | tee "$OUT/tests_hf.log" | tail -5
+fi
 if [ "${1:-}" != "notbench" ]; then
   python3 benchmarks/bench_attention.py --out-dir "$OUT/results" ${1:+--$1} 2>&1 | tee "$OUT/bench.log" | tail -20
   cp "$OUT"/results/*/attention.* "$OUT/" 2>/dev/null

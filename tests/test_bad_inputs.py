@@ -235,8 +235,9 @@ def test_meta_validation_matches_cpu():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_specific_errors():
     qc = torch.randn(2, 8, 4, 32, device="cuda", dtype=torch.bfloat16)
-    with pytest.raises(RuntimeError, match="on CUDA q, k, v must be float16 or bfloat16, got float32"):
-        sigmoid_attention(qc.float(), qc.float(), qc.float())
+    with pytest.raises(RuntimeError,
+                       match="on CUDA q, k, v must be float16, bfloat16 or float32, got float64"):
+        sigmoid_attention(qc.double(), qc.double(), qc.double())
     with pytest.raises(RuntimeError, match="must be on q's device"):
         sigmoid_attention(qc, qc, qc, seq_lens_k=torch.ones(2, dtype=i32))
     with pytest.raises(RuntimeError, match="q, k and v must be on one device"):

@@ -107,7 +107,10 @@ def test_varlen_many_sequences_and_graph_replay_with_new_cu_seqlens():
     g = torch.Generator().manual_seed(4)
     n, H, D = 700, 4, 64  # more sequences than one 256-entry schedule chunk
     lens = torch.randint(0, 40, (n,), generator=g).tolist()
-    total = sum(lens) + 7
+    replays = [torch.randint(0, 40, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+               for seed in range(3)]
+    # Every replay's lengths fit in the buffers, with a padding tail longer than max_seqlen.
+    total = max(map(sum, [lens] + replays)) + 300
     q, k, v = (torch.randn(total, H, D, generator=g).to("cuda", torch.float16) for _ in range(3))
     cu = cu_of(lens)
     out = sigmoid_attention_varlen(q, k, v, cu, cu, 40, 40, is_causal=True)
@@ -122,13 +125,15 @@ def test_varlen_many_sequences_and_graph_replay_with_new_cu_seqlens():
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         static_out = sigmoid_attention_varlen(q, k, v, static_cu, static_cu, 40, 40)
-    for seed in range(3):
-        lens2 = torch.randint(0, 40, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+    for lens2 in replays:
         static_cu.copy_(cu_of(lens2))
+        static_out.fill_(float("nan"))
         graph.replay()
         torch.cuda.synchronize()
         eager = sigmoid_attention_varlen(q, k, v, static_cu, static_cu, 40, 40)
         assert torch.equal(static_out, eager)
+        assert rel_err(eager, ref64(q, k, v, static_cu, static_cu, 40, 40)) < REL_TOL[torch.float16]
+        assert (eager[sum(lens2):] == 0).all(), "the padding tail is written as zeros"
 
 
 def test_varlen_fp32_is_full_precision():

@@ -16,7 +16,7 @@ the store.
 import triton
 import triton.language as tl
 
-from sigmoid_attn_fwd import _locate, _sigmoid
+from sigmoid_attn_fwd import _dot, _locate, _sigmoid
 
 
 @triton.jit
@@ -37,14 +37,14 @@ def _dkdv_block(dk, dv, dmod, k, v, q_base, do_base, m_start, offs_n, offs_d, Lq
     offs_m = m_start + tl.arange(0, BLOCK_M)
     q = _load_rows(q_base, offs_m, Lq, stride_qt, offs_d, HEAD_DIM, BLOCK_D)
     do = _load_rows(do_base, offs_m, Lq, stride_dot, offs_d, HEAD_DIM, BLOCK_D)
-    sT = tl.dot(k, tl.trans(q)) * scale + bias_col  # [BLOCK_N, BLOCK_M]
+    sT = _dot(k, tl.trans(q)) * scale + bias_col  # [BLOCK_N, BLOCK_M]
     pT = _sigmoid(sT, FAST_SIGMOID)
     if CAUSAL_MASK:
         pT = tl.where(offs_m[None, :] >= offs_n[:, None], pT, 0.0)
-    dv += tl.dot(pT.to(do.dtype), do)
-    dpT = tl.dot(v, tl.trans(do))
+    dv += _dot(pT.to(do.dtype), do)
+    dpT = _dot(v, tl.trans(do))
     dsT = dpT * pT * (1.0 - pT)
-    dk += tl.dot(dsT.to(q.dtype), q)
+    dk += _dot(dsT.to(q.dtype), q)
     if HAS_SCORE_MOD:
         dmod += tl.sum(dsT, 1)
     return dk, dv, dmod
@@ -140,15 +140,15 @@ def _dq_block(dq, q, do, k_base, v_base, sm_base, n_start, offs_m, offs_d, Lk,
     offs_n = n_start + tl.arange(0, BLOCK_N)
     k = _load_rows(k_base, offs_n, Lk, stride_kt, offs_d, HEAD_DIM, BLOCK_D)
     v = _load_rows(v_base, offs_n, Lk, stride_vt, offs_d, HEAD_DIM, BLOCK_D)
-    s = tl.dot(q, tl.trans(k)) * scale + bias
+    s = _dot(q, tl.trans(k)) * scale + bias
     if HAS_SCORE_MOD:
         s += tl.load(sm_base + offs_n * stride_smt, mask=offs_n < Lk, other=0.0)[None, :]
     p = _sigmoid(s, FAST_SIGMOID)
-    dp = tl.dot(do, tl.trans(v))
+    dp = _dot(do, tl.trans(v))
     ds = dp * p * (1.0 - p)  # keys past Lk have v = 0, so dp = 0 and ds = 0 there
     if CAUSAL_MASK:
         ds = tl.where(offs_n[None, :] <= offs_m[:, None], ds, 0.0)
-    return dq + tl.dot(ds.to(k.dtype), k)
+    return dq + _dot(ds.to(k.dtype), k)
 
 
 @triton.jit

@@ -40,6 +40,17 @@ def _sigmoid(x, FAST: tl.constexpr):
 
 
 @triton.jit
+def _dot(a, b):
+    """a @ b with fp32 accumulation. fp32 operands multiply in full precision (IEEE FMAs): Triton
+    would otherwise use TF32 tensor cores, and its default_dot_input_precision compile option does
+    not reach tl.dot calls (checked on Triton 3.6 and 3.8), so the precision is spelled here."""
+    if a.dtype == tl.float32:
+        return tl.dot(a, b, input_precision="ieee")
+    else:
+        return tl.dot(a, b)
+
+
+@triton.jit
 def _bias_and_lengths(b, T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value,
                       HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE):
     """Sequence b's lengths, clamped to [0, T] so that no lengths tensor can cause an
@@ -88,7 +99,8 @@ def _packed_tile(pid, CU, num_seqs, total, max_len, BLOCK: tl.constexpr,
     sc = tl.maximum(s, 0)
     start = tl.minimum(tl.maximum(tl.load(CU + sc), 0), total)
     end = tl.minimum(tl.maximum(tl.load(CU + tl.minimum(sc + 1, num_seqs)), start), total)
-    owned = tl.minimum(tl.where(s < num_seqs, end - start, total - start), max_len)
+    # The tail is not a sequence: all of it is zeroed, however long (max_len bounds sequences).
+    owned = tl.where(s < num_seqs, tl.minimum(end - start, max_len), total - start)
     owned = tl.where(s < 0, 0, owned)
     valid = tl.where(s < num_seqs, owned, 0)
     # pid before segment 0 (cu[0] > 0): a row past every length, so the program does nothing.
@@ -173,7 +185,7 @@ def _attend(
         else:
             kT = tl.load(k_ptrs)
             v = tl.load(v_ptrs)
-    s = tl.dot(q, kT) * scale + bias
+    s = _dot(q, kT) * scale + bias
     if HAS_SCORE_MOD:
         if MASKED:
             mod = tl.load(sm_base + offs_n * stride_smt, mask=offs_n < Lk, other=0.0)
@@ -186,7 +198,7 @@ def _attend(
         if IS_CAUSAL:
             keep = keep & (offs_n[None, :] <= offs_m[:, None])
         p = tl.where(keep, p, 0.0)
-    return acc + tl.dot(p.to(v.dtype), v)
+    return acc + _dot(p.to(v.dtype), v)
 
 
 @triton.jit
@@ -198,7 +210,7 @@ def _qk(q, k_base, offs_d, n_start, stride_kt, HEAD_DIM: tl.constexpr, BLOCK_D: 
         kT = tl.load(k_ptrs, mask=offs_d[:, None] < HEAD_DIM, other=0.0)
     else:
         kT = tl.load(k_ptrs)
-    return tl.dot(q, kT)
+    return _dot(q, kT)
 
 
 @triton.jit
@@ -215,7 +227,7 @@ def _pv(acc, qk, v_base, sm_base, offs_d, n_start, stride_vt, stride_smt, scale,
     if HAS_SCORE_MOD:
         s += tl.load(sm_base + offs_n * stride_smt)[None, :]
     p = _sigmoid(s, FAST_SIGMOID)
-    return acc + tl.dot(p.to(v.dtype), v)
+    return acc + _dot(p.to(v.dtype), v)
 
 
 @triton.jit
