@@ -1,12 +1,33 @@
-"""Check a built wheel's contents and metadata.
+"""Check a built wheel's tag, contents and metadata.
 
     python wheels/verify_wheel.py dist/sigmoid_attn-*.whl
+
+The wheel must serve exactly the CPython versions in SIGMOID_ATTN_WHEEL_PYTHONS (default
+"3.10 3.11 3.12 3.13", as wheels/build_wheel.sh): a cpXY-cpXY tag and a _C.cpython-XY-*.so for
+each, one Python-free ops library with every cubin embedded, and torch>=2.10 as its only
+run-time requirement (no Triton).
 """
 
 import json
+import os
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import zipfile
+
+
+def needed_libs(data):
+    """DT_NEEDED entries of an ELF image (via readelf), or None where readelf is missing."""
+    if shutil.which("readelf") is None:
+        return None
+    with tempfile.NamedTemporaryFile(suffix=".so") as f:
+        f.write(data)
+        f.flush()
+        out = subprocess.run(["readelf", "-d", f.name], capture_output=True, text=True,
+                             check=True).stdout
+    return re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", out)
 
 
 def main(path):
@@ -18,13 +39,73 @@ def main(path):
         if not any(re.search(pattern, n) for n in names):
             problems.append(f"missing {what} ({pattern})")
 
+    # --- the tag: one wheel for the expected CPythons, manylinux --------------------------------
+    want = sorted(os.environ.get("SIGMOID_ATTN_WHEEL_PYTHONS", "3.10 3.11 3.12 3.13").split(),
+                  key=lambda v: tuple(map(int, v.split("."))))
+    want_tags = ["cp" + v.replace(".", "") for v in want]
+    m = re.fullmatch(r"(?P<name>[^-]+)-(?P<ver>[^-]+)-(?P<py>[^-]+)-(?P<abi>[^-]+)-(?P<plat>[^-]+)"
+                     r"\.whl", os.path.basename(path))
+    if m is None:
+        problems.append(f"unexpected wheel file name {os.path.basename(path)}")
+        py_tags, plats = [], []
+    else:
+        py_tags, abi_tags = m["py"].split("."), m["abi"].split(".")
+        plats = m["plat"].split(".")
+        if sorted(py_tags) != sorted(want_tags) or sorted(abi_tags) != sorted(want_tags):
+            problems.append(f"tag {m['py']}-{m['abi']} is not exactly {'.'.join(want_tags)} "
+                            "for both interpreter and ABI")
+        if not all(p.startswith("manylinux_") for p in plats):
+            problems.append(f"platform tag {m['plat']} is not manylinux (auditwheel repair?)")
+    wheel_file = z.read(next(n for n in names if n.endswith(".dist-info/WHEEL"))).decode()
+    listed = sorted(re.findall(r"^Tag: (\S+)$", wheel_file, re.M))
+    expected = sorted(f"{t}-{t}-{p}" for t in py_tags for p in plats)
+    if listed != expected:
+        problems.append(f"WHEEL lists tags {listed}, file name says {expected}")
+
+    # --- _C: one pybind11 module per tagged CPython, no more, no less ---------------------------
+    c_mods = sorted(n for n in names if re.fullmatch(r"sigmoid_attn/_C\.[^/]*\.so", n))
+    c_tags = sorted("cp" + mm.group(1) for n in c_mods
+                    if (mm := re.fullmatch(r"sigmoid_attn/_C\.cpython-(\d+)-[^/]+\.so", n)))
+    if len(c_tags) != len(c_mods) or sorted(c_tags) != sorted(want_tags):
+        problems.append(f"_C modules {c_mods} do not match the tags {want_tags} one to one")
+    for n in c_mods:
+        libs = needed_libs(z.read(n))
+        if libs is not None and any("python" in l or "sigmoid_attn" in l or "torch" in l
+                                    for l in libs):
+            problems.append(f"{n} links {libs}: _C must link neither libpython nor the ops "
+                            "library nor torch (it binds to the ops library at run time)")
+
+    # --- the ops library: one, Python-free, every cubin embedded --------------------------------
     need(r"^sigmoid_attn/libsigmoid_attn_ops\.so$", "the ops library")
-    need(r"^sigmoid_attn/_C\..*\.so$", "the pybind11 module")
     need(r"^sigmoid_attn/catalog\.json$", "the kernel catalog")
     need(r"^sigmoid_attn/__init__\.py$", "the Python package")
-    bundled = [n for n in names if re.search(r"\.libs/.*(torch|c10|cuda)", n)]
+    bundled = [n for n in names if re.search(r"\.libs/.*(torch|c10|cuda|python)", n)]
     if bundled:
-        problems.append(f"torch/CUDA libraries bundled: {bundled}")
+        problems.append(f"torch/CUDA/Python libraries bundled: {bundled}")
+    catalog = json.loads(z.read("sigmoid_attn/catalog.json"))
+    kernels = catalog["kernels"]
+    ops_info = z.getinfo("sigmoid_attn/libsigmoid_attn_ops.so")
+    ops = z.read(ops_info)
+    cubin_bytes = sum(k["cubin_bytes"] for k in kernels)
+    if ops_info.file_size < cubin_bytes:
+        problems.append(f"ops library ({ops_info.file_size} B) smaller than its cubins "
+                        f"({cubin_bytes} B)")
+    embedded = ops.count(b"\x7fELF") - 1  # each cubin is an ELF image; the first is the library
+    if embedded < len(kernels):
+        problems.append(f"ops library embeds {embedded} ELF images, catalog lists "
+                        f"{len(kernels)} kernels")
+    if not kernels:
+        problems.append("catalog lists no kernels")
+    libs = needed_libs(ops)
+    if libs is not None:
+        if any("python" in l for l in libs):
+            problems.append(f"ops library links libpython: {libs}")
+        if not any(l.startswith("libtorch") for l in libs):
+            problems.append(f"ops library does not link torch: {libs}")
+        if any(l.startswith(("libcuda.", "libcudart")) for l in libs):
+            problems.append(f"ops library links CUDA at load time (must dlopen it): {libs}")
+
+    # --- metadata: torch only, no Triton, Python range matching the tags ------------------------
     meta = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     requires = [l.split(":", 1)[1].strip() for l in meta.splitlines()
                 if l.startswith("Requires-Dist:") and "extra ==" not in l]
@@ -32,16 +113,15 @@ def main(path):
         problems.append(f"run-time requirements must be exactly torch>=2.10, got {requires}")
     if "triton" in " ".join(requires).lower():
         problems.append("triton must not be a run-time requirement")
-    catalog = json.loads(z.read("sigmoid_attn/catalog.json"))
-    ops = z.getinfo("sigmoid_attn/libsigmoid_attn_ops.so")
-    cubin_bytes = sum(k["cubin_bytes"] for k in catalog["kernels"])
-    if ops.file_size < cubin_bytes:
-        problems.append(f"ops library ({ops.file_size} B) smaller than its cubins ({cubin_bytes} B)")
+    rp = re.search(r"^Requires-Python: >=(\d+)\.(\d+)\s*$", meta, re.M)
+    if rp is None or (int(rp[1]), int(rp[2])) > tuple(map(int, want[0].split("."))):
+        problems.append(f"Requires-Python must be >=X.Y with X.Y <= {want[0]}, the lowest tag")
+
     version = re.search(r"^Version: (.+)$", meta, re.M).group(1)
-    print(f"{path}: version {version}, {len(catalog['kernels'])} kernels "
-          f"(Triton {catalog['triton']}, sm_{catalog['arch']}), ops library "
-          f"{ops.file_size / 2**20:.1f} MiB, wheel {sum(i.compress_size for i in z.infolist()) / 2**20:.1f} MiB "
-          f"compressed, requires {requires}")
+    print(f"{os.path.basename(path)}: version {version}, CPython {' '.join(want)} "
+          f"({len(c_mods)} _C modules), {len(kernels)} kernels (Triton {catalog['triton']}, "
+          f"sm_{catalog['arch']}), ops library {ops_info.file_size / 2**20:.1f} MiB, wheel "
+          f"{os.path.getsize(path) / 2**20:.1f} MiB, requires {requires}")
     for p in problems:
         print("PROBLEM:", p)
     return 1 if problems else 0
