@@ -263,20 +263,11 @@ def main():
     ap.add_argument("--commit", default=os.environ.get("SIGMOID_ATTN_COMMIT", "unknown"))
     ap.add_argument("--quick", action="store_true", help="first two configs only")
     ap.add_argument("--no-backward", action="store_true")
+    ap.add_argument("--only", nargs="+", help="run the configs whose label contains any of these")
     args = ap.parse_args()
     device = torch.cuda.get_device_name()
-    rows = []
-    for cfg in CONFIGS[:2] if args.quick else CONFIGS:
-        rows.append(run_config(*cfg))
-        print(f"done: {cfg[0]}", flush=True)
-    if not args.no_backward:
-        for cfg in BWD_CONFIGS[:2] if args.quick else BWD_CONFIGS:
-            rows.append(run_backward(*cfg))
-            print(f"done: {cfg[0]}", flush=True)
-    for cfg in VARLEN_CONFIGS[:1] if args.quick else VARLEN_CONFIGS:
-        rows.append(run_varlen(*cfg))
-        print(f"done: {cfg[0]}", flush=True)
-    latency = tiny_call_latency()
+    out_dir = os.path.join(args.out_dir, device.replace(" ", "_"))
+    os.makedirs(out_dir, exist_ok=True)
     result = {
         "commit": args.commit, "device": device, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "torch": torch.__version__, "python": platform.python_version(),
@@ -284,13 +275,27 @@ def main():
         "triton_sigmoid": getattr(triton_sigmoid, "__version__", None),
         "protocol": "bf16, B*T=16384, H*D=2048, median of triton.testing.do_bench; "
                     "FLOPs=4*H*D*sum(Lq*Lk), causal halved, backward 2.5x forward",
-        "rows": rows, "tiny_call_us": latency,
+        "rows": [], "tiny_call_us": None,
     }
-    out_dir = os.path.join(args.out_dir, device.replace(" ", "_"))
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "attention.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    plot(rows, os.path.join(out_dir, "attention.png"))
+    rows = result["rows"]
+
+    def save():  # after every row: a run cut short by a time limit keeps what it measured
+        with open(os.path.join(out_dir, "attention.json"), "w") as f:
+            json.dump(result, f, indent=1)
+        plot(rows, os.path.join(out_dir, "attention.png"))
+
+    jobs = [(run_config, c) for c in (CONFIGS[:2] if args.quick else CONFIGS)]
+    if not args.no_backward:
+        jobs += [(run_backward, c) for c in (BWD_CONFIGS[:2] if args.quick else BWD_CONFIGS)]
+    jobs += [(run_varlen, c) for c in (VARLEN_CONFIGS[:1] if args.quick else VARLEN_CONFIGS)]
+    if args.only:
+        jobs = [(f, c) for f, c in jobs if any(o in c[0] for o in args.only)]
+    for fn, cfg in jobs:
+        rows.append(fn(*cfg))
+        save()
+        print(f"done: {cfg[0]}", flush=True)
+    latency = result["tiny_call_us"] = tiny_call_latency()
+    save()
     names = ["sigmoid_attn", "sdpa_cudnn", "sdpa_flash", "triton_sigmoid", "sigmoid_attn_padded"]
     print(f"\n{device}  (TFLOPS; ratio = sigmoid_attn / peer)")
     print(f"{'config':30s}" + "".join(f"{n[:19]:>20s}" for n in names) + "   vs cuDNN  vs t-sigmoid")

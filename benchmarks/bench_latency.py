@@ -68,6 +68,8 @@ def main():
             q, k, v, None, None, False, None, None, None, None),
         "sdpa": lambda: F.scaled_dot_product_attention(qt, kt, vt),
         "empty torch op (torch.empty_like)": lambda: torch.empty_like(q),
+        # the same aten op through torch.ops (the Python path a custom op takes)
+        "empty torch op via torch.ops": lambda: torch.ops.aten.empty_like.default(q),
     }
     try:
         import triton_sigmoid
