@@ -62,10 +62,13 @@ def main():
 
     q, k, v = (torch.randn(*SHAPE, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))
+    q0 = q[:, :0]  # T = 0: the op validates and returns an empty output; no allocation, no launch
     calls = {
         "sigmoid_attn": lambda: sigmoid_attn.sigmoid_attention(q, k, v),
         "sigmoid_attn op": lambda: torch.ops.sigmoid_attn.forward.default(
             q, k, v, None, None, False, None, None, None, None),
+        "sigmoid_attn op, T=0 (dispatch, validation, empty output; no launch)": lambda: torch.ops.sigmoid_attn.forward.default(
+            q0, q0, q0, None, None, False, None, None, None, None),
         "sdpa": lambda: F.scaled_dot_product_attention(qt, kt, vt),
         "empty torch op (torch.empty_like)": lambda: torch.empty_like(q),
         # the same aten op through torch.ops (the Python path a custom op takes)

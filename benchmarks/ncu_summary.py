@@ -1,0 +1,66 @@
+"""Summarizes profile_ncu.sh's CSV files: per kernel, duration, the busiest pipes, issue
+activity, occupancy, registers and the top warp stall reasons.
+
+    python benchmarks/ncu_summary.py ncu_out/ncu/*.csv
+"""
+
+import csv
+import os
+import sys
+
+WANT = {
+    "gpu__time_duration.sum": "us",
+    "launch__registers_per_thread": "regs",
+    "launch__shared_mem_per_block_dynamic": "smem",
+    "launch__grid_size": "grid",
+    "launch__block_size": "block",
+    "sm__warps_active.avg.pct_of_peak_sustained_active": "occ%",
+    "sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active": "xu%",
+    "sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active": "gmma%",
+    "sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active": "fma%",
+    "sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active": "alu%",
+    "sm__inst_executed.avg.per_cycle_active": "ipc",
+    "smsp__issue_active.avg.pct_of_peak_sustained_active": "issue%",
+}
+
+
+def num(s):
+    try:
+        return float(s.replace(",", ""))
+    except ValueError:
+        return None
+
+
+def rows(path):
+    with open(path) as f:
+        lines = [ln for ln in f if ln.startswith('"')]
+    if len(lines) < 3:
+        return []
+    r = list(csv.reader(lines))
+    header, units, data = r[0], r[1], r[2:]
+    return [(dict(zip(header, d)), dict(zip(header, units))) for d in data]
+
+
+def main(paths):
+    for p in paths:
+        for d, u in rows(p):
+            name = d.get("Kernel Name", "?")[:60]
+            out = []
+            for key, short in WANT.items():
+                v = num(d.get(key, ""))
+                if v is None:
+                    continue
+                if key == "gpu__time_duration.sum":
+                    unit = u.get(key, "")
+                    v = v / 1000 if unit == "nsecond" else v * 1000 if unit == "msecond" else v
+                out.append(f"{short}={v:.4g}")
+            stalls = sorted(((num(v) or 0, k) for k, v in d.items()
+                             if k.startswith("smsp__average_warps_issue_stalled_")
+                             and k.endswith("_per_issue_active.ratio")), reverse=True)[:4]
+            st = ", ".join(f"{k[len('smsp__average_warps_issue_stalled_'):-len('_per_issue_active.ratio')]}"
+                           f" {v:.2f}" for v, k in stalls)
+            print(f"{os.path.basename(p)[:-4]:24s} {name}\n    {' '.join(out)}\n    stalls/issue: {st}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

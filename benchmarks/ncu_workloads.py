@@ -1,0 +1,52 @@
+"""One workload per process for Nsight Compute: warm it up, then run it once inside an NVTX range
+named "profile" (ncu --nvtx --nvtx-include "profile/" profiles only that launch's kernels).
+
+    python benchmarks/ncu_workloads.py {ours,cudnn}-{fwd,bwd}-hd{64,128}-T{4096,16384}
+    bash benchmarks/profile_ncu.sh          # all of them under ncu, CSV to $OUT/ncu/
+"""
+
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+TOKENS, WIDTH = 16384, 2048
+
+
+def main(name):
+    who, kind, hd, t = name.split("-")
+    D, T = int(hd[2:]), int(t[1:])
+    H, B = WIDTH // D, TOKENS // T
+    g = torch.Generator(device="cuda").manual_seed(0)
+    mk = lambda: torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16, generator=g)
+    q, k, v, do = mk(), mk(), mk(), mk()
+    if who == "ours":
+        import sigmoid_attn
+        fwd = lambda a, b, c: sigmoid_attn.sigmoid_attention(a, b, c)
+    else:
+        q, k, v, do = (x.transpose(1, 2).contiguous() for x in (q, k, v, do))
+
+        def fwd(a, b, c):
+            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                return F.scaled_dot_product_attention(a, b, c)
+    if kind == "bwd":
+        ins = [x.requires_grad_() for x in (q, k, v)]
+        out = fwd(*ins)
+
+        def step():
+            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                return torch.autograd.grad(out, ins, do, retain_graph=True)
+    else:
+        step = lambda: fwd(q, k, v)
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    torch.cuda.nvtx.range_push("profile")
+    step()
+    torch.cuda.nvtx.range_pop()
+    torch.cuda.synchronize()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
