@@ -13,11 +13,17 @@ WANT = {
     "launch__registers_per_thread": "regs",
     "launch__shared_mem_per_block_dynamic": "smem",
     "launch__grid_size": "grid",
+    "launch__occupancy_limit_shared_mem": "ctas_by_smem",
+    "launch__occupancy_limit_registers": "ctas_by_regs",
     "launch__block_size": "block",
     "sm__warps_active.avg.pct_of_peak_sustained_active": "occ%",
     "sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active": "xu%",
-    "sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active": "gmma%",
+    "sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active": "tensor%",
+    "sm__inst_executed_pipe_tensor_op_gmma.avg.pct_of_peak_sustained_active": "gmma_inst%",
     "sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active": "fma%",
+    "sm__pipe_shared_cycles_active.avg.pct_of_peak_sustained_active": "shared%",
+    "l1tex__data_pipe_lsu_wavefronts.avg.pct_of_peak_sustained_elapsed": "lsu_wavefronts%",
+    "smsp__inst_executed.sum": "inst",
     "sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active": "alu%",
     "sm__inst_executed.avg.per_cycle_active": "ipc",
     "smsp__issue_active.avg.pct_of_peak_sustained_active": "issue%",
@@ -52,7 +58,7 @@ def main(paths):
                     continue
                 if key == "gpu__time_duration.sum":
                     unit = u.get(key, "")
-                    v = v / 1000 if unit == "nsecond" else v * 1000 if unit == "msecond" else v
+                    v = v / 1000 if unit in ("ns", "nsecond") else v * 1000 if unit in ("ms", "msecond") else v
                 out.append(f"{short}={v:.4g}")
             stalls = sorted(((num(v) or 0, k) for k, v in d.items()
                              if k.startswith("smsp__average_warps_issue_stalled_")

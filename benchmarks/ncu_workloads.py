@@ -1,5 +1,6 @@
-"""One workload per process for Nsight Compute: warm it up, then run it once inside an NVTX range
-named "profile" (ncu --nvtx --nvtx-include "profile/" profiles only that launch's kernels).
+"""One workload per process for Nsight Compute: warm it up, then run it once between
+cudaProfilerStart and cudaProfilerStop (ncu --profile-from-start off profiles only those
+kernels; process-wide, so the backward's kernels, launched from autograd's worker thread, count).
 
     python benchmarks/ncu_workloads.py {ours,cudnn}-{fwd,bwd}-hd{64,128}-T{4096,16384}
     bash benchmarks/profile_ncu.sh          # all of them under ncu, CSV to $OUT/ncu/
@@ -42,10 +43,10 @@ def main(name):
     for _ in range(3):
         step()
     torch.cuda.synchronize()
-    torch.cuda.nvtx.range_push("profile")
+    torch.cuda.cudart().cudaProfilerStart()
     step()
-    torch.cuda.nvtx.range_pop()
     torch.cuda.synchronize()
+    torch.cuda.cudart().cudaProfilerStop()
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ WORKLOADS=("$@")
   ours-fwd-hd128-T16384 cudnn-fwd-hd128-T16384 ours-fwd-hd64-T4096 cudnn-fwd-hd64-T4096
   ours-bwd-hd128-T4096 cudnn-bwd-hd128-T4096)
 for w in "${WORKLOADS[@]}"; do
-  ncu --clock-control none --nvtx --nvtx-include "profile/" --target-processes all \
+  ncu --clock-control none --profile-from-start off --target-processes all \
     --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats \
     --section Occupancy --section LaunchStats --section InstructionStats \
     --csv --page raw python3 "$HERE/ncu_workloads.py" "$w" > "$OUT/ncu/$w.csv" 2> "$OUT/ncu/$w.err" \
