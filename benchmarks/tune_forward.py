@@ -38,16 +38,28 @@ PIPELINE_CANDIDATES = {
           (64, 64, 4, 3, False, False), (64, 64, 4, 3, False, True), (64, 64, 4, 2, False, True)],
 }
 
+# Shared-memory-lean tiles: more resident CTAs per SM (the ncu profile shows 2 CTAs/SM, limited by
+# shared memory, for the hd128 64x64x3-stage winner), and the current winners as the baseline.
+LEAN_CANDIDATES = {
+    64: [(128, 64, 4, 3, False), (128, 32, 4, 3, False), (128, 32, 4, 4, False),
+         (64, 64, 4, 3, False), (64, 32, 4, 3, False), (128, 64, 4, 2, False)],
+    128: [(64, 64, 4, 3, False), (128, 64, 8, 3, False), (64, 32, 4, 3, False),
+          (64, 32, 4, 4, False), (64, 64, 4, 2, False), (128, 32, 8, 3, False),
+          (128, 32, 4, 3, False), (64, 128, 4, 2, False)],
+}
+
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="tune.json")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--pipeline", action="store_true", help="software-pipelining candidates")
+    ap.add_argument("--lean", action="store_true", help="shared-memory-lean candidates")
     args = ap.parse_args()
     lengths = (4096,) if args.quick else (1024, 4096, 16384)
     rows = []
-    for D, cands in (PIPELINE_CANDIDATES if args.pipeline else CANDIDATES).items():
+    table = PIPELINE_CANDIDATES if args.pipeline else LEAN_CANDIDATES if args.lean else CANDIDATES
+    for D, cands in table.items():
         for causal in (False, True):
             for T in lengths:
                 if causal and T != 4096:

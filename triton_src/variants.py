@@ -10,14 +10,17 @@ DTYPES = ("fp16", "bf16", "fp32")
 
 # head_dim -> [(min_T, (BLOCK_M, BLOCK_N, num_warps, num_stages)), ...]: the dispatcher takes the
 # entry with the largest min_T <= Tq, so one head dim can use different tiles by length.
-# From the H100 sweeps (benchmarks/results/.../tune_fwd*.json, bf16, B*T=16k): at hd128 64x64
-# tiles with one warpgroup win up to 4k (T=1k 468 vs 419 TFLOPS: more CTAs per SM hide the
-# sigmoid), 128x64 with two warpgroups wins at 16k (536 vs 525).
+# From the H100 sweeps (benchmarks/results/.../tune_fwd*.json, bf16, B*T=16k). The lean sweep
+# (tune_fwd_lean.json, after ncu showed the hd128 64x64x3 tile held to 2 CTAs/SM by shared
+# memory) found 32-key tiles best below 8k: hd128 128x32 with two warpgroups 492/559 TFLOPS at
+# T=1k/4k vs 449/526 for 64x64 (+10%/+6%), causal 4k 483 vs 470; 128x64x8 stays best at 16k
+# (559 vs 550). hd64 128x32x4: 4 stages 447/501 at 1k/4k vs 429/487 for 128x64, 3 stages 503
+# vs 489 at 16k.
 FWD_TILES = {
     32: [(0, (128, 64, 4, 3))],
-    64: [(0, (128, 64, 4, 3))],
+    64: [(0, (128, 32, 4, 4)), (8192, (128, 32, 4, 3))],
     96: [(0, (128, 64, 8, 2))],
-    128: [(0, (64, 64, 4, 3)), (8192, (128, 64, 8, 3))],
+    128: [(0, (128, 32, 8, 3)), (8192, (128, 64, 8, 3))],
     256: [(0, (64, 64, 4, 2))],
 }
 
