@@ -36,11 +36,14 @@ BWD_DKDV_TILES = {
     128: (64, 64, 4, 2),
     256: (64, 32, 8, 1),
 }
+# dq, from the lean sweep (tune_bwd_lean_T*.json): 128-row tiles with two warpgroups, 3 stages,
+# hd128 1.44 vs 1.59 ms at T=4k and 5.47 vs 6.16 ms at 16k; hd64 6.21 vs 6.59 ms at 16k. dkdv
+# keeps its tiles (every lean candidate was slower).
 BWD_DQ_TILES = {
     32: (64, 64, 4, 2),
-    64: (64, 64, 4, 2),
+    64: (128, 64, 8, 3),
     96: (64, 64, 4, 2),
-    128: (64, 64, 4, 2),
+    128: (128, 64, 8, 3),
     256: (64, 32, 8, 1),
 }
 
