@@ -1,9 +1,10 @@
 """Sweep backward tile configs (dkdv and dq kernels timed apart) on the GPU via Triton JIT.
 
-    python benchmarks/tune_backward.py --out tune_bwd.json
+    python benchmarks/tune_backward.py --out tune_bwd.json [--T 4096] [--lean] [--write]
 
-Shapes follow the benchmark protocol (bf16, B*T=16384, H*D=2048). Winners go into
-triton_src/variants.py (BWD_DKDV_TILES, BWD_DQ_TILES) by hand; see benchmarks/NOTES.md.
+Shapes follow the benchmark protocol (bf16, B*T=16384, H*D=2048). --write stores each kernel's
+fastest tile per head dim in the tuning database triton_src/tiles.json (bwd_dkdv, bwd_dq), which
+the build compiles; record the why in benchmarks/NOTES.md.
 """
 
 import argparse
@@ -39,6 +40,7 @@ def main():
     ap.add_argument("--out", default="tune_bwd.json")
     ap.add_argument("--T", type=int, default=4096)
     ap.add_argument("--lean", action="store_true", help="lean candidates")
+    ap.add_argument("--write", action="store_true", help="store the winners in triton_src/tiles.json")
     args = ap.parse_args()
     rows = []
     T = args.T
@@ -66,6 +68,20 @@ def main():
     with open(args.out, "w") as f:
         json.dump({"device": torch.cuda.get_device_name(), "triton": triton.__version__,
                    "rows": rows}, f, indent=1)
+    if args.write:
+        import variants as V
+
+        db = V.load_tiles()
+        for D in sorted({r["D"] for r in rows}):
+            for part in ("dkdv", "dq"):
+                ok = [r for r in rows if r["D"] == D and r["part"] == part and r["ms"]]
+                if ok:
+                    win = min(ok, key=lambda r: r["ms"])["tiles"]
+                    db[f"bwd_{part}"][str(D)] = list(win)
+                    print(f"tiles.json: bwd_{part} hd{D} <- {win}")
+        db.setdefault("sources", {})["bwd_dkdv"] = db["sources"]["bwd_dq"] = args.out
+        db["device"] = torch.cuda.get_device_name()
+        V.save_tiles(db)
 
 
 if __name__ == "__main__":

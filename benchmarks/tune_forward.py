@@ -1,11 +1,13 @@
 """Sweep forward tile configs on the GPU (Triton JIT of the same kernel source) and record them.
 
-    python benchmarks/tune_forward.py --out tune.json [--quick]
+    python benchmarks/tune_forward.py --out tune.json [--quick] [--lean] [--write]
 
 Times every candidate (BLOCK_M, BLOCK_N, num_warps, num_stages, warp_specialize) per head dim,
 causal flag and sequence length at the benchmark protocol's shapes (bf16, B*T=16384, H*D=2048)
-and prints the winners. The winners go into triton_src/variants.py (FWD_TILES) by hand, with the
-figures in benchmarks/NOTES.md; the build then compiles only those. Nothing tunes at run time.
+and prints the winners. --write stores them in the tuning database triton_src/tiles.json (per
+head dim: the best tile below T=8192 by the geometric mean over T=1k, 4k and causal 4k, and the
+best at T=16k as an 8192 bucket if it differs); the build compiles exactly those and the C++
+dispatcher picks by length. Nothing tunes at run time. Record the why in benchmarks/NOTES.md.
 """
 
 import argparse
@@ -55,6 +57,7 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--pipeline", action="store_true", help="software-pipelining candidates")
     ap.add_argument("--lean", action="store_true", help="shared-memory-lean candidates")
+    ap.add_argument("--write", action="store_true", help="store the winners in triton_src/tiles.json")
     args = ap.parse_args()
     lengths = (4096,) if args.quick else (1024, 4096, 16384)
     rows = []
@@ -93,6 +96,38 @@ def main():
     with open(args.out, "w") as f:
         json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                    "triton": triton.__version__, "rows": rows}, f, indent=1)
+    if args.write:
+        write_winners(rows, args.out)
+
+
+def write_winners(rows, source):
+    """Per head dim: the short-sequence bucket (geometric mean over T < 8192, causal included)
+    and, if another tile wins at T >= 8192, a long bucket. Only plain tiles (no warp
+    specialization or software pipelining) can go to the table."""
+    import math
+
+    import variants as V
+
+    plain = [r for r in rows if r["tflops"] and len(r["tiles"]) >= 5 and not any(r["tiles"][4:])]
+    db = V.load_tiles()
+    for D in sorted({r["D"] for r in plain}):
+        def best(sel):
+            score = {}
+            for r in plain:
+                if r["D"] == D and sel(r):
+                    score.setdefault(tuple(r["tiles"][:4]), []).append(math.log(r["tflops"]))
+            n = max((len(v) for v in score.values()), default=0)
+            full = {t: sum(v) / len(v) for t, v in score.items() if len(v) == n}
+            return max(full, key=full.get) if full else None
+        short, long = best(lambda r: r["T"] < 8192), best(lambda r: r["T"] >= 8192)
+        entry = [[0, list(short or long)]]
+        if long and short and long != short:
+            entry.append([8192, list(long)])
+        db["fwd"][str(D)] = entry
+        print(f"tiles.json: fwd hd{D} <- {entry}")
+    db.setdefault("sources", {})["fwd"] = source
+    db["device"] = torch.cuda.get_device_name()
+    V.save_tiles(db)
 
 
 if __name__ == "__main__":

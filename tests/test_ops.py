@@ -81,3 +81,39 @@ def test_info_lists_compiled_variants():
     combos = {(k["kind"], k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
               for k in info["variants"]}
     assert len(combos) == 3 * 3 * len(dims) * 8
+
+
+def test_tuning_database_is_what_the_build_compiled(tmp_path):
+    """triton_src/tiles.json (the tuning database) covers every kind and head dim with valid
+    tiles, round-trips through save_tiles, and is exactly what this build compiled."""
+    import json
+
+    from conftest import TRITON_SRC
+
+    sys.path.insert(0, TRITON_SRC)
+    try:
+        import variants as V
+    finally:
+        sys.path.remove(TRITON_SRC)
+    db = V.load_tiles()
+    dims = set(db["fwd"])
+    assert dims and set(db["bwd_dkdv"]) == dims and set(db["bwd_dq"]) == dims
+    pow2 = lambda x: x > 0 and x & (x - 1) == 0
+    for kind in ("fwd", "bwd_dkdv", "bwd_dq"):
+        for d, entry in db[kind].items():
+            buckets = entry if kind == "fwd" else [[0, entry]]
+            mins = [m for m, _ in buckets]
+            assert mins[0] == 0 and mins == sorted(set(mins)), (kind, d, mins)
+            for _, (bm, bn, w, s) in buckets:
+                assert pow2(bm) and pow2(bn) and w in (4, 8) and 1 <= s <= 5, (kind, d)
+    path = tmp_path / "tiles.json"
+    V.save_tiles(db, str(path))
+    assert json.loads(path.read_text()) == db
+    # The compiled catalog (fp16/bf16) holds exactly these tiles.
+    compiled = {(k["kind"], k["head_dim"], k["min_t"], (k["block_m"], k["block_n"],
+                 k["num_warps"], k["num_stages"]))
+                for k in sigmoid_attn.info()["variants"] if k["dtype"] != "float32"}
+    want = {(kind, int(d), m, tuple(t)) for kind in ("fwd", "bwd_dkdv", "bwd_dq")
+            for d, entry in db[kind].items()
+            for m, t in (entry if kind == "fwd" else [[0, entry]])}
+    assert compiled == want

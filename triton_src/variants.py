@@ -1,52 +1,48 @@
 """The variant table: every kernel the build compiles. The single source of truth.
 
-Adding a variant is one entry in FWD_TILES (a head dim) or one value in the tuples below.
+Adding a head dim is one entry per kernel kind in tiles.json (the tuning database).
 The C++ dispatcher's lookup table is generated from this list by aot.py.
 """
 
+import json
+import os
 from dataclasses import dataclass
 
 DTYPES = ("fp16", "bf16", "fp32")
 
-# head_dim -> [(min_T, (BLOCK_M, BLOCK_N, num_warps, num_stages)), ...]: the dispatcher takes the
-# entry with the largest min_T <= Tq, so one head dim can use different tiles by length.
-# From the H100 sweeps (benchmarks/results/.../tune_fwd*.json, bf16, B*T=16k). The lean sweep
-# (tune_fwd_lean.json, after ncu showed the hd128 64x64x3 tile held to 2 CTAs/SM by shared
-# memory) found 32-key tiles best below 8k: hd128 128x32 with two warpgroups 492/559 TFLOPS at
-# T=1k/4k vs 449/526 for 64x64 (+10%/+6%), causal 4k 483 vs 470; 128x64x8 stays best at 16k
-# (559 vs 550). hd64 128x32x4: 4 stages 447/501 at 1k/4k vs 429/487 for 128x64, 3 stages 503
-# vs 489 at 16k.
-FWD_TILES = {
-    32: [(0, (128, 64, 4, 3))],
-    64: [(0, (128, 32, 4, 4)), (8192, (128, 32, 4, 3))],
-    96: [(0, (128, 64, 8, 2))],
-    128: [(0, (128, 32, 8, 3)), (8192, (128, 64, 8, 3))],
-    256: [(0, (64, 64, 4, 2))],
-}
+# The fp16/bf16 tiles come from the tuning database tiles.json (written on the GPU by
+# benchmarks/tune_forward.py --write / tune_backward.py --write; the sweeps' raw figures are in
+# benchmarks/results/<device>/tune_*.json and the reasoning in benchmarks/NOTES.md).
+# FWD_TILES: head_dim -> [(min_T, (BLOCK_M, BLOCK_N, num_warps, num_stages)), ...]; the
+# dispatcher takes the entry with the largest min_T <= Tq, so one head dim can use different
+# tiles by length. BWD_*_TILES: head_dim -> (BLOCK_M, BLOCK_N, num_warps, num_stages).
+TILES_JSON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiles.json")
 
-# Backward tiles: head_dim -> (BLOCK_M, BLOCK_N, warps, stages), one table per kernel.
-# Swept on the H100 (benchmarks/tune_backward.py, results/.../tune_bwd.json, bf16 T=4k): one
-# warpgroup per 64-row tile wins; 8 warps on 64x64 tiles split each wgmma below its 64-row
-# minimum and ran 2x slower at hd128 (dkdv 4.08 -> 2.03 ms, dq 2.74 -> 1.56 ms).
-# dkdv keeps two [BLOCK_N, D] fp32 accumulators (dK, dV) live, so hd256 halves BLOCK_N.
-BWD_DKDV_TILES = {
-    32: (64, 64, 4, 3),
-    64: (64, 64, 4, 3),
-    96: (64, 64, 4, 2),
-    128: (64, 64, 4, 2),
-    256: (64, 32, 8, 1),
-}
-# dq, from the lean sweep (tune_bwd_lean_T*.json): 128-row tiles with two warpgroups, 3 stages,
-# hd128 1.44 vs 1.59 ms at T=4k and 5.47 vs 6.16 ms at 16k; hd64 6.21 vs 6.59 ms at 16k. dkdv
-# keeps its tiles (every lean candidate was slower).
-BWD_DQ_TILES = {
-    32: (64, 64, 4, 2),
-    64: (128, 64, 8, 3),
-    96: (64, 64, 4, 2),
-    128: (128, 64, 8, 3),
-    256: (64, 32, 8, 1),
-}
 
+def load_tiles(path: str = TILES_JSON) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def save_tiles(db: dict, path: str = TILES_JSON) -> None:
+    """Writes the database with one line per head dim (readable diffs)."""
+    lines = ["{"]
+    scalars = [k for k in db if k not in ("fwd", "bwd_dkdv", "bwd_dq")]
+    for k in scalars:
+        lines.append(f" {json.dumps(k)}: {json.dumps(db[k])},")
+    for i, kind in enumerate(("fwd", "bwd_dkdv", "bwd_dq")):
+        rows = sorted(db[kind].items(), key=lambda kv: int(kv[0]))
+        body = ",\n".join(f"  {json.dumps(str(d))}: {json.dumps(t)}" for d, t in rows)
+        lines.append(f" {json.dumps(kind)}: {{\n{body}\n }}" + ("," if i < 2 else ""))
+    lines.append("}")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+_DB = load_tiles()
+FWD_TILES = {int(d): [(int(m), tuple(t)) for m, t in b] for d, b in _DB["fwd"].items()}
+BWD_DKDV_TILES = {int(d): tuple(t) for d, t in _DB["bwd_dkdv"].items()}
+BWD_DQ_TILES = {int(d): tuple(t) for d, t in _DB["bwd_dq"].items()}
 
 # float32: full-precision (IEEE) dot products on the CUDA cores, for validation and fp32 models;
 # no tensor cores, so the tiles are small enough to keep register and shared memory use in
