@@ -31,9 +31,9 @@ ls -la "$T/site/sigmoid_attn" | tee -a "$OUT/install.log"
 export PYTHONPATH="$T/site${PYTHONPATH:+:$PYTHONPATH}"
 
 # --- run from a directory holding copies of tests/ and what they read from the tree (examples/,
-# the pytest settings) but not python/, so that neither the repo's python/ nor an editable install
-# can stand in for the wheel (checked below)
-mkdir -p "$T/run" && cp -r "$ROOT/tests" "$ROOT/examples" "$ROOT/pyproject.toml" "$T/run/"
+# triton_src/ for the tuning database, the pytest settings) but not python/, so that neither the
+# repo's python/ nor an editable install can stand in for the wheel (checked below)
+mkdir -p "$T/run" && cp -r "$ROOT/tests" "$ROOT/examples" "$ROOT/triton_src" "$ROOT/pyproject.toml" "$T/run/"
 cd "$T/run"
 "$PY" - "$T/site" <<'PY' 2>&1 | tee "$OUT/import.log"
 import os, sys

@@ -20,8 +20,9 @@ print("installed", sigmoid_attn.__file__, "| Python", sys.version.split()[0], "|
       info["torch_build"], "| running", torch.__version__, "|", len(info["variants"]), "kernels")
 PY
 python -m sigmoid_attn --quick
-# the tests and what they read from the tree (examples/, pytest settings), never python/
-cp -r "$ROOT/tests" "$ROOT/examples" "$ROOT/pyproject.toml" .
+# the tests and what they read from the tree (examples/, triton_src/tiles.json, pytest settings),
+# never python/
+cp -r "$ROOT/tests" "$ROOT/examples" "$ROOT/triton_src" "$ROOT/pyproject.toml" .
 python -m pytest -q tests -k "not interpret and not cpp_example"
 
 # --- the other CPythons' _C: load each with its own interpreter -----------------------------
