@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# One device call does it all: build against the machine's torch/triton, run every test (GPU ones
-# included), run the benchmark with peers. Logs and JSON go to $OUT (or ./gpu_out).
-#   bash benchmarks/gpu_check.sh [quick]
+# A device call: build against the machine's torch/Triton, then run every test (GPU ones included)
+# and/or the benchmark with peers. Logs and JSON go to $OUT (or ./gpu_out). One device call is at
+# most 10 minutes: the build takes 60-100 s on a cold machine, the tests ~90-150 s, the full
+# benchmark ~500 s (triton-sigmoid autotunes each shape), so split it:
+#   bash benchmarks/gpu_check.sh tests                   # build + tests (+ HF tests if carried)
+#   bash benchmarks/gpu_check.sh bench "fwd" "bwd hd128"  # build + the rows whose label matches
+#   bash benchmarks/gpu_check.sh all                     # build + tests + full benchmark
+# Carry .whl/ (triton_sigmoid-0.1.2-py3-none-any.whl) for the triton-sigmoid peer.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu_out}
 mkdir -p "$OUT"
@@ -19,14 +24,19 @@ t0=$(date +%s)
 python3 -m pip install --no-build-isolation --no-deps -v -e . > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s" | tee -a "$OUT/gpu.txt"
 grep -E "^aot:|aot: " "$OUT/build.log" | tee -a "$OUT/gpu.txt"
-python3 -m pytest -q -rs tests 2>&1 | tee "$OUT/tests.log" | tail -25
-if ls .whl/hf_cp312/*.whl >/dev/null 2>&1; then  # carried Hugging Face transformers (cp312)
+MODE=${1:-all}
+shift || true
+if [ "$MODE" = tests ] || [ "$MODE" = all ]; then
+  python3 -m pytest -q -rs tests 2>&1 | tee "$OUT/tests.log" | tail -25
+fi
+if [ "$MODE" != bench ] && ls .whl/hf_cp312/*.whl >/dev/null 2>&1; then  # carried transformers
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/hf \
     .whl/hf_cp312/*.whl
   PYTHONPATH=/tmp/hf:${PYTHONPATH:-} python3 -m pytest -q -rs tests/test_integrations_transformers.py \
     tests/test_single_cell_example.py 2>&1 | tee "$OUT/tests_hf.log" | tail -5
 fi
-if [ "${1:-}" != "notbench" ]; then
-  python3 benchmarks/bench_attention.py --out-dir "$OUT/results" ${1:+--$1} 2>&1 | tee "$OUT/bench.log" | tail -20
+if [ "$MODE" = bench ] || [ "$MODE" = all ]; then
+  python3 benchmarks/bench_attention.py --out-dir "$OUT/results" ${1:+--only "$@"} 2>&1 \
+    | tee "$OUT/bench.log" | tail -30
   cp "$OUT"/results/*/attention.* "$OUT/" 2>/dev/null
 fi
