@@ -50,6 +50,17 @@ LEAN_CANDIDATES = {
           (128, 32, 4, 3, False), (64, 128, 4, 2, False)],
 }
 
+# K/V through TMA descriptors (7th element), beside the same tiles without: the USE_TMA path is
+# experimental. On Triton 3.8 for sm_90 it emits UTMALDG loads, but warp_specialize leaves this
+# loop unchanged (no setmaxnreg, identical SASS), so the 5th element is expected not to matter.
+TMA_CANDIDATES = {
+    64: [(128, 32, 4, 4, False, False, False), (128, 32, 4, 4, False, False, True),
+         (128, 64, 4, 3, False, False, True), (128, 32, 4, 3, True, False, True)],
+    128: [(128, 32, 8, 3, False, False, False), (128, 32, 8, 3, False, False, True),
+          (128, 32, 8, 3, True, False, True), (128, 64, 8, 3, False, False, False),
+          (128, 64, 8, 3, False, False, True), (64, 64, 4, 3, False, False, True)],
+}
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -57,11 +68,13 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--pipeline", action="store_true", help="software-pipelining candidates")
     ap.add_argument("--lean", action="store_true", help="shared-memory-lean candidates")
+    ap.add_argument("--tma", action="store_true", help="TMA-descriptor candidates (experimental)")
     ap.add_argument("--write", action="store_true", help="store the winners in triton_src/tiles.json")
     args = ap.parse_args()
     lengths = (4096,) if args.quick else (1024, 4096, 16384)
     rows = []
-    table = PIPELINE_CANDIDATES if args.pipeline else LEAN_CANDIDATES if args.lean else CANDIDATES
+    table = (PIPELINE_CANDIDATES if args.pipeline else LEAN_CANDIDATES if args.lean
+             else TMA_CANDIDATES if args.tma else CANDIDATES)
     for D, cands in table.items():
         for causal in (False, True):
             for T in lengths:
@@ -74,9 +87,10 @@ def main():
                 for cand in cands:
                     bm, bn, w, s, ws = cand[:5]
                     sp = len(cand) > 5 and cand[5]
+                    tma = len(cand) > 6 and cand[6]
                     fn = lambda: jit_launch.forward(q, k, v, is_causal=causal, fast_sigmoid=True,
                                                     tiles=(bm, bn, w, s), warp_specialize=ws,
-                                                    software_pipeline=sp)
+                                                    software_pipeline=sp, use_tma=tma)
                     try:
                         ms = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
                         tf = flops / ms / 1e9

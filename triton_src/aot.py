@@ -55,6 +55,7 @@ def compile_variant(var: V.Variant, arch: int):
     if var.kind == "fwd":
         constexprs["WARP_SPECIALIZE"] = var.warp_specialize
         constexprs["SOFTWARE_PIPELINE"] = var.software_pipeline
+        constexprs["USE_TMA"] = var.tma
     params = V.PARAMS[var.kind]
     divisible = V.divisible_16(var.kind)
     own = dict(params)

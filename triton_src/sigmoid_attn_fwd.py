@@ -202,6 +202,19 @@ def _attend(
 
 
 @triton.jit
+def _attend_tma(acc, q, k_desc, v_desc, sm_base, n_start, stride_smt, scale, bias,
+                HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr):
+    """_attend for a block of valid keys (no mask), K and V read through TMA descriptors."""
+    k = k_desc.load([n_start, 0])
+    v = v_desc.load([n_start, 0])
+    s = _dot(q, tl.trans(k)) * scale + bias
+    if HAS_SCORE_MOD:
+        s += tl.load(sm_base + (n_start + tl.arange(0, k.shape[0])) * stride_smt)[None, :]
+    p = _sigmoid(s, FAST_SIGMOID)
+    return acc + _dot(p.to(v.dtype), v)
+
+
+@triton.jit
 def _qk(q, k_base, offs_d, n_start, stride_kt, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
         BLOCK_N: tl.constexpr):
     offs_n = n_start + tl.arange(0, BLOCK_N)
@@ -243,6 +256,7 @@ def sigmoid_attn_fwd(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr,
     VARLEN: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, SOFTWARE_PIPELINE: tl.constexpr,
+    USE_TMA: tl.constexpr = False,
 ):
     # grid: (cdiv(T_Q, BLOCK_M), H, B), or (T_Q // BLOCK_M + num_seqs + 1, H, 1) when VARLEN
     h = tl.program_id(1)
@@ -294,6 +308,18 @@ def sigmoid_attn_fwd(
             acc = _pv(acc, qk, v_base, sm_base, offs_d, n_full - BLOCK_N, stride_vt,
                       stride_smt, scale, bias, HEAD_DIM, BLOCK_D, BLOCK_N, HAS_SCORE_MOD,
                       FAST_SIGMOID)
+    elif USE_TMA:
+        # Experimental (not in the variant table yet): K and V of the unmasked blocks through
+        # TMA tensor descriptors, so that with WARP_SPECIALIZE a producer warp can feed the
+        # consumer warpgroups. Rows past Lk and columns past HEAD_DIM arrive as zeros. The
+        # descriptors live in the kernel's global scratch (allocated by the launcher).
+        k_desc = tl.make_tensor_descriptor(k_base, shape=[Lk, HEAD_DIM], strides=[stride_kt, 1],
+                                           block_shape=[BLOCK_N, BLOCK_D])
+        v_desc = tl.make_tensor_descriptor(v_base, shape=[Lk, HEAD_DIM], strides=[stride_vt, 1],
+                                           block_shape=[BLOCK_N, BLOCK_D])
+        for n_start in tl.range(0, n_full, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
+            acc = _attend_tma(acc, q, k_desc, v_desc, sm_base, n_start, stride_smt, scale, bias,
+                              HAS_SCORE_MOD, FAST_SIGMOID)
     else:
         for n_start in tl.range(0, n_full, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
             acc = _attend(

@@ -122,6 +122,7 @@ class Variant:
     num_stages: int
     warp_specialize: bool = False
     software_pipeline: bool = False
+    tma: bool = False  # forward only, experimental: K/V through TMA descriptors (not in tiles.json)
     min_t: int = 0  # smallest sequence length this tile is dispatched for
     varlen: bool = False  # packed [total, H, D] tensors with cu_seqlens
 
@@ -140,6 +141,7 @@ class Variant:
         return (f"{self.kind}_{self.dtype}_d{self.head_dim}{flags}_"
                 f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}"
                 + ("ws" if self.warp_specialize else "") + ("p" if self.software_pipeline else "")
+                + ("tma" if self.tma else "")
                 + (f"_t{self.min_t}" if self.min_t else ""))
 
 
