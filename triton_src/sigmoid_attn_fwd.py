@@ -202,16 +202,24 @@ def _attend(
 
 
 @triton.jit
-def _attend_tma(acc, q, k_desc, v_desc, sm_base, n_start, stride_smt, scale, bias,
+def _sigmoid_pv(acc, qk, v, sm_base, offs_n, stride_smt, scale, bias,
                 HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr):
+    """acc + sigmoid(qk * scale + bias + score_mod) @ v for a block of valid keys (no mask)."""
+    s = qk * scale + bias
+    if HAS_SCORE_MOD:
+        s += tl.load(sm_base + offs_n * stride_smt)[None, :]
+    p = _sigmoid(s, FAST_SIGMOID)
+    return acc + _dot(p.to(v.dtype), v)
+
+
+@triton.jit
+def _attend_tma(acc, q, k_desc, v_desc, sm_base, n_start, stride_smt, scale, bias,
+                BLOCK_N: tl.constexpr, HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr):
     """_attend for a block of valid keys (no mask), K and V read through TMA descriptors."""
     k = k_desc.load([n_start, 0])
     v = v_desc.load([n_start, 0])
-    s = _dot(q, tl.trans(k)) * scale + bias
-    if HAS_SCORE_MOD:
-        s += tl.load(sm_base + (n_start + tl.arange(0, k.shape[0])) * stride_smt)[None, :]
-    p = _sigmoid(s, FAST_SIGMOID)
-    return acc + _dot(p.to(v.dtype), v)
+    return _sigmoid_pv(acc, _dot(q, tl.trans(k)), v, sm_base, n_start + tl.arange(0, BLOCK_N),
+                       stride_smt, scale, bias, HAS_SCORE_MOD, FAST_SIGMOID)
 
 
 @triton.jit
@@ -236,11 +244,8 @@ def _pv(acc, qk, v_base, sm_base, offs_d, n_start, stride_vt, stride_smt, scale,
         v = tl.load(v_ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
     else:
         v = tl.load(v_ptrs)
-    s = qk * scale + bias
-    if HAS_SCORE_MOD:
-        s += tl.load(sm_base + offs_n * stride_smt)[None, :]
-    p = _sigmoid(s, FAST_SIGMOID)
-    return acc + _dot(p.to(v.dtype), v)
+    return _sigmoid_pv(acc, qk, v, sm_base, offs_n, stride_smt, scale, bias, HAS_SCORE_MOD,
+                       FAST_SIGMOID)
 
 
 @triton.jit
@@ -319,7 +324,7 @@ def sigmoid_attn_fwd(
                                            block_shape=[BLOCK_N, BLOCK_D])
         for n_start in tl.range(0, n_full, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
             acc = _attend_tma(acc, q, k_desc, v_desc, sm_base, n_start, stride_smt, scale, bias,
-                              HAS_SCORE_MOD, FAST_SIGMOID)
+                              BLOCK_N, HAS_SCORE_MOD, FAST_SIGMOID)
     else:
         for n_start in tl.range(0, n_full, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
             acc = _attend(
