@@ -5,7 +5,9 @@
 # benchmark ~500 s (triton-sigmoid autotunes each shape), so split it:
 #   bash benchmarks/gpu_check.sh tests                   # build + tests (+ HF tests if carried)
 #   bash benchmarks/gpu_check.sh bench "fwd" "bwd hd128"  # build + the rows whose label matches
+#   bash benchmarks/gpu_check.sh latency                 # build + host cost (Python and C++)
 #   bash benchmarks/gpu_check.sh all                     # build + tests + full benchmark
+# Modes combine with commas (tests,latency); TESTS="tests/a.py tests/b.py" narrows the tests.
 # Carry .whl/ (triton_sigmoid-0.1.2-py3-none-any.whl) for the triton-sigmoid peer.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu_out}
@@ -26,16 +28,23 @@ echo "build: $(( $(date +%s) - t0 )) s" | tee -a "$OUT/gpu.txt"
 grep -E "^aot:|aot: " "$OUT/build.log" | tee -a "$OUT/gpu.txt"
 MODE=${1:-all}
 shift || true
-if [ "$MODE" = tests ] || [ "$MODE" = all ]; then
-  python3 -m pytest -q -rs tests 2>&1 | tee "$OUT/tests.log" | tail -25
+[ "$MODE" = all ] && MODE=tests,bench
+has() { case ",$MODE," in *",$1,"*) return 0;; *) return 1;; esac; }
+if has tests; then
+  python3 -m pytest -q -rs ${TESTS:-tests} 2>&1 | tee "$OUT/tests.log" | tail -25
 fi
-if [ "$MODE" != bench ] && ls .whl/hf_cp312/*.whl >/dev/null 2>&1; then  # carried transformers
+if has latency; then  # host cost per tiny call and cold start: Python (with peers), then C++
+  python3 benchmarks/bench_latency.py --out "$OUT/latency.json" 2>&1 | tee "$OUT/latency.log" | tail -12
+  HOST_COST="$OUT/host_cost_cpp.json" bash examples/cpp/run.sh /tmp/cpp_build > "$OUT/cpp_example.log" 2>&1
+  tail -12 "$OUT/cpp_example.log"
+fi
+if has tests && ls .whl/hf_cp312/*.whl >/dev/null 2>&1; then  # carried transformers
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/hf \
     .whl/hf_cp312/*.whl
   PYTHONPATH=/tmp/hf:${PYTHONPATH:-} python3 -m pytest -q -rs tests/test_integrations_transformers.py \
     tests/test_single_cell_example.py 2>&1 | tee "$OUT/tests_hf.log" | tail -5
 fi
-if [ "$MODE" = bench ] || [ "$MODE" = all ]; then
+if has bench; then
   python3 benchmarks/bench_attention.py --out-dir "$OUT/results" ${1:+--only "$@"} 2>&1 \
     | tee "$OUT/bench.log" | tail -30
   cp "$OUT"/results/*/attention.* "$OUT/" 2>/dev/null

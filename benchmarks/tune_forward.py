@@ -50,9 +50,9 @@ LEAN_CANDIDATES = {
           (128, 32, 4, 3, False), (64, 128, 4, 2, False)],
 }
 
-# K/V through TMA descriptors (7th element), beside the same tiles without: the USE_TMA path is
-# experimental. On Triton 3.8 for sm_90 it emits UTMALDG loads, but warp_specialize leaves this
-# loop unchanged (no setmaxnreg, identical SASS), so the 5th element is expected not to matter.
+# K/V through TMA descriptors (7th element), beside the same tiles without. On Triton 3.8 for
+# sm_90 it emits UTMALDG loads, but warp_specialize leaves this loop unchanged (no setmaxnreg,
+# identical SASS), so the 5th element is expected not to matter.
 TMA_CANDIDATES = {
     64: [(128, 32, 4, 4, False, False, False), (128, 32, 4, 4, False, False, True),
          (128, 64, 4, 3, False, False, True), (128, 32, 4, 3, True, False, True)],
@@ -116,20 +116,24 @@ def main():
 
 def write_winners(rows, source):
     """Per head dim: the short-sequence bucket (geometric mean over T < 8192, causal included)
-    and, if another tile wins at T >= 8192, a long bucket. Only plain tiles (no warp
-    specialization or software pipelining) can go to the table."""
+    and, if another tile wins at T >= 8192, a long bucket. Plain tiles, with or without TMA
+    (tiles.json's "tma" flag), can go to the table; warp specialization and software
+    pipelining cannot."""
     import math
 
     import variants as V
 
-    plain = [r for r in rows if r["tflops"] and len(r["tiles"]) >= 5 and not any(r["tiles"][4:])]
+    def key(tiles):
+        return tuple(tiles[:4]) + (("tma",) if len(tiles) > 6 and tiles[6] else ())
+
+    plain = [r for r in rows if r["tflops"] and len(r["tiles"]) >= 5 and not any(r["tiles"][4:6])]
     db = V.load_tiles()
     for D in sorted({r["D"] for r in plain}):
         def best(sel):
             score = {}
             for r in plain:
                 if r["D"] == D and sel(r):
-                    score.setdefault(tuple(r["tiles"][:4]), []).append(math.log(r["tflops"]))
+                    score.setdefault(key(r["tiles"]), []).append(math.log(r["tflops"]))
             n = max((len(v) for v in score.values()), default=0)
             full = {t: sum(v) / len(v) for t, v in score.items() if len(v) == n}
             return max(full, key=full.get) if full else None
@@ -142,7 +146,6 @@ def write_winners(rows, source):
     db.setdefault("sources", {})["fwd"] = source
     db["device"] = torch.cuda.get_device_name()
     V.save_tiles(db)
-
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,6 @@
 """examples/cpp: a TorchScript model and a torch.export/AOTInductor package saved in Python,
-loaded and run by libtorch C++ programs (no Python), outputs compared with Python's. CPU here;
-CPU and CUDA on a GPU machine."""
+loaded and run by libtorch C++ programs (no Python), outputs compared with Python's, and the
+direct C++ API compared with the op. CPU here; CPU and CUDA on a GPU machine."""
 
 import os
 import shutil
@@ -22,11 +22,17 @@ def test_cpp_client_runs_scripted_model(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "device cpu, dtype Float: C++ output vs Python" in r.stdout and "MISMATCH" not in r.stdout
     assert r.stdout.count("MATCH") >= 1
-    assert "us per call" in r.stdout
+    # the direct C++ API (sigmoid_attn/sigmoid_attn.h, no dispatcher) is the op, bit for bit,
+    # and turns bad input into a c10::Error naming the argument
+    assert "direct C++ API (sigmoid_attn::forward) vs the dispatcher op on cpu: bitwise MATCH" \
+        in r.stdout
+    assert "direct C++ API error: sigmoid_attention: q, k and v must have the same head_dim" \
+        in r.stdout
     assert "AOTInductor package on cpu: C++ output vs Python" in r.stdout
     import torch
 
     if torch.cuda.is_available():  # the GPU machine: the same programs on CUDA tensors
         assert "dtype BFloat16: C++ output vs Python" in r.stdout, r.stdout[-3000:]
         assert "AOTInductor package on cuda" in r.stdout, r.stdout[-3000:]
+        assert "dispatcher op on cuda:0: bitwise MATCH" in r.stdout, r.stdout[-3000:]
     print(r.stdout[-2500:])

@@ -104,14 +104,17 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
             buckets = entry if kind == "fwd" else [[0, entry]]
             mins = [m for m, _ in buckets]
             assert mins[0] == 0 and mins == sorted(set(mins)), (kind, d, mins)
-            for _, (bm, bn, w, s) in buckets:
+            for _, tiles in buckets:
+                bm, bn, w, s = tiles[:4]
                 assert pow2(bm) and pow2(bn) and w in (4, 8) and 1 <= s <= 5, (kind, d)
+                assert tiles[4:] in ([], ["tma"]) and (kind == "fwd" or not tiles[4:]), tiles
     path = tmp_path / "tiles.json"
     V.save_tiles(db, str(path))
     assert json.loads(path.read_text()) == db
     # The compiled catalog (fp16/bf16) holds exactly these tiles.
+    # (a TMA variant's tile token ends in "tma": fwd_bf16_d128_m128n64w8s3tma_t8192)
     compiled = {(k["kind"], k["head_dim"], k["min_t"], (k["block_m"], k["block_n"],
-                 k["num_warps"], k["num_stages"]))
+                 k["num_warps"], k["num_stages"]) + (("tma",) if "tma" in k["name"] else ()))
                 for k in sigmoid_attn.info()["variants"] if k["dtype"] != "float32"}
     want = {(kind, int(d), m, tuple(t)) for kind in ("fwd", "bwd_dkdv", "bwd_dq")
             for d, entry in db[kind].items()

@@ -38,7 +38,9 @@ def forward(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale
     """Dense [B, T, H, D] call, or packed [total, H, D] with cu_seqlens_q/k (varlen)."""
     B, Tq, Tk, Hq, Hkv, D, n, max_q, max_k, varlen = _geometry(
         q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
-    bm, bn, warps, stages = tiles or V.fwd_tiles(D, max_q, _dtype_name(q))
+    tiles = tiles or V.fwd_tiles(D, max_q, _dtype_name(q))
+    bm, bn, warps, stages = tiles[:4]
+    use_tma = use_tma or "tma" in tiles[4:]
     block_d = 1 << (D - 1).bit_length()
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
     if varlen:

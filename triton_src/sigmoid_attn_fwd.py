@@ -314,10 +314,10 @@ def sigmoid_attn_fwd(
                       stride_smt, scale, bias, HEAD_DIM, BLOCK_D, BLOCK_N, HAS_SCORE_MOD,
                       FAST_SIGMOID)
     elif USE_TMA:
-        # Experimental (not in the variant table yet): K and V of the unmasked blocks through
-        # TMA tensor descriptors, so that with WARP_SPECIALIZE a producer warp can feed the
-        # consumer warpgroups. Rows past Lk and columns past HEAD_DIM arrive as zeros. The
-        # descriptors live in the kernel's global scratch (allocated by the launcher).
+        # K and V of the unmasked blocks through TMA tensor descriptors (tiles.json's "tma"
+        # flag: the long-sequence buckets of hd64/hd128, +4-9% there in the sweeps). Rows past
+        # Lk and columns past HEAD_DIM arrive as zeros. The descriptors live in the kernel's
+        # global scratch (allocated by the launcher from torch's allocator).
         k_desc = tl.make_tensor_descriptor(k_base, shape=[Lk, HEAD_DIM], strides=[stride_kt, 1],
                                            block_shape=[BLOCK_N, BLOCK_D])
         v_desc = tl.make_tensor_descriptor(v_base, shape=[Lk, HEAD_DIM], strides=[stride_vt, 1],

@@ -13,7 +13,7 @@ DTYPES = ("fp16", "bf16", "fp32")
 # The fp16/bf16 tiles come from the tuning database tiles.json (written on the GPU by
 # benchmarks/tune_forward.py --write / tune_backward.py --write; the sweeps' raw figures are in
 # benchmarks/results/<device>/tune_*.json and the reasoning in benchmarks/NOTES.md).
-# FWD_TILES: head_dim -> [(min_T, (BLOCK_M, BLOCK_N, num_warps, num_stages)), ...]; the
+# FWD_TILES: head_dim -> [(min_T, (BLOCK_M, BLOCK_N, num_warps, num_stages[, "tma"])), ...]; the
 # dispatcher takes the entry with the largest min_T <= Tq, so one head dim can use different
 # tiles by length. BWD_*_TILES: head_dim -> (BLOCK_M, BLOCK_N, num_warps, num_stages).
 TILES_JSON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiles.json")
@@ -40,6 +40,8 @@ def save_tiles(db: dict, path: str = TILES_JSON) -> None:
 
 
 _DB = load_tiles()
+# A forward tile may carry a 5th element, "tma": K/V of the unmasked blocks through TMA
+# descriptors (the sweeps show it pays at long sequences only).
 FWD_TILES = {int(d): [(int(m), tuple(t)) for m, t in b] for d, b in _DB["fwd"].items()}
 BWD_DKDV_TILES = {int(d): tuple(t) for d, t in _DB["bwd_dkdv"].items()}
 BWD_DQ_TILES = {int(d): tuple(t) for d, t in _DB["bwd_dq"].items()}
@@ -122,7 +124,7 @@ class Variant:
     num_stages: int
     warp_specialize: bool = False
     software_pipeline: bool = False
-    tma: bool = False  # forward only, experimental: K/V through TMA descriptors (not in tiles.json)
+    tma: bool = False  # forward only: K/V through TMA descriptors (tiles.json's "tma" flag)
     min_t: int = 0  # smallest sequence length this tile is dispatched for
     varlen: bool = False  # packed [total, H, D] tensors with cu_seqlens
 
@@ -151,17 +153,21 @@ def variants():
         for dtype in DTYPES:
             for head_dim, entry in tile_table(kind, dtype).items():
                 buckets = entry if isinstance(entry, list) else [(0, entry)]
-                for min_t, (bm, bn, w, s) in buckets:
+                for min_t, tiles in buckets:
+                    bm, bn, w, s = tiles[:4]
+                    tma = "tma" in tiles[4:]
                     for varlen in (False, True):
                         for causal in (False, True):
                             for score_mod in (False, True):
                                 out.append(Variant(kind, dtype, head_dim, causal, score_mod, bm,
-                                                   bn, w, s, min_t=min_t, varlen=varlen))
+                                                   bn, w, s, tma=tma, min_t=min_t,
+                                                   varlen=varlen))
     return out
 
 
 def fwd_tiles(head_dim: int, T: int, dtype: str = "bf16"):
-    """The forward tiles the dispatcher would pick (for the JIT launcher and sweeps)."""
+    """The forward tiles the dispatcher would pick (for the JIT launcher and sweeps):
+    (BLOCK_M, BLOCK_N, num_warps, num_stages[, "tma"])."""
     entry = tile_table("fwd", dtype).get(head_dim, (64, 64, 4, 2))
     buckets = entry if isinstance(entry, list) else [(0, entry)]
     return [t for min_t, t in buckets if min_t <= T][-1]

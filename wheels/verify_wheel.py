@@ -79,6 +79,8 @@ def main(path):
     need(r"^sigmoid_attn/libsigmoid_attn_ops\.so$", "the ops library")
     need(r"^sigmoid_attn/catalog\.json$", "the kernel catalog")
     need(r"^sigmoid_attn/__init__\.py$", "the Python package")
+    need(r"^sigmoid_attn/include/sigmoid_attn/c_api\.h$", "the C API header")
+    need(r"^sigmoid_attn/include/sigmoid_attn/sigmoid_attn\.h$", "the C++ API header")
     bundled = [n for n in names if re.search(r"\.libs/.*(torch|c10|cuda|python)", n)]
     if bundled:
         problems.append(f"torch/CUDA/Python libraries bundled: {bundled}")

@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Export a scripted model in Python, build the C++ client against libtorch, run it on CPU (and
-# CUDA when available).   [AOTI=1] bash examples/cpp/run.sh [build-dir]
+# CUDA when available), and check the direct C++ API against the dispatcher op.
+#   [AOTI=1] [HOST_COST=out.json] bash examples/cpp/run.sh [build-dir]
 # AOTI=1 also exports a torch.export + AOTInductor package (.pt2) and runs it from C++.
+# HOST_COST=path (CUDA) times a tiny call from C++ (bench_host_cost, CALLS=10000) into JSON.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 BUILD=${1:-$HERE/build}
 PY=${PYTHON:-python}
 mkdir -p "$BUILD"
-read -r TORCH_PREFIX TORCH_LIB SITE OPS CUDA_OK < <("$PY" - <<'PY'
-import os, torch, sigmoid_attn._ops as o
+read -r TORCH_PREFIX TORCH_LIB SITE OPS INC CUDA_OK < <("$PY" - <<'PY'
+import os, torch, sigmoid_attn
 site = os.path.dirname(os.path.dirname(torch.__file__))
 print(torch.utils.cmake_prefix_path, os.path.join(os.path.dirname(torch.__file__), "lib"), site,
-      o.LIBRARY_PATH, int(torch.cuda.is_available()))
+      sigmoid_attn.library_path(), sigmoid_attn.include_dir(), int(torch.cuda.is_available()))
 PY
 )
 NV=$SITE/nvidia/cu13/lib
@@ -21,7 +23,8 @@ EXTRA=()
 GEN=()
 command -v ninja >/dev/null && GEN=(-G Ninja)
 cmake -S "$HERE" -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" "${EXTRA[@]}" > "$BUILD/configure.log" 2>&1 \
+  -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" -DSIGMOID_ATTN_LIBRARY="$OPS" -DSIGMOID_ATTN_INCLUDE_DIR="$INC" \
+  "${EXTRA[@]}" > "$BUILD/configure.log" 2>&1 \
   || { tail -30 "$BUILD/configure.log"; exit 1; }
 cmake --build "$BUILD" -j 2 > "$BUILD/build.log" 2>&1 || { tail -30 "$BUILD/build.log"; exit 1; }
 export LD_LIBRARY_PATH="$TORCH_LIB:$NV:${LD_LIBRARY_PATH:-}"
@@ -29,10 +32,11 @@ DEVICES=(cpu)
 [ "$CUDA_OK" = 1 ] && DEVICES+=(cuda)
 for dev in "${DEVICES[@]}"; do
   "$PY" "$HERE/export_model.py" --out-dir "$BUILD" --device "$dev" ${AOTI:+--aoti}
-  # On CPU the tiny call is dominated by the CPU kernel itself, so a few calls suffice.
-  calls=${CALLS:-10000}; [ "$dev" = cpu ] && calls=${CALLS:-20}
-  "$BUILD/run_model" "$BUILD/model_$dev.pt" "$BUILD/io_$dev.pt" "$OPS" "$calls"
+  "$BUILD/run_model" "$BUILD/model_$dev.pt" "$BUILD/io_$dev.pt"
   if [ -n "${AOTI:-}" ]; then
     "$BUILD/run_aoti" "$BUILD/model_$dev.pt2" "$BUILD/io_$dev.pt" "$OPS"
   fi
 done
+if [ -n "${HOST_COST:-}" ] && [ "$CUDA_OK" = 1 ]; then
+  "$BUILD/bench_host_cost" "$HOST_COST" "${CALLS:-10000}"
+fi

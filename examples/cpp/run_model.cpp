@@ -1,40 +1,22 @@
 // Loads a TorchScript model that calls torch.ops.sigmoid_attn.forward, runs it without Python,
-// compares with Python's output, and times the bare op from C++ (host cost per call).
+// compares with Python's output, then checks the direct C++ API against the dispatcher op.
+// (Host cost per call: bench_host_cost.cpp.)
 //
-//   run_model <model.pt> <io.pt> <libsigmoid_attn_ops.so> [calls]
-#include <dlfcn.h>
-
-#include <chrono>
+//   run_model <model.pt> <io.pt>
+//
+// Linked against libsigmoid_attn_ops.so: loading it registers torch.ops.sigmoid_attn.* (what the
+// TorchScript model calls) and provides the direct API. (run_aoti dlopen()s it instead.)
 #include <cstdio>
 #include <optional>
 
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/script.h>
 
-#ifdef SIGMOID_ATTN_EXAMPLE_CUDA
-#include <cuda_runtime_api.h>
-#endif
-
-namespace {
-
-void synchronize(const at::Tensor& t) {
-#ifdef SIGMOID_ATTN_EXAMPLE_CUDA
-  if (t.is_cuda()) cudaDeviceSynchronize();
-#endif
-  (void)t;
-}
-
-}  // namespace
+#include <sigmoid_attn/sigmoid_attn.h>
 
 int main(int argc, char** argv) {
-  if (argc < 4) {
-    std::fprintf(stderr, "usage: %s model.pt io.pt libsigmoid_attn_ops.so [calls]\n", argv[0]);
-    return 2;
-  }
-  const int calls = argc > 4 ? std::atoi(argv[4]) : 10000;
-  // The ops library registers torch.ops.sigmoid_attn.* when loaded; libtorch is already in.
-  if (dlopen(argv[3], RTLD_NOW | RTLD_GLOBAL) == nullptr) {
-    std::fprintf(stderr, "cannot load %s: %s\n", argv[3], dlerror());
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: %s model.pt io.pt\n", argv[0]);
     return 2;
   }
   torch::jit::Module model = torch::jit::load(argv[1]);
@@ -53,7 +35,8 @@ int main(int argc, char** argv) {
               err <= tol ? "MATCH" : "MISMATCH");
   if (!(err <= tol)) return 1;
 
-  // Host cost of the bare op from C++: a tiny problem, `calls` calls, one sync at the end.
+  // The same op two ways: through the dispatcher (what TorchScript calls) and through the
+  // direct C++ API (sigmoid_attn/sigmoid_attn.h), on random [B, T, H, D] inputs with lengths.
   auto op = c10::Dispatcher::singleton()
                 .findSchemaOrThrow("sigmoid_attn::forward", "")
                 .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
@@ -62,19 +45,25 @@ int main(int argc, char** argv) {
                                   std::optional<double>, const std::optional<at::Tensor>&,
                                   const std::optional<at::Tensor>&)>();
   const auto opts = x.options();
-  const at::Tensor q = at::randn({1, 256, 8, 64}, opts);
-  auto call = [&] {
-    return op.call(q, q, q, std::nullopt, std::nullopt, false, std::nullopt, std::nullopt,
-                   std::nullopt, std::nullopt);
-  };
-  for (int i = 0; i < 100; ++i) call();
-  synchronize(q);
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < calls; ++i) call();
-  synchronize(q);
-  const double us = std::chrono::duration<double, std::micro>(
-                        std::chrono::steady_clock::now() - t0).count() / calls;
-  std::printf("tiny call (B=1, T=256, H=8, D=64) from C++: %.2f us per call over %d calls\n",
-              us, calls);
+  const at::Tensor q = at::randn({2, 37, 4, 64}, opts), k = at::randn({2, 45, 2, 64}, opts),
+                   v = at::randn({2, 45, 2, 64}, opts);
+  const at::Tensor lq = at::tensor({37, 20}, opts.dtype(at::kInt)),
+                   lk = at::tensor({45, 9}, opts.dtype(at::kInt));
+  const at::Tensor via_op = op.call(q, k, v, lq, lk, true, 0.2, -1.5, std::nullopt, std::nullopt);
+  const at::Tensor direct = sigmoid_attn::forward(
+      q, k, v, {.seq_lens_q = lq, .seq_lens_k = lk, .is_causal = true, .scale = 0.2,
+                .sigmoid_bias = -1.5});
+  const bool same = direct.sizes() == via_op.sizes() && at::equal(direct, via_op);
+  std::printf("direct C++ API (sigmoid_attn::forward) vs the dispatcher op on %s: %s\n",
+              x.device().str().c_str(), same ? "bitwise MATCH" : "MISMATCH");
+  if (!same) return 1;
+  // Bad input: a c10::Error naming the argument, as from Python.
+  try {
+    sigmoid_attn::forward(q, k.narrow(3, 0, 32), v);
+    std::printf("direct C++ API accepted a head-dim mismatch: MISMATCH\n");
+    return 1;
+  } catch (const c10::Error& e) {
+    std::printf("direct C++ API error: %s\n", e.what_without_backtrace());
+  }
   return 0;
 }

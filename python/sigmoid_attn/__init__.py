@@ -11,7 +11,8 @@ from ._info import info
 from .sdpa import scaled_dot_product_sigmoid_attention
 from .varlen import sigmoid_attention_varlen, sigmoid_attention_varlen_reference
 from . import nn
+from ._ops import include_dir, library_path
 
 __all__ = ["__version__", "sigmoid_attention", "sigmoid_attention_reference",
            "sigmoid_attention_varlen", "sigmoid_attention_varlen_reference",
-           "scaled_dot_product_sigmoid_attention", "info", "nn"]
+           "scaled_dot_product_sigmoid_attention", "info", "nn", "include_dir", "library_path"]

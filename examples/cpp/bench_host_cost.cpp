@@ -1,0 +1,121 @@
+// Host cost of a tiny call (B=1, T=256, H=8, D=64, bf16) from C++: `calls` calls in a loop, one
+// synchronize at the end (what a C++ inference service sees), for each way of calling, beside
+// the pieces a call is made of and SDPA from C++ in the same process. Writes JSON.
+//
+//   bench_host_cost <out.json> [calls]
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/core/InferenceMode.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime_api.h>
+
+#include <sigmoid_attn/sigmoid_attn.h>
+
+namespace {
+
+double per_call_us(const std::function<void()>& fn, int calls) {
+  for (int i = 0; i < 200; ++i) fn();
+  cudaDeviceSynchronize();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < calls; ++i) fn();
+  cudaDeviceSynchronize();
+  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
+         calls;
+}
+
+// GPU time per call, host cost removed: `n` calls captured into one CUDA graph, replayed.
+double graph_us(const std::function<void()>& fn, int n) {
+  at::cuda::CUDAGraph graph;
+  {
+    c10::cuda::CUDAStreamGuard side(c10::cuda::getStreamFromPool());
+    for (int i = 0; i < 3; ++i) fn();  // warm up on the capture stream
+    graph.capture_begin();
+    for (int i = 0; i < n; ++i) fn();
+    graph.capture_end();
+  }
+  graph.replay();
+  cudaDeviceSynchronize();
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  const int reps = 20;
+  cudaEventRecord(a, c10::cuda::getCurrentCUDAStream());
+  for (int r = 0; r < reps; ++r) graph.replay();
+  cudaEventRecord(b, c10::cuda::getCurrentCUDAStream());
+  cudaEventSynchronize(b);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, a, b);
+  return ms * 1e3 / (reps * n);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: %s out.json [calls]\n", argv[0]);
+    return 2;
+  }
+  const int calls = argc > 2 ? std::atoi(argv[2]) : 10000;
+  if (!at::hasCUDA()) {
+    std::fprintf(stderr, "bench_host_cost: needs a CUDA device\n");
+    return 2;
+  }
+  c10::InferenceMode guard;
+  const auto opts = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
+  const at::Tensor q = at::randn({1, 256, 8, 64}, opts), k = at::randn({1, 256, 8, 64}, opts),
+                   v = at::randn({1, 256, 8, 64}, opts);
+  const at::Tensor q0 = q.narrow(1, 0, 0);  // T = 0: validation and an empty output, no launch
+  const at::Tensor qt = q.transpose(1, 2).contiguous(), kt = k.transpose(1, 2).contiguous(),
+                   vt = v.transpose(1, 2).contiguous();
+  auto op = c10::Dispatcher::singleton()
+                .findSchemaOrThrow("sigmoid_attn::forward", "")
+                .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                  const std::optional<at::Tensor>&,
+                                  const std::optional<at::Tensor>&, bool, std::optional<double>,
+                                  std::optional<double>, const std::optional<at::Tensor>&,
+                                  const std::optional<at::Tensor>&)>();
+  auto via_op = [&](const at::Tensor& x) {
+    return op.call(x, x, x, std::nullopt, std::nullopt, false, std::nullopt, std::nullopt,
+                   std::nullopt, std::nullopt);
+  };
+
+  std::vector<std::pair<std::string, std::function<void()>>> rows = {
+      {"sigmoid_attn direct C++ API", [&] { sigmoid_attn::forward(q, k, v); }},
+      {"sigmoid_attn dispatcher op", [&] { via_op(q); }},
+      {"sigmoid_attn direct C++ API, T=0 (validation, empty output; no launch)",
+       [&] { sigmoid_attn::forward(q0, q0, q0); }},
+      {"sigmoid_attn dispatcher op, T=0", [&] { via_op(q0); }},
+      {"sdpa (at::scaled_dot_product_attention)",
+       [&] { at::scaled_dot_product_attention(qt, kt, vt); }},
+      {"at::empty_like (the output allocation alone)", [&] { at::empty_like(q); }},
+  };
+  std::string json = "{\n \"shape\": [1, 256, 8, 64],\n \"calls\": " + std::to_string(calls) +
+                     ",\n \"per_call_us\": {";
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const double us = per_call_us(rows[i].second, calls);
+    std::printf("%-72s %8.2f us per call\n", rows[i].first.c_str(), us);
+    json += std::string(i ? "," : "") + "\n  \"" + rows[i].first + "\": " + std::to_string(us);
+  }
+  json += "\n },\n \"gpu_us_per_call_in_a_cuda_graph\": {";
+  const double g_ours = graph_us([&] { sigmoid_attn::forward(q, k, v); }, 50);
+  const double g_sdpa = graph_us([&] { at::scaled_dot_product_attention(qt, kt, vt); }, 50);
+  std::printf("GPU time per call (CUDA graph of 50 calls): sigmoid_attn %.2f us, sdpa %.2f us\n",
+              g_ours, g_sdpa);
+  json += "\n  \"sigmoid_attn\": " + std::to_string(g_ours) + ",\n  \"sdpa\": " +
+          std::to_string(g_sdpa) + "\n }\n}\n";
+  FILE* f = std::fopen(argv[1], "w");
+  if (f == nullptr) return 1;
+  std::fputs(json.c_str(), f);
+  std::fclose(f);
+  return 0;
+}
