@@ -3,7 +3,8 @@
     python benchmarks/bench_latency.py [--out results/<device>/latency.json]
 
 Per-call wall time: 10,000 calls in a loop, synchronized once at the end (what an inference
-server sees). Cold start: a fresh process from `import` to the first result on the host,
+server sees); the larger of the host's time per call (host_only_us: calls timed before the GPU
+can hold them up) and the GPU's (gpu_us_in_cuda_graph: calls replayed in a CUDA graph). Cold start: a fresh process from `import` to the first result on the host,
 with an empty Triton cache for triton-sigmoid (it compiles and autotunes on first use).
 """
 
@@ -36,6 +37,43 @@ def per_call_us(fn, n=10000):
         fn()
     torch.cuda.synchronize()
     return (time.perf_counter() - t0) / n * 1e6
+
+
+def host_only_us(fn, n=200, bursts=25):
+    """Host time per call alone: bursts of n calls started on an idle GPU, timed before
+    synchronizing (the launch queue never fills, so the GPU never holds the host up); median."""
+    t = []
+    for _ in range(bursts):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        t.append((time.perf_counter() - t0) / n * 1e6)
+    torch.cuda.synchronize()
+    return sorted(t)[len(t) // 2]
+
+
+def gpu_us(fn, n=20, reps=20):
+    """GPU time per call, host cost removed: n calls captured in one CUDA graph, replayed."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(n):
+            fn()
+    g.replay()
+    torch.cuda.synchronize()
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    for _ in range(reps):
+        g.replay()
+    b.record()
+    b.synchronize()
+    return a.elapsed_time(b) * 1e3 / (n * reps)
 
 
 def cold_start_s(name):
@@ -81,9 +119,14 @@ def main():
     except Exception:  # noqa: BLE001
         pass
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-              "shape": SHAPE, "per_call_us": {}, "cold_start": {}}
+              "shape": SHAPE, "per_call_us": {}, "host_only_us": {}, "gpu_us_in_cuda_graph": {},
+              "cold_start": {}}
     for name, fn in calls.items():
         result["per_call_us"][name] = per_call_us(fn)
+    for name, fn in calls.items():
+        result["host_only_us"][name] = host_only_us(fn)
+    for name in ("sigmoid_attn", "sdpa"):
+        result["gpu_us_in_cuda_graph"][name] = gpu_us(calls[name])
     for name in COLD:
         if name == "triton_sigmoid" and "triton_sigmoid" not in calls:
             continue

@@ -1,6 +1,7 @@
 """Sweep forward tile configs on the GPU (Triton JIT of the same kernel source) and record them.
 
-    python benchmarks/tune_forward.py --out tune.json [--quick] [--lean] [--write]
+    python benchmarks/tune_forward.py --out tune.json [--quick] [--lean] [--tma] [--write]
+    python benchmarks/tune_forward.py --small --out tune_small.json [--write]
 
 Times every candidate (BLOCK_M, BLOCK_N, num_warps, num_stages, warp_specialize) per head dim,
 causal flag and sequence length at the benchmark protocol's shapes (bf16, B*T=16384, H*D=2048)
@@ -61,6 +62,85 @@ TMA_CANDIDATES = {
           (128, 64, 8, 3, False, False, True), (64, 64, 4, 3, False, False, True)],
 }
 
+# Small-problem (latency) tiles: problems whose length tile launches fewer programs than the GPU
+# has SMs, e.g. the host-cost shape B=1, T=256, H=8. Timed as GPU time per call inside a CUDA
+# graph (no host cost), at B=1, H=8 and T up to 2048 (128 programs of 128 rows: still one wave).
+SMALL_CANDIDATES = [(64, 64, 4, 2), (64, 64, 4, 3), (64, 32, 4, 3), (64, 128, 4, 2),
+                    (32, 64, 4, 2), (32, 32, 4, 2), (32, 128, 4, 2)]
+SMALL_SHAPES = [(1, 128, 8), (1, 256, 8), (1, 512, 8), (1, 1024, 8), (1, 2048, 8), (2, 256, 16)]
+
+
+def graph_us(fn, n=20, reps=20):
+    """GPU time per call: n calls captured in one CUDA graph, replayed."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(n):
+            fn()
+    g.replay()
+    torch.cuda.synchronize()
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    for _ in range(reps):
+        g.replay()
+    b.record()
+    b.synchronize()
+    return a.elapsed_time(b) * 1e3 / (n * reps)
+
+
+def sweep_small(write):
+    """Per head dim: GPU time of each candidate (and of the length tile the dispatcher would
+    use otherwise) on the small shapes; --write stores the winner as the -1 bucket when it beats
+    the length tile by 5% in geometric mean, and removes the bucket otherwise."""
+    import math
+
+    import variants as V
+
+    rows = []
+    for D in (64, 128):
+        base = {(B, T, H): V.fwd_tiles(D, T) for B, T, H in SMALL_SHAPES}
+        cands = [None] + SMALL_CANDIDATES  # None: the length tile (what runs without a bucket)
+        score = {}
+        for cand in cands:
+            for B, T, H in SMALL_SHAPES:
+                q, k, v = (torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
+                           for _ in range(3))
+                tiles = base[(B, T, H)] if cand is None else cand
+                fn = lambda: jit_launch.forward(q, k, v, fast_sigmoid=True, tiles=tiles)
+                try:
+                    us = graph_us(fn)
+                except Exception as e:  # noqa: BLE001 - a config may not compile/fit
+                    print(f"D={D} {cand} B={B} T={T} H={H}: {type(e).__name__}: {str(e)[:120]}")
+                    us = None
+                rows.append({"D": D, "B": B, "T": T, "H": H, "tiles": list(tiles),
+                             "length_tile": cand is None, "gpu_us": us})
+                if us:
+                    score.setdefault(cand, []).append(math.log(us))
+            if cand in score:
+                print(f"D={D:3d} {'length tile' if cand is None else cand}: " + " ".join(
+                    f"T={r['T']}x{r['B']}x{r['H']}:{r['gpu_us']:.2f}" for r in rows
+                    if r["D"] == D and r["length_tile"] == (cand is None)
+                    and (cand is None or tuple(r["tiles"]) == cand) and r["gpu_us"]), flush=True)
+        n = len(SMALL_SHAPES)
+        full = {c: sum(v) / n for c, v in score.items() if len(v) == n}
+        best = min((c for c in full if c is not None), key=full.get, default=None)
+        if write and None in full:
+            db = V.load_tiles()
+            entry = [b for b in db["fwd"][str(D)] if b[0] != V.SMALL]
+            if best is not None and full[best] < full[None] + math.log(0.95):
+                entry.insert(0, [V.SMALL, list(best)])
+            db["fwd"][str(D)] = entry
+            dev = torch.cuda.get_device_name().replace(" ", "_")
+            db.setdefault("sources", {})["fwd_small"] = f"benchmarks/results/{dev}/tune_fwd_small.json"
+            V.save_tiles(db)
+            print(f"tiles.json: fwd hd{D} <- {entry}")
+    return rows
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -69,8 +149,17 @@ def main():
     ap.add_argument("--pipeline", action="store_true", help="software-pipelining candidates")
     ap.add_argument("--lean", action="store_true", help="shared-memory-lean candidates")
     ap.add_argument("--tma", action="store_true", help="TMA-descriptor candidates (experimental)")
+    ap.add_argument("--small", action="store_true",
+                    help="small-problem (latency) tiles: GPU time per call in a CUDA graph")
     ap.add_argument("--write", action="store_true", help="store the winners in triton_src/tiles.json")
     args = ap.parse_args()
+    if args.small:
+        rows = sweep_small(args.write)
+        with open(args.out, "w") as f:
+            json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                       "triton": triton.__version__, "shapes": SMALL_SHAPES, "rows": rows}, f,
+                      indent=1)
+        return
     lengths = (4096,) if args.quick else (1024, 4096, 16384)
     rows = []
     table = (PIPELINE_CANDIDATES if args.pipeline else LEAN_CANDIDATES if args.lean

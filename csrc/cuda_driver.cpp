@@ -23,6 +23,7 @@ CudaDriver load_driver() {
   CudaDriver d{};
   resolve(lib, "cuGetErrorString", d.cuGetErrorString);
   resolve(lib, "cuDeviceGet", d.cuDeviceGet);
+  resolve(lib, "cuDeviceGetAttribute", d.cuDeviceGetAttribute);
   resolve(lib, "cuDevicePrimaryCtxRetain", d.cuDevicePrimaryCtxRetain);
   resolve(lib, "cuCtxGetCurrent", d.cuCtxGetCurrent);
   resolve(lib, "cuCtxPushCurrent_v2", d.cuCtxPushCurrent);

@@ -10,6 +10,7 @@ namespace sigmoid_attn {
 struct CudaDriver {
   CUresult (*cuGetErrorString)(CUresult, const char**);
   CUresult (*cuDeviceGet)(CUdevice*, int);
+  CUresult (*cuDeviceGetAttribute)(int*, CUdevice_attribute, CUdevice);
   CUresult (*cuDevicePrimaryCtxRetain)(CUcontext*, CUdevice);
   CUresult (*cuCtxGetCurrent)(CUcontext*);
   CUresult (*cuCtxPushCurrent)(CUcontext);

@@ -3,6 +3,7 @@
 #include <array>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "check.h"
 
@@ -16,7 +17,8 @@ constexpr int kDTypes = 3;
 constexpr int kMaxHeadDims = 16;  // distinct compiled head dims
 constexpr int kMaxBuckets = 4;
 
-// Tile buckets of one variant, ascending min_t; the first always has min_t == 0.
+// Tile buckets of one variant, ascending min_t: an optional small-problem bucket
+// (kSmallProblem), then length buckets from min_t == 0.
 struct Buckets {
   int16_t n = 0;
   int16_t kernel[kMaxBuckets];
@@ -29,6 +31,7 @@ struct KernelTable {
   // [kind][dtype][head dim position][causal][score_mod][varlen] -> buckets
   std::array<Buckets, kKinds * kDTypes * kMaxHeadDims * 2 * 2 * 2> index;
   std::string head_dims;  // "32, 64, ..." for error messages
+  std::vector<int16_t> small;  // kernel -> its variant's small-problem kernel, or -1
 
   static int slot(int kind, int dtype, int dim, bool causal, bool mod, bool varlen) {
     return ((((kind * kDTypes + dtype) * kMaxHeadDims + dim) * 2 + causal) * 2 + mod) * 2 + varlen;
@@ -37,6 +40,7 @@ struct KernelTable {
   KernelTable() {
     std::set<int> dims;
     dim_slot.fill(-1);
+    small.assign(kNumKernels, -1);
     int n_dims = 0;
     for (int i = 0; i < kNumKernels; ++i) {
       const KernelSpec& k = kKernels[i];
@@ -59,6 +63,13 @@ struct KernelTable {
       if (k.kind == KernelKind::kForward) dims.insert(k.head_dim);
     }
     for (int d : dims) head_dims += (head_dims.empty() ? "" : ", ") + std::to_string(d);
+    for (int i = 0; i < kNumKernels; ++i) {
+      const KernelSpec& k = kKernels[i];
+      if (k.head_dim > kMaxHeadDim || dim_slot[k.head_dim] < 0) continue;
+      const Buckets& b = index[slot(static_cast<int>(k.kind), static_cast<int>(k.dtype),
+                                    dim_slot[k.head_dim], k.causal, k.score_mod, k.varlen)];
+      if (b.n > 0 && b.min_t[0] == kSmallProblem && k.min_t != kSmallProblem) small[i] = b.kernel[0];
+    }
   }
 };
 
@@ -80,13 +91,20 @@ int select_kernel(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t 
   if (dt >= 0 && head_dim > 0 && head_dim <= kMaxHeadDim && t.dim_slot[head_dim] >= 0) {
     const Buckets& b = t.index[KernelTable::slot(static_cast<int>(kind), dt,
                                                  t.dim_slot[head_dim], causal, score_mod, varlen)];
-    for (int i = 0; i < b.n && b.min_t[i] <= seq_len; ++i) idx = b.kernel[i];
+    for (int i = 0; i < b.n && b.min_t[i] <= seq_len; ++i) {
+      if (b.min_t[i] != kSmallProblem) idx = b.kernel[i];
+    }
   }
   SA_CHECK(idx >= 0, "sigmoid_attention: no CUDA kernel is compiled for head_dim=", head_dim,
            " (dtype ", torch::headeronly::toString(dtype), ", is_causal=", causal,
            ", score_mod=", score_mod, ", varlen=", varlen, "); compiled head dims: ",
            t.head_dims, " in float16, bfloat16 and float32");
   return idx;
+}
+
+int select_small_kernel(int kernel) {
+  const KernelTable& t = table();
+  return kernel >= 0 && kernel < static_cast<int>(t.small.size()) ? t.small[kernel] : -1;
 }
 
 }  // namespace sigmoid_attn

@@ -15,4 +15,9 @@ namespace sigmoid_attn {
 int select_kernel(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t head_dim,
                   bool causal, bool score_mod, bool varlen, int64_t seq_len);
 
+// The small-problem (latency) tile of the same variant (KernelSpec::min_t == kSmallProblem),
+// or -1 when none is compiled. The launcher takes it when select_kernel's tile would launch
+// fewer programs than the GPU has SMs.
+int select_small_kernel(int kernel);
+
 }  // namespace sigmoid_attn

@@ -12,6 +12,9 @@ enum class KernelKind : int { kForward = 0, kBackwardDkDv = 1, kBackwardDq = 2 }
 // BIAS_MODE values of the kernel (triton_src/sigmoid_attn_fwd.py).
 enum BiasMode : int { kBiasDefault = 0, kBiasScalar = 1, kBiasTensor = 2 };
 
+// KernelSpec::min_t of the small-problem bucket (variants.SMALL).
+constexpr int kSmallProblem = -1;
+
 struct KernelSpec {
   const char* name;            // e.g. fwd_bf16_d128_causal_m128n64w8s3
   const char* entry;           // entry symbol inside the cubin
@@ -27,7 +30,8 @@ struct KernelSpec {
   int block_n;
   int num_warps;
   int num_stages;
-  int min_t;                  // dispatched when the sequence length is >= min_t (tile buckets)
+  int min_t;                  // dispatched when the sequence length is >= min_t (tile buckets);
+                              // kSmallProblem: the latency tile for grids smaller than the GPU
   int shared_bytes;           // dynamic shared memory the launch must provide
   int num_params;             // the kernel's own parameters (variants.PARAMS[kind])
   int num_hidden_params;      // pointers this Triton version appends after them

@@ -21,6 +21,7 @@ constexpr int kMaxHidden = 8;
 
 struct DeviceModules {
   CUcontext ctx = nullptr;
+  int sm_count = 0;
   std::unique_ptr<std::atomic<CUfunction>[]> fn;
   DeviceModules() : fn(new std::atomic<CUfunction>[kNumKernels]) {
     for (int i = 0; i < kNumKernels; ++i) fn[i].store(nullptr, std::memory_order_relaxed);
@@ -68,6 +69,9 @@ DeviceModules* device_modules(int device) {
     auto fresh = std::make_unique<DeviceModules>();
     // torch's runtime API works in each device's primary context; so do we.
     check_cu(cu.cuDevicePrimaryCtxRetain(&fresh->ctx, dev), "cuDevicePrimaryCtxRetain");
+    check_cu(cu.cuDeviceGetAttribute(&fresh->sm_count, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+                                     dev),
+             "cuDeviceGetAttribute");
     dm = fresh.release();
     g_devices[device].store(dm, std::memory_order_release);
   }
@@ -75,6 +79,12 @@ DeviceModules* device_modules(int device) {
 }
 
 }  // namespace
+
+int sm_count(int device) {
+  SA_CHECK(device >= 0 && device < kMaxDevices, "sigmoid_attn: CUDA device index ", device,
+           " out of range [0, ", kMaxDevices, ")");
+  return device_modules(device)->sm_count;
+}
 
 void launch_kernel(int kernel, int device, CUstream stream, unsigned grid_x, unsigned grid_y,
                    unsigned grid_z, void** args) {

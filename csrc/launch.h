@@ -11,4 +11,7 @@ namespace sigmoid_attn {
 void launch_kernel(int kernel, int device, CUstream stream, unsigned grid_x, unsigned grid_y,
                    unsigned grid_z, void** args);
 
+// The device's multiprocessor count (read once per device).
+int sm_count(int device);
+
 }  // namespace sigmoid_attn

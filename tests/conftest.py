@@ -36,6 +36,14 @@ def make_qkv(B, Tq, Tk, Hq, Hkv, D, dtype, device, gen):
     return q, k, v
 
 
+def heads_to_fill(programs_per_head, multiple_of):
+    """Heads for a grid of at least one program per SM: the dispatcher then keeps the length's
+    tile instead of the small-problem one (ops_cuda.cpp)."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    h = -(-sms // programs_per_head)
+    return -(-h // multiple_of) * multiple_of
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not has_cuda:

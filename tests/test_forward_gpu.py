@@ -5,7 +5,7 @@ output's size just before each call, so an unwritten element shows up as NaN."""
 import pytest
 import torch
 
-from conftest import REL_TOL, rel_err
+from conftest import REL_TOL, heads_to_fill, rel_err
 
 pytestmark = pytest.mark.gpu
 
@@ -56,6 +56,9 @@ def test_variant_matches_reference(var):
         B, Tq, Tk, Hq, Hkv = 2, var["min_t"] + 17, var["min_t"] + 50, 2, 1
         lq = torch.tensor([Tq, Tq - 300], dtype=torch.int32)
         lk = torch.tensor([Tk, 4000], dtype=torch.int32)
+    elif var["min_t"] == 0:  # not the small-problem tile: a grid that fills the GPU
+        Hq = heads_to_fill(-(-Tq // var["block_m"]) * B, Hkv)
+    # (min_t == -1, the small-problem tile: the grid above is smaller than the GPU)
     mk = lambda *s: torch.randn(*s, generator=g).to("cuda", dtype)
     q, k, v = mk(B, Tq, Hq, D), mk(B, Tk, Hkv, D), mk(B, Tk, Hkv, D)
     mod = torch.randn(B, Tk, generator=g).cuda() if var["score_mod"] else None

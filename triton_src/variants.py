@@ -15,7 +15,11 @@ DTYPES = ("fp16", "bf16", "fp32")
 # benchmarks/results/<device>/tune_*.json and the reasoning in benchmarks/NOTES.md).
 # FWD_TILES: head_dim -> [(min_T, (BLOCK_M, BLOCK_N, num_warps, num_stages[, "tma"])), ...]; the
 # dispatcher takes the entry with the largest min_T <= Tq, so one head dim can use different
-# tiles by length. BWD_*_TILES: head_dim -> (BLOCK_M, BLOCK_N, num_warps, num_stages).
+# tiles by length. A bucket with min_T = -1 (SMALL) is the latency tile: taken instead when the
+# length's tile would launch fewer programs than the GPU has SMs (tiny batches: there the time
+# is the length of one program's key loop, not throughput). BWD_*_TILES: head_dim -> (BLOCK_M, BLOCK_N, num_warps, num_stages).
+SMALL = -1  # min_T of the small-problem bucket
+
 TILES_JSON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiles.json")
 
 
@@ -125,7 +129,7 @@ class Variant:
     warp_specialize: bool = False
     software_pipeline: bool = False
     tma: bool = False  # forward only: K/V through TMA descriptors (tiles.json's "tma" flag)
-    min_t: int = 0  # smallest sequence length this tile is dispatched for
+    min_t: int = 0  # smallest sequence length this tile is dispatched for; SMALL: see above
     varlen: bool = False  # packed [total, H, D] tensors with cu_seqlens
 
     @property
@@ -144,7 +148,7 @@ class Variant:
                 f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}"
                 + ("ws" if self.warp_specialize else "") + ("p" if self.software_pipeline else "")
                 + ("tma" if self.tma else "")
-                + (f"_t{self.min_t}" if self.min_t else ""))
+                + ("_small" if self.min_t == SMALL else f"_t{self.min_t}" if self.min_t else ""))
 
 
 def variants():
@@ -170,4 +174,10 @@ def fwd_tiles(head_dim: int, T: int, dtype: str = "bf16"):
     (BLOCK_M, BLOCK_N, num_warps, num_stages[, "tma"])."""
     entry = tile_table("fwd", dtype).get(head_dim, (64, 64, 4, 2))
     buckets = entry if isinstance(entry, list) else [(0, entry)]
-    return [t for min_t, t in buckets if min_t <= T][-1]
+    return [t for min_t, t in buckets if 0 <= min_t <= T][-1]
+
+
+def fwd_small_tiles(head_dim: int, dtype: str = "bf16"):
+    """The small-problem (latency) forward tiles of a head dim, or None."""
+    entry = tile_table("fwd", dtype).get(head_dim)
+    return next((t for min_t, t in entry if min_t == SMALL), None) if isinstance(entry, list) else None

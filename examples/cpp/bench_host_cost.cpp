@@ -1,8 +1,11 @@
 // Host cost of a tiny call (B=1, T=256, H=8, D=64, bf16) from C++: `calls` calls in a loop, one
 // synchronize at the end (what a C++ inference service sees), for each way of calling, beside
-// the pieces a call is made of and SDPA from C++ in the same process. Writes JSON.
+// the pieces a call is made of and SDPA from C++ in the same process; then the host's share
+// alone (calls timed before the GPU can hold them up) and the GPU's (calls replayed in a CUDA
+// graph). Writes JSON.
 //
 //   bench_host_cost <out.json> [calls]
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <functional>
@@ -31,6 +34,22 @@ double per_call_us(const std::function<void()>& fn, int calls) {
   cudaDeviceSynchronize();
   return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
          calls;
+}
+
+// Host time per call alone: bursts of `n` calls, each started on an idle GPU and timed before
+// synchronizing (the launch queue never fills, so the GPU never makes the host wait); median.
+double host_only_us(const std::function<void()>& fn, int n = 200, int bursts = 25) {
+  std::vector<double> t;
+  for (int r = 0; r < bursts; ++r) {
+    cudaDeviceSynchronize();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < n; ++i) fn();
+    t.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
+                    .count() / n);
+  }
+  cudaDeviceSynchronize();
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
 }
 
 // GPU time per call, host cost removed: `n` calls captured into one CUDA graph, replayed.
@@ -104,6 +123,12 @@ int main(int argc, char** argv) {
   for (size_t i = 0; i < rows.size(); ++i) {
     const double us = per_call_us(rows[i].second, calls);
     std::printf("%-72s %8.2f us per call\n", rows[i].first.c_str(), us);
+    json += std::string(i ? "," : "") + "\n  \"" + rows[i].first + "\": " + std::to_string(us);
+  }
+  json += "\n },\n \"host_only_us_per_call\": {";
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const double us = host_only_us(rows[i].second);
+    std::printf("host only: %-61s %8.2f us per call\n", rows[i].first.c_str(), us);
     json += std::string(i ? "," : "") + "\n  \"" + rows[i].first + "\": " + std::to_string(us);
   }
   json += "\n },\n \"gpu_us_per_call_in_a_cuda_graph\": {";
