@@ -235,7 +235,7 @@ def tiny_call_latency(n=2000):
     return {name: per_call_us(fn, n) for name, fn in fns.items()}
 
 
-def plot(rows, path):
+def plot(rows, path, device=None):
     try:
         import matplotlib
 
@@ -252,7 +252,7 @@ def plot(rows, path):
     ax.set_xticks([x + 0.4 - width / 2 for x in range(len(rows))])
     ax.set_xticklabels([r["label"] for r in rows], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("TFLOPS (bf16)")
-    ax.set_title(f"sigmoid_attn vs peers (bf16), {torch.cuda.get_device_name()}")
+    ax.set_title(f"sigmoid_attn vs peers (bf16), {device or torch.cuda.get_device_name()}")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
