@@ -4,6 +4,7 @@
 
 #include <climits>
 #include <cstdint>
+#include <utility>
 
 #include <torch/csrc/inductor/aoti_torch/c/shim.h>
 #include <torch/csrc/stable/ops.h>
@@ -18,13 +19,6 @@ using torch::headeronly::ScalarType;
 namespace {
 
 int64_t stride_or_zero(const Tensor& t, int d) { return t.size(d) == 1 ? 0 : t.stride(d); }
-
-// Every dim but the last (contiguous) one: batch, row, head, or row, head when packed.
-bool aligned(const Tensor& t) {
-  bool ok = reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
-  for (int64_t d = 0; d + 1 < t.dim(); ++d) ok = ok && stride_or_zero(t, d) % 16 == 0;
-  return ok && stride_or_zero(t, t.dim() == 3 ? 0 : 1) <= INT32_MAX;  // 32-bit row stride
-}
 
 // Lengths and the bias tensor are [B]: already dense in the usual call, and then returned as is
 // (torch::stable::contiguous would be a boxed dispatcher call on every launch).
@@ -51,24 +45,57 @@ GetStreamFn get_stream_fn() {
 
 }  // namespace
 
-Operand operand(const Tensor& t, int64_t max_rows) {
-  Tensor x = t;
-  const bool packed = t.dim() == 3;
-  if (!aligned(x)) {
-    x = packed ? torch::stable::new_empty(t, {t.size(0), t.size(1), t.size(2)})
-               : torch::stable::new_empty(t, {t.size(0), t.size(1), t.size(2), t.size(3)});
-    torch::stable::copy_(x, t);
+namespace {
+
+// Dims, sizes, strides and the base pointer in four shim calls (sizes and strides are read in
+// place), not one call per query: operand() runs four to seven times per launch.
+struct Layout {
+  int64_t n = 0;
+  int64_t* sizes = nullptr;
+  int64_t* strides = nullptr;
+  void* data = nullptr;
+
+  explicit Layout(const Tensor& t) {
+    AtenTensorHandle h = t.get();
+    SA_CHECK(aoti_torch_get_dim(h, &n) == AOTI_TORCH_SUCCESS &&
+                 aoti_torch_get_sizes(h, &sizes) == AOTI_TORCH_SUCCESS &&
+                 aoti_torch_get_strides(h, &strides) == AOTI_TORCH_SUCCESS &&
+                 aoti_torch_get_data_ptr(h, &data) == AOTI_TORCH_SUCCESS && (n == 3 || n == 4),
+             "sigmoid_attn: cannot read an operand's layout");
   }
-  const int t_dim = packed ? 0 : 1;
-  const int64_t st = stride_or_zero(x, t_dim);
-  if (max_rows < 0) max_rows = x.size(t_dim);
+  int64_t stride(int d) const { return sizes[d] == 1 ? 0 : strides[d]; }
+  bool packed() const { return n == 3; }
+  int row_dim() const { return packed() ? 0 : 1; }
+  // Every dim but the last (contiguous) one: batch, row, head, or row, head when packed.
+  bool aligned() const {
+    bool ok = reinterpret_cast<uintptr_t>(data) % 16 == 0 && stride(row_dim()) <= INT32_MAX;
+    for (int d = 0; d + 1 < n; ++d) ok = ok && stride(d) % 16 == 0;
+    return ok;
+  }
+};
+
+}  // namespace
+
+Operand operand(const Tensor& t, int64_t max_rows) {
+  Layout l(t);
+  std::optional<Tensor> keep;
+  if (!l.aligned()) {  // rare: realign once into a contiguous buffer
+    const int64_t* s = l.sizes;
+    keep = l.packed() ? torch::stable::new_empty(t, {s[0], s[1], s[2]})
+                      : torch::stable::new_empty(t, {s[0], s[1], s[2], s[3]});
+    torch::stable::copy_(*keep, t);
+    l = Layout(*keep);
+  }
+  const int64_t st = l.stride(l.row_dim());
+  if (max_rows < 0) max_rows = l.sizes[l.row_dim()];
   // Row offsets inside one sequence are 32-bit in the kernels (batch, head and packed-sequence
   // offsets are 64-bit).
   SA_CHECK(st <= INT32_MAX && (max_rows + 256) * st < INT32_MAX,
            "sigmoid_attention: one sequence of a tensor may span at most 2^31 elements, got ",
            max_rows, " rows with row stride ", st);
-  return Operand{x, dptr(x), packed ? 0 : stride_or_zero(x, 0), static_cast<int32_t>(st),
-                 stride_or_zero(x, packed ? 1 : 2)};
+  return Operand{std::move(keep), reinterpret_cast<CUdeviceptr>(l.data),
+                 l.packed() ? 0 : l.stride(0), static_cast<int32_t>(st),
+                 l.stride(l.packed() ? 1 : 2)};
 }
 
 Extras extras(const std::optional<Tensor>& seq_lens_q, const std::optional<Tensor>& seq_lens_k,

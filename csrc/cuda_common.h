@@ -15,7 +15,7 @@ namespace sigmoid_attn {
 // A [B, T, H, D] (or packed [total, H, D], batch stride 0) operand as the kernels see it: base
 // pointer and (batch, row, head) strides.
 struct Operand {
-  Tensor keep;  // owns the copy when the input had to be realigned
+  std::optional<Tensor> keep;  // owns the copy when the input had to be realigned
   CUdeviceptr ptr;
   int64_t sb;
   int32_t st;
