@@ -123,22 +123,7 @@ Extras extras(const std::optional<Tensor>& seq_lens_q, const std::optional<Tenso
 }
 
 Tensor empty_cuda(const Tensor& like, std::initializer_list<int64_t> sizes, ScalarType dtype) {
-  int64_t dims[4], strides[4];
-  const int64_t n = static_cast<int64_t>(sizes.size());
-  int64_t i = 0;
-  for (int64_t s : sizes) dims[i++] = s;
-  int64_t stride = 1;
-  for (i = n - 1; i >= 0; --i) {
-    strides[i] = stride;
-    stride *= dims[i] > 0 ? dims[i] : 1;
-  }
-  AtenTensorHandle h = nullptr;
-  // AOTI dtype codes are c10::ScalarType's values.
-  SA_CHECK(aoti_torch_empty_strided(n, dims, strides, static_cast<int32_t>(dtype),
-                                    aoti_torch_device_type_cuda(), like.get_device_index(),
-                                    &h) == AOTI_TORCH_SUCCESS,
-           "sigmoid_attn: allocating a CUDA tensor failed");
-  return Tensor(h);
+  return empty_contiguous(aoti_torch_device_type_cuda(), like.get_device_index(), sizes, dtype);
 }
 
 CUstream current_stream(int device) {

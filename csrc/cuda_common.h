@@ -8,6 +8,7 @@
 
 #include <torch/csrc/stable/tensor.h>
 
+#include "alloc.h"
 #include "validate.h"
 
 namespace sigmoid_attn {
@@ -41,9 +42,7 @@ Extras extras(const std::optional<Tensor>& seq_lens_q, const std::optional<Tenso
 
 CUstream current_stream(int device);
 
-// A new contiguous [d0, d1, d2, d3] (or fewer dims) CUDA tensor on `like`'s device. Calls
-// at::empty_strided through the C shim directly: the boxed dispatcher path that
-// torch::stable::new_empty takes costs microseconds, a large part of a tiny call.
+// A new contiguous CUDA tensor on `like`'s device (alloc.h).
 Tensor empty_cuda(const Tensor& like, std::initializer_list<int64_t> sizes,
                   torch::headeronly::ScalarType dtype);
 inline Tensor empty_cuda(const Tensor& like, std::initializer_list<int64_t> sizes) {

@@ -11,6 +11,7 @@
 #include <torch/headeronly/util/BFloat16.h>
 #include <torch/headeronly/util/Half.h>
 
+#include "alloc.h"
 #include "check.h"
 #include "kernel_spec.h"
 #include "ops.h"
@@ -247,7 +248,7 @@ Tensor forward_cpu(SIGMOID_ATTN_FORWARD_ARGS) {
       {q, k, v, seq_lens_q, seq_lens_k, is_causal, scale, sigmoid_bias, sigmoid_bias_tensor,
        score_mod},
       Backend::kCPU);
-  Tensor out = torch::stable::new_empty(q, {p.B, p.Tq, p.Hq, p.D});
+  Tensor out = empty_cpu(q, {p.B, p.Tq, p.Hq, p.D});
   if (out.numel() == 0) return out;
   const auto bias = p.bias_mode == kBiasTensor ? as_f64(sigmoid_bias_tensor) : std::nullopt;
   const auto mod = as_f64(score_mod);
@@ -265,9 +266,9 @@ Grads backward_cpu(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS) {
       {q, k, v, seq_lens_q, seq_lens_k, is_causal, scale, sigmoid_bias, sigmoid_bias_tensor,
        score_mod},
       Backend::kCPU);
-  Tensor dq = torch::stable::new_empty(q, {p.B, p.Tq, p.Hq, p.D});
-  Tensor dk = torch::stable::new_empty(k, {p.B, p.Tk, p.Hkv, p.D});
-  Tensor dv = torch::stable::new_empty(v, {p.B, p.Tk, p.Hkv, p.D});
+  Tensor dq = empty_cpu(q, {p.B, p.Tq, p.Hq, p.D});
+  Tensor dk = empty_cpu(k, {p.B, p.Tk, p.Hkv, p.D});
+  Tensor dv = empty_cpu(v, {p.B, p.Tk, p.Hkv, p.D});
   if (p.Hq == 0) {  // no query head: dk/dv are never visited by a task below, and are zero
     torch::stable::zero_(dk);
     torch::stable::zero_(dv);
