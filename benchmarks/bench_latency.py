@@ -19,6 +19,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from timing import cuda_graph_us, host_only_us
+
 SHAPE = (1, 256, 8, 64)
 
 COLD = {
@@ -37,43 +39,6 @@ def per_call_us(fn, n=10000):
         fn()
     torch.cuda.synchronize()
     return (time.perf_counter() - t0) / n * 1e6
-
-
-def host_only_us(fn, n=200, bursts=25):
-    """Host time per call alone: bursts of n calls started on an idle GPU, timed before
-    synchronizing (the launch queue never fills, so the GPU never holds the host up); median."""
-    t = []
-    for _ in range(bursts):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        t.append((time.perf_counter() - t0) / n * 1e6)
-    torch.cuda.synchronize()
-    return sorted(t)[len(t) // 2]
-
-
-def gpu_us(fn, n=20, reps=20):
-    """GPU time per call, host cost removed: n calls captured in one CUDA graph, replayed."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(n):
-            fn()
-    g.replay()
-    torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    for _ in range(reps):
-        g.replay()
-    b.record()
-    b.synchronize()
-    return a.elapsed_time(b) * 1e3 / (n * reps)
 
 
 def cold_start_s(name):
@@ -135,7 +100,7 @@ def main():
         result["per_call_us"][name] = sorted(wall[name])[rounds // 2]
         result["host_only_us"][name] = sorted(host[name])[rounds // 2]
     for name in ("sigmoid_attn", "sdpa"):
-        result["gpu_us_in_cuda_graph"][name] = gpu_us(calls[name])
+        result["gpu_us_in_cuda_graph"][name] = cuda_graph_us(calls[name])
     for name in COLD:
         if name == "triton_sigmoid" and "triton_sigmoid" not in calls:
             continue

@@ -21,6 +21,7 @@ import triton.testing
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "triton_src"))
 import jit_launch  # noqa: E402
+from timing import cuda_graph_us  # noqa: E402
 
 # (BLOCK_M, BLOCK_N, warps, stages, warp_specialize[, software_pipeline])
 CANDIDATES = {
@@ -70,29 +71,6 @@ SMALL_CANDIDATES = [(64, 64, 4, 2), (64, 64, 4, 3), (64, 32, 4, 3), (64, 128, 4,
 SMALL_SHAPES = [(1, 128, 8), (1, 256, 8), (1, 512, 8), (1, 1024, 8), (1, 2048, 8), (2, 256, 16)]
 
 
-def graph_us(fn, n=20, reps=20):
-    """GPU time per call: n calls captured in one CUDA graph, replayed."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(n):
-            fn()
-    g.replay()
-    torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    for _ in range(reps):
-        g.replay()
-    b.record()
-    b.synchronize()
-    return a.elapsed_time(b) * 1e3 / (n * reps)
-
-
 def sweep_small(write):
     """Per head dim: GPU time of each candidate (and of the length tile the dispatcher would
     use otherwise) on the small shapes; --write stores the winner as the -1 bucket when it beats
@@ -113,7 +91,7 @@ def sweep_small(write):
                 tiles = base[(B, T, H)] if cand is None else cand
                 fn = lambda: jit_launch.forward(q, k, v, fast_sigmoid=True, tiles=tiles)
                 try:
-                    us = graph_us(fn)
+                    us = cuda_graph_us(fn)
                 except Exception as e:  # noqa: BLE001 - a config may not compile/fit
                     print(f"D={D} {cand} B={B} T={T} H={H}: {type(e).__name__}: {str(e)[:120]}")
                     us = None
