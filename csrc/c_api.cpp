@@ -51,12 +51,11 @@ void give(const Tensor& t, AtenTensorHandle* out) {
            "sigmoid_attention: cannot return the output");
 }
 
+// Runs body(); an exception becomes a nonzero return and this thread's last error.
 template <typename F>
-int32_t guarded(AtenTensorHandle* out, F&& body) {
+int32_t guarded_void(F&& body) {
   try {
-    SA_CHECK(out != nullptr, "sigmoid_attention: out must point to a handle, got null");
-    *out = nullptr;
-    give(body(), out);
+    body();
     return 0;
   } catch (const std::exception& e) {
     g_last_error = e.what();
@@ -64,6 +63,16 @@ int32_t guarded(AtenTensorHandle* out, F&& body) {
     g_last_error = "sigmoid_attention: unknown error";
   }
   return 1;
+}
+
+// For the allocating entry points: body() returns the output, handed over as *out.
+template <typename F>
+int32_t guarded(AtenTensorHandle* out, F&& body) {
+  return guarded_void([&] {
+    SA_CHECK(out != nullptr, "sigmoid_attention: out must point to a handle, got null");
+    *out = nullptr;
+    give(body(), out);
+  });
 }
 
 }  // namespace
@@ -110,6 +119,41 @@ int32_t sigmoid_attn_forward_varlen(AtenTensorHandle q, AtenTensorHandle k, Aten
              value(scale), value(sigmoid_bias),
              borrow_optional(sigmoid_bias_tensor, "sigmoid_bias_tensor"),
              borrow_optional(score_mod, "score_mod"));
+  });
+}
+
+int32_t sigmoid_attn_forward_out(AtenTensorHandle q, AtenTensorHandle k, AtenTensorHandle v,
+                                 AtenTensorHandle seq_lens_q, AtenTensorHandle seq_lens_k,
+                                 int32_t is_causal, const double* scale,
+                                 const double* sigmoid_bias, AtenTensorHandle sigmoid_bias_tensor,
+                                 AtenTensorHandle score_mod, AtenTensorHandle out) {
+  return sigmoid_attn::guarded_void([&] {
+    sigmoid_attn::Tensor tq = borrow(q, "q");
+    auto f = sigmoid_attn::on_cuda(q) ? &sigmoid_attn::forward_cuda_out
+                                      : &sigmoid_attn::forward_cpu_out;
+    f(std::move(tq), borrow(k, "k"), borrow(v, "v"), borrow_optional(seq_lens_q, "seq_lens_q"),
+      borrow_optional(seq_lens_k, "seq_lens_k"), is_causal != 0, value(scale),
+      value(sigmoid_bias), borrow_optional(sigmoid_bias_tensor, "sigmoid_bias_tensor"),
+      borrow_optional(score_mod, "score_mod"), borrow(out, "out"));
+  });
+}
+
+int32_t sigmoid_attn_forward_varlen_out(AtenTensorHandle q, AtenTensorHandle k,
+                                        AtenTensorHandle v, AtenTensorHandle cu_seqlens_q,
+                                        AtenTensorHandle cu_seqlens_k, int64_t max_seqlen_q,
+                                        int64_t max_seqlen_k, int32_t is_causal,
+                                        const double* scale, const double* sigmoid_bias,
+                                        AtenTensorHandle sigmoid_bias_tensor,
+                                        AtenTensorHandle score_mod, AtenTensorHandle out) {
+  return sigmoid_attn::guarded_void([&] {
+    sigmoid_attn::Tensor tq = borrow(q, "q");
+    auto f = sigmoid_attn::on_cuda(q) ? &sigmoid_attn::forward_varlen_cuda_out
+                                      : &sigmoid_attn::forward_varlen_cpu_out;
+    f(std::move(tq), borrow(k, "k"), borrow(v, "v"), borrow(cu_seqlens_q, "cu_seqlens_q"),
+      borrow(cu_seqlens_k, "cu_seqlens_k"), max_seqlen_q, max_seqlen_k, is_causal != 0,
+      value(scale), value(sigmoid_bias),
+      borrow_optional(sigmoid_bias_tensor, "sigmoid_bias_tensor"),
+      borrow_optional(score_mod, "score_mod"), borrow(out, "out"));
   });
 }
 

@@ -29,9 +29,20 @@ using torch::stable::Tensor;
       std::optional<double> scale, std::optional<double> sigmoid_bias,                 \
       std::optional<Tensor> sigmoid_bias_tensor, std::optional<Tensor> score_mod
 
+// The arguments of SIGMOID_ATTN_FORWARD_ARGS / _VARLEN_ARGS, passed on.
+#define SIGMOID_ATTN_FORWARD_PASS                                                            \
+  q, k, v, seq_lens_q, seq_lens_k, is_causal, scale, sigmoid_bias, sigmoid_bias_tensor,    \
+      score_mod
+#define SIGMOID_ATTN_VARLEN_PASS                                                             \
+  q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, is_causal, scale,      \
+      sigmoid_bias, sigmoid_bias_tensor, score_mod
+
 Tensor forward_cpu(SIGMOID_ATTN_FORWARD_ARGS);
 Tensor forward_cuda(SIGMOID_ATTN_FORWARD_ARGS);
 Tensor forward_meta(SIGMOID_ATTN_FORWARD_ARGS);
+// The same into a caller's buffer (validate.h's check_out): the C/C++ API's *_out entry points.
+void forward_cpu_out(SIGMOID_ATTN_FORWARD_ARGS, const Tensor& out);
+void forward_cuda_out(SIGMOID_ATTN_FORWARD_ARGS, const Tensor& out);
 
 // backward(Tensor grad_out, <forward's arguments>) -> (dq, dk, dv, dscore_mod)
 // dscore_mod is float32 [B, Tk] when score_mod is given, an empty [0] tensor otherwise.
@@ -47,6 +58,8 @@ namespace sigmoid_attn {
 Tensor forward_varlen_cpu(SIGMOID_ATTN_VARLEN_ARGS);
 Tensor forward_varlen_cuda(SIGMOID_ATTN_VARLEN_ARGS);
 Tensor forward_varlen_meta(SIGMOID_ATTN_VARLEN_ARGS);
+void forward_varlen_cpu_out(SIGMOID_ATTN_VARLEN_ARGS, const Tensor& out);
+void forward_varlen_cuda_out(SIGMOID_ATTN_VARLEN_ARGS, const Tensor& out);
 // backward_varlen(Tensor grad_out, <forward_varlen's arguments>) -> (dq, dk, dv, dscore_mod)
 // dscore_mod is float32 [total_k] with score_mod, an empty [0] tensor otherwise.
 Grads backward_varlen_cpu(Tensor grad_out, SIGMOID_ATTN_VARLEN_ARGS);

@@ -243,13 +243,10 @@ std::optional<Tensor> as_f64(const std::optional<Tensor>& t) {
 
 }  // namespace
 
-Tensor forward_cpu(SIGMOID_ATTN_FORWARD_ARGS) {
-  const ForwardProblem p = check_forward(
-      {q, k, v, seq_lens_q, seq_lens_k, is_causal, scale, sigmoid_bias, sigmoid_bias_tensor,
-       score_mod},
-      Backend::kCPU);
-  Tensor out = empty_cpu(q, {p.B, p.Tq, p.Hq, p.D});
-  if (out.numel() == 0) return out;
+namespace {
+
+void forward_into(const ForwardProblem& p, SIGMOID_ATTN_FORWARD_ARGS, Tensor& out) {
+  if (out.numel() == 0) return;
   const auto bias = p.bias_mode == kBiasTensor ? as_f64(sigmoid_bias_tensor) : std::nullopt;
   const auto mod = as_f64(score_mod);
   const Common c{p, seq_lens_q, seq_lens_k, is_causal, bias ? &*bias : nullptr,
@@ -257,7 +254,35 @@ Tensor forward_cpu(SIGMOID_ATTN_FORWARD_ARGS) {
   dispatch_dtype(q.scalar_type(), [&](auto tag) {
     forward_impl<decltype(tag)>(q, k, v, out, c);
   });
+}
+
+// `out` zero-filled: rows outside every sequence (past cu_seqlens_q[B]) stay zero.
+void forward_varlen_into(const ForwardProblem& p, SIGMOID_ATTN_VARLEN_ARGS, Tensor& out) {
+  if (out.numel() == 0 || p.B == 0) return;
+  const auto bias = p.bias_mode == kBiasTensor ? as_f64(sigmoid_bias_tensor) : std::nullopt;
+  auto mod = as_f64(score_mod);
+  if (mod) mod = torch::stable::unsqueeze(*mod, 0);  // [1, total_k], indexed like [B, Tk]
+  const std::optional<Tensor> cu_q = cu_seqlens_q, cu_k = cu_seqlens_k;
+  const Common c{p, cu_q, cu_k, is_causal, bias ? &*bias : nullptr, mod ? &*mod : nullptr};
+  dispatch_dtype(q.scalar_type(), [&](auto tag) {
+    forward_impl<decltype(tag)>(q, k, v, out, c);
+  });
+}
+
+}  // namespace
+
+Tensor forward_cpu(SIGMOID_ATTN_FORWARD_ARGS) {
+  const ForwardProblem p = check_forward({SIGMOID_ATTN_FORWARD_PASS}, Backend::kCPU);
+  Tensor out = empty_cpu(q, {p.B, p.Tq, p.Hq, p.D});
+  forward_into(p, SIGMOID_ATTN_FORWARD_PASS, out);
   return out;
+}
+
+void forward_cpu_out(SIGMOID_ATTN_FORWARD_ARGS, const Tensor& out) {
+  const ForwardProblem p = check_forward({SIGMOID_ATTN_FORWARD_PASS}, Backend::kCPU);
+  check_out(out, {p.B, p.Tq, p.Hq, p.D}, q, k, v);
+  Tensor o = out;
+  forward_into(p, SIGMOID_ATTN_FORWARD_PASS, o);
 }
 
 Grads backward_cpu(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS) {
@@ -296,22 +321,18 @@ Grads backward_cpu(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS) {
 }
 
 Tensor forward_varlen_cpu(SIGMOID_ATTN_VARLEN_ARGS) {
-  const ForwardProblem p = check_forward_varlen(
-      {q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, is_causal, scale,
-       sigmoid_bias, sigmoid_bias_tensor, score_mod},
-      Backend::kCPU);
-  // Rows outside every sequence (past cu_seqlens_q[B]) stay zero.
+  const ForwardProblem p = check_forward_varlen({SIGMOID_ATTN_VARLEN_PASS}, Backend::kCPU);
   Tensor out = torch::stable::new_zeros(q, {p.Tq, p.Hq, p.D});
-  if (out.numel() == 0 || p.B == 0) return out;
-  const auto bias = p.bias_mode == kBiasTensor ? as_f64(sigmoid_bias_tensor) : std::nullopt;
-  auto mod = as_f64(score_mod);
-  if (mod) mod = torch::stable::unsqueeze(*mod, 0);  // [1, total_k], indexed like [B, Tk]
-  const std::optional<Tensor> cu_q = cu_seqlens_q, cu_k = cu_seqlens_k;
-  const Common c{p, cu_q, cu_k, is_causal, bias ? &*bias : nullptr, mod ? &*mod : nullptr};
-  dispatch_dtype(q.scalar_type(), [&](auto tag) {
-    forward_impl<decltype(tag)>(q, k, v, out, c);
-  });
+  forward_varlen_into(p, SIGMOID_ATTN_VARLEN_PASS, out);
   return out;
+}
+
+void forward_varlen_cpu_out(SIGMOID_ATTN_VARLEN_ARGS, const Tensor& out) {
+  const ForwardProblem p = check_forward_varlen({SIGMOID_ATTN_VARLEN_PASS}, Backend::kCPU);
+  check_out(out, {p.Tq, p.Hq, p.D}, q, k, v);
+  Tensor o = out;
+  torch::stable::zero_(o);
+  forward_varlen_into(p, SIGMOID_ATTN_VARLEN_PASS, o);
 }
 
 Grads backward_varlen_cpu(Tensor grad_out, SIGMOID_ATTN_VARLEN_ARGS) {

@@ -64,11 +64,19 @@ void launch_forward(const ForwardProblem& p, const Tensor& q, const Tensor& k, c
 
 }  // namespace
 
+namespace {
+
+ForwardProblem check(SIGMOID_ATTN_FORWARD_ARGS) {
+  return check_forward({SIGMOID_ATTN_FORWARD_PASS}, Backend::kCUDA);
+}
+ForwardProblem check(SIGMOID_ATTN_VARLEN_ARGS) {
+  return check_forward_varlen({SIGMOID_ATTN_VARLEN_PASS}, Backend::kCUDA);
+}
+
+}  // namespace
+
 Tensor forward_cuda(SIGMOID_ATTN_FORWARD_ARGS) {
-  const ForwardProblem p = check_forward(
-      {q, k, v, seq_lens_q, seq_lens_k, is_causal, scale, sigmoid_bias, sigmoid_bias_tensor,
-       score_mod},
-      Backend::kCUDA);
+  const ForwardProblem p = check(SIGMOID_ATTN_FORWARD_PASS);
   Tensor out = empty_cuda(q, {p.B, p.Tq, p.Hq, p.D});
   if (p.B == 0 || p.Tq == 0 || p.Hq == 0) return out;
   launch_forward(p, q, k, v, out, seq_lens_q, seq_lens_k, sigmoid_bias_tensor, score_mod,
@@ -76,16 +84,29 @@ Tensor forward_cuda(SIGMOID_ATTN_FORWARD_ARGS) {
   return out;
 }
 
+void forward_cuda_out(SIGMOID_ATTN_FORWARD_ARGS, const Tensor& out) {
+  const ForwardProblem p = check(SIGMOID_ATTN_FORWARD_PASS);
+  check_out(out, {p.B, p.Tq, p.Hq, p.D}, q, k, v);
+  if (p.B == 0 || p.Tq == 0 || p.Hq == 0) return;
+  launch_forward(p, q, k, v, out, seq_lens_q, seq_lens_k, sigmoid_bias_tensor, score_mod,
+                 is_causal);
+}
+
 Tensor forward_varlen_cuda(SIGMOID_ATTN_VARLEN_ARGS) {
-  const ForwardProblem p = check_forward_varlen(
-      {q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, is_causal, scale,
-       sigmoid_bias, sigmoid_bias_tensor, score_mod},
-      Backend::kCUDA);
+  const ForwardProblem p = check(SIGMOID_ATTN_VARLEN_PASS);
   Tensor out = empty_cuda(q, {p.Tq, p.Hq, p.D});
   if (p.Tq == 0 || p.Hq == 0) return out;
   launch_forward(p, q, k, v, out, cu_seqlens_q, cu_seqlens_k, sigmoid_bias_tensor, score_mod,
                  is_causal);
   return out;
+}
+
+void forward_varlen_cuda_out(SIGMOID_ATTN_VARLEN_ARGS, const Tensor& out) {
+  const ForwardProblem p = check(SIGMOID_ATTN_VARLEN_PASS);
+  check_out(out, {p.Tq, p.Hq, p.D}, q, k, v);
+  if (p.Tq == 0 || p.Hq == 0) return;
+  launch_forward(p, q, k, v, out, cu_seqlens_q, cu_seqlens_k, sigmoid_bias_tensor, score_mod,
+                 is_causal);
 }
 
 }  // namespace sigmoid_attn

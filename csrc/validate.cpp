@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 
 #include <torch/headeronly/core/ScalarType.h>
 #include "check.h"
@@ -129,7 +130,50 @@ void check_grad_out(const char* fn, const Tensor& g, const Tensor& q) {
            g.stride(last));
 }
 
+// [first, last) bytes a tensor's elements span (empty for no elements).
+std::pair<uintptr_t, uintptr_t> byte_range(const Tensor& t) {
+  const auto base = reinterpret_cast<uintptr_t>(t.data_ptr());
+  if (t.numel() == 0) return {base, base};
+  const int64_t es = static_cast<int64_t>(t.element_size());
+  int64_t last = 0;
+  for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
+  return {base, base + static_cast<uintptr_t>((last + 1) * es)};
+}
+
 }  // namespace
+
+void check_out(const Tensor& out, std::initializer_list<int64_t> shape, const Tensor& q,
+               const Tensor& k, const Tensor& v) {
+  std::string want = "[";
+  bool same = out.defined() && out.dim() == static_cast<int64_t>(shape.size());
+  int64_t d = 0;
+  for (int64_t n : shape) {
+    want += (d ? ", " : "") + std::to_string(n);
+    same = same && out.size(d) == n;
+    ++d;
+  }
+  want += "]";
+  SA_CHECK(same && out.scalar_type() == q.scalar_type() && same_device(out, q), kFn,
+           ": out must be a ", dtype_str(q), " tensor of shape ", want, " on ", device_str(q),
+           ", got ",
+           out.defined() ? std::string(dtype_str(out)) + " " + shape_str(out) + " on " +
+                               device_str(out)
+                         : std::string("an undefined tensor"));
+  SA_CHECK(out.is_contiguous() && reinterpret_cast<uintptr_t>(out.data_ptr()) % 16 == 0, kFn,
+           ": out must be contiguous with a 16-byte aligned start, got strides of ",
+           shape_str(out), (out.is_contiguous() ? " (contiguous) starting at a misaligned address"
+                                                 : " that are not contiguous"));
+  const auto o = byte_range(out);
+  const Tensor* ins[] = {&q, &k, &v};
+  const char* names[] = {"q", "k", "v"};
+  for (int i = 0; i < 3; ++i) {
+    const auto r = byte_range(*ins[i]);
+    SA_CHECK(o.first == o.second || r.first == r.second || o.second <= r.first ||
+                 r.second <= o.first,
+             kFn, ": out must not share memory with ", names[i],
+             " (the kernel still reads it while out is written)");
+  }
+}
 
 std::string shape_str(const Tensor& t) {
   std::string s = "[";

@@ -3,6 +3,7 @@
 //   sigmoid_attention: seq_lens_k must be int32 of shape [B]=[4], got int64 [4]
 #pragma once
 
+#include <initializer_list>
 #include <optional>
 
 #include <torch/csrc/stable/tensor.h>
@@ -65,6 +66,12 @@ ForwardProblem check_backward(const Tensor& grad_out, const ForwardInputs& in, B
 ForwardProblem check_forward_varlen(const VarlenInputs& in, Backend backend);
 ForwardProblem check_backward_varlen(const Tensor& grad_out, const VarlenInputs& in,
                                      Backend backend);
+
+// A caller's output buffer (the C/C++ API's *_out entry points): contiguous, of `shape`, q's
+// dtype and device, 16-byte aligned, and sharing no memory with q, k or v (other programs of the
+// kernel still read them while it is written).
+void check_out(const Tensor& out, std::initializer_list<int64_t> shape, const Tensor& q,
+               const Tensor& k, const Tensor& v);
 
 // "[2, 16, 8, 64]"
 std::string shape_str(const Tensor& t);

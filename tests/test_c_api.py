@@ -33,6 +33,11 @@ def lib():
     lib.sigmoid_attn_forward_varlen.argtypes = [_H] * 5 + [ctypes.c_int64, ctypes.c_int64,
                                                             ctypes.c_int32, _D, _D, _H, _H,
                                                             ctypes.POINTER(_H)]
+    lib.sigmoid_attn_forward_out.restype = ctypes.c_int32
+    lib.sigmoid_attn_forward_out.argtypes = [_H] * 5 + [ctypes.c_int32, _D, _D, _H, _H, _H]
+    lib.sigmoid_attn_forward_varlen_out.restype = ctypes.c_int32
+    lib.sigmoid_attn_forward_varlen_out.argtypes = [_H] * 5 + [ctypes.c_int64, ctypes.c_int64,
+                                                                ctypes.c_int32, _D, _D, _H, _H, _H]
     return lib
 
 
@@ -81,7 +86,7 @@ def take(out):
 
 
 def test_version(lib):
-    assert lib.sigmoid_attn_c_api_version() == 1
+    assert lib.sigmoid_attn_c_api_version() == 2
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -174,3 +179,72 @@ def test_headers_are_installed():
     for name in ("c_api.h", "sigmoid_attn.h"):
         assert os.path.isfile(os.path.join(d, "sigmoid_attn", name))
     assert os.path.isfile(sigmoid_attn.library_path())
+
+
+def call_forward_out(lib, out, q, k, v, lens_q=None, lens_k=None, is_causal=False, scale=None,
+                     bias=None):
+    h = Handles()
+    try:
+        rc = lib.sigmoid_attn_forward_out(h(q), h(k), h(v), h(lens_q), h(lens_k), int(is_causal),
+                                          _double(scale), _double(bias), None, None, h(out))
+    finally:
+        h.release()
+    return None if rc == 0 else lib.sigmoid_attn_last_error().decode()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_forward_out_writes_the_ops_result_into_the_buffer(lib, device):
+    gen = torch.Generator().manual_seed(11)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    q, k, v = make_qkv(3, 129, 17, 4, 1, 64, dtype, device, gen)
+    lq = torch.tensor([129, 0, 5], dtype=torch.int32, device=device)
+    lk = torch.tensor([17, 3, 1], dtype=torch.int32, device=device)
+    expected = torch.ops.sigmoid_attn.forward(q, k, v, lq, lk, True, None, 0.5)
+    out = torch.full_like(q, float("nan"))  # poisoned: every element must be written
+    buf = out.data_ptr()
+    assert call_forward_out(lib, out, q, k, v, lq, lk, True, None, 0.5) is None
+    assert out.data_ptr() == buf and torch.equal(out, expected)
+    # packed: rows past cu_seqlens[B] come back zero, whatever the buffer held
+    cu = torch.tensor([0, 40, 40, 129], dtype=torch.int32, device=device)
+    qp, kp, vp = (t[0, :130].contiguous() for t in (q, q, q))
+    expected = torch.ops.sigmoid_attn.forward_varlen(qp, kp, vp, cu, cu, 89, 89, False)
+    outp = torch.full_like(qp, float("nan"))
+    h = Handles()
+    try:
+        rc = lib.sigmoid_attn_forward_varlen_out(h(qp), h(kp), h(vp), h(cu), h(cu), 89, 89, 0,
+                                                 None, None, None, None, h(outp))
+    finally:
+        h.release()
+    assert rc == 0, lib.sigmoid_attn_last_error().decode()
+    assert torch.equal(outp, expected) and (outp[129:] == 0).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_forward_out_rejects_bad_buffers(lib, device):
+    gen = torch.Generator().manual_seed(12)
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    q, k, _ = make_qkv(2, 33, 40, 4, 2, 64, dtype, device, gen)
+    big = torch.randn(40000, generator=gen).to(device, dtype)
+    v = big[:2 * 40 * 2 * 64].view(2, 40, 2, 64)  # out may start inside v's memory
+    cases = {
+        "shape": (torch.empty(2, 33, 4, 32, dtype=dtype, device=device),
+                  "out must be a %s tensor of shape [2, 33, 4, 64]" % {torch.float16: "float16",
+                                                                        torch.float32: "float32"}[dtype]),
+        "dtype": (torch.empty(2, 33, 4, 64, dtype=torch.float64, device=device), "got float64"),
+        "strides": (torch.empty(2, 4, 33, 64, dtype=dtype, device=device).transpose(1, 2),
+                    "out must be contiguous"),
+        "misaligned": (torch.empty(2 * 33 * 4 * 64 + 1, dtype=dtype, device=device)[1:]
+                       .view(2, 33, 4, 64), "16-byte aligned"),
+        "aliases q": (q, "out must not share memory with q"),
+        "overlaps v": (big[8192:8192 + 2 * 33 * 4 * 64].view(2, 33, 4, 64),
+                       "out must not share memory with v"),
+    }
+    for name, (out, msg) in cases.items():
+        before = out.clone()
+        err = call_forward_out(lib, out, q, k, v)
+        assert err is not None and msg in err, (name, err)
+        assert torch.equal(out.nan_to_num(), before.nan_to_num()), name  # nothing written
+    other = "cpu" if device == "cuda" else None
+    if other:
+        err = call_forward_out(lib, torch.empty(2, 33, 4, 64, dtype=dtype), q, k, v)
+        assert err is not None and "on cuda" in err and "on cpu" in err, err

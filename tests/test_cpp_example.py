@@ -26,6 +26,8 @@ def test_cpp_client_runs_scripted_model(tmp_path):
     # and turns bad input into a c10::Error naming the argument
     assert "direct C++ API (sigmoid_attn::forward) vs the dispatcher op on cpu: bitwise MATCH" \
         in r.stdout
+    assert "direct C++ API into a buffer (sigmoid_attn::forward_out) on cpu: bitwise MATCH" \
+        in r.stdout
     assert "direct C++ API error: sigmoid_attention: q, k and v must have the same head_dim" \
         in r.stdout
     assert "AOTInductor package on cpu: C++ output vs Python" in r.stdout

@@ -151,6 +151,7 @@ int main(int argc, char** argv) {
                                   const std::optional<at::Tensor>&, bool, std::optional<double>,
                                   std::optional<double>, const std::optional<at::Tensor>&,
                                   const std::optional<at::Tensor>&)>();
+  at::Tensor buffer = at::empty_like(q);
   auto via_op = [&](const at::Tensor& x) {
     return op.call(x, x, x, std::nullopt, std::nullopt, false, std::nullopt, std::nullopt,
                    std::nullopt, std::nullopt);
@@ -159,6 +160,8 @@ int main(int argc, char** argv) {
   std::vector<std::pair<std::string, std::function<void()>>> rows = {
       {"sigmoid_attn direct C++ API", [&] { sigmoid_attn::forward(q, k, v); }},
       {"sigmoid_attn dispatcher op", [&] { via_op(q); }},
+      {"sigmoid_attn direct C++ API into a reused buffer (forward_out, no allocation)",
+       [&] { sigmoid_attn::forward_out(buffer, q, k, v); }},
       {"sigmoid_attn direct C++ API, T=0 (validation, empty output; no launch)",
        [&] { sigmoid_attn::forward(q0, q0, q0); }},
       {"sigmoid_attn dispatcher op, T=0", [&] { via_op(q0); }},

@@ -7,6 +7,7 @@
 // Linked against libsigmoid_attn_ops.so: loading it registers torch.ops.sigmoid_attn.* (what the
 // TorchScript model calls) and provides the direct API. (run_aoti dlopen()s it instead.)
 #include <cstdio>
+#include <limits>
 #include <optional>
 
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -57,6 +58,15 @@ int main(int argc, char** argv) {
   std::printf("direct C++ API (sigmoid_attn::forward) vs the dispatcher op on %s: %s\n",
               x.device().str().c_str(), same ? "bitwise MATCH" : "MISMATCH");
   if (!same) return 1;
+  // Into a reused buffer (poisoned first: every element must be written).
+  at::Tensor buffer = at::full_like(via_op, std::numeric_limits<float>::quiet_NaN());
+  sigmoid_attn::forward_out(buffer, q, k, v,
+                            {.seq_lens_q = lq, .seq_lens_k = lk, .is_causal = true,
+                             .scale = 0.2, .sigmoid_bias = -1.5});
+  const bool same_out = at::equal(buffer, via_op);
+  std::printf("direct C++ API into a buffer (sigmoid_attn::forward_out) on %s: %s\n",
+              x.device().str().c_str(), same_out ? "bitwise MATCH" : "MISMATCH");
+  if (!same_out) return 1;
   // Bad input: a c10::Error naming the argument, as from Python.
   try {
     sigmoid_attn::forward(q, k.narrow(3, 0, 32), v);

@@ -24,7 +24,7 @@
 extern "C" {
 #endif
 
-#define SIGMOID_ATTN_C_API_VERSION 1
+#define SIGMOID_ATTN_C_API_VERSION 2
 
 #if defined(__GNUC__)
 #define SIGMOID_ATTN_C_EXPORT __attribute__((visibility("default")))
@@ -32,7 +32,7 @@ extern "C" {
 #define SIGMOID_ATTN_C_EXPORT
 #endif
 
-/* SIGMOID_ATTN_C_API_VERSION of the loaded library. */
+/* SIGMOID_ATTN_C_API_VERSION of the loaded library (1: forward, forward_varlen; 2: + *_out). */
 SIGMOID_ATTN_C_EXPORT int32_t sigmoid_attn_c_api_version(void);
 
 /* The message of this thread's last failed call ("" if none). Valid until its next call. */
@@ -54,6 +54,21 @@ SIGMOID_ATTN_C_EXPORT int32_t sigmoid_attn_forward_varlen(
     AtenTensorHandle cu_seqlens_k, int64_t max_seqlen_q, int64_t max_seqlen_k, int32_t is_causal,
     const double* scale, const double* sigmoid_bias, AtenTensorHandle sigmoid_bias_tensor,
     AtenTensorHandle score_mod, AtenTensorHandle* out);
+
+/* The same two, written into the caller's `out` (borrowed): a contiguous tensor of the output's
+ * shape, q's dtype and device, 16-byte aligned, sharing no memory with q, k or v. No allocation
+ * at all on this path (an inference service reusing its buffers). Returns 0 or nonzero. */
+SIGMOID_ATTN_C_EXPORT int32_t sigmoid_attn_forward_out(
+    AtenTensorHandle q, AtenTensorHandle k, AtenTensorHandle v, AtenTensorHandle seq_lens_q,
+    AtenTensorHandle seq_lens_k, int32_t is_causal, const double* scale,
+    const double* sigmoid_bias, AtenTensorHandle sigmoid_bias_tensor, AtenTensorHandle score_mod,
+    AtenTensorHandle out);
+
+SIGMOID_ATTN_C_EXPORT int32_t sigmoid_attn_forward_varlen_out(
+    AtenTensorHandle q, AtenTensorHandle k, AtenTensorHandle v, AtenTensorHandle cu_seqlens_q,
+    AtenTensorHandle cu_seqlens_k, int64_t max_seqlen_q, int64_t max_seqlen_k, int32_t is_causal,
+    const double* scale, const double* sigmoid_bias, AtenTensorHandle sigmoid_bias_tensor,
+    AtenTensorHandle score_mod, AtenTensorHandle out);
 
 #ifdef __cplusplus
 }  /* extern "C" */

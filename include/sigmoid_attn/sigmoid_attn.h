@@ -7,6 +7,7 @@
 //   at::Tensor out = sigmoid_attn::forward(q, k, v);                  // [B, T, H, D]
 //   at::Tensor o2 = sigmoid_attn::forward(q, k, v, {.seq_lens_q = lens, .seq_lens_k = lens,
 //                                                   .is_causal = true});
+//   sigmoid_attn::forward_out(buffer, q, k, v);                       // into a reused buffer
 //
 // Same validation, kernels and stream as torch.ops.sigmoid_attn.forward; errors throw
 // c10::Error with the op's message. Forward only: the output never requires grad (train through
@@ -85,6 +86,30 @@ inline at::Tensor forward_varlen(const at::Tensor& q, const at::Tensor& k, const
       detail::ptr(o.scale), detail::ptr(o.sigmoid_bias), detail::handle(o.sigmoid_bias_tensor),
       detail::handle(o.score_mod), &out);
   return detail::take(rc, out);
+}
+
+// The same into a caller's buffer: `out` contiguous, of the output's shape, q's dtype and
+// device, 16-byte aligned, sharing no memory with q, k or v. No allocation on this path.
+inline void forward_out(at::Tensor& out, const at::Tensor& q, const at::Tensor& k,
+                        const at::Tensor& v, const ForwardOptions& o = {}) {
+  const int32_t rc = sigmoid_attn_forward_out(
+      detail::handle(q), detail::handle(k), detail::handle(v), detail::handle(o.seq_lens_q),
+      detail::handle(o.seq_lens_k), o.is_causal, detail::ptr(o.scale),
+      detail::ptr(o.sigmoid_bias), detail::handle(o.sigmoid_bias_tensor),
+      detail::handle(o.score_mod), detail::handle(out));
+  TORCH_CHECK(rc == 0, sigmoid_attn_last_error());
+}
+
+inline void forward_varlen_out(at::Tensor& out, const at::Tensor& q, const at::Tensor& k,
+                               const at::Tensor& v, const at::Tensor& cu_seqlens_q,
+                               const at::Tensor& cu_seqlens_k, int64_t max_seqlen_q,
+                               int64_t max_seqlen_k, const VarlenOptions& o = {}) {
+  const int32_t rc = sigmoid_attn_forward_varlen_out(
+      detail::handle(q), detail::handle(k), detail::handle(v), detail::handle(cu_seqlens_q),
+      detail::handle(cu_seqlens_k), max_seqlen_q, max_seqlen_k, o.is_causal,
+      detail::ptr(o.scale), detail::ptr(o.sigmoid_bias), detail::handle(o.sigmoid_bias_tensor),
+      detail::handle(o.score_mod), detail::handle(out));
+  TORCH_CHECK(rc == 0, sigmoid_attn_last_error());
 }
 
 }  // namespace sigmoid_attn
