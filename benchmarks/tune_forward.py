@@ -127,6 +127,8 @@ def main():
     ap.add_argument("--pipeline", action="store_true", help="software-pipelining candidates")
     ap.add_argument("--lean", action="store_true", help="shared-memory-lean candidates")
     ap.add_argument("--tma", action="store_true", help="TMA-descriptor candidates (experimental)")
+    ap.add_argument("--lpt", action="store_true",
+                    help="causal rows only: each tile with and without longest-first block order")
     ap.add_argument("--small", action="store_true",
                     help="small-problem (latency) tiles: GPU time per call in a CUDA graph")
     ap.add_argument("--write", action="store_true", help="store the winners in triton_src/tiles.json")
@@ -142,10 +144,18 @@ def main():
     rows = []
     table = (PIPELINE_CANDIDATES if args.pipeline else LEAN_CANDIDATES if args.lean
              else TMA_CANDIDATES if args.tma else CANDIDATES)
+    if args.lpt:  # the production tiles of hd64/hd128, plain and longest-first (8th element)
+        import variants as V
+
+        table = {D: [tuple(V.fwd_tiles(D, T)[:4]) + (False, False, False, lpt)
+                     for T in (4096, 16384) for lpt in (False, True)] for D in (64, 128)}
+        table = {D: list(dict.fromkeys(c)) for D, c in table.items()}
     for D, cands in table.items():
         for causal in (False, True):
             for T in lengths:
-                if causal and T != 4096:
+                if args.lpt and not causal:
+                    continue
+                if causal and T != 4096 and not args.lpt:
                     continue
                 H, B = 2048 // D, 16384 // T
                 q, k, v = (torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
@@ -155,9 +165,11 @@ def main():
                     bm, bn, w, s, ws = cand[:5]
                     sp = len(cand) > 5 and cand[5]
                     tma = len(cand) > 6 and cand[6]
+                    lpt = len(cand) > 7 and cand[7]
                     fn = lambda: jit_launch.forward(q, k, v, is_causal=causal, fast_sigmoid=True,
                                                     tiles=(bm, bn, w, s), warp_specialize=ws,
-                                                    software_pipeline=sp, use_tma=tma)
+                                                    software_pipeline=sp, use_tma=tma,
+                                                    causal_lpt=lpt)
                     try:
                         ms = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
                         tf = flops / ms / 1e9
@@ -193,7 +205,8 @@ def write_winners(rows, source):
     def key(tiles):
         return tuple(tiles[:4]) + (("tma",) if len(tiles) > 6 and tiles[6] else ())
 
-    plain = [r for r in rows if r["tflops"] and len(r["tiles"]) >= 5 and not any(r["tiles"][4:6])]
+    plain = [r for r in rows if r["tflops"] and len(r["tiles"]) >= 5 and not any(r["tiles"][4:6])
+             and not any(r["tiles"][7:])]  # longest-first order is not a tile (yet)
     db = V.load_tiles()
     for D in sorted({r["D"] for r in plain}):
         def best(sel):

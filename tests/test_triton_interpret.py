@@ -95,6 +95,18 @@ SCRIPT = textwrap.dedent(r"""
     tcases += 1
     print("interpreted TMA cases:", tcases)
 
+    # The experimental longest-first order of causal query blocks (CAUSAL_LPT): a permutation of
+    # the programs, so the same result; uneven lengths and a partial last block.
+    for (B, Tq, Tk, causal) in [(2, 70, 70, True), (2, 53, 90, True), (1, 33, 33, False)]:
+        q, k, v = make_qkv(B, Tq, Tk, 2, 1, 32, torch.float32, "cpu", g)
+        lq = torch.tensor([Tq, Tq // 2], dtype=torch.int32)[:B]
+        out = jit_launch.forward(q, k, v, seq_lens_q=lq, is_causal=causal, tiles=(16, 16, 4, 1),
+                                 causal_lpt=True)
+        ref = sigmoid_attention_reference(q.double(), k.double(), v.double(), seq_lens_q=lq,
+                                          is_causal=causal)
+        assert rel_err(out, ref) < 1e-5, ("causal_lpt", B, Tq, Tk, rel_err(out, ref))
+    print("interpreted causal-LPT cases: 3")
+
     # Backward kernels vs autograd of the float64 reference.
     bcases = 0
     for (B, Tq, Tk, Hq, Hkv, D, causal, mod) in [
@@ -174,3 +186,4 @@ def test_kernel_source_under_interpreter():
     assert "interpreted backward cases: 4" in r.stdout
     assert "interpreted varlen cases: 2" in r.stdout
     assert "interpreted TMA cases: 3" in r.stdout
+    assert "interpreted causal-LPT cases: 3" in r.stdout

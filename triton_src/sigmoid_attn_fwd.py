@@ -262,12 +262,19 @@ def sigmoid_attn_fwd(
     IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr,
     VARLEN: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, SOFTWARE_PIPELINE: tl.constexpr,
     USE_TMA: tl.constexpr = False,
+    CAUSAL_LPT: tl.constexpr = False,
 ):
     # grid: (cdiv(T_Q, BLOCK_M), H, B), or (T_Q // BLOCK_M + num_seqs + 1, H, 1) when VARLEN
     h = tl.program_id(1)
+    pid_m = tl.program_id(0)
+    if CAUSAL_LPT and IS_CAUSAL and not VARLEN:
+        # Experimental (off in every compiled variant until measured): a causal query block's
+        # work grows with its index, so launch the longest first and let the short ones fill
+        # the last wave.
+        pid_m = tl.num_programs(0) - 1 - pid_m
     # Lengths are clamped to [0, T] so that no lengths tensor can cause an out-of-bounds access.
     b, start_m, q_off, k_off, Lq, Lk, owned, bias = _locate(
-        tl.program_id(0), tl.program_id(2), T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value,
+        pid_m, tl.program_id(2), T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value,
         num_seqs, max_seqlen_q, max_seqlen_k, HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, BLOCK_M, False, VARLEN)
 
     b64 = b.to(tl.int64)
