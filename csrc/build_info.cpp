@@ -2,8 +2,11 @@
 
 #include <cuda.h>
 
+#include <cstdint>
 #include <cstring>
+#include <exception>
 
+#include "dispatch.h"
 #include "kernel_spec.h"
 
 #ifndef SIGMOID_ATTN_VERSION
@@ -55,6 +58,23 @@ int sigmoid_attn_kernel_field(int i, const char* field) {
     if (std::strcmp(f.name, field) == 0) return f.value;
   }
   return -1;
+}
+
+// The dispatcher's forward choice for a problem (dtype 0/1/2: float16/bfloat16/float32), as an
+// index into the catalog, or -1 where nothing is compiled: lets the tests check the size rules
+// (length buckets, the small-problem tile) without a GPU.
+int sigmoid_attn_select_forward_kernel(int dtype, int64_t head_dim, int causal, int score_mod,
+                                       int varlen, int64_t max_q, int64_t Tq, int64_t B,
+                                       int64_t Hq, int sm_count) {
+  using torch::headeronly::ScalarType;
+  const ScalarType types[] = {ScalarType::Half, ScalarType::BFloat16, ScalarType::Float};
+  if (dtype < 0 || dtype > 2) return -1;
+  try {
+    return sigmoid_attn::select_forward(types[dtype], head_dim, causal, score_mod, varlen, max_q,
+                                        Tq, B, Hq, sm_count);
+  } catch (const std::exception&) {
+    return -1;
+  }
 }
 
 }  // extern "C"

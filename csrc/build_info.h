@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #define SIGMOID_ATTN_API __attribute__((visibility("default")))
 
@@ -16,4 +17,9 @@ SIGMOID_ATTN_API int sigmoid_attn_num_kernels();
 // Field access for kernel i (0 <= i < num_kernels); nullptr / -1 when out of range.
 SIGMOID_ATTN_API const char* sigmoid_attn_kernel_name(int i);
 SIGMOID_ATTN_API int sigmoid_attn_kernel_field(int i, const char* field);
+// The dispatcher's forward choice for a problem, as a kernel index (-1: none compiled).
+SIGMOID_ATTN_API int sigmoid_attn_select_forward_kernel(int dtype, int64_t head_dim, int causal,
+                                                        int score_mod, int varlen, int64_t max_q,
+                                                        int64_t Tq, int64_t B, int64_t Hq,
+                                                        int sm_count);
 }

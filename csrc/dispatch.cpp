@@ -107,4 +107,18 @@ int select_small_kernel(int kernel) {
   return kernel >= 0 && kernel < static_cast<int>(t.small.size()) ? t.small[kernel] : -1;
 }
 
+int select_forward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool causal,
+                   bool score_mod, bool varlen, int64_t max_q, int64_t Tq, int64_t B,
+                   int64_t Hq, int sm_count) {
+  const int kernel =
+      select_kernel(KernelKind::kForward, dtype, head_dim, causal, score_mod, varlen, max_q);
+  const uint64_t programs =
+      uint64_t(forward_grid_x(kKernels[kernel], varlen, Tq, B)) * Hq * (varlen ? 1 : B);
+  if (programs < uint64_t(sm_count)) {
+    const int small = select_small_kernel(kernel);
+    if (small >= 0) return small;
+  }
+  return kernel;
+}
+
 }  // namespace sigmoid_attn

@@ -20,4 +20,18 @@ int select_kernel(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t 
 // fewer programs than the GPU has SMs.
 int select_small_kernel(int kernel);
 
+// Programs along the forward grid's x axis for a kernel: cdiv(Tq, block_m) dense, or one per
+// tile of real tokens plus at most one idle per sequence when packed (Tq = total tokens).
+inline unsigned forward_grid_x(const KernelSpec& s, bool varlen, int64_t Tq, int64_t B) {
+  return varlen ? static_cast<unsigned>(Tq / s.block_m + B + 1)
+                : static_cast<unsigned>((Tq + s.block_m - 1) / s.block_m);
+}
+
+// The forward kernel of a problem: the length's tile (select_kernel on max_q), or the variant's
+// small-problem tile when the length's tile would launch fewer programs than the GPU has SMs
+// (one partial wave: the time is one program's key loop, so more, shorter programs win).
+int select_forward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool causal,
+                   bool score_mod, bool varlen, int64_t max_q, int64_t Tq, int64_t B,
+                   int64_t Hq, int sm_count);
+
 }  // namespace sigmoid_attn

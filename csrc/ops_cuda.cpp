@@ -20,20 +20,9 @@ void launch_forward(const ForwardProblem& p, const Tensor& q, const Tensor& k, c
                     const Tensor& out, const std::optional<Tensor>& lens_q,
                     const std::optional<Tensor>& lens_k, const std::optional<Tensor>& bias,
                     const std::optional<Tensor>& score_mod, bool is_causal) {
-  int kernel = select_kernel(KernelKind::kForward, q.scalar_type(), p.D, is_causal,
-                             score_mod.has_value(), p.varlen, p.max_q);
-  // Packed: one program per tile of real tokens (plus at most one idle per sequence).
-  auto grid_x = [&](const KernelSpec& s) {
-    return p.varlen ? static_cast<unsigned>(p.Tq / s.block_m + p.B + 1) : cdiv(p.Tq, s.block_m);
-  };
-  const unsigned grid_z = p.varlen ? 1u : static_cast<unsigned>(p.B);
   const int device = q.get_device_index();
-  // A grid smaller than the GPU (tiny batches) runs one wave: its time is one program's key
-  // loop, so the variant's latency tile (more, shorter programs) wins there when compiled.
-  if (uint64_t(grid_x(kKernels[kernel])) * p.Hq * grid_z < uint64_t(sm_count(device))) {
-    const int small = select_small_kernel(kernel);
-    if (small >= 0) kernel = small;
-  }
+  const int kernel = select_forward(q.scalar_type(), p.D, is_causal, score_mod.has_value(),
+                                    p.varlen, p.max_q, p.Tq, p.B, p.Hq, sm_count(device));
   const KernelSpec& spec = kKernels[kernel];
   const Operand oq = operand(q, p.max_q), ok = operand(k, p.max_k), ov = operand(v, p.max_k),
                 oo = operand(out, p.max_q);
@@ -58,8 +47,8 @@ void launch_forward(const ForwardProblem& p, const Tensor& q, const Tensor& k, c
   constexpr int kNumArgs = sizeof(args) / sizeof(args[0]);
   SA_CHECK(spec.num_params == kNumArgs, "sigmoid_attn: kernel ", spec.name, " has ",
            spec.num_params, " parameters, the launcher packs ", kNumArgs);
-  launch_kernel(kernel, device, current_stream(device), grid_x(spec),
-                static_cast<unsigned>(p.Hq), grid_z, args);
+  launch_kernel(kernel, device, current_stream(device), forward_grid_x(spec, p.varlen, p.Tq, p.B),
+                static_cast<unsigned>(p.Hq), p.varlen ? 1u : static_cast<unsigned>(p.B), args);
 }
 
 }  // namespace

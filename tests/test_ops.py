@@ -121,3 +121,62 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
             for d, entry in db[kind].items()
             for m, t in (entry if kind == "fwd" else [[0, entry]])}
     assert compiled == want
+
+
+def test_dispatch_size_rules():
+    """The forward kernel the C++ dispatcher picks, by size, without a GPU: the length buckets of
+    tiles.json (min_t), and the small-problem tile when the length's tile would launch fewer
+    programs than the GPU has SMs (an H100 has 132)."""
+    import ctypes
+
+    from conftest import TRITON_SRC
+
+    sys.path.insert(0, TRITON_SRC)
+    try:
+        import variants as V
+    finally:
+        sys.path.remove(TRITON_SRC)
+    lib = ctypes.CDLL(sigmoid_attn.library_path())
+    f = lib.sigmoid_attn_select_forward_kernel
+    f.restype = ctypes.c_int
+    f.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                  ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
+    catalog = sigmoid_attn.info()["variants"]
+
+    def pick(D, B, T, H, causal=False, varlen=False, sms=132, dtype=1):
+        total = B * T if varlen else T
+        i = f(dtype, D, causal, False, varlen, T, total, B, H, sms)
+        assert i >= 0, (D, B, T, H)
+        return catalog[i]
+
+    db = V.load_tiles()["fwd"]
+    for D in (64, 128):
+        buckets = {m: t for m, t in db[str(D)]}
+        tiles = lambda k: [k["block_m"], k["block_n"], k["num_warps"], k["num_stages"]]
+        for causal in (False, True):
+            # B=16, H=16 fills the GPU at every length: the length's bucket
+            for T, bucket in ((1024, 0), (4096, 0), (8191, 0), (8192, 8192), (16384, 8192)):
+                k = pick(D, 16, T, 16, causal)
+                assert k["min_t"] == bucket and tiles(k) == buckets[bucket][:4], (D, T, k["name"])
+                assert k["causal"] == causal and k["head_dim"] == D
+                assert ("tma" in k["name"]) == ("tma" in buckets[bucket][4:])
+        if -1 in buckets:
+            small = buckets[-1][:4]
+            bm = buckets[0][0]
+            # the host-cost shape: B=1, T=256, H=8 -> 2 * 8 = 16 programs of 128 rows < 132 SMs
+            k = pick(D, 1, 256, 8)
+            assert k["min_t"] == -1 and tiles(k) == small and k["name"].endswith("_small")
+            # exactly at the SM count the length tile stays; one program fewer takes the small
+            programs = -(-1024 // bm) * 8
+            assert pick(D, 1, 1024, 8, sms=programs)["min_t"] == 0
+            assert pick(D, 1, 1024, 8, sms=programs + 1)["min_t"] == -1
+            # a long sequence of one head: the 8192 bucket's 128-row grid is under one wave
+            assert pick(D, 1, 8192, 1)["min_t"] == -1
+            # packed: total // block_m + B + 1 programs per head
+            k = pick(D, 4, 300, 2, varlen=True)
+            assert k["varlen"] and k["min_t"] == -1
+            assert pick(D, 40, 2000, 16, varlen=True)["min_t"] == 0
+    # float32 has no small-problem tile: always its one bucket
+    assert pick(64, 1, 256, 8, dtype=2)["min_t"] == 0
+    # nothing compiled for head_dim 40: -1, not a crash
+    assert f(1, 40, 0, 0, 0, 256, 256, 1, 8, 132) == -1
