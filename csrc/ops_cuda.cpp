@@ -21,7 +21,7 @@ void launch_forward(const ForwardProblem& p, const Tensor& q, const Tensor& k, c
                     const std::optional<Tensor>& lens_k, const std::optional<Tensor>& bias,
                     const std::optional<Tensor>& score_mod, bool is_causal) {
   const int device = q.get_device_index();
-  const int kernel = select_forward(q.scalar_type(), p.D, is_causal, score_mod.has_value(),
+  const int kernel = select_forward(p.dtype, p.D, is_causal, score_mod.has_value(),
                                     p.varlen, p.max_q, p.Tq, p.B, p.Hq, sm_count(device));
   const KernelSpec& spec = kKernels[kernel];
   const Operand oq = operand(q, p.max_q), ok = operand(k, p.max_k), ov = operand(v, p.max_k),
@@ -66,7 +66,7 @@ ForwardProblem check(SIGMOID_ATTN_VARLEN_ARGS) {
 
 Tensor forward_cuda(SIGMOID_ATTN_FORWARD_ARGS) {
   const ForwardProblem p = check(SIGMOID_ATTN_FORWARD_PASS);
-  Tensor out = empty_cuda(q, {p.B, p.Tq, p.Hq, p.D});
+  Tensor out = empty_cuda(q, {p.B, p.Tq, p.Hq, p.D}, p.dtype);
   if (p.B == 0 || p.Tq == 0 || p.Hq == 0) return out;
   launch_forward(p, q, k, v, out, seq_lens_q, seq_lens_k, sigmoid_bias_tensor, score_mod,
                  is_causal);
@@ -83,7 +83,7 @@ void forward_cuda_out(SIGMOID_ATTN_FORWARD_ARGS, const Tensor& out) {
 
 Tensor forward_varlen_cuda(SIGMOID_ATTN_VARLEN_ARGS) {
   const ForwardProblem p = check(SIGMOID_ATTN_VARLEN_PASS);
-  Tensor out = empty_cuda(q, {p.Tq, p.Hq, p.D});
+  Tensor out = empty_cuda(q, {p.Tq, p.Hq, p.D}, p.dtype);
   if (p.Tq == 0 || p.Hq == 0) return out;
   launch_forward(p, q, k, v, out, cu_seqlens_q, cu_seqlens_k, sigmoid_bias_tensor, score_mod,
                  is_causal);

@@ -5,6 +5,7 @@
 #include <string>
 #include <utility>
 
+#include <torch/csrc/inductor/aoti_torch/c/shim.h>
 #include <torch/headeronly/core/ScalarType.h>
 #include "check.h"
 
@@ -33,13 +34,39 @@ std::string device_str(const Tensor& t) {
   return s;
 }
 
-void check_qkv(const Tensor& t, const char* name, const char* layout) {
-  SA_CHECK(t.defined(), kFn, ": ", name, " must be a tensor, got an undefined tensor");
-  SA_CHECK(t.dim() == 4, kFn, ": ", name, " must have 4 dims ", layout, ", got ", t.dim(),
+// One read of a tensor's metadata: six shim calls (sizes and strides read in place, the dtype
+// converted once), instead of one exported call, and for the dtype a chain of them, per query.
+// The checks below run on every call; messages are built from the Tensor only on failure.
+struct Meta {
+  int64_t dim = 0;
+  int64_t* sizes = nullptr;
+  int64_t* strides = nullptr;
+  ScalarType dtype = ScalarType::Undefined;
+  int32_t device_type = 0;
+  int32_t device_index = 0;
+
+  Meta(const Tensor& t, const char* fn, const char* name) {
+    SA_CHECK(t.defined(), fn, ": ", name, " must be a tensor, got an undefined tensor");
+    AtenTensorHandle h = t.get();
+    SA_CHECK(aoti_torch_get_dim(h, &dim) == AOTI_TORCH_SUCCESS &&
+                 aoti_torch_get_sizes(h, &sizes) == AOTI_TORCH_SUCCESS &&
+                 aoti_torch_get_strides(h, &strides) == AOTI_TORCH_SUCCESS &&
+                 aoti_torch_get_device_type(h, &device_type) == AOTI_TORCH_SUCCESS &&
+                 aoti_torch_get_device_index(h, &device_index) == AOTI_TORCH_SUCCESS,
+             fn, ": cannot read ", name, "'s metadata");
+    dtype = t.scalar_type();
+  }
+  bool same_device(const Meta& o) const {
+    return device_type == o.device_type && device_index == o.device_index;
+  }
+};
+
+void check_qkv(const Tensor& t, const Meta& m, const char* name, const char* layout) {
+  SA_CHECK(m.dim == 4, kFn, ": ", name, " must have 4 dims ", layout, ", got ", m.dim,
                   " dims ", shape_str(t));
-  SA_CHECK(t.size(3) <= 1 || t.stride(3) == 1, kFn, ": ", name,
+  SA_CHECK(m.sizes[3] <= 1 || m.strides[3] == 1, kFn, ": ", name,
                   " must have a contiguous last dim (stride 1), got strides ",
-                  "with stride(3)=", t.stride(3));
+                  "with stride(3)=", m.strides[3]);
 }
 
 void check_lengths(const std::optional<Tensor>& t, const char* name, int64_t B, const Tensor& q) {
@@ -96,11 +123,11 @@ void resolve_scalars(const char* kFn, ForwardProblem& p, const std::optional<dou
 
 // q, k, v: one floating dtype the backend serves, one device.
 void check_dtypes(const char* kFn, const Tensor& q, const Tensor& k, const Tensor& v,
-                  Backend backend) {
-  SA_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(), kFn,
+                  const Meta& mq, const Meta& mk, const Meta& mv, Backend backend) {
+  SA_CHECK(mk.dtype == mq.dtype && mv.dtype == mq.dtype, kFn,
            ": q, k and v must have the same dtype, got q ", dtype_str(q), ", k ", dtype_str(k),
            ", v ", dtype_str(v));
-  const auto dt = q.scalar_type();
+  const auto dt = mq.dtype;
   if (backend == Backend::kCUDA) {
     SA_CHECK(dt == ScalarType::Half || dt == ScalarType::BFloat16 || dt == ScalarType::Float, kFn,
              ": on CUDA q, k, v must be float16, bfloat16 or float32, got ", dtype_str(q));
@@ -110,7 +137,7 @@ void check_dtypes(const char* kFn, const Tensor& q, const Tensor& k, const Tenso
              kFn, ": q, k, v must be float16, bfloat16, float32 or float64 on ",
              backend_str(backend), ", got ", dtype_str(q));
   }
-  SA_CHECK(same_device(k, q) && same_device(v, q), kFn,
+  SA_CHECK(mk.same_device(mq) && mv.same_device(mq), kFn,
            ": q, k and v must be on one device, got q ", device_str(q), ", k ", device_str(k),
            ", v ", device_str(v));
 }
@@ -203,28 +230,30 @@ ForwardProblem check_forward(const ForwardInputs& in, Backend backend) {
   const Tensor& q = in.q;
   const Tensor& k = in.k;
   const Tensor& v = in.v;
-  check_qkv(q, "q", "[B, Tq, Hq, D]");
-  check_qkv(k, "k", "[B, Tk, Hkv, D]");
-  check_qkv(v, "v", "[B, Tk, Hkv, D]");
+  const Meta mq(q, kFn, "q"), mk(k, kFn, "k"), mv(v, kFn, "v");
+  check_qkv(q, mq, "q", "[B, Tq, Hq, D]");
+  check_qkv(k, mk, "k", "[B, Tk, Hkv, D]");
+  check_qkv(v, mv, "v", "[B, Tk, Hkv, D]");
 
-  check_dtypes(kFn, q, k, v, backend);
+  check_dtypes(kFn, q, k, v, mq, mk, mv, backend);
 
   ForwardProblem p{};
-  p.B = q.size(0);
-  p.Tq = q.size(1);
-  p.Hq = q.size(2);
-  p.D = q.size(3);
-  p.Tk = k.size(1);
-  p.Hkv = k.size(2);
+  p.B = mq.sizes[0];
+  p.Tq = mq.sizes[1];
+  p.Hq = mq.sizes[2];
+  p.D = mq.sizes[3];
+  p.Tk = mk.sizes[1];
+  p.Hkv = mk.sizes[2];
   p.max_q = p.Tq;
   p.max_k = p.Tk;
   p.varlen = false;
-  SA_CHECK(k.size(0) == p.B && v.size(0) == p.B, kFn,
+  p.dtype = mq.dtype;
+  SA_CHECK(mk.sizes[0] == p.B && mv.sizes[0] == p.B, kFn,
                   ": k and v must have q's batch size B=", p.B, ", got k ", shape_str(k), ", v ",
                   shape_str(v));
-  SA_CHECK(v.size(1) == p.Tk && v.size(2) == p.Hkv, kFn,
+  SA_CHECK(mv.sizes[1] == p.Tk && mv.sizes[2] == p.Hkv, kFn,
                   ": v must have k's [Tk, Hkv]=[", p.Tk, ", ", p.Hkv, "], got v ", shape_str(v));
-  SA_CHECK(k.size(3) == p.D && v.size(3) == p.D, kFn,
+  SA_CHECK(mk.sizes[3] == p.D && mv.sizes[3] == p.D, kFn,
                   ": q, k and v must have the same head_dim D=", p.D, ", got k ", shape_str(k),
                   ", v ", shape_str(v));
   SA_CHECK(p.D > 0, kFn, ": head_dim must be positive, got q ", shape_str(q));
@@ -266,26 +295,29 @@ ForwardProblem check_forward_varlen(const VarlenInputs& in, Backend backend) {
   const Tensor& v = in.v;
   const char* names[] = {"q", "k", "v"};
   const Tensor* ts[] = {&q, &k, &v};
+  const Meta mq(q, fn, "q"), mk(k, fn, "k"), mv(v, fn, "v");
+  const Meta* ms[] = {&mq, &mk, &mv};
   for (int i = 0; i < 3; ++i) {
     const Tensor& t = *ts[i];
-    SA_CHECK(t.defined(), fn, ": ", names[i], " must be a tensor, got an undefined tensor");
-    SA_CHECK(t.dim() == 3, fn, ": ", names[i], " must have 3 dims [total, H, D], got ", t.dim(),
+    const Meta& m = *ms[i];
+    SA_CHECK(m.dim == 3, fn, ": ", names[i], " must have 3 dims [total, H, D], got ", m.dim,
              " dims ", shape_str(t));
-    SA_CHECK(t.size(2) <= 1 || t.stride(2) == 1, fn, ": ", names[i],
-             " must have a contiguous last dim (stride 1), got stride(2)=", t.stride(2));
+    SA_CHECK(m.sizes[2] <= 1 || m.strides[2] == 1, fn, ": ", names[i],
+             " must have a contiguous last dim (stride 1), got stride(2)=", m.strides[2]);
   }
-  check_dtypes(fn, q, k, v, backend);
+  check_dtypes(fn, q, k, v, mq, mk, mv, backend);
 
   ForwardProblem p{};
-  p.Tq = q.size(0);
-  p.Hq = q.size(1);
-  p.D = q.size(2);
-  p.Tk = k.size(0);
-  p.Hkv = k.size(1);
+  p.Tq = mq.sizes[0];
+  p.Hq = mq.sizes[1];
+  p.D = mq.sizes[2];
+  p.Tk = mk.sizes[0];
+  p.Hkv = mk.sizes[1];
   p.varlen = true;
-  SA_CHECK(v.size(0) == p.Tk && v.size(1) == p.Hkv, fn, ": v must have k's [total_k, Hkv]=[",
+  p.dtype = mq.dtype;
+  SA_CHECK(mv.sizes[0] == p.Tk && mv.sizes[1] == p.Hkv, fn, ": v must have k's [total_k, Hkv]=[",
            p.Tk, ", ", p.Hkv, "], got v ", shape_str(v));
-  SA_CHECK(k.size(2) == p.D && v.size(2) == p.D, fn,
+  SA_CHECK(mk.sizes[2] == p.D && mv.sizes[2] == p.D, fn,
            ": q, k and v must have the same head_dim D=", p.D, ", got k ", shape_str(k), ", v ",
            shape_str(v));
   SA_CHECK(p.D > 0, fn, ": head_dim must be positive, got q ", shape_str(q));

@@ -7,6 +7,7 @@
 #include <optional>
 
 #include <torch/csrc/stable/tensor.h>
+#include <torch/headeronly/core/ScalarType.h>
 
 namespace sigmoid_attn {
 
@@ -54,6 +55,7 @@ struct ForwardProblem {
   double scale;       // kept in double for the float64 CPU path; the kernels take float32
   int bias_mode;      // BiasMode (kernel_spec.h)
   double bias_value;
+  torch::headeronly::ScalarType dtype;  // q's (and k's, v's)
 };
 
 // Throws on any invalid input; returns the normalized problem otherwise.
