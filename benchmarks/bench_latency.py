@@ -70,6 +70,8 @@ def main():
         "sigmoid_attn": lambda: sigmoid_attn.sigmoid_attention(q, k, v),
         "sigmoid_attn op": lambda: torch.ops.sigmoid_attn.forward.default(
             q, k, v, None, None, False, None, None, None, None),
+        # the 4-argument overload the Python layer uses for the plain call
+        "sigmoid_attn op forward.plain": lambda: torch.ops.sigmoid_attn.forward.plain(q, k, v),
         "sigmoid_attn op, T=0 (dispatch, validation, empty output; no launch)": lambda: torch.ops.sigmoid_attn.forward.default(
             q0, q0, q0, None, None, False, None, None, None, None),
         "sdpa": lambda: F.scaled_dot_product_attention(qt, kt, vt),

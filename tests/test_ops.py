@@ -32,6 +32,19 @@ def test_opcheck_cpu(idx):
     torch.library.opcheck(torch.ops.sigmoid_attn.forward.default, args)
 
 
+@pytest.mark.parametrize("is_causal", [False, True])
+def test_plain_overload_is_the_op(is_causal):
+    """forward.plain(q, k, v, is_causal), the overload the Python layer uses for the plain
+    call, is forward with every other argument at its default: same output, bitwise."""
+    q, k, v = sample_inputs()[0][:3]
+    out = torch.ops.sigmoid_attn.forward.plain(q, k, v, is_causal)
+    assert torch.equal(out, torch.ops.sigmoid_attn.forward.default(q, k, v, None, None,
+                                                                    is_causal))
+    torch.library.opcheck(torch.ops.sigmoid_attn.forward.plain, (q, k, v, is_causal))
+    with pytest.raises(RuntimeError, match="head_dim"):
+        torch.ops.sigmoid_attn.forward.plain(q, k[..., :16], v)
+
+
 def test_torchscript_calls_the_op():
     @torch.jit.script
     def f(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:

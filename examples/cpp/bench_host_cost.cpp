@@ -151,6 +151,10 @@ int main(int argc, char** argv) {
                                   const std::optional<at::Tensor>&, bool, std::optional<double>,
                                   std::optional<double>, const std::optional<at::Tensor>&,
                                   const std::optional<at::Tensor>&)>();
+  auto plain_op = c10::Dispatcher::singleton()
+                      .findSchemaOrThrow("sigmoid_attn::forward", "plain")
+                      .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                        bool)>();
   at::Tensor buffer = at::empty_like(q);
   auto via_op = [&](const at::Tensor& x) {
     return op.call(x, x, x, std::nullopt, std::nullopt, false, std::nullopt, std::nullopt,
@@ -160,6 +164,8 @@ int main(int argc, char** argv) {
   std::vector<std::pair<std::string, std::function<void()>>> rows = {
       {"sigmoid_attn direct C++ API", [&] { sigmoid_attn::forward(q, k, v); }},
       {"sigmoid_attn dispatcher op", [&] { via_op(q); }},
+      {"sigmoid_attn dispatcher op, forward.plain (4 arguments)",
+       [&] { plain_op.call(q, k, v, false); }},
       {"sigmoid_attn direct C++ API into a reused buffer (forward_out, no allocation)",
        [&] { sigmoid_attn::forward_out(buffer, q, k, v); }},
       {"sigmoid_attn direct C++ API, T=0 (validation, empty output; no launch)",
