@@ -78,6 +78,12 @@ const KernelTable& table() {
   return t;
 }
 
+// The small-problem (latency) tile of kernel's variant (min_t == kSmallProblem), or -1.
+int select_small_kernel(int kernel) {
+  const KernelTable& t = table();
+  return kernel >= 0 && kernel < static_cast<int>(t.small.size()) ? t.small[kernel] : -1;
+}
+
 }  // namespace
 
 int select_kernel(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t head_dim,
@@ -102,10 +108,6 @@ int select_kernel(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t 
   return idx;
 }
 
-int select_small_kernel(int kernel) {
-  const KernelTable& t = table();
-  return kernel >= 0 && kernel < static_cast<int>(t.small.size()) ? t.small[kernel] : -1;
-}
 
 int select_forward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool causal,
                    bool score_mod, bool varlen, int64_t max_q, int64_t Tq, int64_t B,

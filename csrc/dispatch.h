@@ -15,11 +15,6 @@ namespace sigmoid_attn {
 int select_kernel(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t head_dim,
                   bool causal, bool score_mod, bool varlen, int64_t seq_len);
 
-// The small-problem (latency) tile of the same variant (KernelSpec::min_t == kSmallProblem),
-// or -1 when none is compiled. The launcher takes it when select_kernel's tile would launch
-// fewer programs than the GPU has SMs.
-int select_small_kernel(int kernel);
-
 // Programs along the forward grid's x axis for a kernel: cdiv(Tq, block_m) dense, or one per
 // tile of real tokens plus at most one idle per sequence when packed (Tq = total tokens).
 inline unsigned forward_grid_x(const KernelSpec& s, bool varlen, int64_t Tq, int64_t B) {

@@ -176,8 +176,3 @@ def fwd_tiles(head_dim: int, T: int, dtype: str = "bf16"):
     buckets = entry if isinstance(entry, list) else [(0, entry)]
     return [t for min_t, t in buckets if 0 <= min_t <= T][-1]
 
-
-def fwd_small_tiles(head_dim: int, dtype: str = "bf16"):
-    """The small-problem (latency) forward tiles of a head dim, or None."""
-    entry = tile_table("fwd", dtype).get(head_dim)
-    return next((t for min_t, t in entry if min_t == SMALL), None) if isinstance(entry, list) else None

@@ -27,6 +27,8 @@
 
 #include <sigmoid_attn/sigmoid_attn.h>
 
+#include "forward_op.h"
+
 namespace {
 
 // The floor no op can go below: cuLaunchKernel of an empty kernel, with no parameters and with
@@ -144,13 +146,7 @@ int main(int argc, char** argv) {
   const at::Tensor q0 = q.narrow(1, 0, 0);  // T = 0: validation and an empty output, no launch
   const at::Tensor qt = q.transpose(1, 2).contiguous(), kt = k.transpose(1, 2).contiguous(),
                    vt = v.transpose(1, 2).contiguous();
-  auto op = c10::Dispatcher::singleton()
-                .findSchemaOrThrow("sigmoid_attn::forward", "")
-                .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                  const std::optional<at::Tensor>&,
-                                  const std::optional<at::Tensor>&, bool, std::optional<double>,
-                                  std::optional<double>, const std::optional<at::Tensor>&,
-                                  const std::optional<at::Tensor>&)>();
+  auto op = sigmoid_attn_forward_op();
   auto plain_op = c10::Dispatcher::singleton()
                       .findSchemaOrThrow("sigmoid_attn::forward", "plain")
                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,

@@ -15,6 +15,8 @@
 
 #include <sigmoid_attn/sigmoid_attn.h>
 
+#include "forward_op.h"
+
 int main(int argc, char** argv) {
   if (argc < 3) {
     std::fprintf(stderr, "usage: %s model.pt io.pt\n", argv[0]);
@@ -38,13 +40,7 @@ int main(int argc, char** argv) {
 
   // The same op two ways: through the dispatcher (what TorchScript calls) and through the
   // direct C++ API (sigmoid_attn/sigmoid_attn.h), on random [B, T, H, D] inputs with lengths.
-  auto op = c10::Dispatcher::singleton()
-                .findSchemaOrThrow("sigmoid_attn::forward", "")
-                .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                  const std::optional<at::Tensor>&,
-                                  const std::optional<at::Tensor>&, bool, std::optional<double>,
-                                  std::optional<double>, const std::optional<at::Tensor>&,
-                                  const std::optional<at::Tensor>&)>();
+  auto op = sigmoid_attn_forward_op();
   const auto opts = x.options();
   const at::Tensor q = at::randn({2, 37, 4, 64}, opts), k = at::randn({2, 45, 2, 64}, opts),
                    v = at::randn({2, 45, 2, 64}, opts);
