@@ -13,6 +13,7 @@ dispatcher picks by length. Nothing tunes at run time. Record the why in benchma
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -71,11 +72,14 @@ SMALL_CANDIDATES = [(64, 64, 4, 2), (64, 64, 4, 3), (64, 32, 4, 3), (64, 128, 4,
 SMALL_SHAPES = [(1, 128, 8), (1, 256, 8), (1, 512, 8), (1, 1024, 8), (1, 2048, 8), (2, 256, 16)]
 
 
+# CAUSAL_LPT values for --lpt: programs per group of heads, about 1 and 2 waves of 132 SMs at
+# 1-2 CTAs each, and one group for the whole grid.
+LPT_GROUPS = (0, 132, 264, 528, 1 << 20)
+
 def sweep_small(write):
     """Per head dim: GPU time of each candidate (and of the length tile the dispatcher would
     use otherwise) on the small shapes; --write stores the winner as the -1 bucket when it beats
     the length tile by 5% in geometric mean, and removes the bucket otherwise."""
-    import math
 
     import variants as V
 
@@ -128,11 +132,15 @@ def main():
     ap.add_argument("--lean", action="store_true", help="shared-memory-lean candidates")
     ap.add_argument("--tma", action="store_true", help="TMA-descriptor candidates (experimental)")
     ap.add_argument("--lpt", action="store_true",
-                    help="causal rows only: each tile with and without longest-first block order")
+                    help="program order: causal longest block first (CAUSAL_LPT, several group "
+                         "sizes) and padded longest sequence first (LENGTH_LPT)")
     ap.add_argument("--small", action="store_true",
                     help="small-problem (latency) tiles: GPU time per call in a CUDA graph")
     ap.add_argument("--write", action="store_true", help="store the winners in triton_src/tiles.json")
     args = ap.parse_args()
+    if args.lpt:
+        sweep_lpt(args.out, args.write)
+        return
     if args.small:
         rows = sweep_small(args.write)
         with open(args.out, "w") as f:
@@ -144,18 +152,10 @@ def main():
     rows = []
     table = (PIPELINE_CANDIDATES if args.pipeline else LEAN_CANDIDATES if args.lean
              else TMA_CANDIDATES if args.tma else CANDIDATES)
-    if args.lpt:  # the production tiles of hd64/hd128, plain and longest-first (8th element)
-        import variants as V
-
-        table = {D: [tuple(V.fwd_tiles(D, T)[:4]) + (False, False, False, lpt)
-                     for T in (4096, 16384) for lpt in (False, True)] for D in (64, 128)}
-        table = {D: list(dict.fromkeys(c)) for D, c in table.items()}
     for D, cands in table.items():
         for causal in (False, True):
             for T in lengths:
-                if args.lpt and not causal:
-                    continue
-                if causal and T != 4096 and not args.lpt:
+                if causal and T != 4096:
                     continue
                 H, B = 2048 // D, 16384 // T
                 q, k, v = (torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
@@ -165,11 +165,9 @@ def main():
                     bm, bn, w, s, ws = cand[:5]
                     sp = len(cand) > 5 and cand[5]
                     tma = len(cand) > 6 and cand[6]
-                    lpt = len(cand) > 7 and cand[7]
                     fn = lambda: jit_launch.forward(q, k, v, is_causal=causal, fast_sigmoid=True,
                                                     tiles=(bm, bn, w, s), warp_specialize=ws,
-                                                    software_pipeline=sp, use_tma=tma,
-                                                    causal_lpt=lpt)
+                                                    software_pipeline=sp, use_tma=tma)
                     try:
                         ms = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
                         tf = flops / ms / 1e9
@@ -193,12 +191,65 @@ def main():
         write_winners(rows, args.out)
 
 
+def sweep_lpt(out, write):
+    """Program order, with the production tiles of hd64/hd128 at T = 1k, 4k, 16k (bf16, B·T =
+    16k, H·D = 2048): causal in launch order vs longest first (CAUSAL_LPT, several group sizes),
+    and padded non-causal batches (lengths uniform in [T/2, T], as in bench_attention.py) in
+    launch order vs longest sequence first (LENGTH_LPT). With write, tiles.json's
+    fwd_causal_lpt / fwd_length_lpt <- the best setting by geometric mean over the rows, kept
+    only if it beats launch order by 1% or more."""
+    import variants as V
+
+    rows = []
+    for D in (64, 128):
+        for T in (1024, 4096, 16384):
+            tiles = V.fwd_tiles(D, T)
+            H, B = 2048 // D, 16384 // T
+            g = torch.Generator(device="cuda").manual_seed(0)
+            q, k, v = (torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16, generator=g)
+                       for _ in range(3))
+            lens = torch.randint(T // 2, T + 1, (B,), device="cuda", dtype=torch.int32,
+                                 generator=g)
+            for mode, settings in (("causal", LPT_GROUPS), ("padded", (0, 64))):
+                causal = mode == "causal"
+                pairs = float((lens.double() ** 2).sum()) if not causal else B * T * T * 0.5
+                for lpt in settings:
+                    fn = lambda: jit_launch.forward(
+                        q, k, v, is_causal=causal, fast_sigmoid=True, tiles=tuple(tiles[:4]),
+                        use_tma="tma" in tiles, seq_lens_q=None if causal else lens,
+                        seq_lens_k=None if causal else lens,
+                        causal_lpt=lpt if causal else 0, length_lpt=0 if causal else lpt)
+                    ms = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+                    rows.append({"D": D, "T": T, "mode": mode, "lpt": lpt, "tiles": list(tiles),
+                                 "ms": ms, "tflops": 4.0 * H * D * pairs / ms / 1e9})
+                print(f"D={D:3d} T={T:5d} {mode}: " + " ".join(
+                    f"{r['lpt']}:{r['tflops']:.1f}" for r in rows
+                    if (r["D"], r["T"], r["mode"]) == (D, T, mode)), flush=True)
+    with open(out, "w") as f:
+        json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                   "triton": triton.__version__, "rows": rows}, f, indent=1)
+    db = V.load_tiles()
+    for mode, key in (("causal", "fwd_causal_lpt"), ("padded", "fwd_length_lpt")):
+        score = {}
+        for r in rows:
+            if r["mode"] == mode:
+                score.setdefault(r["lpt"], []).append(math.log(r["tflops"]))
+        mean = {lpt: sum(v) / len(v) for lpt, v in score.items()}
+        best = max(mean, key=mean.get)
+        choice = best if mean[best] > mean[0] + math.log(1.01) else 0
+        print(f"{mode}, geometric mean TFLOPS by setting: " + " ".join(
+            f"{lpt}:{math.exp(m):.1f}" for lpt, m in mean.items()) + f" -> {key} = {choice}")
+        db[key] = choice
+        db.setdefault("sources", {})[key] = os.path.relpath(out)
+    if write:
+        V.save_tiles(db)
+
+
 def write_winners(rows, source):
     """Per head dim: the short-sequence bucket (geometric mean over T < 8192, causal included)
     and, if another tile wins at T >= 8192, a long bucket. Plain tiles, with or without TMA
     (tiles.json's "tma" flag), can go to the table; warp specialization and software
     pipelining cannot."""
-    import math
 
     import variants as V
 

@@ -95,17 +95,32 @@ SCRIPT = textwrap.dedent(r"""
     tcases += 1
     print("interpreted TMA cases:", tcases)
 
-    # The experimental longest-first order of causal query blocks (CAUSAL_LPT): a permutation of
-    # the programs, so the same result; uneven lengths and a partial last block.
+    # The longest-first order of causal query blocks (CAUSAL_LPT = programs per group of heads):
+    # a permutation of the programs, so the same result; uneven lengths, a partial last block,
+    # groups of one head, groups of 3 of 4 heads (a smaller last group), one group for all.
+    n = 0
     for (B, Tq, Tk, causal) in [(2, 70, 70, True), (2, 53, 90, True), (1, 33, 33, False)]:
         q, k, v = make_qkv(B, Tq, Tk, 2, 1, 32, torch.float32, "cpu", g)
         lq = torch.tensor([Tq, Tq // 2], dtype=torch.int32)[:B]
-        out = jit_launch.forward(q, k, v, seq_lens_q=lq, is_causal=causal, tiles=(16, 16, 4, 1),
-                                 causal_lpt=True)
         ref = sigmoid_attention_reference(q.double(), k.double(), v.double(), seq_lens_q=lq,
                                           is_causal=causal)
-        assert rel_err(out, ref) < 1e-5, ("causal_lpt", B, Tq, Tk, rel_err(out, ref))
-    print("interpreted causal-LPT cases: 3")
+        for lpt in (1, 12, 1 << 20):
+            out = jit_launch.forward(q, k, v, seq_lens_q=lq, is_causal=causal,
+                                     tiles=(16, 16, 4, 1), causal_lpt=lpt)
+            assert rel_err(out, ref) < 1e-5, ("causal_lpt", B, Tq, Tk, lpt, rel_err(out, ref))
+            n += 1
+    # Padded batches, longest sequence first (LENGTH_LPT): distinct lengths, a tie, a zero
+    # length, and a batch larger than LENGTH_LPT (the launch order is kept).
+    for lens, lpt in [([5, 40, 23], 4), ([23, 0, 40, 23], 4), ([23, 0, 40, 23], 2)]:
+        q, k, v = make_qkv(len(lens), 40, 40, 2, 2, 32, torch.float32, "cpu", g)
+        lt = torch.tensor(lens, dtype=torch.int32)
+        out = jit_launch.forward(q, k, v, seq_lens_q=lt, seq_lens_k=lt, tiles=(16, 16, 4, 1),
+                                 length_lpt=lpt)
+        ref = sigmoid_attention_reference(q.double(), k.double(), v.double(), seq_lens_q=lt,
+                                          seq_lens_k=lt)
+        assert rel_err(out, ref) < 1e-5, ("length_lpt", lens, lpt, rel_err(out, ref))
+        n += 1
+    print("interpreted LPT cases:", n)
 
     # Backward kernels vs autograd of the float64 reference.
     bcases = 0
@@ -186,4 +201,4 @@ def test_kernel_source_under_interpreter():
     assert "interpreted backward cases: 4" in r.stdout
     assert "interpreted varlen cases: 2" in r.stdout
     assert "interpreted TMA cases: 3" in r.stdout
-    assert "interpreted causal-LPT cases: 3" in r.stdout
+    assert "interpreted LPT cases: 12" in r.stdout

@@ -56,7 +56,8 @@ def compile_variant(var: V.Variant, arch: int):
         constexprs["WARP_SPECIALIZE"] = var.warp_specialize
         constexprs["SOFTWARE_PIPELINE"] = var.software_pipeline
         constexprs["USE_TMA"] = var.tma
-        constexprs["CAUSAL_LPT"] = False  # experimental: tune_forward.py --lpt measures it
+        constexprs["CAUSAL_LPT"] = var.causal_lpt
+        constexprs["LENGTH_LPT"] = var.length_lpt
     params = V.PARAMS[var.kind]
     divisible = V.divisible_16(var.kind)
     own = dict(params)

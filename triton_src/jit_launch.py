@@ -34,7 +34,8 @@ def _geometry(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k):
 def forward(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale=None,
             sigmoid_bias=None, score_mod=None, fast_sigmoid=False, tiles=None,
             warp_specialize=False, software_pipeline=False, cu_seqlens_q=None,
-            cu_seqlens_k=None, max_seqlen_q=0, max_seqlen_k=0, use_tma=False, causal_lpt=False):
+            cu_seqlens_k=None, max_seqlen_q=0, max_seqlen_k=0, use_tma=False, causal_lpt=0,
+            length_lpt=0):
     """Dense [B, T, H, D] call, or packed [total, H, D] with cu_seqlens_q/k (varlen)."""
     B, Tq, Tk, Hq, Hkv, D, n, max_q, max_k, varlen = _geometry(
         q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
@@ -58,7 +59,8 @@ def forward(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale
         HEAD_DIM=D, BLOCK_D=block_d, BLOCK_M=bm, BLOCK_N=bn,
         IS_CAUSAL=is_causal, HAS_SCORE_MOD=score_mod is not None, FAST_SIGMOID=fast_sigmoid,
         VARLEN=varlen, WARP_SPECIALIZE=warp_specialize, SOFTWARE_PIPELINE=software_pipeline,
-        USE_TMA=use_tma, CAUSAL_LPT=causal_lpt, num_warps=warps, num_stages=stages,
+        USE_TMA=use_tma, CAUSAL_LPT=causal_lpt, LENGTH_LPT=length_lpt, num_warps=warps,
+        num_stages=stages,
     )
     return out
 

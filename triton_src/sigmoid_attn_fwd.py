@@ -249,6 +249,44 @@ def _pv(acc, qk, v_base, sm_base, offs_d, n_start, stride_vt, stride_smt, scale,
 
 
 @triton.jit
+def _longest_first(pid_m, h, b, GROUP_PROGRAMS: tl.constexpr):
+    """Causal schedule: (query block, head, batch) for launch slot (pid_m, h, b), longest first.
+
+    A causal query block m walks m + 1 key blocks, so in launch order (pid_m fastest) the
+    longest programs of the last heads start last and the SMs idle while they finish. Here the
+    heads are taken in groups of G = cdiv(GROUP_PROGRAMS, number of query blocks) and, inside a
+    group, the query blocks in descending order, the group's heads interleaved: the last wave
+    holds the shortest programs. Groups keep the K/V that runs concurrently to G heads (L2);
+    GROUP_PROGRAMS is about one or two waves of programs. A bijection of the grid."""
+    n_m = tl.num_programs(0)
+    n_h = tl.num_programs(1)
+    heads = n_h * tl.num_programs(2)
+    lin = (b * n_h + h) * n_m + pid_m  # the hardware's launch order: x fastest, then y, z
+    group = tl.minimum(tl.maximum(tl.cdiv(GROUP_PROGRAMS, n_m), 1), heads)
+    first = (lin // (group * n_m)) * group  # first head of this program's group
+    size = tl.minimum(group, heads - first)  # the last group may be smaller
+    r = lin - first * n_m
+    head = first + r % size
+    return n_m - 1 - r // size, head % n_h, head // n_h
+
+
+@triton.jit
+def _longest_sequence(r, SEQ_LENS_K, T_K, n_b, MAX_B: tl.constexpr):
+    """Padded batch (non-causal): the sequence with the r-th longest key length (ties by index).
+
+    A program's work is proportional to its sequence's key length, so running the sequences
+    longest first leaves the short ones for the last wave. Each program ranks all n_b <= MAX_B
+    lengths itself (an n_b x n_b comparison, no host sort and no extra launch): a bijection of
+    the grid's batch axis."""
+    i = tl.arange(0, MAX_B)
+    ok = i < n_b
+    L = tl.where(ok, tl.minimum(tl.maximum(tl.load(SEQ_LENS_K + i, mask=ok, other=0), 0), T_K), -1)
+    first = (L[:, None] > L[None, :]) | ((L[:, None] == L[None, :]) & (i[:, None] < i[None, :]))
+    rank = tl.sum(first.to(tl.int32), axis=0)  # rank[j]: sequences ordered before j
+    return tl.sum(tl.where(rank == r, i, 0), axis=0)
+
+
+@triton.jit
 def sigmoid_attn_fwd(
     Q, K, V, O, SEQ_LENS_Q, SEQ_LENS_K, BIAS, SCORE_MOD,
     stride_qb, stride_qt, stride_qh,
@@ -262,19 +300,23 @@ def sigmoid_attn_fwd(
     IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr,
     VARLEN: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, SOFTWARE_PIPELINE: tl.constexpr,
     USE_TMA: tl.constexpr = False,
-    CAUSAL_LPT: tl.constexpr = False,
+    CAUSAL_LPT: tl.constexpr = 0,
+    LENGTH_LPT: tl.constexpr = 0,
 ):
     # grid: (cdiv(T_Q, BLOCK_M), H, B), or (T_Q // BLOCK_M + num_seqs + 1, H, 1) when VARLEN
-    h = tl.program_id(1)
     pid_m = tl.program_id(0)
-    if CAUSAL_LPT and IS_CAUSAL and not VARLEN:
-        # Experimental (off in every compiled variant until measured): a causal query block's
-        # work grows with its index, so launch the longest first and let the short ones fill
-        # the last wave.
-        pid_m = tl.num_programs(0) - 1 - pid_m
+    h = tl.program_id(1)
+    b_dense = tl.program_id(2)
+    if CAUSAL_LPT > 0 and IS_CAUSAL and not VARLEN:
+        pid_m, h, b_dense = _longest_first(pid_m, h, b_dense, CAUSAL_LPT)
+    if LENGTH_LPT > 0 and not IS_CAUSAL and not VARLEN:
+        if HAS_SEQ_LENS_K != 0:
+            if tl.num_programs(2) <= LENGTH_LPT:
+                b_dense = _longest_sequence(b_dense, SEQ_LENS_K, T_K, tl.num_programs(2),
+                                            LENGTH_LPT)
     # Lengths are clamped to [0, T] so that no lengths tensor can cause an out-of-bounds access.
     b, start_m, q_off, k_off, Lq, Lk, owned, bias = _locate(
-        pid_m, tl.program_id(2), T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value,
+        pid_m, b_dense, T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value,
         num_seqs, max_seqlen_q, max_seqlen_k, HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, BLOCK_M, False, VARLEN)
 
     b64 = b.to(tl.int64)

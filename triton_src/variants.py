@@ -49,6 +49,14 @@ _DB = load_tiles()
 FWD_TILES = {int(d): [(int(m), tuple(t)) for m, t in b] for d, b in _DB["fwd"].items()}
 BWD_DKDV_TILES = {int(d): tuple(t) for d, t in _DB["bwd_dkdv"].items()}
 BWD_DQ_TILES = {int(d): tuple(t) for d, t in _DB["bwd_dq"].items()}
+# Causal forward (dense and padded): query blocks run longest first, heads in groups of about
+# this many programs (sigmoid_attn_fwd._longest_first); 0 keeps the launch order. Chosen by
+# benchmarks/tune_forward.py --lpt; SIGMOID_ATTN_CAUSAL_LPT overrides it for one build (to time
+# a build against another).
+CAUSAL_LPT = int(os.environ.get("SIGMOID_ATTN_CAUSAL_LPT", _DB.get("fwd_causal_lpt", 0)))
+# Padded non-causal forward: sequences run longest first when the batch has at most this many
+# (sigmoid_attn_fwd._longest_sequence); 0: off. Same tuning and override as CAUSAL_LPT.
+LENGTH_LPT = int(os.environ.get("SIGMOID_ATTN_LENGTH_LPT", _DB.get("fwd_length_lpt", 0)))
 
 # float32: full-precision (IEEE) dot products on the CUDA cores, for validation and fp32 models;
 # no tensor cores, so the tiles are small enough to keep register and shared memory use in
@@ -135,6 +143,14 @@ class Variant:
     @property
     def fast_sigmoid(self) -> bool:
         return self.dtype != "fp32"
+
+    @property
+    def causal_lpt(self) -> int:
+        return CAUSAL_LPT if self.kind == "fwd" and self.causal and not self.varlen else 0
+
+    @property
+    def length_lpt(self) -> int:
+        return LENGTH_LPT if self.kind == "fwd" and not self.causal and not self.varlen else 0
 
     @property
     def block_d(self) -> int:
