@@ -45,6 +45,22 @@ def check(q, k, v, tol, **kw):
     return out, err
 
 
+@pytest.mark.parametrize("B", [1, 7, 64, 65, 130])
+@pytest.mark.parametrize("causal", [False, True])
+def test_padded_batch_sizes_around_the_program_order_cutoff(B, causal):
+    """Longest-first program orders (tiles.json fwd_length_lpt: sequences ranked in-kernel for
+    batches up to a size; fwd_causal_lpt: heads in groups): every program must still land on
+    its own (sequence, head, block). Lengths with ties and zeros; q and k lengths differ."""
+    g = torch.Generator().manual_seed(B * 2 + causal)
+    dtype = torch.bfloat16
+    T = 200
+    q, k, v = (torch.randn(B, T, 3, 64, generator=g).to("cuda", dtype) for _ in range(3))
+    lk = torch.randint(0, T + 1, (B,), generator=g, dtype=torch.int32)
+    lk[: B // 3] = lk[0]  # ties
+    lq = torch.randint(0, T + 1, (B,), generator=g, dtype=torch.int32)
+    check(q, k, v, REL_TOL[dtype], seq_lens_q=lq.cuda(), seq_lens_k=lk.cuda(), is_causal=causal)
+
+
 @pytest.mark.parametrize("var", CATALOG, ids=[v["name"] for v in CATALOG])
 def test_variant_matches_reference(var):
     g = torch.Generator().manual_seed(var["head_dim"] * 7 + var["causal"] * 3 + var["score_mod"])
