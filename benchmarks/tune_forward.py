@@ -72,9 +72,9 @@ SMALL_CANDIDATES = [(64, 64, 4, 2), (64, 64, 4, 3), (64, 32, 4, 3), (64, 128, 4,
 SMALL_SHAPES = [(1, 128, 8), (1, 256, 8), (1, 512, 8), (1, 1024, 8), (1, 2048, 8), (2, 256, 16)]
 
 
-# CAUSAL_LPT values for --lpt: programs per group of heads, about 1 and 2 waves of 132 SMs at
-# 1-2 CTAs each, and one group for the whole grid.
-LPT_GROUPS = (0, 132, 264, 528, 1 << 20)
+# CAUSAL_LPT values for --lpt: programs per group of heads, 1 to 8 waves of 132 SMs x 2 CTAs,
+# and one group for the whole grid (schedule_model.py favours the larger groups; L2 the smaller).
+LPT_GROUPS = (0, 264, 528, 1056, 2112, 1 << 20)
 
 def sweep_small(write):
     """Per head dim: GPU time of each candidate (and of the length tile the dispatcher would

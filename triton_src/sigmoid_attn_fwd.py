@@ -263,8 +263,14 @@ def _longest_first(pid_m, h, b, GROUP_PROGRAMS: tl.constexpr):
     heads = n_h * tl.num_programs(2)
     lin = (b * n_h + h) * n_m + pid_m  # the hardware's launch order: x fastest, then y, z
     group = tl.minimum(tl.maximum(tl.cdiv(GROUP_PROGRAMS, n_m), 1), heads)
-    first = (lin // (group * n_m)) * group  # first head of this program's group
-    size = tl.minimum(group, heads - first)  # the last group may be smaller
+    # The remainder group (heads % group of them) goes first: the last group, whose order sets
+    # the grid's last wave, is a full one.
+    rem = heads % group
+    first = rem + ((lin - rem * n_m) // (group * n_m)) * group  # first head of the group
+    size = group
+    if lin < rem * n_m:
+        first = 0
+        size = rem
     r = lin - first * n_m
     head = first + r % size
     return n_m - 1 - r // size, head % n_h, head // n_h
