@@ -7,6 +7,7 @@
 #   bash benchmarks/gpu_check.sh bench "fwd" "bwd hd128"  # build + the rows whose label matches
 #   bash benchmarks/gpu_check.sh latency                 # build + host cost (Python and C++)
 #   bash benchmarks/gpu_check.sh all                     # build + tests + full benchmark
+#   bash benchmarks/gpu_check.sh tune_lpt,bench "causal"  # program-order sweep (--write), then build
 # Modes combine with commas (tests,latency); TESTS="tests/a.py tests/b.py" narrows the tests.
 # Carry .whl/ (triton_sigmoid-0.1.2-py3-none-any.whl) for the triton-sigmoid peer.
 set -uo pipefail
@@ -22,14 +23,18 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 cmake --version | head -1 | tee -a "$OUT/gpu.txt"
 for m in scikit_build_core pybind11 matplotlib pandas numpy hypothesis triton_sigmoid; do
   python3 -c "import $m" 2>/dev/null && echo "have $m" || echo "missing $m"; done | tee -a "$OUT/gpu.txt"
-t0=$(date +%s)
-python3 -m pip install --no-build-isolation --no-deps -v -e . > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
-echo "build: $(( $(date +%s) - t0 )) s" | tee -a "$OUT/gpu.txt"
-grep -E "^aot:|aot: " "$OUT/build.log" | tee -a "$OUT/gpu.txt"
 MODE=${1:-all}
 shift || true
 [ "$MODE" = all ] && MODE=tests,bench
 has() { case ",$MODE," in *",$1,"*) return 0;; *) return 1;; esac; }
+if has tune_lpt; then  # program order (JIT, before the build, which then compiles the winners)
+  timeout 240 python3 benchmarks/tune_forward.py --lpt --write --out "$OUT/tune_fwd_lpt.json" \
+    2>&1 | tee "$OUT/tune_lpt.log" | grep -E "geometric|Error" ; cp triton_src/tiles.json "$OUT/"
+fi
+t0=$(date +%s)
+python3 -m pip install --no-build-isolation --no-deps -v -e . > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
+echo "build: $(( $(date +%s) - t0 )) s" | tee -a "$OUT/gpu.txt"
+grep -E "^aot:|aot: " "$OUT/build.log" | tee -a "$OUT/gpu.txt"
 if has tests; then
   python3 -m pytest -q -rs ${TESTS:-tests} 2>&1 | tee "$OUT/tests.log" | tail -25
 fi
@@ -48,4 +53,8 @@ if has bench; then
   python3 benchmarks/bench_attention.py --out-dir "$OUT/results" ${1:+--only "$@"} 2>&1 \
     | tee "$OUT/bench.log" | tail -30
   cp "$OUT"/results/*/attention.* "$OUT/" 2>/dev/null
+fi
+if [ -n "${PACK:-}" ]; then  # at most 8 files come back from a device call: logs in one archive
+  rm -rf "$OUT/results"
+  (cd "$OUT" && tar czf logs.tgz --remove-files $(ls *.log gpu.txt 2>/dev/null))
 fi

@@ -134,10 +134,15 @@ def main():
     ap.add_argument("--lpt", action="store_true",
                     help="program order: causal longest block first (CAUSAL_LPT, several group "
                          "sizes) and padded longest sequence first (LENGTH_LPT)")
+    ap.add_argument("--lpt-from", help="a saved --lpt sweep (JSON): print and --write its choices")
     ap.add_argument("--small", action="store_true",
                     help="small-problem (latency) tiles: GPU time per call in a CUDA graph")
     ap.add_argument("--write", action="store_true", help="store the winners in triton_src/tiles.json")
     args = ap.parse_args()
+    if args.lpt_from:
+        with open(args.lpt_from) as f:
+            write_lpt(json.load(f)["rows"], args.write, os.path.relpath(args.lpt_from))
+        return
     if args.lpt:
         sweep_lpt(args.out, args.write)
         return
@@ -228,19 +233,44 @@ def sweep_lpt(out, write):
     with open(out, "w") as f:
         json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                    "triton": triton.__version__, "rows": rows}, f, indent=1)
+    write_lpt(rows, write, f"benchmarks/results/{torch.cuda.get_device_name().replace(' ', '_')}/"
+              f"{os.path.basename(out)}")
+
+
+def _best_setting(rows, what):
+    """The setting with the best geometric mean TFLOPS over rows, if it beats launch order (0)
+    by 1% or more; else 0."""
+    score = {}
+    for r in rows:
+        score.setdefault(r["lpt"], []).append(math.log(r["tflops"]))
+    mean = {lpt: sum(v) / len(v) for lpt, v in score.items()}
+    best = max(mean, key=mean.get)
+    choice = best if mean[best] > mean[0] + math.log(1.01) else 0
+    print(f"{what}: geometric mean TFLOPS by setting " + " ".join(
+        f"{lpt}:{math.exp(m):.1f}" for lpt, m in mean.items()) + f" -> {choice}")
+    return choice
+
+
+def write_lpt(rows, write, source):
+    """tiles.json's fwd_causal_lpt (per head dim and tile bucket) and fwd_length_lpt from the
+    rows of sweep_lpt (or of a saved tune_fwd_lpt.json: --lpt-from)."""
+    import variants as V
+
     db = V.load_tiles()
-    for mode, key in (("causal", "fwd_causal_lpt"), ("padded", "fwd_length_lpt")):
-        score = {}
-        for r in rows:
-            if r["mode"] == mode:
-                score.setdefault(r["lpt"], []).append(math.log(r["tflops"]))
-        mean = {lpt: sum(v) / len(v) for lpt, v in score.items()}
-        best = max(mean, key=mean.get)
-        choice = best if mean[best] > mean[0] + math.log(1.01) else 0
-        print(f"{mode}, geometric mean TFLOPS by setting: " + " ".join(
-            f"{lpt}:{math.exp(m):.1f}" for lpt, m in mean.items()) + f" -> {key} = {choice}")
-        db[key] = choice
-        db.setdefault("sources", {})[key] = os.path.relpath(out)
+    sources = db.setdefault("sources", {})
+    sources["fwd_causal_lpt"] = sources["fwd_length_lpt"] = source
+    # Causal: per head dim and tile bucket (the variants that the buckets compile).
+    causal = {}
+    for D in (64, 128):
+        buckets = [m for m, _ in V.FWD_TILES[D] if m >= 0]
+        for i, m in enumerate(buckets):
+            hi = buckets[i + 1] if i + 1 < len(buckets) else 1 << 30
+            sel = [r for r in rows if r["mode"] == "causal" and r["D"] == D and m <= r["T"] < hi]
+            if sel:
+                choice = _best_setting(sel, f"causal hd{D} T>={m}")
+                causal.setdefault(str(D), []).append([m, choice])
+    db["fwd_causal_lpt"] = causal
+    db["fwd_length_lpt"] = _best_setting([r for r in rows if r["mode"] == "padded"], "padded")
     if write:
         V.save_tiles(db)
 
@@ -256,8 +286,7 @@ def write_winners(rows, source):
     def key(tiles):
         return tuple(tiles[:4]) + (("tma",) if len(tiles) > 6 and tiles[6] else ())
 
-    plain = [r for r in rows if r["tflops"] and len(r["tiles"]) >= 5 and not any(r["tiles"][4:6])
-             and not any(r["tiles"][7:])]  # longest-first order is not a tile (yet)
+    plain = [r for r in rows if r["tflops"] and len(r["tiles"]) >= 5 and not any(r["tiles"][4:6])]
     db = V.load_tiles()
     for D in sorted({r["D"] for r in plain}):
         def best(sel):

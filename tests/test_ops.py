@@ -1,5 +1,6 @@
 """The op as torch sees it: opcheck, TorchScript, the package surface, no Triton at import."""
 
+import os
 import subprocess
 import sys
 
@@ -122,6 +123,21 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
                 bm, bn, w, s = tiles[:4]
                 assert pow2(bm) and pow2(bn) and w in (4, 8) and 1 <= s <= 5, (kind, d)
                 assert tiles[4:] in ([], ["tma"]) and (kind == "fwd" or not tiles[4:]), tiles
+    # Program order: fwd_causal_lpt holds [min_T, programs per group of heads] buckets per head
+    # dim (0: launch order), fwd_length_lpt a batch-size cutoff (tl.arange: a power of two) or 0.
+    for d, buckets in db.get("fwd_causal_lpt", {}).items():
+        mins = [m for m, _ in buckets]
+        assert d in db["fwd"] and mins[0] == 0 and mins == sorted(set(mins)), (d, buckets)
+        assert all(isinstance(n, int) and n >= 0 for _, n in buckets), (d, buckets)
+    length_lpt = db.get("fwd_length_lpt", 0)
+    assert length_lpt == 0 or pow2(length_lpt), length_lpt
+    if "SIGMOID_ATTN_CAUSAL_LPT" not in os.environ:
+        for var in V.variants():
+            buckets = db.get("fwd_causal_lpt", {}).get(str(var.head_dim), [])
+            want = max(((m, n) for m, n in buckets if m <= var.min_t), default=(0, 0))[1]
+            dense_causal_fwd = (var.kind == "fwd" and var.causal and not var.varlen
+                                and var.dtype != "fp32")
+            assert var.causal_lpt == (want if dense_causal_fwd else 0), var.name
     path = tmp_path / "tiles.json"
     V.save_tiles(db, str(path))
     assert json.loads(path.read_text()) == db

@@ -50,10 +50,13 @@ FWD_TILES = {int(d): [(int(m), tuple(t)) for m, t in b] for d, b in _DB["fwd"].i
 BWD_DKDV_TILES = {int(d): tuple(t) for d, t in _DB["bwd_dkdv"].items()}
 BWD_DQ_TILES = {int(d): tuple(t) for d, t in _DB["bwd_dq"].items()}
 # Causal forward (dense and padded): query blocks run longest first, heads in groups of about
-# this many programs (sigmoid_attn_fwd._longest_first); 0 keeps the launch order. Chosen by
-# benchmarks/tune_forward.py --lpt; SIGMOID_ATTN_CAUSAL_LPT overrides it for one build (to time
-# a build against another).
-CAUSAL_LPT = int(os.environ.get("SIGMOID_ATTN_CAUSAL_LPT", _DB.get("fwd_causal_lpt", 0)))
+# this many programs (sigmoid_attn_fwd._longest_first); 0 keeps the launch order. Per head dim,
+# [min_T, programs] buckets like the tiles' (absent: 0). Chosen by benchmarks/tune_forward.py
+# --lpt; SIGMOID_ATTN_CAUSAL_LPT=N overrides every bucket for one build (to time one build
+# against another).
+CAUSAL_LPT = {int(d): [(int(m), int(n)) for m, n in b]
+              for d, b in _DB.get("fwd_causal_lpt", {}).items()}
+_CAUSAL_LPT_ENV = os.environ.get("SIGMOID_ATTN_CAUSAL_LPT")
 # Padded non-causal forward: sequences run longest first when the batch has at most this many
 # (sigmoid_attn_fwd._longest_sequence); 0: off. Same tuning and override as CAUSAL_LPT.
 LENGTH_LPT = int(os.environ.get("SIGMOID_ATTN_LENGTH_LPT", _DB.get("fwd_length_lpt", 0)))
@@ -146,7 +149,12 @@ class Variant:
 
     @property
     def causal_lpt(self) -> int:
-        return CAUSAL_LPT if self.kind == "fwd" and self.causal and not self.varlen else 0
+        if self.kind != "fwd" or not self.causal or self.varlen or self.dtype == "fp32":
+            return 0
+        if _CAUSAL_LPT_ENV is not None:
+            return int(_CAUSAL_LPT_ENV)
+        return next((n for m, n in reversed(CAUSAL_LPT.get(self.head_dim, []))
+                     if m <= self.min_t), 0)
 
     @property
     def length_lpt(self) -> int:
