@@ -6,7 +6,7 @@ Programs are assigned, in launch order, to the first free of `slots` resident-CT
 constant; a program past its sequence's length costs only the constant. The model ignores that
 a CTA alone on an SM runs faster than two sharing it, so it overstates every tail effect.
 
-    python benchmarks/schedule_model.py [--slots 264] [--block 128] [--trials 20]
+    python benchmarks/schedule_model.py [--slots 264] [--block 128] [--trials 10] [--group 1024]
 """
 
 import argparse
@@ -24,7 +24,7 @@ def makespan(times, slots):
     return max(free)
 
 
-def efficiency(T, D, slots, block, order, causal, padded, trials, group=264):
+def efficiency(T, D, slots, block, order, causal, padded, trials, group=1024):
     """Mean over random batches of useful time / (slots x makespan)."""
     H, B = WIDTH // D, TOKENS // T
     n_m = -(-T // block)
@@ -63,7 +63,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--slots", type=int, default=264)
     ap.add_argument("--block", type=int, default=128)
-    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--trials", type=int, default=10)
+    ap.add_argument("--group", type=int, default=1024, help="programs per group of heads")
     args = ap.parse_args()
     orders = {"causal": ["launch", "reversed inside each head", "descending, all heads",
                          "descending, groups of heads"],
@@ -72,7 +73,7 @@ def main():
         for T in (1024, 4096, 16384):
             for mode, names in orders.items():
                 eff = [efficiency(T, D, args.slots, args.block, o, mode == "causal",
-                                  mode == "padded", args.trials) for o in names]
+                                  mode == "padded", args.trials, args.group) for o in names]
                 print(f"hd{D} T={T:5d} {mode:6s} " + "  ".join(
                     f"{o}: {e:.3f}" for o, e in zip(names, eff)))
 
