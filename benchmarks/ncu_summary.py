@@ -28,6 +28,10 @@ WANT = {
     "sm__inst_executed.avg.per_cycle_active": "ipc",
     "smsp__issue_active.avg.pct_of_peak_sustained_active": "issue%",
 }
+# Load balance across SMs (profile_ncu.sh asks for these): the average SM's active cycles over
+# the kernel's elapsed cycles. 1.0 means every SM was busy to the end; the rest is the tail of
+# the last wave and programs of unequal length.
+BALANCE = ("sm__cycles_active.avg", "sm__cycles_active.max", "sm__cycles_elapsed.max")
 
 
 def num(s):
@@ -60,6 +64,10 @@ def main(paths):
                     unit = u.get(key, "")
                     v = v / 1000 if unit in ("ns", "nsecond") else v * 1000 if unit in ("ms", "msecond") else v
                 out.append(f"{short}={v:.4g}")
+            act, act_max, elapsed = (num(d.get(k, "")) for k in BALANCE)
+            if act and act_max and elapsed:
+                out.append(f"sm_active_avg/elapsed={act / elapsed:.3f}")
+                out.append(f"sm_active_max/elapsed={act_max / elapsed:.3f}")
             stalls = sorted(((num(v) or 0, k) for k, v in d.items()
                              if k.startswith("smsp__average_warps_issue_stalled_")
                              and k.endswith("_per_issue_active.ratio")), reverse=True)[:4]

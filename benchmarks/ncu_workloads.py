@@ -3,6 +3,10 @@ cudaProfilerStart and cudaProfilerStop (ncu --profile-from-start off profiles on
 kernels; process-wide, so the backward's kernels, launched from autograd's worker thread, count).
 
     python benchmarks/ncu_workloads.py {ours,cudnn}-{fwd,bwd}-hd{64,128}-T{4096,16384}
+    python benchmarks/ncu_workloads.py ours-{padded,causal}-hd{64,128}-T4096
+
+padded: lengths uniform in [T/2, T] (bench_attention.py's padded rows, same seed); causal: the
+causal forward (SDPA's is_causal for cudnn).
     bash benchmarks/profile_ncu.sh          # all of them under ncu, CSV to $OUT/ncu/
 """
 
@@ -21,16 +25,22 @@ def main(name):
     H, B = WIDTH // D, TOKENS // T
     g = torch.Generator(device="cuda").manual_seed(0)
     mk = lambda: torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16, generator=g)
-    q, k, v, do = mk(), mk(), mk(), mk()
+    q, k, v = mk(), mk(), mk()
+    causal = kind == "causal"
+    lens = None
+    if kind == "padded":
+        lens = torch.randint(T // 2, T + 1, (B,), device="cuda", dtype=torch.int32, generator=g)
+    do = mk()
     if who == "ours":
         import sigmoid_attn
-        fwd = lambda a, b, c: sigmoid_attn.sigmoid_attention(a, b, c)
+        fwd = lambda a, b, c: sigmoid_attn.sigmoid_attention(a, b, c, seq_lens_q=lens,
+                                                             seq_lens_k=lens, is_causal=causal)
     else:
         q, k, v, do = (x.transpose(1, 2).contiguous() for x in (q, k, v, do))
 
         def fwd(a, b, c):
             with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-                return F.scaled_dot_product_attention(a, b, c)
+                return F.scaled_dot_product_attention(a, b, c, is_causal=causal)
     if kind == "bwd":
         ins = [x.requires_grad_() for x in (q, k, v)]
         out = fwd(*ins)  # the backward kernels follow the forward that built the graph
