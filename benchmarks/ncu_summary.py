@@ -27,6 +27,8 @@ WANT = {
     "sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active": "alu%",
     "sm__inst_executed.avg.per_cycle_active": "ipc",
     "smsp__issue_active.avg.pct_of_peak_sustained_active": "issue%",
+    "lts__t_sector_hit_rate.pct": "l2_hit%",
+    "dram__bytes_read.sum": "dram_read",
 }
 # Load balance across SMs (profile_ncu.sh asks for these): the average SM's active cycles over
 # the kernel's elapsed cycles. 1.0 means every SM was busy to the end; the rest is the tail of

@@ -4,6 +4,11 @@ kernels; process-wide, so the backward's kernels, launched from autograd's worke
 
     python benchmarks/ncu_workloads.py {ours,cudnn}-{fwd,bwd}-hd{64,128}-T{4096,16384}
     python benchmarks/ncu_workloads.py ours-{padded,causal}-hd{64,128}-T4096
+    python benchmarks/ncu_workloads.py jit-causal-hd128-T4096-lpt528
+
+jit-...-lptN: the Triton JIT of the same kernel with the production tiles and N programs per
+group of heads in longest-first order (CAUSAL_LPT; 0 = launch order), to profile an order
+without rebuilding (needs Triton on the machine).
 
 padded: lengths uniform in [T/2, T] (bench_attention.py's padded rows, same seed); causal: the
 causal forward (SDPA's is_causal for cudnn).
@@ -20,7 +25,7 @@ TOKENS, WIDTH = 16384, 2048
 
 
 def main(name):
-    who, kind, hd, t = name.split("-")
+    who, kind, hd, t, *rest = name.split("-")
     D, T = int(hd[2:]), int(t[1:])
     H, B = WIDTH // D, TOKENS // T
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -31,7 +36,18 @@ def main(name):
     if kind == "padded":
         lens = torch.randint(T // 2, T + 1, (B,), device="cuda", dtype=torch.int32, generator=g)
     do = mk()
-    if who == "ours":
+    if who == "jit":
+        import os
+
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                        "triton_src"))
+        import jit_launch
+
+        lpt = int(rest[0][3:]) if rest else 0
+        fwd = lambda a, b, c: jit_launch.forward(a, b, c, seq_lens_q=lens, seq_lens_k=lens,
+                                                 is_causal=causal, fast_sigmoid=True,
+                                                 causal_lpt=lpt)
+    elif who == "ours":
         import sigmoid_attn
         fwd = lambda a, b, c: sigmoid_attn.sigmoid_attention(a, b, c, seq_lens_q=lens,
                                                              seq_lens_k=lens, is_causal=causal)

@@ -15,7 +15,7 @@ for w in "${WORKLOADS[@]}"; do
   ncu --clock-control none --profile-from-start off --target-processes all \
     --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats \
     --section Occupancy --section LaunchStats --section InstructionStats \
-    --metrics sm__cycles_active.avg,sm__cycles_active.max,sm__cycles_elapsed.max \
+    --metrics sm__cycles_active.avg,sm__cycles_active.max,sm__cycles_elapsed.max,lts__t_sector_hit_rate.pct,dram__bytes_read.sum \
     --csv --page raw python3 "$HERE/ncu_workloads.py" "$w" > "$OUT/ncu/$w.csv" 2> "$OUT/ncu/$w.err" \
     || { echo "ncu failed on $w"; tail -5 "$OUT/ncu/$w.err"; }
 done
