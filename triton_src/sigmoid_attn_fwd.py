@@ -257,7 +257,8 @@ def _longest_first(pid_m, h, b, GROUP_PROGRAMS: tl.constexpr):
     heads are taken in groups of G = cdiv(GROUP_PROGRAMS, number of query blocks) and, inside a
     group, the query blocks in descending order, the group's heads interleaved: the last wave
     holds the shortest programs. Groups keep the K/V that runs concurrently to G heads (L2);
-    GROUP_PROGRAMS is about one or two waves of programs. A bijection of the grid."""
+    GROUP_PROGRAMS is chosen per head dim and length bucket by the sweep (tiles.json
+    fwd_causal_lpt: one wave, 264 programs, at T >= 8k). A bijection of the grid."""
     n_m = tl.num_programs(0)
     n_h = tl.num_programs(1)
     heads = n_h * tl.num_programs(2)
@@ -283,7 +284,9 @@ def _longest_sequence(r, SEQ_LENS_K, T_K, n_b, MAX_B: tl.constexpr):
     A program's work is proportional to its sequence's key length, so running the sequences
     longest first leaves the short ones for the last wave. Each program ranks all n_b <= MAX_B
     lengths itself (an n_b x n_b comparison, no host sort and no extra launch): a bijection of
-    the grid's batch axis."""
+    the grid's batch axis. Measured on the H100 (NOTES.md, "Program order"): the ranking costs
+    each program more than the tail it saves (-2%), so tiles.json keeps it off
+    (fwd_length_lpt 0); kept for the sweep to re-measure."""
     i = tl.arange(0, MAX_B)
     ok = i < n_b
     L = tl.where(ok, tl.minimum(tl.maximum(tl.load(SEQ_LENS_K + i, mask=ok, other=0), 0), T_K), -1)
