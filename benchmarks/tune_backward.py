@@ -1,6 +1,7 @@
 """Sweep backward tile configs (dkdv and dq kernels timed apart) on the GPU via Triton JIT.
 
     python benchmarks/tune_backward.py --out tune_bwd.json [--T 4096] [--lean] [--write]
+    python benchmarks/tune_backward.py --lpt --out tune_bwd_lpt.json [--write]
 
 Shapes follow the benchmark protocol (bf16, B*T=16384, H*D=2048). --write stores each kernel's
 fastest tile per head dim in the tuning database triton_src/tiles.json (bwd_dkdv, bwd_dq), which
@@ -9,6 +10,7 @@ the build compiles; record the why in benchmarks/NOTES.md.
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -35,13 +37,73 @@ LEAN_CANDIDATES = {
 }
 
 
+# CAUSAL_LPT settings for --lpt (programs per group of heads; 0 = launch order), as the
+# forward's sweep (tune_forward.py LPT_GROUPS).
+LPT_GROUPS = (0, 264, 528, 1056, 1 << 20)
+
+
+def sweep_lpt(out, write):
+    """Causal backward, each kernel timed apart with the production tiles, bf16, B·T = 16k,
+    H·D = 2048, T = 4k and 16k: launch order vs longest first (CAUSAL_LPT group sizes). With
+    write, tiles.json's bwd_dkdv_causal_lpt / bwd_dq_causal_lpt <- per head dim, the setting
+    with the best geometric mean over the lengths, if it beats launch order by 1% or more."""
+    import variants as V
+
+    rows = []
+    for D in (64, 128):
+        for T in (4096, 16384):
+            H, B = 2048 // D, 16384 // T
+            q, k, v, do = (torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
+                           for _ in range(4))
+            for part in ("dkdv", "dq"):
+                flops = (4 if part == "dkdv" else 3) * 2.0 * B * H * D * T * T * 0.5
+                for lpt in LPT_GROUPS:
+                    fn = lambda: jit_launch.backward(do, q, k, v, is_causal=True,
+                                                     fast_sigmoid=True, parts=(part,),
+                                                     causal_lpt=(lpt, lpt))
+                    ms = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+                    rows.append({"D": D, "T": T, "part": part, "lpt": lpt, "ms": ms,
+                                 "tflops": flops / ms / 1e9})
+                print(f"D={D:3d} T={T:5d} {part:4s}: " + " ".join(
+                    f"{r['lpt']}:{r['tflops']:.1f}" for r in rows
+                    if (r["D"], r["T"], r["part"]) == (D, T, part)), flush=True)
+    with open(out, "w") as f:
+        json.dump({"device": torch.cuda.get_device_name(), "triton": triton.__version__,
+                   "rows": rows}, f, indent=1)
+    db = V.load_tiles()
+    for part in ("dkdv", "dq"):
+        choice = {}
+        for D in (64, 128):
+            score = {}
+            for r in rows:
+                if (r["D"], r["part"]) == (D, part):
+                    score.setdefault(r["lpt"], []).append(math.log(r["tflops"]))
+            mean = {lpt: sum(v) / len(v) for lpt, v in score.items()}
+            best = max(mean, key=mean.get)
+            choice[str(D)] = best if mean[best] > mean[0] + math.log(1.01) else 0
+            print(f"{part} hd{D}: geometric mean TFLOPS by setting " + " ".join(
+                f"{lpt}:{math.exp(m):.1f}" for lpt, m in mean.items())
+                + f" -> {choice[str(D)]}")
+        db[f"bwd_{part}_causal_lpt"] = choice
+        db.setdefault("sources", {})[f"bwd_{part}_causal_lpt"] = (
+            f"benchmarks/results/{torch.cuda.get_device_name().replace(' ', '_')}/"
+            f"{os.path.basename(out)}")
+    if write:
+        V.save_tiles(db)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="tune_bwd.json")
     ap.add_argument("--T", type=int, default=4096)
     ap.add_argument("--lean", action="store_true", help="lean candidates")
+    ap.add_argument("--lpt", action="store_true",
+                    help="causal program order (CAUSAL_LPT) of each kernel, production tiles")
     ap.add_argument("--write", action="store_true", help="store the winners in triton_src/tiles.json")
     args = ap.parse_args()
+    if args.lpt:
+        sweep_lpt(args.out, args.write)
+        return
     rows = []
     T = args.T
     for D, cands in (LEAN_CANDIDATES if args.lean else CANDIDATES).items():

@@ -131,13 +131,18 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
         assert all(isinstance(n, int) and n >= 0 for _, n in buckets), (d, buckets)
     length_lpt = db.get("fwd_length_lpt", 0)
     assert length_lpt == 0 or pow2(length_lpt), length_lpt
+    for kind in ("bwd_dkdv", "bwd_dq"):  # per head dim, no length buckets
+        for d, n in db.get(f"{kind}_causal_lpt", {}).items():
+            assert d in db[kind] and isinstance(n, int) and n >= 0, (kind, d, n)
     if "SIGMOID_ATTN_CAUSAL_LPT" not in os.environ:
         for var in V.variants():
-            buckets = db.get("fwd_causal_lpt", {}).get(str(var.head_dim), [])
-            want = max(((m, n) for m, n in buckets if m <= var.min_t), default=(0, 0))[1]
-            dense_causal_fwd = (var.kind == "fwd" and var.causal and not var.varlen
-                                and var.dtype != "fp32")
-            assert var.causal_lpt == (want if dense_causal_fwd else 0), var.name
+            if var.kind == "fwd":
+                buckets = db.get("fwd_causal_lpt", {}).get(str(var.head_dim), [])
+                want = max(((m, n) for m, n in buckets if m <= var.min_t), default=(0, 0))[1]
+            else:
+                want = db.get(f"{var.kind}_causal_lpt", {}).get(str(var.head_dim), 0)
+            dense_causal = var.causal and not var.varlen and var.dtype != "fp32"
+            assert var.causal_lpt == (want if dense_causal else 0), var.name
     path = tmp_path / "tiles.json"
     V.save_tiles(db, str(path))
     assert json.loads(path.read_text()) == db

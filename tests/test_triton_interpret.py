@@ -139,6 +139,15 @@ SCRIPT = textwrap.dedent(r"""
         dq, dk, dv, dmod = jit_launch.backward(gout, q, k, v, seq_lens_q=lq, seq_lens_k=lk,
                                                is_causal=causal, score_mod=sm,
                                                tiles=(16, 16, 4, 1))
+        if causal:  # longest-first program orders (dkdv ascending, dq descending): a
+            # permutation of the programs, each writing its own outputs, so bitwise the same
+            for lpt in ((1, 1), (5, 12), (1 << 20, 1 << 20)):
+                other = jit_launch.backward(gout, q, k, v, seq_lens_q=lq, seq_lens_k=lk,
+                                            is_causal=causal, score_mod=sm,
+                                            tiles=(16, 16, 4, 1), causal_lpt=lpt)
+                for a, b in zip((dq, dk, dv, dmod), other):
+                    assert (a is None and b is None) or torch.equal(a, b), ("bwd lpt", lpt)
+                bcases += 1
         ins = [t.double().requires_grad_() for t in (q, k, v)]
         smr = sm.double().requires_grad_() if mod else None
         ref = sigmoid_attention_reference(*ins, seq_lens_q=lq, seq_lens_k=lk, is_causal=causal,
@@ -150,7 +159,7 @@ SCRIPT = textwrap.dedent(r"""
             err = rel_err(a, b)
             assert err < 1e-5, ("backward", name, B, Tq, Tk, D, causal, err)
         bcases += 1
-    print("interpreted backward cases:", bcases)
+    print("interpreted backward cases:", bcases)  # 4 cases, 2 of them causal x 3 orders
 
     # Packed varlen: the device-side tile schedule, tail rows, GQA, causal, score_mod, and a
     # schedule chunk smaller than the number of sequences (CHUNK=256 > 5 here, so also 1 loop).
@@ -198,7 +207,7 @@ def test_kernel_source_under_interpreter():
                        timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "interpreted cases: 12" in r.stdout
-    assert "interpreted backward cases: 4" in r.stdout
+    assert "interpreted backward cases: 10" in r.stdout
     assert "interpreted varlen cases: 2" in r.stdout
     assert "interpreted TMA cases: 3" in r.stdout
     assert "interpreted LPT cases: 12" in r.stdout

@@ -58,6 +58,8 @@ def compile_variant(var: V.Variant, arch: int):
         constexprs["USE_TMA"] = var.tma
         constexprs["CAUSAL_LPT"] = var.causal_lpt
         constexprs["LENGTH_LPT"] = var.length_lpt
+    else:
+        constexprs["CAUSAL_LPT"] = var.causal_lpt
     params = V.PARAMS[var.kind]
     divisible = V.divisible_16(var.kind)
     own = dict(params)

@@ -92,10 +92,11 @@ def _extras(q, seq_lens_q, seq_lens_k, sigmoid_bias, score_mod):
 def backward(grad, q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale=None,
              sigmoid_bias=None, score_mod=None, fast_sigmoid=False, tiles=None, tiles_dq=None,
              parts=("dkdv", "dq"), cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=0,
-             max_seqlen_k=0):
+             max_seqlen_k=0, causal_lpt=(0, 0)):
     """Returns (dq, dk, dv, dscore_mod or None), like torch.ops.sigmoid_attn.backward.
     tiles / tiles_dq: (BLOCK_M, BLOCK_N, warps, stages) of the dkdv / dq kernels (tiles_dq
-    defaults to tiles); parts: which kernels to run (for timing them apart)."""
+    defaults to tiles); parts: which kernels to run (for timing them apart); causal_lpt: the
+    CAUSAL_LPT program order of (dkdv, dq)."""
     B, Tq, Tk, Hq, Hkv, D, n, max_q, max_k, varlen = _geometry(
         q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     explicit = tiles is not None
@@ -110,10 +111,10 @@ def backward(grad, q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False
     has_mod = score_mod is not None
     dmod = torch.empty(B if has_mod else 1, Hkv, Tk, dtype=torch.float32, device=q.device)
     sc = 1.0 / math.sqrt(D) if scale is None else scale
-    def meta(t):
+    def meta(t, lpt):
         return dict(HEAD_DIM=D, BLOCK_D=block_d, BLOCK_M=t[0], BLOCK_N=t[1], IS_CAUSAL=is_causal,
                     HAS_SCORE_MOD=has_mod, FAST_SIGMOID=fast_sigmoid, VARLEN=varlen,
-                    num_warps=t[2], num_stages=t[3])
+                    CAUSAL_LPT=lpt, num_warps=t[2], num_stages=t[3])
 
     tail = (Tq, Tk, Hq // Hkv, sc, x["bias_v"], x["has_lq"], x["has_lk"], x["bias_mode"], n,
             max_q, max_k)
@@ -123,13 +124,13 @@ def backward(grad, q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False
         sigmoid_attn_bwd_dkdv[grid](
             q, k, v, grad, dk, dv, dmod, x["lq"], x["lk"], x["bias_t"], x["mod"],
             *_st(q), *_st(k), *_st(v), *_st(grad), *_st(dk), *_st(dv),
-            dmb, dmod.stride(1), x["smb"], x["smt"], *tail, **meta(tiles))
+            dmb, dmod.stride(1), x["smb"], x["smt"], *tail, **meta(tiles, causal_lpt[0]))
     if "dq" in parts:
         grid = (Tq // tiles_dq[0] + n + 1, Hq, 1) if varlen else (triton.cdiv(Tq, tiles_dq[0]), Hq, B)
         sigmoid_attn_bwd_dq[grid](
             q, k, v, grad, dq, x["lq"], x["lk"], x["bias_t"], x["mod"],
             *_st(q), *_st(k), *_st(v), *_st(grad), *_st(dq), x["smb"], x["smt"], *tail,
-            **meta(tiles_dq))
+            **meta(tiles_dq, causal_lpt[1]))
     dmod_sum = None
     if has_mod:
         dmod_sum = dmod.sum(1)[0] if varlen else dmod.sum(1)

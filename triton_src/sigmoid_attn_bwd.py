@@ -16,7 +16,7 @@ the store.
 import triton
 import triton.language as tl
 
-from sigmoid_attn_fwd import _dot, _locate, _sigmoid
+from sigmoid_attn_fwd import _dot, _locate, _longest_first, _sigmoid
 
 
 @triton.jit
@@ -64,12 +64,17 @@ def sigmoid_attn_bwd_dkdv(
     HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr,
-    VARLEN: tl.constexpr,
+    VARLEN: tl.constexpr, CAUSAL_LPT: tl.constexpr = 0,
 ):
     # grid: (cdiv(T_K, BLOCK_N), Hkv, B), or (T_K // BLOCK_N + num_seqs + 1, Hkv, 1) when VARLEN
+    pid_n = tl.program_id(0)
     hk = tl.program_id(1)
+    b_dense = tl.program_id(2)
+    if CAUSAL_LPT > 0 and IS_CAUSAL and not VARLEN:
+        # key block n walks the query blocks from n on: the low n are the longest
+        pid_n, hk, b_dense = _longest_first(pid_n, hk, b_dense, CAUSAL_LPT, False)
     b, start_n, q_off, k_off, Lq, Lk, owned, bias = _locate(
-        tl.program_id(0), tl.program_id(2), T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value,
+        pid_n, b_dense, T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value,
         num_seqs, max_seqlen_q, max_seqlen_k, HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, BLOCK_N, True, VARLEN)
     b64 = b.to(tl.int64)
     hk64 = hk.to(tl.int64)
@@ -164,12 +169,16 @@ def sigmoid_attn_bwd_dq(
     HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr,
-    VARLEN: tl.constexpr,
+    VARLEN: tl.constexpr, CAUSAL_LPT: tl.constexpr = 0,
 ):
     # grid: (cdiv(T_Q, BLOCK_M), Hq, B), or (T_Q // BLOCK_M + num_seqs + 1, Hq, 1) when VARLEN
+    pid_m = tl.program_id(0)
     h = tl.program_id(1)
+    b_dense = tl.program_id(2)
+    if CAUSAL_LPT > 0 and IS_CAUSAL and not VARLEN:  # as the forward: high query blocks first
+        pid_m, h, b_dense = _longest_first(pid_m, h, b_dense, CAUSAL_LPT)
     b, start_m, q_off, k_off, Lq, Lk, owned, bias = _locate(
-        tl.program_id(0), tl.program_id(2), T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value,
+        pid_m, b_dense, T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value,
         num_seqs, max_seqlen_q, max_seqlen_k, HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, BLOCK_M, False, VARLEN)
     b64 = b.to(tl.int64)
     h64 = h.to(tl.int64)

@@ -249,14 +249,15 @@ def _pv(acc, qk, v_base, sm_base, offs_d, n_start, stride_vt, stride_smt, scale,
 
 
 @triton.jit
-def _longest_first(pid_m, h, b, GROUP_PROGRAMS: tl.constexpr):
-    """Causal schedule: (query block, head, batch) for launch slot (pid_m, h, b), longest first.
+def _longest_first(pid_m, h, b, GROUP_PROGRAMS: tl.constexpr, DESCENDING: tl.constexpr = True):
+    """Causal schedule: (block, head, batch) for launch slot (pid_m, h, b), longest first.
 
     A causal query block m walks m + 1 key blocks, so in launch order (pid_m fastest) the
     longest programs of the last heads start last and the SMs idle while they finish. Here the
-    heads are taken in groups of G = cdiv(GROUP_PROGRAMS, number of query blocks) and, inside a
-    group, the query blocks in descending order, the group's heads interleaved: the last wave
-    holds the shortest programs. Groups keep the K/V that runs concurrently to G heads (L2);
+    heads are taken in groups of G = cdiv(GROUP_PROGRAMS, number of blocks) and, inside a
+    group, the blocks in descending order (DESCENDING; ascending for the backward's key blocks,
+    where block n walks the query blocks from n on), the group's heads interleaved: the last
+    wave holds the shortest programs. Groups keep the K/V that runs concurrently to G heads (L2);
     GROUP_PROGRAMS is chosen per head dim and length bucket by the sweep (tiles.json
     fwd_causal_lpt: one wave, 264 programs, at T >= 8k). A bijection of the grid."""
     n_m = tl.num_programs(0)
@@ -274,7 +275,10 @@ def _longest_first(pid_m, h, b, GROUP_PROGRAMS: tl.constexpr):
         size = rem
     r = lin - first * n_m
     head = first + r % size
-    return n_m - 1 - r // size, head % n_h, head // n_h
+    m = r // size
+    if DESCENDING:
+        m = n_m - 1 - m
+    return m, head % n_h, head // n_h
 
 
 @triton.jit

@@ -52,10 +52,16 @@ BWD_DQ_TILES = {int(d): tuple(t) for d, t in _DB["bwd_dq"].items()}
 # Causal forward (dense and padded): query blocks run longest first, heads in groups of about
 # this many programs (sigmoid_attn_fwd._longest_first); 0 keeps the launch order. Per head dim,
 # [min_T, programs] buckets like the tiles' (absent: 0). Chosen by benchmarks/tune_forward.py
-# --lpt; SIGMOID_ATTN_CAUSAL_LPT=N overrides every bucket for one build (to time one build
-# against another).
+# --lpt; SIGMOID_ATTN_CAUSAL_LPT=N overrides it for every causal kernel (forward and backward)
+# of one build (to time one build against another).
 CAUSAL_LPT = {int(d): [(int(m), int(n)) for m, n in b]
               for d, b in _DB.get("fwd_causal_lpt", {}).items()}
+# The causal backward kernels, the same way per head dim (their tiles have no length buckets):
+# dq walks key blocks 0..m like the forward; dkdv's key block n walks the query blocks from n,
+# so its longest programs are the low n. bwd_dkdv_causal_lpt / bwd_dq_causal_lpt, by
+# benchmarks/tune_backward.py --lpt.
+BWD_CAUSAL_LPT = {kind: {int(d): int(n) for d, n in _DB.get(f"{kind}_causal_lpt", {}).items()}
+                  for kind in ("bwd_dkdv", "bwd_dq")}
 _CAUSAL_LPT_ENV = os.environ.get("SIGMOID_ATTN_CAUSAL_LPT")
 # Padded non-causal forward: sequences run longest first when the batch has at most this many
 # (sigmoid_attn_fwd._longest_sequence); 0: off. Same tuning and override as CAUSAL_LPT.
@@ -149,10 +155,12 @@ class Variant:
 
     @property
     def causal_lpt(self) -> int:
-        if self.kind != "fwd" or not self.causal or self.varlen or self.dtype == "fp32":
+        if not self.causal or self.varlen or self.dtype == "fp32":
             return 0
         if _CAUSAL_LPT_ENV is not None:
             return int(_CAUSAL_LPT_ENV)
+        if self.kind != "fwd":
+            return BWD_CAUSAL_LPT[self.kind].get(self.head_dim, 0)
         return next((n for m, n in reversed(CAUSAL_LPT.get(self.head_dim, []))
                      if m <= self.min_t), 0)
 
