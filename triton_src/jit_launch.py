@@ -13,6 +13,7 @@ import triton
 import variants as V
 from sigmoid_attn_bwd import sigmoid_attn_bwd_dkdv, sigmoid_attn_bwd_dq
 from sigmoid_attn_fwd import BIAS_DEFAULT, BIAS_SCALAR, BIAS_TENSOR, sigmoid_attn_fwd
+from sigmoid_attn_fwd_ws import sigmoid_attn_fwd_ws
 
 
 def _st(t):
@@ -61,6 +62,30 @@ def forward(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale
         VARLEN=varlen, WARP_SPECIALIZE=warp_specialize, SOFTWARE_PIPELINE=software_pipeline,
         USE_TMA=use_tma, CAUSAL_LPT=causal_lpt, LENGTH_LPT=length_lpt, num_warps=warps,
         num_stages=stages,
+    )
+    return out
+
+
+def forward_ws(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale=None,
+               sigmoid_bias=None, tiles=(128, 64, 4, 2), warp_specialize=True):
+    """The warp-specialized candidate (sigmoid_attn_fwd_ws): dense/padded [B, T, H, D] inputs,
+    head dim a power of two, no score_mod. tiles: (BLOCK_M, BLOCK_N, num_warps, num_stages);
+    num_warps 4 is what Triton's Hopper pass specializes (it adds two warpgroups)."""
+    B, Tq, Hq, D = q.shape
+    Tk, Hkv = k.shape[1], k.shape[2]
+    assert D & (D - 1) == 0, f"forward_ws: head dim {D} is not a power of two"
+    bm, bn, warps, stages = tiles
+    out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    x = _extras(q, seq_lens_q, seq_lens_k, sigmoid_bias, None)
+    triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8,
+                                                                device=q.device))
+    sigmoid_attn_fwd_ws[(triton.cdiv(Tq, bm), Hq, B)](
+        q, k, v, out, x["lq"], x["lk"], x["bias_t"], *_st(q), *_st(k), *_st(v), *_st(out),
+        Tq, Tk, Hq // Hkv, 1.0 / math.sqrt(D) if scale is None else scale, x["bias_v"],
+        x["has_lq"], x["has_lk"], x["bias_mode"],
+        HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn, IS_CAUSAL=is_causal,
+        FAST_SIGMOID=q.dtype != torch.float32, WARP_SPECIALIZE=warp_specialize,
+        num_warps=warps, num_stages=stages,
     )
     return out
 
