@@ -67,10 +67,13 @@ def forward(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale
 
 
 def forward_ws(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale=None,
-               sigmoid_bias=None, tiles=(128, 64, 4, 2), warp_specialize=True):
+               sigmoid_bias=None, tiles=(128, 64, 4, 2), warp_specialize=True,
+               return_kernel=False):
     """The warp-specialized candidate (sigmoid_attn_fwd_ws): dense/padded [B, T, H, D] inputs,
     head dim a power of two, no score_mod. tiles: (BLOCK_M, BLOCK_N, num_warps, num_stages);
-    num_warps 4 is what Triton's Hopper pass specializes (it adds two warpgroups)."""
+    num_warps 4 is what Triton's Hopper pass specializes (it adds two warpgroups).
+    return_kernel: also return Triton's compiled kernel (its metadata.num_warps is 12 when
+    specialized)."""
     B, Tq, Hq, D = q.shape
     Tk, Hkv = k.shape[1], k.shape[2]
     assert D & (D - 1) == 0, f"forward_ws: head dim {D} is not a power of two"
@@ -79,7 +82,7 @@ def forward_ws(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, sc
     x = _extras(q, seq_lens_q, seq_lens_k, sigmoid_bias, None)
     triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8,
                                                                 device=q.device))
-    sigmoid_attn_fwd_ws[(triton.cdiv(Tq, bm), Hq, B)](
+    kernel = sigmoid_attn_fwd_ws[(triton.cdiv(Tq, bm), Hq, B)](
         q, k, v, out, x["lq"], x["lk"], x["bias_t"], *_st(q), *_st(k), *_st(v), *_st(out),
         Tq, Tk, Hq // Hkv, 1.0 / math.sqrt(D) if scale is None else scale, x["bias_v"],
         x["has_lq"], x["has_lk"], x["bias_mode"],
@@ -87,7 +90,7 @@ def forward_ws(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, sc
         FAST_SIGMOID=q.dtype != torch.float32, WARP_SPECIALIZE=warp_specialize,
         num_warps=warps, num_stages=stages,
     )
-    return out
+    return (out, kernel) if return_kernel else out
 
 
 def _dtype_name(t):
