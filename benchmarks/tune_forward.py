@@ -210,7 +210,7 @@ WS_TILES = {64: [(128, 64, 4, 2), (128, 64, 4, 3), (128, 128, 4, 2), (128, 128, 
 def sweep_ws(out):
     """The warp-specialized candidate (sigmoid_attn_fwd_ws) against the production kernel with
     the tiles the dispatcher takes, both through the JIT, bf16, B·T = 16k, H·D = 2048: dense,
-    causal and padded (lengths uniform in [T/2, T]) at T = 1k, 4k, 16k. Each candidate's output
+    causal, padded (lengths uniform in [T/2, T]) and with a score_mod, at T = 1k, 4k, 16k. Each candidate's output
     is first checked against the production kernel's (relative error), since the candidate is
     not in the library and the GPU tests do not cover it; whether the compiled kernel is
     specialized (384 threads) is recorded too."""
@@ -225,19 +225,22 @@ def sweep_ws(out):
                        for _ in range(3))
             lens = torch.randint(T // 2, T + 1, (B,), device="cuda", dtype=torch.int32,
                                  generator=g)
-            for mode in ("dense", "causal", "padded"):
+            mod = torch.randn(B, T, device="cuda", generator=g)
+            for mode in ("dense", "causal", "padded", "score_mod"):
                 causal, lk = mode == "causal", lens if mode == "padded" else None
+                sm = mod if mode == "score_mod" else None
                 pairs = (float((lens.double() ** 2).sum()) if mode == "padded"
                          else B * T * T * (0.5 if causal else 1.0))
                 flops = 4.0 * H * D * pairs
                 tiles = V.fwd_tiles(D, T)
                 base = lambda: jit_launch.forward(q, k, v, is_causal=causal, fast_sigmoid=True,
-                                                  seq_lens_q=lk, seq_lens_k=lk,
+                                                  seq_lens_q=lk, seq_lens_k=lk, score_mod=sm,
                                                   tiles=tuple(tiles[:4]), use_tma="tma" in tiles)
                 want = base().float()
                 cands = [("production", list(tiles), base)] + [
                     ("ws", list(t), lambda t=t: jit_launch.forward_ws(
-                        q, k, v, is_causal=causal, seq_lens_q=lk, seq_lens_k=lk, tiles=t))
+                        q, k, v, is_causal=causal, seq_lens_q=lk, seq_lens_k=lk, score_mod=sm,
+                        tiles=t))
                     for t in WS_TILES[D]]
                 for name, t, fn in cands:
                     row = {"D": D, "T": T, "mode": mode, "kernel": name, "tiles": t}
@@ -245,7 +248,8 @@ def sweep_ws(out):
                         if name == "ws":  # specialized: 3 warpgroups (384 threads), or not
                             row["threads"] = jit_launch.forward_ws(
                                 q, k, v, is_causal=causal, seq_lens_q=lk, seq_lens_k=lk,
-                                tiles=tuple(t), return_kernel=True)[1].metadata.num_warps * 32
+                                score_mod=sm, tiles=tuple(t),
+                                return_kernel=True)[1].metadata.num_warps * 32
                         got = fn().float()
                         row["rel_err_vs_production"] = float(
                             (got - want).norm() / want.norm().clamp_min(1e-30))

@@ -124,23 +124,25 @@ SCRIPT = textwrap.dedent(r"""
 
     # The warp-specialized candidate (sigmoid_attn_fwd_ws, JIT only): TMA descriptors that end
     # at the lengths instead of masks, run-time choices as arithmetic; dense, padded with a
-    # zero length and partial blocks, GQA, causal, the three bias modes.
+    # zero length and partial blocks, GQA, causal, the three bias modes, score_mod.
     wcases = 0
-    for (B, Tq, Tk, Hq, Hkv, causal, lens, bias) in [
-        (2, 40, 40, 2, 2, False, None, None),
-        (3, 37, 37, 4, 2, True, [37, 0, 20], None),
-        (2, 33, 50, 2, 1, False, [33, 7], 0.25),
-        (2, 48, 48, 2, 2, True, [48, 31], "tensor"),
+    for (B, Tq, Tk, Hq, Hkv, causal, lens, bias, mod) in [
+        (2, 40, 40, 2, 2, False, None, None, False),
+        (3, 37, 37, 4, 2, True, [37, 0, 20], None, True),
+        (2, 33, 52, 2, 1, False, [33, 7], 0.25, True),
+        (2, 48, 48, 2, 2, True, [48, 31], "tensor", False),
     ]:
         q, k, v = make_qkv(B, Tq, Tk, Hq, Hkv, 32, torch.float32, "cpu", g)
         lq = torch.tensor(lens, dtype=torch.int32) if lens else None
         lk = torch.tensor([min(x + 3, Tk) for x in lens], dtype=torch.int32) if lens else None
         sb = torch.randn(B, generator=g) if bias == "tensor" else bias
-        kw = dict(seq_lens_q=lq, seq_lens_k=lk, is_causal=causal, sigmoid_bias=sb)
+        sm = torch.randn(B, Tk, generator=g) if mod else None
+        kw = dict(seq_lens_q=lq, seq_lens_k=lk, is_causal=causal, sigmoid_bias=sb, score_mod=sm)
         out = jit_launch.forward_ws(q, k, v, tiles=(16, 16, 4, 1), **kw)
         sbr = sb.double() if isinstance(sb, torch.Tensor) else sb
         ref = sigmoid_attention_reference(q.double(), k.double(), v.double(),
-                                          **dict(kw, sigmoid_bias=sbr))
+                                          **dict(kw, sigmoid_bias=sbr,
+                                                 score_mod=sm.double() if mod else None))
         assert rel_err(out, ref) < 1e-5, ("ws", B, Tq, Tk, causal, lens, bias, rel_err(out, ref))
         wcases += 1
     print("interpreted warp-specialized cases:", wcases)

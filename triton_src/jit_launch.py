@@ -67,10 +67,10 @@ def forward(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale
 
 
 def forward_ws(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale=None,
-               sigmoid_bias=None, tiles=(128, 64, 4, 2), warp_specialize=True,
+               sigmoid_bias=None, score_mod=None, tiles=(128, 64, 4, 2), warp_specialize=True,
                return_kernel=False):
     """The warp-specialized candidate (sigmoid_attn_fwd_ws): dense/padded [B, T, H, D] inputs,
-    head dim a power of two, no score_mod. tiles: (BLOCK_M, BLOCK_N, num_warps, num_stages);
+    head dim a power of two; score_mod [B, Tk] is copied to float32 rows padded to 16 bytes. tiles: (BLOCK_M, BLOCK_N, num_warps, num_stages);
     num_warps 4 is what Triton's Hopper pass specializes (it adds two warpgroups).
     return_kernel: also return Triton's compiled kernel (its metadata.num_warps is 12 when
     specialized)."""
@@ -79,15 +79,20 @@ def forward_ws(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, sc
     assert D & (D - 1) == 0, f"forward_ws: head dim {D} is not a power of two"
     bm, bn, warps, stages = tiles
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    x = _extras(q, seq_lens_q, seq_lens_k, sigmoid_bias, None)
+    if score_mod is not None:  # rows 16-byte aligned for the kernel's 1-D descriptors
+        padded = torch.zeros(B, (Tk + 3) // 4 * 4, dtype=torch.float32, device=q.device)
+        padded[:, :Tk] = score_mod
+        score_mod = padded
+    x = _extras(q, seq_lens_q, seq_lens_k, sigmoid_bias, score_mod)
     triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8,
                                                                 device=q.device))
     kernel = sigmoid_attn_fwd_ws[(triton.cdiv(Tq, bm), Hq, B)](
-        q, k, v, out, x["lq"], x["lk"], x["bias_t"], *_st(q), *_st(k), *_st(v), *_st(out),
-        Tq, Tk, Hq // Hkv, 1.0 / math.sqrt(D) if scale is None else scale, x["bias_v"],
+        q, k, v, out, x["lq"], x["lk"], x["bias_t"], x["mod"], *_st(q), *_st(k), *_st(v),
+        *_st(out), x["smb"], Tq, Tk, Hq // Hkv, 1.0 / math.sqrt(D) if scale is None else scale, x["bias_v"],
         x["has_lq"], x["has_lk"], x["bias_mode"],
         HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn, IS_CAUSAL=is_causal,
-        FAST_SIGMOID=q.dtype != torch.float32, WARP_SPECIALIZE=warp_specialize,
+        HAS_SCORE_MOD=score_mod is not None, FAST_SIGMOID=q.dtype != torch.float32,
+        WARP_SPECIALIZE=warp_specialize,
         num_warps=warps, num_stages=stages,
     )
     return (out, kernel) if return_kernel else out

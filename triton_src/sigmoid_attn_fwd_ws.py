@@ -16,8 +16,9 @@ zeros, which zeroes their P·V whatever P is; K's zero rows only keep P finite. 
 apply the j <= i mask in every iteration (one compare and select per score, on the ALU).
 
 Same layout and semantics as sigmoid_attn_fwd for dense and padded batches ([B, T, H, D], any
-strides with a contiguous last dim and 16-byte aligned rows, GQA, seq_lens, bias modes); no
-score_mod and no packed varlen yet.
+strides with a contiguous last dim and 16-byte aligned rows, GQA, seq_lens, bias modes), and
+score_mod [B, Tk] (float32, contiguous along keys, 16-byte aligned rows: read through a 1-D
+descriptor); no packed varlen yet.
 """
 
 import triton
@@ -28,15 +29,17 @@ from sigmoid_attn_fwd import _sigmoid
 
 @triton.jit
 def sigmoid_attn_fwd_ws(
-    Q, K, V, O, SEQ_LENS_Q, SEQ_LENS_K, BIAS,
+    Q, K, V, O, SEQ_LENS_Q, SEQ_LENS_K, BIAS, SCORE_MOD,
     stride_qb, stride_qt, stride_qh,
     stride_kb, stride_kt, stride_kh,
     stride_vb, stride_vt, stride_vh,
     stride_ob, stride_ot, stride_oh,
+    stride_smb,
     T_Q, T_K, kv_group, scale, bias_value,
     HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    IS_CAUSAL: tl.constexpr, FAST_SIGMOID: tl.constexpr = True,
+    IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr = False,
+    FAST_SIGMOID: tl.constexpr = True,
     WARP_SPECIALIZE: tl.constexpr = True,
 ):
     # grid: (cdiv(T_Q, BLOCK_M), H, B)
@@ -68,6 +71,11 @@ def sigmoid_attn_fwd_ws(
     v_desc = tl.make_tensor_descriptor(v_base, shape=[tl.maximum(Lk, 1), HEAD_DIM],
                                        strides=[stride_vt, 1], block_shape=[BLOCK_N, HEAD_DIM])
 
+    if HAS_SCORE_MOD:  # [B, Tk] float32, contiguous along keys: a 1-D descriptor per sequence
+        sm_desc = tl.make_tensor_descriptor(SCORE_MOD + b64 * stride_smb,
+                                            shape=[tl.maximum(Lk, 1)], strides=[1],
+                                            block_shape=[BLOCK_N])
+
     hi = Lk
     if IS_CAUSAL:  # a compile-time branch: no scf.if
         hi = tl.minimum(hi, start_m + BLOCK_M)
@@ -79,7 +87,10 @@ def sigmoid_attn_fwd_ws(
     for n_start in tl.range(0, hi, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
         k = k_desc.load([n_start, 0])
         v = v_desc.load([n_start, 0])
-        p = _sigmoid(tl.dot(q, tl.trans(k)) * scale + bias, FAST_SIGMOID)
+        s = tl.dot(q, tl.trans(k)) * scale + bias
+        if HAS_SCORE_MOD:
+            s += sm_desc.load([n_start])[None, :]
+        p = _sigmoid(s, FAST_SIGMOID)
         if IS_CAUSAL:
             offs_n = n_start + tl.arange(0, BLOCK_N)
             p = tl.where(offs_n[None, :] <= offs_m[:, None], p, 0.0)
