@@ -210,7 +210,8 @@ WS_TILES = {64: [(128, 64, 4, 2), (128, 64, 4, 3), (128, 128, 4, 2), (128, 128, 
 def sweep_ws(out):
     """The warp-specialized candidate (sigmoid_attn_fwd_ws) against the production kernel with
     the tiles the dispatcher takes, both through the JIT, bf16, B·T = 16k, H·D = 2048: dense,
-    causal, padded (lengths uniform in [T/2, T]) and with a score_mod, at T = 1k, 4k, 16k. Each candidate's output
+    causal, padded (lengths uniform in [T/2, T]), with a score_mod, and the padded batch packed
+    (varlen), at T = 1k, 4k, 16k. Each candidate's output
     is first checked against the production kernel's (relative error), since the candidate is
     not in the library and the GPU tests do not cover it; whether the compiled kernel is
     specialized (384 threads) is recorded too."""
@@ -226,30 +227,38 @@ def sweep_ws(out):
             lens = torch.randint(T // 2, T + 1, (B,), device="cuda", dtype=torch.int32,
                                  generator=g)
             mod = torch.randn(B, T, device="cuda", generator=g)
-            for mode in ("dense", "causal", "padded", "score_mod"):
+            # the padded batch's sequences, packed (varlen)
+            cu = torch.zeros(B + 1, dtype=torch.int32, device="cuda")
+            cu[1:] = lens.cumsum(0)
+            packed = [torch.cat([x[i, :L] for i, L in enumerate(lens.tolist())]) for x in (q, k, v)]
+            for mode in ("dense", "causal", "padded", "score_mod", "varlen"):
                 causal, lk = mode == "causal", lens if mode == "padded" else None
                 sm = mod if mode == "score_mod" else None
-                pairs = (float((lens.double() ** 2).sum()) if mode == "padded"
+                if mode == "varlen":
+                    ins = dict(cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=T, max_seqlen_k=T)
+                    qx, kx, vx = packed
+                else:
+                    ins = dict(seq_lens_q=lk, seq_lens_k=lk)
+                    qx, kx, vx = q, k, v
+                pairs = (float((lens.double() ** 2).sum()) if mode in ("padded", "varlen")
                          else B * T * T * (0.5 if causal else 1.0))
                 flops = 4.0 * H * D * pairs
                 tiles = V.fwd_tiles(D, T)
-                base = lambda: jit_launch.forward(q, k, v, is_causal=causal, fast_sigmoid=True,
-                                                  seq_lens_q=lk, seq_lens_k=lk, score_mod=sm,
-                                                  tiles=tuple(tiles[:4]), use_tma="tma" in tiles)
+                base = lambda: jit_launch.forward(qx, kx, vx, is_causal=causal, score_mod=sm,
+                                                  fast_sigmoid=True, tiles=tuple(tiles[:4]),
+                                                  use_tma="tma" in tiles, **ins)
                 want = base().float()
                 cands = [("production", list(tiles), base)] + [
                     ("ws", list(t), lambda t=t: jit_launch.forward_ws(
-                        q, k, v, is_causal=causal, seq_lens_q=lk, seq_lens_k=lk, score_mod=sm,
-                        tiles=t))
+                        qx, kx, vx, is_causal=causal, score_mod=sm, tiles=t, **ins))
                     for t in WS_TILES[D]]
                 for name, t, fn in cands:
                     row = {"D": D, "T": T, "mode": mode, "kernel": name, "tiles": t}
                     try:
                         if name == "ws":  # specialized: 3 warpgroups (384 threads), or not
                             row["threads"] = jit_launch.forward_ws(
-                                q, k, v, is_causal=causal, seq_lens_q=lk, seq_lens_k=lk,
-                                score_mod=sm, tiles=tuple(t),
-                                return_kernel=True)[1].metadata.num_warps * 32
+                                qx, kx, vx, is_causal=causal, score_mod=sm, tiles=tuple(t),
+                                return_kernel=True, **ins)[1].metadata.num_warps * 32
                         got = fn().float()
                         row["rel_err_vs_production"] = float(
                             (got - want).norm() / want.norm().clamp_min(1e-30))

@@ -145,6 +145,27 @@ SCRIPT = textwrap.dedent(r"""
                                                  score_mod=sm.double() if mod else None))
         assert rel_err(out, ref) < 1e-5, ("ws", B, Tq, Tk, causal, lens, bias, rel_err(out, ref))
         wcases += 1
+    # ... and packed varlen: the device-side schedule, an empty sequence, tail rows, GQA,
+    # causal, a score_mod whose sequences start at unaligned offsets.
+    for (lens_q, lens_k, Hq, Hkv, causal, mod) in [
+        ([17, 0, 40, 1, 33], [17, 3, 40, 1, 20], 2, 1, True, True),
+        ([9, 30], [30, 9], 2, 2, False, False),
+    ]:
+        cu = lambda L: torch.tensor([0] + torch.tensor(L).cumsum(0).tolist(), dtype=torch.int32)
+        cq, ck = cu(lens_q), cu(lens_k)
+        q = torch.randn(sum(lens_q) + 3, Hq, 32, generator=g)
+        k = torch.randn(sum(lens_k), Hkv, 32, generator=g)
+        v = torch.randn(sum(lens_k), Hkv, 32, generator=g)
+        sm = torch.randn(sum(lens_k), generator=g) if mod else None
+        kw = dict(is_causal=causal, score_mod=sm)
+        out = jit_launch.forward_ws(q, k, v, cu_seqlens_q=cq, cu_seqlens_k=ck,
+                                    max_seqlen_q=max(lens_q), max_seqlen_k=max(lens_k),
+                                    tiles=(16, 16, 4, 1), **kw)
+        ref = vref(
+            q.double(), k.double(), v.double(), cq, ck, max(lens_q), max(lens_k),
+            is_causal=causal, score_mod=sm.double() if mod else None)
+        assert rel_err(out, ref) < 1e-5, ("ws varlen", lens_q, rel_err(out, ref))
+        wcases += 1
     print("interpreted warp-specialized cases:", wcases)
 
     # Backward kernels vs autograd of the float64 reference.
@@ -236,4 +257,4 @@ def test_kernel_source_under_interpreter():
     assert "interpreted varlen cases: 2" in r.stdout
     assert "interpreted TMA cases: 3" in r.stdout
     assert "interpreted LPT cases: 12" in r.stdout
-    assert "interpreted warp-specialized cases: 4" in r.stdout
+    assert "interpreted warp-specialized cases: 6" in r.stdout

@@ -13,7 +13,7 @@ from conftest import TRITON_SRC
 triton = pytest.importorskip("triton")
 
 
-def compile_ws(head_dim, block_n, causal, score_mod):
+def compile_ws(head_dim, block_n, causal, score_mod, varlen):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
@@ -23,7 +23,8 @@ def compile_ws(head_dim, block_n, causal, score_mod):
     finally:
         sys.path.remove(TRITON_SRC)
     constexprs = {"HEAD_DIM": head_dim, "BLOCK_M": 128, "BLOCK_N": block_n, "IS_CAUSAL": causal,
-                  "HAS_SCORE_MOD": score_mod, "FAST_SIGMOID": True, "WARP_SPECIALIZE": True}
+                  "HAS_SCORE_MOD": score_mod, "FAST_SIGMOID": True, "VARLEN": varlen,
+                  "WARP_SPECIALIZE": True}
     pointers = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "SEQ_LENS_Q": "*i32",
                 "SEQ_LENS_K": "*i32", "BIAS": "*fp32", "SCORE_MOD": "*fp32"}
     signature, consts, attrs = {}, {}, {}
@@ -41,10 +42,10 @@ def compile_ws(head_dim, block_n, causal, score_mod):
                           options={"num_warps": 4, "num_stages": 2})
 
 
-@pytest.mark.parametrize("head_dim,block_n,causal,score_mod",
-                         [(128, 64, False, False), (64, 128, True, True)])
-def test_candidate_is_warp_specialized(head_dim, block_n, causal, score_mod):
-    kernel = compile_ws(head_dim, block_n, causal, score_mod)
+@pytest.mark.parametrize("head_dim,block_n,causal,score_mod,varlen",
+                         [(128, 64, False, False, False), (64, 128, True, True, True)])
+def test_candidate_is_warp_specialized(head_dim, block_n, causal, score_mod, varlen):
+    kernel = compile_ws(head_dim, block_n, causal, score_mod, varlen)
     assert kernel.metadata.num_warps * 32 == 384, (
         f"expected a producer and two consumer warpgroups (384 threads), got "
         f"{kernel.metadata.num_warps * 32}: Triton's Hopper pass did not specialize the loop")

@@ -67,33 +67,47 @@ def forward(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale
 
 
 def forward_ws(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale=None,
-               sigmoid_bias=None, score_mod=None, tiles=(128, 64, 4, 2), warp_specialize=True,
+               sigmoid_bias=None, score_mod=None, cu_seqlens_q=None, cu_seqlens_k=None,
+               max_seqlen_q=0, max_seqlen_k=0, tiles=(128, 64, 4, 2), warp_specialize=True,
                return_kernel=False):
     """The warp-specialized candidate (sigmoid_attn_fwd_ws): dense/padded [B, T, H, D] inputs,
-    head dim a power of two; score_mod [B, Tk] is copied to float32 rows padded to 16 bytes. tiles: (BLOCK_M, BLOCK_N, num_warps, num_stages);
-    num_warps 4 is what Triton's Hopper pass specializes (it adds two warpgroups).
-    return_kernel: also return Triton's compiled kernel (its metadata.num_warps is 12 when
-    specialized)."""
-    B, Tq, Hq, D = q.shape
-    Tk, Hkv = k.shape[1], k.shape[2]
+    or packed [total, H, D] ones with cu_seqlens_q/k (varlen); head dim a power of two.
+    score_mod ([B, Tk], or [total_k] packed) is laid out as one float32 row per sequence,
+    padded to 16 bytes (the kernel's 1-D descriptors need aligned rows). tiles: (BLOCK_M,
+    BLOCK_N, num_warps, num_stages); num_warps 4 is what Triton's Hopper pass specializes (it
+    adds two warpgroups). return_kernel: also return Triton's compiled kernel (its
+    metadata.num_warps is 12 when specialized)."""
+    B, Tq, Tk, Hq, Hkv, D, n, max_q, max_k, varlen = _geometry(
+        q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     assert D & (D - 1) == 0, f"forward_ws: head dim {D} is not a power of two"
     bm, bn, warps, stages = tiles
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    if score_mod is not None:  # rows 16-byte aligned for the kernel's 1-D descriptors
-        padded = torch.zeros(B, (Tk + 3) // 4 * 4, dtype=torch.float32, device=q.device)
-        padded[:, :Tk] = score_mod
+    if score_mod is not None:  # one float32 row per sequence, padded to 16 bytes
+        if varlen:  # [total_k] -> [num_seqs, max_seqlen_k], on the device
+            keys = torch.arange(Tk, device=q.device)
+            seq = torch.searchsorted(cu_seqlens_k[1:].long(), keys, right=True).clamp_max(n - 1)
+            col = keys - cu_seqlens_k.long()[seq]
+            keep = col < max_k
+            padded = torch.zeros(n, (max_k + 3) // 4 * 4, dtype=torch.float32, device=q.device)
+            padded[seq[keep], col[keep]] = score_mod.float()[keep]
+        else:
+            padded = torch.zeros(B, (Tk + 3) // 4 * 4, dtype=torch.float32, device=q.device)
+            padded[:, :Tk] = score_mod
         score_mod = padded
+    if varlen:
+        seq_lens_q, seq_lens_k = cu_seqlens_q, cu_seqlens_k
     x = _extras(q, seq_lens_q, seq_lens_k, sigmoid_bias, score_mod)
     triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8,
                                                                 device=q.device))
-    kernel = sigmoid_attn_fwd_ws[(triton.cdiv(Tq, bm), Hq, B)](
+    grid = (Tq // bm + n + 1, Hq, 1) if varlen else (triton.cdiv(Tq, bm), Hq, B)
+    kernel = sigmoid_attn_fwd_ws[grid](
         q, k, v, out, x["lq"], x["lk"], x["bias_t"], x["mod"], *_st(q), *_st(k), *_st(v),
-        *_st(out), x["smb"], Tq, Tk, Hq // Hkv, 1.0 / math.sqrt(D) if scale is None else scale, x["bias_v"],
-        x["has_lq"], x["has_lk"], x["bias_mode"],
+        *_st(out), x["smb"], Tq, Tk, Hq // Hkv, 1.0 / math.sqrt(D) if scale is None else scale,
+        x["bias_v"], 0 if varlen else x["has_lq"], 0 if varlen else x["has_lk"],
+        x["bias_mode"], n, max_q, max_k,
         HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn, IS_CAUSAL=is_causal,
         HAS_SCORE_MOD=score_mod is not None, FAST_SIGMOID=q.dtype != torch.float32,
-        WARP_SPECIALIZE=warp_specialize,
-        num_warps=warps, num_stages=stages,
+        VARLEN=varlen, WARP_SPECIALIZE=warp_specialize, num_warps=warps, num_stages=stages,
     )
     return (out, kernel) if return_kernel else out
 

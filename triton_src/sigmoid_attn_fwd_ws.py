@@ -15,16 +15,18 @@ So the key tail needs no mask: V's descriptor ends at Lk and TMA fills the rows 
 zeros, which zeroes their P·V whatever P is; K's zero rows only keep P finite. Causal blocks
 apply the j <= i mask in every iteration (one compare and select per score, on the ALU).
 
-Same layout and semantics as sigmoid_attn_fwd for dense and padded batches ([B, T, H, D], any
-strides with a contiguous last dim and 16-byte aligned rows, GQA, seq_lens, bias modes), and
-score_mod [B, Tk] (float32, contiguous along keys, 16-byte aligned rows: read through a 1-D
-descriptor); no packed varlen yet.
+Same layout and semantics as sigmoid_attn_fwd: dense and padded batches ([B, T, H, D], any
+strides with a contiguous last dim and 16-byte aligned rows, GQA, seq_lens, bias modes) and
+packed varlen batches ([total, H, D] with cu_seqlens and sigmoid_attn_fwd's device-side tile
+schedule, whose loop runs before the specialized one: the pass allows that). score_mod comes
+as one float32 row per sequence, contiguous along keys and 16-byte aligned, read through a 1-D
+descriptor (the launcher lays it out so).
 """
 
 import triton
 import triton.language as tl
 
-from sigmoid_attn_fwd import _sigmoid
+from sigmoid_attn_fwd import _packed_seq, _packed_tile, _sigmoid
 
 
 @triton.jit
@@ -36,32 +38,41 @@ def sigmoid_attn_fwd_ws(
     stride_ob, stride_ot, stride_oh,
     stride_smb,
     T_Q, T_K, kv_group, scale, bias_value,
-    HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE,
+    HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr = False,
-    FAST_SIGMOID: tl.constexpr = True,
+    FAST_SIGMOID: tl.constexpr = True, VARLEN: tl.constexpr = False,
     WARP_SPECIALIZE: tl.constexpr = True,
 ):
-    # grid: (cdiv(T_Q, BLOCK_M), H, B)
+    # grid: (cdiv(T_Q, BLOCK_M), H, B), or (T_Q // BLOCK_M + num_seqs + 1, H, 1) when VARLEN
     pid_m = tl.program_id(0)
     h = tl.program_id(1)
-    b = tl.program_id(2)
     # Lengths clamped to [0, T] and the bias (0: -log(max(Lk, 1)), 1: bias_value, 2: BIAS[b]),
-    # all without branches (see the module docstring).
-    Lq = tl.load(SEQ_LENS_Q + b, mask=HAS_SEQ_LENS_Q != 0, other=T_Q)
-    Lq = tl.minimum(tl.maximum(Lq, 0), T_Q)
-    Lk = tl.load(SEQ_LENS_K + b, mask=HAS_SEQ_LENS_K != 0, other=T_K)
-    Lk = tl.minimum(tl.maximum(Lk, 0), T_K)
-    bias_t = tl.load(BIAS + b, mask=BIAS_MODE == 2, other=0.0)
+    # all without run-time branches (see the module docstring); VARLEN is a compile-time one.
+    if VARLEN:  # packed [total, H, D] with cu_seqlens: sigmoid_attn_fwd's device-side schedule
+        b, start_m, q_off, Lq, owned = _packed_tile(pid_m, SEQ_LENS_Q, num_seqs, T_Q,
+                                                    max_seqlen_q, BLOCK_M)
+        k_off, Lk = _packed_seq(b, SEQ_LENS_K, num_seqs, T_K, max_seqlen_k)
+        bias_t = tl.load(BIAS + b, mask=(BIAS_MODE == 2) & (b < num_seqs), other=0.0)
+    else:
+        b = tl.program_id(2)
+        start_m = pid_m * BLOCK_M
+        q_off = b * 0
+        k_off = b * 0
+        owned = T_Q
+        Lq = tl.load(SEQ_LENS_Q + b, mask=HAS_SEQ_LENS_Q != 0, other=T_Q)
+        Lq = tl.minimum(tl.maximum(Lq, 0), T_Q)
+        Lk = tl.load(SEQ_LENS_K + b, mask=HAS_SEQ_LENS_K != 0, other=T_K)
+        Lk = tl.minimum(tl.maximum(Lk, 0), T_K)
+        bias_t = tl.load(BIAS + b, mask=BIAS_MODE == 2, other=0.0)
     bias = tl.where(BIAS_MODE == 0, -tl.log(tl.maximum(Lk, 1).to(tl.float32)),
                     tl.where(BIAS_MODE == 1, bias_value, bias_t))
 
     b64 = b.to(tl.int64)
     h_kv = (h // kv_group).to(tl.int64)
-    q_base = Q + b64 * stride_qb + h.to(tl.int64) * stride_qh
-    k_base = K + b64 * stride_kb + h_kv * stride_kh
-    v_base = V + b64 * stride_vb + h_kv * stride_vh
-    start_m = pid_m * BLOCK_M
+    q_base = Q + b64 * stride_qb + q_off.to(tl.int64) * stride_qt + h.to(tl.int64) * stride_qh
+    k_base = K + b64 * stride_kb + k_off.to(tl.int64) * stride_kt + h_kv * stride_kh
+    v_base = V + b64 * stride_vb + k_off.to(tl.int64) * stride_vt + h_kv * stride_vh
     # Descriptors end at the valid lengths (at least one row: a zero-row descriptor is not
     # valid); rows past them read as zeros.
     q_desc = tl.make_tensor_descriptor(q_base, shape=[tl.maximum(Lq, 1), HEAD_DIM],
@@ -71,9 +82,12 @@ def sigmoid_attn_fwd_ws(
     v_desc = tl.make_tensor_descriptor(v_base, shape=[tl.maximum(Lk, 1), HEAD_DIM],
                                        strides=[stride_vt, 1], block_shape=[BLOCK_N, HEAD_DIM])
 
-    if HAS_SCORE_MOD:  # [B, Tk] float32, contiguous along keys: a 1-D descriptor per sequence
-        sm_desc = tl.make_tensor_descriptor(SCORE_MOD + b64 * stride_smb,
-                                            shape=[tl.maximum(Lk, 1)], strides=[1],
+    if HAS_SCORE_MOD:
+        # [B, Tk] float32 rows, contiguous along keys and 16-byte aligned (packed batches too:
+        # the launcher lays a varlen score_mod out as [num_seqs, padded max_seqlen_k] rows),
+        # read through a 1-D descriptor per sequence that ends at Lk
+        sm_row = SCORE_MOD + tl.minimum(b64, tl.maximum(num_seqs - 1, 0)) * stride_smb
+        sm_desc = tl.make_tensor_descriptor(sm_row, shape=[tl.maximum(Lk, 1)], strides=[1],
                                             block_shape=[BLOCK_N])
 
     hi = Lk
@@ -98,6 +112,6 @@ def sigmoid_attn_fwd_ws(
 
     acc = tl.where((offs_m < Lq)[:, None], acc, 0.0)
     offs_d = tl.arange(0, HEAD_DIM)
-    o_ptrs = (O + b64 * stride_ob + h.to(tl.int64) * stride_oh + offs_m[:, None] * stride_ot
-              + offs_d[None, :])
-    tl.store(o_ptrs, acc.to(O.dtype.element_ty), mask=(offs_m < T_Q)[:, None])
+    o_ptrs = (O + b64 * stride_ob + q_off.to(tl.int64) * stride_ot + h.to(tl.int64) * stride_oh
+              + offs_m[:, None] * stride_ot + offs_d[None, :])
+    tl.store(o_ptrs, acc.to(O.dtype.element_ty), mask=(offs_m < owned)[:, None])
