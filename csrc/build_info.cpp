@@ -65,16 +65,23 @@ int sigmoid_attn_kernel_field(int i, const char* field) {
 // (length buckets, the small-problem tile) without a GPU.
 int sigmoid_attn_select_forward_kernel(int dtype, int64_t head_dim, int causal, int score_mod,
                                        int varlen, int64_t max_q, int64_t Tq, int64_t B,
-                                       int64_t Hq, int sm_count) {
+                                       int64_t Hq, int sm_count, int warp_specialized) {
   using torch::headeronly::ScalarType;
   const ScalarType types[] = {ScalarType::Half, ScalarType::BFloat16, ScalarType::Float};
   if (dtype < 0 || dtype > 2) return -1;
   try {
     return sigmoid_attn::select_forward(types[dtype], head_dim, causal, score_mod, varlen, max_q,
-                                        Tq, B, Hq, sm_count);
+                                        Tq, B, Hq, sm_count, warp_specialized != 0);
   } catch (const std::exception&) {
     return -1;
   }
+}
+
+// Whether CUDA calls take the warp-specialized forward where one is compiled (experimental:
+// benchmarks/NOTES.md); set < 0 only reads. Returns the setting before the call.
+int sigmoid_attn_warp_specialized(int set) {
+  if (set < 0) return sigmoid_attn::warp_specialized_dispatch();
+  return sigmoid_attn::set_warp_specialized_dispatch(set != 0);
 }
 
 }  // extern "C"

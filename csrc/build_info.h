@@ -21,5 +21,8 @@ SIGMOID_ATTN_API int sigmoid_attn_kernel_field(int i, const char* field);
 SIGMOID_ATTN_API int sigmoid_attn_select_forward_kernel(int dtype, int64_t head_dim, int causal,
                                                         int score_mod, int varlen, int64_t max_q,
                                                         int64_t Tq, int64_t B, int64_t Hq,
-                                                        int sm_count);
+                                                        int sm_count, int warp_specialized);
+// Whether CUDA calls take the warp-specialized forward (experimental); set < 0 only reads.
+// Returns the setting before the call.
+SIGMOID_ATTN_API int sigmoid_attn_warp_specialized(int set);
 }

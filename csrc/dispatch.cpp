@@ -1,6 +1,8 @@
 #include "dispatch.h"
 
 #include <array>
+#include <atomic>
+#include <cstdlib>
 #include <set>
 #include <string>
 #include <vector>
@@ -12,7 +14,7 @@ namespace sigmoid_attn {
 namespace {
 
 constexpr int kMaxHeadDim = 512;
-constexpr int kKinds = 3;
+constexpr int kKinds = 4;
 constexpr int kDTypes = 3;
 constexpr int kMaxHeadDims = 16;  // distinct compiled head dims
 constexpr int kMaxBuckets = 4;
@@ -86,8 +88,8 @@ int select_small_kernel(int kernel) {
 
 }  // namespace
 
-int select_kernel(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t head_dim,
-                  bool causal, bool score_mod, bool varlen, int64_t seq_len) {
+int find_kernel(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t head_dim,
+                bool causal, bool score_mod, bool varlen, int64_t seq_len) {
   const KernelTable& t = table();
   const int dt = dtype == torch::headeronly::ScalarType::Half       ? 0
                  : dtype == torch::headeronly::ScalarType::BFloat16 ? 1
@@ -101,6 +103,13 @@ int select_kernel(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t 
       if (b.min_t[i] != kSmallProblem) idx = b.kernel[i];
     }
   }
+  return idx;
+}
+
+int select_kernel(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t head_dim,
+                  bool causal, bool score_mod, bool varlen, int64_t seq_len) {
+  const int idx = find_kernel(kind, dtype, head_dim, causal, score_mod, varlen, seq_len);
+  const KernelTable& t = table();
   SA_CHECK(idx >= 0, "sigmoid_attention: no CUDA kernel is compiled for head_dim=", head_dim,
            " (dtype ", torch::headeronly::toString(dtype), ", is_causal=", causal,
            ", score_mod=", score_mod, ", varlen=", varlen, "); compiled head dims: ",
@@ -111,7 +120,7 @@ int select_kernel(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t 
 
 int select_forward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool causal,
                    bool score_mod, bool varlen, int64_t max_q, int64_t Tq, int64_t B,
-                   int64_t Hq, int sm_count) {
+                   int64_t Hq, int sm_count, bool warp_specialized) {
   const int kernel =
       select_kernel(KernelKind::kForward, dtype, head_dim, causal, score_mod, varlen, max_q);
   const uint64_t programs =
@@ -120,7 +129,33 @@ int select_forward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool c
     const int small = select_small_kernel(kernel);
     if (small >= 0) return small;
   }
+  if (warp_specialized) {
+    const int ws = find_kernel(KernelKind::kForwardWS, dtype, head_dim, causal, score_mod,
+                               varlen, max_q);
+    if (ws >= 0) return ws;
+  }
   return kernel;
+}
+
+namespace {
+
+std::atomic<int>& ws_dispatch_state() {
+  static std::atomic<int> state = [] {
+    const char* env = std::getenv("SIGMOID_ATTN_WARP_SPECIALIZED");
+    if (env != nullptr && env[0] != '\0') return env[0] != '0' ? 1 : 0;
+    return kWarpSpecializedDispatch ? 1 : 0;
+  }();
+  return state;
+}
+
+}  // namespace
+
+bool warp_specialized_dispatch() {
+  return ws_dispatch_state().load(std::memory_order_relaxed) != 0;
+}
+
+bool set_warp_specialized_dispatch(bool on) {
+  return ws_dispatch_state().exchange(on ? 1 : 0, std::memory_order_relaxed) != 0;
 }
 
 }  // namespace sigmoid_attn

@@ -14,6 +14,9 @@ namespace sigmoid_attn {
 // set, when no compiled kernel matches.
 int select_kernel(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t head_dim,
                   bool causal, bool score_mod, bool varlen, int64_t seq_len);
+// The same lookup, -1 where nothing matches.
+int find_kernel(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t head_dim,
+                bool causal, bool score_mod, bool varlen, int64_t seq_len);
 
 // Programs along the forward grid's x axis for a kernel: cdiv(Tq, block_m) dense, or one per
 // tile of real tokens plus at most one idle per sequence when packed (Tq = total tokens).
@@ -25,8 +28,17 @@ inline unsigned forward_grid_x(const KernelSpec& s, bool varlen, int64_t Tq, int
 // The forward kernel of a problem: the length's tile (select_kernel on max_q), or the variant's
 // small-problem tile when the length's tile would launch fewer programs than the GPU has SMs
 // (one partial wave: the time is one program's key loop, so more, shorter programs win).
+// warp_specialized: take the variant's warp-specialized kernel (KernelKind::kForwardWS) where
+// one is compiled for the length, instead of the length's tile (never instead of the
+// small-problem tile).
 int select_forward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool causal,
                    bool score_mod, bool varlen, int64_t max_q, int64_t Tq, int64_t B,
-                   int64_t Hq, int sm_count);
+                   int64_t Hq, int sm_count, bool warp_specialized = false);
+
+// Whether the dispatcher may take warp-specialized forward kernels: tiles.json's default, or
+// SIGMOID_ATTN_WARP_SPECIALIZED=0/1 (read once), or the last set_warp_specialized().
+bool warp_specialized_dispatch();
+// Returns the previous setting.
+bool set_warp_specialized_dispatch(bool on);
 
 }  // namespace sigmoid_attn

@@ -7,7 +7,8 @@
 namespace sigmoid_attn {
 
 enum class DType : int { kFloat16 = 0, kBFloat16 = 1, kFloat32 = 2 };
-enum class KernelKind : int { kForward = 0, kBackwardDkDv = 1, kBackwardDq = 2 };
+// kForwardWS: the warp-specialized forward (triton_src/sigmoid_attn_fwd_ws.py), its own ABI.
+enum class KernelKind : int { kForward = 0, kBackwardDkDv = 1, kBackwardDq = 2, kForwardWS = 3 };
 
 // BIAS_MODE values of the kernel (triton_src/sigmoid_attn_fwd.py).
 enum BiasMode : int { kBiasDefault = 0, kBiasScalar = 1, kBiasTensor = 2 };
@@ -45,5 +46,8 @@ extern const KernelSpec kKernels[];
 extern const int kNumKernels;
 extern const char* const kTritonVersion;
 extern const int kCompiledArch;
+// tiles.json's fwd_ws_dispatch: whether the dispatcher takes the warp-specialized forward by
+// default (SIGMOID_ATTN_WARP_SPECIALIZED=0/1 overrides it, read once).
+extern const bool kWarpSpecializedDispatch;
 
 }  // namespace sigmoid_attn

@@ -21,12 +21,18 @@ void launch_forward(const ForwardProblem& p, const Tensor& q, const Tensor& k, c
                     const std::optional<Tensor>& lens_k, const std::optional<Tensor>& bias,
                     const std::optional<Tensor>& score_mod, bool is_causal) {
   const int device = q.get_device_index();
+  Extras e = extras(lens_q, lens_k, bias, score_mod, p.bias_mode);
+  // The warp-specialized forward reads score_mod through 1-D TMA descriptors, one per
+  // sequence: rows contiguous along keys and 16-byte aligned, dense batches only (no packed
+  // score_mod variant is compiled); anything else takes the other kernel.
+  const bool ws = warp_specialized_dispatch() &&
+                  (!e.mod.has_value() ||
+                   (!p.varlen && e.mod_st == 1 && e.mod_sb % 4 == 0 && e.p_mod % 16 == 0));
   const int kernel = select_forward(p.dtype, p.D, is_causal, score_mod.has_value(),
-                                    p.varlen, p.max_q, p.Tq, p.B, p.Hq, sm_count(device));
+                                    p.varlen, p.max_q, p.Tq, p.B, p.Hq, sm_count(device), ws);
   const KernelSpec& spec = kKernels[kernel];
   const Operand oq = operand(q, p.max_q), ok = operand(k, p.max_k), ov = operand(v, p.max_k),
                 oo = operand(out, p.max_q);
-  Extras e = extras(lens_q, lens_k, bias, score_mod, p.bias_mode);
   int32_t t_q = static_cast<int32_t>(p.Tq), t_k = static_cast<int32_t>(p.Tk),
           kv_group = static_cast<int32_t>(p.Hq / p.Hkv), num_seqs = static_cast<int32_t>(p.B),
           max_q = static_cast<int32_t>(p.max_q), max_k = static_cast<int32_t>(p.max_k);
@@ -37,6 +43,23 @@ void launch_forward(const ForwardProblem& p, const Tensor& q, const Tensor& k, c
   int64_t qb = oq.sb, qh = oq.sh, kb = ok.sb, kh = ok.sh, vb = ov.sb, vh = ov.sh, ob = oo.sb,
           oh = oo.sh;
   int32_t qt = oq.st, kt = ok.st, vt = ov.st, ot = oo.st;
+  const unsigned grid_x = forward_grid_x(spec, p.varlen, p.Tq, p.B);
+  const unsigned grid_z = p.varlen ? 1u : static_cast<unsigned>(p.B);
+  if (spec.kind == KernelKind::kForwardWS) {
+    // variants.PARAMS["fwd_ws"] order: no score_mod key stride (contiguous keys)
+    void* ws_args[] = {&a_q,      &a_k,     &a_v,       &a_o,      &e.p_lens_q, &e.p_lens_k,
+                       &e.p_bias, &e.p_mod, &qb,        &qt,       &qh,         &kb,
+                       &kt,       &kh,      &vb,        &vt,       &vh,         &ob,
+                       &ot,       &oh,      &e.mod_sb,  &t_q,      &t_k,        &kv_group,
+                       &a_scale,  &a_bias_value, &has_lq, &has_lk, &bias_mode,  &num_seqs,
+                       &max_q,    &max_k};
+    constexpr int kNumWsArgs = sizeof(ws_args) / sizeof(ws_args[0]);
+    SA_CHECK(spec.num_params == kNumWsArgs, "sigmoid_attn: kernel ", spec.name, " has ",
+             spec.num_params, " parameters, the launcher packs ", kNumWsArgs);
+    launch_kernel(kernel, device, current_stream(device), grid_x, static_cast<unsigned>(p.Hq),
+                  grid_z, ws_args);
+    return;
+  }
   // variants.PARAMS["fwd"] order; aot.py's PTX check guards the sizes.
   void* args[] = {&a_q,      &a_k,        &a_v,      &a_o,      &e.p_lens_q, &e.p_lens_k,
                   &e.p_bias, &e.p_mod,    &qb,       &qt,       &qh,         &kb,
@@ -47,8 +70,8 @@ void launch_forward(const ForwardProblem& p, const Tensor& q, const Tensor& k, c
   constexpr int kNumArgs = sizeof(args) / sizeof(args[0]);
   SA_CHECK(spec.num_params == kNumArgs, "sigmoid_attn: kernel ", spec.name, " has ",
            spec.num_params, " parameters, the launcher packs ", kNumArgs);
-  launch_kernel(kernel, device, current_stream(device), forward_grid_x(spec, p.varlen, p.Tq, p.B),
-                static_cast<unsigned>(p.Hq), p.varlen ? 1u : static_cast<unsigned>(p.B), args);
+  launch_kernel(kernel, device, current_stream(device), grid_x, static_cast<unsigned>(p.Hq),
+                grid_z, args);
 }
 
 }  // namespace

@@ -14,8 +14,9 @@ if torch.cuda.is_available():
     from sigmoid_attn import sigmoid_attention, sigmoid_attention_reference
 
     CATALOG = [v for v in sigmoid_attn.info()["variants"] if v["kind"] == "fwd" and not v["varlen"]]
+    WS_CATALOG = [v for v in sigmoid_attn.info()["variants"] if v["kind"] == "fwd_ws"]
 else:
-    CATALOG = []
+    CATALOG, WS_CATALOG = [], []
 
 DT = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -171,3 +172,71 @@ def test_opcheck_cuda():
     lens = torch.tensor([40, 9], dtype=torch.int32, device="cuda")
     torch.library.opcheck(torch.ops.sigmoid_attn.forward.default,
                           (q, k, v, lens, lens, True, None, None, None, None))
+
+
+def ws_switch(on):
+    """Sets whether the dispatcher takes the warp-specialized forward (tiles.json keeps it off
+    until measured; SIGMOID_ATTN_WARP_SPECIALIZED=1 turns it on for a process); returns the
+    setting before."""
+    import ctypes
+
+    switch = ctypes.CDLL(sigmoid_attn.library_path()).sigmoid_attn_warp_specialized
+    switch.restype, switch.argtypes = ctypes.c_int, [ctypes.c_int]
+    return switch(on)
+
+
+@pytest.fixture
+def warp_specialized_dispatch():
+    before = ws_switch(1)
+    yield
+    ws_switch(before)
+
+
+@pytest.mark.parametrize("var", WS_CATALOG, ids=[v["name"] for v in WS_CATALOG])
+def test_warp_specialized_variant_matches_reference(var, warp_specialized_dispatch):
+    """Each compiled warp-specialized forward, through the dispatcher: a grid that fills the GPU
+    (not the small-problem tile), odd lengths with a zero one, GQA, causal, score_mod, packed
+    batches with tail rows; poisoned outputs. The kernel that ran is the warp-specialized one:
+    the forward is bitwise deterministic per kernel, and it differs from the other forward's
+    result (different summation order) while both meet the tolerance."""
+    from sigmoid_attn import sigmoid_attention_varlen, sigmoid_attention_varlen_reference
+
+    g = torch.Generator().manual_seed(var["head_dim"] * 7 + var["causal"] * 3 + var["score_mod"])
+    dtype, D = DT[var["dtype"]], var["head_dim"]
+    mk = lambda *s: torch.randn(*s, generator=g).to("cuda", dtype)
+    if not var["varlen"]:
+        B, Tq, Tk, Hkv = 4, 300, 333, 2
+        Hq = heads_to_fill(-(-Tq // var["block_m"]) * B, Hkv)
+        q, k, v = mk(B, Tq, Hq, D), mk(B, Tk, Hkv, D), mk(B, Tk, Hkv, D)
+        lq = torch.tensor([Tq, 0, 17, 129], dtype=torch.int32, device="cuda")
+        lk = torch.tensor([Tk, 5, 1, 200], dtype=torch.int32, device="cuda")
+        mod = torch.randn(B, Tk, generator=g).cuda() if var["score_mod"] else None
+        out, _ = check(q, k, v, REL_TOL[dtype], seq_lens_q=lq, seq_lens_k=lk,
+                       is_causal=var["causal"], score_mod=mod)
+        before = ws_switch(0)
+        other = sigmoid_attention(q, k, v, seq_lens_q=lq, seq_lens_k=lk, is_causal=var["causal"],
+                                  score_mod=mod)
+        ws_switch(before)
+    else:
+        lens_q, lens_k = [300, 0, 17, 129, 1, 64], [333, 5, 1, 200, 1, 64]
+        Hkv = 2
+        Hq = heads_to_fill(sum(lens_q) // var["block_m"] + len(lens_q) + 1, Hkv)
+        cu = lambda L: torch.tensor([0] + torch.tensor(L).cumsum(0).tolist(), dtype=torch.int32,
+                                    device="cuda")
+        cq, ck = cu(lens_q), cu(lens_k)
+        q = mk(sum(lens_q) + 5, Hq, D)
+        k, v = mk(sum(lens_k) + 3, Hkv, D), mk(sum(lens_k) + 3, Hkv, D)
+        args = (q, k, v, cq, ck, max(lens_q), max(lens_k))
+        poison_like(q.shape, dtype)
+        out = sigmoid_attention_varlen(*args, is_causal=var["causal"])
+        torch.cuda.synchronize()
+        assert not torch.isnan(out).any(), "unwritten (poisoned) output elements"
+        ref = sigmoid_attention_varlen_reference(*(t.double() for t in args[:3]), *args[3:],
+                                                 is_causal=var["causal"])
+        assert rel_err(out, ref) < REL_TOL[dtype]
+        assert (out[int(cq[-1]):] == 0).all()
+        before = ws_switch(0)
+        other = sigmoid_attention_varlen(*args, is_causal=var["causal"])
+        ws_switch(before)
+    assert not torch.equal(out, other), "the warp-specialized kernel did not run"
+

@@ -85,16 +85,24 @@ def test_info_lists_compiled_variants():
     dims = {k["head_dim"] for k in info["variants"]}
     assert {64, 128} <= dims
     for k in info["variants"]:
-        assert k["cubin_bytes"] > 0 and k["num_warps"] in (4, 8)
+        # the warp-specialized forward: 3 warpgroups of 4 warps (Triton's Hopper pass)
+        warps = (12,) if k["kind"] == "fwd_ws" else (4, 8)
+        assert k["cubin_bytes"] > 0 and k["num_warps"] in warps
         dt = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}[k["dtype"]]
         assert k["name"].startswith(f"{k['kind']}_{dt}_d{k['head_dim']}")
         assert ("_varlen" in k["name"]) == k["varlen"]
     kinds = {k["kind"] for k in info["variants"]}
-    assert kinds == {"fwd", "bwd_dkdv", "bwd_dq"}
+    assert kinds - {"fwd_ws"} == {"fwd", "bwd_dkdv", "bwd_dq"}
     # Every (kind, dtype, head dim) is compiled dense and packed, causal or not, with/without mod.
     combos = {(k["kind"], k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
-              for k in info["variants"]}
+              for k in info["variants"] if k["kind"] != "fwd_ws"}
     assert len(combos) == 3 * 3 * len(dims) * 8
+    ws = {(k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
+          for k in info["variants"] if k["kind"] == "fwd_ws"}
+    ws_dims = {d for _, d, *_ in ws}
+    # (no packed score_mod: such calls take the other forward)
+    assert len(ws) == 2 * len(ws_dims) * 6 and all(dt != "float32" for dt, *_ in ws)
+    assert not any(varlen and mod for _, _, varlen, _, mod in ws)
 
 
 def test_tuning_database_is_what_the_build_compiled(tmp_path):
@@ -123,6 +131,13 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
                 bm, bn, w, s = tiles[:4]
                 assert pow2(bm) and pow2(bn) and w in (4, 8) and 1 <= s <= 5, (kind, d)
                 assert tiles[4:] in ([], ["tma"]) and (kind == "fwd" or not tiles[4:]), tiles
+    # The warp-specialized forward: [min_T, tiles] buckets of num_warps 4 for power-of-two
+    # head dims (Triton's Hopper pass specializes 4-warp kernels only), dispatch off or on.
+    for d, buckets in db.get("fwd_ws", {}).items():
+        assert pow2(int(d)) and [m for m, _ in buckets][0] == 0, (d, buckets)
+        for _, tiles in buckets:
+            assert pow2(tiles[0]) and pow2(tiles[1]) and tiles[2] == 4 and len(tiles) == 4, tiles
+    assert isinstance(db.get("fwd_ws_dispatch", False), bool)
     # Program order: fwd_causal_lpt holds [min_T, programs per group of heads] buckets per head
     # dim (0: launch order), fwd_length_lpt a batch-size cutoff (tl.arange: a power of two) or 0.
     for d, buckets in db.get("fwd_causal_lpt", {}).items():
@@ -148,12 +163,14 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
     assert json.loads(path.read_text()) == db
     # The compiled catalog (fp16/bf16) holds exactly these tiles.
     # (a TMA variant's tile token ends in "tma": fwd_bf16_d128_m128n64w8s3tma_t8192)
+    # (the warp-specialized forward is written for 4 warps; Triton makes 3 warpgroups of it)
     compiled = {(k["kind"], k["head_dim"], k["min_t"], (k["block_m"], k["block_n"],
-                 k["num_warps"], k["num_stages"]) + (("tma",) if "tma" in k["name"] else ()))
+                 k["num_warps"] // (3 if k["kind"] == "fwd_ws" else 1), k["num_stages"])
+                 + (("tma",) if "tma" in k["name"] else ()))
                 for k in sigmoid_attn.info()["variants"] if k["dtype"] != "float32"}
-    want = {(kind, int(d), m, tuple(t)) for kind in ("fwd", "bwd_dkdv", "bwd_dq")
-            for d, entry in db[kind].items()
-            for m, t in (entry if kind == "fwd" else [[0, entry]])}
+    want = {(kind, int(d), m, tuple(t)) for kind in ("fwd", "fwd_ws", "bwd_dkdv", "bwd_dq")
+            for d, entry in db.get(kind, {}).items()
+            for m, t in (entry if kind in ("fwd", "fwd_ws") else [[0, entry]])}
     assert compiled == want
 
 
@@ -174,12 +191,13 @@ def test_dispatch_size_rules():
     f = lib.sigmoid_attn_select_forward_kernel
     f.restype = ctypes.c_int
     f.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                  ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
+                  ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int,
+                  ctypes.c_int]
     catalog = sigmoid_attn.info()["variants"]
 
-    def pick(D, B, T, H, causal=False, varlen=False, sms=132, dtype=1):
+    def pick(D, B, T, H, causal=False, varlen=False, sms=132, dtype=1, ws=False, mod=False):
         total = B * T if varlen else T
-        i = f(dtype, D, causal, False, varlen, T, total, B, H, sms)
+        i = f(dtype, D, causal, mod, varlen, T, total, B, H, sms, ws)
         assert i >= 0, (D, B, T, H)
         return catalog[i]
 
@@ -213,4 +231,19 @@ def test_dispatch_size_rules():
     # float32 has no small-problem tile: always its one bucket
     assert pick(64, 1, 256, 8, dtype=2)["min_t"] == 0
     # nothing compiled for head_dim 40: -1, not a crash
-    assert f(1, 40, 0, 0, 0, 256, 256, 1, 8, 132) == -1
+    assert f(1, 40, 0, 0, 0, 256, 256, 1, 8, 132, 0) == -1
+    # The warp-specialized forward (tiles.json fwd_ws), when the caller allows it: taken for the
+    # variant and length it is compiled for, never instead of the small-problem tile, never in
+    # float32; the same variant flags.
+    ws_db = V.load_tiles().get("fwd_ws", {})
+    for D, buckets in ws_db.items():
+        D = int(D)
+        for causal, mod, varlen in ((False, False, False), (True, True, False),
+                                    (True, False, True)):
+            k = pick(D, 16, 4096, 16, causal, varlen, ws=True, mod=mod)
+            assert k["kind"] == "fwd_ws" and k["head_dim"] == D, k["name"]
+            assert (k["causal"], k["score_mod"], k["varlen"]) == (causal, mod, varlen)
+            assert [k["block_m"], k["block_n"]] == buckets[0][1][:2]
+            assert pick(D, 16, 4096, 16, causal, varlen, mod=mod)["kind"] == "fwd"
+        assert pick(D, 1, 256, 8, ws=True)["min_t"] == -1  # under one wave: the latency tile
+        assert pick(D, 16, 4096, 16, ws=True, dtype=2)["kind"] == "fwd"

@@ -52,7 +52,13 @@ def compile_variant(var: V.Variant, arch: int):
         "BLOCK_N": var.block_n, "IS_CAUSAL": var.causal, "HAS_SCORE_MOD": var.score_mod,
         "FAST_SIGMOID": var.fast_sigmoid, "VARLEN": var.varlen,
     }
-    if var.kind == "fwd":
+    if var.kind == "fwd_ws":  # no BLOCK_D (head dims are powers of two); always specialized
+        if var.block_d != var.head_dim:
+            raise RuntimeError(f"{var.name}: the warp-specialized forward needs a power-of-two "
+                               f"head dim")
+        del constexprs["BLOCK_D"]
+        constexprs["WARP_SPECIALIZE"] = True
+    elif var.kind == "fwd":
         constexprs["WARP_SPECIALIZE"] = var.warp_specialize
         constexprs["SOFTWARE_PIPELINE"] = var.software_pipeline
         constexprs["USE_TMA"] = var.tma
@@ -129,7 +135,7 @@ def write_cpp(out_dir: Path, results, triton_version: str, arch: int):
     lines.append("\nnamespace sigmoid_attn {\n\nconst KernelSpec kKernels[] = {\n")
     dt = {"fp16": "DType::kFloat16", "bf16": "DType::kBFloat16", "fp32": "DType::kFloat32"}
     kinds = {"fwd": "KernelKind::kForward", "bwd_dkdv": "KernelKind::kBackwardDkDv",
-             "bwd_dq": "KernelKind::kBackwardDq"}
+             "bwd_dq": "KernelKind::kBackwardDq", "fwd_ws": "KernelKind::kForwardWS"}
     for i, r in enumerate(results):
         lines.append(
             f"    {{\"{r['name']}\", \"{r['entry']}\", sigmoid_attn_cubin_{i}, "
@@ -143,7 +149,9 @@ def write_cpp(out_dir: Path, results, triton_version: str, arch: int):
     lines.append("};\n\n")
     lines.append(f"const int kNumKernels = {len(results)};\n")
     lines.append(f"const char* const kTritonVersion = \"{triton_version}\";\n")
-    lines.append(f"const int kCompiledArch = {arch};\n\n}}  // namespace sigmoid_attn\n")
+    lines.append(f"const int kCompiledArch = {arch};\n")
+    lines.append(f"const bool kWarpSpecializedDispatch = {str(V.FWD_WS_DISPATCH).lower()};\n\n"
+                 "}  // namespace sigmoid_attn\n")
     text = "".join(lines)
     target = out_dir / "kernels_generated.cpp"
     # Rewrite only on change so that an unchanged table does not recompile the library.

@@ -49,6 +49,13 @@ _DB = load_tiles()
 FWD_TILES = {int(d): [(int(m), tuple(t)) for m, t in b] for d, b in _DB["fwd"].items()}
 BWD_DKDV_TILES = {int(d): tuple(t) for d, t in _DB["bwd_dkdv"].items()}
 BWD_DQ_TILES = {int(d): tuple(t) for d, t in _DB["bwd_dq"].items()}
+# The warp-specialized forward (sigmoid_attn_fwd_ws.py; fp16/bf16, head dims that are powers of
+# two): [min_T, tiles] buckets per head dim, num_warps 4 (Triton's Hopper pass makes 3
+# warpgroups of it). Compiled into every build; the dispatcher takes it only when tiles.json's
+# fwd_ws_dispatch is true or SIGMOID_ATTN_WARP_SPECIALIZED=1 (until measured: NOTES.md).
+FWD_WS_TILES = {int(d): [(int(m), tuple(t)) for m, t in b]
+                for d, b in _DB.get("fwd_ws", {}).items()}
+FWD_WS_DISPATCH = bool(_DB.get("fwd_ws_dispatch", False))
 # Causal forward (dense and padded): query blocks run longest first, heads in groups of about
 # this many programs (sigmoid_attn_fwd._longest_first); 0 keeps the launch order. Per head dim,
 # [min_T, programs] buckets like the tiles' (absent: 0). Chosen by benchmarks/tune_forward.py
@@ -82,6 +89,7 @@ def tile_table(kind: str, dtype: str):
     """head_dim -> tiles (or tile buckets) of one kernel kind and dtype."""
     fp32 = dtype == "fp32"
     return {"fwd": FWD_TILES_FP32 if fp32 else FWD_TILES,
+            "fwd_ws": {} if fp32 else FWD_WS_TILES,
             "bwd_dkdv": BWD_DKDV_TILES_FP32 if fp32 else BWD_DKDV_TILES,
             "bwd_dq": BWD_DQ_TILES_FP32 if fp32 else BWD_DQ_TILES}[kind]
 
@@ -105,6 +113,9 @@ PARAMS = {
     "fwd": (("Q", "*dt"), ("K", "*dt"), ("V", "*dt"), ("O", "*dt")) + _LENS_BIAS_MOD
     + _strides("q") + _strides("k") + _strides("v") + _strides("o")
     + (("stride_smb", "i64"), ("stride_smt", "i32")) + _TAIL,
+    "fwd_ws": (("Q", "*dt"), ("K", "*dt"), ("V", "*dt"), ("O", "*dt")) + _LENS_BIAS_MOD
+    + _strides("q") + _strides("k") + _strides("v") + _strides("o")
+    + (("stride_smb", "i64"),) + _TAIL,
     "bwd_dkdv": (("Q", "*dt"), ("K", "*dt"), ("V", "*dt"), ("DO", "*dt"), ("DK", "*dt"),
                  ("DV", "*dt"), ("DMOD", "*fp32")) + _LENS_BIAS_MOD
     + _strides("q") + _strides("k") + _strides("v") + _strides("do") + _strides("dk")
@@ -118,6 +129,7 @@ PARAMS = {
 # (module, function) of each kind's kernel.
 SOURCES = {
     "fwd": ("sigmoid_attn_fwd", "sigmoid_attn_fwd"),
+    "fwd_ws": ("sigmoid_attn_fwd_ws", "sigmoid_attn_fwd_ws"),
     "bwd_dkdv": ("sigmoid_attn_bwd", "sigmoid_attn_bwd_dkdv"),
     "bwd_dq": ("sigmoid_attn_bwd", "sigmoid_attn_bwd_dq"),
 }
@@ -134,7 +146,7 @@ def divisible_16(kind):
 
 @dataclass(frozen=True)
 class Variant:
-    kind: str  # "fwd" | "bwd_dkdv" | "bwd_dq"
+    kind: str  # "fwd" | "fwd_ws" | "bwd_dkdv" | "bwd_dq"
     dtype: str  # "fp16" | "bf16" | "fp32"
     head_dim: int
     causal: bool
@@ -155,7 +167,8 @@ class Variant:
 
     @property
     def causal_lpt(self) -> int:
-        if not self.causal or self.varlen or self.dtype == "fp32":
+        # (the warp-specialized forward has no program order: not measured there)
+        if not self.causal or self.varlen or self.dtype == "fp32" or self.kind == "fwd_ws":
             return 0
         if _CAUSAL_LPT_ENV is not None:
             return int(_CAUSAL_LPT_ENV)
@@ -185,7 +198,7 @@ class Variant:
 
 def variants():
     out = []
-    for kind in ("fwd", "bwd_dkdv", "bwd_dq"):
+    for kind in ("fwd", "fwd_ws", "bwd_dkdv", "bwd_dq"):
         for dtype in DTYPES:
             for head_dim, entry in tile_table(kind, dtype).items():
                 buckets = entry if isinstance(entry, list) else [(0, entry)]
@@ -195,6 +208,8 @@ def variants():
                     for varlen in (False, True):
                         for causal in (False, True):
                             for score_mod in (False, True):
+                                if kind == "fwd_ws" and varlen and score_mod:
+                                    continue  # packed score_mod: the other forward (dispatch.cpp)
                                 out.append(Variant(kind, dtype, head_dim, causal, score_mod, bm,
                                                    bn, w, s, tma=tma, min_t=min_t,
                                                    varlen=varlen))
