@@ -1,5 +1,6 @@
-"""Forward sigmoid attention, warp-specialized candidate (experimental: JIT only, not compiled
-into the library until measured; see benchmarks/NOTES.md, "Warp specialization on Hopper").
+"""Forward sigmoid attention, warp-specialized (kind fwd_ws: compiled into the library, but
+the dispatcher takes it only when switched on, until measured; benchmarks/NOTES.md, "Warp
+specialization on Hopper").
 
 Triton's Hopper warp-specialization pass (nvgpu-warp-specialization, Triton 3.6 and 3.8) turns a
 `tl.range(..., warp_specialize=True)` loop into a producer warpgroup (TMA loads) and two consumer
