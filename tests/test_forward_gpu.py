@@ -210,7 +210,9 @@ def test_warp_specialized_variant_matches_reference(var, warp_specialized_dispat
         q, k, v = mk(B, Tq, Hq, D), mk(B, Tk, Hkv, D), mk(B, Tk, Hkv, D)
         lq = torch.tensor([Tq, 0, 17, 129], dtype=torch.int32, device="cuda")
         lk = torch.tensor([Tk, 5, 1, 200], dtype=torch.int32, device="cuda")
-        mod = torch.randn(B, Tk, generator=g).cuda() if var["score_mod"] else None
+        # score_mod rows 16-byte aligned (a [B, Tk] view of [B, 336]): what the kernel's 1-D
+        # descriptors read; an unaligned one takes the other forward
+        mod = (torch.randn(B, 336, generator=g).cuda()[:, :Tk] if var["score_mod"] else None)
         out, _ = check(q, k, v, REL_TOL[dtype], seq_lens_q=lq, seq_lens_k=lk,
                        is_causal=var["causal"], score_mod=mod)
         before = ws_switch(0)
