@@ -203,8 +203,10 @@ def main():
 
 # Warp-specialized candidate tiles (BLOCK_M, BLOCK_N, num_warps, num_stages): num_warps 4 is
 # what Triton's Hopper pass specializes (into 3 warpgroups, 384 threads).
-WS_TILES = {64: [(128, 64, 4, 2), (128, 64, 4, 3), (128, 128, 4, 2), (128, 128, 4, 3)],
-            128: [(128, 64, 4, 2), (128, 64, 4, 3), (128, 128, 4, 2)]}
+# 256-row tiles give each consumer warpgroup 128 rows (specialized, no local memory either).
+WS_TILES = {64: [(128, 64, 4, 2), (128, 64, 4, 3), (128, 128, 4, 2), (128, 128, 4, 3),
+                 (256, 64, 4, 2), (256, 128, 4, 2)],
+            128: [(128, 64, 4, 2), (128, 64, 4, 3), (128, 128, 4, 2), (256, 64, 4, 2)]}
 
 
 def sweep_ws(out):
