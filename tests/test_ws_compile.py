@@ -1,4 +1,5 @@
-"""The warp-specialized forward candidate (triton_src/sigmoid_attn_fwd_ws.py) stays specialized:
+"""The warp-specialized kernels (triton_src/sigmoid_attn_fwd_ws.py, and the dQ kernel of
+sigmoid_attn_bwd_ws.py) stay specialized:
 compiled for sm_90 with the installed Triton (no GPU needed), Triton's Hopper pass must split it
 into a producer and two consumer warpgroups (384 threads, setmaxnreg) with no local memory. The
 pass skips a kernel silently when its conditions break (benchmarks/NOTES.md, "Warp
@@ -13,20 +14,23 @@ from conftest import TRITON_SRC
 triton = pytest.importorskip("triton")
 
 
-def compile_ws(head_dim, block_n, causal, score_mod, varlen):
+def compile_ws(head_dim, block_n, causal, score_mod, varlen, kernel="fwd"):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     sys.path.insert(0, TRITON_SRC)
     try:
-        from sigmoid_attn_fwd_ws import sigmoid_attn_fwd_ws as fn
+        from sigmoid_attn_bwd_ws import sigmoid_attn_bwd_dq_ws
+        from sigmoid_attn_fwd_ws import sigmoid_attn_fwd_ws
     finally:
         sys.path.remove(TRITON_SRC)
+    fn = sigmoid_attn_fwd_ws if kernel == "fwd" else sigmoid_attn_bwd_dq_ws
     constexprs = {"HEAD_DIM": head_dim, "BLOCK_M": 128, "BLOCK_N": block_n, "IS_CAUSAL": causal,
                   "HAS_SCORE_MOD": score_mod, "FAST_SIGMOID": True, "VARLEN": varlen,
                   "WARP_SPECIALIZE": True}
-    pointers = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "SEQ_LENS_Q": "*i32",
-                "SEQ_LENS_K": "*i32", "BIAS": "*fp32", "SCORE_MOD": "*fp32"}
+    pointers = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "DO": "*bf16",
+                "DQ": "*bf16", "SEQ_LENS_Q": "*i32", "SEQ_LENS_K": "*i32", "BIAS": "*fp32",
+                "SCORE_MOD": "*fp32"}
     signature, consts, attrs = {}, {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in constexprs:
@@ -42,10 +46,11 @@ def compile_ws(head_dim, block_n, causal, score_mod, varlen):
                           options={"num_warps": 4, "num_stages": 2})
 
 
-@pytest.mark.parametrize("head_dim,block_n,causal,score_mod,varlen",
-                         [(128, 64, False, False, False), (64, 128, True, True, True)])
-def test_candidate_is_warp_specialized(head_dim, block_n, causal, score_mod, varlen):
-    kernel = compile_ws(head_dim, block_n, causal, score_mod, varlen)
+@pytest.mark.parametrize("head_dim,block_n,causal,score_mod,varlen,kernel",
+                         [(128, 64, False, False, False, "fwd"), (64, 128, True, True, True, "fwd"),
+                          (128, 64, True, True, False, "dq")])
+def test_candidate_is_warp_specialized(head_dim, block_n, causal, score_mod, varlen, kernel):
+    kernel = compile_ws(head_dim, block_n, causal, score_mod, varlen, kernel)
     assert kernel.metadata.num_warps * 32 == 384, (
         f"expected a producer and two consumer warpgroups (384 threads), got "
         f"{kernel.metadata.num_warps * 32}: Triton's Hopper pass did not specialize the loop")

@@ -13,6 +13,7 @@ import triton
 import variants as V
 from sigmoid_attn_bwd import sigmoid_attn_bwd_dkdv, sigmoid_attn_bwd_dq
 from sigmoid_attn_fwd import BIAS_DEFAULT, BIAS_SCALAR, BIAS_TENSOR, sigmoid_attn_fwd
+from sigmoid_attn_bwd_ws import sigmoid_attn_bwd_dq_ws
 from sigmoid_attn_fwd_ws import sigmoid_attn_fwd_ws
 
 
@@ -82,18 +83,7 @@ def forward_ws(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, sc
     assert D & (D - 1) == 0, f"forward_ws: head dim {D} is not a power of two"
     bm, bn, warps, stages = tiles
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    if score_mod is not None:  # one float32 row per sequence, padded to 16 bytes
-        if varlen:  # [total_k] -> [num_seqs, max_seqlen_k], on the device
-            keys = torch.arange(Tk, device=q.device)
-            seq = torch.searchsorted(cu_seqlens_k[1:].long(), keys, right=True).clamp_max(n - 1)
-            col = keys - cu_seqlens_k.long()[seq]
-            keep = col < max_k
-            padded = torch.zeros(n, (max_k + 3) // 4 * 4, dtype=torch.float32, device=q.device)
-            padded[seq[keep], col[keep]] = score_mod.float()[keep]
-        else:
-            padded = torch.zeros(B, (Tk + 3) // 4 * 4, dtype=torch.float32, device=q.device)
-            padded[:, :Tk] = score_mod
-        score_mod = padded
+    score_mod = _ws_score_mod(score_mod, q, B, Tk, varlen, cu_seqlens_k, n, max_k)
     if varlen:
         seq_lens_q, seq_lens_k = cu_seqlens_q, cu_seqlens_k
     x = _extras(q, seq_lens_q, seq_lens_k, sigmoid_bias, score_mod)
@@ -110,6 +100,54 @@ def forward_ws(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, sc
         VARLEN=varlen, WARP_SPECIALIZE=warp_specialize, num_warps=warps, num_stages=stages,
     )
     return (out, kernel) if return_kernel else out
+
+
+def _ws_score_mod(score_mod, q, B, Tk, varlen, cu_seqlens_k, n, max_k):
+    """score_mod ([B, Tk], or [total_k] packed) as one float32 row per sequence, padded to 16
+    bytes: what the warp-specialized kernels' 1-D descriptors read."""
+    if score_mod is None:
+        return None
+    if varlen:  # [total_k] -> [num_seqs, max_seqlen_k], on the device
+        keys = torch.arange(Tk, device=q.device)
+        seq = torch.searchsorted(cu_seqlens_k[1:].long(), keys, right=True).clamp_max(n - 1)
+        col = keys - cu_seqlens_k.long()[seq]
+        keep = col < max_k
+        padded = torch.zeros(n, (max_k + 3) // 4 * 4, dtype=torch.float32, device=q.device)
+        padded[seq[keep], col[keep]] = score_mod.float()[keep]
+    else:
+        padded = torch.zeros(B, (Tk + 3) // 4 * 4, dtype=torch.float32, device=q.device)
+        padded[:, :Tk] = score_mod
+    return padded
+
+
+def backward_dq_ws(grad, q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False,
+                   scale=None, sigmoid_bias=None, score_mod=None, cu_seqlens_q=None,
+                   cu_seqlens_k=None, max_seqlen_q=0, max_seqlen_k=0, tiles=(128, 64, 4, 2),
+                   return_kernel=False):
+    """dQ by the warp-specialized candidate (sigmoid_attn_bwd_dq_ws), for the same inputs as
+    backward(); tiles and return_kernel as forward_ws."""
+    B, Tq, Tk, Hq, Hkv, D, n, max_q, max_k, varlen = _geometry(
+        q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+    assert D & (D - 1) == 0, f"backward_dq_ws: head dim {D} is not a power of two"
+    bm, bn, warps, stages = tiles
+    dq = torch.empty_like(q, memory_format=torch.contiguous_format)
+    score_mod = _ws_score_mod(score_mod, q, B, Tk, varlen, cu_seqlens_k, n, max_k)
+    if varlen:
+        seq_lens_q, seq_lens_k = cu_seqlens_q, cu_seqlens_k
+    x = _extras(q, seq_lens_q, seq_lens_k, sigmoid_bias, score_mod)
+    triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8,
+                                                                device=q.device))
+    grid = (Tq // bm + n + 1, Hq, 1) if varlen else (triton.cdiv(Tq, bm), Hq, B)
+    kernel = sigmoid_attn_bwd_dq_ws[grid](
+        q, k, v, grad, dq, x["lq"], x["lk"], x["bias_t"], x["mod"], *_st(q), *_st(k), *_st(v),
+        *_st(grad), *_st(dq), x["smb"], Tq, Tk, Hq // Hkv,
+        1.0 / math.sqrt(D) if scale is None else scale, x["bias_v"],
+        0 if varlen else x["has_lq"], 0 if varlen else x["has_lk"], x["bias_mode"], n, max_q,
+        max_k, HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn, IS_CAUSAL=is_causal,
+        HAS_SCORE_MOD=score_mod is not None, FAST_SIGMOID=q.dtype != torch.float32,
+        VARLEN=varlen, num_warps=warps, num_stages=stages,
+    )
+    return (dq, kernel) if return_kernel else dq
 
 
 def _dtype_name(t):

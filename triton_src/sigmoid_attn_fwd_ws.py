@@ -31,6 +31,35 @@ from sigmoid_attn_fwd import _packed_seq, _packed_tile, _sigmoid
 
 
 @triton.jit
+def _ws_locate(pid_m, b_dense, T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value,
+               HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k,
+               BLOCK_M: tl.constexpr, VARLEN: tl.constexpr):
+    """Where a query-block program works, as sigmoid_attn_fwd._locate but without run-time
+    branches (the pass's condition): (sequence b, first row of its block, q and k token
+    offsets, Lq, Lk clamped to [0, T], rows it owns, bias: 0: -log(max(Lk, 1)), 1: bias_value,
+    2: BIAS[b])."""
+    if VARLEN:  # packed [total, H, D] with cu_seqlens: sigmoid_attn_fwd's device-side schedule
+        b, start_m, q_off, Lq, owned = _packed_tile(pid_m, SEQ_LENS_Q, num_seqs, T_Q,
+                                                    max_seqlen_q, BLOCK_M)
+        k_off, Lk = _packed_seq(b, SEQ_LENS_K, num_seqs, T_K, max_seqlen_k)
+        bias_t = tl.load(BIAS + b, mask=(BIAS_MODE == 2) & (b < num_seqs), other=0.0)
+    else:
+        b = b_dense
+        start_m = pid_m * BLOCK_M
+        q_off = b * 0
+        k_off = b * 0
+        owned = T_Q
+        Lq = tl.load(SEQ_LENS_Q + b, mask=HAS_SEQ_LENS_Q != 0, other=T_Q)
+        Lq = tl.minimum(tl.maximum(Lq, 0), T_Q)
+        Lk = tl.load(SEQ_LENS_K + b, mask=HAS_SEQ_LENS_K != 0, other=T_K)
+        Lk = tl.minimum(tl.maximum(Lk, 0), T_K)
+        bias_t = tl.load(BIAS + b, mask=BIAS_MODE == 2, other=0.0)
+    bias = tl.where(BIAS_MODE == 0, -tl.log(tl.maximum(Lk, 1).to(tl.float32)),
+                    tl.where(BIAS_MODE == 1, bias_value, bias_t))
+    return b, start_m, q_off, k_off, Lq, Lk, owned, bias
+
+
+@triton.jit
 def sigmoid_attn_fwd_ws(
     Q, K, V, O, SEQ_LENS_Q, SEQ_LENS_K, BIAS, SCORE_MOD,
     stride_qb, stride_qt, stride_qh,
@@ -48,26 +77,10 @@ def sigmoid_attn_fwd_ws(
     # grid: (cdiv(T_Q, BLOCK_M), H, B), or (T_Q // BLOCK_M + num_seqs + 1, H, 1) when VARLEN
     pid_m = tl.program_id(0)
     h = tl.program_id(1)
-    # Lengths clamped to [0, T] and the bias (0: -log(max(Lk, 1)), 1: bias_value, 2: BIAS[b]),
-    # all without run-time branches (see the module docstring); VARLEN is a compile-time one.
-    if VARLEN:  # packed [total, H, D] with cu_seqlens: sigmoid_attn_fwd's device-side schedule
-        b, start_m, q_off, Lq, owned = _packed_tile(pid_m, SEQ_LENS_Q, num_seqs, T_Q,
-                                                    max_seqlen_q, BLOCK_M)
-        k_off, Lk = _packed_seq(b, SEQ_LENS_K, num_seqs, T_K, max_seqlen_k)
-        bias_t = tl.load(BIAS + b, mask=(BIAS_MODE == 2) & (b < num_seqs), other=0.0)
-    else:
-        b = tl.program_id(2)
-        start_m = pid_m * BLOCK_M
-        q_off = b * 0
-        k_off = b * 0
-        owned = T_Q
-        Lq = tl.load(SEQ_LENS_Q + b, mask=HAS_SEQ_LENS_Q != 0, other=T_Q)
-        Lq = tl.minimum(tl.maximum(Lq, 0), T_Q)
-        Lk = tl.load(SEQ_LENS_K + b, mask=HAS_SEQ_LENS_K != 0, other=T_K)
-        Lk = tl.minimum(tl.maximum(Lk, 0), T_K)
-        bias_t = tl.load(BIAS + b, mask=BIAS_MODE == 2, other=0.0)
-    bias = tl.where(BIAS_MODE == 0, -tl.log(tl.maximum(Lk, 1).to(tl.float32)),
-                    tl.where(BIAS_MODE == 1, bias_value, bias_t))
+    b, start_m, q_off, k_off, Lq, Lk, owned, bias = _ws_locate(
+        pid_m, tl.program_id(2), T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value,
+        HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k, BLOCK_M,
+        VARLEN)
 
     b64 = b.to(tl.int64)
     h_kv = (h // kv_group).to(tl.int64)

@@ -1,0 +1,93 @@
+"""The backward's dQ kernel, warp-specialized (experimental: JIT only, not in the library until
+measured; benchmarks/NOTES.md, "Warp specialization on Hopper").
+
+Written to the same conditions as sigmoid_attn_fwd_ws (num_warps 4, TMA descriptor loads only,
+no run-time if/else, a single key loop), so that Triton's Hopper pass makes a TMA producer and
+two consumer warpgroups of it. Per query block it walks the key blocks as sigmoid_attn_bwd_dq
+does: P = sigmoid(S), dP = dO·Vᵀ, dS = dP·P·(1 − P), dQ += dS·K, dQ *= scale at the end.
+No masks for the key tail: K and V's descriptors end at Lk, so V's zero rows give dP = 0 and
+hence dS = 0 there; rows past Lq read Q and dO as zeros, so their dQ is zero too. Causal blocks
+zero dS above the diagonal in every iteration. score_mod: one 16-byte aligned float32 row per
+sequence, as the forward.
+"""
+
+import triton
+import triton.language as tl
+
+from sigmoid_attn_fwd import _sigmoid
+from sigmoid_attn_fwd_ws import _ws_locate
+
+
+@triton.jit
+def sigmoid_attn_bwd_dq_ws(
+    Q, K, V, DO, DQ, SEQ_LENS_Q, SEQ_LENS_K, BIAS, SCORE_MOD,
+    stride_qb, stride_qt, stride_qh,
+    stride_kb, stride_kt, stride_kh,
+    stride_vb, stride_vt, stride_vh,
+    stride_dob, stride_dot, stride_doh,
+    stride_dqb, stride_dqt, stride_dqh,
+    stride_smb,
+    T_Q, T_K, kv_group, scale, bias_value,
+    HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr = False,
+    FAST_SIGMOID: tl.constexpr = True, VARLEN: tl.constexpr = False,
+    WARP_SPECIALIZE: tl.constexpr = True,
+):
+    # grid: (cdiv(T_Q, BLOCK_M), Hq, B), or (T_Q // BLOCK_M + num_seqs + 1, Hq, 1) when VARLEN
+    pid_m = tl.program_id(0)
+    h = tl.program_id(1)
+    b, start_m, q_off, k_off, Lq, Lk, owned, bias = _ws_locate(
+        pid_m, tl.program_id(2), T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value,
+        HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k, BLOCK_M,
+        VARLEN)
+    b64 = b.to(tl.int64)
+    h64 = h.to(tl.int64)
+    hk64 = (h // kv_group).to(tl.int64)
+    q_rows = tl.maximum(Lq, 1)  # a zero-row descriptor is not valid
+    k_rows = tl.maximum(Lk, 1)
+    q_desc = tl.make_tensor_descriptor(
+        Q + b64 * stride_qb + q_off.to(tl.int64) * stride_qt + h64 * stride_qh,
+        shape=[q_rows, HEAD_DIM], strides=[stride_qt, 1], block_shape=[BLOCK_M, HEAD_DIM])
+    do_desc = tl.make_tensor_descriptor(
+        DO + b64 * stride_dob + q_off.to(tl.int64) * stride_dot + h64 * stride_doh,
+        shape=[q_rows, HEAD_DIM], strides=[stride_dot, 1], block_shape=[BLOCK_M, HEAD_DIM])
+    k_desc = tl.make_tensor_descriptor(
+        K + b64 * stride_kb + k_off.to(tl.int64) * stride_kt + hk64 * stride_kh,
+        shape=[k_rows, HEAD_DIM], strides=[stride_kt, 1], block_shape=[BLOCK_N, HEAD_DIM])
+    v_desc = tl.make_tensor_descriptor(
+        V + b64 * stride_vb + k_off.to(tl.int64) * stride_vt + hk64 * stride_vh,
+        shape=[k_rows, HEAD_DIM], strides=[stride_vt, 1], block_shape=[BLOCK_N, HEAD_DIM])
+    if HAS_SCORE_MOD:
+        sm_row = SCORE_MOD + tl.minimum(b64, tl.maximum(num_seqs - 1, 0)) * stride_smb
+        sm_desc = tl.make_tensor_descriptor(sm_row, shape=[k_rows], strides=[1],
+                                            block_shape=[BLOCK_N])
+
+    hi = Lk
+    if IS_CAUSAL:
+        hi = tl.minimum(hi, start_m + BLOCK_M)
+    hi = tl.where(start_m >= Lq, 0, hi)
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+
+    q = q_desc.load([start_m, 0])
+    do = do_desc.load([start_m, 0])
+    dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    for n_start in tl.range(0, hi, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
+        k = k_desc.load([n_start, 0])
+        v = v_desc.load([n_start, 0])
+        s = tl.dot(q, tl.trans(k)) * scale + bias
+        if HAS_SCORE_MOD:
+            s += sm_desc.load([n_start])[None, :]
+        p = _sigmoid(s, FAST_SIGMOID)
+        dp = tl.dot(do, tl.trans(v))
+        ds = dp * p * (1.0 - p)
+        if IS_CAUSAL:
+            offs_n = n_start + tl.arange(0, BLOCK_N)
+            ds = tl.where(offs_n[None, :] <= offs_m[:, None], ds, 0.0)
+        dq = tl.dot(ds.to(k.dtype), k, dq)
+
+    dq = dq * scale
+    offs_d = tl.arange(0, HEAD_DIM)
+    dq_ptrs = (DQ + b64 * stride_dqb + h64 * stride_dqh
+               + (q_off.to(tl.int64) + offs_m)[:, None] * stride_dqt + offs_d[None, :])
+    tl.store(dq_ptrs, dq.to(DQ.dtype.element_ty), mask=(offs_m < owned)[:, None])
