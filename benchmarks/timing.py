@@ -41,3 +41,37 @@ def host_only_us(fn, n=200, bursts=25):
         t.append((time.perf_counter() - t0) / n * 1e6)
     torch.cuda.synchronize()
     return sorted(t)[len(t) // 2]
+
+
+def protocol_batch(D, T, n=3, seed=0):
+    """The benchmark protocol's batch at head dim D and length T (bf16, B·T = 16384 tokens,
+    H·D = 2048): (H, B, n random [B, T, H, D] tensors, lengths uniform in [T/2, T]), drawn from
+    one seeded generator in bench_attention.py's order (the tensors, then the lengths)."""
+    H, B = 2048 // D, 16384 // T
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    xs = [torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16, generator=g)
+          for _ in range(n)]
+    lens = torch.randint(T // 2, T + 1, (B,), device="cuda", dtype=torch.int32, generator=g)
+    return H, B, xs, lens
+
+
+def check_and_time(row, fn, want, flops, with_kernel=None):
+    """A sweep candidate: its output against the reference kernel's (want; relative error),
+    then its time (median of triton.testing.do_bench) and TFLOPS, written into row; a failure
+    to compile or run is recorded as row["error"]. with_kernel: the same call returning
+    (output, Triton's compiled kernel), whose thread count is recorded (384 = warp-specialized)."""
+    import triton.testing
+
+    try:
+        if with_kernel is not None:
+            got, kernel = with_kernel()
+            row["threads"] = kernel.metadata.num_warps * 32
+        else:
+            got = fn()
+        got = got.float()
+        row["rel_err_vs_production"] = float((got - want).norm() / want.norm().clamp_min(1e-30))
+        ms = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+        row.update(ms=ms, tflops=flops / ms / 1e9)
+    except Exception as e:  # noqa: BLE001 - a candidate may not compile or fit
+        row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
+    return row

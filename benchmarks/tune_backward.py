@@ -20,6 +20,7 @@ import triton.testing
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "triton_src"))
 import jit_launch  # noqa: E402
+from timing import check_and_time, protocol_batch  # noqa: E402
 
 CANDIDATES = {
     64: [(64, 64, 4, 2), (64, 64, 4, 3), (64, 128, 4, 2), (64, 128, 8, 2), (128, 64, 8, 2),
@@ -53,9 +54,7 @@ def sweep_lpt(out, write):
     rows = []
     for D in (64, 128):
         for T in (4096, 16384):
-            H, B = 2048 // D, 16384 // T
-            q, k, v, do = (torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
-                           for _ in range(4))
+            H, B, (q, k, v, do), _ = protocol_batch(D, T, n=4)
             for part in ("dkdv", "dq"):
                 flops = (4 if part == "dkdv" else 3) * 2.0 * B * H * D * T * T * 0.5
                 for lpt in LPT_GROUPS:
@@ -108,9 +107,7 @@ def sweep_ws(out):
     rows = []
     for D in (64, 128):
         for T in (4096, 16384):
-            H, B = 2048 // D, 16384 // T
-            q, k, v, do = (torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
-                           for _ in range(4))
+            H, B, (q, k, v, do), _ = protocol_batch(D, T, n=4)
             for causal in (False, True):
                 flops = 3 * 2.0 * B * H * D * T * T * (0.5 if causal else 1.0)
                 tiles = V.tile_table("bwd_dq", "bf16")[D]
@@ -121,20 +118,11 @@ def sweep_ws(out):
                     ("ws", list(t), lambda t=t: jit_launch.backward_dq_ws(
                         do, q, k, v, is_causal=causal, tiles=t)) for t in WS_DQ_TILES[D]]
                 for name, t, fn in cands:
-                    row = {"D": D, "T": T, "causal": causal, "kernel": name, "tiles": t}
-                    try:
-                        if name == "ws":
-                            row["threads"] = jit_launch.backward_dq_ws(
-                                do, q, k, v, is_causal=causal, tiles=tuple(t),
-                                return_kernel=True)[1].metadata.num_warps * 32
-                        got = fn().float()
-                        row["rel_err_vs_production"] = float(
-                            (got - want).norm() / want.norm().clamp_min(1e-30))
-                        ms = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
-                        row.update(ms=ms, tflops=flops / ms / 1e9)
-                    except Exception as e:  # noqa: BLE001 - a candidate may not compile or fit
-                        row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
-                    rows.append(row)
+                    kernel = None if name != "ws" else lambda t=t: jit_launch.backward_dq_ws(
+                        do, q, k, v, is_causal=causal, tiles=tuple(t), return_kernel=True)
+                    rows.append(check_and_time({"D": D, "T": T, "causal": causal,
+                                                "kernel": name, "tiles": t}, fn, want, flops,
+                                               kernel))
                 print(f"D={D:3d} T={T:5d} causal={causal!s:5}: " + " ".join(
                     f"{r['kernel']}{tuple(r['tiles'][:4])}:"
                     + (f"{r['ms']:.3f}ms(err {r['rel_err_vs_production']:.1e})"

@@ -22,7 +22,7 @@ import triton.testing
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "triton_src"))
 import jit_launch  # noqa: E402
-from timing import cuda_graph_us  # noqa: E402
+from timing import check_and_time, cuda_graph_us, protocol_batch  # noqa: E402
 
 # (BLOCK_M, BLOCK_N, warps, stages, warp_specialize[, software_pipeline])
 CANDIDATES = {
@@ -222,13 +222,8 @@ def sweep_ws(out):
     rows = []
     for D in (64, 128):
         for T in (1024, 4096, 16384):
-            H, B = 2048 // D, 16384 // T
-            g = torch.Generator(device="cuda").manual_seed(0)
-            q, k, v = (torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16, generator=g)
-                       for _ in range(3))
-            lens = torch.randint(T // 2, T + 1, (B,), device="cuda", dtype=torch.int32,
-                                 generator=g)
-            mod = torch.randn(B, T, device="cuda", generator=g)
+            H, B, (q, k, v), lens = protocol_batch(D, T)
+            mod = torch.randn(B, T, device="cuda")
             # the padded batch's sequences, packed (varlen)
             cu = torch.zeros(B + 1, dtype=torch.int32, device="cuda")
             cu[1:] = lens.cumsum(0)
@@ -255,20 +250,11 @@ def sweep_ws(out):
                         qx, kx, vx, is_causal=causal, score_mod=sm, tiles=t, **ins))
                     for t in WS_TILES[D]]
                 for name, t, fn in cands:
-                    row = {"D": D, "T": T, "mode": mode, "kernel": name, "tiles": t}
-                    try:
-                        if name == "ws":  # specialized: 3 warpgroups (384 threads), or not
-                            row["threads"] = jit_launch.forward_ws(
-                                qx, kx, vx, is_causal=causal, score_mod=sm, tiles=tuple(t),
-                                return_kernel=True, **ins)[1].metadata.num_warps * 32
-                        got = fn().float()
-                        row["rel_err_vs_production"] = float(
-                            (got - want).norm() / want.norm().clamp_min(1e-30))
-                        ms = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
-                        row.update(ms=ms, tflops=flops / ms / 1e9)
-                    except Exception as e:  # noqa: BLE001 - a candidate may not compile or fit
-                        row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
-                    rows.append(row)
+                    kernel = None if name != "ws" else lambda t=t: jit_launch.forward_ws(
+                        qx, kx, vx, is_causal=causal, score_mod=sm, tiles=tuple(t),
+                        return_kernel=True, **ins)
+                    rows.append(check_and_time({"D": D, "T": T, "mode": mode, "kernel": name,
+                                                "tiles": t}, fn, want, flops, kernel))
                 print(f"D={D:3d} T={T:5d} {mode:6s}: " + " ".join(
                     f"{r['kernel']}{tuple(r['tiles'][:4])}:"
                     + (f"{r['tflops']:.0f}(err {r['rel_err_vs_production']:.1e}"
@@ -293,12 +279,7 @@ def sweep_lpt(out, write):
     for D in (64, 128):
         for T in (1024, 4096, 16384):
             tiles = V.fwd_tiles(D, T)
-            H, B = 2048 // D, 16384 // T
-            g = torch.Generator(device="cuda").manual_seed(0)
-            q, k, v = (torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16, generator=g)
-                       for _ in range(3))
-            lens = torch.randint(T // 2, T + 1, (B,), device="cuda", dtype=torch.int32,
-                                 generator=g)
+            H, B, (q, k, v), lens = protocol_batch(D, T)
             for mode, settings in (("causal", LPT_GROUPS), ("padded", (0, 64))):
                 causal = mode == "causal"
                 pairs = float((lens.double() ** 2).sum()) if not causal else B * T * T * 0.5

@@ -49,9 +49,8 @@ def forward(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale
     if varlen:
         seq_lens_q, seq_lens_k = cu_seqlens_q, cu_seqlens_k
     x = _extras(q, seq_lens_q, seq_lens_k, sigmoid_bias, score_mod)
-    if use_tma:  # device-side tensor descriptors live in global scratch from this allocator
-        triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8,
-                                                                    device=q.device))
+    if use_tma:
+        _descriptor_scratch_from_torch(q.device)
     grid = (Tq // bm + n + 1, Hq, 1) if varlen else (triton.cdiv(Tq, bm), Hq, B)
     sigmoid_attn_fwd[grid](
         q, k, v, out, x["lq"], x["lk"], x["bias_t"], x["mod"],
@@ -78,28 +77,44 @@ def forward_ws(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, sc
     BLOCK_N, num_warps, num_stages); num_warps 4 is what Triton's Hopper pass specializes (it
     adds two warpgroups). return_kernel: also return Triton's compiled kernel (its
     metadata.num_warps is 12 when specialized)."""
+    out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    kernel = _ws_call(sigmoid_attn_fwd_ws, (q, k, v, out), tiles, is_causal, scale, seq_lens_q,
+                      seq_lens_k, sigmoid_bias, score_mod, cu_seqlens_q, cu_seqlens_k,
+                      max_seqlen_q, max_seqlen_k, WARP_SPECIALIZE=warp_specialize)
+    return (out, kernel) if return_kernel else out
+
+
+def _descriptor_scratch_from_torch(device):
+    """Device-side TMA descriptors live in global scratch, taken from torch's allocator."""
+    triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8,
+                                                                device=device))
+
+
+def _ws_call(kernel, tensors, tiles, is_causal, scale, seq_lens_q, seq_lens_k, sigmoid_bias,
+             score_mod, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, **meta):
+    """Launches a warp-specialized kernel (sigmoid_attn_fwd_ws, sigmoid_attn_bwd_dq_ws): their
+    shared ABI is the tensors (q, k, v, then the kernel's own: out, or dO and dQ), lengths,
+    bias, score_mod, the tensors' strides, then the problem's sizes. Returns Triton's compiled
+    kernel."""
+    q, k = tensors[0], tensors[1]
     B, Tq, Tk, Hq, Hkv, D, n, max_q, max_k, varlen = _geometry(
         q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
-    assert D & (D - 1) == 0, f"forward_ws: head dim {D} is not a power of two"
+    assert D & (D - 1) == 0, f"{kernel.__name__}: head dim {D} is not a power of two"
     bm, bn, warps, stages = tiles
-    out = torch.empty_like(q, memory_format=torch.contiguous_format)
     score_mod = _ws_score_mod(score_mod, q, B, Tk, varlen, cu_seqlens_k, n, max_k)
     if varlen:
         seq_lens_q, seq_lens_k = cu_seqlens_q, cu_seqlens_k
     x = _extras(q, seq_lens_q, seq_lens_k, sigmoid_bias, score_mod)
-    triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8,
-                                                                device=q.device))
+    _descriptor_scratch_from_torch(q.device)
     grid = (Tq // bm + n + 1, Hq, 1) if varlen else (triton.cdiv(Tq, bm), Hq, B)
-    kernel = sigmoid_attn_fwd_ws[grid](
-        q, k, v, out, x["lq"], x["lk"], x["bias_t"], x["mod"], *_st(q), *_st(k), *_st(v),
-        *_st(out), x["smb"], Tq, Tk, Hq // Hkv, 1.0 / math.sqrt(D) if scale is None else scale,
-        x["bias_v"], 0 if varlen else x["has_lq"], 0 if varlen else x["has_lk"],
-        x["bias_mode"], n, max_q, max_k,
-        HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn, IS_CAUSAL=is_causal,
+    strides = [st for t in tensors for st in _st(t)]
+    return kernel[grid](
+        *tensors, x["lq"], x["lk"], x["bias_t"], x["mod"], *strides, x["smb"], Tq, Tk,
+        Hq // Hkv, 1.0 / math.sqrt(D) if scale is None else scale, x["bias_v"],
+        0 if varlen else x["has_lq"], 0 if varlen else x["has_lk"], x["bias_mode"], n, max_q,
+        max_k, HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn, IS_CAUSAL=is_causal,
         HAS_SCORE_MOD=score_mod is not None, FAST_SIGMOID=q.dtype != torch.float32,
-        VARLEN=varlen, WARP_SPECIALIZE=warp_specialize, num_warps=warps, num_stages=stages,
-    )
-    return (out, kernel) if return_kernel else out
+        VARLEN=varlen, num_warps=warps, num_stages=stages, **meta)
 
 
 def _ws_score_mod(score_mod, q, B, Tk, varlen, cu_seqlens_k, n, max_k):
@@ -126,27 +141,10 @@ def backward_dq_ws(grad, q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal
                    return_kernel=False):
     """dQ by the warp-specialized candidate (sigmoid_attn_bwd_dq_ws), for the same inputs as
     backward(); tiles and return_kernel as forward_ws."""
-    B, Tq, Tk, Hq, Hkv, D, n, max_q, max_k, varlen = _geometry(
-        q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
-    assert D & (D - 1) == 0, f"backward_dq_ws: head dim {D} is not a power of two"
-    bm, bn, warps, stages = tiles
     dq = torch.empty_like(q, memory_format=torch.contiguous_format)
-    score_mod = _ws_score_mod(score_mod, q, B, Tk, varlen, cu_seqlens_k, n, max_k)
-    if varlen:
-        seq_lens_q, seq_lens_k = cu_seqlens_q, cu_seqlens_k
-    x = _extras(q, seq_lens_q, seq_lens_k, sigmoid_bias, score_mod)
-    triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8,
-                                                                device=q.device))
-    grid = (Tq // bm + n + 1, Hq, 1) if varlen else (triton.cdiv(Tq, bm), Hq, B)
-    kernel = sigmoid_attn_bwd_dq_ws[grid](
-        q, k, v, grad, dq, x["lq"], x["lk"], x["bias_t"], x["mod"], *_st(q), *_st(k), *_st(v),
-        *_st(grad), *_st(dq), x["smb"], Tq, Tk, Hq // Hkv,
-        1.0 / math.sqrt(D) if scale is None else scale, x["bias_v"],
-        0 if varlen else x["has_lq"], 0 if varlen else x["has_lk"], x["bias_mode"], n, max_q,
-        max_k, HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn, IS_CAUSAL=is_causal,
-        HAS_SCORE_MOD=score_mod is not None, FAST_SIGMOID=q.dtype != torch.float32,
-        VARLEN=varlen, num_warps=warps, num_stages=stages,
-    )
+    kernel = _ws_call(sigmoid_attn_bwd_dq_ws, (q, k, v, grad, dq), tiles, is_causal, scale,
+                      seq_lens_q, seq_lens_k, sigmoid_bias, score_mod, cu_seqlens_q,
+                      cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     return (dq, kernel) if return_kernel else dq
 
 

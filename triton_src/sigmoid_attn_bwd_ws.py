@@ -7,15 +7,15 @@ two consumer warpgroups of it. Per query block it walks the key blocks as sigmoi
 does: P = sigmoid(S), dP = dO·Vᵀ, dS = dP·P·(1 − P), dQ += dS·K, dQ *= scale at the end.
 No masks for the key tail: K and V's descriptors end at Lk, so V's zero rows give dP = 0 and
 hence dS = 0 there; rows past Lq read Q and dO as zeros, so their dQ is zero too. Causal blocks
-zero dS above the diagonal in every iteration. score_mod: one 16-byte aligned float32 row per
-sequence, as the forward.
+zero P, hence dS, above the diagonal in every iteration. score_mod: one 16-byte aligned float32
+row per sequence, as the forward. Descriptors, key range and P come from the forward's helpers.
 """
 
 import triton
 import triton.language as tl
 
-from sigmoid_attn_fwd import _sigmoid
-from sigmoid_attn_fwd_ws import _ws_locate
+from sigmoid_attn_fwd_ws import (_ws_key_descriptors, _ws_key_end, _ws_locate,
+                                 _ws_probabilities, _ws_rows)
 
 
 @triton.jit
@@ -43,30 +43,15 @@ def sigmoid_attn_bwd_dq_ws(
         VARLEN)
     b64 = b.to(tl.int64)
     h64 = h.to(tl.int64)
-    hk64 = (h // kv_group).to(tl.int64)
-    q_rows = tl.maximum(Lq, 1)  # a zero-row descriptor is not valid
-    k_rows = tl.maximum(Lk, 1)
-    q_desc = tl.make_tensor_descriptor(
-        Q + b64 * stride_qb + q_off.to(tl.int64) * stride_qt + h64 * stride_qh,
-        shape=[q_rows, HEAD_DIM], strides=[stride_qt, 1], block_shape=[BLOCK_M, HEAD_DIM])
-    do_desc = tl.make_tensor_descriptor(
-        DO + b64 * stride_dob + q_off.to(tl.int64) * stride_dot + h64 * stride_doh,
-        shape=[q_rows, HEAD_DIM], strides=[stride_dot, 1], block_shape=[BLOCK_M, HEAD_DIM])
-    k_desc = tl.make_tensor_descriptor(
-        K + b64 * stride_kb + k_off.to(tl.int64) * stride_kt + hk64 * stride_kh,
-        shape=[k_rows, HEAD_DIM], strides=[stride_kt, 1], block_shape=[BLOCK_N, HEAD_DIM])
-    v_desc = tl.make_tensor_descriptor(
-        V + b64 * stride_vb + k_off.to(tl.int64) * stride_vt + hk64 * stride_vh,
-        shape=[k_rows, HEAD_DIM], strides=[stride_vt, 1], block_shape=[BLOCK_N, HEAD_DIM])
-    if HAS_SCORE_MOD:
-        sm_row = SCORE_MOD + tl.minimum(b64, tl.maximum(num_seqs - 1, 0)) * stride_smb
-        sm_desc = tl.make_tensor_descriptor(sm_row, shape=[k_rows], strides=[1],
-                                            block_shape=[BLOCK_N])
-
-    hi = Lk
-    if IS_CAUSAL:
-        hi = tl.minimum(hi, start_m + BLOCK_M)
-    hi = tl.where(start_m >= Lq, 0, hi)
+    q_desc = _ws_rows(Q + b64 * stride_qb + q_off.to(tl.int64) * stride_qt + h64 * stride_qh,
+                      Lq, stride_qt, BLOCK_M, HEAD_DIM)
+    do_desc = _ws_rows(DO + b64 * stride_dob + q_off.to(tl.int64) * stride_dot
+                       + h64 * stride_doh, Lq, stride_dot, BLOCK_M, HEAD_DIM)
+    k_desc, v_desc, sm_desc = _ws_key_descriptors(
+        K, V, SCORE_MOD, b64, k_off, (h // kv_group).to(tl.int64), stride_kb, stride_kt,
+        stride_kh, stride_vb, stride_vt, stride_vh, stride_smb, Lk, num_seqs, HEAD_DIM, BLOCK_N,
+        HAS_SCORE_MOD)
+    hi = _ws_key_end(start_m, Lq, Lk, BLOCK_M, IS_CAUSAL)
     offs_m = start_m + tl.arange(0, BLOCK_M)
 
     q = q_desc.load([start_m, 0])
@@ -75,15 +60,10 @@ def sigmoid_attn_bwd_dq_ws(
     for n_start in tl.range(0, hi, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
         k = k_desc.load([n_start, 0])
         v = v_desc.load([n_start, 0])
-        s = tl.dot(q, tl.trans(k)) * scale + bias
-        if HAS_SCORE_MOD:
-            s += sm_desc.load([n_start])[None, :]
-        p = _sigmoid(s, FAST_SIGMOID)
-        dp = tl.dot(do, tl.trans(v))
-        ds = dp * p * (1.0 - p)
-        if IS_CAUSAL:
-            offs_n = n_start + tl.arange(0, BLOCK_N)
-            ds = tl.where(offs_n[None, :] <= offs_m[:, None], ds, 0.0)
+        # P is zero above the diagonal when causal, and so is dS
+        p = _ws_probabilities(q, k, sm_desc, n_start, offs_m, scale, bias, BLOCK_N, IS_CAUSAL,
+                              HAS_SCORE_MOD, FAST_SIGMOID)
+        ds = tl.dot(do, tl.trans(v)) * p * (1.0 - p)
         dq = tl.dot(ds.to(k.dtype), k, dq)
 
     dq = dq * scale

@@ -60,6 +60,62 @@ def _ws_locate(pid_m, b_dense, T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_valu
 
 
 @triton.jit
+def _ws_rows(base, rows, row_stride, BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """A [rows, HEAD_DIM] descriptor that ends at the valid rows (at least one: a zero-row
+    descriptor is not valid); rows past it read as zeros."""
+    return tl.make_tensor_descriptor(base, shape=[tl.maximum(rows, 1), HEAD_DIM],
+                                     strides=[row_stride, 1], block_shape=[BLOCK, HEAD_DIM])
+
+
+@triton.jit
+def _ws_key_descriptors(K, V, SCORE_MOD, b64, k_off, h_kv, stride_kb, stride_kt, stride_kh,
+                        stride_vb, stride_vt, stride_vh, stride_smb, Lk, num_seqs,
+                        HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
+                        HAS_SCORE_MOD: tl.constexpr):
+    """K, V and score_mod of one sequence (and kv head), each ending at Lk. score_mod comes as
+    [B, Tk] float32 rows, contiguous along keys and 16-byte aligned (packed batches too: the
+    launcher lays a varlen score_mod out as [num_seqs, padded max_seqlen_k] rows), read through
+    a 1-D descriptor; without one, K's descriptor stands in (never read)."""
+    k_desc = _ws_rows(K + b64 * stride_kb + k_off.to(tl.int64) * stride_kt + h_kv * stride_kh,
+                      Lk, stride_kt, BLOCK_N, HEAD_DIM)
+    v_desc = _ws_rows(V + b64 * stride_vb + k_off.to(tl.int64) * stride_vt + h_kv * stride_vh,
+                      Lk, stride_vt, BLOCK_N, HEAD_DIM)
+    if HAS_SCORE_MOD:
+        sm_row = SCORE_MOD + tl.minimum(b64, tl.maximum(num_seqs - 1, 0)) * stride_smb
+        sm_desc = tl.make_tensor_descriptor(sm_row, shape=[tl.maximum(Lk, 1)], strides=[1],
+                                            block_shape=[BLOCK_N])
+    else:  # a compile-time branch: no scf.if
+        sm_desc = k_desc
+    return k_desc, v_desc, sm_desc
+
+
+@triton.jit
+def _ws_key_end(start_m, Lq, Lk, BLOCK_M: tl.constexpr, IS_CAUSAL: tl.constexpr):
+    """End of a query block's key range: Lk, the diagonal when causal, 0 for a block past the
+    sequence (zeros only)."""
+    hi = Lk
+    if IS_CAUSAL:  # a compile-time branch: no scf.if
+        hi = tl.minimum(hi, start_m + BLOCK_M)
+    return tl.where(start_m >= Lq, 0, hi)
+
+
+@triton.jit
+def _ws_probabilities(q, k, sm_desc, n_start, offs_m, scale, bias, BLOCK_N: tl.constexpr,
+                      IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr,
+                      FAST_SIGMOID: tl.constexpr):
+    """P = sigmoid(q·kᵀ·scale + bias + score_mod) of one key block, zero above the diagonal
+    when causal (every block: the specialized loop has no separate masked tail)."""
+    s = tl.dot(q, tl.trans(k)) * scale + bias
+    if HAS_SCORE_MOD:
+        s += sm_desc.load([n_start])[None, :]
+    p = _sigmoid(s, FAST_SIGMOID)
+    if IS_CAUSAL:
+        offs_n = n_start + tl.arange(0, BLOCK_N)
+        p = tl.where(offs_n[None, :] <= offs_m[:, None], p, 0.0)
+    return p
+
+
+@triton.jit
 def sigmoid_attn_fwd_ws(
     Q, K, V, O, SEQ_LENS_Q, SEQ_LENS_K, BIAS, SCORE_MOD,
     stride_qb, stride_qt, stride_qh,
@@ -84,30 +140,12 @@ def sigmoid_attn_fwd_ws(
 
     b64 = b.to(tl.int64)
     h_kv = (h // kv_group).to(tl.int64)
-    q_base = Q + b64 * stride_qb + q_off.to(tl.int64) * stride_qt + h.to(tl.int64) * stride_qh
-    k_base = K + b64 * stride_kb + k_off.to(tl.int64) * stride_kt + h_kv * stride_kh
-    v_base = V + b64 * stride_vb + k_off.to(tl.int64) * stride_vt + h_kv * stride_vh
-    # Descriptors end at the valid lengths (at least one row: a zero-row descriptor is not
-    # valid); rows past them read as zeros.
-    q_desc = tl.make_tensor_descriptor(q_base, shape=[tl.maximum(Lq, 1), HEAD_DIM],
-                                       strides=[stride_qt, 1], block_shape=[BLOCK_M, HEAD_DIM])
-    k_desc = tl.make_tensor_descriptor(k_base, shape=[tl.maximum(Lk, 1), HEAD_DIM],
-                                       strides=[stride_kt, 1], block_shape=[BLOCK_N, HEAD_DIM])
-    v_desc = tl.make_tensor_descriptor(v_base, shape=[tl.maximum(Lk, 1), HEAD_DIM],
-                                       strides=[stride_vt, 1], block_shape=[BLOCK_N, HEAD_DIM])
-
-    if HAS_SCORE_MOD:
-        # [B, Tk] float32 rows, contiguous along keys and 16-byte aligned (packed batches too:
-        # the launcher lays a varlen score_mod out as [num_seqs, padded max_seqlen_k] rows),
-        # read through a 1-D descriptor per sequence that ends at Lk
-        sm_row = SCORE_MOD + tl.minimum(b64, tl.maximum(num_seqs - 1, 0)) * stride_smb
-        sm_desc = tl.make_tensor_descriptor(sm_row, shape=[tl.maximum(Lk, 1)], strides=[1],
-                                            block_shape=[BLOCK_N])
-
-    hi = Lk
-    if IS_CAUSAL:  # a compile-time branch: no scf.if
-        hi = tl.minimum(hi, start_m + BLOCK_M)
-    hi = tl.where(start_m >= Lq, 0, hi)  # a query block past the sequence: zeros only
+    q_desc = _ws_rows(Q + b64 * stride_qb + q_off.to(tl.int64) * stride_qt
+                      + h.to(tl.int64) * stride_qh, Lq, stride_qt, BLOCK_M, HEAD_DIM)
+    k_desc, v_desc, sm_desc = _ws_key_descriptors(
+        K, V, SCORE_MOD, b64, k_off, h_kv, stride_kb, stride_kt, stride_kh, stride_vb,
+        stride_vt, stride_vh, stride_smb, Lk, num_seqs, HEAD_DIM, BLOCK_N, HAS_SCORE_MOD)
+    hi = _ws_key_end(start_m, Lq, Lk, BLOCK_M, IS_CAUSAL)
     offs_m = start_m + tl.arange(0, BLOCK_M)
 
     q = q_desc.load([start_m, 0])
@@ -115,13 +153,8 @@ def sigmoid_attn_fwd_ws(
     for n_start in tl.range(0, hi, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
         k = k_desc.load([n_start, 0])
         v = v_desc.load([n_start, 0])
-        s = tl.dot(q, tl.trans(k)) * scale + bias
-        if HAS_SCORE_MOD:
-            s += sm_desc.load([n_start])[None, :]
-        p = _sigmoid(s, FAST_SIGMOID)
-        if IS_CAUSAL:
-            offs_n = n_start + tl.arange(0, BLOCK_N)
-            p = tl.where(offs_n[None, :] <= offs_m[:, None], p, 0.0)
+        p = _ws_probabilities(q, k, sm_desc, n_start, offs_m, scale, bias, BLOCK_N, IS_CAUSAL,
+                              HAS_SCORE_MOD, FAST_SIGMOID)
         acc = tl.dot(p.to(v.dtype), v, acc)
 
     acc = tl.where((offs_m < Lq)[:, None], acc, 0.0)
