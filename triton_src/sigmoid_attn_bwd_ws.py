@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from sigmoid_attn_fwd_ws import (_ws_key_descriptors, _ws_key_end, _ws_locate,
-                                 _ws_probabilities, _ws_rows)
+                                 _ws_probabilities, _ws_rows, _ws_store_rows)
 
 
 @triton.jit
@@ -52,7 +52,6 @@ def sigmoid_attn_bwd_dq_ws(
         stride_kh, stride_vb, stride_vt, stride_vh, stride_smb, Lk, num_seqs, HEAD_DIM, BLOCK_N,
         HAS_SCORE_MOD)
     hi = _ws_key_end(start_m, Lq, Lk, BLOCK_M, IS_CAUSAL)
-    offs_m = start_m + tl.arange(0, BLOCK_M)
 
     q = q_desc.load([start_m, 0])
     do = do_desc.load([start_m, 0])
@@ -61,13 +60,11 @@ def sigmoid_attn_bwd_dq_ws(
         k = k_desc.load([n_start, 0])
         v = v_desc.load([n_start, 0])
         # P is zero above the diagonal when causal, and so is dS
-        p = _ws_probabilities(q, k, sm_desc, n_start, offs_m, scale, bias, BLOCK_N, IS_CAUSAL,
-                              HAS_SCORE_MOD, FAST_SIGMOID)
+        p = _ws_probabilities(q, k, sm_desc, n_start, start_m, scale, bias, BLOCK_M, BLOCK_N,
+                              IS_CAUSAL, HAS_SCORE_MOD, FAST_SIGMOID)
         ds = tl.dot(do, tl.trans(v)) * p * (1.0 - p)
         dq = tl.dot(ds.to(k.dtype), k, dq)
 
-    dq = dq * scale
-    offs_d = tl.arange(0, HEAD_DIM)
-    dq_ptrs = (DQ + b64 * stride_dqb + h64 * stride_dqh
-               + (q_off.to(tl.int64) + offs_m)[:, None] * stride_dqt + offs_d[None, :])
-    tl.store(dq_ptrs, dq.to(DQ.dtype.element_ty), mask=(offs_m < owned)[:, None])
+    # rows past Lq: their dO rows read as zeros, so dS and dQ are zero there already
+    _ws_store_rows(DQ + b64 * stride_dqb + q_off.to(tl.int64) * stride_dqt + h64 * stride_dqh,
+                   stride_dqt, dq * scale, start_m, Lq, owned, BLOCK_M, HEAD_DIM)

@@ -100,19 +100,38 @@ def _ws_key_end(start_m, Lq, Lk, BLOCK_M: tl.constexpr, IS_CAUSAL: tl.constexpr)
 
 
 @triton.jit
-def _ws_probabilities(q, k, sm_desc, n_start, offs_m, scale, bias, BLOCK_N: tl.constexpr,
-                      IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr,
-                      FAST_SIGMOID: tl.constexpr):
+def _ws_probabilities(q, k, sm_desc, n_start, start_m, scale, bias, BLOCK_M: tl.constexpr,
+                      BLOCK_N: tl.constexpr, IS_CAUSAL: tl.constexpr,
+                      HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr):
     """P = sigmoid(q·kᵀ·scale + bias + score_mod) of one key block, zero above the diagonal
-    when causal (every block: the specialized loop has no separate masked tail)."""
+    when causal (every block: the specialized loop has no separate masked tail). The diagonal
+    test compares block-local aranges with one scalar (see _ws_store_rows for why)."""
     s = tl.dot(q, tl.trans(k)) * scale + bias
     if HAS_SCORE_MOD:
         s += sm_desc.load([n_start])[None, :]
     p = _sigmoid(s, FAST_SIGMOID)
     if IS_CAUSAL:
-        offs_n = n_start + tl.arange(0, BLOCK_N)
-        p = tl.where(offs_n[None, :] <= offs_m[:, None], p, 0.0)
+        rows = tl.arange(0, BLOCK_M)
+        cols = tl.arange(0, BLOCK_N)
+        p = tl.where(cols[None, :] - rows[:, None] <= start_m - n_start, p, 0.0)
     return p
+
+
+@triton.jit
+def _ws_store_rows(base, row_stride, acc, start_m, valid, owned, BLOCK_M: tl.constexpr,
+                   HEAD_DIM: tl.constexpr):
+    """Stores a [BLOCK_M, HEAD_DIM] block at rows start_m.. of base: rows past `valid` as
+    zeros, none past `owned`. Row offsets are block-local aranges plus a scalar base, never
+    `start_m + tl.arange(...)`: Triton 3.6's Hopper pass splits the block between its two
+    consumer warpgroups and, for the second one, shifts both the arange (to 64..127) and the
+    splat of start_m (to start_m + 64, the offset it gives that warpgroup's Q load), which puts
+    its rows 64 too far (measured on the H100: rows 64..127 of every block unwritten, the next
+    block's 0..63 overwritten)."""
+    rows = tl.arange(0, BLOCK_M)
+    acc = tl.where((rows < valid - start_m)[:, None], acc, 0.0)
+    offs_d = tl.arange(0, HEAD_DIM)
+    ptrs = base + start_m.to(tl.int64) * row_stride + rows[:, None] * row_stride + offs_d[None, :]
+    tl.store(ptrs, acc.to(base.dtype.element_ty), mask=(rows < owned - start_m)[:, None])
 
 
 @triton.jit
@@ -146,19 +165,16 @@ def sigmoid_attn_fwd_ws(
         K, V, SCORE_MOD, b64, k_off, h_kv, stride_kb, stride_kt, stride_kh, stride_vb,
         stride_vt, stride_vh, stride_smb, Lk, num_seqs, HEAD_DIM, BLOCK_N, HAS_SCORE_MOD)
     hi = _ws_key_end(start_m, Lq, Lk, BLOCK_M, IS_CAUSAL)
-    offs_m = start_m + tl.arange(0, BLOCK_M)
 
     q = q_desc.load([start_m, 0])
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     for n_start in tl.range(0, hi, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
         k = k_desc.load([n_start, 0])
         v = v_desc.load([n_start, 0])
-        p = _ws_probabilities(q, k, sm_desc, n_start, offs_m, scale, bias, BLOCK_N, IS_CAUSAL,
-                              HAS_SCORE_MOD, FAST_SIGMOID)
+        p = _ws_probabilities(q, k, sm_desc, n_start, start_m, scale, bias, BLOCK_M, BLOCK_N,
+                              IS_CAUSAL, HAS_SCORE_MOD, FAST_SIGMOID)
         acc = tl.dot(p.to(v.dtype), v, acc)
 
-    acc = tl.where((offs_m < Lq)[:, None], acc, 0.0)
-    offs_d = tl.arange(0, HEAD_DIM)
-    o_ptrs = (O + b64 * stride_ob + q_off.to(tl.int64) * stride_ot + h.to(tl.int64) * stride_oh
-              + offs_m[:, None] * stride_ot + offs_d[None, :])
-    tl.store(o_ptrs, acc.to(O.dtype.element_ty), mask=(offs_m < owned)[:, None])
+    _ws_store_rows(O + b64 * stride_ob + q_off.to(tl.int64) * stride_ot
+                   + h.to(tl.int64) * stride_oh, stride_ot, acc, start_m, Lq, owned, BLOCK_M,
+                   HEAD_DIM)
