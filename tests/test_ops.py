@@ -76,6 +76,15 @@ def test_import_does_not_import_triton():
     assert r.stdout.strip() == "False"
 
 
+def _tiles_db():
+    import json
+
+    from conftest import TRITON_SRC
+
+    with open(os.path.join(TRITON_SRC, "tiles.json")) as f:
+        return json.load(f)
+
+
 def test_info_lists_compiled_variants():
     info = sigmoid_attn.info()
     assert info["version"] == sigmoid_attn.__version__
@@ -101,7 +110,9 @@ def test_info_lists_compiled_variants():
           for k in info["variants"] if k["kind"] == "fwd_ws"}
     ws_dims = {d for _, d, *_ in ws}
     # (no packed score_mod: such calls take the other forward)
-    assert len(ws) == 2 * len(ws_dims) * 6 and all(dt != "float32" for dt, *_ in ws)
+    # (no causal ones when tiles.json's fwd_ws_causal is false)
+    per_dim = 6 if _tiles_db().get("fwd_ws_causal", True) else 3
+    assert len(ws) == 2 * len(ws_dims) * per_dim and all(dt != "float32" for dt, *_ in ws)
     assert not any(varlen and mod for _, _, varlen, _, mod in ws)
 
 
@@ -138,6 +149,7 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
         for _, tiles in buckets:
             assert pow2(tiles[0]) and pow2(tiles[1]) and tiles[2] == 4 and len(tiles) == 4, tiles
     assert isinstance(db.get("fwd_ws_dispatch", False), bool)
+    assert isinstance(db.get("fwd_ws_causal", True), bool)
     # Program order: fwd_causal_lpt holds [min_T, programs per group of heads] buckets per head
     # dim (0: launch order), fwd_length_lpt a batch-size cutoff (tl.arange: a power of two) or 0.
     for d, buckets in db.get("fwd_causal_lpt", {}).items():
@@ -239,7 +251,11 @@ def test_dispatch_size_rules():
     for D, buckets in ws_db.items():
         D = int(D)
         for causal, mod, varlen in ((False, False, False), (True, True, False),
-                                    (True, False, True)):
+                                    (True, False, True), (False, True, False),
+                                    (False, False, True)):
+            if causal and not V.FWD_WS_CAUSAL:  # causal calls keep the other forward
+                assert pick(D, 16, 4096, 16, causal, varlen, ws=True, mod=mod)["kind"] == "fwd"
+                continue
             k = pick(D, 16, 4096, 16, causal, varlen, ws=True, mod=mod)
             assert k["kind"] == "fwd_ws" and k["head_dim"] == D, k["name"]
             assert (k["causal"], k["score_mod"], k["varlen"]) == (causal, mod, varlen)

@@ -56,6 +56,9 @@ BWD_DQ_TILES = {int(d): tuple(t) for d, t in _DB["bwd_dq"].items()}
 FWD_WS_TILES = {int(d): [(int(m), tuple(t)) for m, t in b]
                 for d, b in _DB.get("fwd_ws", {}).items()}
 FWD_WS_DISPATCH = bool(_DB.get("fwd_ws_dispatch", False))
+# Whether causal variants of it are compiled (false: causal calls take sigmoid_attn_fwd, whose
+# longest-first order and skipped masked blocks win; tune_fwd_ws.json).
+FWD_WS_CAUSAL = bool(_DB.get("fwd_ws_causal", True))
 # Causal forward (dense and padded): query blocks run longest first, heads in groups of about
 # this many programs (sigmoid_attn_fwd._longest_first); 0 keeps the launch order. Per head dim,
 # [min_T, programs] buckets like the tiles' (absent: 0). Chosen by benchmarks/tune_forward.py
@@ -210,6 +213,8 @@ def variants():
                             for score_mod in (False, True):
                                 if kind == "fwd_ws" and varlen and score_mod:
                                     continue  # packed score_mod: the other forward (dispatch.cpp)
+                                if kind == "fwd_ws" and causal and not FWD_WS_CAUSAL:
+                                    continue
                                 out.append(Variant(kind, dtype, head_dim, causal, score_mod, bm,
                                                    bn, w, s, tma=tma, min_t=min_t,
                                                    varlen=varlen))
