@@ -69,19 +69,19 @@ HAS_WS = any(k["kind"] == "fwd_ws" for k in sigmoid_attn.info()["variants"])
 
 
 class warp_specialized:
-    """Within the block, CUDA forward calls take the warp-specialized kernel where one is
-    compiled (the sigmoid_attn_ws column; the library's default is tiles.json's
-    fwd_ws_dispatch)."""
+    """Within the block, CUDA forward calls take (on=1) or avoid (on=0) the warp-specialized
+    kernel where one is compiled; on=None leaves the library's default (tiles.json's
+    fwd_ws_dispatch). The sigmoid_attn_no_ws column is the library with it off."""
 
     def __init__(self, on):
         import ctypes
 
         self.switch = ctypes.CDLL(sigmoid_attn.library_path()).sigmoid_attn_warp_specialized
         self.switch.restype, self.switch.argtypes = ctypes.c_int, [ctypes.c_int]
-        self.on = int(on)
+        self.on = on
 
     def __enter__(self):
-        self.before = self.switch(self.on)
+        self.before = self.switch(-1 if self.on is None else self.on)
 
     def __exit__(self, *exc):
         self.switch(self.before)
@@ -113,8 +113,8 @@ def run_config(label, D, T, causal, padded, dtype=torch.bfloat16):
         "sigmoid_attn": lambda: sigmoid_attention(q, k, v, seq_lens_q=lens, seq_lens_k=lens,
                                                   is_causal=causal),
     }
-    if HAS_WS:  # the same call with the warp-specialized forward (the loop below switches it)
-        providers["sigmoid_attn_ws"] = providers["sigmoid_attn"]
+    if HAS_WS:  # the same call without the warp-specialized forward (the loop switches it off)
+        providers["sigmoid_attn_no_ws"] = providers["sigmoid_attn"]
     if not padded:
         qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))  # SDPA's own layout
         for name, backend in (("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION),
@@ -132,7 +132,7 @@ def run_config(label, D, T, causal, padded, dtype=torch.bfloat16):
                 q, k, v, is_causal=causal)
     for name, fn in providers.items():
         try:
-            with warp_specialized(name == "sigmoid_attn_ws"):
+            with warp_specialized(0 if name == "sigmoid_attn_no_ws" else None):
                 ms = bench(fn)
         except Exception as e:  # noqa: BLE001 - a peer may not support a shape; record why
             row["ms"][name] = None
@@ -166,7 +166,7 @@ def run_varlen(label, D, T, causal, backward, dtype=torch.bfloat16):
     fwds = {
         "sigmoid_attn": (lambda a, b, c: sigmoid_attention_varlen(
             a, b, c, cu, cu, max_len, max_len, is_causal=causal), False),
-        **({"sigmoid_attn_ws": (lambda a, b, c: sigmoid_attention_varlen(
+        **({"sigmoid_attn_no_ws": (lambda a, b, c: sigmoid_attention_varlen(
             a, b, c, cu, cu, max_len, max_len, is_causal=causal), False)}
            if HAS_WS and not backward else {}),
         "sigmoid_attn_padded": (lambda a, b, c: sigmoid_attention(
@@ -192,7 +192,7 @@ def run_varlen(label, D, T, causal, backward, dtype=torch.bfloat16):
                 grad = dop if padded else do
                 ms = bench(lambda: torch.autograd.grad(out, ins, grad, retain_graph=True))
             else:
-                with warp_specialized(name == "sigmoid_attn_ws"):
+                with warp_specialized(0 if name == "sigmoid_attn_no_ws" else None):
                     ms = bench(lambda: fwd(*ins))
         except Exception as e:  # noqa: BLE001
             row["ms"][name] = None
@@ -328,7 +328,7 @@ def main():
     latency = result["tiny_call_us"] = tiny_call_latency()
     save()
     names = ["sigmoid_attn", "sdpa_cudnn", "sdpa_flash", "triton_sigmoid", "sigmoid_attn_padded"]
-    names += ["sigmoid_attn_ws"] if HAS_WS else []
+    names += ["sigmoid_attn_no_ws"] if HAS_WS else []
     print(f"\n{device}  (TFLOPS; ratio = sigmoid_attn / peer)")
     print(f"{'config':30s}" + "".join(f"{n[:19]:>20s}" for n in names) + "   vs cuDNN  vs t-sigmoid")
     for r in rows:
