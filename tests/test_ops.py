@@ -148,6 +148,9 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
         assert pow2(int(d)) and [m for m, _ in buckets][0] == 0, (d, buckets)
         for _, tiles in buckets:
             assert pow2(tiles[0]) and pow2(tiles[1]) and tiles[2] == 4 and len(tiles) == 4, tiles
+            # 3 stages came out NaN on the H100 (Triton 3.6; NOTES, "Warp specialization
+            # measured"): the database keeps 2
+            assert tiles[3] == 2, tiles
     assert isinstance(db.get("fwd_ws_dispatch", False), bool)
     assert isinstance(db.get("fwd_ws_causal", True), bool)
     # Program order: fwd_causal_lpt holds [min_T, programs per group of heads] buckets per head

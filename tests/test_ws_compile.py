@@ -14,7 +14,7 @@ from conftest import TRITON_SRC
 triton = pytest.importorskip("triton")
 
 
-def compile_ws(head_dim, block_n, causal, score_mod, varlen, kernel="fwd"):
+def compile_ws(head_dim, block_n, causal, score_mod, varlen, kernel="fwd", block_m=128):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
@@ -25,7 +25,7 @@ def compile_ws(head_dim, block_n, causal, score_mod, varlen, kernel="fwd"):
     finally:
         sys.path.remove(TRITON_SRC)
     fn = sigmoid_attn_fwd_ws if kernel == "fwd" else sigmoid_attn_bwd_dq_ws
-    constexprs = {"HEAD_DIM": head_dim, "BLOCK_M": 128, "BLOCK_N": block_n, "IS_CAUSAL": causal,
+    constexprs = {"HEAD_DIM": head_dim, "BLOCK_M": block_m, "BLOCK_N": block_n, "IS_CAUSAL": causal,
                   "HAS_SCORE_MOD": score_mod, "FAST_SIGMOID": True, "VARLEN": varlen,
                   "WARP_SPECIALIZE": True}
     pointers = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "DO": "*bf16",
@@ -46,11 +46,14 @@ def compile_ws(head_dim, block_n, causal, score_mod, varlen, kernel="fwd"):
                           options={"num_warps": 4, "num_stages": 2})
 
 
-@pytest.mark.parametrize("head_dim,block_n,causal,score_mod,varlen,kernel",
-                         [(128, 64, False, False, False, "fwd"), (64, 128, True, True, True, "fwd"),
-                          (128, 64, True, True, False, "dq")])
-def test_candidate_is_warp_specialized(head_dim, block_n, causal, score_mod, varlen, kernel):
-    kernel = compile_ws(head_dim, block_n, causal, score_mod, varlen, kernel)
+@pytest.mark.parametrize("head_dim,block_n,causal,score_mod,varlen,kernel,block_m",
+                         [(128, 64, False, False, False, "fwd", 128),
+                          (64, 128, True, True, True, "fwd", 128),
+                          (128, 64, False, True, True, "fwd", 256),  # the shipped hd128 tile
+                          (128, 64, True, True, False, "dq", 128)])
+def test_candidate_is_warp_specialized(head_dim, block_n, causal, score_mod, varlen, kernel,
+                                       block_m):
+    kernel = compile_ws(head_dim, block_n, causal, score_mod, varlen, kernel, block_m)
     assert kernel.metadata.num_warps * 32 == 384, (
         f"expected a producer and two consumer warpgroups (384 threads), got "
         f"{kernel.metadata.num_warps * 32}: Triton's Hopper pass did not specialize the loop")
@@ -58,3 +61,23 @@ def test_candidate_is_warp_specialized(head_dim, block_n, causal, score_mod, var
     assert "setmaxnreg" in ptx, "no register reallocation between the warpgroups"
     assert "cp.async.bulk.tensor" in ptx, "Q/K/V are not loaded through TMA"
     assert ".local" not in ptx, "local memory (register spills) in the specialized kernel"
+
+
+def test_row_offsets_are_block_local():
+    """Triton 3.6's Hopper pass gives the second consumer warpgroup its half of the block by
+    shifting both a `tl.arange` (to 64..127) and the splat of the block's first row when they
+    are added as tensors (`start_m + tl.arange(...)`), which put that warpgroup's output rows 64
+    too far (found on the H100: rows 64..127 of every block unwritten; benchmarks/NOTES.md,
+    "Warp specialization measured"). The kernels build row offsets as block-local aranges
+    against a scalar; this keeps the pattern out of them."""
+    import io
+    import re
+    import tokenize
+
+    for name in ("sigmoid_attn_fwd_ws.py", "sigmoid_attn_bwd_ws.py"):
+        with open(f"{TRITON_SRC}/{name}") as f:  # the code's tokens: no strings, no comments
+            code = " ".join(t.string for t in tokenize.generate_tokens(io.StringIO(f.read()).readline)
+                            if t.type in (tokenize.NAME, tokenize.OP, tokenize.NUMBER))
+        bad = re.findall(r"start_m \+ tl \. arange|tl \. arange \( [^)]* \) \+ start_m|offs_m",
+                         code)
+        assert not bad, f"{name}: row offsets built as start_m + arange: {bad}"
