@@ -77,8 +77,9 @@ int sigmoid_attn_select_forward_kernel(int dtype, int64_t head_dim, int causal, 
   }
 }
 
-// Whether CUDA calls take the warp-specialized forward where one is compiled (experimental:
-// benchmarks/NOTES.md); set < 0 only reads. Returns the setting before the call.
+// Whether CUDA calls take the warp-specialized forward where one is compiled (default:
+// tiles.json's fwd_ws_dispatch; benchmarks/NOTES.md); set < 0 only reads. Returns the setting
+// before the call.
 int sigmoid_attn_warp_specialized(int set) {
   if (set < 0) return sigmoid_attn::warp_specialized_dispatch();
   return sigmoid_attn::set_warp_specialized_dispatch(set != 0);

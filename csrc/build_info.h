@@ -22,7 +22,7 @@ SIGMOID_ATTN_API int sigmoid_attn_select_forward_kernel(int dtype, int64_t head_
                                                         int score_mod, int varlen, int64_t max_q,
                                                         int64_t Tq, int64_t B, int64_t Hq,
                                                         int sm_count, int warp_specialized);
-// Whether CUDA calls take the warp-specialized forward (experimental); set < 0 only reads.
-// Returns the setting before the call.
+// Whether CUDA calls take the warp-specialized forward (default: tiles.json's
+// fwd_ws_dispatch); set < 0 only reads. Returns the setting before the call.
 SIGMOID_ATTN_API int sigmoid_attn_warp_specialized(int set);
 }

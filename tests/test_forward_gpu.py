@@ -191,9 +191,9 @@ def selected_forward(dtype, D, causal, score_mod, varlen, max_q, Tq, B, Hq, ws):
 
 
 def ws_switch(on):
-    """Sets whether the dispatcher takes the warp-specialized forward (tiles.json keeps it off
-    until measured; SIGMOID_ATTN_WARP_SPECIALIZED=1 turns it on for a process); returns the
-    setting before."""
+    """Sets whether the dispatcher takes the warp-specialized forward (default: tiles.json's
+    fwd_ws_dispatch, or SIGMOID_ATTN_WARP_SPECIALIZED for a process); returns the setting
+    before."""
     import ctypes
 
     switch = ctypes.CDLL(sigmoid_attn.library_path()).sigmoid_attn_warp_specialized

@@ -1,6 +1,5 @@
-"""Forward sigmoid attention, warp-specialized (kind fwd_ws: compiled into the library, but
-the dispatcher takes it only when switched on, until measured; benchmarks/NOTES.md, "Warp
-specialization on Hopper").
+"""Forward sigmoid attention, warp-specialized (kind fwd_ws: the hd128 non-causal forward,
+per tiles.json; benchmarks/NOTES.md, "Warp specialization on Hopper" and "... measured").
 
 Triton's Hopper warp-specialization pass (nvgpu-warp-specialization, Triton 3.6 and 3.8) turns a
 `tl.range(..., warp_specialize=True)` loop into a producer warpgroup (TMA loads) and two consumer

@@ -51,8 +51,9 @@ BWD_DKDV_TILES = {int(d): tuple(t) for d, t in _DB["bwd_dkdv"].items()}
 BWD_DQ_TILES = {int(d): tuple(t) for d, t in _DB["bwd_dq"].items()}
 # The warp-specialized forward (sigmoid_attn_fwd_ws.py; fp16/bf16, head dims that are powers of
 # two): [min_T, tiles] buckets per head dim, num_warps 4 (Triton's Hopper pass makes 3
-# warpgroups of it). Compiled into every build; the dispatcher takes it only when tiles.json's
-# fwd_ws_dispatch is true or SIGMOID_ATTN_WARP_SPECIALIZED=1 (until measured: NOTES.md).
+# warpgroups of it). The dispatcher takes it, for the variants compiled, when tiles.json's
+# fwd_ws_dispatch is true (SIGMOID_ATTN_WARP_SPECIALIZED=0/1 overrides it per process; NOTES.md,
+# "Warp specialization measured").
 FWD_WS_TILES = {int(d): [(int(m), tuple(t)) for m, t in b]
                 for d, b in _DB.get("fwd_ws", {}).items()}
 FWD_WS_DISPATCH = bool(_DB.get("fwd_ws_dispatch", False))
