@@ -132,7 +132,11 @@ int select_forward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool c
   if (warp_specialized) {
     const int ws = find_kernel(KernelKind::kForwardWS, dtype, head_dim, causal, score_mod,
                                varlen, max_q);
-    if (ws >= 0) return ws;
+    // Its tiles can be taller (256 rows): only where its own grid still fills the GPU.
+    if (ws >= 0 && uint64_t(forward_grid_x(kKernels[ws], varlen, Tq, B)) * Hq *
+                           (varlen ? 1 : B) >= uint64_t(sm_count)) {
+      return ws;
+    }
   }
   return kernel;
 }

@@ -266,3 +266,13 @@ def test_dispatch_size_rules():
             assert pick(D, 16, 4096, 16, causal, varlen, mod=mod)["kind"] == "fwd"
         assert pick(D, 1, 256, 8, ws=True)["min_t"] == -1  # under one wave: the latency tile
         assert pick(D, 16, 4096, 16, ws=True, dtype=2)["kind"] == "fwd"
+        # its own grid must fill the GPU too: with taller tiles than the other forward's, a
+        # grid that the other fills (>= 132 programs) can be under one wave for it
+        ws_m, fwd_m = buckets[0][1][0], pick(D, 16, 4096, 16)["block_m"]
+        if ws_m > fwd_m:
+            T = 1024
+            programs = lambda bm: -(-T // bm) * 16  # B=1, H=16
+            sms = programs(ws_m) + 1  # the other forward fills it (its tiles are shorter)
+            assert programs(fwd_m) >= sms
+            assert pick(D, 1, T, 16, ws=True, sms=sms)["kind"] == "fwd"
+            assert pick(D, 1, T, 16, ws=True, sms=sms - 1)["kind"] == "fwd_ws"
