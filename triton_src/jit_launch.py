@@ -181,8 +181,8 @@ def backward(grad, q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False
     defaults to tiles); parts: which kernels to run (for timing them apart); causal_lpt: the
     CAUSAL_LPT program order of (dkdv, dq). atomic_dq (the candidate
     sigmoid_attn_bwd_dkdv_dq, one pass): 1 adds each key block's share of dQ with fp32
-    atomics, 2 with TMA tile reductions, into a zeroed fp32 buffer that is then scaled and
-    cast; the dq kernel does not run."""
+    atomics, 2 with TMA tile reductions, into a zeroed fp32 buffer that is then cast; the dq
+    kernel does not run."""
     B, Tq, Tk, Hq, Hkv, D, n, max_q, max_k, varlen = _geometry(
         q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     explicit = tiles is not None
@@ -216,7 +216,7 @@ def backward(grad, q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False
             *_st(q), *_st(k), *_st(v), *_st(grad), *_st(dk), *_st(dv),
             dmb, dmod.stride(1), x["smb"], x["smt"], dq_acc, *_st(dq_acc), *tail,
             ATOMIC_DQ=atomic_dq, **meta(tiles, causal_lpt[0]))
-        dq = (dq_acc * sc).to(q.dtype)
+        dq = dq_acc.to(q.dtype)
         parts = ()
     if "dkdv" in parts:
         sigmoid_attn_bwd_dkdv[grid_kv](

@@ -46,15 +46,15 @@ def _dkdv_block(dk, dv, dmod, k, v, q_base, do_base, dq_target, m_start, offs_n,
     dsT = dpT * pT * (1.0 - pT)
     ds_lo = dsT.to(q.dtype)
     dk += _dot(ds_lo, q)
-    if ATOMIC_DQ == 1:  # this key block's share of dQ (unscaled), added element-wise in fp32
-        dq_part = _dot(tl.trans(ds_lo), k)  # [BLOCK_M, BLOCK_D]
+    if ATOMIC_DQ == 1:  # this key block's share of dQ, added element-wise in fp32
+        dq_part = _dot(tl.trans(ds_lo), k) * scale  # [BLOCK_M, BLOCK_D]
         mask = offs_m[:, None] < Lq
         if BLOCK_D != HEAD_DIM:
             mask = mask & (offs_d[None, :] < HEAD_DIM)
         tl.atomic_add(dq_target + offs_m[:, None] * stride_dqat + offs_d[None, :], dq_part,
                       mask=mask, sem="relaxed")
     if ATOMIC_DQ == 2:  # ... added as one tile by a TMA reduction (rows past Lq dropped)
-        dq_target.atomic_add([m_start, 0], _dot(tl.trans(ds_lo), k))
+        dq_target.atomic_add([m_start, 0], _dot(tl.trans(ds_lo), k) * scale)
     if HAS_SCORE_MOD:
         dmod += tl.sum(dsT, 1)
     return dk, dv, dmod
@@ -78,8 +78,8 @@ def _dkdv_program(
     VARLEN: tl.constexpr, CAUSAL_LPT: tl.constexpr, ATOMIC_DQ: tl.constexpr,
 ):
     """One key block's dK, dV (and d score_mod) over the q heads of its GQA group; with
-    ATOMIC_DQ (1: element-wise fp32 atomics, 2: TMA tile reductions) also its share of dQ,
-    unscaled, added into DQ_ACC (fp32, zeroed by the caller, same layout as Q)."""
+    ATOMIC_DQ (1: element-wise fp32 atomics, 2: TMA tile reductions) also its share of dQ
+    (scaled), added into DQ_ACC (fp32, zeroed by the caller, same layout as Q)."""
     pid_n = tl.program_id(0)
     hk = tl.program_id(1)
     b_dense = tl.program_id(2)
@@ -206,7 +206,8 @@ def sigmoid_attn_bwd_dkdv_dq(
     """The atomic-dQ candidate (JIT only, benchmarks/NOTES.md): dK, dV and dQ in one pass, 5
     matmuls per score element instead of the two kernels' 7. dQ's shares from every key block
     are summed in fp32 in DQ_ACC by atomics, in no fixed order: not bitwise deterministic. The
-    caller scales and casts DQ_ACC. ATOMIC_DQ == 2 needs HEAD_DIM == BLOCK_D (a power of two)."""
+    caller casts DQ_ACC to dQ's dtype. ATOMIC_DQ == 2 needs HEAD_DIM == BLOCK_D (a power of
+    two)."""
     tl.static_assert(ATOMIC_DQ == 1 or HEAD_DIM == BLOCK_D)
     _dkdv_program(
         Q, K, V, DO, DK, DV, DMOD, SEQ_LENS_Q, SEQ_LENS_K, BIAS, SCORE_MOD,
