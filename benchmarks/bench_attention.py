@@ -66,6 +66,7 @@ BWD_CONFIGS = [
 
 
 HAS_WS = any(k["kind"] == "fwd_ws" for k in sigmoid_attn.info()["variants"])
+HAS_ONE_PASS = any(k["kind"] == "bwd_dkdv_dq" for k in sigmoid_attn.info()["variants"])
 
 
 class warp_specialized:
@@ -77,6 +78,25 @@ class warp_specialized:
         import ctypes
 
         self.switch = ctypes.CDLL(sigmoid_attn.library_path()).sigmoid_attn_warp_specialized
+        self.switch.restype, self.switch.argtypes = ctypes.c_int, [ctypes.c_int]
+        self.on = on
+
+    def __enter__(self):
+        self.before = self.switch(-1 if self.on is None else self.on)
+
+    def __exit__(self, *exc):
+        self.switch(self.before)
+
+
+class one_pass_backward:
+    """Within the block, CUDA backward calls take (on=1) or avoid (0) the one-pass kernel where
+    one is compiled (the sigmoid_attn_atomic_dq column; the library's default is tiles.json's
+    bwd_atomic_dq_dispatch)."""
+
+    def __init__(self, on):
+        import ctypes
+
+        self.switch = ctypes.CDLL(sigmoid_attn.library_path()).sigmoid_attn_atomic_dq
         self.switch.restype, self.switch.argtypes = ctypes.c_int, [ctypes.c_int]
         self.on = on
 
@@ -222,6 +242,8 @@ def run_backward(label, D, T, causal, dtype=torch.bfloat16):
         return lambda: torch.autograd.grad(out, ins, grad, retain_graph=True)
 
     providers = {"sigmoid_attn": lambda: make(lambda a, b, c: sigmoid_attention(a, b, c, is_causal=causal))}
+    if HAS_ONE_PASS:  # the same call with the one-pass backward (the loop below switches it on)
+        providers["sigmoid_attn_atomic_dq"] = providers["sigmoid_attn"]
     for name, backend in (("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION),
                           ("sdpa_flash", SDPBackend.FLASH_ATTENTION)):
         def sdpa_make(backend=backend):
@@ -239,7 +261,8 @@ def run_backward(label, D, T, causal, dtype=torch.bfloat16):
             lambda a, b, c: triton_sigmoid.sigmoid_attention(a, b, c, is_causal=causal))
     for name, maker in providers.items():
         try:
-            ms = bench(maker())
+            with one_pass_backward(1 if name == "sigmoid_attn_atomic_dq" else None):
+                ms = bench(maker())
         except Exception as e:  # noqa: BLE001
             row["ms"][name] = None
             row.setdefault("errors", {})[name] = f"{type(e).__name__}: {e}"[:300]
@@ -329,6 +352,7 @@ def main():
     save()
     names = ["sigmoid_attn", "sdpa_cudnn", "sdpa_flash", "triton_sigmoid", "sigmoid_attn_padded"]
     names += ["sigmoid_attn_no_ws"] if HAS_WS else []
+    names += ["sigmoid_attn_atomic_dq"] if HAS_ONE_PASS else []
     print(f"\n{device}  (TFLOPS; ratio = sigmoid_attn / peer)")
     print(f"{'config':30s}" + "".join(f"{n[:19]:>20s}" for n in names) + "   vs cuDNN  vs t-sigmoid")
     for r in rows:

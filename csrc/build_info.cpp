@@ -85,4 +85,9 @@ int sigmoid_attn_warp_specialized(int set) {
   return sigmoid_attn::set_warp_specialized_dispatch(set != 0);
 }
 
+int sigmoid_attn_atomic_dq(int set) {
+  if (set < 0) return sigmoid_attn::atomic_dq_dispatch();
+  return sigmoid_attn::set_atomic_dq_dispatch(set != 0);
+}
+
 }  // extern "C"

@@ -25,4 +25,8 @@ SIGMOID_ATTN_API int sigmoid_attn_select_forward_kernel(int dtype, int64_t head_
 // Whether CUDA calls take the warp-specialized forward (default: tiles.json's
 // fwd_ws_dispatch); set < 0 only reads. Returns the setting before the call.
 SIGMOID_ATTN_API int sigmoid_attn_warp_specialized(int set);
+// Whether CUDA backward calls take the one-pass kernel (dQ summed by fp32 atomics: not bitwise
+// deterministic) where one is compiled (default: tiles.json's bwd_atomic_dq_dispatch); set < 0
+// only reads. Returns the setting before the call.
+SIGMOID_ATTN_API int sigmoid_attn_atomic_dq(int set);
 }

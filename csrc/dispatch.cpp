@@ -14,7 +14,7 @@ namespace sigmoid_attn {
 namespace {
 
 constexpr int kMaxHeadDim = 512;
-constexpr int kKinds = 4;
+constexpr int kKinds = 5;
 constexpr int kDTypes = 3;
 constexpr int kMaxHeadDims = 16;  // distinct compiled head dims
 constexpr int kMaxBuckets = 4;
@@ -153,6 +153,25 @@ std::atomic<int>& ws_dispatch_state() {
 }
 
 }  // namespace
+
+namespace {
+
+std::atomic<int>& atomic_dq_state() {
+  static std::atomic<int> state = [] {
+    const char* env = std::getenv("SIGMOID_ATTN_ATOMIC_DQ");
+    if (env != nullptr && env[0] != '\0') return env[0] != '0' ? 1 : 0;
+    return kAtomicDqDispatch ? 1 : 0;
+  }();
+  return state;
+}
+
+}  // namespace
+
+bool atomic_dq_dispatch() { return atomic_dq_state().load(std::memory_order_relaxed) != 0; }
+
+bool set_atomic_dq_dispatch(bool on) {
+  return atomic_dq_state().exchange(on ? 1 : 0, std::memory_order_relaxed) != 0;
+}
 
 bool warp_specialized_dispatch() {
   return ws_dispatch_state().load(std::memory_order_relaxed) != 0;

@@ -41,4 +41,11 @@ bool warp_specialized_dispatch();
 // Returns the previous setting.
 bool set_warp_specialized_dispatch(bool on);
 
+// Whether the backward may take the one-pass kernel (KernelKind::kBackwardDkDvDq: dQ summed by
+// atomics in fp32, not bitwise deterministic) where one is compiled: tiles.json's default, or
+// SIGMOID_ATTN_ATOMIC_DQ=0/1 (read once), or the last set_atomic_dq_dispatch().
+bool atomic_dq_dispatch();
+// Returns the previous setting.
+bool set_atomic_dq_dispatch(bool on);
+
 }  // namespace sigmoid_attn

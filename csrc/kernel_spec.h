@@ -8,7 +8,15 @@ namespace sigmoid_attn {
 
 enum class DType : int { kFloat16 = 0, kBFloat16 = 1, kFloat32 = 2 };
 // kForwardWS: the warp-specialized forward (triton_src/sigmoid_attn_fwd_ws.py), its own ABI.
-enum class KernelKind : int { kForward = 0, kBackwardDkDv = 1, kBackwardDq = 2, kForwardWS = 3 };
+// kBackwardDkDvDq: the one-pass backward (dkdv plus dQ by fp32 TMA reductions), dkdv's ABI with
+// the fp32 dQ buffer and its strides after stride_smt.
+enum class KernelKind : int {
+  kForward = 0,
+  kBackwardDkDv = 1,
+  kBackwardDq = 2,
+  kForwardWS = 3,
+  kBackwardDkDvDq = 4,
+};
 
 // BIAS_MODE values of the kernel (triton_src/sigmoid_attn_fwd.py).
 enum BiasMode : int { kBiasDefault = 0, kBiasScalar = 1, kBiasTensor = 2 };
@@ -49,5 +57,8 @@ extern const int kCompiledArch;
 // tiles.json's fwd_ws_dispatch: whether the dispatcher takes the warp-specialized forward by
 // default (SIGMOID_ATTN_WARP_SPECIALIZED=0/1 overrides it, read once).
 extern const bool kWarpSpecializedDispatch;
+// tiles.json's bwd_atomic_dq_dispatch: whether the backward takes the one-pass kernel
+// (kBackwardDkDvDq) by default (SIGMOID_ATTN_ATOMIC_DQ=0/1 overrides it, read once).
+extern const bool kAtomicDqDispatch;
 
 }  // namespace sigmoid_attn

@@ -1,6 +1,8 @@
 // CUDA backward: two kernels on the current stream, each output element with one writer
 // (bitwise deterministic, no atomics). dkdv: grid (key blocks, Hkv, B); dq: (query blocks, Hq, B).
 // Packed (varlen) batches: grids over tiles of real tokens, (total // BLOCK + B + 1, H, 1).
+// Where switched on (atomic_dq_dispatch) and compiled, one kernel instead: dkdv's grid, adding
+// each key block's share of dQ into a zeroed fp32 buffer by TMA reductions, then a cast.
 #include <torch/csrc/stable/ops.h>
 
 #include "check.h"
@@ -26,8 +28,13 @@ void launch_backward(const ForwardProblem& p, const Tensor& grad_out, const Tens
                      bool is_causal) {
   const bool has_mod = score_mod.has_value();
   const auto dt = q.scalar_type();
-  const int k_dkdv = select_kernel(KernelKind::kBackwardDkDv, dt, p.D, is_causal, has_mod,
-                                   p.varlen, p.max_k);
+  const int k_one = atomic_dq_dispatch()
+                        ? find_kernel(KernelKind::kBackwardDkDvDq, dt, p.D, is_causal, has_mod,
+                                      p.varlen, p.max_k)
+                        : -1;
+  const int k_dkdv = k_one >= 0 ? k_one
+                                : select_kernel(KernelKind::kBackwardDkDv, dt, p.D, is_causal,
+                                                has_mod, p.varlen, p.max_k);
   const int k_dq = select_kernel(KernelKind::kBackwardDq, dt, p.D, is_causal, has_mod, p.varlen,
                                  p.max_q);
   const Operand oq = operand(q, p.max_q), ok = operand(k, p.max_k), ov = operand(v, p.max_k),
@@ -57,6 +64,33 @@ void launch_backward(const ForwardProblem& p, const Tensor& grad_out, const Tens
   const CUstream stream = current_stream(device);
   const unsigned grid_z = p.varlen ? 1u : static_cast<unsigned>(p.B);
 
+  const KernelSpec& spec_kv = kKernels[k_dkdv];
+  const unsigned grid_kv = p.varlen ? static_cast<unsigned>(p.Tk / spec_kv.block_n + p.B + 1)
+                                    : cdiv(p.Tk, spec_kv.block_n);
+  if (k_one >= 0) {  // variants.PARAMS["bwd_dkdv_dq"] order: dkdv's, the fp32 dQ after stride_smt
+    Tensor dq_acc = p.varlen ? empty_cuda(q, {p.Tq, p.Hq, p.D}, ScalarType::Float)
+                             : empty_cuda(q, {p.B, p.Tq, p.Hq, p.D}, ScalarType::Float);
+    torch::stable::zero_(dq_acc);
+    const Operand oacc = operand(dq_acc, p.max_q);
+    CUdeviceptr a_acc = oacc.ptr;
+    int64_t ab = oacc.sb, ah = oacc.sh;
+    int32_t at = oacc.st;
+    void* args[] = {&a_q,  &a_k,       &a_v,        &a_do,     &a_dk,  &a_dv, &a_dmod,
+                    &e.p_lens_q, &e.p_lens_k, &e.p_bias, &e.p_mod,
+                    &qb,   &qt,        &qh,         &kb,       &kt,    &kh,   &vb,
+                    &vt,   &vh,        &dob,        &dot,      &doh,   &dkb,  &dkt,
+                    &dkh,  &dvb,       &dvt,        &dvh,      &dmb,   &dmh,  &e.mod_sb,
+                    &e.mod_st, &a_acc, &ab,         &at,       &ah,    &t_q,  &t_k,
+                    &kv_group, &a_scale, &a_bias_value, &has_lq, &has_lk, &bias_mode,
+                    &num_seqs, &max_q, &max_k};
+    constexpr int kNumArgs = sizeof(args) / sizeof(args[0]);
+    SA_CHECK(spec_kv.num_params == kNumArgs, "sigmoid_attn: kernel ", spec_kv.name, " has ",
+             spec_kv.num_params, " parameters, the launcher packs ", kNumArgs);
+    launch_kernel(k_dkdv, device, stream, grid_kv, static_cast<unsigned>(p.Hkv), grid_z, args);
+    Tensor dq_out = dq;  // (a handle to the same storage)
+    torch::stable::copy_(dq_out, dq_acc);  // fp32 -> dQ's dtype, on the current stream
+    return;
+  }
   {  // variants.PARAMS["bwd_dkdv"] order
     void* args[] = {&a_q,  &a_k,       &a_v,        &a_do,     &a_dk,  &a_dv, &a_dmod,
                     &e.p_lens_q, &e.p_lens_k, &e.p_bias, &e.p_mod,
@@ -66,12 +100,9 @@ void launch_backward(const ForwardProblem& p, const Tensor& grad_out, const Tens
                     &e.mod_st, &t_q,   &t_k,        &kv_group, &a_scale, &a_bias_value,
                     &has_lq, &has_lk,  &bias_mode,  &num_seqs, &max_q, &max_k};
     constexpr int kNumArgs = sizeof(args) / sizeof(args[0]);
-    const KernelSpec& spec = kKernels[k_dkdv];
-    SA_CHECK(spec.num_params == kNumArgs, "sigmoid_attn: kernel ", spec.name, " has ",
-             spec.num_params, " parameters, the launcher packs ", kNumArgs);
-    const unsigned grid_x = p.varlen ? static_cast<unsigned>(p.Tk / spec.block_n + p.B + 1)
-                                     : cdiv(p.Tk, spec.block_n);
-    launch_kernel(k_dkdv, device, stream, grid_x, static_cast<unsigned>(p.Hkv), grid_z, args);
+    SA_CHECK(spec_kv.num_params == kNumArgs, "sigmoid_attn: kernel ", spec_kv.name, " has ",
+             spec_kv.num_params, " parameters, the launcher packs ", kNumArgs);
+    launch_kernel(k_dkdv, device, stream, grid_kv, static_cast<unsigned>(p.Hkv), grid_z, args);
   }
   {  // variants.PARAMS["bwd_dq"] order
     void* args[] = {&a_q,  &a_k,  &a_v,  &a_do, &a_dq, &e.p_lens_q, &e.p_lens_k, &e.p_bias,

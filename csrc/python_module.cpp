@@ -72,7 +72,7 @@ PYBIND11_MODULE(_C, m) {
     static const char* const ints[] = {"head_dim", "block_m", "block_n", "num_warps",
                                        "num_stages", "min_t", "shared_bytes",
                                        "num_hidden_params", "cubin_bytes"};
-    static const char* const kinds[] = {"fwd", "bwd_dkdv", "bwd_dq", "fwd_ws"};
+    static const char* const kinds[] = {"fwd", "bwd_dkdv", "bwd_dq", "fwd_ws", "bwd_dkdv_dq"};
     py::list out;
     for (int i = 0; i < a.num_kernels(); ++i) {
       py::dict k;

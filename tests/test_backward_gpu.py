@@ -126,3 +126,81 @@ def test_cuda_graph_forward_backward_replay_with_new_lengths():
                                           is_causal=True)
         for name, e in zip("dq dk dv".split(), errs):
             assert e < REL_TOL[torch.bfloat16] * 1.5, f"{name}: rel err {e:.3e} ({new})"
+
+
+if torch.cuda.is_available():
+    ONE_PASS = [v for v in sigmoid_attn.info()["variants"] if v["kind"] == "bwd_dkdv_dq"]
+else:
+    ONE_PASS = []
+
+
+def atomic_dq_switch(on):
+    """Sets whether the backward takes the one-pass kernel (tiles.json's bwd_atomic_dq_dispatch
+    or SIGMOID_ATTN_ATOMIC_DQ by default); returns the setting before."""
+    import ctypes
+
+    switch = ctypes.CDLL(sigmoid_attn.library_path()).sigmoid_attn_atomic_dq
+    switch.restype, switch.argtypes = ctypes.c_int, [ctypes.c_int]
+    return switch(on)
+
+
+@pytest.mark.parametrize("var", ONE_PASS, ids=[v["name"] for v in ONE_PASS])
+def test_one_pass_backward_matches_reference(var):
+    """The one-pass backward (dK, dV and dQ from one kernel, dQ summed by fp32 TMA reductions)
+    with the switch on: odd and zero lengths, GQA, causal, score_mod, packed batches with tail
+    rows; poisoned allocator. Its dK and dV come from other tiles than the two-kernel path's
+    and its dQ in another order: both paths within the tolerance of the float64 reference, and
+    close to each other."""
+    from sigmoid_attn import sigmoid_attention_varlen, sigmoid_attention_varlen_reference
+
+    g = torch.Generator().manual_seed(var["head_dim"] + 3 * var["causal"] + var["score_mod"])
+    dtype, D = DT[var["dtype"]], var["head_dim"]
+    mk = lambda *s: torch.randn(*s, generator=g).to("cuda", dtype)
+    before = atomic_dq_switch(1)
+    try:
+        if not var["varlen"]:
+            B, Tq, Tk, Hq, Hkv = 4, 200, 233, 4, 2
+            q, k, v, grad = mk(B, Tq, Hq, D), mk(B, Tk, Hkv, D), mk(B, Tk, Hkv, D), mk(B, Tq, Hq, D)
+            lq = torch.tensor([Tq, 0, 17, 129], dtype=torch.int32, device="cuda")
+            lk = torch.tensor([Tk, 5, 1, 200], dtype=torch.int32, device="cuda")
+            mod = torch.randn(B, Tk, generator=g).cuda() if var["score_mod"] else None
+            kw = dict(seq_lens_q=lq, seq_lens_k=lk, is_causal=var["causal"])
+            ins, got, errs = grads_vs_reference(q, k, v, grad, mod, **kw)
+            for name, e in zip("dq dk dv dmod".split(), errs):
+                assert e < REL_TOL[dtype] * 1.5, f"{name}: rel err {e:.3e}"
+            for b in range(B):  # padded positions get exactly zero gradient
+                assert (got[0][b, int(lq[b]):] == 0).all()
+                assert (got[1][b, int(lk[b]):] == 0).all()
+            atomic_dq_switch(0)
+            _, other, _ = grads_vs_reference(q, k, v, grad, mod, **kw)
+        else:
+            lens_q, lens_k = [200, 0, 17, 129, 1], [233, 5, 1, 200, 1]
+            cu = lambda L: torch.tensor([0] + torch.tensor(L).cumsum(0).tolist(),
+                                        dtype=torch.int32, device="cuda")
+            cq, ck = cu(lens_q), cu(lens_k)
+            Hq, Hkv = 4, 2
+            q0, grad = mk(sum(lens_q) + 5, Hq, D), mk(sum(lens_q) + 5, Hq, D)
+            k0, v0 = mk(sum(lens_k) + 3, Hkv, D), mk(sum(lens_k) + 3, Hkv, D)
+
+            def run():
+                ins = [t.clone().requires_grad_() for t in (q0, k0, v0)]
+                torch.empty_like(q0).fill_(float("nan"))
+                out = sigmoid_attention_varlen(*ins, cq, ck, max(lens_q), max(lens_k),
+                                               is_causal=var["causal"])
+                out.backward(grad)
+                return [t.grad for t in ins]
+
+            got = run()
+            ref_ins = [t.double().requires_grad_() for t in (q0, k0, v0)]
+            ref = sigmoid_attention_varlen_reference(*ref_ins, cq, ck, max(lens_q), max(lens_k),
+                                                     is_causal=var["causal"])
+            ref.backward(grad.double())
+            for name, a, b in zip("dq dk dv".split(), got, [t.grad for t in ref_ins]):
+                assert rel_err(a, b) < REL_TOL[dtype] * 1.5, f"{name}: rel err {rel_err(a, b)}"
+            assert (got[0][int(cq[-1]):] == 0).all()
+            atomic_dq_switch(0)
+            other = run()
+    finally:
+        atomic_dq_switch(before)
+    for a, b in zip(got, other):
+        assert rel_err(a, b.double()) < REL_TOL[dtype]

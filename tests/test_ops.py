@@ -101,10 +101,10 @@ def test_info_lists_compiled_variants():
         assert k["name"].startswith(f"{k['kind']}_{dt}_d{k['head_dim']}")
         assert ("_varlen" in k["name"]) == k["varlen"]
     kinds = {k["kind"] for k in info["variants"]}
-    assert kinds - {"fwd_ws"} == {"fwd", "bwd_dkdv", "bwd_dq"}
+    assert kinds - {"fwd_ws", "bwd_dkdv_dq"} == {"fwd", "bwd_dkdv", "bwd_dq"}
     # Every (kind, dtype, head dim) is compiled dense and packed, causal or not, with/without mod.
     combos = {(k["kind"], k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
-              for k in info["variants"] if k["kind"] != "fwd_ws"}
+              for k in info["variants"] if k["kind"] not in ("fwd_ws", "bwd_dkdv_dq")}
     assert len(combos) == 3 * 3 * len(dims) * 8
     ws = {(k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
           for k in info["variants"] if k["kind"] == "fwd_ws"}
@@ -114,6 +114,13 @@ def test_info_lists_compiled_variants():
     per_dim = 6 if _tiles_db().get("fwd_ws_causal", True) else 3
     assert len(ws) == 2 * len(ws_dims) * per_dim and all(dt != "float32" for dt, *_ in ws)
     assert not any(varlen and mod for _, _, varlen, _, mod in ws)
+    # The one-pass backward (tiles.json bwd_dkdv_dq): fp16/bf16, every flag combination, the
+    # head dims it has tiles for (powers of two: TMA reductions of whole rows)
+    one = {(k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
+           for k in info["variants"] if k["kind"] == "bwd_dkdv_dq"}
+    one_dims = {int(d) for d in _tiles_db().get("bwd_dkdv_dq", {})}
+    assert {d for _, d, *_ in one} == one_dims and all(d & (d - 1) == 0 for d in one_dims)
+    assert len(one) == 2 * len(one_dims) * 8 and all(dt != "float32" for dt, *_ in one)
 
 
 def test_tuning_database_is_what_the_build_compiled(tmp_path):
@@ -153,6 +160,9 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
             assert tiles[3] == 2, tiles
     assert isinstance(db.get("fwd_ws_dispatch", False), bool)
     assert isinstance(db.get("fwd_ws_causal", True), bool)
+    assert isinstance(db.get("bwd_atomic_dq_dispatch", False), bool)
+    for d, tiles in db.get("bwd_dkdv_dq", {}).items():
+        assert pow2(int(d)) and len(tiles) == 4 and tiles[2] in (4, 8), (d, tiles)
     # Program order: fwd_causal_lpt holds [min_T, programs per group of heads] buckets per head
     # dim (0: launch order), fwd_length_lpt a batch-size cutoff (tl.arange: a power of two) or 0.
     for d, buckets in db.get("fwd_causal_lpt", {}).items():
@@ -169,8 +179,9 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
             if var.kind == "fwd":
                 buckets = db.get("fwd_causal_lpt", {}).get(str(var.head_dim), [])
                 want = max(((m, n) for m, n in buckets if m <= var.min_t), default=(0, 0))[1]
-            else:
-                want = db.get(f"{var.kind}_causal_lpt", {}).get(str(var.head_dim), 0)
+            else:  # (the one-pass backward runs dkdv's programs: dkdv's order)
+                kind = "bwd_dkdv" if var.kind == "bwd_dkdv_dq" else var.kind
+                want = db.get(f"{kind}_causal_lpt", {}).get(str(var.head_dim), 0)
             dense_causal = var.causal and not var.varlen and var.dtype != "fp32"
             assert var.causal_lpt == (want if dense_causal else 0), var.name
     path = tmp_path / "tiles.json"
@@ -183,7 +194,8 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
                  k["num_warps"] // (3 if k["kind"] == "fwd_ws" else 1), k["num_stages"])
                  + (("tma",) if "tma" in k["name"] else ()))
                 for k in sigmoid_attn.info()["variants"] if k["dtype"] != "float32"}
-    want = {(kind, int(d), m, tuple(t)) for kind in ("fwd", "fwd_ws", "bwd_dkdv", "bwd_dq")
+    want = {(kind, int(d), m, tuple(t))
+            for kind in ("fwd", "fwd_ws", "bwd_dkdv", "bwd_dq", "bwd_dkdv_dq")
             for d, entry in db.get(kind, {}).items()
             for m, t in (entry if kind in ("fwd", "fwd_ws") else [[0, entry]])}
     assert compiled == want
@@ -276,3 +288,20 @@ def test_dispatch_size_rules():
             assert programs(fwd_m) >= sms
             assert pick(D, 1, T, 16, ws=True, sms=sms)["kind"] == "fwd"
             assert pick(D, 1, T, 16, ws=True, sms=sms - 1)["kind"] == "fwd_ws"
+
+
+def test_dispatch_switches_round_trip():
+    """The C API switches of the experimental kernels (warp-specialized forward, one-pass
+    backward): set returns the previous setting, a negative value only reads."""
+    import ctypes
+
+    lib = ctypes.CDLL(sigmoid_attn.library_path())
+    for name in ("sigmoid_attn_warp_specialized", "sigmoid_attn_atomic_dq"):
+        f = getattr(lib, name)
+        f.restype, f.argtypes = ctypes.c_int, [ctypes.c_int]
+        start = f(-1)
+        assert start in (0, 1)
+        assert f(1) == start and f(-1) == 1
+        assert f(0) == 1 and f(-1) == 0
+        f(start)
+        assert f(-1) == start

@@ -66,6 +66,11 @@ def compile_variant(var: V.Variant, arch: int):
         constexprs["LENGTH_LPT"] = var.length_lpt
     else:
         constexprs["CAUSAL_LPT"] = var.causal_lpt
+        if var.kind == "bwd_dkdv_dq":  # dQ by TMA tile reductions: a power-of-two head dim
+            if var.block_d != var.head_dim:
+                raise RuntimeError(f"{var.name}: the one-pass backward needs a power-of-two "
+                                   f"head dim")
+            constexprs["ATOMIC_DQ"] = 2
     params = V.PARAMS[var.kind]
     divisible = V.divisible_16(var.kind)
     own = dict(params)
@@ -135,7 +140,8 @@ def write_cpp(out_dir: Path, results, triton_version: str, arch: int):
     lines.append("\nnamespace sigmoid_attn {\n\nconst KernelSpec kKernels[] = {\n")
     dt = {"fp16": "DType::kFloat16", "bf16": "DType::kBFloat16", "fp32": "DType::kFloat32"}
     kinds = {"fwd": "KernelKind::kForward", "bwd_dkdv": "KernelKind::kBackwardDkDv",
-             "bwd_dq": "KernelKind::kBackwardDq", "fwd_ws": "KernelKind::kForwardWS"}
+             "bwd_dq": "KernelKind::kBackwardDq", "fwd_ws": "KernelKind::kForwardWS",
+             "bwd_dkdv_dq": "KernelKind::kBackwardDkDvDq"}
     for i, r in enumerate(results):
         lines.append(
             f"    {{\"{r['name']}\", \"{r['entry']}\", sigmoid_attn_cubin_{i}, "
@@ -150,7 +156,8 @@ def write_cpp(out_dir: Path, results, triton_version: str, arch: int):
     lines.append(f"const int kNumKernels = {len(results)};\n")
     lines.append(f"const char* const kTritonVersion = \"{triton_version}\";\n")
     lines.append(f"const int kCompiledArch = {arch};\n")
-    lines.append(f"const bool kWarpSpecializedDispatch = {str(V.FWD_WS_DISPATCH).lower()};\n\n"
+    lines.append(f"const bool kWarpSpecializedDispatch = {str(V.FWD_WS_DISPATCH).lower()};\n")
+    lines.append(f"const bool kAtomicDqDispatch = {str(V.BWD_ATOMIC_DQ_DISPATCH).lower()};\n\n"
                  "}  // namespace sigmoid_attn\n")
     text = "".join(lines)
     target = out_dir / "kernels_generated.cpp"

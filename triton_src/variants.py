@@ -57,6 +57,13 @@ BWD_DQ_TILES = {int(d): tuple(t) for d, t in _DB["bwd_dq"].items()}
 FWD_WS_TILES = {int(d): [(int(m), tuple(t)) for m, t in b]
                 for d, b in _DB.get("fwd_ws", {}).items()}
 FWD_WS_DISPATCH = bool(_DB.get("fwd_ws_dispatch", False))
+# The one-pass backward (sigmoid_attn_bwd.sigmoid_attn_bwd_dkdv_dq: dK, dV and dQ, dQ summed by
+# TMA tile reductions in fp32, not bitwise deterministic): tiles per head dim (powers of two),
+# fp16/bf16. The dispatcher takes it instead of the dkdv + dq pair only when tiles.json's
+# bwd_atomic_dq_dispatch is true or SIGMOID_ATTN_ATOMIC_DQ=1 (until measured: NOTES.md,
+# "Atomic dQ").
+BWD_ATOMIC_TILES = {int(d): tuple(t) for d, t in _DB.get("bwd_dkdv_dq", {}).items()}
+BWD_ATOMIC_DQ_DISPATCH = bool(_DB.get("bwd_atomic_dq_dispatch", False))
 # Whether causal variants of it are compiled (false: causal calls take sigmoid_attn_fwd, whose
 # longest-first order and skipped masked blocks win; tune_fwd_ws.json).
 FWD_WS_CAUSAL = bool(_DB.get("fwd_ws_causal", True))
@@ -95,7 +102,8 @@ def tile_table(kind: str, dtype: str):
     return {"fwd": FWD_TILES_FP32 if fp32 else FWD_TILES,
             "fwd_ws": {} if fp32 else FWD_WS_TILES,
             "bwd_dkdv": BWD_DKDV_TILES_FP32 if fp32 else BWD_DKDV_TILES,
-            "bwd_dq": BWD_DQ_TILES_FP32 if fp32 else BWD_DQ_TILES}[kind]
+            "bwd_dq": BWD_DQ_TILES_FP32 if fp32 else BWD_DQ_TILES,
+            "bwd_dkdv_dq": {} if fp32 else BWD_ATOMIC_TILES}[kind]
 
 
 def _strides(prefix, dims="bth"):
@@ -125,6 +133,11 @@ PARAMS = {
     + _strides("q") + _strides("k") + _strides("v") + _strides("do") + _strides("dk")
     + _strides("dv") + (("stride_dmb", "i64"), ("stride_dmh", "i64"), ("stride_smb", "i64"),
                         ("stride_smt", "i32")) + _TAIL,
+    "bwd_dkdv_dq": (("Q", "*dt"), ("K", "*dt"), ("V", "*dt"), ("DO", "*dt"), ("DK", "*dt"),
+                    ("DV", "*dt"), ("DMOD", "*fp32")) + _LENS_BIAS_MOD
+    + _strides("q") + _strides("k") + _strides("v") + _strides("do") + _strides("dk")
+    + _strides("dv") + (("stride_dmb", "i64"), ("stride_dmh", "i64"), ("stride_smb", "i64"),
+                        ("stride_smt", "i32"), ("DQ_ACC", "*fp32")) + _strides("dqa") + _TAIL,
     "bwd_dq": (("Q", "*dt"), ("K", "*dt"), ("V", "*dt"), ("DO", "*dt"), ("DQ", "*dt"))
     + _LENS_BIAS_MOD + _strides("q") + _strides("k") + _strides("v") + _strides("do")
     + _strides("dq") + (("stride_smb", "i64"), ("stride_smt", "i32")) + _TAIL,
@@ -136,6 +149,7 @@ SOURCES = {
     "fwd_ws": ("sigmoid_attn_fwd_ws", "sigmoid_attn_fwd_ws"),
     "bwd_dkdv": ("sigmoid_attn_bwd", "sigmoid_attn_bwd_dkdv"),
     "bwd_dq": ("sigmoid_attn_bwd", "sigmoid_attn_bwd_dq"),
+    "bwd_dkdv_dq": ("sigmoid_attn_bwd", "sigmoid_attn_bwd_dkdv_dq"),
 }
 
 
@@ -150,7 +164,7 @@ def divisible_16(kind):
 
 @dataclass(frozen=True)
 class Variant:
-    kind: str  # "fwd" | "fwd_ws" | "bwd_dkdv" | "bwd_dq"
+    kind: str  # "fwd" | "fwd_ws" | "bwd_dkdv" | "bwd_dq" | "bwd_dkdv_dq"
     dtype: str  # "fp16" | "bf16" | "fp32"
     head_dim: int
     causal: bool
@@ -177,7 +191,9 @@ class Variant:
         if _CAUSAL_LPT_ENV is not None:
             return int(_CAUSAL_LPT_ENV)
         if self.kind != "fwd":
-            return BWD_CAUSAL_LPT[self.kind].get(self.head_dim, 0)
+            # (the one-pass backward has dkdv's programs: its order)
+            kind = "bwd_dkdv" if self.kind == "bwd_dkdv_dq" else self.kind
+            return BWD_CAUSAL_LPT[kind].get(self.head_dim, 0)
         return next((n for m, n in reversed(CAUSAL_LPT.get(self.head_dim, []))
                      if m <= self.min_t), 0)
 
@@ -202,7 +218,7 @@ class Variant:
 
 def variants():
     out = []
-    for kind in ("fwd", "fwd_ws", "bwd_dkdv", "bwd_dq"):
+    for kind in ("fwd", "fwd_ws", "bwd_dkdv", "bwd_dq", "bwd_dkdv_dq"):
         for dtype in DTYPES:
             for head_dim, entry in tile_table(kind, dtype).items():
                 buckets = entry if isinstance(entry, list) else [(0, entry)]
