@@ -69,15 +69,18 @@ HAS_WS = any(k["kind"] == "fwd_ws" for k in sigmoid_attn.info()["variants"])
 HAS_ONE_PASS = any(k["kind"] == "bwd_dkdv_dq" for k in sigmoid_attn.info()["variants"])
 
 
-class warp_specialized:
-    """Within the block, CUDA forward calls take (on=1) or avoid (on=0) the warp-specialized
-    kernel where one is compiled; on=None leaves the library's default (tiles.json's
-    fwd_ws_dispatch). The sigmoid_attn_no_ws column is the library with it off."""
+class library_switch:
+    """Within the block, sets one of the library's dispatch switches (a C API function that
+    takes 1/0 and returns the setting before; -1 only reads): on=1 takes the experimental
+    kernel where one is compiled, 0 avoids it, None leaves the library's default (tiles.json).
+    sigmoid_attn_warp_specialized: the warp-specialized forward (the sigmoid_attn_no_ws
+    column is the library with it off); sigmoid_attn_atomic_dq: the one-pass backward (the
+    sigmoid_attn_atomic_dq column is the library with it on)."""
 
-    def __init__(self, on):
+    def __init__(self, symbol, on):
         import ctypes
 
-        self.switch = ctypes.CDLL(sigmoid_attn.library_path()).sigmoid_attn_warp_specialized
+        self.switch = getattr(ctypes.CDLL(sigmoid_attn.library_path()), symbol)
         self.switch.restype, self.switch.argtypes = ctypes.c_int, [ctypes.c_int]
         self.on = on
 
@@ -88,23 +91,12 @@ class warp_specialized:
         self.switch(self.before)
 
 
-class one_pass_backward:
-    """Within the block, CUDA backward calls take (on=1) or avoid (0) the one-pass kernel where
-    one is compiled (the sigmoid_attn_atomic_dq column; the library's default is tiles.json's
-    bwd_atomic_dq_dispatch)."""
+def warp_specialized(on):
+    return library_switch("sigmoid_attn_warp_specialized", on)
 
-    def __init__(self, on):
-        import ctypes
 
-        self.switch = ctypes.CDLL(sigmoid_attn.library_path()).sigmoid_attn_atomic_dq
-        self.switch.restype, self.switch.argtypes = ctypes.c_int, [ctypes.c_int]
-        self.on = on
-
-    def __enter__(self):
-        self.before = self.switch(-1 if self.on is None else self.on)
-
-    def __exit__(self, *exc):
-        self.switch(self.before)
+def one_pass_backward(on):
+    return library_switch("sigmoid_attn_atomic_dq", on)
 
 
 def bench(fn):

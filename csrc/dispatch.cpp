@@ -143,25 +143,22 @@ int select_forward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool c
 
 namespace {
 
+// A dispatch switch's first value: its environment variable (0/1) if set, else the default
+// that tiles.json compiled in.
+int initial_switch(const char* env_name, bool compiled_default) {
+  const char* env = std::getenv(env_name);
+  if (env != nullptr && env[0] != '\0') return env[0] != '0' ? 1 : 0;
+  return compiled_default ? 1 : 0;
+}
+
 std::atomic<int>& ws_dispatch_state() {
-  static std::atomic<int> state = [] {
-    const char* env = std::getenv("SIGMOID_ATTN_WARP_SPECIALIZED");
-    if (env != nullptr && env[0] != '\0') return env[0] != '0' ? 1 : 0;
-    return kWarpSpecializedDispatch ? 1 : 0;
-  }();
+  static std::atomic<int> state{
+      initial_switch("SIGMOID_ATTN_WARP_SPECIALIZED", kWarpSpecializedDispatch)};
   return state;
 }
 
-}  // namespace
-
-namespace {
-
 std::atomic<int>& atomic_dq_state() {
-  static std::atomic<int> state = [] {
-    const char* env = std::getenv("SIGMOID_ATTN_ATOMIC_DQ");
-    if (env != nullptr && env[0] != '\0') return env[0] != '0' ? 1 : 0;
-    return kAtomicDqDispatch ? 1 : 0;
-  }();
+  static std::atomic<int> state{initial_switch("SIGMOID_ATTN_ATOMIC_DQ", kAtomicDqDispatch)};
   return state;
 }
 

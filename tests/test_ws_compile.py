@@ -15,9 +15,6 @@ triton = pytest.importorskip("triton")
 
 
 def compile_ws(head_dim, block_n, causal, score_mod, varlen, kernel="fwd", block_m=128):
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
     sys.path.insert(0, TRITON_SRC)
     try:
         from sigmoid_attn_bwd_ws import sigmoid_attn_bwd_dq_ws
@@ -31,6 +28,16 @@ def compile_ws(head_dim, block_n, causal, score_mod, varlen, kernel="fwd", block
     pointers = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "DO": "*bf16",
                 "DQ": "*bf16", "SEQ_LENS_Q": "*i32", "SEQ_LENS_K": "*i32", "BIAS": "*fp32",
                 "SCORE_MOD": "*fp32"}
+    return compile_sm90(fn, constexprs, pointers, num_warps=4, num_stages=2)
+
+
+def compile_sm90(fn, constexprs, pointers, num_warps, num_stages):
+    """Compiles a kernel for sm_90 with no GPU: the given constexprs and pointer types, scale
+    and bias_value float32, other parameters int32; bf16 pointers, DQ_ACC and the strides
+    (but score_mod's and dmod's) promised divisible by 16, as the build does."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
     signature, consts, attrs = {}, {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in constexprs:
@@ -39,11 +46,12 @@ def compile_ws(head_dim, block_n, causal, score_mod, varlen, kernel="fwd", block
             signature[name] = pointers[name]
         else:
             signature[name] = "fp32" if name in ("scale", "bias_value") else "i32"
-        if signature[name] == "*bf16" or name.startswith("stride_"):
+        if signature[name] == "*bf16" or name == "DQ_ACC" or (
+                name.startswith("stride_") and not name.startswith(("stride_sm", "stride_dm"))):
             attrs[(i,)] = [["tt.divisibility", 16]]
     src = ASTSource(fn=fn, signature=signature, constexprs=consts, attrs=attrs)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                          options={"num_warps": 4, "num_stages": 2})
+                          options={"num_warps": num_warps, "num_stages": num_stages})
 
 
 @pytest.mark.parametrize("head_dim,block_n,causal,score_mod,varlen,kernel,block_m",
@@ -88,9 +96,6 @@ def test_atomic_dq_candidate_uses_tma_reductions():
     sm_90 and adds dQ tiles with TMA reductions (cp.reduce.async.bulk.tensor), not element
     atomics; with ATOMIC_DQ=1 it uses element atomics (red/atom). Its math runs under the
     interpreter (test_triton_interpret.py, ATOMIC_DQ=1)."""
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
     sys.path.insert(0, TRITON_SRC)
     try:
         from sigmoid_attn_bwd import sigmoid_attn_bwd_dkdv_dq
@@ -107,21 +112,7 @@ def test_atomic_dq_candidate_uses_tma_reductions():
         constexprs = {"HEAD_DIM": 128, "BLOCK_D": 128, "BLOCK_M": 64, "BLOCK_N": 128,
                       "IS_CAUSAL": True, "HAS_SCORE_MOD": False, "FAST_SIGMOID": True,
                       "VARLEN": False, "CAUSAL_LPT": 0, "ATOMIC_DQ": mode}
-        signature, consts, attrs = {}, {}, {}
-        for i, name in enumerate(fn.arg_names):
-            if name in constexprs:
-                signature[name], consts[(i,)] = "constexpr", constexprs[name]
-            elif name in pointers:
-                signature[name] = pointers[name]
-            else:
-                signature[name] = "fp32" if name in ("scale", "bias_value") else "i32"
-            if pointers.get(name) in ("*bf16",) or name == "DQ_ACC" or (
-                    name.startswith("stride_") and not name.startswith(("stride_sm", "stride_dm"))):
-                attrs[(i,)] = [["tt.divisibility", 16]]
-        kernel = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=consts,
-                                          attrs=attrs),
-                                target=GPUTarget("cuda", 90, 32),
-                                options={"num_warps": 8, "num_stages": 2})
+        kernel = compile_sm90(fn, constexprs, pointers, num_warps=8, num_stages=2)
         ptx = kernel.asm["ptx"]
         tma = "cp.reduce.async.bulk.tensor" in ptx
         assert tma == (mode == 2), f"ATOMIC_DQ={mode}: TMA reductions {tma}"
