@@ -148,10 +148,10 @@ ATOMIC_TILES = {
 
 def sweep_atomic(out):
     """The whole backward, production (dkdv + dq kernels, the dispatcher's tiles) against the
-    atomic-dQ candidate (one dkdv pass adding dQ into a zeroed fp32 buffer, then a scale and
-    cast, all timed), JIT, bf16, B·T = 16k, H·D = 2048, T = 4k and 16k, dense and causal.
-    Each candidate's dQ is checked against production's (relative error; summation order
-    differs), and its dK too (same code: 0)."""
+    atomic-dQ candidate (one dkdv pass adding scaled dQ shares into a zeroed fp32 buffer, then
+    a cast, all timed), JIT, bf16, B·T = 16k, H·D = 2048, T = 4k and 16k, dense and causal.
+    Each candidate's dQ and dK are checked against production's (relative error: the summation
+    order differs, and so do the tiles)."""
     import variants as V
 
     rows = []

@@ -25,6 +25,25 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     return num / denom if denom > 0 else num
 
 
+def library_function(name):
+    """A C API function of the built library through ctypes, with its signature:
+    sigmoid_attn_select_forward_kernel (the dispatcher's forward choice, as a catalog index), or
+    a dispatch switch (sigmoid_attn_warp_specialized, sigmoid_attn_atomic_dq: takes 1/0,
+    returns the setting before; -1 only reads)."""
+    import ctypes
+
+    import sigmoid_attn
+
+    f = getattr(ctypes.CDLL(sigmoid_attn.library_path()), name)
+    f.restype = ctypes.c_int
+    if name == "sigmoid_attn_select_forward_kernel":
+        i32, i64 = ctypes.c_int, ctypes.c_int64
+        f.argtypes = [i32, i64, i32, i32, i32, i64, i64, i64, i64, i32, i32]
+    else:
+        f.argtypes = [ctypes.c_int]
+    return f
+
+
 def random_lengths(B: int, T: int, gen: torch.Generator, low: int = 0) -> torch.Tensor:
     return torch.randint(low, T + 1, (B,), generator=gen, dtype=torch.int32)
 

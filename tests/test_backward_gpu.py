@@ -4,7 +4,7 @@
 import pytest
 import torch
 
-from conftest import REL_TOL, rel_err
+from conftest import REL_TOL, library_function, rel_err
 
 pytestmark = pytest.mark.gpu
 
@@ -137,11 +137,7 @@ else:
 def atomic_dq_switch(on):
     """Sets whether the backward takes the one-pass kernel (tiles.json's bwd_atomic_dq_dispatch
     or SIGMOID_ATTN_ATOMIC_DQ by default); returns the setting before."""
-    import ctypes
-
-    switch = ctypes.CDLL(sigmoid_attn.library_path()).sigmoid_attn_atomic_dq
-    switch.restype, switch.argtypes = ctypes.c_int, [ctypes.c_int]
-    return switch(on)
+    return library_function("sigmoid_attn_atomic_dq")(on)
 
 
 @pytest.mark.parametrize("var", ONE_PASS, ids=[v["name"] for v in ONE_PASS])

@@ -5,7 +5,7 @@ output's size just before each call, so an unwritten element shows up as NaN."""
 import pytest
 import torch
 
-from conftest import REL_TOL, heads_to_fill, rel_err
+from conftest import REL_TOL, heads_to_fill, library_function, rel_err
 
 pytestmark = pytest.mark.gpu
 
@@ -176,13 +176,7 @@ def test_opcheck_cuda():
 
 def selected_forward(dtype, D, causal, score_mod, varlen, max_q, Tq, B, Hq, ws):
     """The catalog name of the forward the dispatcher takes for a problem on this GPU."""
-    import ctypes
-
-    f = ctypes.CDLL(sigmoid_attn.library_path()).sigmoid_attn_select_forward_kernel
-    f.restype = ctypes.c_int
-    f.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                  ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int,
-                  ctypes.c_int]
+    f = library_function("sigmoid_attn_select_forward_kernel")
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     code = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2}[dtype]
     i = f(code, D, causal, score_mod, varlen, max_q, Tq, B, Hq, sms, ws)
@@ -194,11 +188,7 @@ def ws_switch(on):
     """Sets whether the dispatcher takes the warp-specialized forward (default: tiles.json's
     fwd_ws_dispatch, or SIGMOID_ATTN_WARP_SPECIALIZED for a process); returns the setting
     before."""
-    import ctypes
-
-    switch = ctypes.CDLL(sigmoid_attn.library_path()).sigmoid_attn_warp_specialized
-    switch.restype, switch.argtypes = ctypes.c_int, [ctypes.c_int]
-    return switch(on)
+    return library_function("sigmoid_attn_warp_specialized")(on)
 
 
 @pytest.fixture

@@ -205,21 +205,14 @@ def test_dispatch_size_rules():
     """The forward kernel the C++ dispatcher picks, by size, without a GPU: the length buckets of
     tiles.json (min_t), and the small-problem tile when the length's tile would launch fewer
     programs than the GPU has SMs (an H100 has 132)."""
-    import ctypes
-
-    from conftest import TRITON_SRC
+    from conftest import TRITON_SRC, library_function
 
     sys.path.insert(0, TRITON_SRC)
     try:
         import variants as V
     finally:
         sys.path.remove(TRITON_SRC)
-    lib = ctypes.CDLL(sigmoid_attn.library_path())
-    f = lib.sigmoid_attn_select_forward_kernel
-    f.restype = ctypes.c_int
-    f.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                  ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int,
-                  ctypes.c_int]
+    f = library_function("sigmoid_attn_select_forward_kernel")
     catalog = sigmoid_attn.info()["variants"]
 
     def pick(D, B, T, H, causal=False, varlen=False, sms=132, dtype=1, ws=False, mod=False):
@@ -293,12 +286,10 @@ def test_dispatch_size_rules():
 def test_dispatch_switches_round_trip():
     """The C API switches of the experimental kernels (warp-specialized forward, one-pass
     backward): set returns the previous setting, a negative value only reads."""
-    import ctypes
+    from conftest import library_function
 
-    lib = ctypes.CDLL(sigmoid_attn.library_path())
     for name in ("sigmoid_attn_warp_specialized", "sigmoid_attn_atomic_dq"):
-        f = getattr(lib, name)
-        f.restype, f.argtypes = ctypes.c_int, [ctypes.c_int]
+        f = library_function(name)
         start = f(-1)
         assert start in (0, 1)
         assert f(1) == start and f(-1) == 1
