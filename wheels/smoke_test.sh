@@ -7,11 +7,13 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WHEEL=$(realpath "$1")
-VENV=$(mktemp -d)/venv
+WORK=$(mktemp -d)  # the venv (torch included: gigabytes) and the test directory, removed at exit
+trap 'rm -rf "$WORK"' EXIT
+VENV=$WORK/venv
 "${PYTHON:-python3}" -m venv "$VENV"
 . "$VENV/bin/activate"
 pip install -q "$WHEEL" pytest numpy hypothesis
-cd "$(mktemp -d)"  # away from the source tree: import the installed package
+mkdir "$WORK/run" && cd "$WORK/run"  # away from the source tree: import the installed package
 python - <<'PY'
 import sys, sigmoid_attn, torch
 assert "triton" not in sys.modules, "importing sigmoid_attn imported triton"
