@@ -66,7 +66,11 @@ BWD_CONFIGS = [
 
 
 HAS_WS = any(k["kind"] == "fwd_ws" for k in sigmoid_attn.info()["variants"])
-HAS_ONE_PASS = any(k["kind"] == "bwd_dkdv_dq" for k in sigmoid_attn.info()["variants"])
+# head dims with a one-pass backward compiled (tiles.json bwd_dkdv_dq); elsewhere the switch
+# changes nothing and the column is left out
+ONE_PASS_DIMS = {k["head_dim"] for k in sigmoid_attn.info()["variants"]
+                 if k["kind"] == "bwd_dkdv_dq"}
+HAS_ONE_PASS = bool(ONE_PASS_DIMS)
 
 
 class library_switch:
@@ -234,7 +238,7 @@ def run_backward(label, D, T, causal, dtype=torch.bfloat16):
         return lambda: torch.autograd.grad(out, ins, grad, retain_graph=True)
 
     providers = {"sigmoid_attn": lambda: make(lambda a, b, c: sigmoid_attention(a, b, c, is_causal=causal))}
-    if HAS_ONE_PASS:  # the same call with the one-pass backward (the loop below switches it on)
+    if D in ONE_PASS_DIMS:  # the same call, the one-pass backward (the loop below switches it on)
         providers["sigmoid_attn_atomic_dq"] = providers["sigmoid_attn"]
     for name, backend in (("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION),
                           ("sdpa_flash", SDPBackend.FLASH_ATTENTION)):
