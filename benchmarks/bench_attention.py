@@ -301,7 +301,8 @@ def plot(rows, path, device=None):
     ax.set_xticklabels([r["label"] for r in rows], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("TFLOPS (bf16)")
     ax.set_title(f"sigmoid_attn vs peers (bf16), {device or torch.cuda.get_device_name()}")
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, 1.18 * max([r["tflops"].get(n) or 0 for r in rows for n in names] + [1]))
+    ax.legend(fontsize=8, ncol=len(names), loc="upper center", frameon=False)  # above the bars
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return True
