@@ -12,10 +12,14 @@
 #                                                         # warp-specialized dQ (no build needed)
 # Modes combine with commas (tests,latency); TESTS="tests/a.py tests/b.py" narrows the tests.
 # Carry .whl/ (triton_sigmoid-0.1.2-py3-none-any.whl) for the triton-sigmoid peer.
+# The device's copy of the tree has no .git: pass SIGMOID_ATTN_COMMIT=<sha> for the JSON's commit.
+# The benchmark saves its JSON after every row under $OUT/results/<device>/ (a cut-off run
+# keeps its rows there).
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
+export SIGMOID_ATTN_COMMIT=${SIGMOID_ATTN_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 if ls .whl/*.whl >/dev/null 2>&1; then  # carried peers (triton-sigmoid)
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site
