@@ -2,6 +2,8 @@
 
     python benchmarks/tune_forward.py --out tune.json [--quick] [--lean] [--tma] [--write]
     python benchmarks/tune_forward.py --small --out tune_small.json [--write]
+    python benchmarks/tune_forward.py --ws --out tune_fwd_ws.json            (candidates, JIT:
+    python benchmarks/tune_forward.py --ws-persistent --out tune_fwd_wsp.json  no --write)
 
 Times every candidate (BLOCK_M, BLOCK_N, num_warps, num_stages, warp_specialize) per head dim,
 causal flag and sequence length at the benchmark protocol's shapes (bf16, B*T=16384, H*D=2048)
@@ -136,6 +138,9 @@ def main():
                          "sizes) and padded longest sequence first (LENGTH_LPT)")
     ap.add_argument("--ws", action="store_true",
                     help="the warp-specialized candidate kernel against production (JIT)")
+    ap.add_argument("--ws-persistent", action="store_true",
+                    help="the persistent warp-specialized candidate against the library's "
+                         "kernels (JIT)")
     ap.add_argument("--lpt-from", help="a saved --lpt sweep (JSON): print and --write its choices")
     ap.add_argument("--small", action="store_true",
                     help="small-problem (latency) tiles: GPU time per call in a CUDA graph")
@@ -143,6 +148,9 @@ def main():
     args = ap.parse_args()
     if args.ws:
         sweep_ws(args.out)
+        return
+    if args.ws_persistent:
+        sweep_ws_persistent(args.out)
         return
     if args.lpt_from:
         with open(args.lpt_from) as f:
@@ -260,6 +268,70 @@ def sweep_ws(out):
                     + (f"{r['tflops']:.0f}(err {r['rel_err_vs_production']:.1e}"
                        f"{', %d thr' % r['threads'] if 'threads' in r else ''})"
                        if "tflops" in r else "failed")
+                    for r in rows if (r["D"], r["T"], r["mode"]) == (D, T, mode)), flush=True)
+                with open(out, "w") as f:  # after each shape: a cut-off sweep keeps its rows
+                    json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                               "triton": triton.__version__, "rows": rows}, f, indent=1)
+
+
+# The persistent warp-specialized candidate: (BLOCK_M, BLOCK_N, warps, stages), and whether the
+# tile loop (True) or the key loop (False) is the specialized one.
+PERSISTENT_TILES = {128: [((256, 64, 4, 2), True), ((256, 64, 4, 2), False),
+                          ((128, 64, 4, 2), True), ((128, 128, 4, 2), True)],
+                    64: [((256, 64, 4, 2), True), ((128, 128, 4, 2), True)]}
+
+
+def sweep_ws_persistent(out):
+    """The persistent warp-specialized candidate (sigmoid_attn_fwd_ws_persistent, one program
+    per SM walking the tiles) against the library's kernels for the same call (the
+    warp-specialized one where tiles.json has fwd_ws, and the production one), JIT, bf16, B·T =
+    16k, H·D = 2048: dense, padded (lengths uniform in [T/2, T]), score_mod and causal at T =
+    1k, 4k, 16k. Where the ncu section of NOTES.md ("The fifth session") says the gap to cuDNN
+    is: each program's fill and drain at 1k and in padded batches. Outputs checked against the
+    production kernel's."""
+    import variants as V
+
+    db = V.load_tiles()
+    rows = []
+    for D in (128, 64):
+        ws_tiles = (db.get("fwd_ws", {}).get(str(D)) or [[0, None]])[0][1]
+        for T in (1024, 4096, 16384):
+            H, B, (q, k, v), lens = protocol_batch(D, T)
+            mod = torch.randn(B, T, device="cuda")
+            for mode in ("dense", "padded", "score_mod", "causal"):
+                causal, lk = mode == "causal", lens if mode == "padded" else None
+                sm = mod if mode == "score_mod" else None
+                ins = dict(seq_lens_q=lk, seq_lens_k=lk, is_causal=causal, score_mod=sm)
+                pairs = (float((lens.double() ** 2).sum()) if mode == "padded"
+                         else B * T * T * (0.5 if causal else 1.0))
+                flops = 4.0 * H * D * pairs
+                tiles = V.fwd_tiles(D, T)
+                base = lambda: jit_launch.forward(q, k, v, fast_sigmoid=True,
+                                                  tiles=tuple(tiles[:4]),
+                                                  use_tma="tma" in tiles, **ins)
+                want = base().float()
+                cands = [("production", list(tiles), base)]
+                if ws_tiles:
+                    cands.append(("ws", list(ws_tiles), lambda: jit_launch.forward_ws(
+                        q, k, v, tiles=tuple(ws_tiles), **ins)))
+                cands += [("persistent_" + ("outer" if o else "inner"), list(t),
+                           lambda t=t, o=o: jit_launch.forward_ws_persistent(
+                               q, k, v, tiles=t, specialize_outer=o, **ins))
+                          for t, o in PERSISTENT_TILES[D]]
+                for name, t, fn in cands:
+                    kernel = None
+                    if name.startswith("persistent"):
+                        kernel = lambda t=t, o=name.endswith("outer"): \
+                            jit_launch.forward_ws_persistent(q, k, v, tiles=tuple(t),
+                                                             specialize_outer=o,
+                                                             return_kernel=True, **ins)
+                    rows.append(check_and_time({"D": D, "T": T, "mode": mode, "kernel": name,
+                                                "tiles": t}, fn, want, flops, kernel))
+                print(f"D={D:3d} T={T:5d} {mode:9s}: " + " ".join(
+                    f"{r['kernel']}{tuple(r['tiles'][:4])}:"
+                    + (f"{r['tflops']:.0f}(err {r['rel_err_vs_production']:.1e}"
+                       f"{', %d thr' % r['threads'] if 'threads' in r else ''})"
+                       if "tflops" in r else "failed " + r.get("error", "")[:60])
                     for r in rows if (r["D"], r["T"], r["mode"]) == (D, T, mode)), flush=True)
                 with open(out, "w") as f:  # after each shape: a cut-off sweep keeps its rows
                     json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,

@@ -1,5 +1,5 @@
-"""The warp-specialized kernels (triton_src/sigmoid_attn_fwd_ws.py, and the dQ kernel of
-sigmoid_attn_bwd_ws.py) stay specialized:
+"""The warp-specialized kernels (triton_src/sigmoid_attn_fwd_ws.py, its persistent candidate,
+and the dQ kernel of sigmoid_attn_bwd_ws.py) stay specialized:
 compiled for sm_90 with the installed Triton (no GPU needed), Triton's Hopper pass must split it
 into a producer and two consumer warpgroups (384 threads, setmaxnreg) with no local memory. The
 pass skips a kernel silently when its conditions break (benchmarks/NOTES.md, "Warp
@@ -18,13 +18,17 @@ def compile_ws(head_dim, block_n, causal, score_mod, varlen, kernel="fwd", block
     sys.path.insert(0, TRITON_SRC)
     try:
         from sigmoid_attn_bwd_ws import sigmoid_attn_bwd_dq_ws
-        from sigmoid_attn_fwd_ws import sigmoid_attn_fwd_ws
+        from sigmoid_attn_fwd_ws import sigmoid_attn_fwd_ws, sigmoid_attn_fwd_ws_persistent
     finally:
         sys.path.remove(TRITON_SRC)
-    fn = sigmoid_attn_fwd_ws if kernel == "fwd" else sigmoid_attn_bwd_dq_ws
+    fn = {"fwd": sigmoid_attn_fwd_ws, "dq": sigmoid_attn_bwd_dq_ws,
+          "persistent": sigmoid_attn_fwd_ws_persistent,
+          "persistent_inner": sigmoid_attn_fwd_ws_persistent}[kernel]
     constexprs = {"HEAD_DIM": head_dim, "BLOCK_M": block_m, "BLOCK_N": block_n, "IS_CAUSAL": causal,
                   "HAS_SCORE_MOD": score_mod, "FAST_SIGMOID": True, "VARLEN": varlen,
                   "WARP_SPECIALIZE": True}
+    if kernel.startswith("persistent"):  # the tile loop specialized, or the key loop
+        constexprs["SPECIALIZE_OUTER"] = kernel == "persistent"
     pointers = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "DO": "*bf16",
                 "DQ": "*bf16", "SEQ_LENS_Q": "*i32", "SEQ_LENS_K": "*i32", "BIAS": "*fp32",
                 "SCORE_MOD": "*fp32"}
@@ -58,7 +62,9 @@ def compile_sm90(fn, constexprs, pointers, num_warps, num_stages):
                          [(128, 64, False, False, False, "fwd", 128),
                           (64, 128, True, True, True, "fwd", 128),
                           (128, 64, False, True, True, "fwd", 256),  # the shipped hd128 tile
-                          (128, 64, True, True, False, "dq", 128)])
+                          (128, 64, True, True, False, "dq", 128),
+                          (128, 64, False, False, False, "persistent", 256),
+                          (128, 64, True, True, False, "persistent_inner", 256)])
 def test_candidate_is_warp_specialized(head_dim, block_n, causal, score_mod, varlen, kernel,
                                        block_m):
     kernel = compile_ws(head_dim, block_n, causal, score_mod, varlen, kernel, block_m)

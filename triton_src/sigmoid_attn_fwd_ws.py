@@ -177,3 +177,61 @@ def sigmoid_attn_fwd_ws(
     _ws_store_rows(O + b64 * stride_ob + q_off.to(tl.int64) * stride_ot
                    + h.to(tl.int64) * stride_oh, stride_ot, acc, start_m, Lq, owned, BLOCK_M,
                    HEAD_DIM)
+
+
+@triton.jit
+def sigmoid_attn_fwd_ws_persistent(
+    Q, K, V, O, SEQ_LENS_Q, SEQ_LENS_K, BIAS, SCORE_MOD,
+    stride_qb, stride_qt, stride_qh,
+    stride_kb, stride_kt, stride_kh,
+    stride_vb, stride_vt, stride_vh,
+    stride_ob, stride_ot, stride_oh,
+    stride_smb,
+    T_Q, T_K, kv_group, scale, bias_value,
+    HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k,
+    num_heads,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr = False,
+    FAST_SIGMOID: tl.constexpr = True, VARLEN: tl.constexpr = False,
+    WARP_SPECIALIZE: tl.constexpr = True, SPECIALIZE_OUTER: tl.constexpr = True,
+):
+    """sigmoid_attn_fwd_ws over a persistent grid (candidate, JIT only; benchmarks/NOTES.md,
+    "The fifth session"): at most one program per SM, each walking tiles pid, pid + grid, ...
+    of the (query block, head, sequence) space, query blocks fastest so that the programs in
+    flight share K/V in L2. With SPECIALIZE_OUTER the tile loop is the specialized one, so the
+    producer warpgroup loads the next tile's Q, K and V while the consumers finish and store
+    the current one (what the 1k and padded rows lack under ncu: each program's fill and drain
+    idle the tensor pipe); otherwise the key loop is, as in sigmoid_attn_fwd_ws. Dense and
+    padded batches only (VARLEN must be False)."""
+    tl.static_assert(not VARLEN, "the persistent candidate takes dense and padded batches")
+    m_blocks = tl.cdiv(T_Q, BLOCK_M)
+    num_tiles = m_blocks * num_heads * num_seqs
+    for tile in tl.range(tl.program_id(0), num_tiles, tl.num_programs(0),
+                         warp_specialize=WARP_SPECIALIZE and SPECIALIZE_OUTER):
+        pid_m = tile % m_blocks
+        h = (tile // m_blocks) % num_heads
+        b, start_m, q_off, k_off, Lq, Lk, owned, bias = _ws_locate(
+            pid_m, tile // (m_blocks * num_heads), T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS,
+            bias_value, HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q,
+            max_seqlen_k, BLOCK_M, VARLEN)
+        b64 = b.to(tl.int64)
+        h_kv = (h // kv_group).to(tl.int64)
+        q_desc = _ws_rows(Q + b64 * stride_qb + h.to(tl.int64) * stride_qh, Lq, stride_qt,
+                          BLOCK_M, HEAD_DIM)
+        k_desc, v_desc, sm_desc = _ws_key_descriptors(
+            K, V, SCORE_MOD, b64, k_off, h_kv, stride_kb, stride_kt, stride_kh, stride_vb,
+            stride_vt, stride_vh, stride_smb, Lk, num_seqs, HEAD_DIM, BLOCK_N, HAS_SCORE_MOD)
+        hi = _ws_key_end(start_m, Lq, Lk, BLOCK_M, IS_CAUSAL)
+
+        q = q_desc.load([start_m, 0])
+        acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+        for n_start in tl.range(0, hi, BLOCK_N,
+                                warp_specialize=WARP_SPECIALIZE and not SPECIALIZE_OUTER):
+            k = k_desc.load([n_start, 0])
+            v = v_desc.load([n_start, 0])
+            p = _ws_probabilities(q, k, sm_desc, n_start, start_m, scale, bias, BLOCK_M,
+                                  BLOCK_N, IS_CAUSAL, HAS_SCORE_MOD, FAST_SIGMOID)
+            acc = tl.dot(p.to(v.dtype), v, acc)
+
+        _ws_store_rows(O + b64 * stride_ob + h.to(tl.int64) * stride_oh, stride_ot, acc,
+                       start_m, Lq, owned, BLOCK_M, HEAD_DIM)
