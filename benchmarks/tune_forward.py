@@ -217,6 +217,20 @@ WS_TILES = {64: [(128, 64, 4, 2), (128, 64, 4, 3), (128, 128, 4, 2), (128, 128, 
             128: [(128, 64, 4, 2), (128, 64, 4, 3), (128, 128, 4, 2), (256, 64, 4, 2)]}
 
 
+def report_shape(rows, D, T, mode, out):
+    """Prints one shape's candidates (TFLOPS, error against production, threads when known)
+    and rewrites the sweep's JSON, so that a cut-off sweep keeps the shapes done."""
+    print(f"D={D:3d} T={T:5d} {mode:9s}: " + " ".join(
+        f"{r['kernel']}{tuple(r['tiles'][:4])}:"
+        + (f"{r['tflops']:.0f}(err {r['rel_err_vs_production']:.1e}"
+           f"{', %d thr' % r['threads'] if 'threads' in r else ''})"
+           if "tflops" in r else "failed " + r.get("error", "")[:60])
+        for r in rows if (r["D"], r["T"], r["mode"]) == (D, T, mode)), flush=True)
+    with open(out, "w") as f:
+        json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                   "triton": triton.__version__, "rows": rows}, f, indent=1)
+
+
 def sweep_ws(out):
     """The warp-specialized candidate (sigmoid_attn_fwd_ws) against the production kernel with
     the tiles the dispatcher takes, both through the JIT, bf16, B·T = 16k, H·D = 2048: dense,
@@ -263,15 +277,7 @@ def sweep_ws(out):
                         return_kernel=True, **ins)
                     rows.append(check_and_time({"D": D, "T": T, "mode": mode, "kernel": name,
                                                 "tiles": t}, fn, want, flops, kernel))
-                print(f"D={D:3d} T={T:5d} {mode:6s}: " + " ".join(
-                    f"{r['kernel']}{tuple(r['tiles'][:4])}:"
-                    + (f"{r['tflops']:.0f}(err {r['rel_err_vs_production']:.1e}"
-                       f"{', %d thr' % r['threads'] if 'threads' in r else ''})"
-                       if "tflops" in r else "failed")
-                    for r in rows if (r["D"], r["T"], r["mode"]) == (D, T, mode)), flush=True)
-                with open(out, "w") as f:  # after each shape: a cut-off sweep keeps its rows
-                    json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                               "triton": triton.__version__, "rows": rows}, f, indent=1)
+                report_shape(rows, D, T, mode, out)
 
 
 # The persistent warp-specialized candidate: (BLOCK_M, BLOCK_N, warps, stages), and whether the
@@ -327,15 +333,7 @@ def sweep_ws_persistent(out):
                                                              return_kernel=True, **ins)
                     rows.append(check_and_time({"D": D, "T": T, "mode": mode, "kernel": name,
                                                 "tiles": t}, fn, want, flops, kernel))
-                print(f"D={D:3d} T={T:5d} {mode:9s}: " + " ".join(
-                    f"{r['kernel']}{tuple(r['tiles'][:4])}:"
-                    + (f"{r['tflops']:.0f}(err {r['rel_err_vs_production']:.1e}"
-                       f"{', %d thr' % r['threads'] if 'threads' in r else ''})"
-                       if "tflops" in r else "failed " + r.get("error", "")[:60])
-                    for r in rows if (r["D"], r["T"], r["mode"]) == (D, T, mode)), flush=True)
-                with open(out, "w") as f:  # after each shape: a cut-off sweep keeps its rows
-                    json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                               "triton": triton.__version__, "rows": rows}, f, indent=1)
+                report_shape(rows, D, T, mode, out)
 
 
 def sweep_lpt(out, write):

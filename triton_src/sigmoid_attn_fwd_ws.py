@@ -134,6 +134,44 @@ def _ws_store_rows(base, row_stride, acc, start_m, valid, owned, BLOCK_M: tl.con
 
 
 @triton.jit
+def _ws_tile(Q, K, V, O, SEQ_LENS_Q, SEQ_LENS_K, BIAS, SCORE_MOD, pid_m, h, b_dense,
+             stride_qb, stride_qt, stride_qh, stride_kb, stride_kt, stride_kh,
+             stride_vb, stride_vt, stride_vh, stride_ob, stride_ot, stride_oh, stride_smb,
+             T_Q, T_K, kv_group, scale, bias_value,
+             HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k,
+             HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+             IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr,
+             VARLEN: tl.constexpr, SPECIALIZE_KEYS: tl.constexpr):
+    """One (query block, head, sequence) tile: its output rows, from its Q block and every key
+    block up to _ws_key_end. SPECIALIZE_KEYS: the key loop is the one Triton's pass splits."""
+    b, start_m, q_off, k_off, Lq, Lk, owned, bias = _ws_locate(
+        pid_m, b_dense, T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value, HAS_SEQ_LENS_Q,
+        HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k, BLOCK_M, VARLEN)
+
+    b64 = b.to(tl.int64)
+    h_kv = (h // kv_group).to(tl.int64)
+    q_desc = _ws_rows(Q + b64 * stride_qb + q_off.to(tl.int64) * stride_qt
+                      + h.to(tl.int64) * stride_qh, Lq, stride_qt, BLOCK_M, HEAD_DIM)
+    k_desc, v_desc, sm_desc = _ws_key_descriptors(
+        K, V, SCORE_MOD, b64, k_off, h_kv, stride_kb, stride_kt, stride_kh, stride_vb,
+        stride_vt, stride_vh, stride_smb, Lk, num_seqs, HEAD_DIM, BLOCK_N, HAS_SCORE_MOD)
+    hi = _ws_key_end(start_m, Lq, Lk, BLOCK_M, IS_CAUSAL)
+
+    q = q_desc.load([start_m, 0])
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    for n_start in tl.range(0, hi, BLOCK_N, warp_specialize=SPECIALIZE_KEYS):
+        k = k_desc.load([n_start, 0])
+        v = v_desc.load([n_start, 0])
+        p = _ws_probabilities(q, k, sm_desc, n_start, start_m, scale, bias, BLOCK_M, BLOCK_N,
+                              IS_CAUSAL, HAS_SCORE_MOD, FAST_SIGMOID)
+        acc = tl.dot(p.to(v.dtype), v, acc)
+
+    _ws_store_rows(O + b64 * stride_ob + q_off.to(tl.int64) * stride_ot
+                   + h.to(tl.int64) * stride_oh, stride_ot, acc, start_m, Lq, owned, BLOCK_M,
+                   HEAD_DIM)
+
+
+@triton.jit
 def sigmoid_attn_fwd_ws(
     Q, K, V, O, SEQ_LENS_Q, SEQ_LENS_K, BIAS, SCORE_MOD,
     stride_qb, stride_qt, stride_qh,
@@ -149,34 +187,12 @@ def sigmoid_attn_fwd_ws(
     WARP_SPECIALIZE: tl.constexpr = True,
 ):
     # grid: (cdiv(T_Q, BLOCK_M), H, B), or (T_Q // BLOCK_M + num_seqs + 1, H, 1) when VARLEN
-    pid_m = tl.program_id(0)
-    h = tl.program_id(1)
-    b, start_m, q_off, k_off, Lq, Lk, owned, bias = _ws_locate(
-        pid_m, tl.program_id(2), T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value,
-        HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k, BLOCK_M,
-        VARLEN)
-
-    b64 = b.to(tl.int64)
-    h_kv = (h // kv_group).to(tl.int64)
-    q_desc = _ws_rows(Q + b64 * stride_qb + q_off.to(tl.int64) * stride_qt
-                      + h.to(tl.int64) * stride_qh, Lq, stride_qt, BLOCK_M, HEAD_DIM)
-    k_desc, v_desc, sm_desc = _ws_key_descriptors(
-        K, V, SCORE_MOD, b64, k_off, h_kv, stride_kb, stride_kt, stride_kh, stride_vb,
-        stride_vt, stride_vh, stride_smb, Lk, num_seqs, HEAD_DIM, BLOCK_N, HAS_SCORE_MOD)
-    hi = _ws_key_end(start_m, Lq, Lk, BLOCK_M, IS_CAUSAL)
-
-    q = q_desc.load([start_m, 0])
-    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-    for n_start in tl.range(0, hi, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
-        k = k_desc.load([n_start, 0])
-        v = v_desc.load([n_start, 0])
-        p = _ws_probabilities(q, k, sm_desc, n_start, start_m, scale, bias, BLOCK_M, BLOCK_N,
-                              IS_CAUSAL, HAS_SCORE_MOD, FAST_SIGMOID)
-        acc = tl.dot(p.to(v.dtype), v, acc)
-
-    _ws_store_rows(O + b64 * stride_ob + q_off.to(tl.int64) * stride_ot
-                   + h.to(tl.int64) * stride_oh, stride_ot, acc, start_m, Lq, owned, BLOCK_M,
-                   HEAD_DIM)
+    _ws_tile(Q, K, V, O, SEQ_LENS_Q, SEQ_LENS_K, BIAS, SCORE_MOD, tl.program_id(0),
+             tl.program_id(1), tl.program_id(2), stride_qb, stride_qt, stride_qh, stride_kb,
+             stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_ob, stride_ot,
+             stride_oh, stride_smb, T_Q, T_K, kv_group, scale, bias_value, HAS_SEQ_LENS_Q,
+             HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k, HEAD_DIM, BLOCK_M,
+             BLOCK_N, IS_CAUSAL, HAS_SCORE_MOD, FAST_SIGMOID, VARLEN, WARP_SPECIALIZE)
 
 
 @triton.jit
@@ -208,30 +224,10 @@ def sigmoid_attn_fwd_ws_persistent(
     num_tiles = m_blocks * num_heads * num_seqs
     for tile in tl.range(tl.program_id(0), num_tiles, tl.num_programs(0),
                          warp_specialize=WARP_SPECIALIZE and SPECIALIZE_OUTER):
-        pid_m = tile % m_blocks
-        h = (tile // m_blocks) % num_heads
-        b, start_m, q_off, k_off, Lq, Lk, owned, bias = _ws_locate(
-            pid_m, tile // (m_blocks * num_heads), T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS,
-            bias_value, HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q,
-            max_seqlen_k, BLOCK_M, VARLEN)
-        b64 = b.to(tl.int64)
-        h_kv = (h // kv_group).to(tl.int64)
-        q_desc = _ws_rows(Q + b64 * stride_qb + h.to(tl.int64) * stride_qh, Lq, stride_qt,
-                          BLOCK_M, HEAD_DIM)
-        k_desc, v_desc, sm_desc = _ws_key_descriptors(
-            K, V, SCORE_MOD, b64, k_off, h_kv, stride_kb, stride_kt, stride_kh, stride_vb,
-            stride_vt, stride_vh, stride_smb, Lk, num_seqs, HEAD_DIM, BLOCK_N, HAS_SCORE_MOD)
-        hi = _ws_key_end(start_m, Lq, Lk, BLOCK_M, IS_CAUSAL)
-
-        q = q_desc.load([start_m, 0])
-        acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-        for n_start in tl.range(0, hi, BLOCK_N,
-                                warp_specialize=WARP_SPECIALIZE and not SPECIALIZE_OUTER):
-            k = k_desc.load([n_start, 0])
-            v = v_desc.load([n_start, 0])
-            p = _ws_probabilities(q, k, sm_desc, n_start, start_m, scale, bias, BLOCK_M,
-                                  BLOCK_N, IS_CAUSAL, HAS_SCORE_MOD, FAST_SIGMOID)
-            acc = tl.dot(p.to(v.dtype), v, acc)
-
-        _ws_store_rows(O + b64 * stride_ob + h.to(tl.int64) * stride_oh, stride_ot, acc,
-                       start_m, Lq, owned, BLOCK_M, HEAD_DIM)
+        _ws_tile(Q, K, V, O, SEQ_LENS_Q, SEQ_LENS_K, BIAS, SCORE_MOD, tile % m_blocks,
+                 (tile // m_blocks) % num_heads, tile // (m_blocks * num_heads), stride_qb,
+                 stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt,
+                 stride_vh, stride_ob, stride_ot, stride_oh, stride_smb, T_Q, T_K, kv_group,
+                 scale, bias_value, HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs,
+                 max_seqlen_q, max_seqlen_k, HEAD_DIM, BLOCK_M, BLOCK_N, IS_CAUSAL,
+                 HAS_SCORE_MOD, FAST_SIGMOID, VARLEN, WARP_SPECIALIZE and not SPECIALIZE_OUTER)
