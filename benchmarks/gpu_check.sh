@@ -8,8 +8,9 @@
 #   bash benchmarks/gpu_check.sh latency                 # build + host cost (Python and C++)
 #   bash benchmarks/gpu_check.sh all                     # build + tests + full benchmark
 #   bash benchmarks/gpu_check.sh tune_lpt,bench "causal"  # program-order sweep (--write), then build
-#   bash benchmarks/gpu_check.sh sweeps                  # JIT candidate: the persistent
-#                                                         # warp-specialized forward (no build)
+#   bash benchmarks/gpu_check.sh sweeps                  # JIT candidates: the persistent
+#                                                         # warp-specialized forward, the mixed
+#                                                         # sigmoid (no build needed)
 # Modes combine with commas (tests,latency); TESTS="tests/a.py tests/b.py" narrows the tests.
 # Carry .whl/ (triton_sigmoid-0.1.2-py3-none-any.whl) for the triton-sigmoid peer.
 # The device's copy of the tree has no .git: pass SIGMOID_ATTN_COMMIT=<sha> for the JSON's commit.
@@ -38,7 +39,9 @@ if has tune_lpt; then  # program order (JIT, before the build, which then compil
     2>&1 | tee "$OUT/tune_lpt.log" | grep -E "geometric|Error" ; cp triton_src/tiles.json "$OUT/"
 fi
 if has sweeps; then  # JIT candidates against production (each writes its JSON as it goes)
-  timeout 420 python3 benchmarks/tune_forward.py --ws-persistent --out "$OUT/tune_fwd_wsp.json" \
+  timeout 150 python3 benchmarks/tune_forward.py --mixed-sigmoid --out "$OUT/tune_fwd_mixed.json" \
+    2>&1 | tee "$OUT/tune_fwd_mixed.log" | grep -E "^D="
+  timeout 400 python3 benchmarks/tune_forward.py --ws-persistent --out "$OUT/tune_fwd_wsp.json" \
     2>&1 | tee "$OUT/tune_fwd_wsp.log" | grep -E "^D="
   [ "$MODE" = sweeps ] && exit 0
 fi

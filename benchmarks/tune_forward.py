@@ -4,6 +4,7 @@
     python benchmarks/tune_forward.py --small --out tune_small.json [--write]
     python benchmarks/tune_forward.py --ws --out tune_fwd_ws.json            (candidates, JIT:
     python benchmarks/tune_forward.py --ws-persistent --out tune_fwd_wsp.json  no --write)
+    python benchmarks/tune_forward.py --mixed-sigmoid --out tune_fwd_mixed.json
 
 Times every candidate (BLOCK_M, BLOCK_N, num_warps, num_stages, warp_specialize) per head dim,
 causal flag and sequence length at the benchmark protocol's shapes (bf16, B*T=16384, H*D=2048)
@@ -141,6 +142,8 @@ def main():
     ap.add_argument("--ws-persistent", action="store_true",
                     help="the persistent warp-specialized candidate against the library's "
                          "kernels (JIT)")
+    ap.add_argument("--mixed-sigmoid", action="store_true",
+                    help="one sigmoid in four off MUFU (candidate) against the shipped forward")
     ap.add_argument("--lpt-from", help="a saved --lpt sweep (JSON): print and --write its choices")
     ap.add_argument("--small", action="store_true",
                     help="small-problem (latency) tiles: GPU time per call in a CUDA graph")
@@ -151,6 +154,9 @@ def main():
         return
     if args.ws_persistent:
         sweep_ws_persistent(args.out)
+        return
+    if args.mixed_sigmoid:
+        sweep_mixed_sigmoid(args.out)
         return
     if args.lpt_from:
         with open(args.lpt_from) as f:
@@ -333,6 +339,32 @@ def sweep_ws_persistent(out):
                                                              return_kernel=True, **ins)
                     rows.append(check_and_time({"D": D, "T": T, "mode": mode, "kernel": name,
                                                 "tiles": t}, fn, want, flops, kernel))
+                report_shape(rows, D, T, mode, out)
+
+
+def sweep_mixed_sigmoid(out):
+    """The production forward with the mixed sigmoid (FAST_SIGMOID=2: one score in four off
+    MUFU, on the FMA and integer pipes) against the shipped one (tanh.approx for every score),
+    same tiles, JIT, bf16, B·T = 16k, H·D = 2048: hd64 (MUFU-bound: NOTES.md) and hd128, dense
+    and causal, T = 1k, 4k, 16k. Outputs checked against the shipped kernel's."""
+    import variants as V
+
+    rows = []
+    for D in (64, 128):
+        for T in (4096, 1024, 16384):
+            H, B, (q, k, v), _ = protocol_batch(D, T)
+            for mode in ("dense", "causal"):
+                causal = mode == "causal"
+                flops = 4.0 * H * D * B * T * T * (0.5 if causal else 1.0)
+                tiles = V.fwd_tiles(D, T)
+                run = lambda fast: jit_launch.forward(q, k, v, is_causal=causal,
+                                                      fast_sigmoid=fast, tiles=tuple(tiles[:4]),
+                                                      use_tma="tma" in tiles)
+                want = run(True).float()
+                for name, fast in (("production", True), ("mixed", 2)):
+                    rows.append(check_and_time({"D": D, "T": T, "mode": mode, "kernel": name,
+                                                "tiles": list(tiles)},
+                                               lambda fast=fast: run(fast), want, flops))
                 report_shape(rows, D, T, mode, out)
 
 

@@ -38,7 +38,9 @@ def forward(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale
             warp_specialize=False, software_pipeline=False, cu_seqlens_q=None,
             cu_seqlens_k=None, max_seqlen_q=0, max_seqlen_k=0, use_tma=False, causal_lpt=0,
             length_lpt=0):
-    """Dense [B, T, H, D] call, or packed [total, H, D] with cu_seqlens_q/k (varlen)."""
+    """Dense [B, T, H, D] call, or packed [total, H, D] with cu_seqlens_q/k (varlen).
+    fast_sigmoid: False (exact), True (tanh.approx, what the build compiles for fp16/bf16), or
+    2 (the candidate that takes one sigmoid in four off MUFU; sigmoid_attn_fwd._sigmoid)."""
     B, Tq, Tk, Hq, Hkv, D, n, max_q, max_k, varlen = _geometry(
         q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     tiles = tiles or V.fwd_tiles(D, max_q, _dtype_name(q))
