@@ -10,7 +10,7 @@ kernels; process-wide, so the backward's kernels, launched from autograd's worke
 jit-...-lptN: the Triton JIT of the same kernel with the production tiles and N programs per
 group of heads in longest-first order (CAUSAL_LPT; 0 = launch order), to profile an order
 without rebuilding (needs Triton on the machine). jit-bwd-...-atomicMxNxWxS: the one-pass
-backward candidate (dQ by TMA reductions) with that dkdv tile, uncompiled or not.
+backward candidate (dQ by TMA reductions) with that dkdv tile, whether the build has it or not.
 
 padded: lengths uniform in [T/2, T] (bench_attention.py's padded rows, same seed); causal: the
 causal forward (SDPA's is_causal for cudnn).
