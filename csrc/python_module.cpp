@@ -24,6 +24,8 @@ struct OpsApi {
   int (*num_kernels)() = nullptr;
   const char* (*kernel_name)(int) = nullptr;
   int (*kernel_field)(int, const char*) = nullptr;
+  int (*warp_specialized)(int) = nullptr;  // the dispatch switches: set 1/0, < 0 reads
+  int (*atomic_dq)(int) = nullptr;
 } api;
 
 template <typename F>
@@ -44,6 +46,8 @@ void bind(const std::string& path) {
   resolve(lib, "sigmoid_attn_num_kernels", api.num_kernels);
   resolve(lib, "sigmoid_attn_kernel_name", api.kernel_name);
   resolve(lib, "sigmoid_attn_kernel_field", api.kernel_field);
+  resolve(lib, "sigmoid_attn_warp_specialized", api.warp_specialized);
+  resolve(lib, "sigmoid_attn_atomic_dq", api.atomic_dq);
 }
 
 const OpsApi& bound() {
@@ -67,6 +71,16 @@ PYBIND11_MODULE(_C, m) {
     d["arch"] = "sm_" + std::to_string(a.compiled_arch());
     return d;
   });
+  m.def(
+      "dispatch_switch",
+      [](const std::string& name, int set) {
+        const OpsApi& a = bound();
+        if (name == "warp_specialized") return a.warp_specialized(set);
+        if (name == "one_pass_backward") return a.atomic_dq(set);
+        throw std::invalid_argument("sigmoid_attn._C.dispatch_switch: unknown switch '" + name +
+                                    "', expected 'warp_specialized' or 'one_pass_backward'");
+      },
+      "Sets a process-wide dispatch switch (1/0; < 0 only reads); returns the setting before");
   m.def("kernel_catalog", [] {
     const OpsApi& a = bound();
     static const char* const ints[] = {"head_dim", "block_m", "block_n", "num_warps",

@@ -296,3 +296,32 @@ def test_dispatch_switches_round_trip():
         assert f(0) == 1 and f(-1) == 0
         f(start)
         assert f(-1) == start
+
+
+def test_kernel_options_from_python():
+    """sigmoid_attn.kernel_options sets the same switches as the C API (read back through
+    ctypes), as a call and as a context manager that restores the settings from before; a
+    wrong type is refused, naming the argument."""
+    from conftest import library_function
+
+    import sigmoid_attn
+
+    c_api = {"warp_specialized": library_function("sigmoid_attn_warp_specialized"),
+             "one_pass_backward": library_function("sigmoid_attn_atomic_dq")}
+    start = sigmoid_attn.current_kernel_options()
+    assert start == {name: bool(f(-1)) for name, f in c_api.items()}
+    try:
+        with sigmoid_attn.kernel_options(one_pass_backward=not start["one_pass_backward"]) as o:
+            assert o.previous == start
+            assert bool(c_api["one_pass_backward"](-1)) != start["one_pass_backward"]
+            assert bool(c_api["warp_specialized"](-1)) == start["warp_specialized"]  # untouched
+        assert sigmoid_attn.current_kernel_options() == start
+        o = sigmoid_attn.kernel_options(warp_specialized=False, one_pass_backward=True)
+        assert o.previous == start
+        assert (c_api["warp_specialized"](-1), c_api["one_pass_backward"](-1)) == (0, 1)
+        with pytest.raises(TypeError, match=r"warp_specialized must be a bool or None, got int 1"):
+            sigmoid_attn.kernel_options(warp_specialized=1)
+        assert (c_api["warp_specialized"](-1), c_api["one_pass_backward"](-1)) == (0, 1)
+    finally:
+        sigmoid_attn.kernel_options(**start)
+    assert sigmoid_attn.current_kernel_options() == start

@@ -12,7 +12,9 @@ from .sdpa import scaled_dot_product_sigmoid_attention
 from .varlen import sigmoid_attention_varlen, sigmoid_attention_varlen_reference
 from . import nn
 from ._ops import include_dir, library_path
+from ._options import current_kernel_options, kernel_options
 
 __all__ = ["__version__", "sigmoid_attention", "sigmoid_attention_reference",
            "sigmoid_attention_varlen", "sigmoid_attention_varlen_reference",
-           "scaled_dot_product_sigmoid_attention", "info", "nn", "include_dir", "library_path"]
+           "scaled_dot_product_sigmoid_attention", "info", "nn", "include_dir", "library_path",
+           "kernel_options", "current_kernel_options"]

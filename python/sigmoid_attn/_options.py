@@ -1,0 +1,43 @@
+"""Process-wide kernel choices of the CUDA path: the ops library's dispatch switches."""
+
+from . import _C  # bound to the ops library by _ops
+
+_SWITCHES = ("warp_specialized", "one_pass_backward")
+
+
+class kernel_options:
+    """Sets which kernels CUDA calls take, for the whole process. An argument left None keeps its
+    setting. Use it as a call (the change stays) or as a context manager (the settings from
+    before come back on exit); `previous` holds them.
+
+    warp_specialized: the warp-specialized forward where one is compiled (hd128, non-causal).
+        On by default (tiles.json fwd_ws_dispatch; SIGMOID_ATTN_WARP_SPECIALIZED=0/1 at load).
+    one_pass_backward: dK, dV and dQ from one kernel, dQ summed in fp32 by TMA reductions,
+        where one is compiled (hd64): 3-4% faster from T = 4k on an H100, but dQ is then not
+        bitwise reproducible. Off by default (SIGMOID_ATTN_ATOMIC_DQ=0/1 at load).
+
+    Not thread-local: a setting made in one thread applies to calls from every thread. Each
+    call reads the switches afresh (torch.compile and CUDA graphs included: a captured graph
+    keeps the kernels it captured)."""
+
+    def __init__(self, *, warp_specialized=None, one_pass_backward=None):
+        wanted = {"warp_specialized": warp_specialized, "one_pass_backward": one_pass_backward}
+        for name, value in wanted.items():
+            if value is not None and not isinstance(value, bool):
+                raise TypeError(f"kernel_options: {name} must be a bool or None, got "
+                                f"{type(value).__name__} {value!r}")
+        self.previous = {name: bool(_C.dispatch_switch(name, -1 if value is None else int(value)))
+                         for name, value in wanted.items()}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for name, value in self.previous.items():
+            _C.dispatch_switch(name, int(value))
+        return False
+
+
+def current_kernel_options() -> dict:
+    """The switches' settings now: {"warp_specialized": bool, "one_pass_backward": bool}."""
+    return {name: bool(_C.dispatch_switch(name, -1)) for name in _SWITCHES}
