@@ -73,34 +73,16 @@ ONE_PASS_DIMS = {k["head_dim"] for k in sigmoid_attn.info()["variants"]
 HAS_ONE_PASS = bool(ONE_PASS_DIMS)
 
 
-class library_switch:
-    """Within the block, sets one of the library's dispatch switches (a C API function that
-    takes 1/0 and returns the setting before; -1 only reads): on=1 takes the experimental
-    kernel where one is compiled, 0 avoids it, None leaves the library's default (tiles.json).
-    sigmoid_attn_warp_specialized: the warp-specialized forward (the sigmoid_attn_no_ws
-    column is the library with it off); sigmoid_attn_atomic_dq: the one-pass backward (the
-    sigmoid_attn_atomic_dq column is the library with it on)."""
-
-    def __init__(self, symbol, on):
-        import ctypes
-
-        self.switch = getattr(ctypes.CDLL(sigmoid_attn.library_path()), symbol)
-        self.switch.restype, self.switch.argtypes = ctypes.c_int, [ctypes.c_int]
-        self.on = on
-
-    def __enter__(self):
-        self.before = self.switch(-1 if self.on is None else self.on)
-
-    def __exit__(self, *exc):
-        self.switch(self.before)
-
-
-def warp_specialized(on):
-    return library_switch("sigmoid_attn_warp_specialized", on)
+def warp_specialization_off(off):
+    """The library with the warp-specialized forward off (the sigmoid_attn_no_ws column), or as
+    it is by default (off=False)."""
+    return sigmoid_attn.kernel_options(warp_specialized=False if off else None)
 
 
 def one_pass_backward(on):
-    return library_switch("sigmoid_attn_atomic_dq", on)
+    """The library with the one-pass backward on (the sigmoid_attn_atomic_dq column), or as it
+    is by default (on=False)."""
+    return sigmoid_attn.kernel_options(one_pass_backward=True if on else None)
 
 
 def bench(fn):
@@ -148,7 +130,7 @@ def run_config(label, D, T, causal, padded, dtype=torch.bfloat16):
                 q, k, v, is_causal=causal)
     for name, fn in providers.items():
         try:
-            with warp_specialized(0 if name == "sigmoid_attn_no_ws" else None):
+            with warp_specialization_off(name == "sigmoid_attn_no_ws"):
                 ms = bench(fn)
         except Exception as e:  # noqa: BLE001 - a peer may not support a shape; record why
             row["ms"][name] = None
@@ -208,7 +190,7 @@ def run_varlen(label, D, T, causal, backward, dtype=torch.bfloat16):
                 grad = dop if padded else do
                 ms = bench(lambda: torch.autograd.grad(out, ins, grad, retain_graph=True))
             else:
-                with warp_specialized(0 if name == "sigmoid_attn_no_ws" else None):
+                with warp_specialization_off(name == "sigmoid_attn_no_ws"):
                     ms = bench(lambda: fwd(*ins))
         except Exception as e:  # noqa: BLE001
             row["ms"][name] = None
@@ -257,7 +239,7 @@ def run_backward(label, D, T, causal, dtype=torch.bfloat16):
             lambda a, b, c: triton_sigmoid.sigmoid_attention(a, b, c, is_causal=causal))
     for name, maker in providers.items():
         try:
-            with one_pass_backward(1 if name == "sigmoid_attn_atomic_dq" else None):
+            with one_pass_backward(name == "sigmoid_attn_atomic_dq"):
                 ms = bench(maker())
         except Exception as e:  # noqa: BLE001
             row["ms"][name] = None
