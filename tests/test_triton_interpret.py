@@ -122,7 +122,7 @@ SCRIPT = textwrap.dedent(r"""
         n += 1
     print("interpreted LPT cases:", n)
 
-    # The warp-specialized candidate (sigmoid_attn_fwd_ws, JIT only): TMA descriptors that end
+    # The warp-specialized forward (sigmoid_attn_fwd_ws): TMA descriptors that end
     # at the lengths instead of masks, run-time choices as arithmetic; dense, padded with a
     # zero length and partial blocks, GQA, causal, the three bias modes, score_mod.
     wcases = 0

@@ -203,8 +203,9 @@ def sigmoid_attn_bwd_dkdv_dq(
     VARLEN: tl.constexpr, CAUSAL_LPT: tl.constexpr = 0,
     ATOMIC_DQ: tl.constexpr = 2,
 ):
-    """The atomic-dQ candidate (JIT only, benchmarks/NOTES.md): dK, dV and dQ in one pass, 5
-    matmuls per score element instead of the two kernels' 7. dQ's shares from every key block
+    """The one-pass backward (kind bwd_dkdv_dq: hd64 in the build, opt-in; benchmarks/NOTES.md,
+    "The fifth session"): dK, dV and dQ in one pass, 5 matmuls per score element instead of
+    the two kernels' 7. dQ's shares from every key block
     are summed in fp32 in DQ_ACC by atomics, in no fixed order: not bitwise deterministic. The
     caller casts DQ_ACC to dQ's dtype. ATOMIC_DQ == 2 needs HEAD_DIM == BLOCK_D (a power of
     two)."""

@@ -60,8 +60,9 @@ FWD_WS_DISPATCH = bool(_DB.get("fwd_ws_dispatch", False))
 # The one-pass backward (sigmoid_attn_bwd.sigmoid_attn_bwd_dkdv_dq: dK, dV and dQ, dQ summed by
 # TMA tile reductions in fp32, not bitwise deterministic): tiles per head dim (powers of two),
 # fp16/bf16. The dispatcher takes it instead of the dkdv + dq pair only when tiles.json's
-# bwd_atomic_dq_dispatch is true or SIGMOID_ATTN_ATOMIC_DQ=1 (until measured: NOTES.md,
-# "Atomic dQ").
+# bwd_atomic_dq_dispatch is true, or it is switched on (SIGMOID_ATTN_ATOMIC_DQ=1,
+# sigmoid_attn.kernel_options(one_pass_backward=True)); measured: hd64 only, off by default
+# (NOTES.md, "The fifth session").
 BWD_ATOMIC_TILES = {int(d): tuple(t) for d, t in _DB.get("bwd_dkdv_dq", {}).items()}
 BWD_ATOMIC_DQ_DISPATCH = bool(_DB.get("bwd_atomic_dq_dispatch", False))
 # Whether causal variants of it are compiled (false: causal calls take sigmoid_attn_fwd, whose
