@@ -176,7 +176,7 @@ def main(argv=None):
 
     import triton
 
-    todo = V.variants()
+    todo = V.variants(triton.__version__)
     if args.only:
         keys = args.only.split(",")
         todo = [v for v in todo if any(k in v.name for k in keys)]

@@ -13,6 +13,14 @@ Packed variable-length batches (VARLEN, FlashAttention's cu_seqlens convention):
 lengths (num_seqs + 1 entries). The grid's first axis then enumerates tiles of the packed tokens,
 not of B * max_seqlen: see _packed_tile.
 
+Addressing (the rule for every kernel of the package): batch, head and packed-sequence offsets,
+and the rows a program stores or loads once (its query block here; its key block in the
+backward), are computed in 64 bits. Offsets inside one sequence that the key loops advance
+(k/v/score_mod rows) are 32-bit, and the host proves they fit: csrc/cuda_common.cpp bounds
+(longest sequence + 256) x row stride below 2^31 for every operand and for score_mod, and copies
+a strided view that breaks the bound into a contiguous buffer first. The packed tail (rows after
+cu_seqlens[B], zeroed by the forward) is not bounded by any sequence length, hence 64 bits.
+
 Run-time integer flags (HAS_SEQ_LENS_*, BIAS_MODE) are scalar branches outside the key loop and
 cost nothing measurable; only what changes the loop body or its bounds is a constexpr (and so a
 compiled variant): head dim, causal, score_mod, tiles.
@@ -405,7 +413,10 @@ def sigmoid_attn_fwd(
         hi = 0
         n_full = 0
 
-    q_ptrs = q_base + offs_m[:, None] * stride_qt + offs_d[None, :]
+    # 64-bit rows: a packed batch's tail program stores rows up to the buffer's end, past any
+    # sequence length the host bounds (a CUDA-graph buffer far larger than its batch).
+    rows64 = offs_m.to(tl.int64)
+    q_ptrs = q_base + rows64[:, None] * stride_qt + offs_d[None, :]
     if BLOCK_D != HEAD_DIM:
         q = tl.load(q_ptrs, mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
     else:
@@ -453,7 +464,7 @@ def sigmoid_attn_fwd(
         )
 
     acc = tl.where(row_ok[:, None], acc, 0.0)
-    o_ptrs = o_base + offs_m[:, None] * stride_ot + offs_d[None, :]
+    o_ptrs = o_base + rows64[:, None] * stride_ot + offs_d[None, :]
     out_mask = offs_m[:, None] < owned
     if BLOCK_D != HEAD_DIM:
         out_mask = out_mask & (offs_d[None, :] < HEAD_DIM)

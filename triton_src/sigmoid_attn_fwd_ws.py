@@ -1,5 +1,9 @@
-"""Forward sigmoid attention, warp-specialized (kind fwd_ws: the hd128 non-causal forward,
-per tiles.json; benchmarks/NOTES.md, "Warp specialization on Hopper" and "... measured").
+"""Forward sigmoid attention, warp-specialized (kind fwd_ws; benchmarks/NOTES.md, "Warp
+specialization on Hopper" and "... measured"). Compiled only with Triton >= 3.8
+(variants.WS_MIN_TRITON): Triton 3.6's pass left six initialized, never-invalidated mbarriers on
+the first bytes of the 256-row tile's Q buffer, and under GPU time-slicing (8 processes on one
+H200, benchmarks/stress_contention.py) a preemption wrote their state over Q's row 0: NaN in row
+0 of every resident query block, about 1 call in 2,400.
 
 Triton's Hopper warp-specialization pass (nvgpu-warp-specialization, Triton 3.6 and 3.8) turns a
 `tl.range(..., warp_specialize=True)` loop into a producer warpgroup (TMA loads) and two consumer

@@ -217,9 +217,28 @@ class Variant:
                 + ("_small" if self.min_t == SMALL else f"_t{self.min_t}" if self.min_t else ""))
 
 
-def variants():
+# Triton's Hopper warp-specialization pass before 3.8 initializes mbarriers it never uses nor
+# invalidates, and the shared-memory allocator then places live buffers on them (the 256-row
+# forward's Q tile at offset 0). PTX leaves that undefined; on an H200 a preemption (GPU
+# time-slicing) wrote the barriers' state over Q's first row: NaN in row 0 of every resident
+# block (benchmarks/stress_contention.py; fixed upstream by triton-lang/triton#9592, in 3.8).
+# Kernels that the pass specializes are compiled only with a Triton that has the fix.
+WS_MIN_TRITON = (3, 8)
+
+
+def warp_specialization_safe(triton_version: str) -> bool:
+    major, minor = (int(x) for x in triton_version.split(".")[:2])
+    return (major, minor) >= WS_MIN_TRITON
+
+
+def variants(triton_version: str = None):
+    """Every variant the build compiles; with triton_version, those that Triton may compile
+    (no warp-specialized kernels before WS_MIN_TRITON)."""
+    ws_ok = triton_version is None or warp_specialization_safe(triton_version)
     out = []
     for kind in ("fwd", "fwd_ws", "bwd_dkdv", "bwd_dq", "bwd_dkdv_dq"):
+        if kind == "fwd_ws" and not ws_ok:
+            continue
         for dtype in DTYPES:
             for head_dim, entry in tile_table(kind, dtype).items():
                 buckets = entry if isinstance(entry, list) else [(0, entry)]
