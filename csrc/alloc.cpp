@@ -1,6 +1,9 @@
 #include "alloc.h"
 
+#include <string>
+
 #include <torch/csrc/inductor/aoti_torch/c/shim.h>
+#include <torch/csrc/stable/macros.h>
 
 #include "check.h"
 
@@ -21,9 +24,21 @@ torch::stable::Tensor empty_contiguous(int32_t device_type, int32_t device_index
   }
   AtenTensorHandle h = nullptr;
   // AOTI dtype codes are c10::ScalarType's values.
-  SA_CHECK(aoti_torch_empty_strided(n, dims, strides, static_cast<int32_t>(dtype), device_type,
-                                    device_index, &h) == AOTI_TORCH_SUCCESS,
-           "sigmoid_attn: allocating an output tensor failed");
+  if (aoti_torch_empty_strided(n, dims, strides, static_cast<int32_t>(dtype), device_type,
+                               device_index, &h) != AOTI_TORCH_SUCCESS) {
+    // torch's own message (from torch 2.13: the size asked, the memory free) leads; the
+    // stable ABI's error path recovers it.
+    std::string torch_message;
+    try {
+      torch::stable::detail::throw_exception("aoti_torch_empty_strided", __FILE__, __LINE__);
+    } catch (const std::exception& e) {
+      torch_message = e.what();
+    }
+    std::string shape;
+    for (int64_t d = 0; d < n; ++d) shape += (d ? ", " : "") + std::to_string(dims[d]);
+    SA_CHECK(false, "sigmoid_attn: allocating a ", torch::headeronly::toString(dtype),
+             " tensor of shape [", shape, "] failed: ", torch_message);
+  }
   return torch::stable::Tensor(h);
 }
 

@@ -68,9 +68,15 @@ struct Layout {
   int row_dim() const { return packed() ? 0 : 1; }
   // Every dim but the last (contiguous) one: batch, row, head, or row, head when packed.
   bool aligned() const {
-    bool ok = reinterpret_cast<uintptr_t>(data) % 16 == 0 && stride(row_dim()) <= INT32_MAX;
+    bool ok = reinterpret_cast<uintptr_t>(data) % 16 == 0;
     for (int d = 0; d + 1 < n; ++d) ok = ok && stride(d) % 16 == 0;
     return ok;
+  }
+  // The kernels' one 32-bit product (sigmoid_attn_fwd.py, "Addressing"): a row offset inside
+  // one sequence, up to the longest sequence plus one tile (at most 256 rows).
+  bool rows_fit_int32(int64_t max_rows) const {
+    const int64_t st = stride(row_dim());
+    return st <= INT32_MAX / 512 * 256 && (max_rows + 256) * st < INT32_MAX;
   }
 };
 
@@ -78,8 +84,11 @@ struct Layout {
 
 Operand operand(const Tensor& t, int64_t max_rows) {
   Layout l(t);
+  if (max_rows < 0) max_rows = l.sizes[l.row_dim()];
   std::optional<Tensor> keep;
-  if (!l.aligned()) {  // rare: realign once into a contiguous buffer
+  // Rare: a misaligned view, or one whose row stride would overflow the kernels' 32-bit row
+  // offsets, is copied once into a contiguous buffer.
+  if (!l.aligned() || !l.rows_fit_int32(max_rows)) {
     const int64_t* s = l.sizes;
     keep = l.packed() ? torch::stable::new_empty(t, {s[0], s[1], s[2]})
                       : torch::stable::new_empty(t, {s[0], s[1], s[2], s[3]});
@@ -87,12 +96,9 @@ Operand operand(const Tensor& t, int64_t max_rows) {
     l = Layout(*keep);
   }
   const int64_t st = l.stride(l.row_dim());
-  if (max_rows < 0) max_rows = l.sizes[l.row_dim()];
-  // Row offsets inside one sequence are 32-bit in the kernels (batch, head and packed-sequence
-  // offsets are 64-bit).
-  SA_CHECK(st <= INT32_MAX && (max_rows + 256) * st < INT32_MAX,
+  SA_CHECK(l.rows_fit_int32(max_rows),
            "sigmoid_attention: one sequence of a tensor may span at most 2^31 elements, got ",
-           max_rows, " rows with row stride ", st);
+           max_rows, " rows of ", st, " elements");
   return Operand{std::move(keep), reinterpret_cast<CUdeviceptr>(l.data),
                  l.packed() ? 0 : l.stride(0), static_cast<int32_t>(st),
                  l.stride(l.packed() ? 1 : 2)};
@@ -100,7 +106,7 @@ Operand operand(const Tensor& t, int64_t max_rows) {
 
 Extras extras(const std::optional<Tensor>& seq_lens_q, const std::optional<Tensor>& seq_lens_k,
               const std::optional<Tensor>& bias, const std::optional<Tensor>& score_mod,
-              int bias_mode) {
+              int bias_mode, int64_t max_k) {
   Extras e;
   if (seq_lens_q.has_value()) e.lens_q = as_dense(*seq_lens_q, ScalarType::Int);
   if (seq_lens_k.has_value()) e.lens_k = as_dense(*seq_lens_k, ScalarType::Int);
@@ -110,10 +116,17 @@ Extras extras(const std::optional<Tensor>& seq_lens_q, const std::optional<Tenso
                 ? *score_mod
                 : torch::stable::to(*score_mod, ScalarType::Float);
     const bool packed = e.mod->dim() == 1;  // [total_k] (varlen) or [B, Tk]
+    // Key offsets inside one sequence are 32-bit in the kernels: a view whose key stride would
+    // overflow them over the longest sequence is made contiguous (it is [B, Tk] floats).
+    const auto fits = [&](const Tensor& m) {
+      const int64_t st = stride_or_zero(m, packed ? 0 : 1);
+      return st <= INT32_MAX / 512 * 256 && (max_k + 256) * st < INT32_MAX;
+    };
+    if (!fits(*e.mod)) e.mod = torch::stable::contiguous(*e.mod);
+    SA_CHECK(fits(*e.mod), "sigmoid_attention: one sequence of score_mod may span at most 2^31 "
+             "elements, got ", max_k, " keys");
     e.mod_sb = packed ? 0 : stride_or_zero(*e.mod, 0);
-    const int64_t st = stride_or_zero(*e.mod, packed ? 0 : 1);
-    SA_CHECK(st <= INT32_MAX, "sigmoid_attention: score_mod's key stride must fit int32, got ", st);
-    e.mod_st = static_cast<int32_t>(st);
+    e.mod_st = static_cast<int32_t>(stride_or_zero(*e.mod, packed ? 0 : 1));
   }
   e.p_lens_q = e.lens_q ? dptr(*e.lens_q) : 0;
   e.p_lens_k = e.lens_k ? dptr(*e.lens_k) : 0;

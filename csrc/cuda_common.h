@@ -38,7 +38,7 @@ struct Extras {
 };
 Extras extras(const std::optional<Tensor>& seq_lens_q, const std::optional<Tensor>& seq_lens_k,
               const std::optional<Tensor>& bias, const std::optional<Tensor>& score_mod,
-              int bias_mode);
+              int bias_mode, int64_t max_k);
 
 CUstream current_stream(int device);
 

@@ -13,7 +13,10 @@ namespace {
 template <typename F>
 void resolve(void* lib, const char* name, F& fn) {
   fn = reinterpret_cast<F>(dlsym(lib, name));
-  SA_CHECK(fn != nullptr, "sigmoid_attn: CUDA driver has no symbol ", name);
+  if (fn == nullptr) {  // an unusable driver: let it go (the next call tries again)
+    dlclose(lib);
+    SA_CHECK(false, "sigmoid_attn: CUDA driver has no symbol ", name);
+  }
 }
 
 CudaDriver load_driver() {
@@ -21,6 +24,7 @@ CudaDriver load_driver() {
   SA_CHECK(lib != nullptr,
                   "sigmoid_attn: cannot load the CUDA driver (libcuda.so.1): ", dlerror());
   CudaDriver d{};
+  resolve(lib, "cuModuleUnload", d.cuModuleUnload);
   resolve(lib, "cuGetErrorString", d.cuGetErrorString);
   resolve(lib, "cuDeviceGet", d.cuDeviceGet);
   resolve(lib, "cuDeviceGetAttribute", d.cuDeviceGetAttribute);

@@ -45,6 +45,7 @@ CUfunction load_function(int kernel, int device, DeviceModules* dm) {
     r = cu.cuFuncSetAttribute(fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                               spec.shared_bytes);
   }
+  if (r != CUDA_SUCCESS && mod != nullptr) cu.cuModuleUnload(mod);  // no half-loaded kernel
   CUcontext popped = nullptr;
   cu.cuCtxPopCurrent(&popped);
   if (r != CUDA_SUCCESS) {

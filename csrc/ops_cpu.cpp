@@ -280,7 +280,8 @@ Tensor forward_cpu(SIGMOID_ATTN_FORWARD_ARGS) {
 
 void forward_cpu_out(SIGMOID_ATTN_FORWARD_ARGS, const Tensor& out) {
   const ForwardProblem p = check_forward({SIGMOID_ATTN_FORWARD_PASS}, Backend::kCPU);
-  check_out(out, {p.B, p.Tq, p.Hq, p.D}, q, k, v);
+  check_out(out, {p.B, p.Tq, p.Hq, p.D}, q, k, v, seq_lens_q, seq_lens_k, sigmoid_bias_tensor,
+            score_mod);
   Tensor o = out;
   forward_into(p, SIGMOID_ATTN_FORWARD_PASS, o);
 }
@@ -329,7 +330,8 @@ Tensor forward_varlen_cpu(SIGMOID_ATTN_VARLEN_ARGS) {
 
 void forward_varlen_cpu_out(SIGMOID_ATTN_VARLEN_ARGS, const Tensor& out) {
   const ForwardProblem p = check_forward_varlen({SIGMOID_ATTN_VARLEN_PASS}, Backend::kCPU);
-  check_out(out, {p.Tq, p.Hq, p.D}, q, k, v);
+  check_out(out, {p.Tq, p.Hq, p.D}, q, k, v, cu_seqlens_q, cu_seqlens_k, sigmoid_bias_tensor,
+            score_mod);
   Tensor o = out;
   torch::stable::zero_(o);
   forward_varlen_into(p, SIGMOID_ATTN_VARLEN_PASS, o);

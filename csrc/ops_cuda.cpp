@@ -21,7 +21,7 @@ void launch_forward(const ForwardProblem& p, const Tensor& q, const Tensor& k, c
                     const std::optional<Tensor>& lens_k, const std::optional<Tensor>& bias,
                     const std::optional<Tensor>& score_mod, bool is_causal) {
   const int device = q.get_device_index();
-  Extras e = extras(lens_q, lens_k, bias, score_mod, p.bias_mode);
+  Extras e = extras(lens_q, lens_k, bias, score_mod, p.bias_mode, p.max_k);
   // The warp-specialized forward reads score_mod through 1-D TMA descriptors, one per
   // sequence: rows contiguous along keys and 16-byte aligned, dense batches only (no packed
   // score_mod variant is compiled); anything else takes the other kernel.
@@ -98,7 +98,8 @@ Tensor forward_cuda(SIGMOID_ATTN_FORWARD_ARGS) {
 
 void forward_cuda_out(SIGMOID_ATTN_FORWARD_ARGS, const Tensor& out) {
   const ForwardProblem p = check(SIGMOID_ATTN_FORWARD_PASS);
-  check_out(out, {p.B, p.Tq, p.Hq, p.D}, q, k, v);
+  check_out(out, {p.B, p.Tq, p.Hq, p.D}, q, k, v, seq_lens_q, seq_lens_k, sigmoid_bias_tensor,
+            score_mod);
   if (p.B == 0 || p.Tq == 0 || p.Hq == 0) return;
   launch_forward(p, q, k, v, out, seq_lens_q, seq_lens_k, sigmoid_bias_tensor, score_mod,
                  is_causal);
@@ -115,7 +116,8 @@ Tensor forward_varlen_cuda(SIGMOID_ATTN_VARLEN_ARGS) {
 
 void forward_varlen_cuda_out(SIGMOID_ATTN_VARLEN_ARGS, const Tensor& out) {
   const ForwardProblem p = check(SIGMOID_ATTN_VARLEN_PASS);
-  check_out(out, {p.Tq, p.Hq, p.D}, q, k, v);
+  check_out(out, {p.Tq, p.Hq, p.D}, q, k, v, cu_seqlens_q, cu_seqlens_k, sigmoid_bias_tensor,
+            score_mod);
   if (p.Tq == 0 || p.Hq == 0) return;
   launch_forward(p, q, k, v, out, cu_seqlens_q, cu_seqlens_k, sigmoid_bias_tensor, score_mod,
                  is_causal);

@@ -41,7 +41,7 @@ void launch_backward(const ForwardProblem& p, const Tensor& grad_out, const Tens
                 odo = operand(grad_out, p.max_q);
   const Operand odq = operand(dq, p.max_q), odk = operand(dk, p.max_k),
                 odv = operand(dv, p.max_k);
-  Extras e = extras(lens_q, lens_k, bias, score_mod, p.bias_mode);
+  Extras e = extras(lens_q, lens_k, bias, score_mod, p.bias_mode, p.max_k);
   int32_t t_q = static_cast<int32_t>(p.Tq), t_k = static_cast<int32_t>(p.Tk),
           kv_group = static_cast<int32_t>(p.Hq / p.Hkv), num_seqs = static_cast<int32_t>(p.B),
           max_q = static_cast<int32_t>(p.max_q), max_k = static_cast<int32_t>(p.max_k);

@@ -170,7 +170,9 @@ std::pair<uintptr_t, uintptr_t> byte_range(const Tensor& t) {
 }  // namespace
 
 void check_out(const Tensor& out, std::initializer_list<int64_t> shape, const Tensor& q,
-               const Tensor& k, const Tensor& v) {
+               const Tensor& k, const Tensor& v, const std::optional<Tensor>& lens_q,
+               const std::optional<Tensor>& lens_k, const std::optional<Tensor>& bias,
+               const std::optional<Tensor>& score_mod) {
   std::string want = "[";
   bool same = out.defined() && out.dim() == static_cast<int64_t>(shape.size());
   int64_t d = 0;
@@ -191,9 +193,12 @@ void check_out(const Tensor& out, std::initializer_list<int64_t> shape, const Te
            shape_str(out), (out.is_contiguous() ? " (contiguous) starting at a misaligned address"
                                                  : " that are not contiguous"));
   const auto o = byte_range(out);
-  const Tensor* ins[] = {&q, &k, &v};
-  const char* names[] = {"q", "k", "v"};
-  for (int i = 0; i < 3; ++i) {
+  const Tensor* ins[] = {&q, &k, &v, lens_q ? &*lens_q : nullptr, lens_k ? &*lens_k : nullptr,
+                         bias ? &*bias : nullptr, score_mod ? &*score_mod : nullptr};
+  const char* names[] = {"q", "k", "v", "the query lengths", "the key lengths",
+                         "sigmoid_bias_tensor", "score_mod"};
+  for (int i = 0; i < 7; ++i) {
+    if (ins[i] == nullptr) continue;
     const auto r = byte_range(*ins[i]);
     SA_CHECK(o.first == o.second || r.first == r.second || o.second <= r.first ||
                  r.second <= o.first,

@@ -70,10 +70,13 @@ ForwardProblem check_backward_varlen(const Tensor& grad_out, const VarlenInputs&
                                      Backend backend);
 
 // A caller's output buffer (the C/C++ API's *_out entry points): contiguous, of `shape`, q's
-// dtype and device, 16-byte aligned, and sharing no memory with q, k or v (other programs of the
-// kernel still read them while it is written).
+// dtype and device, 16-byte aligned, and sharing no memory with any input (other programs of
+// the kernel still read them while it is written): q, k, v, the lengths (seq_lens or
+// cu_seqlens), the bias tensor and score_mod.
 void check_out(const Tensor& out, std::initializer_list<int64_t> shape, const Tensor& q,
-               const Tensor& k, const Tensor& v);
+               const Tensor& k, const Tensor& v, const std::optional<Tensor>& lens_q,
+               const std::optional<Tensor>& lens_k, const std::optional<Tensor>& bias,
+               const std::optional<Tensor>& score_mod);
 
 // "[2, 16, 8, 64]"
 std::string shape_str(const Tensor& t);

@@ -70,3 +70,60 @@ def test_tensor_over_2_31_elements():
     assert (out[2, 64:] == 0).all()
     del q, k, v, out
     torch.cuda.empty_cache()
+
+
+MIXED = textwrap.dedent(r"""
+    import threading, torch, sigmoid_attn as sa
+    # 16 threads x 4 streams each, every thread alternating valid calls with calls that must
+    # raise (wrong dtype of lengths, mismatched heads, a huge row stride that is copied, an
+    # unsupported head dim): no crash, no poisoned context, each valid result bitwise equal to
+    # the single-threaded one.
+    g = torch.Generator().manual_seed(1)
+    valid = []
+    for i in range(8):
+        D = (64, 128)[i % 2]
+        q, k, v = (torch.randn(2, 257, 4, D, generator=g).cuda().bfloat16() for _ in range(3))
+        lens = torch.tensor([257, 31 + i], dtype=torch.int32).cuda()
+        valid.append((q, k, v, lens, bool(i % 2)))
+    ref = [sa.sigmoid_attention(q, k, v, seq_lens_q=l, seq_lens_k=l, is_causal=c)
+           for q, k, v, l, c in valid]
+    bad = [
+        lambda: sa.sigmoid_attention(valid[0][0], valid[0][1], valid[0][2],
+                                     seq_lens_q=valid[0][3].long()),
+        lambda: sa.sigmoid_attention(valid[0][0], valid[0][1][:, :, :3], valid[0][2][:, :, :3]),
+        lambda: sa.sigmoid_attention(*(torch.zeros(1, 8, 2, 40, device="cuda",
+                                                   dtype=torch.bfloat16) for _ in range(3))),
+    ]
+    torch.cuda.synchronize()
+    errors, mismatches = [], []
+    barrier = threading.Barrier(16)
+    def work(t):
+        streams = [torch.cuda.Stream() for _ in range(4)]
+        barrier.wait()
+        for it in range(24):
+            s = streams[it % 4]
+            with torch.cuda.stream(s):
+                if it % 3 == 2:
+                    try:
+                        bad[(t + it) % len(bad)]()
+                        errors.append(f"thread {t}: a bad call did not raise")
+                    except RuntimeError:
+                        pass
+                else:
+                    i = (t + it) % len(valid)
+                    q, k, v, l, c = valid[i]
+                    out = sa.sigmoid_attention(q, k, v, seq_lens_q=l, seq_lens_k=l, is_causal=c)
+                    s.synchronize()
+                    if not torch.equal(out, ref[i]):
+                        mismatches.append((t, it, i))
+    ts = [threading.Thread(target=work, args=(t,)) for t in range(16)]
+    [t.start() for t in ts]; [t.join() for t in ts]
+    torch.cuda.synchronize()  # the context still works
+    assert not errors and not mismatches, (errors[:3], mismatches[:3])
+    print("mixed ok")
+""")
+
+
+def test_sixteen_threads_four_streams_mixing_valid_and_bad_calls():
+    r = subprocess.run([sys.executable, "-c", MIXED], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "mixed ok" in r.stdout, r.stdout + r.stderr
