@@ -8,7 +8,7 @@ from typing import Optional, Union
 
 import torch
 
-from ._autograd import SigmoidAttentionFunction, needs_grad
+from ._autograd import below_autograd, needs_grad
 from ._ops import ops
 
 _forward = ops.forward.default  # resolved once: skips overload resolution on every call
@@ -56,7 +56,8 @@ def sigmoid_attention(
     scale defaults to 1/sqrt(D); sigmoid_bias is a float or a [B] tensor and defaults to
     -log(valid key count) per sequence; score_mod is a [B, Tk] additive per-key bias.
     is_causal: query i attends keys j <= i (top-left aligned). Returns [B, Tq, Hq, D].
-    Differentiable in q, k, v and score_mod (eager and torch.compile).
+    Differentiable in q, k, v, score_mod and a sigmoid_bias tensor (eager, torch.compile, and
+    the op called directly or from TorchScript).
     strict (default: env SIGMOID_ATTN_STRICT=1): raise ValueError on lengths outside [0, T]
     instead of clamping them; costs a device->host sync per call.
     """
@@ -64,20 +65,21 @@ def sigmoid_attention(
         check_lengths(seq_lens_q, q.shape[1], "seq_lens_q")
         check_lengths(seq_lens_k, k.shape[1], "seq_lens_k")
     # This function is the whole Python cost of a call: keep it to a few attribute reads.
-    grad = needs_grad(q, k, v, score_mod)
-    if (not grad and seq_lens_q is None and seq_lens_k is None and sigmoid_bias is None
-            and score_mod is None and scale is None):
-        # The plain call passes only what differs from the schema's defaults: torch.ops converts
-        # every argument given.
-        return _forward_plain(q, k, v, True) if is_causal else _forward_plain(q, k, v)
     bias_value, bias_tensor = sigmoid_bias, None
     if isinstance(sigmoid_bias, torch.Tensor):
         bias_value, bias_tensor = None, sigmoid_bias
-    if grad:
-        return SigmoidAttentionFunction.apply(q, k, v, seq_lens_q, seq_lens_k, is_causal, scale,
-                                              bias_value, bias_tensor, score_mod)
-    return _forward(q, k, v, seq_lens_q, seq_lens_k, is_causal, scale, bias_value, bias_tensor,
-                    score_mod)
+    if needs_grad(q, k, v, score_mod, bias_tensor) or torch.compiler.is_compiling():
+        # The op's registered autograd (_autograd.py); torch.compile traces it as one op.
+        return _forward(q, k, v, seq_lens_q, seq_lens_k, is_causal, scale, bias_value,
+                        bias_tensor, score_mod)
+    with below_autograd():  # nothing needs a gradient: skip the Python autograd kernel
+        if (seq_lens_q is None and seq_lens_k is None and sigmoid_bias is None
+                and score_mod is None and scale is None):
+            # The plain call passes only what differs from the schema's defaults: torch.ops
+            # converts every argument given.
+            return _forward_plain(q, k, v, True) if is_causal else _forward_plain(q, k, v)
+        return _forward(q, k, v, seq_lens_q, seq_lens_k, is_causal, scale, bias_value,
+                        bias_tensor, score_mod)
 
 
 def sigmoid_attention_reference(

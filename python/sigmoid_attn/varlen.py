@@ -13,40 +13,12 @@ from typing import Optional, Union
 
 import torch
 
+from ._autograd import below_autograd, needs_grad
 from ._ops import ops
 
 __all__ = ["sigmoid_attention_varlen", "sigmoid_attention_varlen_reference"]
 
 _forward_varlen = ops.forward_varlen.default
-
-
-class SigmoidAttentionVarlenFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(q, k, v, cu_q, cu_k, max_q, max_k, is_causal, scale, bias_value, bias_tensor,
-                score_mod):
-        return ops.forward_varlen(q, k, v, cu_q, cu_k, max_q, max_k, is_causal, scale,
-                                  bias_value, bias_tensor, score_mod)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        (q, k, v, cu_q, cu_k, max_q, max_k, is_causal, scale, bias_value, bias_tensor,
-         score_mod) = inputs
-        ctx.save_for_backward(q, k, v, cu_q, cu_k, bias_tensor, score_mod)
-        ctx.args = (max_q, max_k, is_causal, scale, bias_value)
-
-    @staticmethod
-    def backward(ctx, grad):
-        q, k, v, cu_q, cu_k, bias_tensor, score_mod = ctx.saved_tensors
-        max_q, max_k, is_causal, scale, bias_value = ctx.args
-        if grad.stride(-1) != 1:
-            grad = grad.contiguous()
-        dq, dk, dv, dmod = ops.backward_varlen(grad, q, k, v, cu_q, cu_k, max_q, max_k,
-                                               is_causal, scale, bias_value, bias_tensor,
-                                               score_mod)
-        dscore_mod = None
-        if score_mod is not None and ctx.needs_input_grad[11]:
-            dscore_mod = dmod.to(score_mod.dtype)
-        return dq, dk, dv, None, None, None, None, None, None, None, None, dscore_mod
 
 
 def check_cu_seqlens(cu: torch.Tensor, total: int, max_seqlen: int, name: str) -> None:
@@ -91,11 +63,10 @@ def sigmoid_attention_varlen(
     the tiles and bounds the kernels' offsets; longer sequences are cut to it).
     sigmoid_bias: float, or a [B] tensor; default -log(key count) per sequence. score_mod: a
     [total_k] additive per-key bias. is_causal: query i of a sequence attends its keys j <= i.
-    Rows past cu_seqlens_q[B] are zero. Returns [total_q, Hq, D]; differentiable in q, k, v and
-    score_mod. strict (default: env SIGMOID_ATTN_STRICT=1) checks cu_seqlens on the host.
+    Rows past cu_seqlens_q[B] are zero. Returns [total_q, Hq, D]; differentiable in q, k, v,
+    score_mod and a sigmoid_bias tensor. strict (default: env SIGMOID_ATTN_STRICT=1) checks cu_seqlens on the host.
     """
     from .functional import STRICT
-    from ._autograd import needs_grad
 
     if strict or (strict is None and STRICT):
         check_cu_seqlens(cu_seqlens_q, q.shape[0], max_seqlen_q, "cu_seqlens_q")
@@ -105,9 +76,10 @@ def sigmoid_attention_varlen(
         bias_value, bias_tensor = None, sigmoid_bias
     args = (q, k, v, cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k), is_causal,
             scale, bias_value, bias_tensor, score_mod)
-    if needs_grad(q, k, v, score_mod):
-        return SigmoidAttentionVarlenFunction.apply(*args)
-    return _forward_varlen(*args)
+    if needs_grad(q, k, v, score_mod, bias_tensor) or torch.compiler.is_compiling():
+        return _forward_varlen(*args)  # with the op's registered autograd (_autograd.py)
+    with below_autograd():
+        return _forward_varlen(*args)
 
 
 def sigmoid_attention_varlen_reference(
