@@ -11,6 +11,13 @@
 #   bash benchmarks/gpu_check.sh sweeps                  # JIT candidates: the persistent
 #                                                         # warp-specialized forward, the mixed
 #                                                         # sigmoid (no build needed)
+#   bash benchmarks/gpu_check.sh stress                  # contention stress of the default
+#                                                         # forward: 8 processes, >= 20,000 calls
+#                                                         # of the hd128 dense kernel, fewer of
+#                                                         # padded / causal / varlen / T = 8k
+# PREBUILT=archive.tar.xz: instead of building, run a library built elsewhere (e.g. the wheel's
+# ops library from Triton 3.8, which compiles kernels this machine's Triton does not): the
+# archive holds libsigmoid_attn_ops.so, catalog.json and a _C for this Python.
 # Modes combine with commas (tests,latency); TESTS="tests/a.py tests/b.py" narrows the tests.
 # Carry .whl/ (triton_sigmoid-0.1.2-py3-none-any.whl) for the triton-sigmoid peer.
 # The device's copy of the tree has no .git: pass SIGMOID_ATTN_COMMIT=<sha> for the JSON's commit.
@@ -46,11 +53,31 @@ if has sweeps; then  # JIT candidates against production (each writes its JSON a
   [ "$MODE" = sweeps ] && exit 0
 fi
 t0=$(date +%s)
-python3 -m pip install --no-build-isolation --no-deps -v -e . > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
-echo "build: $(( $(date +%s) - t0 )) s" | tee -a "$OUT/gpu.txt"
-grep -E "^aot:|aot: " "$OUT/build.log" | tee -a "$OUT/gpu.txt"
+if [ -n "${PREBUILT:-}" ]; then
+  rm -rf /tmp/prebuilt && mkdir -p /tmp/prebuilt && cp -r python/sigmoid_attn /tmp/prebuilt/
+  tar xJf "$PREBUILT" -C /tmp/prebuilt/sigmoid_attn || exit 1
+  export PYTHONPATH=/tmp/prebuilt${PYTHONPATH:+:$PYTHONPATH}
+  python3 -c "import sigmoid_attn as s; i = s.info(); print('prebuilt:', i['triton_build'], len(i['variants']), 'kernels')" \
+    | tee -a "$OUT/gpu.txt"
+else
+  python3 -m pip install --no-build-isolation --no-deps -v -e . > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
+  echo "build: $(( $(date +%s) - t0 )) s" | tee -a "$OUT/gpu.txt"
+  grep -E "^aot:|aot: " "$OUT/build.log" | tee -a "$OUT/gpu.txt"
+fi
 if has tests; then
-  python3 -m pytest -q -rs ${TESTS:-tests} 2>&1 | tee "$OUT/tests.log" | tail -25
+  python3 -m pytest -q -rs ${PYTEST_ARGS:-} ${TESTS:-tests} 2>&1 | tee "$OUT/tests.log" | tail -25
+fi
+if has stress; then  # the default forward under 8-process contention (stress_contention.py)
+  while read -r case dt T B calls; do
+    timeout 300 python3 benchmarks/stress_contention.py --target lib --case "$case" --dtype "$dt" \
+      --seqlen "$T" --batch "$B" --procs 8 --calls "$calls" --json "$OUT/stress_${case}_${dt}_${T}.json" \
+      | cut -c1-400
+  done <<< "${STRESS_CASES:-dense bf16 4096 4 1300
+dense fp16 4096 4 1300
+padded bf16 4096 4 300
+causal fp16 4096 4 300
+varlen bf16 4096 4 300
+dense bf16 8192 2 300}"
 fi
 if has latency; then  # host cost per tiny call and cold start: Python (with peers), then C++
   python3 benchmarks/bench_latency.py --out "$OUT/latency.json" 2>&1 | tee "$OUT/latency.log" | tail -12
