@@ -1,4 +1,4 @@
-"""GPU reliability on the lent H100 (skipped without CUDA): concurrent first calls from many
+"""GPU reliability (skipped without CUDA): concurrent first calls from many
 threads and streams, tensors over 2^31 elements (64-bit batch/head offsets)."""
 
 import subprocess

@@ -1,0 +1,236 @@
+"""Compile the Gluon sigmoid-attention forward for sm_90 ahead of time (no GPU needed).
+
+    /tmp/gluon/bin/python benchmarks/gluon_fwd/compile.py [--only NAME_SUBSTR]
+
+Needs Triton 3.8.0 (GluonASTSource is a private module: pinned). Writes into build/ next to
+this file: <variant>.cubin, .ptx, .ttgir, and variants.json (entry, num_warps, shared memory,
+the PTX parameter list, the tensor-descriptor metadata the host needs to encode the
+CUtensorMaps, hidden scratch parameters), and checks the PTX for the schedule's instructions.
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.experimental.gluon import language as gl  # noqa: E402
+from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
+
+from attn_fwd_gluon import sigmoid_attn_fwd_gluon  # noqa: E402
+
+PINNED = "3.8.0"
+DTYPES = {"bf16": gl.bfloat16, "fp16": gl.float16}
+# host CUtensorMapDataType
+CU_DTYPE = {"bf16": 9, "fp16": 6}
+ELEM_BYTES = {"bf16": 2, "fp16": 2}
+
+
+class Variant:
+    def __init__(self, dtype, head_dim, block_m, block_n, stages, overlap, consumer_regs=240,
+                 producer_regs=24):
+        self.dtype, self.head_dim = dtype, head_dim
+        self.block_m, self.block_n, self.stages, self.overlap = block_m, block_n, stages, overlap
+        self.consumer_regs, self.producer_regs = consumer_regs, producer_regs
+
+    @property
+    def name(self):
+        return (f"gfwd_{self.dtype}_d{self.head_dim}_m{self.block_m}_n{self.block_n}"
+                f"_s{self.stages}_{'ov' if self.overlap else 'seq'}")
+
+
+def variants():
+    out = []
+    for dt in ("bf16", "fp16"):
+        # hd128: 2 x 64 rows, 128 keys, intra-warpgroup overlap (FA3-like) -- the main config
+        out.append(Variant(dt, 128, 128, 128, 2, True))
+        out.append(Variant(dt, 64, 128, 128, 2, True))
+    # bf16-only tuning candidates, timed by run_on_device.py
+    out.append(Variant("bf16", 128, 128, 128, 2, False))
+    out.append(Variant("bf16", 128, 128, 64, 3, True))
+    out.append(Variant("bf16", 128, 256, 64, 2, False))
+    out.append(Variant("bf16", 64, 128, 128, 3, True))
+    out.append(Variant("bf16", 64, 256, 64, 2, False))
+    return out
+
+
+def _entry_params(ptx, entry):
+    m = re.search(r"\.entry\s+" + re.escape(entry) + r"\s*\((.*?)\)", ptx, re.S)
+    if m is None:
+        raise RuntimeError(f"entry {entry} not found in PTX")
+    params = []
+    for line in m.group(1).split(","):
+        line = line.strip()
+        if not line:
+            continue
+        # e.g. ".param .align 64 .b8 NAME[128]", ".param .u32 NAME",
+        #      ".param .u64 .ptr .global .align 1 NAME"
+        pm = re.match(r"\.param\s+(?:\.align\s+(\d+)\s+)?\.(\w+)\s+(?:\.ptr\s+(?:\.\w+\s+)?"
+                      r"(?:\.align\s+\d+\s+)?)?(\w+)(?:\[(\d+)\])?$", line)
+        if pm is None:
+            raise RuntimeError(f"cannot parse PTX parameter {line!r}")
+        align, ty, name, count = pm.groups()
+        size = {"b8": 1, "u8": 1, "s8": 1, "b16": 2, "u16": 2, "s16": 2, "b32": 4, "u32": 4,
+                "s32": 4, "f32": 4, "b64": 8, "u64": 8, "s64": 8, "f64": 8}[ty]
+        size *= int(count) if count else 1
+        params.append({"name": name, "ptx_type": ty, "size": size,
+                       "align": int(align) if align else size})
+    return params
+
+
+def _classify(params, sig_names, tensordesc_rank):
+    """Names each PTX parameter after the kernel argument it comes from: a tensordesc
+    argument becomes the by-value CUtensorMap (128 bytes, align 64) followed by its shape
+    (i32 x rank) and strides (i64 x rank); anything after the kernel's own arguments is a
+    hidden pointer (global scratch, profile scratch)."""
+    out, i = [], 0
+    for name, ty in sig_names:
+        if ty.startswith("tensordesc"):
+            p = params[i]
+            if not (p["size"] == 128 and p["align"] == 64):
+                raise RuntimeError(f"{name}: expected a 128-byte align-64 CUtensorMap, got {p}")
+            out.append(dict(p, role="tensormap", arg=name))
+            i += 1
+            for d in range(tensordesc_rank):
+                p = params[i]
+                if p["size"] != 4:
+                    raise RuntimeError(f"{name}: expected an i32 shape[{d}], got {p}")
+                out.append(dict(p, role="desc_shape", arg=name, dim=d))
+                i += 1
+            for d in range(tensordesc_rank):
+                p = params[i]
+                if p["size"] != 8:
+                    raise RuntimeError(f"{name}: expected an i64 stride[{d}], got {p}")
+                out.append(dict(p, role="desc_stride", arg=name, dim=d))
+                i += 1
+        else:
+            p = params[i]
+            want = {"i32": 4, "fp32": 4, "i64": 8}[ty]
+            if p["size"] != want:
+                raise RuntimeError(f"{name}: expected {want} bytes, got {p}")
+            out.append(dict(p, role="scalar", arg=name, type=ty))
+            i += 1
+    for p in params[i:]:
+        if p["size"] != 8:
+            raise RuntimeError(f"unexpected hidden parameter {p}")
+        out.append(dict(p, role="hidden_ptr"))
+    return out
+
+
+CHECKS = ["wgmma.mma_async", "wgmma.wait_group", "cp.async.bulk.tensor",
+          "cp.async.bulk.tensor.3d.global.shared", "setmaxnreg", "mbarrier.inval",
+          "mbarrier.try_wait", "mbarrier.arrive", "tanh.approx.f32", "bar.sync", "bar.arrive"]
+REQUIRED = ["wgmma.mma_async", "cp.async.bulk.tensor", "setmaxnreg", "mbarrier.inval",
+            "tanh.approx.f32"]
+
+
+def compile_variant(v: Variant, out_dir: Path):
+    ty = DTYPES[v.dtype]
+    rows = v.block_m // 2
+    q_layout = gl.NVMMASharedLayout.get_default_for([1, rows, v.head_dim], ty)
+    kv_layout = gl.NVMMASharedLayout.get_default_for([1, v.block_n, v.head_dim], ty)
+    sig = {
+        "q_desc": f"tensordesc<{v.dtype}[1,{rows},{v.head_dim}],{q_layout!r}>",
+        "k_desc": f"tensordesc<{v.dtype}[1,{v.block_n},{v.head_dim}],{kv_layout!r}>",
+        "v_desc": f"tensordesc<{v.dtype}[1,{v.block_n},{v.head_dim}],{kv_layout!r}>",
+        "o_desc": f"tensordesc<{v.dtype}[1,{rows},{v.head_dim}],{q_layout!r}>",
+        "T": "i32",
+        "sm_scale": "fp32",
+        "bias": "fp32",
+        "NUM_STAGES": "constexpr",
+        "OVERLAP": "constexpr",
+        "CONSUMER_REGS": "constexpr",
+        "PRODUCER_REGS": "constexpr",
+    }
+    constexprs = {"NUM_STAGES": v.stages, "OVERLAP": v.overlap,
+                  "CONSUMER_REGS": v.consumer_regs, "PRODUCER_REGS": v.producer_regs}
+    src = GluonASTSource(fn=sigmoid_attn_fwd_gluon, signature=sig, constexprs=constexprs)
+    t0 = time.time()
+    # 4 warps in the default partition; 3 warpgroups in all (384 threads) -> at most 168
+    # registers per thread at launch; setmaxnreg moves them to the consumers.
+    k = triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                       options={"num_warps": 4, "maxnreg": 168})
+    dt = time.time() - t0
+    md = k.metadata
+    ptx = k.asm["ptx"]
+    entry = md.name
+    params = _entry_params(ptx, entry)
+    sig_args = [(n, t) for n, t in sig.items() if t != "constexpr"]
+    layout = _classify(params, sig_args, 3)
+    counts = {c: ptx.count(c) for c in CHECKS}
+    missing = [c for c in REQUIRED if counts[c] == 0]
+    maxnreg = re.findall(r"setmaxnreg\.(inc|dec)\.sync\.aligned\.u32\s+(\d+)", ptx)
+    tdm = getattr(md, "tensordesc_meta", None)
+    tdm = [dict(m) for m in tdm] if tdm else None
+    (out_dir / f"{v.name}.cubin").write_bytes(k.asm["cubin"])
+    (out_dir / f"{v.name}.ptx").write_text(ptx)
+    (out_dir / f"{v.name}.ttgir").write_text(k.asm["ttgir"])
+    rec = {
+        "name": v.name, "entry": entry, "cubin": f"{v.name}.cubin",
+        "dtype": v.dtype, "cu_tensor_dtype": CU_DTYPE[v.dtype], "elem_bytes": ELEM_BYTES[v.dtype],
+        "head_dim": v.head_dim, "block_m": v.block_m, "rows_per_warpgroup": rows,
+        "block_n": v.block_n, "num_stages": v.stages, "overlap": v.overlap,
+        "consumer_regs": v.consumer_regs, "producer_regs": v.producer_regs,
+        "num_warps": md.num_warps, "threads": 32 * md.num_warps,
+        "shared": md.shared,
+        "params": layout,
+        "tensordesc_meta": tdm,
+        "global_scratch_size": int(getattr(md, "global_scratch_size", 0) or 0),
+        "global_scratch_align": int(getattr(md, "global_scratch_align", 1) or 1),
+        "profile_scratch_size": int(getattr(md, "profile_scratch_size", 0) or 0),
+        "profile_scratch_align": int(getattr(md, "profile_scratch_align", 1) or 1),
+        "ptx_counts": counts, "setmaxnreg": [f"{a} {n}" for a, n in maxnreg],
+        "ptx_reqntid": re.findall(r"\.reqntid\s+([\d, ]+)", ptx),
+        "ptx_maxnreg": re.findall(r"\.maxnreg\s+(\d+)", ptx),
+        "compile_s": round(dt, 2), "triton": triton.__version__,
+    }
+    return rec, missing
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default="")
+    ap.add_argument("--out-dir", type=Path, default=HERE / "build")
+    args = ap.parse_args()
+    if triton.__version__ != PINNED:
+        print(f"WARNING: Triton {triton.__version__}, compiled and checked with {PINNED} "
+              "(GluonASTSource is private API)", file=sys.stderr)
+    out_dir = args.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    recs, bad = [], []
+    for v in variants():
+        if args.only and args.only not in v.name:
+            continue
+        try:
+            rec, missing = compile_variant(v, out_dir)
+        except Exception as e:  # noqa: BLE001
+            print(f"FAIL {v.name}: {type(e).__name__}: {e}", file=sys.stderr)
+            bad.append(v.name)
+            continue
+        recs.append(rec)
+        c = rec["ptx_counts"]
+        print(f"{v.name}: {rec['compile_s']}s shared={rec['shared']} warps={rec['num_warps']} "
+              f"setmaxnreg={rec['setmaxnreg']} wgmma={c['wgmma.mma_async']} "
+              f"tma={c['cp.async.bulk.tensor']} inval={c['mbarrier.inval']} "
+              f"tanh={c['tanh.approx.f32']} bar.sync={c['bar.sync']}"
+              + (f"  MISSING {missing}" if missing else ""))
+        if missing:
+            bad.append(v.name)
+    (out_dir / "variants.json").write_text(json.dumps(
+        {"triton": triton.__version__, "arch": 90, "variants": recs}, indent=1))
+    (out_dir / ".gitignore").write_text("*\n")
+    print(f"wrote {len(recs)} variants to {out_dir}/variants.json")
+    if bad:
+        print(f"FAILED/INCOMPLETE: {bad}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
