@@ -65,7 +65,7 @@ else
   grep -E "^aot:|aot: " "$OUT/build.log" | tee -a "$OUT/gpu.txt"
 fi
 if has tests; then
-  python3 -m pytest -q -rs ${PYTEST_ARGS:-} ${TESTS:-tests} 2>&1 | tee "$OUT/tests.log" | tail -25
+  python3 -m pytest -q -rs --durations=25 ${PYTEST_ARGS:-} ${TESTS:-tests} 2>&1 | tee "$OUT/tests.log" | tail -25
 fi
 if has stress; then  # the default forward under 8-process contention (stress_contention.py)
   while read -r case dt T B calls; do
