@@ -1,10 +1,13 @@
-"""Bad inputs raise RuntimeError naming the argument, the expected and the received value; valid
+"""Bad inputs raise an error naming the argument, the expected and the received value; valid
 edge inputs (empty sizes, out-of-range lengths, scale 0, NaN, -inf score_mod) do not raise and
 match the float64 reference.
 
 Every forward-argument problem in CASES goes through five entry points: sigmoid_attention, the
 raw forward op, the raw backward op (with a well-formed grad_out), and both of those again on
 the meta device (the C++ Meta kernels torch.compile's fake tensors use), with the same message.
+The ops raise RuntimeError; the Python entry points raise ValueError (values, shapes, devices)
+or TypeError (dtypes, Python types), each also a RuntimeError. Lengths of another integer dtype
+are an error for the ops only: the Python entry points cast them to int32.
 """
 
 import math
@@ -13,7 +16,10 @@ import pytest
 import torch
 
 from conftest import rel_err
-from sigmoid_attn import sigmoid_attention, sigmoid_attention_reference
+from sigmoid_attn import (scaled_dot_product_sigmoid_attention, sigmoid_attention,
+                          sigmoid_attention_reference, sigmoid_attention_varlen)
+from sigmoid_attn._errors import argument_error
+from sigmoid_attn.nn import SigmoidMultiheadAttention
 
 ops = torch.ops.sigmoid_attn
 q0 = torch.randn(2, 8, 4, 32)
@@ -129,22 +135,56 @@ CASES = [
 ]
 
 
+def is_integer(t):
+    return (isinstance(t, torch.Tensor) and not t.is_floating_point() and not t.is_complex()
+            and t.dtype != torch.bool)
+
+
+def cast_by_api(kwargs):
+    """Lengths of an integer dtype other than int32: the Python entry points cast them."""
+    return any(is_integer(kwargs.get(n)) and kwargs[n].dtype != i32 for n in ("seq_lens_q", "seq_lens_k"))
+
+
+def wrong_dtype(kwargs):
+    """The case is about a dtype (TypeError from the Python entry points), not a value."""
+    for name, t in kwargs.items():
+        if not isinstance(t, torch.Tensor):
+            continue
+        if name in ("q", "k", "v") and t.dtype != torch.float32:
+            return True
+        if name.startswith("seq_lens") and not is_integer(t):
+            return True
+        if name in ("sigmoid_bias", "score_mod") and not t.is_floating_point():
+            return True
+    return False
+
+
 @pytest.mark.parametrize("entry", ENTRIES)
 @pytest.mark.parametrize("kwargs,needles", CASES, ids=[str(i) for i in range(len(CASES))])
 def test_bad_input_message(kwargs, needles, entry):
+    if entry.endswith("api") and cast_by_api(kwargs):
+        out = run_entry(entry, kwargs)  # cast to int32 on the device; the op alone rejects them
+        assert out.shape == q0.shape
+        return
     with pytest.raises(RuntimeError) as e:
         run_entry(entry, kwargs)
     msg = str(e.value)
     assert msg.startswith("sigmoid_attention: "), msg
     for n in needles:
         assert n in msg, f"{n!r} not in {msg!r}"
+    if entry.endswith("api"):
+        want = TypeError if wrong_dtype(kwargs) else ValueError
+        assert isinstance(e.value, want), (type(e.value).__mro__, msg)
+        assert e.value.__cause__ is None and e.value.__suppress_context__
+    else:  # the ops themselves: RuntimeError only (the stable ABI cannot raise another type)
+        assert type(e.value) is RuntimeError
 
 
 def test_bad_input_message_with_grad():
     """The autograd path (an input requires grad) reports the same errors."""
     q = q0.clone().requires_grad_()
-    with pytest.raises(RuntimeError, match="seq_lens_k must be int32 of shape \\[B\\]=\\[2\\], got int64 \\[2\\]"):
-        sigmoid_attention(q, q0, q0, seq_lens_k=torch.tensor([1, 2]))
+    with pytest.raises(TypeError, match="seq_lens_k must be int32 of shape \\[B\\]=\\[2\\], got float32 \\[2\\]"):
+        sigmoid_attention(q, q0, q0, seq_lens_k=torch.tensor([1.0, 2.0]))
     with pytest.raises(RuntimeError, match="sigmoid_bias must be ±inf or within float32 range, and not NaN, got nan"):
         sigmoid_attention(q, q0, q0, sigmoid_bias=NAN)
 
@@ -245,6 +285,111 @@ def test_cuda_specific_errors():
     qd = torch.randn(2, 8, 4, 80, device="cuda", dtype=torch.float16)
     with pytest.raises(RuntimeError, match="no CUDA kernel is compiled for head_dim=80.*32, 64, 96, 128, 256"):
         sigmoid_attention(qd, qd, qd)
+
+
+# Every Python entry point: (callable, exception type, substring). The type is ValueError or
+# TypeError, and every one is also a RuntimeError (code written for the ops keeps working).
+qv0 = torch.randn(10, 2, 16)
+cu0 = torch.tensor([0, 4, 10], dtype=i32)
+qs0 = q0.transpose(1, 2)  # [B, H, T, D] for the SDPA-style entry point
+mha = SigmoidMultiheadAttention(32, 4, num_kv_heads=2)
+x0 = torch.randn(2, 8, 32)
+VE, TE = ValueError, TypeError
+PY_CASES = {
+    # sigmoid_attention: Python types, devices, strict mode
+    "api_q_str": (lambda: call(q="q"), TE, "sigmoid_attention: q must be a tensor, got str"),
+    "api_v_none": (lambda: call(v=None), TE, "v must be a tensor, got NoneType"),
+    "api_lens_list": (lambda: call(seq_lens_k=[1, 2]), TE, "seq_lens_k must be a tensor or None, got list"),
+    "api_scale_str": (lambda: call(scale="0.1"), TE, "sigmoid_attention: scale must be of type"),
+    "api_bias_str": (lambda: call(sigmoid_bias="x"), TE, "sigmoid_attention: sigmoid_bias must be of type"),
+    "api_lens_device": (lambda: call(seq_lens_q=lens_cpu.to(M)), VE, "seq_lens_q must be on q's device cpu, got meta"),
+    "api_qkv_device": (lambda: call(k=q0.to(M)), VE, "q, k and v must be on one device"),
+    "api_strict": (lambda: call(seq_lens_k=torch.tensor([9, 1], dtype=i32), strict=True), VE, "seq_lens_k[0] = 9 is outside [0, 8]"),
+    "api_grad_dtype": (lambda: call(q=q0.clone().requires_grad_(), k=q0.half()), TE, "same dtype"),
+    # sigmoid_attention_varlen
+    "varlen_rank": (lambda: sigmoid_attention_varlen(q0, qv0, qv0, cu0, cu0, 6, 6), VE, "sigmoid_attention_varlen: q must have 3 dims"),
+    "varlen_cu_float": (lambda: sigmoid_attention_varlen(qv0, qv0, qv0, cu0.float(), cu0, 6, 6), TE, "cu_seqlens_q must be int32 of shape [B + 1]"),
+    "varlen_cu_2d": (lambda: sigmoid_attention_varlen(qv0, qv0, qv0, cu0, cu0.view(1, 3), 6, 6), VE, "cu_seqlens_k must be int32 of shape [B + 1]"),
+    "varlen_cu_entries": (lambda: sigmoid_attention_varlen(qv0, qv0, qv0, cu0, cu0[:2], 6, 6), VE, "must both have B + 1 entries"),
+    "varlen_cu_list": (lambda: sigmoid_attention_varlen(qv0, qv0, qv0, [0, 4, 10], cu0, 6, 6), TE, "cu_seqlens_q must be a tensor, got list"),
+    "varlen_max_none": (lambda: sigmoid_attention_varlen(qv0, qv0, qv0, cu0, cu0, None, 6), TE, "max_seqlen_q must be an int, got NoneType"),
+    "varlen_max_negative": (lambda: sigmoid_attention_varlen(qv0, qv0, qv0, cu0, cu0, 6, -1), VE, "must be >= 0, got 6 and -1"),
+    "varlen_dtype": (lambda: sigmoid_attention_varlen(qv0, qv0.double(), qv0, cu0, cu0, 6, 6), TE, "same dtype"),
+    "varlen_mod": (lambda: sigmoid_attention_varlen(qv0, qv0, qv0, cu0, cu0, 6, 6, score_mod=torch.zeros(9)), VE, "score_mod must be floating point of shape [total_k]=[10]"),
+    "varlen_strict": (lambda: sigmoid_attention_varlen(qv0, qv0, qv0, cu0, cu0, 3, 6, strict=True), VE, "exceeds max_seqlen = 3"),
+    # scaled_dot_product_sigmoid_attention: fast path, mask checks and the dense fallback
+    "sdpa_rank": (lambda: scaled_dot_product_sigmoid_attention(q0[0], qs0, qs0), VE, "must be [B, H, T, D]"),
+    "sdpa_not_tensor": (lambda: scaled_dot_product_sigmoid_attention(None, qs0, qs0), TE, "must be tensors, got NoneType"),
+    "sdpa_dtype": (lambda: scaled_dot_product_sigmoid_attention(qs0, qs0.half(), qs0), TE, "same dtype"),
+    "sdpa_heads": (lambda: scaled_dot_product_sigmoid_attention(qs0, qs0[:, :3], qs0[:, :3]), VE, "Hq=4 must be a multiple of"),
+    "sdpa_mask_dtype": (lambda: scaled_dot_product_sigmoid_attention(qs0, qs0, qs0, torch.ones(8, 8, dtype=torch.int64)), TE, "attn_mask must be a bool or floating point tensor"),
+    "sdpa_mask_shape": (lambda: scaled_dot_product_sigmoid_attention(qs0, qs0, qs0, torch.ones(7, 8, dtype=torch.bool)), VE, "attn_mask must broadcast to [B, Hq, Tq, Tk]"),
+    "sdpa_fallback_dtype": (lambda: scaled_dot_product_sigmoid_attention(qs0, qs0.double(), qs0.double(), torch.ones(8, 8, dtype=torch.bool)), TE, "same dtype"),
+    "sdpa_fallback_scale": (lambda: scaled_dot_product_sigmoid_attention(qs0, qs0, qs0, torch.ones(8, 8, dtype=torch.bool), scale=INF), VE, "scale must be finite"),
+    "sdpa_fallback_device": (lambda: scaled_dot_product_sigmoid_attention(qs0, qs0, qs0, torch.ones(8, 8, dtype=torch.bool, device=M)), VE, "attn_mask must be on query's device"),
+    # the module (eager)
+    "module_lens_float": (lambda: mha(x0, seq_lens=torch.tensor([3.0, 8.0])), TE, "seq_lens_q must be int32"),
+    "module_lens_shape": (lambda: mha(x0, seq_lens=torch.tensor([3, 8, 1], dtype=i32)), VE, "seq_lens_q must be int32 of shape [B]=[2]"),
+}
+
+
+@pytest.mark.parametrize("name", list(PY_CASES))
+def test_python_entry_points_raise_value_or_type_error(name):
+    fn, kind, needle = PY_CASES[name]
+    with pytest.raises(kind) as e:
+        fn()
+    assert isinstance(e.value, RuntimeError), type(e.value).__mro__
+    # TypeError and ValueError are disjoint here: a caller can tell a dtype from a shape.
+    assert not isinstance(e.value, ValueError if kind is TypeError else TypeError)
+    assert needle in str(e.value), str(e.value)
+
+
+def test_other_errors_keep_their_type():
+    """Only argument errors are mapped: failures of the driver, of kernel loading, of memory, or
+    of reading a tensor keep their type."""
+    good = dict(q=q0, k=q0, v=q0, seq_lens_q=None)
+    for msg in ("sigmoid_attn: cuModuleLoadData failed: out of memory (CUresult 2)",
+                "sigmoid_attn: loading kernel fwd_bf16_d128 on cuda:0 failed",
+                "CUDA out of memory. Tried to allocate 2.00 GiB",
+                "sigmoid_attention: cannot read q's metadata",
+                "sigmoid_attention_varlen: cannot read k's metadata"):
+        assert argument_error(RuntimeError(msg), "sigmoid_attention", **good) is None, msg
+    assert argument_error(AttributeError("x"), "sigmoid_attention", **good) is None
+    assert argument_error(torch.OutOfMemoryError("CUDA out of memory"), "sigmoid_attention") is None
+
+
+def test_scripted_module_raises_runtime_error():
+    """TorchScript calls the op directly: the same message, as RuntimeError (no mapping)."""
+    scripted = torch.jit.script(mha)
+    with pytest.raises(RuntimeError, match="seq_lens_q must be int32 of shape") as e:
+        scripted(x0, seq_lens=torch.tensor([3.0, 8.0]))
+    assert not isinstance(e.value, (ValueError, TypeError))
+    lens = torch.tensor([3, 8])  # int64 lengths: cast in the scripted module too
+    assert torch.equal(scripted(x0, seq_lens=lens), mha(x0, seq_lens=lens.int()))
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int16, torch.uint8, torch.uint32])
+def test_integer_lengths_are_cast(dtype):
+    """Any integer dtype works as lengths and offsets: cast to int32 on the device, values past
+    int32's range clamped first (they mean "all of it", as for int32 lengths past T)."""
+    g = torch.Generator().manual_seed(13)
+    q, k, v = (torch.randn(3, 6, 2, 8, generator=g) for _ in range(3))
+    lq = torch.tensor([6, 2, 0], dtype=dtype)
+    lk = torch.tensor([3, 6, 5], dtype=dtype)
+    want = sigmoid_attention(q, k, v, seq_lens_q=lq.int(), seq_lens_k=lk.int(), is_causal=True)
+    got = sigmoid_attention(q, k, v, seq_lens_q=lq, seq_lens_k=lk, is_causal=True)
+    assert torch.equal(got, want)
+    cu = torch.tensor([0, 4, 10], dtype=dtype)
+    want = sigmoid_attention_varlen(qv0, qv0, qv0, cu.int(), cu.int(), 6, 6)
+    assert torch.equal(sigmoid_attention_varlen(qv0, qv0, qv0, cu, cu, 6, 6), want)
+    if dtype is torch.int64:
+        big = torch.tensor([2**40, -2**40, 2**31], dtype=dtype)
+        got = sigmoid_attention(q, k, v, seq_lens_q=big, seq_lens_k=big)
+        clamped = torch.tensor([6, 0, 6], dtype=i32)
+        assert torch.equal(got, sigmoid_attention(q, k, v, seq_lens_q=clamped, seq_lens_k=clamped))
+        cu_big = torch.tensor([0, 4, 2**40], dtype=dtype)  # an offset past the tensor: clamped
+        want = sigmoid_attention_varlen(qv0, qv0, qv0, cu.int(), cu.int(), 6, 6)
+        assert torch.equal(sigmoid_attention_varlen(qv0, qv0, qv0, cu_big, cu_big, 6, 6), want)
 
 
 # ---------------------------------------------------------------------------------------------

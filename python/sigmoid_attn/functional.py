@@ -9,6 +9,7 @@ from typing import Optional, Union
 import torch
 
 from ._autograd import below_autograd, needs_grad
+from ._errors import SigmoidAttentionValueError, argument_error
 from ._ops import ops
 
 _forward = ops.forward.default  # resolved once: skips overload resolution on every call
@@ -16,6 +17,27 @@ _forward = ops.forward.default  # resolved once: skips overload resolution on ev
 # fills and boxes every argument of a schema, and 4 instead of 10 saved 0.4 us of a 1.9 us
 # dispatch (CPU, T=0 call).
 _forward_plain = ops.forward.plain
+
+_INT32 = torch.int32
+_INT32_MAX = 2**31 - 1
+# Integer dtypes taken for lengths and offsets, cast to the op's int32 on their device.
+# Wider ones are clamped first so that a value past int32 keeps its meaning (the kernels clamp
+# lengths and offsets to [0, T]) instead of wrapping around; uint32/64 have no clamp kernel,
+# and going through int64 first is exact for any length that fits in memory.
+_NARROW_INTS = frozenset((torch.int8, torch.uint8, torch.int16, torch.uint16))
+_WIDE_INTS = frozenset((torch.int64, torch.uint32, torch.uint64))
+
+
+def as_int32(x: torch.Tensor) -> torch.Tensor:
+    """Integer lengths or offsets as int32 on their device, without a host synchronization.
+    Other dtypes (bool, floating point) are returned as they are, for the op to reject."""
+    dt = x.dtype
+    if dt in _NARROW_INTS:
+        return x.to(_INT32)
+    if dt in _WIDE_INTS:
+        return (x if dt is torch.int64 else x.to(torch.int64)).clamp(0, _INT32_MAX).to(_INT32)
+    return x
+
 
 # Strict mode (opt-in): lengths outside [0, T] raise instead of being clamped by the kernels.
 STRICT = os.environ.get("SIGMOID_ATTN_STRICT", "0") not in ("", "0")
@@ -29,8 +51,9 @@ def check_lengths(lens: Optional[torch.Tensor], T: int, name: str) -> None:
     bad = (lens < 0) | (lens > T)
     if bool(bad.any()):
         i = int(bad.nonzero()[0, 0])
-        raise ValueError(f"sigmoid_attention: {name}[{i}] = {int(lens[i])} is outside [0, {T}] "
-                         "(strict mode; without it, lengths are clamped to [0, T])")
+        raise SigmoidAttentionValueError(
+            f"sigmoid_attention: {name}[{i}] = {int(lens[i])} is outside [0, {T}] "
+            "(strict mode; without it, lengths are clamped to [0, T])")
 
 __all__ = ["sigmoid_attention", "sigmoid_attention_reference"]
 
@@ -51,8 +74,9 @@ def sigmoid_attention(
     """O = sigmoid(Q Kᵀ * scale + sigmoid_bias + score_mod) V for padded batches.
 
     q: [B, Tq, Hq, D]; k, v: [B, Tk, Hkv, D] with Hq a multiple of Hkv; any strides with a
-    contiguous last dim. seq_lens_q / seq_lens_k: int32 [B] on the tensors' device (None = full
-    length); positions at or past a length are padding and their output rows are zero.
+    contiguous last dim. seq_lens_q / seq_lens_k: integer [B] on the tensors' device (None = full
+    length; other than int32, cast on the device); positions at or past a length are padding and
+    their output rows are zero.
     scale defaults to 1/sqrt(D); sigmoid_bias is a float or a [B] tensor and defaults to
     -log(valid key count) per sequence; score_mod is a [B, Tk] additive per-key bias.
     is_causal: query i attends keys j <= i (top-left aligned). Returns [B, Tq, Hq, D].
@@ -60,6 +84,8 @@ def sigmoid_attention(
     the op called directly or from TorchScript).
     strict (default: env SIGMOID_ATTN_STRICT=1): raise ValueError on lengths outside [0, T]
     instead of clamping them; costs a device->host sync per call.
+    Bad arguments raise ValueError (values, shapes, devices) or TypeError (dtypes, Python
+    types), both also RuntimeError.
     """
     if strict or (strict is None and STRICT):
         check_lengths(seq_lens_q, q.shape[1], "seq_lens_q")
@@ -68,18 +94,29 @@ def sigmoid_attention(
     bias_value, bias_tensor = sigmoid_bias, None
     if isinstance(sigmoid_bias, torch.Tensor):
         bias_value, bias_tensor = None, sigmoid_bias
-    if needs_grad(q, k, v, score_mod, bias_tensor) or torch.compiler.is_compiling():
-        # The op's registered autograd (_autograd.py); torch.compile traces it as one op.
-        return _forward(q, k, v, seq_lens_q, seq_lens_k, is_causal, scale, bias_value,
-                        bias_tensor, score_mod)
-    with below_autograd():  # nothing needs a gradient: skip the Python autograd kernel
-        if (seq_lens_q is None and seq_lens_k is None and sigmoid_bias is None
-                and score_mod is None and scale is None):
-            # The plain call passes only what differs from the schema's defaults: torch.ops
-            # converts every argument given.
-            return _forward_plain(q, k, v, True) if is_causal else _forward_plain(q, k, v)
-        return _forward(q, k, v, seq_lens_q, seq_lens_k, is_causal, scale, bias_value,
-                        bias_tensor, score_mod)
+    try:  # free unless it raises: validation errors become ValueError / TypeError (_errors.py)
+        if seq_lens_q is not None and seq_lens_q.dtype is not _INT32:
+            seq_lens_q = as_int32(seq_lens_q)
+        if seq_lens_k is not None and seq_lens_k.dtype is not _INT32:
+            seq_lens_k = as_int32(seq_lens_k)
+        if needs_grad(q, k, v, score_mod, bias_tensor) or torch.compiler.is_compiling():
+            # The op's registered autograd (_autograd.py); torch.compile traces it as one op.
+            return _forward(q, k, v, seq_lens_q, seq_lens_k, is_causal, scale, bias_value,
+                            bias_tensor, score_mod)
+        with below_autograd():  # nothing needs a gradient: skip the Python autograd kernel
+            if (seq_lens_q is None and seq_lens_k is None and sigmoid_bias is None
+                    and score_mod is None and scale is None):
+                # The plain call passes only what differs from the schema's defaults: torch.ops
+                # converts every argument given.
+                return _forward_plain(q, k, v, True) if is_causal else _forward_plain(q, k, v)
+            return _forward(q, k, v, seq_lens_q, seq_lens_k, is_causal, scale, bias_value,
+                            bias_tensor, score_mod)
+    except (RuntimeError, AttributeError) as e:
+        err = argument_error(e, "sigmoid_attention", q=q, k=k, v=v, seq_lens_q=seq_lens_q,
+                             seq_lens_k=seq_lens_k, score_mod=score_mod)
+        if err is None:
+            raise
+        raise err from None
 
 
 def sigmoid_attention_reference(

@@ -14,7 +14,9 @@ from typing import Optional, Union
 import torch
 
 from ._autograd import below_autograd, needs_grad
+from ._errors import SigmoidAttentionValueError, argument_error
 from ._ops import ops
+from .functional import as_int32
 
 __all__ = ["sigmoid_attention_varlen", "sigmoid_attention_varlen_reference"]
 
@@ -37,8 +39,9 @@ def check_cu_seqlens(cu: torch.Tensor, total: int, max_seqlen: int, name: str) -
     if d.numel() and int(d.max()) > max_seqlen:
         bad.append(f"a sequence of {int(d.max())} tokens exceeds max_seqlen = {max_seqlen}")
     if bad:
-        raise ValueError("sigmoid_attention_varlen: " + "; ".join(bad) + " (strict mode; without "
-                         "it, offsets are clamped to the tensor and lengths to max_seqlen)")
+        raise SigmoidAttentionValueError(
+            "sigmoid_attention_varlen: " + "; ".join(bad) + " (strict mode; without it, offsets "
+            "are clamped to the tensor and lengths to max_seqlen)")
 
 
 def sigmoid_attention_varlen(
@@ -58,13 +61,16 @@ def sigmoid_attention_varlen(
 ) -> torch.Tensor:
     """Sigmoid attention over packed sequences: q [total_q, Hq, D], k/v [total_k, Hkv, D].
 
-    cu_seqlens_q / cu_seqlens_k: int32 [B + 1] cumulative lengths on q's device.
+    cu_seqlens_q / cu_seqlens_k: integer [B + 1] cumulative lengths on q's device (other than
+    int32, cast on the device).
     max_seqlen_q / max_seqlen_k: the longest sequence (a promise, like FlashAttention's: it picks
     the tiles and bounds the kernels' offsets; longer sequences are cut to it).
     sigmoid_bias: float, or a [B] tensor; default -log(key count) per sequence. score_mod: a
     [total_k] additive per-key bias. is_causal: query i of a sequence attends its keys j <= i.
     Rows past cu_seqlens_q[B] are zero. Returns [total_q, Hq, D]; differentiable in q, k, v,
     score_mod and a sigmoid_bias tensor. strict (default: env SIGMOID_ATTN_STRICT=1) checks cu_seqlens on the host.
+    Bad arguments raise ValueError (values, shapes, devices) or TypeError (dtypes, Python
+    types), both also RuntimeError.
     """
     from .functional import STRICT
 
@@ -74,12 +80,25 @@ def sigmoid_attention_varlen(
     bias_value, bias_tensor = sigmoid_bias, None
     if isinstance(sigmoid_bias, torch.Tensor):
         bias_value, bias_tensor = None, sigmoid_bias
-    args = (q, k, v, cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k), is_causal,
-            scale, bias_value, bias_tensor, score_mod)
-    if needs_grad(q, k, v, score_mod, bias_tensor) or torch.compiler.is_compiling():
-        return _forward_varlen(*args)  # with the op's registered autograd (_autograd.py)
-    with below_autograd():
-        return _forward_varlen(*args)
+    try:  # free unless it raises: validation errors become ValueError / TypeError (_errors.py)
+        if cu_seqlens_q.dtype is not torch.int32:
+            cu_seqlens_q = as_int32(cu_seqlens_q)
+        if cu_seqlens_k.dtype is not torch.int32:
+            cu_seqlens_k = as_int32(cu_seqlens_k)
+        args = (q, k, v, cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k),
+                is_causal, scale, bias_value, bias_tensor, score_mod)
+        if needs_grad(q, k, v, score_mod, bias_tensor) or torch.compiler.is_compiling():
+            return _forward_varlen(*args)  # with the op's registered autograd (_autograd.py)
+        with below_autograd():
+            return _forward_varlen(*args)
+    except (RuntimeError, AttributeError, TypeError, ValueError) as e:
+        err = argument_error(e, "sigmoid_attention_varlen", q=q, k=k, v=v,
+                             cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k,
+                             max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k,
+                             score_mod=score_mod)
+        if err is None:
+            raise
+        raise err from None
 
 
 def sigmoid_attention_varlen_reference(

@@ -8,10 +8,11 @@ class SigmoidMultiheadAttention(nn.Module):
     """Multi-head sigmoid attention with q/k/v/out projections and grouped-query heads.
 
     Inputs are [B, T, E] (batch_first=True, the default) or [T, B, E]. Padding is given either
-    as seq_lens (int32 [B], trailing padding, the fastest path) or as key_padding_mask
+    as seq_lens (integer [B], trailing padding, the fastest path) or as key_padding_mask
     ([B, Tk] bool, True = padding, PyTorch's convention; any pattern, applied as a -inf per-key
-    score). Scriptable with torch.jit.script (the scripted module calls the C++ op directly);
-    in eager mode it is differentiable through sigmoid_attn's backward.
+    score). Scriptable with torch.jit.script (the scripted module calls the C++ op directly, so
+    its argument errors are RuntimeError; in eager mode they are ValueError or TypeError, also
+    RuntimeError); in eager mode it is differentiable through sigmoid_attn's backward.
     """
 
     def __init__(self, embed_dim: int, num_heads: int, num_kv_heads: Optional[int] = None,
@@ -56,6 +57,9 @@ class SigmoidMultiheadAttention(nn.Module):
                 ~keep, float("-inf"))
             bias = -torch.log(keep.sum(-1).to(torch.float32).clamp_min(1.0))
         if torch.jit.is_scripting():
+            # The op takes int32 lengths only (eager calls convert any integer dtype).
+            if seq_lens is not None and seq_lens.dtype == torch.int64:
+                seq_lens = seq_lens.to(torch.int32)
             out = torch.ops.sigmoid_attn.forward(q, k, v, seq_lens, seq_lens, is_causal, None,
                                                  None, bias, score_mod)
         else:
