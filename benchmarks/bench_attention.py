@@ -73,10 +73,18 @@ ONE_PASS_DIMS = {k["head_dim"] for k in sigmoid_attn.info()["variants"]
 HAS_ONE_PASS = bool(ONE_PASS_DIMS)
 
 
-def warp_specialization_off(off):
-    """The library with the warp-specialized forward off (the sigmoid_attn_no_ws column), or as
-    it is by default (off=False)."""
-    return sigmoid_attn.kernel_options(warp_specialized=False if off else None)
+HAS_GLUON = any(k["kind"] == "fwd_gluon" for k in sigmoid_attn.info()["variants"])
+
+
+def kernel_options_for(column):
+    """The library as a column runs it: sigmoid_attn_no_ws without either warp-specialized
+    forward (the Triton one nor the Gluon one), sigmoid_attn_no_gluon without the Gluon one
+    (what the call took before it), any other as it is by default."""
+    if column == "sigmoid_attn_no_ws":
+        return sigmoid_attn.kernel_options(warp_specialized=False, gluon_forward=False)
+    if column == "sigmoid_attn_no_gluon":
+        return sigmoid_attn.kernel_options(gluon_forward=False)
+    return sigmoid_attn.kernel_options()
 
 
 def one_pass_backward(on):
@@ -111,8 +119,11 @@ def run_config(label, D, T, causal, padded, dtype=torch.bfloat16):
         "sigmoid_attn": lambda: sigmoid_attention(q, k, v, seq_lens_q=lens, seq_lens_k=lens,
                                                   is_causal=causal),
     }
-    if HAS_WS:  # the same call without the warp-specialized forward (the loop switches it off)
+    if HAS_WS or HAS_GLUON:  # the same call without the warp-specialized forwards (the loop
+        # switches them off)
         providers["sigmoid_attn_no_ws"] = providers["sigmoid_attn"]
+    if HAS_GLUON and not padded and not causal:  # the calls the Gluon forward covers
+        providers["sigmoid_attn_no_gluon"] = providers["sigmoid_attn"]
     if not padded:
         qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))  # SDPA's own layout
         for name, backend in (("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION),
@@ -130,7 +141,7 @@ def run_config(label, D, T, causal, padded, dtype=torch.bfloat16):
                 q, k, v, is_causal=causal)
     for name, fn in providers.items():
         try:
-            with warp_specialization_off(name == "sigmoid_attn_no_ws"):
+            with kernel_options_for(name):
                 ms = bench(fn)
         except Exception as e:  # noqa: BLE001 - a peer may not support a shape; record why
             row["ms"][name] = None
@@ -166,7 +177,7 @@ def run_varlen(label, D, T, causal, backward, dtype=torch.bfloat16):
             a, b, c, cu, cu, max_len, max_len, is_causal=causal), False),
         **({"sigmoid_attn_no_ws": (lambda a, b, c: sigmoid_attention_varlen(
             a, b, c, cu, cu, max_len, max_len, is_causal=causal), False)}
-           if HAS_WS and not backward else {}),
+           if (HAS_WS or HAS_GLUON) and not backward else {}),
         "sigmoid_attn_padded": (lambda a, b, c: sigmoid_attention(
             a, b, c, seq_lens_q=lens, seq_lens_k=lens, is_causal=causal), True),
     }
@@ -190,7 +201,7 @@ def run_varlen(label, D, T, causal, backward, dtype=torch.bfloat16):
                 grad = dop if padded else do
                 ms = bench(lambda: torch.autograd.grad(out, ins, grad, retain_graph=True))
             else:
-                with warp_specialization_off(name == "sigmoid_attn_no_ws"):
+                with kernel_options_for(name):
                     ms = bench(lambda: fwd(*ins))
         except Exception as e:  # noqa: BLE001
             row["ms"][name] = None
@@ -330,7 +341,8 @@ def main():
     latency = result["tiny_call_us"] = tiny_call_latency()
     save()
     names = ["sigmoid_attn", "sdpa_cudnn", "sdpa_flash", "triton_sigmoid", "sigmoid_attn_padded"]
-    names += ["sigmoid_attn_no_ws"] if HAS_WS else []
+    names += ["sigmoid_attn_no_ws"] if HAS_WS or HAS_GLUON else []
+    names += ["sigmoid_attn_no_gluon"] if HAS_GLUON else []
     names += ["sigmoid_attn_atomic_dq"] if HAS_ONE_PASS else []
     print(f"\n{device}  (TFLOPS; ratio = sigmoid_attn / peer)")
     print(f"{'config':30s}" + "".join(f"{n[:19]:>20s}" for n in names) + "   vs cuDNN  vs t-sigmoid")

@@ -9,8 +9,10 @@ processes time-slicing the GPU (compute preemption in the middle of a kernel) do
 
 Targets:
   lib          the built library as dispatched (torch.ops.sigmoid_attn)
-  lib_ws       the built library with the warp-specialized forward switched on
-  lib_no_ws    the built library with it switched off
+  lib_ws       the built library with the Triton warp-specialized forward switched on (the
+               Gluon forward off)
+  lib_gluon    the built library with the Gluon forward switched on (dense non-causal calls)
+  lib_no_ws    the built library with both warp-specialized forwards switched off
   jit_ws:BM,BN,W,S[,nows]     sigmoid_attn_fwd_ws through Triton's JIT (nows: not specialized)
   jit_fwd:BM,BN,W,S[,tma]     sigmoid_attn_fwd through Triton's JIT (tma: K/V by descriptors)
   A JIT target's flag keepscratch gives the kernels' global scratch (device-side TMA
@@ -52,7 +54,7 @@ def _make_runner(target, device):
         import sigmoid_attn as sa
 
         if kind != "lib":
-            sa.kernel_options(warp_specialized=kind == "lib_ws")
+            sa.kernel_options(warp_specialized=kind == "lib_ws", gluon_forward=kind == "lib_gluon")
 
         def run(q, k, v, out, lens, cu, max_len, causal):
             # The op allocates its own output: hand its allocation the poisoned block (the

@@ -65,13 +65,15 @@ int sigmoid_attn_kernel_field(int i, const char* field) {
 // (length buckets, the small-problem tile) without a GPU.
 int sigmoid_attn_select_forward_kernel(int dtype, int64_t head_dim, int causal, int score_mod,
                                        int varlen, int64_t max_q, int64_t Tq, int64_t B,
-                                       int64_t Hq, int sm_count, int warp_specialized) {
+                                       int64_t Hq, int sm_count, int warp_specialized,
+                                       int gluon_forward) {
   using torch::headeronly::ScalarType;
   const ScalarType types[] = {ScalarType::Half, ScalarType::BFloat16, ScalarType::Float};
   if (dtype < 0 || dtype > 2) return -1;
   try {
     return sigmoid_attn::select_forward(types[dtype], head_dim, causal, score_mod, varlen, max_q,
-                                        Tq, B, Hq, sm_count, warp_specialized != 0);
+                                        Tq, B, Hq, sm_count, warp_specialized != 0,
+                                        gluon_forward != 0);
   } catch (const std::exception&) {
     return -1;
   }
@@ -83,6 +85,11 @@ int sigmoid_attn_select_forward_kernel(int dtype, int64_t head_dim, int causal, 
 int sigmoid_attn_warp_specialized(int set) {
   if (set < 0) return sigmoid_attn::warp_specialized_dispatch();
   return sigmoid_attn::set_warp_specialized_dispatch(set != 0);
+}
+
+int sigmoid_attn_gluon_forward(int set) {
+  if (set < 0) return sigmoid_attn::gluon_forward_dispatch();
+  return sigmoid_attn::set_gluon_forward_dispatch(set != 0);
 }
 
 int sigmoid_attn_atomic_dq(int set) {

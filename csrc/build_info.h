@@ -18,13 +18,18 @@ SIGMOID_ATTN_API int sigmoid_attn_num_kernels();
 SIGMOID_ATTN_API const char* sigmoid_attn_kernel_name(int i);
 SIGMOID_ATTN_API int sigmoid_attn_kernel_field(int i, const char* field);
 // The dispatcher's forward choice for a problem, as a kernel index (-1: none compiled).
+// gluon_forward: the call is one the Gluon forward covers beyond its variant (dispatch.h).
 SIGMOID_ATTN_API int sigmoid_attn_select_forward_kernel(int dtype, int64_t head_dim, int causal,
                                                         int score_mod, int varlen, int64_t max_q,
                                                         int64_t Tq, int64_t B, int64_t Hq,
-                                                        int sm_count, int warp_specialized);
+                                                        int sm_count, int warp_specialized,
+                                                        int gluon_forward);
 // Whether CUDA calls take the warp-specialized forward (default: tiles.json's
 // fwd_ws_dispatch); set < 0 only reads. Returns the setting before the call.
 SIGMOID_ATTN_API int sigmoid_attn_warp_specialized(int set);
+// Whether CUDA calls take the Gluon forward where it covers the call (default: tiles.json's
+// fwd_gluon_dispatch); set < 0 only reads. Returns the setting before the call.
+SIGMOID_ATTN_API int sigmoid_attn_gluon_forward(int set);
 // Whether CUDA backward calls take the one-pass kernel (dQ summed by fp32 atomics: not bitwise
 // deterministic) where one is compiled (default: tiles.json's bwd_atomic_dq_dispatch); set < 0
 // only reads. Returns the setting before the call.

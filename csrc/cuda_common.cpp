@@ -10,6 +10,7 @@
 #include <torch/csrc/stable/ops.h>
 
 #include "check.h"
+#include "cuda_driver.h"
 #include "kernel_spec.h"
 
 namespace sigmoid_attn {
@@ -102,6 +103,46 @@ Operand operand(const Tensor& t, int64_t max_rows) {
   return Operand{std::move(keep), reinterpret_cast<CUdeviceptr>(l.data),
                  l.packed() ? 0 : l.stride(0), static_cast<int32_t>(st),
                  l.stride(l.packed() ? 1 : 2)};
+}
+
+std::optional<TmaRows> tma_rows(const Tensor& t, int elem_bytes) {
+  Layout l(t);
+  if (l.packed()) return std::nullopt;
+  const int64_t B = l.sizes[0], T = l.sizes[1], H = l.sizes[2], D = l.sizes[3];
+  if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return std::nullopt;
+  if ((D > 1 && l.strides[3] != 1) || (H > 1 && l.strides[2] != D)) return std::nullopt;
+  const int64_t st = T > 1 ? l.strides[1] : H * D;
+  const int64_t sb = B > 1 ? l.strides[0] : T * st;
+  constexpr int64_t kMaxStrideBytes = int64_t(1) << 40;
+  constexpr int64_t kMaxExtent = (int64_t(1) << 32) - 1;
+  const auto stride_ok = [&](int64_t s) {
+    return s > 0 && s < kMaxStrideBytes / elem_bytes && (s * elem_bytes) % 16 == 0;
+  };
+  if (reinterpret_cast<uintptr_t>(l.data) % 16 != 0 || !stride_ok(st) || !stride_ok(sb) ||
+      B > kMaxExtent || T > kMaxExtent || H * D > kMaxExtent) {
+    return std::nullopt;
+  }
+  return TmaRows{reinterpret_cast<CUdeviceptr>(l.data), uint64_t(B), uint64_t(T),
+                 uint64_t(H * D), uint64_t(sb), uint64_t(st)};
+}
+
+bool encode_tensor_map(CUtensorMap* map, const TensorMapSpec& spec, const TmaRows& rows) {
+  const CudaDriver& cu = cuda_driver();
+  if (cu.cuTensorMapEncodeTiled == nullptr) return false;
+  static_assert(kTensorMapRank == 3, "the [B, T, H*D] view is rank 3");
+  // The driver takes dims innermost first, and the strides of all but the innermost in bytes.
+  const cuuint64_t dims[3] = {rows.HD, rows.T, rows.B};
+  const cuuint64_t strides[2] = {rows.st * spec.elem_bytes, rows.sb * spec.elem_bytes};
+  const cuuint32_t box[3] = {spec.box[2], spec.box[1], spec.box[0]};
+  const cuuint32_t element_strides[3] = {1, 1, 1};
+  // OOB_FILL_NONE reads zeros past each sequence's T (what the kernel's unmasked tail relies
+  // on); L2 promotion as Triton's own launcher encodes its descriptors.
+  return cu.cuTensorMapEncodeTiled(
+             map, static_cast<CUtensorMapDataType>(spec.data_type), 3,
+             reinterpret_cast<void*>(rows.ptr), dims, strides, box, element_strides,
+             CU_TENSOR_MAP_INTERLEAVE_NONE, static_cast<CUtensorMapSwizzle>(spec.swizzle),
+             CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) ==
+         CUDA_SUCCESS;
 }
 
 Extras extras(const std::optional<Tensor>& seq_lens_q, const std::optional<Tensor>& seq_lens_k,

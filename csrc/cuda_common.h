@@ -9,6 +9,7 @@
 #include <torch/csrc/stable/tensor.h>
 
 #include "alloc.h"
+#include "kernel_spec.h"
 #include "validate.h"
 
 namespace sigmoid_attn {
@@ -28,6 +29,27 @@ struct Operand {
 // their stride is passed as 0. Anything else is copied once into a contiguous buffer.
 // max_rows: the longest sequence the kernel walks (default: the tensor's T).
 Operand operand(const Tensor& t, int64_t max_rows = -1);
+
+// A [B, T, H, D] operand as the rank-3 tensor [B, T, H*D] that a TMA descriptor describes
+// (the Gluon forward's view): base pointer, extents and strides in elements, size-1 dims given
+// the strides of a dense layout (their stride is never used, but the descriptor needs a valid
+// one).
+struct TmaRows {
+  CUdeviceptr ptr;
+  uint64_t B, T, HD;
+  uint64_t sb, st;
+};
+
+// The view, when TMA can read t through it: heads packed along each row (head stride D, or one
+// head) with a contiguous last dim, a 16-byte aligned base, positive row and batch strides that
+// are multiples of 16 bytes below 2^40 bytes (cuTensorMapEncodeTiled's rules), and extents below
+// 2^32. std::nullopt otherwise (the call then takes another forward).
+std::optional<TmaRows> tma_rows(const Tensor& t, int elem_bytes);
+
+// Encodes the descriptor `spec` of a kernel (box, swizzle, element type: from the compiled
+// metadata) over `rows`, with zero fill outside the tensor. Host only: no device work, no
+// allocation. False when the driver has no TMA support or refuses the layout.
+bool encode_tensor_map(CUtensorMap* map, const TensorMapSpec& spec, const TmaRows& rows);
 
 // Lengths (int32), bias tensor and score_mod (float32), dense as the kernels index them.
 struct Extras {

@@ -36,6 +36,8 @@ CudaDriver load_driver() {
   resolve(lib, "cuModuleGetFunction", d.cuModuleGetFunction);
   resolve(lib, "cuFuncSetAttribute", d.cuFuncSetAttribute);
   resolve(lib, "cuLaunchKernel", d.cuLaunchKernel);
+  d.cuTensorMapEncodeTiled =
+      reinterpret_cast<decltype(d.cuTensorMapEncodeTiled)>(dlsym(lib, "cuTensorMapEncodeTiled"));
   return d;  // the handle stays open for the life of the process
 }
 

@@ -14,7 +14,7 @@ namespace sigmoid_attn {
 namespace {
 
 constexpr int kMaxHeadDim = 512;
-constexpr int kKinds = 5;
+constexpr int kKinds = 6;
 constexpr int kDTypes = 3;
 constexpr int kMaxHeadDims = 16;  // distinct compiled head dims
 constexpr int kMaxBuckets = 4;
@@ -120,12 +120,20 @@ int select_kernel(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t 
 
 int select_forward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool causal,
                    bool score_mod, bool varlen, int64_t max_q, int64_t Tq, int64_t B,
-                   int64_t Hq, int sm_count, bool warp_specialized) {
+                   int64_t Hq, int sm_count, bool warp_specialized, bool gluon) {
   const int kernel =
       select_kernel(KernelKind::kForward, dtype, head_dim, causal, score_mod, varlen, max_q);
-  const uint64_t programs =
-      uint64_t(forward_grid_x(kKernels[kernel], varlen, Tq, B)) * Hq * (varlen ? 1 : B);
-  if (programs < uint64_t(sm_count)) {
+  const auto programs = [&](int k) {
+    return uint64_t(forward_grid_x(kKernels[k], varlen, Tq, B)) * Hq * (varlen ? 1 : B);
+  };
+  if (gluon) {
+    // Not persistent: under one wave the SMs it leaves idle cost more than its schedule gains,
+    // and there the small-problem tile (more, shorter programs) is the better choice.
+    const int g = find_kernel(KernelKind::kForwardGluon, dtype, head_dim, causal, score_mod,
+                              varlen, max_q);
+    if (g >= 0 && programs(g) >= uint64_t(sm_count)) return g;
+  }
+  if (programs(kernel) < uint64_t(sm_count)) {
     const int small = select_small_kernel(kernel);
     if (small >= 0) return small;
   }
@@ -133,10 +141,7 @@ int select_forward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool c
     const int ws = find_kernel(KernelKind::kForwardWS, dtype, head_dim, causal, score_mod,
                                varlen, max_q);
     // Its tiles can be taller (256 rows): only where its own grid still fills the GPU.
-    if (ws >= 0 && uint64_t(forward_grid_x(kKernels[ws], varlen, Tq, B)) * Hq *
-                           (varlen ? 1 : B) >= uint64_t(sm_count)) {
-      return ws;
-    }
+    if (ws >= 0 && programs(ws) >= uint64_t(sm_count)) return ws;
   }
   return kernel;
 }
@@ -154,6 +159,12 @@ int initial_switch(const char* env_name, bool compiled_default) {
 std::atomic<int>& ws_dispatch_state() {
   static std::atomic<int> state{
       initial_switch("SIGMOID_ATTN_WARP_SPECIALIZED", kWarpSpecializedDispatch)};
+  return state;
+}
+
+std::atomic<int>& gluon_dispatch_state() {
+  static std::atomic<int> state{
+      initial_switch("SIGMOID_ATTN_GLUON_FORWARD", kGluonForwardDispatch)};
   return state;
 }
 
@@ -176,6 +187,14 @@ bool warp_specialized_dispatch() {
 
 bool set_warp_specialized_dispatch(bool on) {
   return ws_dispatch_state().exchange(on ? 1 : 0, std::memory_order_relaxed) != 0;
+}
+
+bool gluon_forward_dispatch() {
+  return gluon_dispatch_state().load(std::memory_order_relaxed) != 0;
+}
+
+bool set_gluon_forward_dispatch(bool on) {
+  return gluon_dispatch_state().exchange(on ? 1 : 0, std::memory_order_relaxed) != 0;
 }
 
 }  // namespace sigmoid_attn

@@ -31,15 +31,24 @@ inline unsigned forward_grid_x(const KernelSpec& s, bool varlen, int64_t Tq, int
 // warp_specialized: take the variant's warp-specialized kernel (KernelKind::kForwardWS) where
 // one is compiled for the length, instead of the length's tile (never instead of the
 // small-problem tile).
+// gluon: the call is one the Gluon forward covers beyond its variant flags (switched on, no
+// lengths, no bias tensor, operands TMA can describe: gluon_forward_layout_ok); take it
+// (KernelKind::kForwardGluon) where one is compiled for the variant and its grid fills the GPU.
 int select_forward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool causal,
                    bool score_mod, bool varlen, int64_t max_q, int64_t Tq, int64_t B,
-                   int64_t Hq, int sm_count, bool warp_specialized = false);
+                   int64_t Hq, int sm_count, bool warp_specialized = false, bool gluon = false);
 
 // Whether the dispatcher may take warp-specialized forward kernels: tiles.json's default, or
 // SIGMOID_ATTN_WARP_SPECIALIZED=0/1 (read once), or the last set_warp_specialized().
 bool warp_specialized_dispatch();
 // Returns the previous setting.
 bool set_warp_specialized_dispatch(bool on);
+
+// Whether the dispatcher may take the Gluon forward: tiles.json's fwd_gluon_dispatch, or
+// SIGMOID_ATTN_GLUON_FORWARD=0/1 (read once), or the last set_gluon_forward_dispatch().
+bool gluon_forward_dispatch();
+// Returns the previous setting.
+bool set_gluon_forward_dispatch(bool on);
 
 // Whether the backward may take the one-pass kernel (KernelKind::kBackwardDkDvDq: dQ summed by
 // atomics in fp32, not bitwise deterministic) where one is compiled: tiles.json's default, or

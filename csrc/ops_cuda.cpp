@@ -1,6 +1,8 @@
 // CUDA forward: validate -> pick the compiled variant -> pack arguments -> launch on the
 // current stream. No host synchronization: lengths (or cu_seqlens) stay on the device, so the
 // call is CUDA-graph capturable.
+#include <cmath>
+
 #include <torch/csrc/stable/ops.h>
 
 #include "check.h"
@@ -14,6 +16,87 @@ namespace sigmoid_attn {
 
 namespace {
 
+// The Gluon forward's operands as TMA sees them, when every one of them can be seen so.
+struct GluonOperands {
+  TmaRows q, k, v, o;
+};
+
+// Whether a call is one the Gluon forward covers beyond its variant flags (select_forward
+// checks those, the compiled head dims and the grid size): dense, no lengths (its descriptors
+// end at T, not at a sequence's length), no bias tensor (it takes one scalar bias), at least one
+// key (with none its pipeline would wait for a first key block that never comes), and q, k, v,
+// out readable as [B, T, H*D] by TMA; anything else takes the other forwards.
+std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tensor& q,
+                                            const Tensor& k, const Tensor& v, const Tensor& out,
+                                            bool has_lens) {
+  if (p.varlen || has_lens || p.bias_mode == kBiasTensor || p.Tk < 1 ||
+      !gluon_forward_dispatch()) {
+    return std::nullopt;
+  }
+  constexpr int kElemBytes = 2;  // fp16 / bf16: the only dtypes it is compiled for
+  if (p.dtype != torch::headeronly::ScalarType::Half &&
+      p.dtype != torch::headeronly::ScalarType::BFloat16) {
+    return std::nullopt;
+  }
+  auto rq = tma_rows(q, kElemBytes), rk = tma_rows(k, kElemBytes), rv = tma_rows(v, kElemBytes),
+       ro = tma_rows(out, kElemBytes);
+  if (!rq || !rk || !rv || !ro) return std::nullopt;
+  return GluonOperands{*rq, *rk, *rv, *ro};
+}
+
+// Encodes the kernel's four descriptors on the host and launches it; false (nothing launched)
+// when the driver refuses a descriptor. No allocation, no synchronization: the CUtensorMaps
+// and scalars live on this stack frame, and cuLaunchKernel copies the parameters.
+bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops, int device) {
+  const KernelSpec& spec = kKernels[kernel];
+  const TmaRows* rows[] = {&ops.q, &ops.k, &ops.v, &ops.o};  // variants.PARAMS["fwd_gluon"]
+  constexpr int kMaps = sizeof(rows) / sizeof(rows[0]);
+  constexpr int kScalars = 4;
+  constexpr int kParams = kMaps * (1 + 2 * kTensorMapRank) + kScalars;
+  SA_CHECK(spec.num_tensor_maps == kMaps && spec.num_params == kParams, "sigmoid_attn: kernel ",
+           spec.name, " has ", spec.num_tensor_maps, " descriptors and ", spec.num_params,
+           " parameters, the launcher packs ", kMaps, " and ", kParams);
+  CUtensorMap maps[kMaps];  // 64-byte aligned by its type, as the by-value parameter requires
+  uint32_t shape[kMaps][kTensorMapRank];
+  uint64_t strides[kMaps][kTensorMapRank];
+  void* args[kParams] = {};
+  for (int i = 0; i < kMaps; ++i) {
+    const TensorMapSpec& m = spec.tensor_maps[i];
+    if (!encode_tensor_map(&maps[i], m, *rows[i])) return false;
+    // The descriptor's shape and strides (elements), after it: [B, T, H*D], [sb, st, 1].
+    const uint32_t sh[] = {uint32_t(rows[i]->B), uint32_t(rows[i]->T), uint32_t(rows[i]->HD)};
+    const uint64_t st[] = {rows[i]->sb, rows[i]->st, 1};
+    args[m.param] = &maps[i];
+    for (int d = 0; d < kTensorMapRank; ++d) {
+      shape[i][d] = sh[d];
+      strides[i][d] = st[d];
+      args[m.param + 1 + d] = &shape[i][d];
+      args[m.param + 1 + kTensorMapRank + d] = &strides[i][d];
+    }
+  }
+  int32_t t_k = static_cast<int32_t>(p.Tk), kv_group = static_cast<int32_t>(p.Hq / p.Hkv);
+  float scale = static_cast<float>(p.scale);
+  // The default bias, -log(valid key count), is -log(Tk) here: no lengths.
+  float bias_value = static_cast<float>(p.bias_mode == kBiasScalar
+                                            ? p.bias_value
+                                            : -std::log(static_cast<double>(p.Tk)));
+  // The scalars fill the slots the descriptors leave, in variants.PARAMS["fwd_gluon"] order.
+  void* scalars[kScalars] = {&t_k, &kv_group, &scale, &bias_value};
+  int next = 0;
+  for (void*& a : args) {
+    if (a == nullptr) {
+      SA_CHECK(next < kScalars, "sigmoid_attn: kernel ", spec.name,
+               ": descriptor positions overlap the scalars");
+      a = scalars[next++];
+    }
+  }
+  SA_CHECK(next == kScalars, "sigmoid_attn: kernel ", spec.name, " leaves ", next,
+           " scalar parameters, the launcher packs ", kScalars);
+  launch_kernel(kernel, device, current_stream(device), cdiv(p.Tq, spec.block_m),
+                static_cast<unsigned>(p.Hq), static_cast<unsigned>(p.B), args);
+  return true;
+}
+
 // Dense: q, k, v, out are [B, T, H, D], lens are seq_lens (optional). Packed (p.varlen): they
 // are [total, H, D] and lens are cu_seqlens.
 void launch_forward(const ForwardProblem& p, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -21,6 +104,17 @@ void launch_forward(const ForwardProblem& p, const Tensor& q, const Tensor& k, c
                     const std::optional<Tensor>& lens_k, const std::optional<Tensor>& bias,
                     const std::optional<Tensor>& score_mod, bool is_causal) {
   const int device = q.get_device_index();
+  if (!is_causal && !score_mod.has_value()) {
+    const auto g = gluon_operands(p, q, k, v, out, lens_q.has_value() || lens_k.has_value());
+    if (g.has_value()) {
+      const int kernel = select_forward(p.dtype, p.D, false, false, false, p.max_q, p.Tq, p.B,
+                                        p.Hq, sm_count(device), false, true);
+      if (kKernels[kernel].kind == KernelKind::kForwardGluon &&
+          launch_gluon(kernel, p, *g, device)) {
+        return;
+      }
+    }
+  }
   Extras e = extras(lens_q, lens_k, bias, score_mod, p.bias_mode, p.max_k);
   // The warp-specialized forward reads score_mod through 1-D TMA descriptors, one per
   // sequence: rows contiguous along keys and 16-byte aligned, dense batches only (no packed

@@ -26,6 +26,7 @@ struct OpsApi {
   int (*kernel_field)(int, const char*) = nullptr;
   int (*warp_specialized)(int) = nullptr;  // the dispatch switches: set 1/0, < 0 reads
   int (*atomic_dq)(int) = nullptr;
+  int (*gluon_forward)(int) = nullptr;
 } api;
 
 template <typename F>
@@ -48,6 +49,7 @@ void bind(const std::string& path) {
   resolve(lib, "sigmoid_attn_kernel_field", api.kernel_field);
   resolve(lib, "sigmoid_attn_warp_specialized", api.warp_specialized);
   resolve(lib, "sigmoid_attn_atomic_dq", api.atomic_dq);
+  resolve(lib, "sigmoid_attn_gluon_forward", api.gluon_forward);
 }
 
 const OpsApi& bound() {
@@ -77,8 +79,10 @@ PYBIND11_MODULE(_C, m) {
         const OpsApi& a = bound();
         if (name == "warp_specialized") return a.warp_specialized(set);
         if (name == "one_pass_backward") return a.atomic_dq(set);
+        if (name == "gluon_forward") return a.gluon_forward(set);
         throw std::invalid_argument("sigmoid_attn._C.dispatch_switch: unknown switch '" + name +
-                                    "', expected 'warp_specialized' or 'one_pass_backward'");
+                                    "', expected 'warp_specialized', 'gluon_forward' or "
+                                    "'one_pass_backward'");
       },
       "Sets a process-wide dispatch switch (1/0; < 0 only reads); returns the setting before");
   m.def("kernel_catalog", [] {
@@ -86,7 +90,8 @@ PYBIND11_MODULE(_C, m) {
     static const char* const ints[] = {"head_dim", "block_m", "block_n", "num_warps",
                                        "num_stages", "min_t", "shared_bytes",
                                        "num_hidden_params", "cubin_bytes"};
-    static const char* const kinds[] = {"fwd", "bwd_dkdv", "bwd_dq", "fwd_ws", "bwd_dkdv_dq"};
+    static const char* const kinds[] = {"fwd",    "bwd_dkdv",    "bwd_dq",
+                                        "fwd_ws", "bwd_dkdv_dq", "fwd_gluon"};
     py::list out;
     for (int i = 0; i < a.num_kernels(); ++i) {
       py::dict k;

@@ -28,7 +28,8 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 def library_function(name):
     """A C API function of the built library through ctypes, with its signature:
     sigmoid_attn_select_forward_kernel (the dispatcher's forward choice, as a catalog index), or
-    a dispatch switch (sigmoid_attn_warp_specialized, sigmoid_attn_atomic_dq: takes 1/0,
+    a dispatch switch (sigmoid_attn_warp_specialized, sigmoid_attn_gluon_forward,
+    sigmoid_attn_atomic_dq: takes 1/0,
     returns the setting before; -1 only reads)."""
     import ctypes
 
@@ -38,7 +39,7 @@ def library_function(name):
     f.restype = ctypes.c_int
     if name == "sigmoid_attn_select_forward_kernel":
         i32, i64 = ctypes.c_int, ctypes.c_int64
-        f.argtypes = [i32, i64, i32, i32, i32, i64, i64, i64, i64, i32, i32]
+        f.argtypes = [i32, i64, i32, i32, i32, i64, i64, i64, i64, i32, i32, i32]
     else:
         f.argtypes = [ctypes.c_int]
     return f

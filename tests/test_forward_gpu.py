@@ -15,8 +15,9 @@ if torch.cuda.is_available():
 
     CATALOG = [v for v in sigmoid_attn.info()["variants"] if v["kind"] == "fwd" and not v["varlen"]]
     WS_CATALOG = [v for v in sigmoid_attn.info()["variants"] if v["kind"] == "fwd_ws"]
+    GLUON_CATALOG = [v for v in sigmoid_attn.info()["variants"] if v["kind"] == "fwd_gluon"]
 else:
-    CATALOG, WS_CATALOG = [], []
+    CATALOG, WS_CATALOG, GLUON_CATALOG = [], [], []
 
 DT = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -174,12 +175,13 @@ def test_opcheck_cuda():
                           (q, k, v, lens, lens, True, None, None, None, None))
 
 
-def selected_forward(dtype, D, causal, score_mod, varlen, max_q, Tq, B, Hq, ws):
-    """The catalog name of the forward the dispatcher takes for a problem on this GPU."""
+def selected_forward(dtype, D, causal, score_mod, varlen, max_q, Tq, B, Hq, ws, gluon=False):
+    """The catalog name of the forward the dispatcher takes for a problem on this GPU (gluon:
+    the call is one the Gluon forward covers beyond its variant flags)."""
     f = library_function("sigmoid_attn_select_forward_kernel")
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     code = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2}[dtype]
-    i = f(code, D, causal, score_mod, varlen, max_q, Tq, B, Hq, sms, ws)
+    i = f(code, D, causal, score_mod, varlen, max_q, Tq, B, Hq, sms, ws, gluon)
     assert i >= 0, "no forward compiled for this problem"
     return sigmoid_attn.info()["variants"][i]["name"]
 
@@ -255,3 +257,151 @@ def test_warp_specialized_variant_matches_reference(var, warp_specialized_dispat
     assert picked == var["name"], f"the dispatcher takes {picked}, not {var['name']}"
     assert rel_err(out, other.double()) < REL_TOL[dtype]
 
+
+
+# ----------------------------------------------------------------------------------------------
+# The Gluon forward (kind fwd_gluon: dense, non-causal, no score_mod, no lengths, no bias
+# tensor, operands TMA reads as [B, T, H*D]; built with Triton 3.8 only)
+# ----------------------------------------------------------------------------------------------
+
+GLUON_DIMS = sorted({v["head_dim"] for v in GLUON_CATALOG})
+requires_gluon = pytest.mark.skipif(not GLUON_CATALOG,
+                                    reason="no Gluon forward in this build (Triton 3.8 only)")
+
+
+def gluon_switch(on):
+    """Sets whether the dispatcher takes the Gluon forward (default: tiles.json's
+    fwd_gluon_dispatch, or SIGMOID_ATTN_GLUON_FORWARD); returns the setting before."""
+    return library_function("sigmoid_attn_gluon_forward")(on)
+
+
+@pytest.fixture
+def gluon_dispatch():
+    before = gluon_switch(1)
+    yield
+    gluon_switch(before)
+
+
+def gluon_heads(B, T, D, at_least=8, multiple_of=1):
+    """Heads for a grid the Gluon forward is dispatched for (one program per SM at least:
+    cdiv(T, BLOCK_M) * H * B), at least `at_least`."""
+    (bm,) = {v["block_m"] for v in GLUON_CATALOG if v["head_dim"] == D}
+    return max(at_least, heads_to_fill(-(-T // bm) * B, multiple_of))
+
+
+def other_forward(fn):
+    """fn() with the Gluon forward switched off: the kernel the call took before it existed."""
+    before = gluon_switch(0)
+    try:
+        return fn()
+    finally:
+        gluon_switch(before)
+
+
+@requires_gluon
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("D", GLUON_DIMS)
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("T", [1, 17, 129, 1000, 4096])
+def test_gluon_forward_matches_reference(T, B, D, dtype, gluon_dispatch):
+    """Through the dispatcher, on a grid that fills the GPU (so it is the Gluon kernel: asserted
+    from the dispatcher's own choice): odd lengths and T = 1 (the descriptors' zero fill past T
+    for K and V, and the clipped stores of Q's rows past T: poisoned outputs catch unwritten
+    rows, the reference wrong ones), the default bias -log(T), a scalar bias with a custom
+    scale; and the other forward on the same inputs, within the tolerance."""
+    g = torch.Generator().manual_seed(T * 10 + B + D)
+    H = gluon_heads(B, T, D)
+    q, k, v = (torch.randn(B, T, H, D, generator=g).to("cuda", dtype) for _ in range(3))
+    picked = selected_forward(dtype, D, False, False, False, T, T, B, H, True, True)
+    dt = {torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
+    assert picked.startswith(f"fwd_gluon_{dt}_d{D}_"), picked
+    out, _ = check(q, k, v, REL_TOL[dtype])
+    other = other_forward(lambda: sigmoid_attention(q, k, v))
+    assert rel_err(out, other.double()) < REL_TOL[dtype]
+    check(q, k, v, REL_TOL[dtype], sigmoid_bias=-1.5, scale=0.07)
+    check(q, k, v, REL_TOL[dtype], sigmoid_bias=0.25)
+
+
+@requires_gluon
+@pytest.mark.parametrize("D", GLUON_DIMS)
+def test_gluon_forward_gqa_cross_lengths_and_strided_rows(D, gluon_dispatch):
+    """What it covers beyond the plain case: GQA and MQA (K/V head h // kv_group, no expansion),
+    Tq != Tk (key tail at T_K, query rows clipped at T_Q), q/k/v as slices of one fused
+    projection [B, T, 3, H, D] (rows of 3*H*D elements: the descriptors take any 16-byte row
+    and batch strides)."""
+    g = torch.Generator().manual_seed(D)
+    dtype = torch.bfloat16
+    B, T = 2, 777
+    H = gluon_heads(B, T, D, at_least=16, multiple_of=8)
+    q = torch.randn(B, T, H, D, generator=g).to("cuda", dtype)
+    for hkv in (H // 2, H // 8, 1):
+        k, v = (torch.randn(B, T, hkv, D, generator=g).to("cuda", dtype) for _ in range(2))
+        check(q, k, v, REL_TOL[dtype])
+        check(q, k, v, REL_TOL[dtype], sigmoid_bias=-3.0)
+    for tk in (1, 100, 1500):
+        k, v = (torch.randn(B, tk, H // 4, D, generator=g).to("cuda", dtype) for _ in range(2))
+        check(q, k, v, REL_TOL[dtype])
+    fused = torch.randn(B, T, 3, H, D, generator=g).to("cuda", dtype)
+    qf, kf, vf = fused.unbind(2)
+    assert qf.stride(1) == 3 * H * D and qf.stride(2) == D
+    check(qf, kf, vf, REL_TOL[dtype])
+
+
+@requires_gluon
+@pytest.mark.parametrize("D", GLUON_DIMS)
+def test_gluon_forward_ineligible_calls_take_the_other_kernel(D, gluon_dispatch):
+    """With the Gluon forward on, the calls it does not cover are still right (they take the
+    other forwards): lengths, causal, score_mod, a bias tensor, SDPA's [B, H, T, D] tensors seen
+    as [B, T, H, D] (head stride T*D, not D), a misaligned base, an empty key set, a grid under
+    one wave."""
+    g = torch.Generator().manual_seed(D + 1)
+    dtype = torch.float16
+    B, T = 3, 300
+    H = gluon_heads(B, T, D, multiple_of=2)
+    mk = lambda *s: torch.randn(*s, generator=g).to("cuda", dtype)
+    q, k, v = mk(B, T, H, D), mk(B, T, H, D), mk(B, T, H, D)
+    tol = REL_TOL[dtype]
+    lens = torch.tensor([T, 17, 0], dtype=torch.int32, device="cuda")
+    check(q, k, v, tol, seq_lens_q=lens, seq_lens_k=lens)
+    check(q, k, v, tol, seq_lens_k=lens)
+    check(q, k, v, tol, is_causal=True)
+    check(q, k, v, tol, score_mod=torch.randn(B, T, generator=g).cuda())
+    check(q, k, v, tol, sigmoid_bias=torch.tensor([-1.0, 0.5, -4.0], device="cuda"))
+    bhtd = [mk(B, H, T, D).transpose(1, 2) for _ in range(3)]
+    check(*bhtd, tol)
+    flat = mk(B * T * H * D + 1)
+    qm = flat[1:].view(B, T, H, D)
+    assert qm.data_ptr() % 16 != 0
+    check(qm, k, v, tol)
+    out = sigmoid_attention(q, k[:, :0], v[:, :0])  # no keys: zeros, not a hang
+    torch.cuda.synchronize()
+    assert (out == 0).all()
+    check(q[:1, :, :2], k[:1, :, :2], v[:1, :, :2], tol)  # 2 heads, 1 sequence: under one wave
+
+
+@requires_gluon
+def test_gluon_forward_cuda_graph_and_determinism(gluon_dispatch):
+    """The descriptors are encoded on the host at capture: a replay reads the captured buffers'
+    new contents; two calls give the same bits."""
+    g = torch.Generator().manual_seed(3)
+    dtype, D = torch.bfloat16, GLUON_DIMS[-1]
+    B, T = 2, 1000
+    H = gluon_heads(B, T, D)
+    q, k, v = (torch.randn(B, T, H, D, generator=g).to("cuda", dtype) for _ in range(3))
+    a = sigmoid_attention(q, k, v)
+    assert torch.equal(a, sigmoid_attention(q, k, v))
+    graph = torch.cuda.CUDAGraph()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        sigmoid_attention(q, k, v)  # warm-up on the capture stream
+    torch.cuda.current_stream().wait_stream(s)
+    with torch.cuda.graph(graph):
+        static_out = sigmoid_attention(q, k, v)
+    for seed in (4, 5):
+        g2 = torch.Generator().manual_seed(seed)
+        for t in (q, k, v):
+            t.copy_(torch.randn(t.shape, generator=g2).to(dtype))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(static_out, sigmoid_attention(q, k, v)), seed

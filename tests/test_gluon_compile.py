@@ -1,7 +1,10 @@
-"""The Gluon forward (benchmarks/gluon_fwd) compiles ahead of time for sm_90 with no GPU, and its
-PTX holds the schedule it is written for: wgmma, TMA loads and stores, register reallocation
-between the producer and the consumer warpgroups, and every mbarrier invalidated (the Triton
-3.6 warp-specialized forward left barriers live under a data buffer; see variants.py)."""
+"""The Gluon forward (triton_src/sigmoid_attn_fwd_gluon.py) compiles ahead of time for sm_90 with
+no GPU, and its PTX holds the schedule it is written for: wgmma, TMA loads and stores, register
+reallocation between the producer and the consumer warpgroups, and every mbarrier invalidated
+(the Triton 3.6 warp-specialized forward left barriers live under a data buffer; see
+variants.py). The probe's tile candidates compile through benchmarks/gluon_fwd/compile.py; the
+library's kernels (kind fwd_gluon) through triton_src/aot.py, whose ABI record the C++ launcher
+packs by."""
 
 import importlib.util
 import os
@@ -43,3 +46,61 @@ def test_gluon_forward_compiles_for_sm90(tmp_path, name):
     # every barrier initialized is invalidated: one for Q, four per ring stage
     assert counts["mbarrier.inval"] == 1 + 4 * v.stages, counts
     assert (tmp_path / f"{name}.cubin").stat().st_size > 0
+
+
+def _library_build():
+    """triton_src's variant table and AOT compiler, as the library build runs them."""
+    from conftest import TRITON_SRC
+
+    sys.path.insert(0, TRITON_SRC)
+    try:
+        import aot
+        import variants
+    finally:
+        sys.path.remove(TRITON_SRC)
+    return variants, aot
+
+
+def _gluon_variants():
+    V, _ = _library_build()
+    return [v for v in V.variants(triton.__version__) if v.kind == "fwd_gluon"]
+
+
+@pytest.mark.parametrize("var", _gluon_variants(), ids=lambda v: v.name)
+def test_library_gluon_forward_abi(var):
+    """Each fwd_gluon kernel the library builds (tiles.json fwd_gluon), as aot.py compiles it:
+    the PTX entry takes, per descriptor, a 64-byte aligned 128-byte CUtensorMap then 3 u32
+    shape and 3 u64 stride scalars, then T_K, kv_group, scale, bias_value, then only hidden
+    pointers; the KernelSpec records each CUtensorMap's position and its encoding from the
+    compiled metadata (box [1, rows, 64] of the 128-byte swizzle, element type)."""
+    V, aot = _library_build()
+    r = aot.compile_variant(var, 90)
+    assert r["num_params"] == 4 * 7 + 4 and r["num_hidden_params"] == 2
+    assert r["num_warps"] == 12 and r["shared"] <= 227 * 1024
+    rows = {"q_desc": var.block_m // 2, "o_desc": var.block_m // 2, "k_desc": var.block_n,
+            "v_desc": var.block_n}
+    cu_type = {"fp16": 6, "bf16": 9}[var.dtype]  # CU_TENSOR_MAP_DATA_TYPE_FLOAT16 / BFLOAT16
+    assert [m["arg"] for m in r["tensor_maps"]] == ["q_desc", "k_desc", "v_desc", "o_desc"]
+    for i, m in enumerate(r["tensor_maps"]):
+        assert m["param"] == 7 * i
+        assert m["box"] == [1, rows[m["arg"]], 64], m  # 64 bf16/fp16 columns = 128 bytes
+        assert (m["swizzle"], m["elem_bytes"], m["data_type"]) == (3, 2, cu_type), m
+    ck, _ = aot.compile_gluon(var, 90)  # (Triton's cache: the same kernel)
+    params = aot._entry_params(ck.asm["ptx"], r["entry"])
+    assert params[0] == (128, 64) and params[1:4] == [(4, 4)] * 3 and params[4:7] == [(8, 8)] * 3
+
+
+def test_library_gluon_forward_abi_mismatch_is_refused(monkeypatch):
+    """A kernel whose parameters drift from variants.PARAMS["fwd_gluon"] fails the build, naming
+    the kernel, instead of launching with a shifted argument list."""
+    V, aot = _library_build()
+    var = _gluon_variants()[0]
+    ck, _ = aot.compile_gluon(var, 90)
+    # one scalar more declared than the kernel takes: the PTX check refuses it
+    monkeypatch.setitem(V.PARAMS, "fwd_gluon", V.PARAMS["fwd_gluon"] + (("extra", "i32"),))
+    with pytest.raises(RuntimeError, match=f"{var.name}: PTX parameters"):
+        aot._check_ptx(var, ck.asm["ptx"], ck.metadata.name)
+    # a table out of step with the kernel's arguments: refused before compiling
+    monkeypatch.setitem(V.PARAMS, "fwd_gluon", V.PARAMS["fwd_gluon"][:-2])
+    with pytest.raises(RuntimeError, match="out of date with the kernel"):
+        aot.compile_variant(var, 90)

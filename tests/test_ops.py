@@ -85,6 +85,22 @@ def _tiles_db():
         return json.load(f)
 
 
+def _variants_module():
+    from conftest import TRITON_SRC
+
+    sys.path.insert(0, TRITON_SRC)
+    try:
+        import variants as V
+    finally:
+        sys.path.remove(TRITON_SRC)
+    return V
+
+
+def _gluon_built():
+    """Whether this build compiled the Gluon forward (only with variants.GLUON_TRITON)."""
+    return _variants_module().gluon_supported(sigmoid_attn.info()["triton_build"])
+
+
 def test_info_lists_compiled_variants():
     info = sigmoid_attn.info()
     assert info["version"] == sigmoid_attn.__version__
@@ -94,17 +110,18 @@ def test_info_lists_compiled_variants():
     dims = {k["head_dim"] for k in info["variants"]}
     assert {64, 128} <= dims
     for k in info["variants"]:
-        # the warp-specialized forward: 3 warpgroups of 4 warps (Triton's Hopper pass)
-        warps = (12,) if k["kind"] == "fwd_ws" else (4, 8)
+        # the warp-specialized forwards: 3 warpgroups of 4 warps (Triton's Hopper pass; the
+        # Gluon kernel's two consumer partitions and producer)
+        warps = (12,) if k["kind"] in ("fwd_ws", "fwd_gluon") else (4, 8)
         assert k["cubin_bytes"] > 0 and k["num_warps"] in warps
         dt = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}[k["dtype"]]
         assert k["name"].startswith(f"{k['kind']}_{dt}_d{k['head_dim']}")
         assert ("_varlen" in k["name"]) == k["varlen"]
     kinds = {k["kind"] for k in info["variants"]}
-    assert kinds - {"fwd_ws", "bwd_dkdv_dq"} == {"fwd", "bwd_dkdv", "bwd_dq"}
+    assert kinds - {"fwd_ws", "fwd_gluon", "bwd_dkdv_dq"} == {"fwd", "bwd_dkdv", "bwd_dq"}
     # Every (kind, dtype, head dim) is compiled dense and packed, causal or not, with/without mod.
     combos = {(k["kind"], k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
-              for k in info["variants"] if k["kind"] not in ("fwd_ws", "bwd_dkdv_dq")}
+              for k in info["variants"] if k["kind"] not in ("fwd_ws", "fwd_gluon", "bwd_dkdv_dq")}
     assert len(combos) == 3 * 3 * len(dims) * 8
     ws = {(k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
           for k in info["variants"] if k["kind"] == "fwd_ws"}
@@ -121,6 +138,13 @@ def test_info_lists_compiled_variants():
     one_dims = {int(d) for d in _tiles_db().get("bwd_dkdv_dq", {})}
     assert {d for _, d, *_ in one} == one_dims and all(d & (d - 1) == 0 for d in one_dims)
     assert len(one) == 2 * len(one_dims) * 8 and all(dt != "float32" for dt, *_ in one)
+    # The Gluon forward (tiles.json fwd_gluon), built with Triton 3.8 only: fp16/bf16, dense,
+    # non-causal, no score_mod, one kernel per head dim in the database
+    gluon = sorted((k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
+                   for k in info["variants"] if k["kind"] == "fwd_gluon")
+    want = sorted((dt, int(d), False, False, False) for dt in ("float16", "bfloat16")
+                  for d in _tiles_db().get("fwd_gluon", {}))
+    assert gluon == (want if _gluon_built() else [])
 
 
 def test_tuning_database_is_what_the_build_compiled(tmp_path):
@@ -158,6 +182,15 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
             # 3 stages came out NaN on the H100 (Triton 3.6; NOTES, "Warp specialization
             # measured"): the database keeps 2
             assert tiles[3] == 2, tiles
+    # The Gluon forward: [BLOCK_M, BLOCK_N, 4, num_stages(, "overlap")] per head dim; its two
+    # consumer warpgroups split BLOCK_M, and its descriptors' boxes are at most 256 rows of
+    # 64-column (128-byte) swizzled pieces of a power-of-two head dim.
+    for d, tiles in db.get("fwd_gluon", {}).items():
+        bm, bn, w, s = tiles[:4]
+        assert pow2(int(d)) and int(d) % 64 == 0 and pow2(bm) and pow2(bn), (d, tiles)
+        assert 128 <= bm <= 512 and bn <= 256 and w == 4 and s in (2, 3), (d, tiles)
+        assert tiles[4:] in ([], ["overlap"]), (d, tiles)
+    assert isinstance(db.get("fwd_gluon_dispatch", False), bool)
     assert isinstance(db.get("fwd_ws_dispatch", False), bool)
     assert isinstance(db.get("fwd_ws_causal", True), bool)
     assert isinstance(db.get("bwd_atomic_dq_dispatch", False), bool)
@@ -188,17 +221,22 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
     V.save_tiles(db, str(path))
     assert json.loads(path.read_text()) == db
     # The compiled catalog (fp16/bf16) holds exactly these tiles.
-    # (a TMA variant's tile token ends in "tma": fwd_bf16_d128_m128n64w8s3tma_t8192)
-    # (the warp-specialized forward is written for 4 warps; Triton makes 3 warpgroups of it)
+    # (a TMA variant's tile token ends in "tma": fwd_bf16_d128_m128n64w8s3tma_t8192; an
+    # overlapped Gluon one in "ov": fwd_gluon_bf16_d128_m128n128w4s2ov)
+    # (the warp-specialized forwards are written for 4 warps, and run 3 warpgroups)
     compiled = {(k["kind"], k["head_dim"], k["min_t"], (k["block_m"], k["block_n"],
-                 k["num_warps"] // (3 if k["kind"] == "fwd_ws" else 1), k["num_stages"])
-                 + (("tma",) if "tma" in k["name"] else ()))
+                 k["num_warps"] // (3 if k["kind"] in ("fwd_ws", "fwd_gluon") else 1),
+                 k["num_stages"])
+                 + (("tma",) if "tma" in k["name"] else ())
+                 + (("overlap",) if k["kind"] == "fwd_gluon" and k["name"].endswith("ov") else ()))
                 for k in sigmoid_attn.info()["variants"] if k["dtype"] != "float32"}
-    # (warp-specialized kernels only from a Triton with the pass's barrier fix)
+    # (warp-specialized kernels only from a Triton with the pass's barrier fix, Gluon ones only
+    # from the Triton they are pinned to)
     ws_ok = V.warp_specialization_safe(sigmoid_attn.info()["triton_build"])
+    kinds = (("fwd",) + (("fwd_ws",) if ws_ok else ()) + (("fwd_gluon",) if _gluon_built() else ())
+             + ("bwd_dkdv", "bwd_dq", "bwd_dkdv_dq"))
     want = {(kind, int(d), m, tuple(t))
-            for kind in ("fwd",) + (("fwd_ws",) if ws_ok else ()) + ("bwd_dkdv", "bwd_dq",
-                                                                       "bwd_dkdv_dq")
+            for kind in kinds
             for d, entry in db.get(kind, {}).items()
             for m, t in (entry if kind in ("fwd", "fwd_ws") else [[0, entry]])}
     assert compiled == want
@@ -220,7 +258,7 @@ def test_dispatch_size_rules():
 
     def pick(D, B, T, H, causal=False, varlen=False, sms=132, dtype=1, ws=False, mod=False):
         total = B * T if varlen else T
-        i = f(dtype, D, causal, mod, varlen, T, total, B, H, sms, ws)
+        i = f(dtype, D, causal, mod, varlen, T, total, B, H, sms, ws, 0)
         assert i >= 0, (D, B, T, H)
         return catalog[i]
 
@@ -254,7 +292,7 @@ def test_dispatch_size_rules():
     # float32 has no small-problem tile: always its one bucket
     assert pick(64, 1, 256, 8, dtype=2)["min_t"] == 0
     # nothing compiled for head_dim 40: -1, not a crash
-    assert f(1, 40, 0, 0, 0, 256, 256, 1, 8, 132, 0) == -1
+    assert f(1, 40, 0, 0, 0, 256, 256, 1, 8, 132, 0, 0) == -1
     # The warp-specialized forward (tiles.json fwd_ws), when the caller allows it: taken for the
     # variant and length it is compiled for, never instead of the small-problem tile, never in
     # float32; the same variant flags.
@@ -288,12 +326,73 @@ def test_dispatch_size_rules():
             assert pick(D, 1, T, 16, ws=True, sms=sms - 1)["kind"] == "fwd_ws"
 
 
+def test_dispatch_takes_the_gluon_forward_exactly_where_it_covers_the_call():
+    """The Gluon forward (tiles.json fwd_gluon) through the C++ dispatcher, without a GPU: taken
+    for fp16/bf16 calls of its head dims that are dense, non-causal and without score_mod, where
+    the caller says the rest holds (switch on, no lengths, no bias tensor, TMA-readable
+    operands: the last argument) and its own grid fills the GPU; otherwise the choice is the
+    one without it. It takes precedence over the Triton warp-specialized forward."""
+    from conftest import library_function
+
+    V = _variants_module()
+    f = library_function("sigmoid_attn_select_forward_kernel")
+    catalog = sigmoid_attn.info()["variants"]
+    db = V.load_tiles().get("fwd_gluon", {}) if _gluon_built() else {}
+
+    def pick(D, B, T, H, dtype=1, causal=False, mod=False, varlen=False, sms=132, ws=False,
+             gluon=True):
+        total = B * T if varlen else T
+        i = f(dtype, D, causal, mod, varlen, T, total, B, H, sms, ws, gluon)
+        return catalog[i] if i >= 0 else None
+
+    if not _gluon_built():  # nothing to take: the same choice with and without
+        for D in (64, 128):
+            assert pick(D, 16, 4096, 16)["kind"] != "fwd_gluon"
+        return
+    assert db, "a Triton 3.8 build compiles the database's Gluon tiles"
+    for D, tiles in db.items():
+        D = int(D)
+        for dtype in (0, 1):
+            for ws in (False, True):
+                k = pick(D, 16, 4096, 16, dtype=dtype, ws=ws)
+                assert k["kind"] == "fwd_gluon" and k["head_dim"] == D, k["name"]
+                assert k["dtype"] == ("float16", "bfloat16")[dtype]
+                got = [k["block_m"], k["block_n"], k["num_stages"]]
+                assert got == [tiles[0], tiles[1], tiles[3]], k["name"]
+                assert k["name"].endswith("ov") == ("overlap" in tiles[4:])
+                # not allowed by the caller: what the dispatcher takes without it
+                without = pick(D, 16, 4096, 16, dtype=dtype, ws=ws, gluon=False)
+                assert without["kind"] in (("fwd", "fwd_ws") if ws else ("fwd",)), without["name"]
+        # every variant flag it does not cover, and float32: the other forwards
+        for kw in ({"causal": True}, {"mod": True}, {"varlen": True}, {"dtype": 2},
+                   {"causal": True, "mod": True}):
+            assert pick(D, 16, 4096, 16, **kw)["kind"] != "fwd_gluon", kw
+            assert pick(D, 16, 4096, 16, ws=True, **kw)["kind"] != "fwd_gluon", kw
+        # its own grid must fill the GPU: cdiv(T, BLOCK_M) * H * B programs >= SMs
+        bm = tiles[0]
+        T, H, B = 1000, 8, 2
+        programs = -(-T // bm) * H * B
+        assert pick(D, B, T, H, sms=programs)["kind"] == "fwd_gluon"
+        below = pick(D, B, T, H, sms=programs + 1)
+        assert below["kind"] != "fwd_gluon"
+        assert below == pick(D, B, T, H, sms=programs + 1, gluon=False)
+        # the host-cost shape (B=1, T=256, H=8): the small-problem tile, as without it
+        assert pick(D, 1, 256, 8) == pick(D, 1, 256, 8, gluon=False)
+        # T = 1 and odd lengths: one query block per (head, batch)
+        assert pick(D, 200, 1, 1)["kind"] == "fwd_gluon"
+        assert pick(D, 3, 4097, 48)["kind"] == "fwd_gluon"
+    # head dims without a Gluon kernel: the other forwards
+    for D in {32, 96, 256} - {int(d) for d in db}:
+        assert pick(D, 16, 4096, 16)["kind"] != "fwd_gluon"
+
+
 def test_dispatch_switches_round_trip():
-    """The C API switches of the experimental kernels (warp-specialized forward, one-pass
+    """The C API switches of the experimental kernels (warp-specialized forwards, one-pass
     backward): set returns the previous setting, a negative value only reads."""
     from conftest import library_function
 
-    for name in ("sigmoid_attn_warp_specialized", "sigmoid_attn_atomic_dq"):
+    for name in ("sigmoid_attn_warp_specialized", "sigmoid_attn_gluon_forward",
+                 "sigmoid_attn_atomic_dq"):
         f = library_function(name)
         start = f(-1)
         assert start in (0, 1)
@@ -312,6 +411,7 @@ def test_kernel_options_from_python():
     import sigmoid_attn
 
     c_api = {"warp_specialized": library_function("sigmoid_attn_warp_specialized"),
+             "gluon_forward": library_function("sigmoid_attn_gluon_forward"),
              "one_pass_backward": library_function("sigmoid_attn_atomic_dq")}
     start = sigmoid_attn.current_kernel_options()
     assert start == {name: bool(f(-1)) for name, f in c_api.items()}
@@ -320,13 +420,22 @@ def test_kernel_options_from_python():
             assert o.previous == start
             assert bool(c_api["one_pass_backward"](-1)) != start["one_pass_backward"]
             assert bool(c_api["warp_specialized"](-1)) == start["warp_specialized"]  # untouched
+            assert bool(c_api["gluon_forward"](-1)) == start["gluon_forward"]
         assert sigmoid_attn.current_kernel_options() == start
-        o = sigmoid_attn.kernel_options(warp_specialized=False, one_pass_backward=True)
+        o = sigmoid_attn.kernel_options(warp_specialized=False, gluon_forward=False,
+                                        one_pass_backward=True)
         assert o.previous == start
-        assert (c_api["warp_specialized"](-1), c_api["one_pass_backward"](-1)) == (0, 1)
+        now = lambda: tuple(c_api[n](-1) for n in ("warp_specialized", "gluon_forward",
+                                                     "one_pass_backward"))
+        assert now() == (0, 0, 1)
         with pytest.raises(TypeError, match=r"warp_specialized must be a bool or None, got int 1"):
             sigmoid_attn.kernel_options(warp_specialized=1)
-        assert (c_api["warp_specialized"](-1), c_api["one_pass_backward"](-1)) == (0, 1)
+        with pytest.raises(TypeError, match=r"gluon_forward must be a bool or None, got str"):
+            sigmoid_attn.kernel_options(gluon_forward="on")
+        assert now() == (0, 0, 1)
+        with sigmoid_attn.kernel_options(gluon_forward=True):
+            assert now() == (0, 1, 1)
+        assert now() == (0, 0, 1)
     finally:
         sigmoid_attn.kernel_options(**start)
     assert sigmoid_attn.current_kernel_options() == start

@@ -65,6 +65,25 @@ FWD_WS_DISPATCH = bool(_DB.get("fwd_ws_dispatch", False))
 # (NOTES.md, "The fifth session").
 BWD_ATOMIC_TILES = {int(d): tuple(t) for d, t in _DB.get("bwd_dkdv_dq", {}).items()}
 BWD_ATOMIC_DQ_DISPATCH = bool(_DB.get("bwd_atomic_dq_dispatch", False))
+# The Gluon forward (sigmoid_attn_fwd_gluon.py, kind fwd_gluon; fp16/bf16; dense, non-causal,
+# no score_mod, no lengths): [BLOCK_M, BLOCK_N, num_warps, num_stages(, "overlap")] per head dim,
+# num_warps 4 (the default partition; the kernel adds a consumer warpgroup and a producer: 384
+# threads), "overlap": FA3's intra-warpgroup overlap of S_j with P_{j-1}·V_{j-1}. Measured on an
+# H200 (benchmarks/gluon_fwd, results/NVIDIA_H200/gluon_fwd.json): hd128 128x128 2 stages with
+# overlap 741 TFLOPS at T=4k (1.09x cuDNN; fwd_ws 606), hd64 256x64 2 stages without.
+# The dispatcher takes it for the calls it covers when tiles.json's fwd_gluon_dispatch is true
+# (SIGMOID_ATTN_GLUON_FORWARD=0/1 overrides it per process).
+FWD_GLUON_TILES = {int(d): tuple(t) for d, t in _DB.get("fwd_gluon", {}).items()}
+FWD_GLUON_DISPATCH = bool(_DB.get("fwd_gluon_dispatch", False))
+# Registers: 384 threads x 168 = 64,512 <= 65,536 at launch (maxnreg); setmaxnreg then moves them
+# from the producer (24) to the two consumer warpgroups (240 each): (240 + 240 + 24) x 128 =
+# 64,512. ptxas (CUDA 12.9) reports no spills for either tile.
+GLUON_MAXNREG = 168
+GLUON_CONSUMER_REGS = 240
+GLUON_PRODUCER_REGS = 24
+# GluonASTSource lives in a private Triton module (triton.experimental.gluon._runtime): the kind
+# is compiled only with the Triton version it was written and checked against.
+GLUON_TRITON = "3.8"
 # Whether causal variants of it are compiled (false: causal calls take sigmoid_attn_fwd, whose
 # longest-first order and skipped masked blocks win; tune_fwd_ws.json).
 FWD_WS_CAUSAL = bool(_DB.get("fwd_ws_causal", True))
@@ -102,6 +121,7 @@ def tile_table(kind: str, dtype: str):
     fp32 = dtype == "fp32"
     return {"fwd": FWD_TILES_FP32 if fp32 else FWD_TILES,
             "fwd_ws": {} if fp32 else FWD_WS_TILES,
+            "fwd_gluon": {} if fp32 else FWD_GLUON_TILES,
             "bwd_dkdv": BWD_DKDV_TILES_FP32 if fp32 else BWD_DKDV_TILES,
             "bwd_dq": BWD_DQ_TILES_FP32 if fp32 else BWD_DQ_TILES,
             "bwd_dkdv_dq": {} if fp32 else BWD_ATOMIC_TILES}[kind]
@@ -144,10 +164,20 @@ PARAMS = {
     + _strides("dq") + (("stride_smb", "i64"), ("stride_smt", "i32")) + _TAIL,
 }
 
+# The Gluon forward's arguments: "desc" is a rank-3 TMA descriptor [B, T, H*D] of the tensor
+# dtype, which the PTX entry takes as a by-value 128-byte CUtensorMap followed by the
+# descriptor's 3 shape (u32) and 3 stride (u64, elements) scalars; aot.py records where each
+# one sits and how to encode it (box, swizzle, element type) in the KernelSpec.
+PARAMS["fwd_gluon"] = (("q_desc", "desc"), ("k_desc", "desc"), ("v_desc", "desc"),
+                       ("o_desc", "desc"), ("T_K", "i32"), ("kv_group", "i32"), ("scale", "fp32"),
+                       ("bias_value", "fp32"))
+DESC_RANK = 3
+
 # (module, function) of each kind's kernel.
 SOURCES = {
     "fwd": ("sigmoid_attn_fwd", "sigmoid_attn_fwd"),
     "fwd_ws": ("sigmoid_attn_fwd_ws", "sigmoid_attn_fwd_ws"),
+    "fwd_gluon": ("sigmoid_attn_fwd_gluon", "sigmoid_attn_fwd_gluon"),
     "bwd_dkdv": ("sigmoid_attn_bwd", "sigmoid_attn_bwd_dkdv"),
     "bwd_dq": ("sigmoid_attn_bwd", "sigmoid_attn_bwd_dq"),
     "bwd_dkdv_dq": ("sigmoid_attn_bwd", "sigmoid_attn_bwd_dkdv_dq"),
@@ -165,7 +195,7 @@ def divisible_16(kind):
 
 @dataclass(frozen=True)
 class Variant:
-    kind: str  # "fwd" | "fwd_ws" | "bwd_dkdv" | "bwd_dq" | "bwd_dkdv_dq"
+    kind: str  # "fwd" | "fwd_ws" | "fwd_gluon" | "bwd_dkdv" | "bwd_dq" | "bwd_dkdv_dq"
     dtype: str  # "fp16" | "bf16" | "fp32"
     head_dim: int
     causal: bool
@@ -179,6 +209,7 @@ class Variant:
     tma: bool = False  # forward only: K/V through TMA descriptors (tiles.json's "tma" flag)
     min_t: int = 0  # smallest sequence length this tile is dispatched for; SMALL: see above
     varlen: bool = False  # packed [total, H, D] tensors with cu_seqlens
+    overlap: bool = False  # fwd_gluon: S_j overlapped with P_{j-1}·V_{j-1} (tiles' "overlap")
 
     @property
     def fast_sigmoid(self) -> bool:
@@ -187,7 +218,8 @@ class Variant:
     @property
     def causal_lpt(self) -> int:
         # (the warp-specialized forward has no program order: not measured there)
-        if not self.causal or self.varlen or self.dtype == "fp32" or self.kind == "fwd_ws":
+        if (not self.causal or self.varlen or self.dtype == "fp32"
+                or self.kind in ("fwd_ws", "fwd_gluon")):
             return 0
         if _CAUSAL_LPT_ENV is not None:
             return int(_CAUSAL_LPT_ENV)
@@ -213,7 +245,7 @@ class Variant:
         return (f"{self.kind}_{self.dtype}_d{self.head_dim}{flags}_"
                 f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}"
                 + ("ws" if self.warp_specialize else "") + ("p" if self.software_pipeline else "")
-                + ("tma" if self.tma else "")
+                + ("tma" if self.tma else "") + ("ov" if self.overlap else "")
                 + ("_small" if self.min_t == SMALL else f"_t{self.min_t}" if self.min_t else ""))
 
 
@@ -231,13 +263,21 @@ def warp_specialization_safe(triton_version: str) -> bool:
     return (major, minor) >= WS_MIN_TRITON
 
 
+def gluon_supported(triton_version: str) -> bool:
+    return triton_version.split(".")[:2] == GLUON_TRITON.split(".")
+
+
+KINDS = ("fwd", "fwd_ws", "fwd_gluon", "bwd_dkdv", "bwd_dq", "bwd_dkdv_dq")
+
+
 def variants(triton_version: str = None):
     """Every variant the build compiles; with triton_version, those that Triton may compile
-    (no warp-specialized kernels before WS_MIN_TRITON)."""
+    (no warp-specialized kernels before WS_MIN_TRITON, Gluon ones only with GLUON_TRITON)."""
     ws_ok = triton_version is None or warp_specialization_safe(triton_version)
+    gluon_ok = triton_version is None or gluon_supported(triton_version)
     out = []
-    for kind in ("fwd", "fwd_ws", "bwd_dkdv", "bwd_dq", "bwd_dkdv_dq"):
-        if kind == "fwd_ws" and not ws_ok:
+    for kind in KINDS:
+        if kind == "fwd_ws" and not ws_ok or kind == "fwd_gluon" and not gluon_ok:
             continue
         for dtype in DTYPES:
             for head_dim, entry in tile_table(kind, dtype).items():
@@ -245,16 +285,21 @@ def variants(triton_version: str = None):
                 for min_t, tiles in buckets:
                     bm, bn, w, s = tiles[:4]
                     tma = "tma" in tiles[4:]
+                    overlap = "overlap" in tiles[4:]
                     for varlen in (False, True):
                         for causal in (False, True):
                             for score_mod in (False, True):
+                                # (dense non-causal only: descriptors end at T, not at a
+                                # sequence's length; no mask, no score_mod in the kernel)
+                                if kind == "fwd_gluon" and (varlen or causal or score_mod):
+                                    continue
                                 if kind == "fwd_ws" and varlen and score_mod:
                                     continue  # packed score_mod: the other forward (dispatch.cpp)
                                 if kind == "fwd_ws" and causal and not FWD_WS_CAUSAL:
                                     continue
                                 out.append(Variant(kind, dtype, head_dim, causal, score_mod, bm,
                                                    bn, w, s, tma=tma, min_t=min_t,
-                                                   varlen=varlen))
+                                                   varlen=varlen, overlap=overlap))
     return out
 
 

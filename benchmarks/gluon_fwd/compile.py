@@ -1,8 +1,11 @@
-"""Compile the Gluon sigmoid-attention forward for sm_90 ahead of time (no GPU needed).
+"""Compile the Gluon sigmoid-attention forward for sm_90 ahead of time (no GPU needed), for the
+standalone runner (run_on_device.py) and its tuning candidates.
 
-    /tmp/gluon/bin/python benchmarks/gluon_fwd/compile.py [--only NAME_SUBSTR]
+    python benchmarks/gluon_fwd/compile.py [--only NAME_SUBSTR]
 
-Needs Triton 3.8.0 (GluonASTSource is a private module: pinned). Writes into build/ next to
+The kernel is the library's (triton_src/sigmoid_attn_fwd_gluon.py, kind fwd_gluon, which
+triton_src/aot.py builds into the library); this script compiles more tile shapes than the
+library ships. Needs Triton 3.8.0 (GluonASTSource is a private module: pinned). Writes into build/ next to
 this file: <variant>.cubin, .ptx, .ttgir, and variants.json (entry, num_warps, shared memory,
 the PTX parameter list, the tensor-descriptor metadata the host needs to encode the
 CUtensorMaps, hidden scratch parameters), and checks the PTX for the schedule's instructions.
@@ -17,14 +20,15 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+TRITON_SRC = HERE.parent.parent / "triton_src"
+sys.path.insert(0, str(TRITON_SRC))
 
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.experimental.gluon import language as gl  # noqa: E402
 from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
 
-from attn_fwd_gluon import sigmoid_attn_fwd_gluon  # noqa: E402
+from sigmoid_attn_fwd_gluon import sigmoid_attn_fwd_gluon  # noqa: E402
 
 PINNED = "3.8.0"
 DTYPES = {"bf16": gl.bfloat16, "fp16": gl.float16}
@@ -141,9 +145,10 @@ def compile_variant(v: Variant, out_dir: Path):
         "k_desc": f"tensordesc<{v.dtype}[1,{v.block_n},{v.head_dim}],{kv_layout!r}>",
         "v_desc": f"tensordesc<{v.dtype}[1,{v.block_n},{v.head_dim}],{kv_layout!r}>",
         "o_desc": f"tensordesc<{v.dtype}[1,{rows},{v.head_dim}],{q_layout!r}>",
-        "T": "i32",
-        "sm_scale": "fp32",
-        "bias": "fp32",
+        "T_K": "i32",
+        "kv_group": "i32",
+        "scale": "fp32",
+        "bias_value": "fp32",
         "NUM_STAGES": "constexpr",
         "OVERLAP": "constexpr",
         "CONSUMER_REGS": "constexpr",

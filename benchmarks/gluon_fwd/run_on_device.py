@@ -231,8 +231,8 @@ class Kernel:
                                   m["swizzle"])
             values[name] = blob
             keep.append(blob)
-        scalars = {"T": ctypes.c_int32(T), "sm_scale": ctypes.c_float(scale),
-                   "bias": ctypes.c_float(bias)}
+        scalars = {"T_K": ctypes.c_int32(T), "kv_group": ctypes.c_int32(1),
+                   "scale": ctypes.c_float(scale), "bias_value": ctypes.c_float(bias)}
         ptrs = []
         for p in rec["params"]:
             role = p["role"]
@@ -405,8 +405,9 @@ def dry_run(recs, build_dir):
                     assert int.from_bytes(raw, "little") == [B, T, H * D][p["dim"]], p
                 elif p["role"] == "desc_stride":
                     assert int.from_bytes(raw, "little") == [T * H * D, H * D, 1][p["dim"]], p
-                elif p["role"] == "scalar" and p["arg"] == "T":
-                    assert int.from_bytes(raw, "little") == T
+                elif p["role"] == "scalar" and p["arg"] in ("T_K", "kv_group"):
+                    want = T if p["arg"] == "T_K" else 1
+                    assert int.from_bytes(raw, "little") == want, p
                 elif p["role"] == "hidden_ptr":
                     assert raw == b"\0" * 8
         enc = [c for c in drv.calls if c[0] == "encode"][-4:]

@@ -2,7 +2,7 @@
 
 from . import _C  # bound to the ops library by _ops
 
-_SWITCHES = ("warp_specialized", "one_pass_backward")
+_SWITCHES = ("warp_specialized", "gluon_forward", "one_pass_backward")
 
 
 class kernel_options:
@@ -12,6 +12,12 @@ class kernel_options:
 
     warp_specialized: the warp-specialized forward where one is compiled (hd128, non-causal).
         On by default (tiles.json fwd_ws_dispatch; SIGMOID_ATTN_WARP_SPECIALIZED=0/1 at load).
+    gluon_forward: the Gluon forward (hand-scheduled, warp-specialized; fp16/bf16 hd64 and hd128)
+        for the calls it covers: dense [B, T, H, D] batches without lengths, non-causal, no
+        score_mod, no bias tensor, heads packed along each row (head stride D), grids of at
+        least one program per SM. It takes precedence over warp_specialized there. On by default
+        (tiles.json fwd_gluon_dispatch; SIGMOID_ATTN_GLUON_FORWARD=0/1 at load); built only with
+        Triton 3.8, otherwise a no-op.
     one_pass_backward: dK, dV and dQ from one kernel, dQ summed in fp32 by TMA reductions,
         where one is compiled (hd64): 3-4% faster from T = 4k on an H100, but dQ is then not
         bitwise reproducible. Off by default (SIGMOID_ATTN_ATOMIC_DQ=0/1 at load).
@@ -20,8 +26,9 @@ class kernel_options:
     call reads the switches afresh (torch.compile and CUDA graphs included: a captured graph
     keeps the kernels it captured)."""
 
-    def __init__(self, *, warp_specialized=None, one_pass_backward=None):
-        wanted = {"warp_specialized": warp_specialized, "one_pass_backward": one_pass_backward}
+    def __init__(self, *, warp_specialized=None, gluon_forward=None, one_pass_backward=None):
+        wanted = {"warp_specialized": warp_specialized, "gluon_forward": gluon_forward,
+                  "one_pass_backward": one_pass_backward}
         for name, value in wanted.items():
             if value is not None and not isinstance(value, bool):
                 raise TypeError(f"kernel_options: {name} must be a bool or None, got "
@@ -39,5 +46,6 @@ class kernel_options:
 
 
 def current_kernel_options() -> dict:
-    """The switches' settings now: {"warp_specialized": bool, "one_pass_backward": bool}."""
+    """The switches' settings now: {"warp_specialized": bool, "gluon_forward": bool,
+    "one_pass_backward": bool}."""
     return {name: bool(_C.dispatch_switch(name, -1)) for name in _SWITCHES}

@@ -1,13 +1,23 @@
-"""Warp-specialized Gluon forward for dense, non-causal sigmoid attention on Hopper (sm_90).
+"""Forward sigmoid attention as a hand-scheduled, warp-specialized Gluon kernel (kind fwd_gluon)
+for dense, non-causal calls on Hopper (sm_90):
 
-    O[b, t, h, :] = sum_j sigmoid(scale * <Q[b,t,h,:], K[b,j,h,:]> + bias) * V[b, j, h, :]
+    O[b, t, h, :] = sum_j sigmoid(scale * <Q[b,t,h,:], K[b,j,g,:]> + bias) * V[b, j, g, :]
+    with g = h // kv_group (GQA/MQA: kv_group query heads per K/V head)
 
-Layout: Q, K, V, O are contiguous [B, T, H, D] tensors, seen by the host TMA descriptors as
-rank-3 tensors [B, T, H*D] with a [1, rows, D] box at (b, row, h*D): TMA fills the rows past T
-of each sequence with zeros (loads) and drops them (stores), so no masks are needed (K's zero
-rows give P = sigmoid(bias), finite; V's zero rows zero their P·V contribution).
+Gluon is Triton's explicit dialect: layouts, shared memory, barriers and the warp partitions
+are written out, where sigmoid_attn_fwd_ws leaves them to Triton's Hopper pass. Compiled with
+GluonASTSource, a private Triton module: aot.py builds this kind only with the Triton version it
+is pinned to (variants.GLUON_TRITON).
 
-Schedule (one CTA per BLOCK_M query rows x head x batch; grid (cdiv(T, BLOCK_M), H, B)):
+Layout: Q, O are [B, T_Q, H, D] and K, V [B, T_K, H_KV, D], each seen by a host TMA descriptor
+as a rank-3 tensor [B, T, H*D] (heads packed along each row: head stride D, last dim
+contiguous; any 16-byte multiple row and batch strides), with a [1, rows, D] box at
+(b, row, h*D): TMA fills the rows past T of each sequence with zeros (loads) and drops them
+(stores), so no masks are needed (K's zero rows give P = sigmoid(bias), finite; V's zero rows
+zero their P·V contribution). The descriptors end at T, not at a per-sequence length: padded
+batches (seq_lens), causal masks and score_mod take the other forwards (csrc/dispatch.cpp).
+
+Schedule (one CTA per BLOCK_M query rows x head x batch; grid (cdiv(T_Q, BLOCK_M), H, B)):
   * partition "producer" (1 warp, few registers): loads the two Q halves once (q_bar), then
     K and V blocks into a NUM_STAGES ring, K and V with their own ready/empty mbarriers so that
     Q·Kᵀ of a block can start before its V has landed;
@@ -20,12 +30,15 @@ Schedule (one CTA per BLOCK_M query rows x head x batch; grid (cdiv(T, BLOCK_M),
     then waits for that one. Each consumer releases a K (V) slot by one arrive on its empty
     barrier (count 2: one per consumer warpgroup) once the wgmma that read it has completed;
   * epilogue: each consumer writes its O rows (bf16/fp16) to its own shared buffer and stores
-    them with one TMA store (rows past T are clipped by the descriptor).
+    them with one TMA store (rows past T_Q are clipped by the descriptor).
 
 Barriers: q_bar[1], k_ready/k_empty/v_ready/v_empty[NUM_STAGES] live in their own shared
 allocations, never aliased by a data buffer; all are invalidated at the end of the kernel after
 every partition has finished (the warp_specialize region joins first), so their memory is never
 reused while initialized.
+
+T_K >= 1 is a precondition (the launcher never sends T_K = 0): with no key block the overlapped
+prologue would wait for a K block that never comes.
 """
 
 from triton.experimental import gluon
@@ -42,18 +55,19 @@ def _tanh_approx(x):
 
 @gluon.jit
 def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty,
-              v_ready, v_empty, T, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
+              v_ready, v_empty, T_K, kv_group, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
               HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr):
     pid_m = gl.program_id(0)
     h = gl.program_id(1)
     b = gl.program_id(2)
-    col = h * HEAD_DIM
     row0 = pid_m * (2 * ROWS)
     # Q: both warpgroups' halves on one barrier.
     mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
-    tma.async_load(q_desc, [b, row0, col], q_bar, q_smem.index(0))
-    tma.async_load(q_desc, [b, row0 + ROWS, col], q_bar, q_smem.index(1))
-    n_blocks = gl.cdiv(T, BLOCK_N)
+    tma.async_load(q_desc, [b, row0, h * HEAD_DIM], q_bar, q_smem.index(0))
+    tma.async_load(q_desc, [b, row0 + ROWS, h * HEAD_DIM], q_bar, q_smem.index(1))
+    # GQA / MQA: query heads [g*kv_group, (g+1)*kv_group) share K/V head g.
+    col = (h // kv_group) * HEAD_DIM
+    n_blocks = gl.cdiv(T_K, BLOCK_N)
     for j in range(n_blocks):
         s = j % NUM_STAGES
         ph = (j // NUM_STAGES) & 1
@@ -75,7 +89,7 @@ def _probabilities(s, qk_scale_half, bias_half, p_layout: gl.constexpr, dtype: g
 
 @gluon.jit
 def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
-              T, qk_scale_half, bias_half, WG: gl.constexpr, ROWS: gl.constexpr,
+              T_K, qk_scale_half, bias_half, WG: gl.constexpr, ROWS: gl.constexpr,
               BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
               OVERLAP: gl.constexpr):
     dtype: gl.constexpr = o_desc.dtype
@@ -86,7 +100,7 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, k_ready, k_empty, v
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
 
     q = q_smem.index(WG).reshape([ROWS, HEAD_DIM])
-    n_blocks = gl.cdiv(T, BLOCK_N)
+    n_blocks = gl.cdiv(T_K, BLOCK_N)
     o = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
     s_zero = gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout)
     mbarrier.wait(q_bar, 0)
@@ -140,7 +154,7 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, k_ready, k_empty, v
             o, p = warpgroup_mma_wait(0, deps=(o, p))
             mbarrier.arrive(v_empty.index(st), count=1)
 
-    # Epilogue: registers -> own shared buffer -> TMA store (rows past T are clipped).
+    # Epilogue: registers -> own shared buffer -> TMA store (rows past T_Q are clipped).
     pid_m = gl.program_id(0)
     h = gl.program_id(1)
     b = gl.program_id(2)
@@ -153,27 +167,27 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, k_ready, k_empty, v
 
 @gluon.jit
 def _consumer1(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
-               T, qk_scale_half, bias_half, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
+               T_K, qk_scale_half, bias_half, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
                HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, OVERLAP: gl.constexpr):
     _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
-              T, qk_scale_half, bias_half, 1, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, OVERLAP)
+              T_K, qk_scale_half, bias_half, 1, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, OVERLAP)
 
 
 @gluon.jit
 def _consumer0(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
-               T, qk_scale_half, bias_half, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
+               T_K, qk_scale_half, bias_half, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
                HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, OVERLAP: gl.constexpr):
     _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
-              T, qk_scale_half, bias_half, 0, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, OVERLAP)
+              T_K, qk_scale_half, bias_half, 0, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, OVERLAP)
 
 
 @gluon.jit
-def sigmoid_attn_fwd_gluon(q_desc, k_desc, v_desc, o_desc, T, sm_scale, bias,
+def sigmoid_attn_fwd_gluon(q_desc, k_desc, v_desc, o_desc, T_K, kv_group, scale, bias_value,
                            NUM_STAGES: gl.constexpr, OVERLAP: gl.constexpr,
                            CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
-    """grid (cdiv(T, BLOCK_M), H, B), num_warps=4 (the default partition is consumer 0);
-    BLOCK_M = 2 * q_desc.block_type.shape[1]. q/k/v/o descriptors: rank 3 [B, T, H*D],
-    boxes [1, ROWS, D] (q, o) and [1, BLOCK_N, D] (k, v)."""
+    """grid (cdiv(T_Q, BLOCK_M), H, B), num_warps=4 (the default partition is consumer 0);
+    BLOCK_M = 2 * q_desc.block_type.shape[1]. q/o descriptors: rank 3 [B, T_Q, H*D], box
+    [1, ROWS, D]; k/v: [B, T_K, H_KV*D], box [1, BLOCK_N, D]. kv_group = H / H_KV."""
     ROWS: gl.constexpr = q_desc.block_type.shape[1]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[2]
     BLOCK_N: gl.constexpr = k_desc.block_type.shape[1]
@@ -199,18 +213,18 @@ def sigmoid_attn_fwd_gluon(q_desc, k_desc, v_desc, o_desc, T, sm_scale, bias,
     fence_async_shared()  # barrier inits visible to the async proxy (TMA) before any use
 
     # 0.5 folded in: sigmoid(x) = 0.5 * tanh(0.5 * x) + 0.5.
-    qk_scale_half = sm_scale * 0.5
-    bias_half = bias * 0.5
+    qk_scale_half = scale * 0.5
+    bias_half = bias_value * 0.5
 
     gl.warp_specialize([
         (_consumer0, (o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, k_ready, k_empty, v_ready,
-                      v_empty, T, qk_scale_half, bias_half, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
+                      v_empty, T_K, qk_scale_half, bias_half, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
                       OVERLAP)),
         (_consumer1, (o_desc, q_smem, k_smem, v_smem, o_smem, q_bar, k_ready, k_empty, v_ready,
-                      v_empty, T, qk_scale_half, bias_half, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
+                      v_empty, T_K, qk_scale_half, bias_half, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
                       OVERLAP)),
         (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty,
-                     v_ready, v_empty, T, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES)),
+                     v_ready, v_empty, T_K, kv_group, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
     # Every partition has joined: no TMA, wgmma or arrive is in flight on these barriers.
