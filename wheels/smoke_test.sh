@@ -22,9 +22,10 @@ print("installed", sigmoid_attn.__file__, "| Python", sys.version.split()[0], "|
       info["torch_build"], "| running", torch.__version__, "|", len(info["variants"]), "kernels")
 PY
 python -m sigmoid_attn --quick
-# the tests and what they read from the tree (examples/, triton_src/tiles.json, pytest settings),
-# never python/
+# the tests and what they read from the tree (examples/, triton_src/, the benchmark scripts some
+# tests run, pytest settings), never python/
 cp -r "$ROOT/tests" "$ROOT/examples" "$ROOT/triton_src" "$ROOT/pyproject.toml" .
+mkdir benchmarks && cp -r "$ROOT"/benchmarks/*.py "$ROOT/benchmarks/gluon_fwd" benchmarks/
 python -m pytest -q tests -k "not interpret and not cpp_example"
 
 # --- the other CPythons' _C: load each with its own interpreter -----------------------------
