@@ -19,6 +19,7 @@
 #include "alloc.h"
 #include "check.h"
 #include "cpu_gemm.h"
+#include "cpu_sigmoid.h"
 #include "kernel_spec.h"
 #include "ops.h"
 #include "validate.h"
@@ -163,11 +164,15 @@ template <typename A>
 void score_tile(const Mat& q, const Mat& k, A* p, int64_t m, int64_t n, int64_t i0, int64_t j0,
                 const A* colbias, A scale, bool causal) {
   cpu::mm_out(q, k.t(), rows_of(p, m, n, n), kAccType<A>);
-  for (int64_t r = 0; r < m; ++r) {
-    A* pr = p + r * n;
-    for (int64_t c = 0; c < n; ++c) pr[c] = pr[c] * scale + colbias[c];
+  if constexpr (std::is_same_v<A, float>) {
+    cpu::scale_bias_sigmoid(p, m, n, colbias, scale);
+  } else {
+    for (int64_t r = 0; r < m; ++r) {
+      A* pr = p + r * n;
+      for (int64_t c = 0; c < n; ++c) pr[c] = pr[c] * scale + colbias[c];
+    }
+    cpu::sigmoid_(rows_of(p, m, n, n), kAccType<A>);
   }
-  cpu::sigmoid_(rows_of(p, m, n, n), kAccType<A>);
   if (causal && j0 + n - 1 > i0) {
     for (int64_t r = 0; r < m; ++r) {
       const int64_t c0 = std::clamp<int64_t>(i0 + r + 1 - j0, 0, n);
@@ -239,11 +244,11 @@ void forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out
   });
 }
 
-// Backward tiles: 128 keys (their dK, dV accumulators, 2 x 32 KiB, stay in L1/L2 while every
+// Backward tiles: 256 keys (their dK, dV accumulators, 2 x 64 KiB, stay in L2 while every
 // query of the group streams past) by 256 query rows (the inner dimension of the dK and dV
 // products).
 constexpr int64_t kBwdRows = 256;
-constexpr int64_t kBwdKeys = 128;
+constexpr int64_t kBwdKeys = 256;
 // Each (batch, kv head) is cut into this many tasks or more along its keys (never more chunks
 // than key blocks): a fixed number, not the thread count, so that dQ's sum over chunks runs in
 // the same order, and gives the same bits, under any torch.set_num_threads.
