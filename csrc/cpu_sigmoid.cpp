@@ -30,10 +30,23 @@ inline float exp_nonpositive(float x) {
   return underflow ? 0.0f : p * two_n;
 }
 
-// sigmoid(s) = 1 / (1 + e^-s) for s >= 0, e^s / (1 + e^s) below: e^-|s| never overflows.
+// 1 / x for x in [1, 2] without a divide (the vector divide bounded this loop: ~40% of its
+// time). Newton's iteration on x / 2 in [0.5, 1] from the linear minimax start 48/17 - 32/17 x
+// (error <= 1/17); each step squares the error, so three reach float precision.
+inline float reciprocal_1_2(float x) {
+  const float h = 0.5f * x;
+  float y = 2.82352941f - 1.88235294f * h;
+  y = y + y * (1.0f - h * y);
+  y = y + y * (1.0f - h * y);
+  y = y + y * (1.0f - h * y);
+  return 0.5f * y;
+}
+
+// sigmoid(s) = 1 / (1 + e^-s) for s >= 0, e^s / (1 + e^s) below: e^-|s| never overflows, and
+// 1 + e^-|s| lies in [1, 2].
 inline float sigmoid(float s) {
   const float e = exp_nonpositive(s < 0.0f ? s : -s);
-  const float inv = 1.0f / (1.0f + e);
+  const float inv = reciprocal_1_2(1.0f + e);
   return s < 0.0f ? e * inv : inv;
 }
 

@@ -92,21 +92,21 @@ using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
 template <typename A>
 constexpr ScalarType kAccType = std::is_same_v<A, double> ? ScalarType::Double : ScalarType::Float;
 
-// Element offset of (b, i, h, 0) in a [B, T, H, D] tensor, or of (i, h, 0) in a packed
-// [total, H, D] one (b is then 0).
-inline int64_t offset(const Tensor& t, int64_t b, int64_t i, int64_t h) {
-  return t.dim() == 3 ? i * t.stride(0) + h * t.stride(1)
-                      : b * t.stride(0) + i * t.stride(1) + h * t.stride(2);
-}
-inline int64_t row_stride(const Tensor& t) { return t.dim() == 3 ? t.stride(0) : t.stride(1); }
+// Element (b, i, h, 0) of a [B, T, H, D] tensor, or (i, h, 0) of a packed [total, H, D] one
+// (b is then 0). Pointer and strides are read once per call: each Tensor accessor is a call
+// into torch's shim, too slow to make per row.
 template <typename T>
-const T* row(const Tensor& t, int64_t b, int64_t i, int64_t h) {
-  return t.const_data_ptr<T>() + offset(t, b, i, h);
-}
-template <typename T>
-T* mrow(Tensor& t, int64_t b, int64_t i, int64_t h) {
-  return t.mutable_data_ptr<T>() + offset(t, b, i, h);
-}
+struct Rows {
+  T* data;
+  int64_t sb, st, sh;
+  explicit Rows(const Tensor& t)
+      : data(const_cast<T*>(t.const_data_ptr<std::remove_const_t<T>>())),
+        sb(t.dim() == 3 ? 0 : t.stride(0)),
+        st(t.stride(t.dim() - 3)),
+        sh(t.stride(t.dim() - 2)) {}
+  int64_t off(int64_t b, int64_t i, int64_t h) const { return b * sb + i * st + h * sh; }
+  T* at(int64_t b, int64_t i, int64_t h) const { return data + off(b, i, h); }
+};
 
 // t itself when it is already in the accumulation type, else one converted copy per call (O(T D),
 // against the O(T^2 D) products that then read it tile by tile). Read through its own strides.
@@ -149,7 +149,9 @@ void run_tasks(int64_t n, const F& task) {
   std::atomic<int64_t> next{0};
   const int64_t workers = std::max<int64_t>(1, torch::stable::get_num_threads());
   torch::stable::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
-    Ws ws;
+    // Kept by the pool's thread from call to call: a score tile is 256 KiB, which malloc would
+    // map and fault in afresh on every call.
+    static thread_local Ws ws;
     for (int64_t i = next++; i < n; i = next++) task(i, ws);
   });
 }
@@ -205,7 +207,8 @@ void forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out
   const Tensor qa = in_acc<A>(q), ka = in_acc<A>(k), va = in_acc<A>(v);
   const int64_t D = p.D, group = p.Hq / p.Hkv, BH = p.B * p.Hq;
   const int64_t nqb = ((p.varlen ? p.max_q : p.Tq) + kFwdRows - 1) / kFwdRows;
-  const int64_t qs = row_stride(qa), ks = row_stride(ka), vs = row_stride(va);
+  const Rows<const A> qr(qa), kr(ka), vr(va);
+  const Rows<T> outr(out);
   const A scale = static_cast<A>(p.scale);
   run_tasks<FwdWs<A>>(nqb * BH, [&](int64_t task, FwdWs<A>& ws) {
     const int64_t qb = nqb - 1 - task / BH;  // last query blocks first: under causal the costliest
@@ -220,7 +223,7 @@ void forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out
     std::fill(o, o + rows * D, A(0));
     if (kend > 0) {
       const A bias = c.bias_of<A>(b, sg.Lk);
-      const Mat qt = rows_of(row<A>(qa, sg.qb, sg.q0 + i0, h), m, D, qs);
+      const Mat qt = rows_of(qr.at(sg.qb, sg.q0 + i0, h), m, D, qr.st);
       const int64_t nmax = std::min(kFwdKeys, kend);
       A* pt = ws.p.get(m * nmax);
       A* tmp = ws.t.get(m * D);
@@ -228,9 +231,9 @@ void forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out
       for (int64_t j0 = 0; j0 < kend; j0 += kFwdKeys) {
         const int64_t n = std::min(kFwdKeys, kend - j0);
         fill_colbias(c, sg, bias, j0, n, cb);
-        score_tile(qt, rows_of(row<A>(ka, sg.kb, sg.k0 + j0, hk), n, D, ks), pt, m, n, i0, j0, cb,
+        score_tile(qt, rows_of(kr.at(sg.kb, sg.k0 + j0, hk), n, D, kr.st), pt, m, n, i0, j0, cb,
                    scale, c.causal);
-        const Mat vt = rows_of(row<A>(va, sg.kb, sg.k0 + j0, hk), n, D, vs);
+        const Mat vt = rows_of(vr.at(sg.kb, sg.k0 + j0, hk), n, D, vr.st);
         cpu::mm_out(rows_of(pt, m, n, n), vt, rows_of(j0 == 0 ? o : tmp, m, D, D), kAccType<A>);
         if (j0 > 0) {
           for (int64_t x = 0; x < m * D; ++x) o[x] += tmp[x];
@@ -238,7 +241,7 @@ void forward_impl(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out
       }
     }
     for (int64_t r = 0; r < rows; ++r) {  // rows past Lq: zero
-      T* orow = mrow<T>(out, sg.qb, sg.q0 + i0 + r, h);
+      T* orow = outr.at(sg.qb, sg.q0 + i0 + r, h);
       for (int64_t d = 0; d < D; ++d) orow[d] = static_cast<T>(o[r * D + d]);
     }
   });
@@ -269,7 +272,8 @@ void backward_impl(const Tensor& g, const Tensor& q, const Tensor& k, const Tens
   const ForwardProblem& p = c.p;
   const Tensor qa = in_acc<A>(q), ka = in_acc<A>(k), va = in_acc<A>(v), ga = in_acc<A>(g);
   const int64_t D = p.D, group = p.Hq / p.Hkv, BHk = p.B * p.Hkv;
-  const int64_t qs = row_stride(qa), ks = row_stride(ka), vs = row_stride(va), gs = row_stride(ga);
+  const Rows<const A> qr(qa), kr(ka), vr(va), gr(ga);
+  const Rows<T> dqr(dq), dkr(dk), dvr(dv);
   const int64_t nkb_max = ((p.varlen ? p.max_k : p.Tk) + kBwdKeys - 1) / kBwdKeys;
   const int64_t chunks =
       std::clamp<int64_t>((kMinBwdTasks + BHk - 1) / BHk, 1, std::max<int64_t>(nkb_max, 1));
@@ -297,14 +301,14 @@ void backward_impl(const Tensor& g, const Tensor& q, const Tensor& k, const Tens
       std::fill(dka, dka + n * D, A(0));
       std::fill(dva, dva + n * D, A(0));
       std::fill(dm, dm + n, 0.0);
-      const Mat kt = rows_of(row<A>(ka, sg.kb, sg.k0 + j0, hk), n, D, ks);
-      const Mat vt = rows_of(row<A>(va, sg.kb, sg.k0 + j0, hk), n, D, vs);
+      const Mat kt = rows_of(kr.at(sg.kb, sg.k0 + j0, hk), n, D, kr.st);
+      const Mat vt = rows_of(vr.at(sg.kb, sg.k0 + j0, hk), n, D, vr.st);
       for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
         // Under causal, queries before j0 see none of these keys.
         for (int64_t i0 = c.causal ? j0 : 0; i0 < sg.Lq; i0 += kBwdRows) {
           const int64_t m = std::min(kBwdRows, sg.Lq - i0);
-          const Mat qt = rows_of(row<A>(qa, sg.qb, sg.q0 + i0, h), m, D, qs);
-          const Mat gt = rows_of(row<A>(ga, sg.qb, sg.q0 + i0, h), m, D, gs);
+          const Mat qt = rows_of(qr.at(sg.qb, sg.q0 + i0, h), m, D, qr.st);
+          const Mat gt = rows_of(gr.at(sg.qb, sg.q0 + i0, h), m, D, gr.st);
           score_tile(qt, kt, pt, m, n, i0, j0, cb, scale, c.causal);
           cpu::mm_out(gt, vt.t(), rows_of(dpt, m, n, n), kAccType<A>);
           for (int64_t r = 0; r < m; ++r) {  // dS = dP * P (1 - P); masked P = 0 gives dS = 0
@@ -322,17 +326,17 @@ void backward_impl(const Tensor& g, const Tensor& q, const Tensor& k, const Tens
           for (int64_t x = 0; x < n * D; ++x) dka[x] += tmp[x];
           cpu::mm_out(dS, kt, rows_of(tmp, m, D, D), kAccType<A>);
           for (int64_t r = 0; r < m; ++r) {
-            A* dqr = dqp + offset(dq, sg.qb, sg.q0 + i0 + r, h);
-            for (int64_t d = 0; d < D; ++d) dqr[d] += tmp[r * D + d];
+            A* dqrow = dqp + dqr.off(sg.qb, sg.q0 + i0 + r, h);
+            for (int64_t d = 0; d < D; ++d) dqrow[d] += tmp[r * D + d];
           }
         }
       }
       for (int64_t j = 0; j < n; ++j) {
-        T* dkr = mrow<T>(dk, sg.kb, sg.k0 + j0 + j, hk);
-        T* dvr = mrow<T>(dv, sg.kb, sg.k0 + j0 + j, hk);
+        T* dkrow = dkr.at(sg.kb, sg.k0 + j0 + j, hk);
+        T* dvrow = dvr.at(sg.kb, sg.k0 + j0 + j, hk);
         for (int64_t d = 0; d < D; ++d) {
-          dkr[d] = static_cast<T>(dka[j * D + d] * scale);
-          dvr[d] = static_cast<T>(dva[j * D + d]);
+          dkrow[d] = static_cast<T>(dka[j * D + d] * scale);
+          dvrow[d] = static_cast<T>(dva[j * D + d]);
         }
       }
       if (dmh) std::copy(dm, dm + n, dmh + j0);
