@@ -1,6 +1,7 @@
 """The tiled CPU path (csrc/ops_cpu.cpp) at its tile edges and under any thread count: lengths
-around the forward's 128-row / 512-key tiles and the backward's 128-key / 256-row blocks, causal
-and GQA, against float64; and bitwise-equal outputs and gradients with 1 and 2 threads."""
+around the forward's 128-row (causal) or 256-row by 512-key tiles and the backward's 256-key by
+256-row blocks, causal and GQA, against float64; and bitwise-equal outputs and gradients with 1
+and 2 threads."""
 
 import pytest
 import torch
