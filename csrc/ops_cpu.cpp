@@ -263,12 +263,14 @@ constexpr int64_t kMinBwdTasks = 16;
 
 template <typename A>
 struct BwdWs {
-  Buf<A> p, dp, t, dk, dv, cb;
+  Buf<A> p, dp, t, dk, dv, cb, dq;
   Buf<double> dm;
 };
 
 // One task per (key chunk, batch, kv head): it alone writes dK, dV and dmod of its keys, and its
-// own dQ partial (chunks x dq's size, summed in chunk order after).
+// own dQ partial (chunks x dq's size, summed in chunk order after). With a single chunk the task
+// sees every key of its query rows and writes their dQ itself: no partial buffer to clear and
+// no second parallel pass.
 template <typename T>
 void backward_impl(const Tensor& g, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& dq,
                    Tensor& dk, Tensor& dv, double* dmod_heads, const Common& c) {
@@ -282,15 +284,20 @@ void backward_impl(const Tensor& g, const Tensor& q, const Tensor& k, const Tens
   const int64_t chunks =
       std::clamp<int64_t>((kMinBwdTasks + BHk - 1) / BHk, 1, std::max<int64_t>(nkb_max, 1));
   const int64_t qsize = dq.numel();  // dq is contiguous: the partials share its flat layout
-  std::vector<A> part(chunks * qsize, A(0));
+  std::vector<A> part(chunks > 1 ? chunks * qsize : 0, A(0));
   const A scale = static_cast<A>(p.scale);
   run_tasks<BwdWs<A>>(chunks * BHk, [&](int64_t task, BwdWs<A>& ws) {
     const int64_t chunk = task / BHk, b = (task % BHk) / p.Hkv, hk = task % p.Hkv;
     const Seg sg = c.seg(b);
     const int64_t nkb = (sg.Lk + kBwdKeys - 1) / kBwdKeys;
     const int64_t kb_lo = nkb * chunk / chunks, kb_hi = nkb * (chunk + 1) / chunks;
-    if (kb_lo >= kb_hi || sg.Lq == 0) return;
-    A* dqp = part.data() + chunk * qsize;
+    const bool own_dq = chunks == 1;
+    A* dqa = own_dq ? ws.dq.get(group * sg.Lq * D) : part.data() + chunk * qsize;
+    if (own_dq) std::fill(dqa, dqa + group * sg.Lq * D, A(0));
+    auto dq_row = [&](int64_t i, int64_t h) {  // row i of sequence b, head h
+      return own_dq ? dqa + ((h - hk * group) * sg.Lq + i) * D
+                    : dqa + dqr.off(sg.qb, sg.q0 + i, h);
+    };
     const A bias = c.bias_of<A>(b, sg.Lk);
     const int64_t mmax = std::min(kBwdRows, sg.Lq);
     A *pt = ws.p.get(mmax * kBwdKeys), *dpt = ws.dp.get(mmax * kBwdKeys);
@@ -330,7 +337,7 @@ void backward_impl(const Tensor& g, const Tensor& q, const Tensor& k, const Tens
           for (int64_t x = 0; x < n * D; ++x) dka[x] += tmp[x];
           cpu::mm_out(dS, kt, rows_of(tmp, m, D, D), kAccType<A>);
           for (int64_t r = 0; r < m; ++r) {
-            A* dqrow = dqp + dqr.off(sg.qb, sg.q0 + i0 + r, h);
+            A* dqrow = dq_row(i0 + r, h);
             for (int64_t d = 0; d < D; ++d) dqrow[d] += tmp[r * D + d];
           }
         }
@@ -345,7 +352,16 @@ void backward_impl(const Tensor& g, const Tensor& q, const Tensor& k, const Tens
       }
       if (dmh) std::copy(dm, dm + n, dmh + j0);
     }
+    if (!own_dq) return;
+    for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
+      for (int64_t i = 0; i < sg.q_own; ++i) {  // rows past Lq: zero
+        T* out = dqr.at(sg.qb, sg.q0 + i, h);
+        const A* acc = i < sg.Lq ? dq_row(i, h) : nullptr;
+        for (int64_t d = 0; d < D; ++d) out[d] = static_cast<T>(acc ? acc[d] * scale : A(0));
+      }
+    }
   });
+  if (chunks == 1) return;
   // dQ = scale * sum over chunks, in chunk order; elementwise, so any split of it is exact.
   T* dqd = dq.mutable_data_ptr<T>();
   torch::stable::parallel_for(0, qsize, 1 << 14, [&](int64_t begin, int64_t end) {
