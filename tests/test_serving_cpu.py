@@ -93,7 +93,7 @@ def start(mode: str, checkpoint: str, log_path: str):
            "--token-budget", str(BUDGET), "--max-wait-ms", "20", "--max-cell-tokens",
            str(MAX_TOKENS), "--max-body-mb", "1", "--log-level", "error"]
     log = open(log_path, "w")
-    # Its own session: the server's workers are its children, and teardown can check them all.
+    # Its own process group (setsid): the server's workers are its children, and teardown can check them all.
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
     return proc, f"http://127.0.0.1:{port}"
