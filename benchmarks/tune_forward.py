@@ -298,7 +298,7 @@ def sweep_ws_persistent(out):
     per SM walking the tiles) against the library's kernels for the same call (the
     warp-specialized one where tiles.json has fwd_ws, and the production one), JIT, bf16, B·T =
     16k, H·D = 2048: dense, padded (lengths uniform in [T/2, T]), score_mod and causal at T =
-    1k, 4k, 16k. Where the ncu section of NOTES.md ("The fifth session") says the gap to cuDNN
+    1k, 4k, 16k. Where the ncu section of NOTES.md ("The one-pass backward measured") says the gap to cuDNN
     is: each program's fill and drain at 1k and in padded batches. Outputs checked against the
     production kernel's."""
     import variants as V

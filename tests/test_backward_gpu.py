@@ -1,5 +1,5 @@
 """Every compiled backward variant (dkdv + dq kernels) against float64 autograd of the reference
-(run on the lent H100; skipped without CUDA)."""
+(run on an H100 or H200; skipped without CUDA)."""
 
 import pytest
 import torch

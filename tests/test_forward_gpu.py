@@ -1,4 +1,4 @@
-"""Every compiled CUDA variant against the float64 reference (run on the lent H100; skipped
+"""Every compiled CUDA variant against the float64 reference (run on an H100 or H200; skipped
 without CUDA). Outputs are poisoned: the caching allocator is handed a NaN-filled block of the
 output's size just before each call, so an unwritten element shows up as NaN."""
 

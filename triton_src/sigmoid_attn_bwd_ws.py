@@ -1,6 +1,6 @@
 """The backward's dQ kernel, warp-specialized (a JIT candidate, not in the library:
 measured 3-4% faster than the dq kernel at hd128 16k, equal at 4k, slower at hd64;
-tune_bwd_ws.json and benchmarks/NOTES.md, "The fifth session").
+tune_bwd_ws.json and benchmarks/NOTES.md, "The one-pass backward measured").
 
 Written to the same conditions as sigmoid_attn_fwd_ws (num_warps 4, TMA descriptor loads only,
 no run-time if/else, a single key loop), so that Triton's Hopper pass makes a TMA producer and

@@ -216,7 +216,7 @@ def sigmoid_attn_fwd_ws_persistent(
     WARP_SPECIALIZE: tl.constexpr = True, SPECIALIZE_OUTER: tl.constexpr = True,
 ):
     """sigmoid_attn_fwd_ws over a persistent grid (candidate, JIT only; benchmarks/NOTES.md,
-    "The fifth session"): at most one program per SM, each walking tiles pid, pid + grid, ...
+    "The one-pass backward measured"): at most one program per SM, each walking tiles pid, pid + grid, ...
     of the (query block, head, sequence) space, query blocks fastest so that the programs in
     flight share K/V in L2. With SPECIALIZE_OUTER the tile loop is the specialized one, so the
     producer warpgroup loads the next tile's Q, K and V while the consumers finish and store

@@ -62,7 +62,7 @@ FWD_WS_DISPATCH = bool(_DB.get("fwd_ws_dispatch", False))
 # fp16/bf16. The dispatcher takes it instead of the dkdv + dq pair only when tiles.json's
 # bwd_atomic_dq_dispatch is true, or it is switched on (SIGMOID_ATTN_ATOMIC_DQ=1,
 # sigmoid_attn.kernel_options(one_pass_backward=True)); measured: hd64 only, off by default
-# (NOTES.md, "The fifth session").
+# (NOTES.md, "The one-pass backward measured").
 BWD_ATOMIC_TILES = {int(d): tuple(t) for d, t in _DB.get("bwd_dkdv_dq", {}).items()}
 BWD_ATOMIC_DQ_DISPATCH = bool(_DB.get("bwd_atomic_dq_dispatch", False))
 # The Gluon forward (sigmoid_attn_fwd_gluon.py, kind fwd_gluon; fp16/bf16; dense, non-causal,
