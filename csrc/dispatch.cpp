@@ -46,14 +46,23 @@ struct KernelTable {
     int n_dims = 0;
     for (int i = 0; i < kNumKernels; ++i) {
       const KernelSpec& k = kKernels[i];
-      if (k.head_dim > kMaxHeadDim) continue;
+      // A compiled kernel the table cannot hold would be unreachable: a build error in effect,
+      // reported at the first dispatch rather than skipped.
+      SA_CHECK(k.head_dim <= kMaxHeadDim && static_cast<int>(k.kind) < kKinds,
+               "sigmoid_attn: kernel ", k.name, " (head dim ", k.head_dim, ", kind ",
+               static_cast<int>(k.kind), ") is outside the dispatch table (head dims <= ",
+               kMaxHeadDim, ", ", kKinds, " kinds): enlarge it in dispatch.cpp");
       if (dim_slot[k.head_dim] < 0) {
-        if (n_dims == kMaxHeadDims) continue;
+        SA_CHECK(n_dims < kMaxHeadDims, "sigmoid_attn: more than ", kMaxHeadDims,
+                 " distinct head dims are compiled (kernel ", k.name,
+                 "): enlarge kMaxHeadDims in dispatch.cpp");
         dim_slot[k.head_dim] = static_cast<int8_t>(n_dims++);
       }
       Buckets& b = index[slot(static_cast<int>(k.kind), static_cast<int>(k.dtype),
                               dim_slot[k.head_dim], k.causal, k.score_mod, k.varlen)];
-      if (b.n == kMaxBuckets) continue;
+      SA_CHECK(b.n < kMaxBuckets, "sigmoid_attn: more than ", kMaxBuckets,
+               " length buckets for the variant of kernel ", k.name,
+               ": enlarge kMaxBuckets in dispatch.cpp");
       int pos = b.n++;  // insertion sort by min_t
       while (pos > 0 && b.min_t[pos - 1] > k.min_t) {
         b.min_t[pos] = b.min_t[pos - 1];
