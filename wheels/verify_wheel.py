@@ -4,7 +4,7 @@
 
 The wheel must serve exactly the CPython versions in SIGMOID_ATTN_WHEEL_PYTHONS (default
 "3.10 3.11 3.12 3.13", as wheels/build_wheel.sh): a cpXY-cpXY tag and a _C.cpython-XY-*.so for
-each, one Python-free ops library with every cubin embedded, and torch>=2.10 as its only
+each, one Python-free ops library with every cubin embedded, and torch>=2.10 and numpy as its only
 run-time requirement (no Triton).
 """
 
@@ -111,8 +111,9 @@ def main(path):
     meta = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     requires = [l.split(":", 1)[1].strip() for l in meta.splitlines()
                 if l.startswith("Requires-Dist:") and "extra ==" not in l]
-    if requires != ["torch>=2.10"]:
-        problems.append(f"run-time requirements must be exactly torch>=2.10, got {requires}")
+    if requires != ["torch>=2.10", "numpy"]:
+        problems.append("run-time requirements must be exactly torch>=2.10 and numpy (torch "
+                        f"warns at import without numpy), got {requires}")
     if "triton" in " ".join(requires).lower():
         problems.append("triton must not be a run-time requirement")
     rp = re.search(r"^Requires-Python: >=(\d+)\.(\d+)\s*$", meta, re.M)
