@@ -69,3 +69,36 @@ def pytest_collection_modifyitems(config, items):
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
 
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (for a gloo process group's rendezvous)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_gloo_ranks(worker, world: int, timeout_s: float, load):
+    """Runs worker(rank, world, port, out_dir) in `world` spawned processes and returns
+    [load(out_dir, rank) for each rank], what each rank left in out_dir; kills them all past
+    timeout_s."""
+    import tempfile
+    import time
+
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as out_dir:
+        ctx = mp.start_processes(worker, args=(world, free_port(), out_dir),
+                                 nprocs=world, join=False, start_method="spawn")
+        deadline = time.monotonic() + timeout_s
+        try:
+            while not ctx.join(timeout=2):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{world} gloo processes did not finish in {timeout_s} s")
+        finally:
+            for p in ctx.processes:
+                if p.is_alive():
+                    p.kill()
+        return [load(out_dir, r) for r in range(world)]

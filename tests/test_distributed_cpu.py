@@ -10,17 +10,13 @@ import datetime
 import itertools
 import json
 import os
-import socket
-import tempfile
-import time
 import traceback
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
-from conftest import REL_TOL, rel_err
+from conftest import REL_TOL, free_port, rel_err, run_gloo_ranks
 from sigmoid_attn import sigmoid_attention, sigmoid_attention_reference
 from sigmoid_attn.distributed import (plan_pair, sequence_shard, shard_chunks,
                                       sigmoid_attention_cp)
@@ -56,12 +52,6 @@ CASES = {
     "zigzag_causal_no_grad": ("zigzag", True, 2, lambda T: [T - 5, 31], None, None,
                               torch.float64, False),
 }
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _errors(got: torch.Tensor, single: torch.Tensor, ref: torch.Tensor) -> dict:
@@ -183,24 +173,10 @@ _RESULTS = {}
 def results(world):
     """Every rank's measurements for this world size: one spawn, cached for the test run."""
     if world not in _RESULTS:
-        with tempfile.TemporaryDirectory() as out_dir:
-            ctx = mp.start_processes(_worker, args=(world, _free_port(), out_dir), nprocs=world,
-                                     join=False, start_method="spawn")
-            deadline = time.monotonic() + SPAWN_TIMEOUT_S
-            try:
-                while not ctx.join(timeout=5):
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{world} gloo processes did not finish in "
-                                           f"{SPAWN_TIMEOUT_S} s")
-            finally:
-                for p in ctx.processes:
-                    if p.is_alive():
-                        p.kill()
-            per_rank = []
-            for r in range(world):
-                with open(os.path.join(out_dir, f"rank{r}.json")) as f:
-                    per_rank.append(json.load(f))
-        _RESULTS[world] = per_rank
+        def load(out_dir, r):
+            with open(os.path.join(out_dir, f"rank{r}.json")) as f:
+                return json.load(f)
+        _RESULTS[world] = run_gloo_ranks(_worker, world, SPAWN_TIMEOUT_S, load)
     return _RESULTS[world]
 
 
@@ -269,7 +245,7 @@ def test_no_process_group():
 
 @pytest.fixture
 def single_process_group(monkeypatch):
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0,
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0,
                             world_size=1)
     try:
         yield

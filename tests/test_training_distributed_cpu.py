@@ -10,17 +10,13 @@ One spawn runs every case (process start-up dominates the cost on a small CPU)."
 import dataclasses
 import datetime
 import os
-import socket
 import sys
-import tempfile
-import time
 import traceback
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
-from conftest import ROOT
+from conftest import ROOT, run_gloo_ranks
 
 sys.path.insert(0, os.path.join(ROOT, "examples", "single_cell"))
 import train_distributed as TD  # noqa: E402
@@ -52,12 +48,6 @@ def fresh_model(cfg, kind=None):
     torch.manual_seed(cfg.seed)
     return CellTransformer(TD.model_config(cfg, TD.load_tokens(cfg)[1], 0),
                            kind or cfg.attention)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _embed_batch(cfg):
@@ -100,21 +90,9 @@ _RESULTS = {}
 def results():
     """Every rank's records: one spawn, cached for the test run."""
     if not _RESULTS:
-        with tempfile.TemporaryDirectory() as out_dir:
-            ctx = mp.start_processes(_worker, args=(WORLD, _free_port(), out_dir), nprocs=WORLD,
-                                     join=False, start_method="spawn")
-            deadline = time.monotonic() + SPAWN_TIMEOUT_S
-            try:
-                while not ctx.join(timeout=2):
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{WORLD} gloo processes did not finish in "
-                                           f"{SPAWN_TIMEOUT_S} s")
-            finally:
-                for p in ctx.processes:
-                    if p.is_alive():
-                        p.kill()
-            for r in range(WORLD):
-                _RESULTS[r] = torch.load(os.path.join(out_dir, f"rank{r}.pt"))
+        ranks = run_gloo_ranks(_worker, WORLD, SPAWN_TIMEOUT_S,
+                               lambda out_dir, r: torch.load(os.path.join(out_dir, f"rank{r}.pt")))
+        _RESULTS.update(enumerate(ranks))
     return _RESULTS
 
 

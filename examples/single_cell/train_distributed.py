@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
 import sys
 import time
@@ -52,10 +51,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import data as D  # noqa: E402
 from model import Attention, CellTransformer, ModelConfig  # noqa: E402
+from train import MASK_RATE, N_VAL, lr_at  # noqa: E402  (the single-process schedule)
 from sigmoid_attn.distributed import sequence_shard, sigmoid_attention_cp  # noqa: E402
 
 MODES = ("ddp", "fsdp2", "cp", "single")   # "single": one process, no wrapper (the reference)
-MASK_RATE, N_VAL, WARMUP = 0.15, 100, 0.05
 
 
 @dataclass
@@ -236,15 +235,6 @@ def full_state_dict(model, mode: str) -> dict:
 
 
 # ----------------------------------------------------------------------------------- training
-
-
-def lr_at(step: int, total: int, lr: float) -> float:
-    """train.py's schedule: linear warm-up over 5% of the steps, cosine decay to 10% of lr."""
-    warm = max(1, int(WARMUP * total))
-    if step < warm:
-        return lr * (step + 1) / warm
-    t = (step - warm) / max(1, total - warm)
-    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 def _sync(device):
