@@ -11,6 +11,9 @@
 #   bash benchmarks/gpu_check.sh sweeps                  # JIT candidates: the persistent
 #                                                         # warp-specialized forward, the mixed
 #                                                         # sigmoid (no build needed)
+#   bash benchmarks/gpu_check.sh cp,train_multi           # several GPUs: context-parallel bench
+#                                                         # (every GPU, then one) and the
+#                                                         # distributed training example
 #   bash benchmarks/gpu_check.sh stress                  # contention stress of the default
 #                                                         # forward: 8 processes, >= 20,000 calls
 #                                                         # of the hd128 dense kernel, fewer of
@@ -95,7 +98,27 @@ if has bench; then
     | tee "$OUT/bench.log" | tail -30
   cp "$OUT"/results/*/attention.* "$OUT/" 2>/dev/null
 fi
-if [ -n "${PACK:-}" ]; then  # at most 8 files come back from a device call: logs in one archive
-  rm -rf "$OUT/results"
-  (cd "$OUT" && tar czf logs.tgz --remove-files $(ls *.log gpu.txt 2>/dev/null))
+NGPU=$(python3 -c "import torch; print(torch.cuda.device_count())")
+if has cp; then  # context parallelism on every GPU of the machine (NCCL), then one GPU (P = 1)
+  nvidia-smi topo -m > "$OUT/topo.txt" 2>&1
+  timeout "${CP_TIMEOUT:-330}" python3 -m torch.distributed.run --standalone --nproc-per-node "$NGPU" \
+    benchmarks/bench_context_parallel.py --out-dir "$OUT/results" ${CP_ARGS:-} 2>&1 | tee "$OUT/cp_bench.log"
+  timeout "${CP1_TIMEOUT:-150}" python3 benchmarks/bench_context_parallel.py --out-dir "$OUT/results" \
+    --providers sigmoid_attn_cp sigmoid_attn_1gpu ${CP1_ARGS:---seqlens 16384 65536} 2>&1 | tee "$OUT/cp_bench_p1.log"
+fi
+if has train_multi; then  # the distributed training example on every GPU, then on one
+  for p in "$NGPU" 1; do
+    while read -r mode attention extra; do
+      timeout 240 python3 -m torch.distributed.run --standalone --nproc-per-node "$p" \
+        examples/single_cell/train_distributed.py --device cuda --mode "$mode" \
+        --attention "$attention" --out-dir "$OUT/results/train-x$p" $extra 2>&1 \
+        | tee -a "$OUT/train_multi.log" | grep -E "final loss|Error|error" | cut -c1-300
+    done <<< "${TRAIN_CASES:-ddp sigmoid
+ddp softmax
+fsdp2 sigmoid
+cp sigmoid}"
+  done
+fi
+if [ -n "${PACK:-}" ]; then  # at most 8 files come back from a device call: all in one archive
+  (cd "$OUT" && tar czf all.tgz --remove-files $(ls -d *.log *.txt results 2>/dev/null))
 fi

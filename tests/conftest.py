@@ -15,6 +15,18 @@ REL_TOL = {torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 2e-2}
 has_cuda = torch.cuda.is_available()
 requires_cuda = pytest.mark.skipif(not has_cuda, reason="needs a CUDA device")
 
+# On a machine with several GPUs, pytest-xdist workers spread over them: worker gwN makes device
+# N % count current, so every "cuda" tensor of its tests lives there. The suite then runs on every
+# GPU (device index != 0 included: lazy module loading per device, launches on the tensor's
+# device) and in a fraction of the time. SIGMOID_ATTN_TEST_DEVICE=i pins a run to one device.
+if has_cuda:
+    _pin = os.environ.get("SIGMOID_ATTN_TEST_DEVICE")
+    _worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if _pin is not None:
+        torch.cuda.set_device(int(_pin))
+    elif _worker.startswith("gw") and torch.cuda.device_count() > 1:
+        torch.cuda.set_device(int(_worker[2:]) % torch.cuda.device_count())
+
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     out = out.double().cpu()
@@ -72,7 +84,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 def free_port() -> int:
-    """A free TCP port on loopback (for a gloo process group's rendezvous)."""
+    """A free TCP port on loopback (for a process group's rendezvous)."""
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -80,7 +92,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_gloo_ranks(worker, world: int, timeout_s: float, load):
+def run_ranks(worker, world: int, timeout_s: float, load):
     """Runs worker(rank, world, port, out_dir) in `world` spawned processes and returns
     [load(out_dir, rank) for each rank], what each rank left in out_dir; kills them all past
     timeout_s."""
@@ -96,7 +108,7 @@ def run_gloo_ranks(worker, world: int, timeout_s: float, load):
         try:
             while not ctx.join(timeout=2):
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{world} gloo processes did not finish in {timeout_s} s")
+                    raise TimeoutError(f"{world} processes did not finish in {timeout_s} s")
         finally:
             for p in ctx.processes:
                 if p.is_alive():

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from conftest import REL_TOL, free_port, rel_err, run_gloo_ranks
+from conftest import REL_TOL, free_port, rel_err, run_ranks
 from sigmoid_attn import sigmoid_attention, sigmoid_attention_reference
 from sigmoid_attn.distributed import (plan_pair, sequence_shard, shard_chunks,
                                       sigmoid_attention_cp)
@@ -176,7 +176,7 @@ def results(world):
         def load(out_dir, r):
             with open(os.path.join(out_dir, f"rank{r}.json")) as f:
                 return json.load(f)
-        _RESULTS[world] = run_gloo_ranks(_worker, world, SPAWN_TIMEOUT_S, load)
+        _RESULTS[world] = run_ranks(_worker, world, SPAWN_TIMEOUT_S, load)
     return _RESULTS[world]
 
 

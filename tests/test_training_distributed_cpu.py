@@ -16,7 +16,7 @@ import traceback
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import ROOT, run_gloo_ranks
+from conftest import ROOT, run_ranks
 
 sys.path.insert(0, os.path.join(ROOT, "examples", "single_cell"))
 import train_distributed as TD  # noqa: E402
@@ -90,7 +90,7 @@ _RESULTS = {}
 def results():
     """Every rank's records: one spawn, cached for the test run."""
     if not _RESULTS:
-        ranks = run_gloo_ranks(_worker, WORLD, SPAWN_TIMEOUT_S,
+        ranks = run_ranks(_worker, WORLD, SPAWN_TIMEOUT_S,
                                lambda out_dir, r: torch.load(os.path.join(out_dir, f"rank{r}.pt")))
         _RESULTS.update(enumerate(ranks))
     return _RESULTS
