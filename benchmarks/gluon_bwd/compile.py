@@ -1,0 +1,197 @@
+"""Compile the Gluon sigmoid-attention backward for sm_90 ahead of time (no GPU needed), for the
+standalone runner (run_on_device.py).
+
+    python benchmarks/gluon_bwd/compile.py [--only NAME_SUBSTR] [--out-dir DIR]
+
+Needs Triton 3.8.0 (GluonASTSource is a private module: pinned). Writes into build/ next to
+this file: <variant>.cubin, .ptx, and variants.json (entry, num_warps, shared memory, the PTX
+parameter list with each parameter's role, the tensor-descriptor metadata the host needs to
+encode the CUtensorMaps, register and spill counts from ptxas -v), and fails when the PTX lacks
+an instruction the schedule is made of.
+"""
+
+import argparse
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TRITON_SRC = HERE.parent.parent / "triton_src"
+sys.path.insert(0, str(TRITON_SRC))
+
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.experimental.gluon import language as gl  # noqa: E402
+from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
+
+from sigmoid_attn_bwd_gluon import sigmoid_attn_bwd_gluon  # noqa: E402
+
+# The PTX parameter parser and classifier are the forward probe's (same descriptor ABI).
+_spec = importlib.util.spec_from_file_location("gluon_fwd_compile",
+                                               HERE.parent / "gluon_fwd" / "compile.py")
+_fwd = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_fwd)
+_entry_params, _classify = _fwd._entry_params, _fwd._classify
+
+PINNED = "3.8.0"
+DTYPES = {"bf16": gl.bfloat16, "fp16": gl.float16}
+CU_DTYPE = {"bf16": 9, "fp16": 6}  # host CUtensorMapDataType
+HALF_N = 64  # keys per consumer warpgroup; BLOCK_N = 128 per CTA
+
+# Instructions the schedule is made of; REQUIRED ones missing fail the build (and the test).
+CHECKS = ["wgmma.mma_async", "wgmma.wait_group", "cp.async.bulk.tensor",
+          "cp.reduce.async.bulk.tensor", "cp.async.bulk.wait_group", "setmaxnreg",
+          "mbarrier.try_wait", "mbarrier.arrive", "mbarrier.inval", "ex2.approx",
+          "rcp.approx.ftz.f32", "fence.proxy.async", "bar.sync"]
+REQUIRED = ["wgmma.mma_async", "cp.async.bulk.tensor", "cp.reduce.async.bulk.tensor",
+            "setmaxnreg", "mbarrier.try_wait", "mbarrier.inval", "ex2.approx",
+            "rcp.approx.ftz.f32", "fence.proxy.async"]
+
+
+class Variant:
+    def __init__(self, dtype, head_dim, block_m=64, stages=2, consumer_regs=240,
+                 producer_regs=24):
+        self.dtype, self.head_dim, self.block_m, self.stages = dtype, head_dim, block_m, stages
+        self.consumer_regs, self.producer_regs = consumer_regs, producer_regs
+
+    @property
+    def block_n(self):
+        return 2 * HALF_N
+
+    @property
+    def name(self):
+        return (f"gbwd_{self.dtype}_d{self.head_dim}_m{self.block_m}_n{self.block_n}"
+                f"_s{self.stages}")
+
+
+def variants():
+    return [Variant(dt, d) for dt in ("bf16", "fp16") for d in (128, 64)]
+
+
+def signature(v: Variant):
+    ty = DTYPES[v.dtype]
+    q_l = gl.NVMMASharedLayout.get_default_for([1, v.block_m, v.head_dim], ty)
+    kv_l = gl.NVMMASharedLayout.get_default_for([1, HALF_N, v.head_dim], ty)
+    dq_l = gl.NVMMASharedLayout.get_default_for([1, v.block_m, v.head_dim], gl.float32)
+    q_t = f"tensordesc<{v.dtype}[1,{v.block_m},{v.head_dim}],{q_l!r}>"
+    kv_t = f"tensordesc<{v.dtype}[1,{HALF_N},{v.head_dim}],{kv_l!r}>"
+    dq_t = f"tensordesc<fp32[1,{v.block_m},{v.head_dim}],{dq_l!r}>"
+    sig = {"q_desc": q_t, "k_desc": kv_t, "v_desc": kv_t, "do_desc": q_t, "dq_desc": dq_t,
+           "dk_desc": kv_t, "dv_desc": kv_t, "T_Q": "i32", "T_K": "i32", "kv_group": "i32",
+           "scale": "fp32", "bias_value": "fp32", "NUM_STAGES": "constexpr",
+           "CONSUMER_REGS": "constexpr", "PRODUCER_REGS": "constexpr"}
+    constexprs = {"NUM_STAGES": v.stages, "CONSUMER_REGS": v.consumer_regs,
+                  "PRODUCER_REGS": v.producer_regs}
+    return sig, constexprs
+
+
+def ptxas_usage(ptx: str):
+    """Registers, spills and stack of the entry from ptxas -v (Triton's bundled ptxas)."""
+    from triton.backends.nvidia.compiler import get_ptxas
+    ptxas = get_ptxas(90).path
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "k.ptx"
+        p.write_text(ptx)
+        r = subprocess.run([ptxas, "-arch=sm_90a", "-v", str(p), "-o", str(Path(d) / "k.o")],
+                           capture_output=True, text=True)
+    text = r.stdout + r.stderr
+    if r.returncode != 0:
+        raise RuntimeError(f"ptxas -v failed: {text[-2000:]}")
+    regs = re.search(r"Used (\d+) registers", text)
+    spill = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", text)
+    stack = re.search(r"(\d+) bytes stack frame", text)
+    return {"n_regs": int(regs.group(1)) if regs else None,
+            "spill_store_bytes": int(spill.group(1)) if spill else None,
+            "spill_load_bytes": int(spill.group(2)) if spill else None,
+            "stack_frame_bytes": int(stack.group(1)) if stack else None,
+            "ptxas_v": text.strip()[-600:]}
+
+
+def compile_variant(v: Variant, out_dir: Path, with_ptxas=True):
+    sig, constexprs = signature(v)
+    src = GluonASTSource(fn=sigmoid_attn_bwd_gluon, signature=sig, constexprs=constexprs)
+    t0 = time.time()
+    # 4 warps in the default partition + 4 + 1 + 1 worker warps, padded to 3 warpgroups (384
+    # threads): at most 168 registers per thread at launch; setmaxnreg moves them to the
+    # consumers.
+    k = triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                       options={"num_warps": 4, "maxnreg": 168})
+    dt = time.time() - t0
+    md = k.metadata
+    ptx = k.asm["ptx"]
+    params = _entry_params(ptx, md.name)
+    layout = _classify(params, [(n, t) for n, t in sig.items() if t != "constexpr"], 3)
+    counts = {c: ptx.count(c) for c in CHECKS}
+    missing = [c for c in REQUIRED if counts[c] == 0]
+    tdm = getattr(md, "tensordesc_meta", None)
+    tdm = [dict(m) for m in tdm] if tdm else None
+    (out_dir / f"{v.name}.cubin").write_bytes(k.asm["cubin"])
+    (out_dir / f"{v.name}.ptx").write_text(ptx)
+    rec = {
+        "name": v.name, "entry": md.name, "cubin": f"{v.name}.cubin",
+        "dtype": v.dtype, "cu_tensor_dtype": CU_DTYPE[v.dtype], "elem_bytes": 2,
+        "head_dim": v.head_dim, "block_m": v.block_m, "block_n": v.block_n,
+        "num_stages": v.stages, "consumer_regs": v.consumer_regs,
+        "producer_regs": v.producer_regs, "num_warps": md.num_warps,
+        "threads": 32 * md.num_warps, "shared": md.shared,
+        "descs": [n for n, t in sig.items() if t.startswith("tensordesc")],
+        "params": layout, "tensordesc_meta": tdm,
+        "global_scratch_size": int(getattr(md, "global_scratch_size", 0) or 0),
+        "profile_scratch_size": int(getattr(md, "profile_scratch_size", 0) or 0),
+        "ptx_counts": counts,
+        "setmaxnreg": [f"{a} {n}" for a, n in
+                       re.findall(r"setmaxnreg\.(inc|dec)\.sync\.aligned\.u32\s+(\d+)", ptx)],
+        "ptx_reqntid": re.findall(r"\.reqntid\s+([\d, ]+)", ptx),
+        "ptx_maxnreg": re.findall(r"\.maxnreg\s+(\d+)", ptx),
+        "compile_s": round(dt, 2), "triton": triton.__version__,
+    }
+    if with_ptxas:
+        rec.update(ptxas_usage(ptx))
+    return rec, missing
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default="")
+    ap.add_argument("--out-dir", type=Path, default=HERE / "build")
+    args = ap.parse_args()
+    if triton.__version__ != PINNED:
+        print(f"WARNING: Triton {triton.__version__}, compiled and checked with {PINNED} "
+              "(GluonASTSource is private API)", file=sys.stderr)
+    out_dir = args.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    recs, bad = [], []
+    for v in variants():
+        if args.only and args.only not in v.name:
+            continue
+        try:
+            rec, missing = compile_variant(v, out_dir)
+        except Exception as e:  # noqa: BLE001
+            print(f"FAIL {v.name}: {type(e).__name__}: {e}", file=sys.stderr)
+            bad.append(v.name)
+            continue
+        recs.append(rec)
+        c = rec["ptx_counts"]
+        print(f"{v.name}: {rec['compile_s']}s shared={rec['shared']} warps={rec['num_warps']} "
+              f"regs={rec.get('n_regs')} spill={rec.get('spill_store_bytes')}/"
+              f"{rec.get('spill_load_bytes')} setmaxnreg={rec['setmaxnreg']} "
+              f"wgmma={c['wgmma.mma_async']} tma={c['cp.async.bulk.tensor']} "
+              f"reduce={c['cp.reduce.async.bulk.tensor']} inval={c['mbarrier.inval']}"
+              + (f"  MISSING {missing}" if missing else ""))
+        if missing or rec.get("spill_store_bytes"):
+            bad.append(v.name)
+    (out_dir / "variants.json").write_text(json.dumps(
+        {"triton": triton.__version__, "arch": 90, "variants": recs}, indent=1))
+    print(f"wrote {len(recs)} variants to {out_dir}/variants.json")
+    if bad:
+        print(f"FAILED/INCOMPLETE: {bad}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+"""Backward sigmoid attention as a hand-scheduled, warp-specialized Gluon kernel for dense,
+non-causal calls on Hopper (sm_90). With S = scale·Q·Kᵀ + bias and P = sigmoid(S):
+
+    dV = Pᵀ·dO,  dP = dO·Vᵀ,  dS = scale·dP·P·(1 − P),  dK = dSᵀ·Q,  dQ = dS·K
+
+Sigmoid has no row statistics, so P is recomputed from Q and K alone (no log-sum-exp, no
+Delta = rowsum(dO∘O) as softmax needs).
+
+Layout: Q, dO are [B, T_Q, H, D], K, V, dK, dV [B, T_K, H_KV, D], dQ_acc fp32 [B, T_Q, H, D]
+(zeroed by the caller, cast to the output dtype afterwards). Each is seen by a host TMA
+descriptor as rank 3 [B, T, heads·D] with a [1, rows, D] box at (b, row, head·D): TMA fills rows
+past T with zeros on loads and drops them on stores and reductions.
+
+Schedule: one CTA per BLOCK_N = 128 keys × KV head × batch, grid (cdiv(T_K, 128), H_KV, B).
+The K and V block stays in shared memory; the CTA walks every query block of every query head
+of its GQA group, so dK and dV are complete sums with one writer each (no atomics for them).
+  * "producer" (1 warp, 24 registers): K and V halves once (kv_bar), then Q and dO tiles of
+    BLOCK_M = 64 rows into a NUM_STAGES ring (ready[s]: TMA bytes; empty[s]: count 2, one
+    arrive per consumer warpgroup once its last wgmma reading the slot has retired).
+  * "consumer 0" (default partition) and "consumer 1" (worker), one warpgroup each, own keys
+    [w·64, (w+1)·64) of the block, so every wgmma has M = 64 and dK, dV stay in registers
+    (64 + 64 fp32 per thread at D = 128). Per query tile:
+        Sᵀ = K_w·Qᵀ and dPᵀ = V_w·dOᵀ (both issued async; P is computed while dPᵀ runs),
+        Pᵀ = sigmoid(·) via exp2, dSᵀ = scale·dPᵀ·Pᵀ(1 − Pᵀ),
+        dV_w += Pᵀ·dO and dK_w += dSᵀ·Q (A from registers),
+        dQ_w = dS·K_w with dS read back transposed from shared memory (ds_smem[w]),
+    then hands dQ_w (fp32) to the writer through dq_smem[w] (dq_full[w] / dq_free[w]).
+  * "dQ writer" (1 warp, 24 registers): TMA reduce-add (cp.reduce.async.bulk.tensor .add.f32)
+    of each warpgroup's tile into dQ_acc; it releases a buffer once TMA has read it.
+  * epilogue: each consumer writes dK_w, dV_w over its own K_w, V_w shared tiles (no other
+    partition reads them) and stores them with TMA.
+
+Padding: keys ≥ T_K and queries ≥ T_Q read zeros (V and dO rows), so their dP, hence dS, is 0,
+and P only reaches dV through dO; tails are masked explicitly anyway (P = 0), in a branch taken
+only by tail tiles, so the result does not depend on what the loads return past T.
+
+Barriers (kv_bar, ready/empty[NUM_STAGES], dq_full/dq_free[2]) have their own allocations and
+are invalidated after the warp_specialize region joins. T_Q ≥ 1 and T_K ≥ 1 are preconditions.
+"""
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    tma, mbarrier, fence_async_shared, warpgroup_mma, warpgroup_mma_wait)
+
+LOG2E = gl.constexpr(1.4426950408889634)
+
+
+@gluon.jit
+def _rcp_approx(x):
+    # MUFU.RCP: sigmoid needs 1/(1 + e); IEEE division would cost a Newton loop per element.
+    return gl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=gl.float32,
+                                     is_pure=True, pack=1)
+
+
+@gluon.jit
+def _tile_coords(it, n_m, h_kv, kv_group, BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr):
+    """Iteration `it` walks query head hq (of the GQA group of h_kv), query block m."""
+    hq = h_kv * kv_group + it // n_m
+    m = it % n_m
+    return m * BLOCK_M, hq * HEAD_DIM
+
+
+@gluon.jit
+def _producer(q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, kv_bar, ready,
+              empty, T_Q, kv_group, NUM_STAGES: gl.constexpr):
+    BLOCK_M: gl.constexpr = q_desc.block_type.shape[1]
+    HEAD_DIM: gl.constexpr = q_desc.block_type.shape[2]
+    HALF_N: gl.constexpr = k_desc.block_type.shape[1]
+    pid_n = gl.program_id(0)
+    h_kv = gl.program_id(1)
+    b = gl.program_id(2)
+    n0 = pid_n * (2 * HALF_N)
+    col_kv = h_kv * HEAD_DIM
+    mbarrier.expect(kv_bar, 2 * k_desc.block_type.nbytes + 2 * v_desc.block_type.nbytes)
+    for w in gl.static_range(2):
+        tma.async_load(k_desc, [b, n0 + w * HALF_N, col_kv], kv_bar, k_smem.index(w))
+        tma.async_load(v_desc, [b, n0 + w * HALF_N, col_kv], kv_bar, v_smem.index(w))
+    n_m = gl.cdiv(T_Q, BLOCK_M)
+    for it in range(kv_group * n_m):
+        s = it % NUM_STAGES
+        ph = (it // NUM_STAGES) & 1
+        row, col = _tile_coords(it, n_m, h_kv, kv_group, BLOCK_M, HEAD_DIM)
+        mbarrier.wait(empty.index(s), ph ^ 1)
+        mbarrier.expect(ready.index(s), q_desc.block_type.nbytes + do_desc.block_type.nbytes)
+        tma.async_load(q_desc, [b, row, col], ready.index(s), q_smem.index(s))
+        tma.async_load(do_desc, [b, row, col], ready.index(s), do_smem.index(s))
+
+
+@gluon.jit
+def _dq_writer(dq_desc, dq_smem, dq_full, dq_free, T_Q, kv_group):
+    BLOCK_M: gl.constexpr = dq_desc.block_type.shape[1]
+    HEAD_DIM: gl.constexpr = dq_desc.block_type.shape[2]
+    h_kv = gl.program_id(1)
+    b = gl.program_id(2)
+    n_m = gl.cdiv(T_Q, BLOCK_M)
+    for it in range(kv_group * n_m):
+        row, col = _tile_coords(it, n_m, h_kv, kv_group, BLOCK_M, HEAD_DIM)
+        mbarrier.wait(dq_full.index(0), it & 1)
+        tma.async_atomic_add(dq_desc, [b, row, col], dq_smem.index(0))
+        mbarrier.wait(dq_full.index(1), it & 1)
+        tma.async_atomic_add(dq_desc, [b, row, col], dq_smem.index(1))
+        # Bulk groups retire in order: <= 1 pending means buffer 0 has been read.
+        tma.store_wait(1)
+        mbarrier.arrive(dq_free.index(0), count=1)
+        tma.store_wait(0)
+        mbarrier.arrive(dq_free.index(1), count=1)
+
+
+@gluon.jit
+def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
+              empty, dq_full, dq_free, T_Q, T_K, kv_group, scale, neg_scale_log2e,
+              neg_bias_log2e, WG: gl.constexpr, NUM_STAGES: gl.constexpr):
+    BLOCK_M: gl.constexpr = q_smem.shape[2]
+    HEAD_DIM: gl.constexpr = q_smem.shape[3]
+    HALF_N: gl.constexpr = k_smem.shape[2]
+    dtype: gl.constexpr = dk_desc.dtype
+    # Sᵀ, dPᵀ: [HALF_N keys, BLOCK_M queries]; dK, dV, dQ: [64 rows, HEAD_DIM].
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, BLOCK_M, 16])
+    acc_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                         instr_shape=[16, HEAD_DIM, 16])
+    a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
+
+    pid_n = gl.program_id(0)
+    h_kv = gl.program_id(1)
+    b = gl.program_id(2)
+    key0 = pid_n * (2 * HALF_N) + WG * HALF_N
+    k_w = k_smem.index(WG).reshape([HALF_N, HEAD_DIM])
+    v_w = v_smem.index(WG).reshape([HALF_N, HEAD_DIM])
+    ds_w = ds_smem.index(WG)
+    dq_buf = dq_smem.index(WG).reshape([BLOCK_M, HEAD_DIM])
+    dk = gl.zeros([HALF_N, HEAD_DIM], gl.float32, acc_layout)
+    dv = gl.zeros([HALF_N, HEAD_DIM], gl.float32, acc_layout)
+    DQ_CHUNK: gl.constexpr = 64
+    dq_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                        instr_shape=[16, DQ_CHUNK, 16])
+    dq_zero = gl.zeros([BLOCK_M, DQ_CHUNK], gl.float32, dq_layout)
+    s_zero = gl.zeros([HALF_N, BLOCK_M], gl.float32, s_layout)
+    keys = key0 + gl.arange(0, HALF_N, layout=gl.SliceLayout(1, s_layout))
+    key_ok = gl.expand_dims(keys < T_K, 1)
+    key_tail = key0 + HALF_N > T_K
+    n_m = gl.cdiv(T_Q, BLOCK_M)
+    mbarrier.wait(kv_bar, 0)
+    for it in range(kv_group * n_m):
+        s = it % NUM_STAGES
+        ph = (it // NUM_STAGES) & 1
+        row = (it % n_m) * BLOCK_M
+        mbarrier.wait(ready.index(s), ph)
+        q = q_smem.index(s).reshape([BLOCK_M, HEAD_DIM])
+        do = do_smem.index(s).reshape([BLOCK_M, HEAD_DIM])
+        st = warpgroup_mma(k_w, q.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        dpt = warpgroup_mma(v_w, do.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        # wgmma groups retire in order: <= 1 outstanding means Sᵀ is done; P overlaps dPᵀ.
+        st = warpgroup_mma_wait(1, deps=(st, ))
+        # sigmoid(x) = 1 / (1 + 2^(-x·log2 e)); 2^(+big) = inf gives exactly 0.
+        pt = _rcp_approx(1.0 + gl.exp2(st * neg_scale_log2e + neg_bias_log2e))
+        if key_tail or row + BLOCK_M > T_Q:
+            qs = row + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, s_layout))
+            pt = gl.where(key_ok & gl.expand_dims(qs < T_Q, 0), pt, 0.0)
+        dpt = warpgroup_mma_wait(0, deps=(dpt, ))
+        dst = (dpt * (pt - pt * pt) * scale).to(dtype)
+        # dS for dQ = dS·K_w: the A operand must be [queries, keys], so it goes through shared
+        # memory and is read back transposed. The previous tile's dQ wgmma has retired (waited
+        # below), so ds_w is free.
+        ds_w.store(dst)
+        fence_async_shared()
+        dv = warpgroup_mma(gl.convert_layout(pt.to(dtype), a_layout), do, dv, is_async=True)
+        dk = warpgroup_mma(gl.convert_layout(dst, a_layout), q, dk, is_async=True)
+        dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
+        mbarrier.arrive(empty.index(s), count=1)  # Q and dO of this slot are no longer read
+        # dQ_w = dS·K_w in column chunks of 64 (32 fp32 registers each, not 64 at D = 128):
+        # with dK and dV (128 registers) always live, more in flight makes ptxas serialize
+        # every wgmma of the kernel.
+        ds_t = ds_w.permute((1, 0))
+        # dq_buf is free once the writer's TMA has read the previous tile out of it.
+        mbarrier.wait(dq_free.index(WG), (it & 1) ^ 1)
+        for c in gl.static_range(HEAD_DIM // DQ_CHUNK):
+            dq = warpgroup_mma(ds_t, k_w.slice(c * DQ_CHUNK, DQ_CHUNK, dim=1), dq_zero,
+                               use_acc=False, is_async=True)
+            dq = warpgroup_mma_wait(0, deps=(dq, ))
+            dq_buf.slice(c * DQ_CHUNK, DQ_CHUNK, dim=1).store(dq)
+        fence_async_shared()
+        mbarrier.arrive(dq_full.index(WG), count=1)
+
+    # Epilogue: only this warpgroup ever read K_w, V_w, and all its wgmmas have retired.
+    k_buf = k_smem.index(WG)
+    v_buf = v_smem.index(WG)
+    k_buf.reshape([HALF_N, HEAD_DIM]).store(dk.to(dtype))
+    v_buf.reshape([HALF_N, HEAD_DIM]).store(dv.to(dtype))
+    fence_async_shared()
+    tma.async_store(dk_desc, [b, key0, h_kv * HEAD_DIM], k_buf)
+    tma.async_store(dv_desc, [b, key0, h_kv * HEAD_DIM], v_buf)
+    tma.store_wait(0)
+
+
+@gluon.jit
+def _consumer0(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
+               empty, dq_full, dq_free, T_Q, T_K, kv_group, scale, neg_scale_log2e,
+               neg_bias_log2e, NUM_STAGES: gl.constexpr):
+    _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
+              empty, dq_full, dq_free, T_Q, T_K, kv_group, scale, neg_scale_log2e,
+              neg_bias_log2e, 0, NUM_STAGES)
+
+
+@gluon.jit
+def _consumer1(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
+               empty, dq_full, dq_free, T_Q, T_K, kv_group, scale, neg_scale_log2e,
+               neg_bias_log2e, NUM_STAGES: gl.constexpr):
+    _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
+              empty, dq_full, dq_free, T_Q, T_K, kv_group, scale, neg_scale_log2e,
+              neg_bias_log2e, 1, NUM_STAGES)
+
+
+@gluon.jit
+def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv_desc, T_Q, T_K,
+                           kv_group, scale, bias_value, NUM_STAGES: gl.constexpr,
+                           CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
+    """grid (cdiv(T_K, 2 * k_desc.block_type.shape[1]), H_KV, B), num_warps=4 (consumer 0).
+    q/do: rank 3 [B, T_Q, H*D], box [1, BLOCK_M, D]; dq: the same in fp32 (reduce-add target,
+    zeroed); k/v/dk/dv: [B, T_K, H_KV*D], box [1, 64, D]. kv_group = H / H_KV."""
+    BLOCK_M: gl.constexpr = q_desc.block_type.shape[1]
+    HEAD_DIM: gl.constexpr = q_desc.block_type.shape[2]
+    HALF_N: gl.constexpr = k_desc.block_type.shape[1]
+    dtype: gl.constexpr = q_desc.dtype
+    gl.static_assert(HALF_N == 64, "each consumer warpgroup owns 64 keys (wgmma M = 64)")
+    gl.static_assert(dk_desc.block_type.shape[1] == HALF_N)
+
+    q_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES] + q_desc.block_type.shape,
+                                       q_desc.layout)
+    do_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES] + do_desc.block_type.shape,
+                                        do_desc.layout)
+    k_smem = gl.allocate_shared_memory(dtype, [2] + k_desc.block_type.shape, k_desc.layout)
+    v_smem = gl.allocate_shared_memory(dtype, [2] + v_desc.block_type.shape, v_desc.layout)
+    ds_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16,
+                                                   rank=2)
+    ds_smem = gl.allocate_shared_memory(dtype, [2, HALF_N, BLOCK_M], ds_layout)
+    dq_smem = gl.allocate_shared_memory(gl.float32, [2] + dq_desc.block_type.shape,
+                                        dq_desc.layout)
+    kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    dq_full = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    dq_free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(kv_bar, count=1)
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(ready.index(i), count=1)
+        mbarrier.init(empty.index(i), count=2)  # one arrive per consumer warpgroup
+    for i in gl.static_range(2):
+        mbarrier.init(dq_full.index(i), count=1)
+        mbarrier.init(dq_free.index(i), count=1)
+    fence_async_shared()  # barrier inits visible to the async proxy (TMA) before any use
+
+    neg_scale_log2e = -scale * LOG2E
+    neg_bias_log2e = -bias_value * LOG2E
+    gl.warp_specialize([
+        (_consumer0, (dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar,
+                      ready, empty, dq_full, dq_free, T_Q, T_K, kv_group, scale, neg_scale_log2e,
+                      neg_bias_log2e, NUM_STAGES)),
+        (_consumer1, (dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar,
+                      ready, empty, dq_full, dq_free, T_Q, T_K, kv_group, scale, neg_scale_log2e,
+                      neg_bias_log2e, NUM_STAGES)),
+        (_producer, (q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, kv_bar,
+                     ready, empty, T_Q, kv_group, NUM_STAGES)),
+        (_dq_writer, (dq_desc, dq_smem, dq_full, dq_free, T_Q, kv_group)),
+    ], [4, 1, 1], [CONSUMER_REGS, PRODUCER_REGS, PRODUCER_REGS])
+
+    # Every partition has joined: no TMA, wgmma or arrive is in flight on these barriers.
+    mbarrier.invalidate(kv_bar)
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.invalidate(ready.index(i))
+        mbarrier.invalidate(empty.index(i))
+    for i in gl.static_range(2):
+        mbarrier.invalidate(dq_full.index(i))
+        mbarrier.invalidate(dq_free.index(i))
