@@ -1,0 +1,500 @@
+"""Run the ahead-of-time compiled Gluon sigmoid-attention backward on the GPU, without Triton.
+
+    python3 benchmarks/gluon_bwd/run_on_device.py [--build-dir DIR] [--only SUBSTR] [--quick]
+                                                  [--stress N] [--no-bench]
+    python3 benchmarks/gluon_bwd/run_on_device.py --dry-run     # CPU: argument packing only
+
+Loads build/<variant>.cubin through the CUDA driver API (ctypes; the driver wrapper is the
+forward probe's, benchmarks/gluon_fwd/run_on_device.py), encodes the seven host TMA descriptors
+(Q, K, V, dO, the fp32 dQ accumulator, dK, dV) from the compiled kernel's tensordesc metadata,
+launches on torch's current stream, and checks dQ, dK, dV against autograd of a float64 torch
+reference, with dK/dV poisoned with NaN and NaN guard zones around every output. Then times the
+kernel against SDPA's cuDNN backward (softmax) in the same run. Writes $OUT/gluon_bwd.json when
+$OUT is set. Exit status: 0 all correct, 1 a check failed, 2 setup error, 3 a kernel did not
+finish within the watchdog (hang).
+"""
+
+import argparse
+import ctypes
+import importlib.util
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+_spec = importlib.util.spec_from_file_location("gluon_fwd_runner",
+                                               HERE.parent / "gluon_fwd" / "run_on_device.py")
+_fwd = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_fwd)
+AlignedBlob, CudaDriver = _fwd.AlignedBlob, _fwd.CudaDriver
+TMA_DTYPE_DEVICE_TO_HOST = _fwd.TMA_DTYPE_DEVICE_TO_HOST
+
+CU_FP32 = 7  # CU_TENSOR_MAP_DATA_TYPE_FLOAT32
+HOST_ELEM_BYTES = {9: 2, 6: 2, CU_FP32: 4}
+WATCHDOG_S = 30.0
+DEVICE = "cuda"
+RESULT = {}
+
+
+class FakeDriver(_fwd.FakeDriver):
+    """--dry-run: the forward's fake driver, with fp32 descriptors (the dQ accumulator)."""
+
+    def encode_tiled(self, blob, dtype, addr, dims, strides_bytes, box, swizzle):
+        rank = len(dims)
+        assert 1 <= rank <= 5 and len(box) == rank and len(strides_bytes) == rank - 1
+        assert blob.addr % 64 == 0
+        assert addr % 16 == 0, "global address must be 16-byte aligned"
+        assert all(s % 16 == 0 and s < (1 << 40) for s in strides_bytes), strides_bytes
+        assert all(1 <= b <= 256 for b in box), box
+        elem = HOST_ELEM_BYTES[dtype]
+        assert (box[0] * elem) % 16 == 0
+        if swizzle == 3:
+            assert box[0] * elem <= 128, "128B swizzle: inner box must be <= 128 bytes"
+        ctypes.memset(blob.addr, 0xAB, 128)
+        self.calls.append(("encode", dtype, dims, strides_bytes, box, swizzle))
+
+
+DESC_DTYPE = {"dq_desc": CU_FP32}  # the others take the variant's dtype
+DESC_SEQ = {"q_desc": "q", "do_desc": "q", "dq_desc": "q",
+            "k_desc": "k", "v_desc": "k", "dk_desc": "k", "dv_desc": "k"}
+
+
+class Kernel:
+    def __init__(self, drv, rec, build_dir):
+        self.drv, self.rec, self.name = drv, rec, rec["name"]
+        image = (build_dir / rec["cubin"]).read_bytes()
+        self.smem, self.threads = int(rec["shared"]), int(rec["threads"])
+        self.mod, self.fn, self.attrs = drv.load(image, rec["entry"], self.smem)
+        if rec["global_scratch_size"] or rec["profile_scratch_size"]:
+            raise RuntimeError(f"{self.name}: needs global/profile scratch; this runner passes "
+                               "null hidden pointers")
+        self.meta = dict(zip(rec["descs"], rec["tensordesc_meta"]))
+        for d, m in self.meta.items():
+            want = DESC_DTYPE.get(d, rec["cu_tensor_dtype"])
+            if TMA_DTYPE_DEVICE_TO_HOST[m["elem_type"]] != want:
+                raise RuntimeError(f"{self.name}: {d} elem_type {m['elem_type']} does not map "
+                                   f"to host dtype {want}")
+            if m.get("is_im2col") or m.get("fp4_padded"):
+                raise RuntimeError(f"{self.name}: unsupported descriptor kind {m}")
+
+    def shapes(self, B, T_Q, T_K, H, H_KV, D):
+        """Gluon order (outermost first): [B, T, heads*D], strides in elements."""
+        return {"q": ([B, T_Q, H * D], [T_Q * H * D, H * D, 1]),
+                "k": ([B, T_K, H_KV * D], [T_K * H_KV * D, H_KV * D, 1])}
+
+    def prepare(self, ptrs, B, T_Q, T_K, H, H_KV, D, scale, bias):
+        """ptrs: desc name -> data pointer of a contiguous [B, T, heads, D] tensor (dq_desc:
+        fp32, zeroed before each launch). Returns a launcher closure."""
+        rec = self.rec
+        assert D == rec["head_dim"] and H % H_KV == 0, (D, H, H_KV)
+        shp = self.shapes(B, T_Q, T_K, H, H_KV, D)
+        keep, blobs = [], {}
+        for name in rec["descs"]:
+            m = self.meta[name]
+            shape, strides = shp[DESC_SEQ[name]]
+            dtype = DESC_DTYPE.get(name, rec["cu_tensor_dtype"])
+            eb = HOST_ELEM_BYTES[dtype]
+            blob = AlignedBlob(128, 64)
+            self.drv.encode_tiled(blob, dtype, ptrs[name], list(reversed(shape)),
+                                  [s * eb for s in reversed(strides)][1:],
+                                  list(reversed(m["block_size"])), m["swizzle"])
+            blobs[name] = blob
+            keep.append(blob)
+        scalars = {"T_Q": ctypes.c_int32(T_Q), "T_K": ctypes.c_int32(T_K),
+                   "kv_group": ctypes.c_int32(H // H_KV), "scale": ctypes.c_float(scale),
+                   "bias_value": ctypes.c_float(bias)}
+        addrs = []
+        for p in rec["params"]:
+            role = p["role"]
+            if role == "tensormap":
+                addrs.append(blobs[p["arg"]].addr)
+                continue
+            if role == "desc_shape":
+                obj = ctypes.c_int32(shp[DESC_SEQ[p["arg"]]][0][p["dim"]])
+            elif role == "desc_stride":
+                obj = ctypes.c_int64(shp[DESC_SEQ[p["arg"]]][1][p["dim"]])
+            elif role == "scalar":
+                obj = scalars[p["arg"]]
+            elif role == "hidden_ptr":
+                obj = ctypes.c_uint64(0)
+            else:
+                raise RuntimeError(f"unknown parameter role {role}")
+            if ctypes.sizeof(obj) != p["size"]:
+                raise RuntimeError(f"{p}: packed {ctypes.sizeof(obj)} bytes")
+            keep.append(obj)
+            addrs.append(ctypes.addressof(obj))
+        arr = (ctypes.c_void_p * len(addrs))(*addrs)
+        keep.append(arr)
+        grid = (-(-T_K // rec["block_n"]), H_KV, B)
+
+        def run(stream):
+            self.drv.launch(self.fn, grid, self.threads, self.smem, stream, arr)
+        run.keep, run.grid, run.shapes = keep, grid, shp
+        return run
+
+
+# ----------------------------------------------------------------------------------------------
+# GPU checks and timing
+# ----------------------------------------------------------------------------------------------
+
+def finish(result, rc):
+    result["rc"] = rc
+    out = os.environ.get("OUT")
+    if out:
+        p = Path(out) / "gluon_bwd.json"
+        p.write_text(json.dumps(result, indent=1))
+        print(f"wrote {p}")
+    print("RESULT:", "all checks passed" if rc == 0 else "SOME CHECKS FAILED", flush=True)
+    return rc
+
+
+def wait_or_die(torch, what):
+    ev = torch.cuda.Event()
+    ev.record()
+    t0 = time.time()
+    while not ev.query():
+        if time.time() - t0 > WATCHDOG_S:
+            print(f"\nHANG: {what} did not finish within {WATCHDOG_S}s; aborting", flush=True)
+            RESULT["hang"] = what
+            finish(RESULT, 3)
+            os._exit(3)
+        time.sleep(0.0005)
+    torch.cuda.synchronize()  # surfaces asynchronous errors (illegal address, ...)
+
+
+def context_alive(torch):
+    try:
+        torch.cuda.synchronize()
+        torch.zeros(1, device=DEVICE).add_(1).item()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def guarded(torch, shape, dtype, fill, guard=4096):
+    """A tensor of `shape` inside a flat buffer with NaN guard zones on both sides."""
+    n = math.prod(shape)
+    flat = torch.full((n + 2 * guard,), float("nan"), device=DEVICE, dtype=dtype)
+    t = flat[guard:guard + n].view(*shape)
+    t.fill_(fill)
+    return flat, t
+
+
+def guards_intact(torch, flat, guard=4096):
+    return bool(torch.isnan(flat[:guard].float()).all() and torch.isnan(flat[-guard:].float()).all())
+
+
+def reference_grads(torch, q, k, v, do, scale, bias):
+    """dQ, dK, dV of O = sigmoid(Q·Kᵀ·scale + bias)·V by float64 autograd; [B, T, heads, D]."""
+    H, H_KV = q.shape[2], k.shape[2]
+    q64, k64, v64 = (x.double().requires_grad_() for x in (q, k, v))
+    kk = k64.repeat_interleave(H // H_KV, dim=2)
+    vv = v64.repeat_interleave(H // H_KV, dim=2)
+    s = torch.einsum("bqhd,bkhd->bhqk", q64, kk) * scale + bias
+    o = torch.einsum("bhqk,bkhd->bqhd", torch.sigmoid(s), vv)
+    o.backward(do.double())
+    return q64.grad, k64.grad, v64.grad
+
+
+def backward(torch, kern, q, k, v, do, scale, bias, dq_acc, dk, dv):
+    B, T_Q, H, D = q.shape
+    T_K, H_KV = k.shape[1], k.shape[2]
+    run = kern.prepare({"q_desc": q.data_ptr(), "k_desc": k.data_ptr(), "v_desc": v.data_ptr(),
+                        "do_desc": do.data_ptr(), "dq_desc": dq_acc.data_ptr(),
+                        "dk_desc": dk.data_ptr(), "dv_desc": dv.data_ptr()},
+                       B, T_Q, T_K, H, H_KV, D, scale, bias)
+    return run
+
+
+def check_one(torch, kern, B, T_Q, T_K, H, H_KV, dtype, seed=0):
+    D = kern.rec["head_dim"]
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
+    q = torch.randn(B, T_Q, H, D, device=DEVICE, generator=g).to(dtype)
+    k = torch.randn(B, T_K, H_KV, D, device=DEVICE, generator=g).to(dtype)
+    v = torch.randn(B, T_K, H_KV, D, device=DEVICE, generator=g).to(dtype)
+    do = torch.randn(B, T_Q, H, D, device=DEVICE, generator=g).to(dtype)
+    scale, bias = 1.0 / math.sqrt(D), -math.log(T_K)
+    dq_flat, dq_acc = guarded(torch, (B, T_Q, H, D), torch.float32, 0.0)
+    dk_flat, dk = guarded(torch, (B, T_K, H_KV, D), dtype, float("nan"))
+    dv_flat, dv = guarded(torch, (B, T_K, H_KV, D), dtype, float("nan"))
+    run = backward(torch, kern, q, k, v, do, scale, bias, dq_acc, dk, dv)
+    run(torch.cuda.current_stream().cuda_stream)
+    wait_or_die(torch, f"{kern.name} B={B} T_Q={T_Q} T_K={T_K} H={H}/{H_KV}")
+    dq = dq_acc.to(dtype)  # the cast a separate kernel does in the library
+    refs = reference_grads(torch, q, k, v, do, scale, bias)
+    out = {"variant": kern.name, "B": B, "T_Q": T_Q, "T_K": T_K, "H": H, "H_KV": H_KV, "D": D,
+           "dtype": str(dtype), "grid": list(run.grid),
+           "guards_untouched": all(guards_intact(torch, f) for f in (dq_flat, dk_flat, dv_flat))}
+    ok = out["guards_untouched"]
+    for name, got, ref in (("dq", dq, refs[0]), ("dk", dk, refs[1]), ("dv", dv, refs[2])):
+        gf = got.double()
+        finite = bool(torch.isfinite(gf).all())
+        err = gf - ref
+        rel_l2 = float(err.norm() / ref.norm().clamp_min(1e-30)) if finite else float("inf")
+        max_abs = float(err.abs().max()) if finite else float("inf")
+        ref_max = float(ref.abs().max())
+        good = finite and rel_l2 < 2e-2 and max_abs <= 5e-2 * ref_max + 1e-6
+        out[name] = {"ok": good, "non_finite": int((~torch.isfinite(gf)).sum()),
+                     "rel_l2": rel_l2, "max_abs": max_abs, "ref_max_abs": ref_max}
+        ok = ok and good
+    out["ok"] = ok
+    return out
+
+
+def time_fn(torch, fn, reps, warmup=3):
+    for _ in range(warmup):
+        fn()
+    wait_or_die(torch, "warm-up")
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for i in range(reps):
+        starts[i].record()
+        fn()
+        ends[i].record()
+    wait_or_die(torch, "timed loop")
+    ts = sorted(s.elapsed_time(e) for s, e in zip(starts, ends))
+    return ts[len(ts) // 2]
+
+
+def bench_case(torch, kernels, B, T, H, D, dtype, reps):
+    g = torch.Generator(device=DEVICE).manual_seed(1)
+    q, k, v, do = (torch.randn(B, T, H, D, device=DEVICE, generator=g).to(dtype)
+                   for _ in range(4))
+    # backward = 2.5x forward, the same count for every provider
+    flops = 2.5 * 4.0 * B * H * T * T * D
+    stream = torch.cuda.current_stream().cuda_stream
+    row = {"B": B, "T": T, "H": H, "D": D, "dtype": str(dtype), "gluon": {}}
+    dq_acc = torch.zeros(B, T, H, D, device=DEVICE, dtype=torch.float32)
+    dk, dv = torch.empty_like(k), torch.empty_like(v)
+    for kern in kernels:
+        try:
+            run = backward(torch, kern, q, k, v, do, 1.0 / math.sqrt(D), -math.log(T), dq_acc,
+                           dk, dv)
+            ms_kernel = time_fn(torch, lambda: run(stream), reps)
+
+            def full():  # what a caller pays: zero the accumulator, kernel, cast dQ
+                dq_acc.zero_()
+                run(stream)
+                return dq_acc.to(dtype)
+            ms_full = time_fn(torch, full, reps)
+            row["gluon"][kern.name] = {"ms_kernel": ms_kernel, "ms": ms_full,
+                                       "tflops_kernel": flops / ms_kernel / 1e9,
+                                       "tflops": flops / ms_full / 1e9}
+        except Exception as e:  # noqa: BLE001
+            row["gluon"][kern.name] = {"error": f"{type(e).__name__}: {e}"}
+            if not context_alive(torch):
+                raise RuntimeError(f"CUDA context lost after {kern.name}: {e}") from e
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        qt, kt, vt = (x.transpose(1, 2).detach().requires_grad_() for x in (q, k, v))
+        dot = do.transpose(1, 2)
+        with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+            o = torch.nn.functional.scaled_dot_product_attention(qt, kt, vt)
+            ms = time_fn(torch, lambda: torch.autograd.grad(o, (qt, kt, vt), dot,
+                                                            retain_graph=True), reps)
+        row["cudnn"] = {"ms": ms, "tflops": flops / ms / 1e9}
+    except Exception as e:  # noqa: BLE001
+        row["cudnn"] = {"error": f"{type(e).__name__}: {e}"}
+    return row
+
+
+def dry_run(recs, build_dir):
+    drv = FakeDriver()
+    for rec in recs:
+        kern = Kernel(drv, rec, build_dir)
+        D = rec["head_dim"]
+        for (B, T_Q, T_K, H, H_KV) in [(2, 1000, 129, 8, 2), (1, 16384, 16384, 16, 16),
+                                       (3, 1, 1, 4, 4)]:
+            base = {n: 0x100000 * (i + 1) for i, n in enumerate(rec["descs"])}
+            run = kern.prepare(base, B, T_Q, T_K, H, H_KV, D, 1 / math.sqrt(D), -math.log(T_K))
+            run(0)
+            assert run.grid == (-(-T_K // 128), H_KV, B), run.grid
+            arr = run.keep[-1]
+            want_scalar = {"T_Q": T_Q, "T_K": T_K, "kv_group": H // H_KV}
+            # Read every parameter back through the void* array, as cuLaunchKernel will.
+            for p, ptr in zip(rec["params"], arr):
+                raw = ctypes.string_at(ptr, p["size"])
+                val = int.from_bytes(raw, "little")
+                if p["role"] == "tensormap":
+                    assert ptr % 64 == 0 and raw == b"\xab" * 128, p
+                elif p["role"] in ("desc_shape", "desc_stride"):
+                    shape, strides = run.shapes[DESC_SEQ[p["arg"]]]
+                    want = (shape if p["role"] == "desc_shape" else strides)[p["dim"]]
+                    assert val == want, (p, val, want)
+                elif p["role"] == "scalar" and p["arg"] in want_scalar:
+                    assert val == want_scalar[p["arg"]], (p, val)
+                elif p["role"] == "scalar":
+                    got = ctypes.c_float.from_buffer_copy(raw).value
+                    want = 1 / math.sqrt(D) if p["arg"] == "scale" else -math.log(T_K)
+                    assert abs(got - want) <= 1e-6 * max(1.0, abs(want)), (p, got, want)
+                elif p["role"] == "hidden_ptr":
+                    assert raw == b"\0" * 8
+        enc = [c for c in drv.calls if c[0] == "encode"][-len(rec["descs"]):]
+        print(f"{rec['name']}: {len(rec['params'])} params OK; grid {run.grid} x "
+              f"{rec['threads']} threads, {rec['shared']} B smem; descriptors "
+              + "; ".join(f"{n}: dims={c[2]} box={c[4]} swz={c[5]}"
+                          for n, c in zip(rec["descs"], enc)))
+    print("dry run OK")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build-dir", type=Path, default=HERE / "build")
+    ap.add_argument("--only", default="", help="substring of variant names")
+    ap.add_argument("--quick", action="store_true", help="fewer shapes and repetitions")
+    ap.add_argument("--no-bench", action="store_true")
+    ap.add_argument("--stress", type=int, default=50,
+                    help="repeat the hd128 bf16 kernel N times, checking for NaN and that dK, "
+                         "dV are bitwise repeatable")
+    ap.add_argument("--dry-run", action="store_true")
+    args = ap.parse_args()
+
+    try:
+        meta = json.loads((args.build_dir / "variants.json").read_text())
+    except Exception as e:  # noqa: BLE001
+        print(f"SETUP ERROR: cannot read {args.build_dir}/variants.json ({e}); run compile.py "
+              "and carry benchmarks/gluon_bwd/build", flush=True)
+        return 2
+    recs = [r for r in meta["variants"] if args.only in r["name"]]
+    if not recs:
+        print("SETUP ERROR: no variants selected", flush=True)
+        return 2
+    if args.dry_run:
+        dry_run(recs, args.build_dir)
+        return 0
+
+    result = RESULT
+    result.update({"compiled_with_triton": meta["triton"], "checks": [], "bench": [],
+                   "stress": None,
+                   "kernels": {r["name"]: {k: r.get(k) for k in (
+                       "shared", "threads", "n_regs", "spill_store_bytes", "setmaxnreg")}
+                       for r in recs}})
+    try:
+        import torch
+        if not torch.cuda.is_available():
+            raise RuntimeError("torch sees no CUDA device")
+        torch.cuda.init()
+        torch.empty(1, device=DEVICE)  # makes torch's primary context current
+        drv = CudaDriver()
+        drv.ensure_context()
+        result["device"] = torch.cuda.get_device_name()
+        result["torch"] = torch.__version__
+        print(f"device {result['device']}, torch {torch.__version__}, kernels compiled with "
+              f"Triton {meta['triton']}", flush=True)
+        kernels = []
+        for rec in recs:
+            kern = Kernel(drv, rec, args.build_dir)
+            print(f"  loaded {kern.name}: {kern.attrs}, dyn smem {kern.smem}", flush=True)
+            kernels.append(kern)
+    except Exception as e:  # noqa: BLE001
+        traceback.print_exc()
+        print(f"SETUP ERROR: {type(e).__name__}: {e}", flush=True)
+        return 2
+
+    tdt = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    n_fail = 0
+    print("\n== correctness (vs float64 autograd; dK/dV poisoned with NaN, NaN guard zones) ==",
+          flush=True)
+    for kern in kernels:
+        # (B, T_Q, T_K, H, H_KV): ragged lengths, one block, GQA, T_Q != T_K
+        shapes = [(2, 1, 1, 4, 4), (2, 17, 17, 4, 4), (2, 129, 129, 4, 4),
+                  (2, 1024, 1024, 4, 4), (2, 129, 129, 8, 2), (1, 100, 300, 4, 2),
+                  (1, 300, 100, 4, 4)]
+        if not args.quick or kern.rec["dtype"] == "bf16":
+            shapes.append((1, 4096, 4096, 4, 4))
+        for (B, T_Q, T_K, H, H_KV) in shapes:
+            try:
+                c = check_one(torch, kern, B, T_Q, T_K, H, H_KV, tdt[kern.rec["dtype"]])
+            except Exception as e:  # noqa: BLE001
+                traceback.print_exc()
+                c = {"variant": kern.name, "B": B, "T_Q": T_Q, "T_K": T_K, "H": H,
+                     "H_KV": H_KV, "ok": False, "error": f"{type(e).__name__}: {e}"}
+            result["checks"].append(c)
+            n_fail += not c["ok"]
+            tag = f"{kern.name} B={B} T_Q={T_Q} T_K={T_K} H={H}/{H_KV}"
+            if "error" in c:
+                print(f"  FAIL {tag}: {c['error']}", flush=True)
+                if not context_alive(torch):
+                    print("  (the CUDA context is unusable after this error: stopping)")
+                    return finish(result, 1)
+                continue
+            errs = " ".join(f"{n}: rel_l2={c[n]['rel_l2']:.2e} max_abs={c[n]['max_abs']:.2e}"
+                            f"{'' if c[n]['ok'] else ' BAD'}" for n in ("dq", "dk", "dv"))
+            print(f"  {'ok  ' if c['ok'] else 'FAIL'} {tag}: {errs} "
+                  f"guards_untouched={c['guards_untouched']}", flush=True)
+
+    main_k = [k for k in kernels if k.rec["dtype"] == "bf16" and k.rec["head_dim"] == 128]
+    if args.stress and main_k:
+        kern = main_k[0]
+        B, T, H, D = 2, 2048, 8, 128
+        g = torch.Generator(device=DEVICE).manual_seed(7)
+        q, k, v, do = (torch.randn(B, T, H, D, device=DEVICE, generator=g).mul(0.5)
+                       .to(torch.bfloat16) for _ in range(4))
+        dq_acc = torch.zeros(B, T, H, D, device=DEVICE, dtype=torch.float32)
+        dk, dv = torch.empty_like(k), torch.empty_like(v)
+        run = backward(torch, kern, q, k, v, do, 1 / math.sqrt(D), -math.log(T), dq_acc, dk, dv)
+        stream = torch.cuda.current_stream().cuda_stream
+        bad = torch.zeros((), dtype=torch.int64, device=DEVICE)
+        first = None
+        for i in range(args.stress):
+            dk.fill_(float("nan"))
+            dv.fill_(float("nan"))
+            dq_acc.zero_()
+            run(stream)
+            bad += (~torch.isfinite(dk)).any() | (~torch.isfinite(dv)).any() \
+                | (~torch.isfinite(dq_acc)).any()
+            if i == 0:
+                wait_or_die(torch, "stress first call")
+                first = (dk.clone(), dv.clone(), dq_acc.clone())
+        wait_or_die(torch, "stress loop")
+        same = bool(torch.equal(first[0], dk) and torch.equal(first[1], dv))
+        # dQ is a sum of fp32 TMA reductions in arrival order: equal up to rounding only.
+        dq_dev = float((first[2] - dq_acc).abs().max() / dq_acc.abs().max().clamp_min(1e-30))
+        result["stress"] = {"calls": args.stress, "calls_with_non_finite": int(bad),
+                            "dk_dv_bitwise_repeatable": same, "dq_max_rel_deviation": dq_dev}
+        print(f"\n== stress: {args.stress} calls, {int(bad)} with non-finite output, dK/dV "
+              f"bitwise repeatable={same}, dQ max deviation {dq_dev:.1e} ==", flush=True)
+        n_fail += int(bad) > 0 or not same or dq_dev > 1e-4
+
+    if not args.no_bench:
+        print("\n== timing (median of CUDA events; TFLOPS = 2.5*4*B*H*T^2*D / t; 'full' adds "
+              "zeroing dQ_acc and the dQ cast) ==", flush=True)
+        reps = 10 if args.quick else 30
+        cases = [(16, 1024, 16, 128), (4, 4096, 16, 128), (1, 16384, 16, 128),
+                 (4, 4096, 32, 64), (1, 16384, 32, 64), (16, 1024, 32, 64)]
+        for dt_name in ("bf16", "fp16"):
+            for (B, T, H, D) in cases:
+                if args.quick and (dt_name == "fp16" or (D == 64 and T != 4096)):
+                    continue
+                if dt_name == "fp16" and T != 4096:
+                    continue
+                ks = [k for k in kernels if k.rec["head_dim"] == D and k.rec["dtype"] == dt_name]
+                if not ks:
+                    continue
+                try:
+                    row = bench_case(torch, ks, B, T, H, D, tdt[dt_name], reps)
+                except Exception as e:  # noqa: BLE001
+                    traceback.print_exc()
+                    print(f"  BENCH ABORTED: {e}", flush=True)
+                    return finish(result, 1)
+                result["bench"].append(row)
+                peer = row["cudnn"].get("tflops")
+                print(f"  {dt_name} B={B} T={T} H={H} D={D}: cuDNN bwd "
+                      + (f"{peer:.0f} TFLOPS" if peer else row["cudnn"]["error"]), flush=True)
+                for name, g in row["gluon"].items():
+                    if "error" in g:
+                        print(f"    {name}: ERROR {g['error']}", flush=True)
+                        continue
+                    ratio = f" ({g['tflops'] / peer:.2f}x cuDNN)" if peer else ""
+                    print(f"    {name}: kernel {g['ms_kernel']:.3f} ms "
+                          f"{g['tflops_kernel']:.0f} TFLOPS; full {g['ms']:.3f} ms "
+                          f"{g['tflops']:.0f} TFLOPS{ratio}", flush=True)
+    return finish(result, 1 if n_fail else 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
