@@ -19,6 +19,12 @@ requires_cuda = pytest.mark.skipif(not has_cuda, reason="needs a CUDA device")
 # N % count current, so every "cuda" tensor of its tests lives there. The suite then runs on every
 # GPU (device index != 0 included: lazy module loading per device, launches on the tensor's
 # device) and in a fraction of the time. SIGMOID_ATTN_TEST_DEVICE=i pins a run to one device.
+# Workers share the machine's cores: torch's default (one thread per core in every worker)
+# oversubscribes them and the CPU tests crawl.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _workers > 1:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _workers))
+
 if has_cuda:
     _pin = os.environ.get("SIGMOID_ATTN_TEST_DEVICE")
     _worker = os.environ.get("PYTEST_XDIST_WORKER", "")

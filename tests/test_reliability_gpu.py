@@ -75,7 +75,7 @@ def test_tensor_over_2_31_elements():
 MIXED = textwrap.dedent(r"""
     import threading, torch, sigmoid_attn as sa
     # 16 threads x 4 streams each, every thread alternating valid calls with calls that must
-    # raise (wrong dtype of lengths, mismatched heads, a huge row stride that is copied, an
+    # raise (floating-point lengths, mismatched heads, a huge row stride that is copied, an
     # unsupported head dim): no crash, no poisoned context, each valid result bitwise equal to
     # the single-threaded one.
     g = torch.Generator().manual_seed(1)
@@ -89,7 +89,7 @@ MIXED = textwrap.dedent(r"""
            for q, k, v, l, c in valid]
     bad = [
         lambda: sa.sigmoid_attention(valid[0][0], valid[0][1], valid[0][2],
-                                     seq_lens_q=valid[0][3].long()),
+                                     seq_lens_q=valid[0][3].float()),
         lambda: sa.sigmoid_attention(valid[0][0], valid[0][1][:, :, :3], valid[0][2][:, :, :3]),
         lambda: sa.sigmoid_attention(*(torch.zeros(1, 8, 2, 40, device="cuda",
                                                    dtype=torch.bfloat16) for _ in range(3))),
