@@ -12,7 +12,8 @@ largest over ranks; see peak_mib). FLOPs = 4*B*H*D*T^2 (halved when causal; back
 forward), the DESIGN.md count, the same for every provider; TFLOPS are per GPU. Providers:
   sigmoid_attn_cp   sigmoid_attention_cp, layout --layout (zigzag by default), every rank
   sigmoid_attn_1gpu sigmoid_attention on the full sequence, on every GPU at once (same work)
-  sdpa_cp           PyTorch CP SDPA with its head-tail load balancing (as zigzag), where it runs
+  sdpa_cp           PyTorch CP SDPA: causal with its head-tail load balancing (as zigzag),
+                    otherwise the contiguous split
 With P = 1, sigmoid_attn_cp goes straight to the plain op: the row measures that shortcut.
 The cp output is also compared with the single-GPU output (relative error, recorded).
 
@@ -187,6 +188,10 @@ def run_sdpa_cp(full, grad_out, causal, world, args):
     if group > 1:  # SDPA's enable_gqa is not among the CP handler's arguments: expand K, V
         bufs[1:] = [t.repeat_interleave(group, dim=1) for t in bufs[1:]]
     g = grad_out.transpose(1, 2).contiguous()
+    # PyTorch's head-tail load balancer only takes causal attention; without a mask there is
+    # nothing to balance, so the plain contiguous split runs.
+    from torch.distributed.tensor.experimental import _attention as cp_impl
+    cp_impl._cp_options.enable_load_balance = causal
     with context_parallel(mesh, buffers=bufs + [g], buffer_seq_dims=[2, 2, 2, 2],
                           no_restore_buffers=set(bufs + [g])):
         q, k, v = bufs
@@ -312,10 +317,12 @@ def main(argv=None):
                 except Exception as e:  # noqa: BLE001 - a peer may not run here; recorded
                     row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
                 if "fwd_ms" in row:
-                    row["fwd_tflops_per_gpu"] = flops / row["fwd_ms"] / 1e9 / world
+                    # the single-GPU op does the whole problem on each GPU; the others share it
+                    gpus = 1 if prov == "sigmoid_attn_1gpu" else world
+                    row["fwd_tflops_per_gpu"] = flops / row["fwd_ms"] / 1e9 / gpus
                     if "fwd_bwd_ms" in row:
                         row["fwd_bwd_tflops_per_gpu"] = (3.5 * flops / row["fwd_bwd_ms"] / 1e9
-                                                         / world)
+                                                         / gpus)
                 rows.append(row)
                 save()
             if "sigmoid_attn_cp" in outs and "sigmoid_attn_1gpu" in outs:

@@ -256,11 +256,20 @@ def _ring_backward(ring: _Ring, grad: torch.Tensor, q: torch.Tensor, k: torch.Te
                 if need_bias:
                     dbias += g_mod.sum(-1)
                 if dk is None:
-                    dk = torch.zeros(kv[0].shape, dtype=ring.acc_dtype, device=q.device)
-                    dv = torch.zeros_like(dk)
+                    # The partial sums arrive while the first kernel runs; they then take this
+                    # shard's terms in place (one fp32 pair per step, not two). With NCCL the
+                    # wait is a stream dependency: the kernel queued above still overlaps.
+                    if arrived is not None:
+                        _wait(reqs)
+                        reqs = []  # waited once: gloo's work objects count their waits
+                        dk, dv = arrived
+                    else:
+                        dk = torch.zeros(kv[0].shape, dtype=ring.acc_dtype, device=q.device)
+                        dv = torch.zeros_like(dk)
                 dq[:, b.q0:b.q1] += g_dq
                 dk[:, b.k0:b.k1] += g_dk
                 dv[:, b.k0:b.k1] += g_dv
+                del g_dq, g_dk, g_dv, g_mod
         finally:
             _wait(reqs)
         if dk is None:  # every score of this pair of shards is masked
@@ -268,10 +277,8 @@ def _ring_backward(ring: _Ring, grad: torch.Tensor, q: torch.Tensor, k: torch.Te
                 torch.zeros(kv[0].shape, dtype=ring.acc_dtype, device=q.device),
                 torch.zeros(kv[1].shape, dtype=ring.acc_dtype, device=q.device))
         else:
-            if arrived is not None:
-                dk += arrived[0]
-                dv += arrived[1]
             done = (dk, dv)
+        arrived = None
         if incoming is not None:
             kv = incoming
     if ring.world > 1:
