@@ -19,7 +19,7 @@ import pytest
 from conftest import ROOT
 
 DOCS = ["README.md", "docs/api.md", "docs/deploying.md", "docs/design.md",
-        "docs/performance.md"]
+        "docs/performance.md", "examples/single_cell/README.md", "examples/serving/README.md"]
 RUN = ["README.md", "docs/api.md", "docs/deploying.md"]  # files whose python blocks run
 TEST_COMMAND = 'pip install ".[test]" && pytest -q tests'
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
