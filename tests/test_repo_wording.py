@@ -26,8 +26,9 @@ def _files():
     if not os.path.isfile(os.path.join(ROOT, "README.md")):
         pytest.skip("not run from a source tree")
     try:
-        out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                             cwd=ROOT, capture_output=True, check=True).stdout
+        out = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT, capture_output=True, check=True).stdout
         return [p for p in out.decode().split("\0") if p]
     except (OSError, subprocess.CalledProcessError):  # no git: walk, skipping build output
         files = []
