@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Nsight Compute evidence for benchmarks/NOTES.md: our kernels beside cuDNN's on the same shapes
-# (bf16, B*T = 16384, H*D = 2048). Clocks are left alone (--clock-control none, METHOD.md).
+# Nsight Compute evidence for docs/performance.md: our kernels beside cuDNN's on the same shapes
+# (bf16, B*T = 16384, H*D = 2048). Clocks are left alone (--clock-control none; docs/performance.md, "Protocol").
 # Writes $OUT/ncu/<workload>.csv (raw metrics of the sections below) and a summary table.
 #   bash benchmarks/profile_ncu.sh [workload ...]
 set -uo pipefail

@@ -1,5 +1,5 @@
 """A list-scheduling model of the forward grid: what share of the SMs' time does useful work,
-for a given program order? No GPU; the figures in NOTES.md ("Program order") come from here.
+for a given program order? No GPU; the figures in docs/performance.md ("Program order") come from here.
 
 Programs are assigned, in launch order, to the first free of `slots` resident-CTA slots
 (132 SMs x CTAs per SM). A program's time is proportional to the keys it walks, plus a small

@@ -7,7 +7,7 @@
 
 Shapes follow the benchmark protocol (bf16, B*T=16384, H*D=2048). --write stores each kernel's
 fastest tile per head dim in the tuning database triton_src/tiles.json (bwd_dkdv, bwd_dq), which
-the build compiles; record the why in benchmarks/NOTES.md.
+the build compiles; record the why in docs/performance.md.
 """
 
 import argparse

@@ -11,7 +11,7 @@ causal flag and sequence length at the benchmark protocol's shapes (bf16, B*T=16
 and prints the winners. --write stores them in the tuning database triton_src/tiles.json (per
 head dim: the best tile below T=8192 by the geometric mean over T=1k, 4k and causal 4k, and the
 best at T=16k as an 8192 bucket if it differs); the build compiles exactly those and the C++
-dispatcher picks by length. Nothing tunes at run time. Record the why in benchmarks/NOTES.md.
+dispatcher picks by length. Nothing tunes at run time. Record the why in docs/performance.md.
 """
 
 import argparse
@@ -298,7 +298,7 @@ def sweep_ws_persistent(out):
     per SM walking the tiles) against the library's kernels for the same call (the
     warp-specialized one where tiles.json has fwd_ws, and the production one), JIT, bf16, B·T =
     16k, H·D = 2048: dense, padded (lengths uniform in [T/2, T]), score_mod and causal at T =
-    1k, 4k, 16k. Where the ncu section of NOTES.md ("The one-pass backward measured") says the gap to cuDNN
+    1k, 4k, 16k. Where the ncu section of docs/performance.md ("Nsight Compute evidence") says the gap to cuDNN
     is: each program's fill and drain at 1k and in padded batches. Outputs checked against the
     production kernel's."""
     import variants as V
@@ -345,7 +345,7 @@ def sweep_ws_persistent(out):
 def sweep_mixed_sigmoid(out):
     """The production forward with the mixed sigmoid (FAST_SIGMOID=2: one score in four off
     MUFU, on the FMA and integer pipes) against the shipped one (tanh.approx for every score),
-    same tiles, JIT, bf16, B·T = 16k, H·D = 2048: hd64 (MUFU-bound: NOTES.md) and hd128, dense
+    same tiles, JIT, bf16, B·T = 16k, H·D = 2048: hd64 (MUFU-bound: docs/performance.md) and hd128, dense
     and causal, T = 1k, 4k, 16k. Outputs checked against the shipped kernel's."""
     import variants as V
 

@@ -179,8 +179,8 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
         assert pow2(int(d)) and [m for m, _ in buckets][0] == 0, (d, buckets)
         for _, tiles in buckets:
             assert pow2(tiles[0]) and pow2(tiles[1]) and tiles[2] == 4 and len(tiles) == 4, tiles
-            # 3 stages came out NaN on the H100 (Triton 3.6; NOTES, "Warp specialization
-            # measured"): the database keeps 2
+            # 3 stages came out NaN on the H100 (Triton 3.6; docs/performance.md, "The
+            # warp-specialized forward"): the database keeps 2
             assert tiles[3] == 2, tiles
     # The Gluon forward: [BLOCK_M, BLOCK_N, 4, num_stages(, "overlap")] per head dim; its two
     # consumer warpgroups split BLOCK_M, and its descriptors' boxes are at most 256 rows of

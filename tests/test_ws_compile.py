@@ -2,8 +2,8 @@
 and the dQ kernel of sigmoid_attn_bwd_ws.py) stay specialized:
 compiled for sm_90 with the installed Triton (no GPU needed), Triton's Hopper pass must split it
 into a producer and two consumer warpgroups (384 threads, setmaxnreg) with no local memory. The
-pass skips a kernel silently when its conditions break (benchmarks/NOTES.md, "Warp
-specialization on Hopper"), so an edit that adds a run-time if/else would otherwise go unseen."""
+pass skips a kernel silently when its conditions break (docs/performance.md, "The
+warp-specialized forward"), so an edit that adds a run-time if/else would otherwise go unseen."""
 
 import sys
 
@@ -81,8 +81,8 @@ def test_row_offsets_are_block_local():
     """Triton 3.6's Hopper pass gives the second consumer warpgroup its half of the block by
     shifting both a `tl.arange` (to 64..127) and the splat of the block's first row when they
     are added as tensors (`start_m + tl.arange(...)`), which put that warpgroup's output rows 64
-    too far (found on the H100: rows 64..127 of every block unwritten; benchmarks/NOTES.md,
-    "Warp specialization measured"). The kernels build row offsets as block-local aranges
+    too far (found on the H100: rows 64..127 of every block unwritten; docs/performance.md,
+    "The warp-specialized forward"). The kernels build row offsets as block-local aranges
     against a scalar; this keeps the pattern out of them."""
     import io
     import re

@@ -1,14 +1,25 @@
 #!/usr/bin/env bash
 # Export a scripted model in Python, build the C++ client against libtorch, run it on CPU (and
 # CUDA when available), and check the direct C++ API against the dispatcher op.
-#   [AOTI=1] [HOST_COST=out.json] bash examples/cpp/run.sh [build-dir]
-# AOTI=1 also exports a torch.export + AOTInductor package (.pt2) and runs it from C++.
-# HOST_COST=path (CUDA) times a tiny call from C++ (bench_host_cost, CALLS=10000) into JSON.
 set -euo pipefail
+usage() {
+  cat <<'EOF'
+usage: [PYTHON=python] [AOTI=1] [HOST_COST=out.json] bash examples/cpp/run.sh [BUILD_DIR]
+
+  BUILD_DIR    where CMake builds and the exported models go
+               (default: ${TMPDIR:-/tmp}/sigmoid_attn_cpp_example, outside the source tree)
+  PYTHON       the interpreter with torch and sigmoid_attn installed (default: python)
+  AOTI=1       also export a torch.export + AOTInductor package (.pt2) and run it from C++
+  HOST_COST=F  (CUDA) time a tiny call from C++ into the JSON file F (CALLS=10000 calls)
+EOF
+}
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
 HERE=$(cd "$(dirname "$0")" && pwd)
-BUILD=${1:-$HERE/build}
+BUILD=${1:-${TMPDIR:-/tmp}/sigmoid_attn_cpp_example}
 PY=${PYTHON:-python}
 mkdir -p "$BUILD"
+BUILD=$(cd "$BUILD" && pwd)
+echo "building in $BUILD with $(command -v "$PY")"
 read -r TORCH_PREFIX TORCH_LIB SITE OPS INC CUDA_OK < <("$PY" - <<'PY'
 import os, torch, sigmoid_attn
 site = os.path.dirname(os.path.dirname(torch.__file__))

@@ -69,7 +69,8 @@ int main(int argc, char** argv) {
     std::printf("direct C++ API accepted a head-dim mismatch: MISMATCH\n");
     return 1;
   } catch (const c10::Error& e) {
-    std::printf("direct C++ API error: %s\n", e.what_without_backtrace());
+    std::printf("direct C++ API rejects bad input as it should (c10::Error): %s\n",
+                e.what_without_backtrace());
   }
   return 0;
 }

@@ -5,10 +5,13 @@ One command trains the same small transformer twice per seed, once with softmax 
 the same initialization, data order, masks and budget; then evaluates the validation loss and
 how well the cell embeddings separate the annotated cell types (silhouette, k-means ARI); then
 runs a stress test (no gradient clipping, 10x the learning rate, every cell spanning the whole
-765-gene panel) recording gradient norms. Writes results/<device>/results.json and plots.
+765-gene panel) recording gradient norms. Writes results.json and plots into --out, by default
+a directory outside the source tree ($TMPDIR/sigmoid_attn_single_cell/<device>); the committed
+results come from --out examples/single_cell/results/<device>.
 
     python examples/single_cell/train.py               # cuda if available (minutes on an H100)
     python examples/single_cell/train.py --quick       # a tiny CPU run (about a minute)
+    python examples/single_cell/train.py --out DIR     # results into DIR
 
 Needs torch, numpy and sigmoid_attn; matplotlib for the plots (skipped without it).
 """
@@ -22,6 +25,7 @@ import os
 import platform
 import re
 import subprocess
+import tempfile
 import sys
 import time
 from dataclasses import asdict
@@ -231,7 +235,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, help="override the setting's epochs")
     ap.add_argument("--seeds", type=int, nargs="+", help="override the setting's seeds")
     ap.add_argument("--no-stress", action="store_true", help="skip the stress test")
-    ap.add_argument("--out-dir", help="default: results/<device name>")
+    ap.add_argument("--out", "--out-dir", dest="out_dir",
+                    help="directory for results.json and the plots (default: "
+                         "$TMPDIR/sigmoid_attn_single_cell/<device>, outside the source tree; "
+                         "the committed results are examples/single_cell/results/<device>)")
     ap.add_argument("--commit", default=os.environ.get("SIGMOID_ATTN_COMMIT") or git_commit())
     args = ap.parse_args()
 
@@ -241,13 +248,13 @@ def main() -> None:
     cfg["seeds"] = args.seeds or cfg["seeds"]
     device = torch.device(args.device)
     name = device_name(device)
-    # results/cpu (quick) and results/<GPU name> (full); the other mode gets a suffix.
+    # <out>/cpu (quick) and <out>/<GPU name> (full); the other mode gets a suffix.
     tag = "cpu" if device.type == "cpu" else name.replace(" ", "_")
     if mode != ("quick" if device.type == "cpu" else "full"):
         tag += f"_{mode}"
         if device.type == "cpu":
             print("note: the full setting takes hours on a CPU; --quick is the CPU run")
-    out_dir = args.out_dir or os.path.join(HERE, "results", tag)
+    out_dir = args.out_dir or os.path.join(tempfile.gettempdir(), "sigmoid_attn_single_cell", tag)
     # bf16 autocast on CUDA for both attentions (the CUDA kernels take fp16/bf16); fp32 on CPU.
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" \
         else (lambda: torch.autocast("cpu", enabled=False))
