@@ -11,7 +11,7 @@ first and then offers 25..110% of it. Cells come from a length mix: 'data', the 
 pbmc68k_reduced cells (183-409 tokens, sent as expression values); 'heavy', synthetic cells with
 truncated-Pareto lengths in 200..16384 tokens (capped at the server's max cell length; genes drawn
 with replacement from the panel, sent as bins); 'both', half each. Writes
-results/<device>/<mode>_<mix>.json and latency-vs-throughput PNGs (matplotlib permitting), and
+<out>/<mode>_<mix>.json (default $TMPDIR/sigmoid_attn_serving/<device>) and latency-vs-throughput PNGs (matplotlib permitting), and
 prints a table.
 """
 
@@ -26,6 +26,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -364,7 +365,9 @@ def main(argv=None) -> None:
     ap.add_argument("--cells", type=int, default=512, help="distinct cells in the pool")
     ap.add_argument("--timeout", type=float, default=120.0, help="per-request socket timeout")
     ap.add_argument("--seed", type=int, default=0, help="for the cell pool and the arrivals")
-    ap.add_argument("--out-dir", help="None: results/<device>")
+    ap.add_argument("--out", "--out-dir", dest="out_dir",
+                    help="default: $TMPDIR/sigmoid_attn_serving/<device>, outside the source "
+                         "tree; the committed results come from --out examples/serving/results/<device>")
     args = ap.parse_args(argv)
 
     load_before = os.getloadavg()  # other work on the host skews a CPU measurement: record it
@@ -391,7 +394,8 @@ def main(argv=None) -> None:
             for frac in (0.25, 0.5, 0.75, 0.9, 1.1):
                 rates.append(round(frac * cap, 3 if cap < 10 else 1))
 
-    out_dir = args.out_dir or os.path.join(HERE, "results", device_tag(info))
+    out_dir = args.out_dir or os.path.join(tempfile.gettempdir(), "sigmoid_attn_serving",
+                                           device_tag(info))
     os.makedirs(out_dir, exist_ok=True)
     meta = {k: v for k, v in info.items() if k != "genes"}
     result = {"info": meta, "mix": args.mix, "commit": git_commit(),

@@ -23,7 +23,7 @@ batch step by step, up to summation order):
 
 The loss is the masked-gene cross-entropy averaged over all masked tokens of the GLOBAL batch
 (each rank's sum of token losses divided by the global count), the same as train.py's per-batch
-mean. Rank 0 logs the loss per step and writes results/<device>-x<P>/<mode>-<attention>.json
+mean. Rank 0 logs the loss per step and writes <out>/<mode>-<attention>.json
 (losses, step times, gradient norms, settings).
 
 CPU runs use gloo, CUDA runs NCCL (one GPU per rank, LOCAL_RANK), with bf16 autocast on CUDA
@@ -37,6 +37,7 @@ import datetime
 import json
 import os
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -338,7 +339,10 @@ def main() -> None:
     ap.add_argument("--max-len", type=int, default=None)
     ap.add_argument("--layout", choices=("zigzag", "contiguous"), default=Config.layout)
     ap.add_argument("--no-amp", action="store_true", help="fp32 on CUDA (no bf16 autocast)")
-    ap.add_argument("--out-dir", help="default: results/<device>-x<P>")
+    ap.add_argument("--out", "--out-dir", dest="out_dir",
+                    help="default: $TMPDIR/sigmoid_attn_single_cell/<device>-x<P>, outside the "
+                         "source tree; the committed results come from --out "
+                         "examples/single_cell/results/<device>-x<P>")
     args = ap.parse_args()
     cfg = Config(mode=args.mode, attention=args.attention, steps=args.steps, batch=args.batch,
                  dim=args.dim, heads=args.heads, layers=args.layers, ff=args.ff, lr=args.lr,
@@ -363,7 +367,8 @@ def main() -> None:
         rec = train(cfg, device, rank, world, log=lambda s: log(s, flush=True))
         wall = time.perf_counter() - t0
         if rank == 0:
-            out_dir = args.out_dir or os.path.join(HERE, "results", f"{args.device}-x{world}")
+            out_dir = args.out_dir or os.path.join(tempfile.gettempdir(), "sigmoid_attn_single_cell",
+                                                   f"{args.device}-x{world}")
             os.makedirs(out_dir, exist_ok=True)
             ms = rec["step_ms"][1:] or rec["step_ms"]
             if args.device == "cuda":
