@@ -10,9 +10,9 @@ closed loop (each client sends its next request when the last one returns); 'aut
 first and then offers 25..110% of it. Cells come from a length mix: 'data', the bundled
 pbmc68k_reduced cells (183-409 tokens, sent as expression values); 'heavy', synthetic cells with
 truncated-Pareto lengths in 200..16384 tokens (capped at the server's max cell length; genes drawn
-with replacement from the panel, sent as bins); 'both', half each. Writes
-<out>/<mode>_<mix>.json (default $TMPDIR/sigmoid_attn_serving/<device>) and latency-vs-throughput PNGs (matplotlib permitting), and
-prints a table.
+with replacement from the panel, sent as bins); 'both', half each. Writes <out>/<mode>_<mix>.json
+(default $TMPDIR/sigmoid_attn_serving/<device>) and latency-vs-throughput PNGs (matplotlib
+permitting), and prints a table.
 """
 
 from __future__ import annotations
