@@ -7,8 +7,9 @@ context-parallel SDPA (softmax; torch.distributed.tensor.experimental.context_pa
 
 For each global length T (the whole sequence; each rank holds T/P positions), per provider:
 forward time, forward+backward time (the slowest rank's, median over repetitions that start
-together after a barrier), and the peak memory allocated per GPU during forward+backward (the
-largest over ranks; see peak_mib). FLOPs = 4*B*H*D*T^2 (halved when causal; backward 2.5x
+together after a barrier), the peak memory allocated per GPU during forward+backward (the
+largest over ranks; see peak_mib) and the activation memory held between forward and backward
+(inputs, output, saved tensors; see held_mib). FLOPs = 4*B*H*D*T^2 (halved when causal; backward 2.5x
 forward), the DESIGN.md count, the same for every provider; TFLOPS are per GPU. Providers:
   sigmoid_attn_cp   sigmoid_attention_cp, layout --layout (zigzag by default), every rank
   sigmoid_attn_1gpu sigmoid_attention on the full sequence, on every GPU at once (same work)
@@ -133,11 +134,31 @@ def peak_mib(fn, device, own):
     return float(m)
 
 
-def measure(fwd, fwd_bwd, own, args, device):
+def held_mib(fwd_graph, device, own):
+    """Activation memory per GPU: the inputs it holds plus what a forward that records the
+    autograd graph keeps allocated until the backward (the output and any saved tensors); the
+    largest over ranks. None on CPU."""
+    if device.type != "cuda":
+        return None
+    sync(device)
+    before = torch.cuda.memory_allocated(device)
+    out = fwd_graph()
+    sync(device)
+    held = torch.cuda.memory_allocated(device) - before
+    del out
+    m = torch.tensor([(held + sum(t.numel() * t.element_size() for t in own)) / 2**20],
+                     device=device)
+    dist.all_reduce(m, op=dist.ReduceOp.MAX)
+    return float(m)
+
+
+def measure(fwd, fwd_bwd, own, args, device, fwd_graph=None):
     row = {"fwd_ms": timed_ms(fwd, args, device)}
     if not args.no_backward:
         row["fwd_bwd_ms"] = timed_ms(fwd_bwd, args, device)
         row["peak_mib"] = peak_mib(fwd_bwd, device, own)
+        if fwd_graph is not None:
+            row["held_mib"] = held_mib(fwd_graph, device, own)
     else:
         row["peak_mib"] = peak_mib(fwd, device, own)
     return row
@@ -167,7 +188,8 @@ def run_sigmoid(name, full, grad_out, causal, rank, world, args):
         out = call(*leaves)
         torch.autograd.grad(out, leaves, g)
 
-    return measure(fwd, fwd_bwd, [q, k, v, g], args, q.device), fwd()
+    return (measure(fwd, fwd_bwd, [q, k, v, g], args, q.device, lambda: call(*leaves)),
+            fwd())
 
 
 _MESH = None  # one device mesh over the world, made on first use
@@ -205,7 +227,8 @@ def run_sdpa_cp(full, grad_out, causal, world, args):
             out = F.scaled_dot_product_attention(*leaves, is_causal=causal)
             torch.autograd.grad(out, leaves, g)
 
-        return measure(fwd, fwd_bwd, [q, k, v, g], args, q.device)
+        return measure(fwd, fwd_bwd, [q, k, v, g], args, q.device,
+                       lambda: F.scaled_dot_product_attention(*leaves, is_causal=causal))
 
 
 def rel_err(a, b):
@@ -343,7 +366,7 @@ def main(argv=None):
         print(f"\n{label} x{world}, layout={args.layout}, B={args.batch} H={args.heads}/{hkv} "
               f"D={args.head_dim} {result['shape']['dtype']}")
         print(f"{'T':>8s} {'causal':>6s} {'provider':>18s} {'fwd ms':>10s} {'fwd+bwd ms':>11s} "
-              f"{'TFLOPS/GPU':>11s} {'peak MiB':>10s}  note")
+              f"{'TFLOPS/GPU':>11s} {'peak MiB':>10s} {'held MiB':>9s}  note")
         for r in rows:
             cell = lambda key, fmt: format(r[key], fmt) if r.get(key) is not None else "-"
             note = r.get("error", "")
@@ -352,7 +375,7 @@ def main(argv=None):
             print(f"{r['T']:8d} {str(r['causal']):>6s} {r['provider']:>18s} "
                   f"{cell('fwd_ms', '10.3f'):>10s} {cell('fwd_bwd_ms', '11.3f'):>11s} "
                   f"{cell('fwd_bwd_tflops_per_gpu', '11.1f'):>11s} "
-                  f"{cell('peak_mib', '10.0f'):>10s}  {note}")
+                  f"{cell('peak_mib', '10.0f'):>10s} {cell('held_mib', '9.0f'):>9s}  {note}")
         print(f"\nwrote {os.path.join(out_dir, 'context_parallel.json')}")
     dist.destroy_process_group()
 
