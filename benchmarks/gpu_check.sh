@@ -14,6 +14,8 @@
 #   bash benchmarks/gpu_check.sh cp,train_multi           # several GPUs: context-parallel bench
 #                                                         # (every GPU, then one) and the
 #                                                         # distributed training example
+#   bash benchmarks/gpu_check.sh serving                 # the serving example under load (carry
+#                                                         # .whl/serve: litserve and its stack)
 #   bash benchmarks/gpu_check.sh stress                  # contention stress of the default
 #                                                         # forward: 8 processes, >= 20,000 calls
 #                                                         # of the hd128 dense kernel, fewer of
@@ -97,6 +99,17 @@ if has bench; then
   python3 benchmarks/bench_attention.py --out-dir "$OUT/results" ${1:+--only "$@"} 2>&1 \
     | tee "$OUT/bench.log" | tail -30
   cp "$OUT"/results/*/attention.* "$OUT/" 2>/dev/null
+fi
+if has serving; then  # the serving example (LitServe, token-budget packed batches): every mode
+  # A machine without LitServe's web stack takes wheels from .whl/serve/ (CPython 3.12:
+  # `pip download --no-deps --only-binary=:all: --python-version 3.12` of litserve==0.2.19,
+  # fastapi, starlette, uvicorn, pydantic, pydantic-core, annotated-types, typing-inspection,
+  # pyzmq, opentelemetry-api)
+  ls .whl/serve/*.whl >/dev/null 2>&1 && python3 -m pip install -q --no-index --no-deps \
+    --no-compile --no-cache-dir --target /tmp/serve .whl/serve/*.whl \
+    && export PYTHONPATH=/tmp/serve${PYTHONPATH:+:$PYTHONPATH}
+  timeout "${SERVE_TIMEOUT:-420}" python3 examples/serving/bench.py --server-args "--size base" \
+    --out-dir "$OUT/results/serving" ${SERVE_ARGS:-} 2>&1 | tee "$OUT/serving.log" | tail -30
 fi
 NGPU=$(python3 -c "import torch; print(torch.cuda.device_count())")
 if has cp; then  # context parallelism on every GPU of the machine (NCCL), then one GPU (P = 1)

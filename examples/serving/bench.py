@@ -1,7 +1,8 @@
 """The three serving modes measured one after another on this machine: for each, server.py is
 started on a free loopback port (training its checkpoint on first use), load.py runs its sweep
 for each length mix, and the server is stopped. Results go where load.py puts them,
-results/<device>/<mode>_<mix>.json and PNGs, with one plot per mix across the modes.
+--out-dir (default: $TMPDIR/sigmoid_attn_serving/<device>), <mode>_<mix>.json and PNGs, with one
+plot per mix across the modes.
 
     python examples/serving/bench.py                                   # cuda if available
     python examples/serving/bench.py --device cpu --max-cell-tokens 4096 --duration 10
