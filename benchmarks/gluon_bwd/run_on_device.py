@@ -1,6 +1,6 @@
 """Run the ahead-of-time compiled Gluon sigmoid-attention backward on the GPU, without Triton.
 
-    python3 benchmarks/gluon_bwd/run_on_device.py [--build-dir DIR] [--only SUBSTR] [--quick]
+    python3 benchmarks/gluon_bwd/run_on_device.py [--build-dir DIR] [--only S1,S2] [--skip S] [--quick]
                                                   [--stress N] [--no-bench]
     python3 benchmarks/gluon_bwd/run_on_device.py --dry-run     # CPU: argument packing only
 
@@ -353,6 +353,8 @@ def main():
     ap.add_argument("--build-dir", type=Path, default=HERE / "build")
     ap.add_argument("--only", default="",
                     help="comma-separated substrings of variant names (any matches)")
+    ap.add_argument("--skip", default="",
+                    help="comma-separated substrings of variant names to leave out")
     ap.add_argument("--quick", action="store_true", help="fewer shapes and repetitions")
     ap.add_argument("--no-bench", action="store_true")
     ap.add_argument("--stress", type=int, default=50,
@@ -368,7 +370,9 @@ def main():
               "and carry benchmarks/gluon_bwd/build", flush=True)
         return 2
     subs = [x for x in args.only.split(",") if x] or [""]
-    recs = [r for r in meta["variants"] if any(x in r["name"] for x in subs)]
+    skip = [x for x in args.skip.split(",") if x]
+    recs = [r for r in meta["variants"] if any(x in r["name"] for x in subs)
+            and not any(x in r["name"] for x in skip)]
     if not recs:
         print("SETUP ERROR: no variants selected", flush=True)
         return 2
