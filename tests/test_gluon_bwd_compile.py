@@ -26,11 +26,16 @@ def _load(name, file):
     return mod
 
 
+# the baseline, and the dS-exchange candidates at both head dims (D = 64 with Newton 1/x)
+NAMES = ["gbwd_bf16_d128_m64_n128_s2", "gbwd_fp16_d64_m64_n128_s2",
+         "gbwd_bf16_d128_m64_n128_s2_dqx", "gbwd_fp16_d64_m64_n128_s2_nr_dqx"]
+
+
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
     c = _load("gluon_bwd_compile", "compile.py")
     out = tmp_path_factory.mktemp("gbwd")
-    want = ["gbwd_bf16_d128_m64_n128_s2", "gbwd_fp16_d64_m64_n128_s2"]
+    want = NAMES
     recs = {}
     for v in c.variants():
         if v.name in want:
@@ -43,7 +48,7 @@ def compiled(tmp_path_factory):
     return out, recs
 
 
-@pytest.mark.parametrize("name", ["gbwd_bf16_d128_m64_n128_s2", "gbwd_fp16_d64_m64_n128_s2"])
+@pytest.mark.parametrize("name", NAMES)
 def test_gluon_backward_schedule_in_ptx(compiled, name):
     out, recs = compiled
     v, rec = recs[name]
@@ -57,13 +62,19 @@ def test_gluon_backward_schedule_in_ptx(compiled, name):
     assert "cp.async.bulk.tensor.3d.global.shared::cta" in ptx  # dK, dV stores
     assert re.search(r"cp\.reduce\.async\.bulk\.tensor\.3d\.global\.shared::cta\.add", ptx)
     assert "cp.async.bulk.wait_group.read" in ptx  # the writer frees a dQ buffer once read
-    assert "mbarrier.try_wait" in ptx and "ex2.approx" in ptx and "rcp.approx.ftz.f32" in ptx
+    assert "mbarrier.try_wait" in ptx and "ex2.approx" in ptx
+    # MUFU.RCP, unless 1/(1 + e) is computed by Newton steps (integer first guess)
+    assert ("rcp.approx.ftz.f32" in ptx) != v.rcp_newton
+    assert ("0x7EF311C7" in ptx) == v.rcp_newton
     # 2 consumer warpgroups + 1 producer warp + 1 writer warp, padded: 384 threads; the
     # consumers get 240 registers, the producer and writer drop to 24
     assert rec["threads"] == 384 and rec["ptx_reqntid"] == ["384"]
     assert "inc 240" in rec["setmaxnreg"] and "dec 24" in rec["setmaxnreg"], rec["setmaxnreg"]
-    # every barrier is invalidated: kv_bar, ready/empty per stage, dq_full/dq_free x 2
-    assert rec["ptx_counts"]["mbarrier.inval"] == 1 + 2 * v.stages + 4
+    # every barrier is invalidated: kv_bar, ready/empty per stage, dq_full/dq_free x 2, and
+    # ds_full/ds_free x 2 where the warpgroups exchange dS
+    assert rec["ptx_counts"]["mbarrier.inval"] == 1 + 2 * v.stages + 4 + 4 * v.dq_shared
+    # one reduce-add per query tile (boxes of 32 columns) instead of one per warpgroup
+    assert rec["ptx_counts"]["cp.reduce.async.bulk.tensor"] == d // 32 * (1 if v.dq_shared else 2)
     assert rec["shared"] <= 227 * 1024
     assert rec["spill_store_bytes"] == 0 and rec["spill_load_bytes"] == 0, rec["ptxas_v"]
     # 7 descriptors (CUtensorMap + 3 shape + 3 stride each), 5 scalars, 2 hidden pointers

@@ -54,6 +54,30 @@ def _rcp_approx(x):
 
 
 @gluon.jit
+def _rcp_newton(x):
+    # 1/x for x >= 1 on the FMA pipe: an integer-subtract first guess (within ~12%) and two
+    # Newton steps (error squares each step: ~2e-4 relative, below half an fp16 ulp). Frees
+    # the MUFU unit, which ex2 + rcp per score element would otherwise saturate.
+    y = gl.inline_asm_elementwise("sub.s32 $0, 0x7EF311C7, $1;", "=r,r", [x], dtype=gl.float32,
+                                  is_pure=True, pack=1)
+    y = gl.fma(y, gl.fma(-x, y, 1.0), y)
+    return gl.fma(y, gl.fma(-x, y, 1.0), y)
+
+
+@gluon.jit
+def _sigmoid_t(st, neg_scale_log2e, neg_bias_log2e, RCP_NEWTON: gl.constexpr):
+    """Pᵀ = sigmoid(scale·Sᵀ + bias) = 1 / (1 + 2^(−(scale·Sᵀ + bias)·log2 e))."""
+    if RCP_NEWTON:
+        # 2^100 caps the denominator so the integer guess stays a positive normal float;
+        # P = 2^-100 instead of 0 is far below any rounding.
+        e = gl.exp2(gl.minimum(st * neg_scale_log2e + neg_bias_log2e, 100.0))
+        return _rcp_newton(1.0 + e)
+    else:
+        # 2^(+big) = inf gives exactly 0.
+        return _rcp_approx(1.0 + gl.exp2(st * neg_scale_log2e + neg_bias_log2e))
+
+
+@gluon.jit
 def _tile_coords(it, n_m, h_kv, kv_group, BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr):
     """Iteration `it` walks query head hq (of the GQA group of h_kv), query block m."""
     hq = h_kv * kv_group + it // n_m
@@ -88,7 +112,7 @@ def _producer(q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, 
 
 
 @gluon.jit
-def _dq_writer(dq_desc, dq_smem, dq_full, dq_free, T_Q, kv_group):
+def _dq_writer(dq_desc, dq_smem, dq_full, dq_free, T_Q, kv_group, DQ_SHARED: gl.constexpr):
     BLOCK_M: gl.constexpr = dq_desc.block_type.shape[1]
     HEAD_DIM: gl.constexpr = dq_desc.block_type.shape[2]
     h_kv = gl.program_id(1)
@@ -96,21 +120,30 @@ def _dq_writer(dq_desc, dq_smem, dq_full, dq_free, T_Q, kv_group):
     n_m = gl.cdiv(T_Q, BLOCK_M)
     for it in range(kv_group * n_m):
         row, col = _tile_coords(it, n_m, h_kv, kv_group, BLOCK_M, HEAD_DIM)
-        mbarrier.wait(dq_full.index(0), it & 1)
-        tma.async_atomic_add(dq_desc, [b, row, col], dq_smem.index(0))
-        mbarrier.wait(dq_full.index(1), it & 1)
-        tma.async_atomic_add(dq_desc, [b, row, col], dq_smem.index(1))
-        # Bulk groups retire in order: <= 1 pending means buffer 0 has been read.
-        tma.store_wait(1)
-        mbarrier.arrive(dq_free.index(0), count=1)
-        tma.store_wait(0)
-        mbarrier.arrive(dq_free.index(1), count=1)
+        if DQ_SHARED:
+            # One tile over all 128 keys per query tile, in buffer it % 2.
+            p = it % 2
+            mbarrier.wait(dq_full.index(p), (it // 2) & 1)
+            tma.async_atomic_add(dq_desc, [b, row, col], dq_smem.index(p))
+            tma.store_wait(0)
+            mbarrier.arrive(dq_free.index(p), count=1)
+        else:
+            mbarrier.wait(dq_full.index(0), it & 1)
+            tma.async_atomic_add(dq_desc, [b, row, col], dq_smem.index(0))
+            mbarrier.wait(dq_full.index(1), it & 1)
+            tma.async_atomic_add(dq_desc, [b, row, col], dq_smem.index(1))
+            # Bulk groups retire in order: <= 1 pending means buffer 0 has been read.
+            tma.store_wait(1)
+            mbarrier.arrive(dq_free.index(0), count=1)
+            tma.store_wait(0)
+            mbarrier.arrive(dq_free.index(1), count=1)
 
 
 @gluon.jit
 def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
-              empty, dq_full, dq_free, T_Q, T_K, kv_group, scale, neg_scale_log2e,
-              neg_bias_log2e, WG: gl.constexpr, NUM_STAGES: gl.constexpr):
+              empty, dq_full, dq_free, ds_full, ds_free, T_Q, T_K, kv_group, scale,
+              neg_scale_log2e, neg_bias_log2e, WG: gl.constexpr, NUM_STAGES: gl.constexpr,
+              RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr):
     BLOCK_M: gl.constexpr = q_smem.shape[2]
     HEAD_DIM: gl.constexpr = q_smem.shape[3]
     HALF_N: gl.constexpr = k_smem.shape[2]
@@ -129,7 +162,8 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
     k_w = k_smem.index(WG).reshape([HALF_N, HEAD_DIM])
     v_w = v_smem.index(WG).reshape([HALF_N, HEAD_DIM])
     ds_w = ds_smem.index(WG)
-    dq_buf = dq_smem.index(WG).reshape([BLOCK_M, HEAD_DIM])
+    k0 = k_smem.index(0).reshape([HALF_N, HEAD_DIM])
+    k1 = k_smem.index(1).reshape([HALF_N, HEAD_DIM])
     dk = gl.zeros([HALF_N, HEAD_DIM], gl.float32, acc_layout)
     dv = gl.zeros([HALF_N, HEAD_DIM], gl.float32, acc_layout)
     DQ_CHUNK: gl.constexpr = 64
@@ -141,8 +175,10 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
     key_ok = gl.expand_dims(keys < T_K, 1)
     key_tail = key0 + HALF_N > T_K
     n_m = gl.cdiv(T_Q, BLOCK_M)
+    DQ_SPLIT_COLS: gl.constexpr = HEAD_DIM == 2 * DQ_CHUNK
     mbarrier.wait(kv_bar, 0)
-    for it in range(kv_group * n_m):
+    n_it = kv_group * n_m
+    for it in range(n_it):
         s = it % NUM_STAGES
         ph = (it // NUM_STAGES) & 1
         row = (it % n_m) * BLOCK_M
@@ -153,36 +189,82 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
         dpt = warpgroup_mma(v_w, do.permute((1, 0)), s_zero, use_acc=False, is_async=True)
         # wgmma groups retire in order: <= 1 outstanding means Sᵀ is done; P overlaps dPᵀ.
         st = warpgroup_mma_wait(1, deps=(st, ))
-        # sigmoid(x) = 1 / (1 + 2^(-x·log2 e)); 2^(+big) = inf gives exactly 0.
-        pt = _rcp_approx(1.0 + gl.exp2(st * neg_scale_log2e + neg_bias_log2e))
+        pt = _sigmoid_t(st, neg_scale_log2e, neg_bias_log2e, RCP_NEWTON)
         if key_tail or row + BLOCK_M > T_Q:
             qs = row + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, s_layout))
             pt = gl.where(key_ok & gl.expand_dims(qs < T_Q, 0), pt, 0.0)
         dpt = warpgroup_mma_wait(0, deps=(dpt, ))
         dst = (dpt * (pt - pt * pt) * scale).to(dtype)
-        # dS for dQ = dS·K_w: the A operand must be [queries, keys], so it goes through shared
-        # memory and is read back transposed. The previous tile's dQ wgmma has retired (waited
-        # below), so ds_w is free.
-        ds_w.store(dst)
-        fence_async_shared()
+        # dS for dQ = dS·K: the A operand must be [queries, keys], so it goes through shared
+        # memory and is read back transposed.
+        if DQ_SHARED:
+            # Buffer pair p = it % 2 was last read by both warpgroups' dQ of tile it - 2.
+            p = it % 2
+            pph = (it // 2) & 1
+            mbarrier.wait(ds_free.index(p), pph ^ 1)
+            ds_smem.index(2 * p + WG).store(dst)
+            fence_async_shared()
+            mbarrier.arrive(ds_full.index(p), count=1)
+        else:
+            # The previous tile's dQ wgmma has retired (waited below), so ds_w is free.
+            ds_w.store(dst)
+            fence_async_shared()
         dv = warpgroup_mma(gl.convert_layout(pt.to(dtype), a_layout), do, dv, is_async=True)
         dk = warpgroup_mma(gl.convert_layout(dst, a_layout), q, dk, is_async=True)
         dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
         mbarrier.arrive(empty.index(s), count=1)  # Q and dO of this slot are no longer read
-        # dQ_w = dS·K_w in column chunks of 64 (32 fp32 registers each, not 64 at D = 128):
-        # with dK and dV (128 registers) always live, more in flight makes ptxas serialize
-        # every wgmma of the kernel.
-        ds_t = ds_w.permute((1, 0))
-        # dq_buf is free once the writer's TMA has read the previous tile out of it.
-        mbarrier.wait(dq_free.index(WG), (it & 1) ^ 1)
-        for c in gl.static_range(HEAD_DIM // DQ_CHUNK):
-            dq = warpgroup_mma(ds_t, k_w.slice(c * DQ_CHUNK, DQ_CHUNK, dim=1), dq_zero,
-                               use_acc=False, is_async=True)
-            dq = warpgroup_mma_wait(0, deps=(dq, ))
-            dq_buf.slice(c * DQ_CHUNK, DQ_CHUNK, dim=1).store(dq)
-        fence_async_shared()
-        mbarrier.arrive(dq_full.index(WG), count=1)
+        if DQ_SHARED:
+            # One dQ tile over all 128 keys: dQ = dS_0·K_0 + dS_1·K_1, then one reduce-add.
+            mbarrier.wait(ds_full.index(p), pph)
+            ds0_t = ds_smem.index(2 * p).permute((1, 0))
+            ds1_t = ds_smem.index(2 * p + 1).permute((1, 0))
+            dq_buf = dq_smem.index(p).reshape([BLOCK_M, HEAD_DIM])
+            if DQ_SPLIT_COLS:
+                # Each warpgroup computes half of dQ's columns (64 at D = 128).
+                c0: gl.constexpr = WG * DQ_CHUNK
+                dq = warpgroup_mma(ds0_t, k0.slice(c0, DQ_CHUNK, dim=1), dq_zero,
+                                   use_acc=False, is_async=True)
+                dq = warpgroup_mma(ds1_t, k1.slice(c0, DQ_CHUNK, dim=1), dq, is_async=True)
+                dq = warpgroup_mma_wait(0, deps=(dq, ))
+                mbarrier.arrive(ds_free.index(p), count=1)
+                mbarrier.wait(dq_free.index(p), pph ^ 1)
+                dq_buf.slice(c0, DQ_CHUNK, dim=1).store(dq)
+                fence_async_shared()
+                mbarrier.arrive(dq_full.index(p), count=1)
+            else:
+                # D = 64 has no column half that a 128-byte-swizzled K tile can give wgmma:
+                # warpgroup p computes the whole tile, so the two alternate tiles.
+                if p == WG:
+                    mbarrier.wait(dq_free.index(p), pph ^ 1)
+                    for c in gl.static_range(HEAD_DIM // DQ_CHUNK):
+                        dq = warpgroup_mma(ds0_t, k0.slice(c * DQ_CHUNK, DQ_CHUNK, dim=1),
+                                           dq_zero, use_acc=False, is_async=True)
+                        dq = warpgroup_mma(ds1_t, k1.slice(c * DQ_CHUNK, DQ_CHUNK, dim=1), dq,
+                                           is_async=True)
+                        dq = warpgroup_mma_wait(0, deps=(dq, ))
+                        dq_buf.slice(c * DQ_CHUNK, DQ_CHUNK, dim=1).store(dq)
+                    fence_async_shared()
+                    mbarrier.arrive(dq_full.index(p), count=1)
+                mbarrier.arrive(ds_free.index(p), count=1)
+        else:
+            # dQ_w = dS·K_w in column chunks of 64 (32 fp32 registers each, not 64 at D = 128):
+            # with dK and dV (128 registers) always live, more in flight makes ptxas serialize
+            # every wgmma of the kernel.
+            ds_t = ds_w.permute((1, 0))
+            dq_buf = dq_smem.index(WG).reshape([BLOCK_M, HEAD_DIM])
+            # dq_buf is free once the writer's TMA has read the previous tile out of it.
+            mbarrier.wait(dq_free.index(WG), (it & 1) ^ 1)
+            for c in gl.static_range(HEAD_DIM // DQ_CHUNK):
+                dq = warpgroup_mma(ds_t, k_w.slice(c * DQ_CHUNK, DQ_CHUNK, dim=1), dq_zero,
+                                   use_acc=False, is_async=True)
+                dq = warpgroup_mma_wait(0, deps=(dq, ))
+                dq_buf.slice(c * DQ_CHUNK, DQ_CHUNK, dim=1).store(dq)
+            fence_async_shared()
+            mbarrier.arrive(dq_full.index(WG), count=1)
 
+    if DQ_SHARED:
+        # The other warpgroup reads K_w for dQ: its last ds_free arrive says it no longer does.
+        mbarrier.wait(ds_free.index((n_it - 1) % 2), ((n_it - 1) // 2) & 1)
     # Epilogue: only this warpgroup ever read K_w, V_w, and all its wgmmas have retired.
     k_buf = k_smem.index(WG)
     v_buf = v_smem.index(WG)
@@ -196,29 +278,35 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
 
 @gluon.jit
 def _consumer0(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
-               empty, dq_full, dq_free, T_Q, T_K, kv_group, scale, neg_scale_log2e,
-               neg_bias_log2e, NUM_STAGES: gl.constexpr):
+               empty, dq_full, dq_free, ds_full, ds_free, T_Q, T_K, kv_group, scale,
+               neg_scale_log2e, neg_bias_log2e, NUM_STAGES: gl.constexpr,
+               RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr):
     _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
-              empty, dq_full, dq_free, T_Q, T_K, kv_group, scale, neg_scale_log2e,
-              neg_bias_log2e, 0, NUM_STAGES)
+              empty, dq_full, dq_free, ds_full, ds_free, T_Q, T_K, kv_group, scale,
+              neg_scale_log2e, neg_bias_log2e, 0, NUM_STAGES, RCP_NEWTON, DQ_SHARED)
 
 
 @gluon.jit
 def _consumer1(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
-               empty, dq_full, dq_free, T_Q, T_K, kv_group, scale, neg_scale_log2e,
-               neg_bias_log2e, NUM_STAGES: gl.constexpr):
+               empty, dq_full, dq_free, ds_full, ds_free, T_Q, T_K, kv_group, scale,
+               neg_scale_log2e, neg_bias_log2e, NUM_STAGES: gl.constexpr,
+               RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr):
     _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
-              empty, dq_full, dq_free, T_Q, T_K, kv_group, scale, neg_scale_log2e,
-              neg_bias_log2e, 1, NUM_STAGES)
+              empty, dq_full, dq_free, ds_full, ds_free, T_Q, T_K, kv_group, scale,
+              neg_scale_log2e, neg_bias_log2e, 1, NUM_STAGES, RCP_NEWTON, DQ_SHARED)
 
 
 @gluon.jit
 def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv_desc, T_Q, T_K,
                            kv_group, scale, bias_value, NUM_STAGES: gl.constexpr,
-                           CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr):
+                           CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
+                           RCP_NEWTON: gl.constexpr = False, DQ_SHARED: gl.constexpr = False):
     """grid (cdiv(T_K, 2 * k_desc.block_type.shape[1]), H_KV, B), num_warps=4 (consumer 0).
     q/do: rank 3 [B, T_Q, H*D], box [1, BLOCK_M, D]; dq: the same in fp32 (reduce-add target,
-    zeroed); k/v/dk/dv: [B, T_K, H_KV*D], box [1, 64, D]. kv_group = H / H_KV."""
+    zeroed); k/v/dk/dv: [B, T_K, H_KV*D], box [1, 64, D]. kv_group = H / H_KV.
+    RCP_NEWTON: 1/(1 + e) on the FMA pipe instead of MUFU.RCP. DQ_SHARED: the warpgroups
+    exchange dS (double-buffered ds_smem[parity, warpgroup], ds_full/ds_free) and reduce-add
+    one dQ tile over all 128 keys per query tile instead of one per warpgroup."""
     BLOCK_M: gl.constexpr = q_desc.block_type.shape[1]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[2]
     HALF_N: gl.constexpr = k_desc.block_type.shape[1]
@@ -234,7 +322,8 @@ def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv
     v_smem = gl.allocate_shared_memory(dtype, [2] + v_desc.block_type.shape, v_desc.layout)
     ds_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16,
                                                    rank=2)
-    ds_smem = gl.allocate_shared_memory(dtype, [2, HALF_N, BLOCK_M], ds_layout)
+    ds_smem = gl.allocate_shared_memory(dtype, [4 if DQ_SHARED else 2, HALF_N, BLOCK_M],
+                                        ds_layout)
     dq_smem = gl.allocate_shared_memory(gl.float32, [2] + dq_desc.block_type.shape,
                                         dq_desc.layout)
     kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
@@ -242,27 +331,38 @@ def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv
     empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     dq_full = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     dq_free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    if DQ_SHARED:
+        ds_full = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+        ds_free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    else:  # unused placeholders
+        ds_full = dq_full
+        ds_free = dq_free
     mbarrier.init(kv_bar, count=1)
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=2)  # one arrive per consumer warpgroup
+    # DQ_SHARED at D = 128: both warpgroups write half of each dQ tile's columns.
+    DQ_WRITERS: gl.constexpr = 2 if DQ_SHARED and HEAD_DIM == 128 else 1
     for i in gl.static_range(2):
-        mbarrier.init(dq_full.index(i), count=1)
+        mbarrier.init(dq_full.index(i), count=DQ_WRITERS)
         mbarrier.init(dq_free.index(i), count=1)
+        if DQ_SHARED:
+            mbarrier.init(ds_full.index(i), count=2)
+            mbarrier.init(ds_free.index(i), count=2)
     fence_async_shared()  # barrier inits visible to the async proxy (TMA) before any use
 
     neg_scale_log2e = -scale * LOG2E
     neg_bias_log2e = -bias_value * LOG2E
     gl.warp_specialize([
         (_consumer0, (dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar,
-                      ready, empty, dq_full, dq_free, T_Q, T_K, kv_group, scale, neg_scale_log2e,
-                      neg_bias_log2e, NUM_STAGES)),
+                      ready, empty, dq_full, dq_free, ds_full, ds_free, T_Q, T_K, kv_group, scale,
+                      neg_scale_log2e, neg_bias_log2e, NUM_STAGES, RCP_NEWTON, DQ_SHARED)),
         (_consumer1, (dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar,
-                      ready, empty, dq_full, dq_free, T_Q, T_K, kv_group, scale, neg_scale_log2e,
-                      neg_bias_log2e, NUM_STAGES)),
+                      ready, empty, dq_full, dq_free, ds_full, ds_free, T_Q, T_K, kv_group, scale,
+                      neg_scale_log2e, neg_bias_log2e, NUM_STAGES, RCP_NEWTON, DQ_SHARED)),
         (_producer, (q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, kv_bar,
                      ready, empty, T_Q, kv_group, NUM_STAGES)),
-        (_dq_writer, (dq_desc, dq_smem, dq_full, dq_free, T_Q, kv_group)),
+        (_dq_writer, (dq_desc, dq_smem, dq_full, dq_free, T_Q, kv_group, DQ_SHARED)),
     ], [4, 1, 1], [CONSUMER_REGS, PRODUCER_REGS, PRODUCER_REGS])
 
     # Every partition has joined: no TMA, wgmma or arrive is in flight on these barriers.
@@ -273,3 +373,6 @@ def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv
     for i in gl.static_range(2):
         mbarrier.invalidate(dq_full.index(i))
         mbarrier.invalidate(dq_free.index(i))
+        if DQ_SHARED:
+            mbarrier.invalidate(ds_full.index(i))
+            mbarrier.invalidate(ds_free.index(i))

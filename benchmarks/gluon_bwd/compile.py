@@ -50,14 +50,20 @@ CHECKS = ["wgmma.mma_async", "wgmma.wait_group", "cp.async.bulk.tensor",
           "rcp.approx.ftz.f32", "fence.proxy.async", "bar.sync"]
 REQUIRED = ["wgmma.mma_async", "cp.async.bulk.tensor", "cp.reduce.async.bulk.tensor",
             "setmaxnreg", "mbarrier.try_wait", "mbarrier.inval", "ex2.approx",
-            "rcp.approx.ftz.f32", "fence.proxy.async"]
+            "fence.proxy.async"]
 
 
 class Variant:
     def __init__(self, dtype, head_dim, block_m=64, stages=2, consumer_regs=240,
-                 producer_regs=24):
+                 producer_regs=24, rcp_newton=False, dq_shared=False):
         self.dtype, self.head_dim, self.block_m, self.stages = dtype, head_dim, block_m, stages
         self.consumer_regs, self.producer_regs = consumer_regs, producer_regs
+        self.rcp_newton, self.dq_shared = rcp_newton, dq_shared
+
+    @property
+    def required(self):
+        # MUFU.RCP only where the reciprocal is not computed on the FMA pipe
+        return REQUIRED + ([] if self.rcp_newton else ["rcp.approx.ftz.f32"])
 
     @property
     def block_n(self):
@@ -66,11 +72,20 @@ class Variant:
     @property
     def name(self):
         return (f"gbwd_{self.dtype}_d{self.head_dim}_m{self.block_m}_n{self.block_n}"
-                f"_s{self.stages}")
+                f"_s{self.stages}" + ("_nr" if self.rcp_newton else "")
+                + ("_dqx" if self.dq_shared else ""))
+
+
+# Candidates beside the baseline: _nr computes 1/(1 + e) with Newton steps on the FMA pipe
+# (one MUFU op per score instead of two); _dqx exchanges dS between the warpgroups and
+# reduce-adds one dQ tile over all 128 keys per query tile (half the dQ traffic).
+CANDIDATES = [dict(rcp_newton=True), dict(dq_shared=True), dict(rcp_newton=True, dq_shared=True)]
 
 
 def variants():
-    return [Variant(dt, d) for dt in ("bf16", "fp16") for d in (128, 64)]
+    # _nr_dqx at D = 128 spills (40 B: the Newton temporaries beside dK, dV, dPᵀ in flight).
+    return [Variant(dt, d, **kw) for dt in ("bf16", "fp16") for d in (128, 64)
+            for kw in [{}] + CANDIDATES if d == 64 or kw != CANDIDATES[-1]]
 
 
 def signature(v: Variant):
@@ -84,9 +99,11 @@ def signature(v: Variant):
     sig = {"q_desc": q_t, "k_desc": kv_t, "v_desc": kv_t, "do_desc": q_t, "dq_desc": dq_t,
            "dk_desc": kv_t, "dv_desc": kv_t, "T_Q": "i32", "T_K": "i32", "kv_group": "i32",
            "scale": "fp32", "bias_value": "fp32", "NUM_STAGES": "constexpr",
-           "CONSUMER_REGS": "constexpr", "PRODUCER_REGS": "constexpr"}
+           "CONSUMER_REGS": "constexpr", "PRODUCER_REGS": "constexpr",
+           "RCP_NEWTON": "constexpr", "DQ_SHARED": "constexpr"}
     constexprs = {"NUM_STAGES": v.stages, "CONSUMER_REGS": v.consumer_regs,
-                  "PRODUCER_REGS": v.producer_regs}
+                  "PRODUCER_REGS": v.producer_regs, "RCP_NEWTON": v.rcp_newton,
+                  "DQ_SHARED": v.dq_shared}
     return sig, constexprs
 
 
@@ -127,7 +144,7 @@ def compile_variant(v: Variant, out_dir: Path, with_ptxas=True):
     params = _entry_params(ptx, md.name)
     layout = _classify(params, [(n, t) for n, t in sig.items() if t != "constexpr"], 3)
     counts = {c: ptx.count(c) for c in CHECKS}
-    missing = [c for c in REQUIRED if counts[c] == 0]
+    missing = [c for c in v.required if counts[c] == 0]
     tdm = getattr(md, "tensordesc_meta", None)
     tdm = [dict(m) for m in tdm] if tdm else None
     (out_dir / f"{v.name}.cubin").write_bytes(k.asm["cubin"])
@@ -137,7 +154,8 @@ def compile_variant(v: Variant, out_dir: Path, with_ptxas=True):
         "dtype": v.dtype, "cu_tensor_dtype": CU_DTYPE[v.dtype], "elem_bytes": 2,
         "head_dim": v.head_dim, "block_m": v.block_m, "block_n": v.block_n,
         "num_stages": v.stages, "consumer_regs": v.consumer_regs,
-        "producer_regs": v.producer_regs, "num_warps": md.num_warps,
+        "producer_regs": v.producer_regs, "rcp_newton": v.rcp_newton,
+        "dq_shared": v.dq_shared, "num_warps": md.num_warps,
         "threads": 32 * md.num_warps, "shared": md.shared,
         "descs": [n for n, t in sig.items() if t.startswith("tensordesc")],
         "params": layout, "tensordesc_meta": tdm,
