@@ -26,6 +26,10 @@ def test_cpp_client_runs_scripted_model(tmp_path):
     # and turns bad input into a c10::Error naming the argument
     assert "direct C++ API (sigmoid_attn::forward) vs the dispatcher op on cpu: bitwise MATCH" \
         in r.stdout
+    assert ("direct C++ API on a negated view (Tensor::is_neg) vs its values on cpu: "
+            "bitwise MATCH") in r.stdout, r.stdout[-3000:]
+    assert ("direct C++ API refuses an input that requires grad (c10::Error): "
+            "sigmoid_attn::forward: q requires grad") in r.stdout, r.stdout[-3000:]
     assert "direct C++ API into a buffer (sigmoid_attn::forward_out) on cpu: bitwise MATCH" \
         in r.stdout
     assert ("direct C++ API rejects bad input as it should (c10::Error): sigmoid_attention: "

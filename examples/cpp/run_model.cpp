@@ -63,6 +63,26 @@ int main(int argc, char** argv) {
   std::printf("direct C++ API into a buffer (sigmoid_attn::forward_out) on %s: %s\n",
               x.device().str().c_str(), same_out ? "bitwise MATCH" : "MISMATCH");
   if (!same_out) return 1;
+  // A lazily negated view (Tensor::is_neg: the memory of q, read as -q) gives -q's output.
+  const bool neg_same = at::equal(sigmoid_attn::forward(at::_neg_view(q), k, v),
+                                  sigmoid_attn::forward(q.neg(), k, v));
+  std::printf("direct C++ API on a negated view (Tensor::is_neg) vs its values on %s: %s\n",
+              x.device().str().c_str(), neg_same ? "bitwise MATCH" : "MISMATCH");
+  if (!neg_same) return 1;
+  // With grad mode on, an input that requires grad is refused: its gradient would be lost.
+  {
+    c10::InferenceMode not_inference(false);
+    at::AutoGradMode grad_on(true);
+    const at::Tensor qg = at::randn({2, 37, 4, 64}, opts).requires_grad_(true);
+    try {
+      sigmoid_attn::forward(qg, k.clone(), v.clone());
+      std::printf("direct C++ API accepted an input that requires grad: MISMATCH\n");
+      return 1;
+    } catch (const c10::Error& e) {
+      std::printf("direct C++ API refuses an input that requires grad (c10::Error): %s\n",
+                  e.what_without_backtrace());
+    }
+  }
   // Bad input: a c10::Error naming the argument, as from Python.
   try {
     sigmoid_attn::forward(q, k.narrow(3, 0, 32), v);
