@@ -26,9 +26,11 @@ def _load(name, file):
     return mod
 
 
-# the baseline, and the dS-exchange candidates at both head dims (D = 64 with Newton 1/x)
+# the baseline, the dS-exchange candidates at both head dims (D = 64 with Newton 1/x), dQ one
+# tile late (D = 128) and queued behind dV, dK with a 3-stage ring (D = 64)
 NAMES = ["gbwd_bf16_d128_m64_n128_s2", "gbwd_fp16_d64_m64_n128_s2",
-         "gbwd_bf16_d128_m64_n128_s2_dqx", "gbwd_fp16_d64_m64_n128_s2_nr_dqx"]
+         "gbwd_bf16_d128_m64_n128_s2_dqx", "gbwd_fp16_d64_m64_n128_s2_nr_dqx",
+         "gbwd_bf16_d128_m64_n128_s2_dqx_dqd", "gbwd_bf16_d64_m64_n128_s3_dqx_dqo"]
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +60,8 @@ def test_gluon_backward_schedule_in_ptx(compiled, name):
     assert re.search(r"wgmma\.mma_async\.sync\.aligned\.m64n64k16\.f32", ptx)
     assert re.search(rf"wgmma\.mma_async\.sync\.aligned\.m64n{d}k16\.f32", ptx)
     assert "wgmma.wait_group.sync.aligned 1" in ptx  # P is computed while dPᵀ runs
+    # dQ queued behind dV, dK: those two retire (<= 2 groups left) before dQ does
+    assert ("wgmma.wait_group.sync.aligned 2" in ptx) == (v.dq_issue and v.head_dim == 128)
     assert "cp.async.bulk.tensor.3d.shared::cta.global.mbarrier::complete_tx::bytes" in ptx
     assert "cp.async.bulk.tensor.3d.global.shared::cta" in ptx  # dK, dV stores
     assert re.search(r"cp\.reduce\.async\.bulk\.tensor\.3d\.global\.shared::cta\.add", ptx)
@@ -91,3 +95,12 @@ def test_runner_packs_compiled_kernels(compiled, capsys):
     r = _load("gluon_bwd_runner", "run_on_device.py")
     r.dry_run(json.loads((out / "variants.json").read_text())["variants"], out)
     assert "dry run OK" in capsys.readouterr().out
+
+
+def test_dq_cast_compiles_vectorized(tmp_path):
+    c = _load("gluon_bwd_compile", "compile.py")
+    rec = c.compile_cast("bf16", tmp_path)
+    ptx = (tmp_path / rec["cubin"]).with_suffix(".ptx").read_text()
+    assert "ld.global.L1::evict_first.L2::cache_hint.v4.b32" in ptx  # 16-byte loads
+    assert "cvt.rn.bf16" in ptx  # round to nearest even, as torch's .to()
+    assert rec["n_params"] >= 3 and rec["threads"] == 256

@@ -38,6 +38,8 @@ Barriers (kv_bar, ready/empty[NUM_STAGES], dq_full/dq_free[2]) have their own al
 are invalidated after the warp_specialize region joins. T_Q ≥ 1 and T_K ≥ 1 are preconditions.
 """
 
+import triton
+import triton.language as tl
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
@@ -140,10 +142,96 @@ def _dq_writer(dq_desc, dq_smem, dq_full, dq_free, T_Q, kv_group, DQ_SHARED: gl.
 
 
 @gluon.jit
+def _dq_issue_split(ds_smem, k0, k1, ds_full, dq_zero, j, WG: gl.constexpr,
+                    DQ_CHUNK: gl.constexpr):
+    """D = 128 with dS exchanged: waits for both warpgroups' dSᵀ of query tile j and issues this
+    warpgroup's 64 columns of dQ = dS_0·K_0 + dS_1·K_1 (two async wgmma groups)."""
+    p = j % 2
+    mbarrier.wait(ds_full.index(p), (j // 2) & 1)
+    c0: gl.constexpr = WG * DQ_CHUNK
+    dq = warpgroup_mma(ds_smem.index(2 * p).permute((1, 0)), k0.slice(c0, DQ_CHUNK, dim=1),
+                       dq_zero, use_acc=False, is_async=True)
+    return warpgroup_mma(ds_smem.index(2 * p + 1).permute((1, 0)),
+                         k1.slice(c0, DQ_CHUNK, dim=1), dq, is_async=True)
+
+
+@gluon.jit
+def _dq_store_split(dq, dq_smem, ds_free, dq_free, dq_full, j, WG: gl.constexpr,
+                    DQ_CHUNK: gl.constexpr):
+    """dQ of tile j has retired: release the dSᵀ pair, stage the columns for the writer."""
+    p = j % 2
+    pph = (j // 2) & 1
+    mbarrier.arrive(ds_free.index(p), count=1)
+    BLOCK_M: gl.constexpr = dq_smem.shape[2]
+    HEAD_DIM: gl.constexpr = dq_smem.shape[3]
+    mbarrier.wait(dq_free.index(p), pph ^ 1)
+    dq_smem.index(p).reshape([BLOCK_M, HEAD_DIM]).slice(WG * DQ_CHUNK, DQ_CHUNK,
+                                                        dim=1).store(dq)
+    fence_async_shared()
+    mbarrier.arrive(dq_full.index(p), count=1)
+
+
+@gluon.jit
+def _tile_deferred(it, dk, dv, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem, dq_smem, ready, empty,
+                   dq_full, dq_free, ds_full, ds_free, T_Q, n_m, key_ok, key_tail, scale,
+                   neg_scale_log2e, neg_bias_log2e, s_zero, dq_zero, WG: gl.constexpr,
+                   NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr, WITH_PREV: gl.constexpr):
+    """One query tile with the previous tile's dQ queued once this tile's dSᵀ is computed
+    (DQ_ISSUE = 2, D = 128): the partner warpgroup's dSᵀ of tile it - 1 is waited for a whole
+    tile after it was written, so the two warpgroups may drift apart by up to a tile (one's P
+    under the other's wgmmas) instead of meeting at every tile. Queuing dQ behind Sᵀ, dPᵀ
+    instead (P computed under two wgmmas) needs 224 accumulator registers: ptxas serializes
+    every wgmma and spills 392 B."""
+    BLOCK_M: gl.constexpr = q_smem.shape[2]
+    HEAD_DIM: gl.constexpr = q_smem.shape[3]
+    DQ_CHUNK: gl.constexpr = dq_zero.shape[1]
+    s_layout: gl.constexpr = s_zero.type.layout
+    acc_layout: gl.constexpr = dk.type.layout
+    a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
+    dtype: gl.constexpr = q_smem.dtype
+    s = it % NUM_STAGES
+    ph = (it // NUM_STAGES) & 1
+    row = (it % n_m) * BLOCK_M
+    mbarrier.wait(ready.index(s), ph)
+    q = q_smem.index(s).reshape([BLOCK_M, HEAD_DIM])
+    do = do_smem.index(s).reshape([BLOCK_M, HEAD_DIM])
+    st = warpgroup_mma(k_w, q.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+    dpt = warpgroup_mma(v_w, do.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+    st = warpgroup_mma_wait(1, deps=(st, ))
+    pt = _sigmoid_t(st, neg_scale_log2e, neg_bias_log2e, RCP_NEWTON)
+    if key_tail or row + BLOCK_M > T_Q:
+        qs = row + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, s_layout))
+        pt = gl.where(key_ok & gl.expand_dims(qs < T_Q, 0), pt, 0.0)
+    dpt = warpgroup_mma_wait(0, deps=(dpt, ))
+    dst = (dpt * (pt - pt * pt) * scale).to(dtype)
+    pt = pt.to(dtype)
+    # dSᵀ pair p was last read by both warpgroups' dQ of tile it - 2 (issued in tile it - 1).
+    p = it % 2
+    mbarrier.wait(ds_free.index(p), ((it // 2) & 1) ^ 1)
+    ds_smem.index(2 * p + WG).store(dst)
+    fence_async_shared()
+    mbarrier.arrive(ds_full.index(p), count=1)
+    dv = warpgroup_mma(gl.convert_layout(pt, a_layout), do, dv, is_async=True)
+    dk = warpgroup_mma(gl.convert_layout(dst, a_layout), q, dk, is_async=True)
+    if WITH_PREV:
+        # Sᵀ, dPᵀ are dead: dQ's 32 accumulator registers fit beside dK, dV (queued ahead of
+        # them, or with Sᵀ, dPᵀ live, ptxas spills 212 B and more).
+        dq = _dq_issue_split(ds_smem, k0, k1, ds_full, dq_zero, it - 1, WG, DQ_CHUNK)
+        dv, dk = warpgroup_mma_wait(2, deps=(dv, dk))
+        mbarrier.arrive(empty.index(s), count=1)  # Q and dO of this slot are no longer read
+        dq = warpgroup_mma_wait(0, deps=(dq, ))
+        _dq_store_split(dq, dq_smem, ds_free, dq_free, dq_full, it - 1, WG, DQ_CHUNK)
+    else:
+        dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
+        mbarrier.arrive(empty.index(s), count=1)
+    return dk, dv
+
+
+@gluon.jit
 def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
               empty, dq_full, dq_free, ds_full, ds_free, T_Q, T_K, kv_group, scale,
               neg_scale_log2e, neg_bias_log2e, WG: gl.constexpr, NUM_STAGES: gl.constexpr,
-              RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr):
+              RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr, DQ_ISSUE: gl.constexpr):
     BLOCK_M: gl.constexpr = q_smem.shape[2]
     HEAD_DIM: gl.constexpr = q_smem.shape[3]
     HALF_N: gl.constexpr = k_smem.shape[2]
@@ -178,7 +266,23 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
     DQ_SPLIT_COLS: gl.constexpr = HEAD_DIM == 2 * DQ_CHUNK
     mbarrier.wait(kv_bar, 0)
     n_it = kv_group * n_m
-    for it in range(n_it):
+    if DQ_ISSUE == 2:
+        gl.static_assert(DQ_SHARED and DQ_SPLIT_COLS, "deferred dQ needs the D = 128 exchange")
+        # tile 0 is peeled (no previous dQ); the last tile's dQ runs after the loop
+        dk, dv = _tile_deferred(0, dk, dv, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem, dq_smem,
+                                ready, empty, dq_full, dq_free, ds_full, ds_free, T_Q, n_m,
+                                key_ok, key_tail, scale, neg_scale_log2e, neg_bias_log2e, s_zero,
+                                dq_zero, WG, NUM_STAGES, RCP_NEWTON, False)
+        for it in range(1, n_it):
+            dk, dv = _tile_deferred(it, dk, dv, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem,
+                                    dq_smem, ready, empty, dq_full, dq_free, ds_full, ds_free,
+                                    T_Q, n_m, key_ok, key_tail, scale, neg_scale_log2e,
+                                    neg_bias_log2e, s_zero, dq_zero, WG, NUM_STAGES, RCP_NEWTON,
+                                    True)
+        dq = _dq_issue_split(ds_smem, k0, k1, ds_full, dq_zero, n_it - 1, WG, DQ_CHUNK)
+        dq = warpgroup_mma_wait(0, deps=(dq, ))
+        _dq_store_split(dq, dq_smem, ds_free, dq_free, dq_full, n_it - 1, WG, DQ_CHUNK)
+    for it in range(n_it if DQ_ISSUE != 2 else 0):
         s = it % NUM_STAGES
         ph = (it // NUM_STAGES) & 1
         row = (it % n_m) * BLOCK_M
@@ -211,9 +315,36 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
             fence_async_shared()
         dv = warpgroup_mma(gl.convert_layout(pt.to(dtype), a_layout), do, dv, is_async=True)
         dk = warpgroup_mma(gl.convert_layout(dst, a_layout), q, dk, is_async=True)
-        dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
-        mbarrier.arrive(empty.index(s), count=1)  # Q and dO of this slot are no longer read
-        if DQ_SHARED:
+        if DQ_ISSUE == 1 and DQ_SPLIT_COLS:
+            # dQ queued right behind dV and dK: no drain of the wgmma pipe between them
+            dq = _dq_issue_split(ds_smem, k0, k1, ds_full, dq_zero, it, WG, DQ_CHUNK)
+            dv, dk = warpgroup_mma_wait(2, deps=(dv, dk))
+            mbarrier.arrive(empty.index(s), count=1)
+            dq = warpgroup_mma_wait(0, deps=(dq, ))
+            _dq_store_split(dq, dq_smem, ds_free, dq_free, dq_full, it, WG, DQ_CHUNK)
+        elif DQ_ISSUE == 1:
+            # D = 64: warpgroup p computes the whole tile, queued behind its dV and dK. Only it
+            # waits for the partner's dSᵀ: the other one reads no dSᵀ of this tile, so its
+            # ds_free arrive may come early (the phase completes with the reader's).
+            if p == WG:
+                mbarrier.wait(ds_full.index(p), pph)
+                dq_buf = dq_smem.index(p).reshape([BLOCK_M, HEAD_DIM])
+                dq = warpgroup_mma(ds_smem.index(2 * p).permute((1, 0)), k0, dq_zero,
+                                   use_acc=False, is_async=True)
+                dq = warpgroup_mma(ds_smem.index(2 * p + 1).permute((1, 0)), k1, dq,
+                                   is_async=True)
+                mbarrier.wait(dq_free.index(p), pph ^ 1)
+                dq = warpgroup_mma_wait(0, deps=(dq, ))
+                dq_buf.store(dq)
+                fence_async_shared()
+                mbarrier.arrive(dq_full.index(p), count=1)
+            dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
+            mbarrier.arrive(empty.index(s), count=1)
+            mbarrier.arrive(ds_free.index(p), count=1)
+        else:
+            dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
+            mbarrier.arrive(empty.index(s), count=1)  # Q and dO of this slot are no longer read
+        if DQ_SHARED and DQ_ISSUE == 0:
             # One dQ tile over all 128 keys: dQ = dS_0·K_0 + dS_1·K_1, then one reduce-add.
             mbarrier.wait(ds_full.index(p), pph)
             ds0_t = ds_smem.index(2 * p).permute((1, 0))
@@ -246,7 +377,7 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
                     fence_async_shared()
                     mbarrier.arrive(dq_full.index(p), count=1)
                 mbarrier.arrive(ds_free.index(p), count=1)
-        else:
+        elif not DQ_SHARED:
             # dQ_w = dS·K_w in column chunks of 64 (32 fp32 registers each, not 64 at D = 128):
             # with dK and dV (128 registers) always live, more in flight makes ptxas serialize
             # every wgmma of the kernel.
@@ -280,33 +411,36 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
 def _consumer0(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
                empty, dq_full, dq_free, ds_full, ds_free, T_Q, T_K, kv_group, scale,
                neg_scale_log2e, neg_bias_log2e, NUM_STAGES: gl.constexpr,
-               RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr):
+               RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr, DQ_ISSUE: gl.constexpr):
     _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
               empty, dq_full, dq_free, ds_full, ds_free, T_Q, T_K, kv_group, scale,
-              neg_scale_log2e, neg_bias_log2e, 0, NUM_STAGES, RCP_NEWTON, DQ_SHARED)
+              neg_scale_log2e, neg_bias_log2e, 0, NUM_STAGES, RCP_NEWTON, DQ_SHARED, DQ_ISSUE)
 
 
 @gluon.jit
 def _consumer1(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
                empty, dq_full, dq_free, ds_full, ds_free, T_Q, T_K, kv_group, scale,
                neg_scale_log2e, neg_bias_log2e, NUM_STAGES: gl.constexpr,
-               RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr):
+               RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr, DQ_ISSUE: gl.constexpr):
     _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
               empty, dq_full, dq_free, ds_full, ds_free, T_Q, T_K, kv_group, scale,
-              neg_scale_log2e, neg_bias_log2e, 1, NUM_STAGES, RCP_NEWTON, DQ_SHARED)
+              neg_scale_log2e, neg_bias_log2e, 1, NUM_STAGES, RCP_NEWTON, DQ_SHARED, DQ_ISSUE)
 
 
 @gluon.jit
 def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv_desc, T_Q, T_K,
                            kv_group, scale, bias_value, NUM_STAGES: gl.constexpr,
                            CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-                           RCP_NEWTON: gl.constexpr = False, DQ_SHARED: gl.constexpr = False):
+                           RCP_NEWTON: gl.constexpr = False, DQ_SHARED: gl.constexpr = False,
+                           DQ_ISSUE: gl.constexpr = 0):
     """grid (cdiv(T_K, 2 * k_desc.block_type.shape[1]), H_KV, B), num_warps=4 (consumer 0).
     q/do: rank 3 [B, T_Q, H*D], box [1, BLOCK_M, D]; dq: the same in fp32 (reduce-add target,
     zeroed); k/v/dk/dv: [B, T_K, H_KV*D], box [1, 64, D]. kv_group = H / H_KV.
     RCP_NEWTON: 1/(1 + e) on the FMA pipe instead of MUFU.RCP. DQ_SHARED: the warpgroups
     exchange dS (double-buffered ds_smem[parity, warpgroup], ds_full/ds_free) and reduce-add
-    one dQ tile over all 128 keys per query tile instead of one per warpgroup."""
+    one dQ tile over all 128 keys per query tile instead of one per warpgroup. DQ_ISSUE (with
+    DQ_SHARED): 0 dQ after dV, dK retire; 1 dQ queued right behind dV, dK; 2 (D = 128) dQ of
+    tile i queued ahead of dV, dK of tile i + 1."""
     BLOCK_M: gl.constexpr = q_desc.block_type.shape[1]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[2]
     HALF_N: gl.constexpr = k_desc.block_type.shape[1]
@@ -356,10 +490,12 @@ def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv
     gl.warp_specialize([
         (_consumer0, (dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar,
                       ready, empty, dq_full, dq_free, ds_full, ds_free, T_Q, T_K, kv_group, scale,
-                      neg_scale_log2e, neg_bias_log2e, NUM_STAGES, RCP_NEWTON, DQ_SHARED)),
+                      neg_scale_log2e, neg_bias_log2e, NUM_STAGES, RCP_NEWTON, DQ_SHARED,
+                      DQ_ISSUE)),
         (_consumer1, (dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar,
                       ready, empty, dq_full, dq_free, ds_full, ds_free, T_Q, T_K, kv_group, scale,
-                      neg_scale_log2e, neg_bias_log2e, NUM_STAGES, RCP_NEWTON, DQ_SHARED)),
+                      neg_scale_log2e, neg_bias_log2e, NUM_STAGES, RCP_NEWTON, DQ_SHARED,
+                      DQ_ISSUE)),
         (_producer, (q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, kv_bar,
                      ready, empty, T_Q, kv_group, NUM_STAGES)),
         (_dq_writer, (dq_desc, dq_smem, dq_full, dq_free, T_Q, kv_group, DQ_SHARED)),
@@ -376,3 +512,13 @@ def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv
         if DQ_SHARED:
             mbarrier.invalidate(ds_full.index(i))
             mbarrier.invalidate(ds_free.index(i))
+
+
+@triton.jit
+def dq_cast(src, dst, n, BLOCK: tl.constexpr):
+    """dQ = dQ_acc cast to the output dtype (round to nearest even, as torch's .to()): one
+    launch of cdiv(n, BLOCK) programs, 16-byte fp32 loads. n < 2^31 (checked by the caller)."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    x = tl.load(src + offs, mask=mask, eviction_policy="evict_first")
+    tl.store(dst + offs, x.to(dst.dtype.element_ty), mask=mask)

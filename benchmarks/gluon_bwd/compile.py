@@ -29,7 +29,8 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.experimental.gluon import language as gl  # noqa: E402
 from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
 
-from sigmoid_attn_bwd_gluon import sigmoid_attn_bwd_gluon  # noqa: E402
+from sigmoid_attn_bwd_gluon import dq_cast, sigmoid_attn_bwd_gluon  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
 
 # The PTX parameter parser and classifier are the forward probe's (same descriptor ABI).
 _spec = importlib.util.spec_from_file_location("gluon_fwd_compile",
@@ -55,10 +56,10 @@ REQUIRED = ["wgmma.mma_async", "cp.async.bulk.tensor", "cp.reduce.async.bulk.ten
 
 class Variant:
     def __init__(self, dtype, head_dim, block_m=64, stages=2, consumer_regs=240,
-                 producer_regs=24, rcp_newton=False, dq_shared=False):
+                 producer_regs=24, rcp_newton=False, dq_shared=False, dq_issue=0):
         self.dtype, self.head_dim, self.block_m, self.stages = dtype, head_dim, block_m, stages
         self.consumer_regs, self.producer_regs = consumer_regs, producer_regs
-        self.rcp_newton, self.dq_shared = rcp_newton, dq_shared
+        self.rcp_newton, self.dq_shared, self.dq_issue = rcp_newton, dq_shared, dq_issue
 
     @property
     def required(self):
@@ -73,7 +74,7 @@ class Variant:
     def name(self):
         return (f"gbwd_{self.dtype}_d{self.head_dim}_m{self.block_m}_n{self.block_n}"
                 f"_s{self.stages}" + ("_nr" if self.rcp_newton else "")
-                + ("_dqx" if self.dq_shared else ""))
+                + ("_dqx" if self.dq_shared else "") + ("", "_dqo", "_dqd")[self.dq_issue])
 
 
 # Candidates beside the baseline: _nr computes 1/(1 + e) with Newton steps on the FMA pipe
@@ -82,10 +83,19 @@ class Variant:
 CANDIDATES = [dict(rcp_newton=True), dict(dq_shared=True), dict(rcp_newton=True, dq_shared=True)]
 
 
+# On top of _dqx: _dqo queues dQ right behind dV, dK (no wgmma drain between them); _dqd
+# (D = 128) queues tile i's dQ behind tile i + 1's Sᵀ, dPᵀ, so P is computed under two wgmmas
+# and the partner's dSᵀ is waited for a tile later; _s3 (D = 64) a 3-stage Q/dO ring.
+DQX_CANDIDATES = {128: [dict(dq_issue=1), dict(dq_issue=2)],
+                  64: [dict(dq_issue=1), dict(stages=3), dict(stages=3, dq_issue=1)]}
+
+
 def variants():
     # _nr_dqx at D = 128 spills (40 B: the Newton temporaries beside dK, dV, dPᵀ in flight).
-    return [Variant(dt, d, **kw) for dt in ("bf16", "fp16") for d in (128, 64)
-            for kw in [{}] + CANDIDATES if d == 64 or kw != CANDIDATES[-1]]
+    out = [Variant(dt, d, **kw) for dt in ("bf16", "fp16") for d in (128, 64)
+           for kw in [{}] + CANDIDATES if d == 64 or kw != CANDIDATES[-1]]
+    return out + [Variant(dt, d, dq_shared=True, **kw) for dt in ("bf16", "fp16")
+                  for d in (128, 64) for kw in DQX_CANDIDATES[d]]
 
 
 def signature(v: Variant):
@@ -100,10 +110,10 @@ def signature(v: Variant):
            "dk_desc": kv_t, "dv_desc": kv_t, "T_Q": "i32", "T_K": "i32", "kv_group": "i32",
            "scale": "fp32", "bias_value": "fp32", "NUM_STAGES": "constexpr",
            "CONSUMER_REGS": "constexpr", "PRODUCER_REGS": "constexpr",
-           "RCP_NEWTON": "constexpr", "DQ_SHARED": "constexpr"}
+           "RCP_NEWTON": "constexpr", "DQ_SHARED": "constexpr", "DQ_ISSUE": "constexpr"}
     constexprs = {"NUM_STAGES": v.stages, "CONSUMER_REGS": v.consumer_regs,
                   "PRODUCER_REGS": v.producer_regs, "RCP_NEWTON": v.rcp_newton,
-                  "DQ_SHARED": v.dq_shared}
+                  "DQ_SHARED": v.dq_shared, "DQ_ISSUE": v.dq_issue}
     return sig, constexprs
 
 
@@ -155,7 +165,7 @@ def compile_variant(v: Variant, out_dir: Path, with_ptxas=True):
         "head_dim": v.head_dim, "block_m": v.block_m, "block_n": v.block_n,
         "num_stages": v.stages, "consumer_regs": v.consumer_regs,
         "producer_regs": v.producer_regs, "rcp_newton": v.rcp_newton,
-        "dq_shared": v.dq_shared, "num_warps": md.num_warps,
+        "dq_shared": v.dq_shared, "dq_issue": v.dq_issue, "num_warps": md.num_warps,
         "threads": 32 * md.num_warps, "shared": md.shared,
         "descs": [n for n, t in sig.items() if t.startswith("tensordesc")],
         "params": layout, "tensordesc_meta": tdm,
@@ -173,9 +183,36 @@ def compile_variant(v: Variant, out_dir: Path, with_ptxas=True):
     return rec, missing
 
 
+CAST_BLOCK = 4096  # elements per program of dq_cast (8 warps: 16 fp32 per thread)
+
+
+def compile_cast(dtype: str, out_dir: Path):
+    """The fp32 -> dtype cast of the dQ accumulator, as the library would launch it."""
+    name = f"dq_cast_{dtype}"
+    sig = {"src": "*fp32", "dst": f"*{dtype}", "n": "i32", "BLOCK": "constexpr"}
+    # Both pointers 16-byte aligned and n a multiple of 16 (n = B·T·H·D, D >= 64): 16-byte
+    # vector loads and 8-byte stores.
+    div16 = [["tt.divisibility", 16]]
+    src = ASTSource(fn=dq_cast, signature=sig, constexprs={"BLOCK": CAST_BLOCK},
+                    attrs={(0, ): div16, (1, ): div16, (2, ): div16})
+    k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
+    ptx = k.asm["ptx"]
+    (out_dir / f"{name}.cubin").write_bytes(k.asm["cubin"])
+    (out_dir / f"{name}.ptx").write_text(ptx)
+    n_params = len(_entry_params(ptx, k.metadata.name))
+    if n_params < 3:
+        raise RuntimeError(f"{name}: {n_params} PTX parameters, expected src, dst, n (+hidden)")
+    return {"name": name, "entry": k.metadata.name, "cubin": f"{name}.cubin", "dtype": dtype,
+            "num_warps": k.metadata.num_warps, "threads": 32 * k.metadata.num_warps,
+            "shared": k.metadata.shared, "block": CAST_BLOCK, "n_params": n_params,
+            "global_scratch_size": int(getattr(k.metadata, "global_scratch_size", 0) or 0),
+            "profile_scratch_size": int(getattr(k.metadata, "profile_scratch_size", 0) or 0)}
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="")
+    ap.add_argument("--only", default="",
+                    help="comma-separated substrings of variant names (any matches)")
     ap.add_argument("--out-dir", type=Path, default=HERE / "build")
     args = ap.parse_args()
     if triton.__version__ != PINNED:
@@ -184,8 +221,9 @@ def main():
     out_dir = args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     recs, bad = [], []
+    subs = [x for x in args.only.split(",") if x] or [""]
     for v in variants():
-        if args.only and args.only not in v.name:
+        if not any(x in v.name for x in subs):
             continue
         try:
             rec, missing = compile_variant(v, out_dir)
@@ -203,8 +241,9 @@ def main():
               + (f"  MISSING {missing}" if missing else ""))
         if missing or rec.get("spill_store_bytes"):
             bad.append(v.name)
+    casts = [compile_cast(dt, out_dir) for dt in sorted({r["dtype"] for r in recs})]
     (out_dir / "variants.json").write_text(json.dumps(
-        {"triton": triton.__version__, "arch": 90, "variants": recs}, indent=1))
+        {"triton": triton.__version__, "arch": 90, "variants": recs, "casts": casts}, indent=1))
     print(f"wrote {len(recs)} variants to {out_dir}/variants.json")
     if bad:
         print(f"FAILED/INCOMPLETE: {bad}", file=sys.stderr)

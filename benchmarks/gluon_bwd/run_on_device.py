@@ -1,7 +1,7 @@
 """Run the ahead-of-time compiled Gluon sigmoid-attention backward on the GPU, without Triton.
 
-    python3 benchmarks/gluon_bwd/run_on_device.py [--build-dir DIR] [--only S1,S2] [--skip S] [--quick]
-                                                  [--stress N] [--no-bench]
+    python3 benchmarks/gluon_bwd/run_on_device.py [--build-dir DIR] [--only S1,S2] [--skip S]
+        [--quick] [--stress N] [--no-bench] [--dtypes bf16] [--cases 128:4096,64:4096]
     python3 benchmarks/gluon_bwd/run_on_device.py --dry-run     # CPU: argument packing only
 
 Loads build/<variant>.cubin through the CUDA driver API (ctypes; the driver wrapper is the
@@ -137,6 +137,45 @@ class Kernel:
         return run
 
 
+class Finisher:
+    """What the library does around the kernel: cuMemsetD32Async zeroes dQ_acc, and one launch
+    of the ahead-of-time compiled dq_cast (triton_src/sigmoid_attn_bwd_gluon.py) writes dQ in
+    the output dtype. torch's .zero_() and .to() (the runner's 'full') allocate and dispatch
+    through ATen on the host; this is the floor a C++ launcher would pay."""
+
+    def __init__(self, drv, rec, build_dir):
+        self.drv, self.rec = drv, rec
+        self.mod, self.fn, self.attrs = drv.load((build_dir / rec["cubin"]).read_bytes(),
+                                                 rec["entry"], int(rec["shared"]))
+        if rec["global_scratch_size"] or rec["profile_scratch_size"]:
+            raise RuntimeError(f"{rec['name']}: needs global/profile scratch")
+        L = drv.lib
+        # CUresult cuMemsetD32Async(CUdeviceptr dstDevice, unsigned int ui, size_t N, CUstream)
+        L.cuMemsetD32Async.restype = ctypes.c_int
+        L.cuMemsetD32Async.argtypes = [ctypes.c_uint64, ctypes.c_uint, ctypes.c_size_t,
+                                       ctypes.c_void_p]
+
+    def prepare(self, acc, out):
+        n = acc.numel()
+        if n >= 2**31 or n % 16 or acc.data_ptr() % 16 or out.data_ptr() % 16:
+            raise RuntimeError(f"dq_cast needs n < 2^31, n % 16 == 0 and 16-byte aligned "
+                               f"pointers (n={n})")
+        objs = [ctypes.c_uint64(acc.data_ptr()), ctypes.c_uint64(out.data_ptr()),
+                ctypes.c_int32(n)] + [ctypes.c_uint64(0)] * (self.rec["n_params"] - 3)
+        arr = (ctypes.c_void_p * len(objs))(*[ctypes.addressof(o) for o in objs])
+        grid = (-(-n // self.rec["block"]), 1, 1)
+        acc_ptr, drv, fn, threads = acc.data_ptr(), self.drv, self.fn, self.rec["threads"]
+
+        def zero(stream):
+            drv.check(drv.lib.cuMemsetD32Async(acc_ptr, 0, n, ctypes.c_void_p(stream)),
+                      "cuMemsetD32Async")
+
+        def cast(stream):
+            drv.launch(fn, grid, threads, 0, stream, arr)
+        zero.keep = cast.keep = (objs, arr)
+        return zero, cast
+
+
 # ----------------------------------------------------------------------------------------------
 # GPU checks and timing
 # ----------------------------------------------------------------------------------------------
@@ -185,7 +224,8 @@ def guarded(torch, shape, dtype, fill, guard=4096):
 
 
 def guards_intact(torch, flat, guard=4096):
-    return bool(torch.isnan(flat[:guard].float()).all() and torch.isnan(flat[-guard:].float()).all())
+    return bool(torch.isnan(flat[:guard].float()).all()
+                and torch.isnan(flat[-guard:].float()).all())
 
 
 def reference_grads(torch, q, k, v, do, scale, bias):
@@ -267,7 +307,7 @@ def time_fn(torch, fn, reps, warmup=3):
     return ts[len(ts) // 2]
 
 
-def bench_case(torch, kernels, B, T, H, D, dtype, reps):
+def bench_case(torch, kernels, B, T, H, D, dtype, reps, finisher=None):
     g = torch.Generator(device=DEVICE).manual_seed(1)
     q, k, v, do = (torch.randn(B, T, H, D, device=DEVICE, generator=g).to(dtype)
                    for _ in range(4))
@@ -291,6 +331,21 @@ def bench_case(torch, kernels, B, T, H, D, dtype, reps):
             row["gluon"][kern.name] = {"ms_kernel": ms_kernel, "ms": ms_full,
                                        "tflops_kernel": flops / ms_kernel / 1e9,
                                        "tflops": flops / ms_full / 1e9}
+            if finisher is not None:
+                dq_out = torch.empty(B, T, H, D, device=DEVICE, dtype=dtype)
+                zero, cast = finisher.prepare(dq_acc, dq_out)
+
+                def lib():  # memset + kernel + dq_cast: three launches, no allocation
+                    zero(stream)
+                    run(stream)
+                    cast(stream)
+                ms_lib = time_fn(torch, lib, reps)
+                # the cast kernel rounds as torch does: its dQ is torch's, bit for bit
+                same = bool(torch.equal(dq_out, dq_acc.to(dtype)))
+                row["gluon"][kern.name].update({"ms_lib": ms_lib, "tflops_lib": flops / ms_lib
+                                                / 1e9, "cast_matches_torch": same})
+                if not same:
+                    raise RuntimeError("dq_cast output differs from torch's .to()")
         except Exception as e:  # noqa: BLE001
             row["gluon"][kern.name] = {"error": f"{type(e).__name__}: {e}"}
             if not context_alive(torch):
@@ -360,6 +415,11 @@ def main():
     ap.add_argument("--stress", type=int, default=50,
                     help="repeat each bf16 kernel N times, checking for NaN and that dK, "
                          "dV are bitwise repeatable")
+    ap.add_argument("--dtypes", default="bf16,fp16",
+                    help="comma-separated dtypes to check, stress and time")
+    ap.add_argument("--cases", default="",
+                    help="timed (head_dim:T) pairs, e.g. 128:4096,64:4096 (default: hd128 and "
+                         "hd64 at T = 1k, 4k, 16k; fp16 at 4k only)")
     ap.add_argument("--dry-run", action="store_true")
     args = ap.parse_args()
 
@@ -371,8 +431,9 @@ def main():
         return 2
     subs = [x for x in args.only.split(",") if x] or [""]
     skip = [x for x in args.skip.split(",") if x]
+    dtypes = [x for x in args.dtypes.split(",") if x]
     recs = [r for r in meta["variants"] if any(x in r["name"] for x in subs)
-            and not any(x in r["name"] for x in skip)]
+            and not any(x in r["name"] for x in skip) and r["dtype"] in dtypes]
     if not recs:
         print("SETUP ERROR: no variants selected", flush=True)
         return 2
@@ -403,6 +464,8 @@ def main():
             kern = Kernel(drv, rec, args.build_dir)
             print(f"  loaded {kern.name}: {kern.attrs}, dyn smem {kern.smem}", flush=True)
             kernels.append(kern)
+        finishers = {c["dtype"]: Finisher(drv, c, args.build_dir) for c in meta.get("casts", [])
+                     if c["dtype"] in dtypes}
     except Exception as e:  # noqa: BLE001
         traceback.print_exc()
         print(f"SETUP ERROR: {type(e).__name__}: {e}", flush=True)
@@ -488,22 +551,27 @@ def main():
 
     if not args.no_bench:
         print("\n== timing (median of CUDA events; TFLOPS = 2.5*4*B*H*T^2*D / t; 'full' adds "
-              "zeroing dQ_acc and the dQ cast) ==", flush=True)
+              "torch's dQ_acc.zero_() and .to(); 'lib' adds cuMemsetD32Async and the AOT "
+              "dq_cast kernel instead) ==", flush=True)
         reps = 10 if args.quick else 30
         cases = [(16, 1024, 16, 128), (4, 4096, 16, 128), (1, 16384, 16, 128),
                  (4, 4096, 32, 64), (1, 16384, 32, 64), (16, 1024, 32, 64)]
-        for dt_name in ("bf16", "fp16"):
+        picked = {tuple(int(x) for x in c.split(":")) for c in args.cases.split(",") if c}
+        if picked:  # B·T = 16384, H·D = 2048
+            cases = [(16384 // T, T, 2048 // D, D) for (D, T) in sorted(picked, reverse=True)]
+        for dt_name in [d for d in ("bf16", "fp16") if d in dtypes]:
             for (B, T, H, D) in cases:
                 if args.quick and (dt_name == "fp16" or (D == 64 and T != 4096)):
                     continue
-                if dt_name == "fp16" and T != 4096:
+                if dt_name == "fp16" and T != 4096 and not picked:
                     continue
                 ks = [k for k in kernels if k.rec["head_dim"] == D and k.rec["dtype"] == dt_name
                       and k.name not in failed]  # timed only once correct
                 if not ks:
                     continue
                 try:
-                    row = bench_case(torch, ks, B, T, H, D, tdt[dt_name], reps)
+                    row = bench_case(torch, ks, B, T, H, D, tdt[dt_name], reps,
+                                     finishers.get(dt_name))
                 except Exception as e:  # noqa: BLE001
                     traceback.print_exc()
                     print(f"  BENCH ABORTED: {e}", flush=True)
@@ -518,9 +586,12 @@ def main():
                         continue
                     ratio = (f" ({g['tflops_kernel'] / peer:.2f}x / {g['tflops'] / peer:.2f}x "
                              "cuDNN)") if peer else ""
+                    lib = (f"; lib {g['ms_lib']:.3f} ms {g['tflops_lib']:.0f} TFLOPS"
+                           + (f" ({g['tflops_lib'] / peer:.2f}x)" if peer else "")
+                           if "ms_lib" in g else "")
                     print(f"    {name}: kernel {g['ms_kernel']:.3f} ms "
                           f"{g['tflops_kernel']:.0f} TFLOPS; full {g['ms']:.3f} ms "
-                          f"{g['tflops']:.0f} TFLOPS{ratio}", flush=True)
+                          f"{g['tflops']:.0f} TFLOPS{ratio}{lib}", flush=True)
     return finish(result, 1 if n_fail else 0)
 
 
