@@ -16,6 +16,8 @@
 #                                                         # distributed training example
 #   bash benchmarks/gpu_check.sh serving                 # the serving example under load (carry
 #                                                         # .whl/serve: litserve and its stack)
+#   bash benchmarks/gpu_check.sh compat_suite            # triton-sigmoid's own tests through
+#                                                         # the compat module (TS_SUITE: its tests)
 #   bash benchmarks/gpu_check.sh stress                  # contention stress of the default
 #                                                         # forward: 8 processes, >= 20,000 calls
 #                                                         # of the hd128 dense kernel, fewer of
@@ -110,6 +112,10 @@ if has serving; then  # the serving example (LitServe, token-budget packed batch
     && export PYTHONPATH=/tmp/serve${PYTHONPATH:+:$PYTHONPATH}
   timeout "${SERVE_TIMEOUT:-420}" python3 examples/serving/bench.py --server-args "--size base" \
     --out-dir "$OUT/results/serving" ${SERVE_ARGS:-} 2>&1 | tee "$OUT/serving.log" | tail -30
+fi
+if has compat_suite; then  # triton-sigmoid's published tests against the compat module
+  timeout "${COMPAT_TIMEOUT:-300}" bash benchmarks/run_triton_sigmoid_suite.sh \
+    "${TS_SUITE:-.carry/ts_suite}" -n "${COMPAT_WORKERS:-8}"
 fi
 NGPU=$(python3 -c "import torch; print(torch.cuda.device_count())")
 if has cp; then  # context parallelism on every GPU of the machine (NCCL), then one GPU (P = 1)

@@ -29,6 +29,7 @@ from triton.experimental.gluon import language as gl  # noqa: E402
 from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
 
 from sigmoid_attn_fwd_gluon import sigmoid_attn_fwd_gluon  # noqa: E402
+from sigmoid_attn_fwd_gluon_persistent import sigmoid_attn_fwd_gluon_persistent  # noqa: E402
 
 PINNED = "3.8.0"
 DTYPES = {"bf16": gl.bfloat16, "fp16": gl.float16}
@@ -38,16 +39,26 @@ ELEM_BYTES = {"bf16": 2, "fp16": 2}
 
 
 class Variant:
+    """persistent=False: sigmoid_attn_fwd_gluon (grid (cdiv(T, BLOCK_M), H, B)), named gfwd_*;
+    persistent=True: sigmoid_attn_fwd_gluon_persistent (grid (programs,), always the overlap
+    schedule), named pfwd_*_{dense,causal,lens,causal_lens}."""
+
     def __init__(self, dtype, head_dim, block_m, block_n, stages, overlap, consumer_regs=240,
-                 producer_regs=24):
+                 producer_regs=24, persistent=False, causal=False, lengths=False):
         self.dtype, self.head_dim = dtype, head_dim
         self.block_m, self.block_n, self.stages, self.overlap = block_m, block_n, stages, overlap
         self.consumer_regs, self.producer_regs = consumer_regs, producer_regs
+        self.persistent, self.causal, self.lengths = persistent, causal, lengths
+        assert not (causal or lengths) or persistent
 
     @property
     def name(self):
-        return (f"gfwd_{self.dtype}_d{self.head_dim}_m{self.block_m}_n{self.block_n}"
-                f"_s{self.stages}_{'ov' if self.overlap else 'seq'}")
+        base = f"{self.dtype}_d{self.head_dim}_m{self.block_m}_n{self.block_n}_s{self.stages}"
+        if self.persistent:
+            mode = "_".join([w for w, on in (("causal", self.causal), ("lens", self.lengths))
+                             if on]) or "dense"
+            return f"pfwd_{base}_{mode}"
+        return f"gfwd_{base}_{'ov' if self.overlap else 'seq'}"
 
 
 def variants():
@@ -62,7 +73,16 @@ def variants():
     out.append(Variant("bf16", 128, 256, 64, 2, False))
     out.append(Variant("bf16", 64, 128, 128, 3, True))
     out.append(Variant("bf16", 64, 256, 64, 2, False))
+    # persistent (bf16): dense, causal, padded (seq lens), both
+    for d in (128, 64):
+        for causal, lengths in ((False, False), (True, False), (False, True), (True, True)):
+            out.append(Variant("bf16", d, 128, 128, 2, True, persistent=True, causal=causal,
+                               lengths=lengths))
     return out
+
+
+# What run_on_device.py --candidates runs: the persistent variants and their baselines.
+CANDIDATES = ("pfwd_", "gfwd_bf16_d128_m128_n128_s2_ov", "gfwd_bf16_d64_m128_n128_s2_ov")
 
 
 def _entry_params(ptx, entry):
@@ -116,7 +136,7 @@ def _classify(params, sig_names, tensordesc_rank):
                 i += 1
         else:
             p = params[i]
-            want = {"i32": 4, "fp32": 4, "i64": 8}[ty]
+            want = 8 if ty.startswith("*") else {"i32": 4, "fp32": 4, "i64": 8}[ty]
             if p["size"] != want:
                 raise RuntimeError(f"{name}: expected {want} bytes, got {p}")
             out.append(dict(p, role="scalar", arg=name, type=ty))
@@ -140,6 +160,8 @@ def compile_variant(v: Variant, out_dir: Path):
     rows = v.block_m // 2
     q_layout = gl.NVMMASharedLayout.get_default_for([1, rows, v.head_dim], ty)
     kv_layout = gl.NVMMASharedLayout.get_default_for([1, v.block_n, v.head_dim], ty)
+    if v.persistent:
+        return _compile_persistent(v, out_dir, ty, rows, q_layout, kv_layout)
     sig = {
         "q_desc": f"tensordesc<{v.dtype}[1,{rows},{v.head_dim}],{q_layout!r}>",
         "k_desc": f"tensordesc<{v.dtype}[1,{v.block_n},{v.head_dim}],{kv_layout!r}>",
@@ -157,6 +179,55 @@ def compile_variant(v: Variant, out_dir: Path):
     constexprs = {"NUM_STAGES": v.stages, "OVERLAP": v.overlap,
                   "CONSUMER_REGS": v.consumer_regs, "PRODUCER_REGS": v.producer_regs}
     src = GluonASTSource(fn=sigmoid_attn_fwd_gluon, signature=sig, constexprs=constexprs)
+    return _build(v, out_dir, src, sig)
+
+
+def _compile_persistent(v, out_dir, ty, rows, q_layout, kv_layout):
+    sig = {
+        "q_desc": f"tensordesc<{v.dtype}[1,{rows},{v.head_dim}],{q_layout!r}>",
+        "k_desc": f"tensordesc<{v.dtype}[1,{v.block_n},{v.head_dim}],{kv_layout!r}>",
+        "v_desc": f"tensordesc<{v.dtype}[1,{v.block_n},{v.head_dim}],{kv_layout!r}>",
+        "o_desc": f"tensordesc<{v.dtype}[1,{rows},{v.head_dim}],{q_layout!r}>",
+        "SEQ_LENS_Q": "*i32",
+        "SEQ_LENS_K": "*i32",
+        "T_Q": "i32",
+        "T_K": "i32",
+        "H": "i32",
+        "B": "i32",
+        "kv_group": "i32",
+        "scale": "fp32",
+        "bias_value": "fp32",
+        "NUM_STAGES": "constexpr",
+        "CAUSAL": "constexpr",
+        "HAS_LENGTHS": "constexpr",
+        "CONSUMER_REGS": "constexpr",
+        "PRODUCER_REGS": "constexpr",
+    }
+    constexprs = {"NUM_STAGES": v.stages, "CAUSAL": v.causal, "HAS_LENGTHS": v.lengths,
+                  "CONSUMER_REGS": v.consumer_regs, "PRODUCER_REGS": v.producer_regs}
+    src = GluonASTSource(fn=sigmoid_attn_fwd_gluon_persistent, signature=sig,
+                         constexprs=constexprs)
+    return _build(v, out_dir, src, sig)
+
+
+def _ptxas_v(ptx_path):
+    """Triton's bundled ptxas -v on the PTX: (registers, stack frame, spill stores, spill loads)."""
+    import subprocess
+    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    r = subprocess.run([str(ptxas), "-v", "--gpu-name", "sm_90a", str(ptx_path), "-o",
+                        os.devnull], capture_output=True, text=True)
+    txt = r.stdout + r.stderr
+    m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads",
+                  txt)
+    regs = re.search(r"Used (\d+) registers", txt)
+    if r.returncode or not m or not regs:
+        raise RuntimeError(f"ptxas -v failed on {ptx_path}: {txt[-500:]}")
+    return {"registers": int(regs.group(1)), "stack_frame": int(m.group(1)),
+            "spill_stores": int(m.group(2)), "spill_loads": int(m.group(3))}
+
+
+def _build(v, out_dir, src, sig):
+    rows = v.block_m // 2
     t0 = time.time()
     # 4 warps in the default partition; 3 warpgroups in all (384 threads) -> at most 168
     # registers per thread at launch; setmaxnreg moves them to the consumers.
@@ -177,12 +248,16 @@ def compile_variant(v: Variant, out_dir: Path):
     (out_dir / f"{v.name}.cubin").write_bytes(k.asm["cubin"])
     (out_dir / f"{v.name}.ptx").write_text(ptx)
     (out_dir / f"{v.name}.ttgir").write_text(k.asm["ttgir"])
+    ptxas = _ptxas_v(out_dir / f"{v.name}.ptx")
+    if ptxas["spill_stores"] or ptxas["spill_loads"] or ptxas["stack_frame"]:
+        missing = missing + [f"no spills ({ptxas})"]
     rec = {
         "name": v.name, "entry": entry, "cubin": f"{v.name}.cubin",
         "dtype": v.dtype, "cu_tensor_dtype": CU_DTYPE[v.dtype], "elem_bytes": ELEM_BYTES[v.dtype],
         "head_dim": v.head_dim, "block_m": v.block_m, "rows_per_warpgroup": rows,
         "block_n": v.block_n, "num_stages": v.stages, "overlap": v.overlap,
         "consumer_regs": v.consumer_regs, "producer_regs": v.producer_regs,
+        "persistent": v.persistent, "causal": v.causal, "lengths": v.lengths,
         "num_warps": md.num_warps, "threads": 32 * md.num_warps,
         "shared": md.shared,
         "params": layout,
@@ -194,6 +269,7 @@ def compile_variant(v: Variant, out_dir: Path):
         "ptx_counts": counts, "setmaxnreg": [f"{a} {n}" for a, n in maxnreg],
         "ptx_reqntid": re.findall(r"\.reqntid\s+([\d, ]+)", ptx),
         "ptx_maxnreg": re.findall(r"\.maxnreg\s+(\d+)", ptx),
+        "ptxas": ptxas,
         "compile_s": round(dt, 2), "triton": triton.__version__,
     }
     return rec, missing
@@ -202,6 +278,8 @@ def compile_variant(v: Variant, out_dir: Path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default="")
+    ap.add_argument("--candidates", action="store_true",
+                    help="only what run_on_device.py --candidates runs (CANDIDATES)")
     ap.add_argument("--out-dir", type=Path, default=HERE / "build")
     args = ap.parse_args()
     if triton.__version__ != PINNED:
@@ -212,6 +290,8 @@ def main():
     recs, bad = [], []
     for v in variants():
         if args.only and args.only not in v.name:
+            continue
+        if args.candidates and not any(v.name.startswith(c) for c in CANDIDATES):
             continue
         try:
             rec, missing = compile_variant(v, out_dir)
@@ -224,7 +304,7 @@ def main():
         print(f"{v.name}: {rec['compile_s']}s shared={rec['shared']} warps={rec['num_warps']} "
               f"setmaxnreg={rec['setmaxnreg']} wgmma={c['wgmma.mma_async']} "
               f"tma={c['cp.async.bulk.tensor']} inval={c['mbarrier.inval']} "
-              f"tanh={c['tanh.approx.f32']} bar.sync={c['bar.sync']}"
+              f"tanh={c['tanh.approx.f32']} bar.sync={c['bar.sync']} ptxas={rec['ptxas']}"
               + (f"  MISSING {missing}" if missing else ""))
         if missing:
             bad.append(v.name)

@@ -24,6 +24,9 @@ import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# run_on_device.py --candidates: the persistent variants and their non-persistent baselines
+# (compile.py's CANDIDATES; repeated here, the device has no Triton to import compile.py with).
+CANDIDATES = ("pfwd_", "gfwd_bf16_d128_m128_n128_s2_ov", "gfwd_bf16_d64_m128_n128_s2_ov")
 
 # ----------------------------------------------------------------------------------------------
 # CUDA driver API through ctypes
@@ -210,29 +213,39 @@ class Kernel:
             if m.get("is_im2col") or m.get("fp4_padded"):
                 raise RuntimeError(f"{self.name}: unsupported descriptor kind {m}")
 
-    def prepare(self, q, k, v, o, B, T, H, D, scale, bias):
+    def prepare(self, q, k, v, o, B, T, H, D, scale, bias, h_kv=None, seq_lens_q=0,
+                seq_lens_k=0, programs=132):
         """Encodes the four descriptors and packs every parameter; returns a launcher
-        closure. q/k/v/o: data pointers of contiguous [B, T, H, D] tensors."""
+        closure. q/o: data pointers of contiguous [B, T, H, D] tensors, k/v of [B, T, h_kv, D]
+        (h_kv = H unless given; GQA when smaller). Persistent variants: seq_lens_q/k are device
+        pointers to int32 [B] (0 when the variant has no lengths), the grid is
+        min(programs, tiles)."""
         rec = self.rec
         assert D == rec["head_dim"], (D, rec["head_dim"])
+        h_kv = H if h_kv is None else h_kv
+        assert H % h_kv == 0
         eb = rec["elem_bytes"]
-        # Gluon order (outermost first): [B, T, H*D], strides in elements
-        shape = [B, T, H * D]
-        strides = [T * H * D, H * D, 1]
+        # Gluon order (outermost first): [B, T, heads*D], strides in elements
+        shapes = {"q_desc": [B, T, H * D], "o_desc": [B, T, H * D],
+                  "k_desc": [B, T, h_kv * D], "v_desc": [B, T, h_kv * D]}
+        strides = {n: [T * sh[2], sh[2], 1] for n, sh in shapes.items()}
         keep = []
         values = {}
         for name, ptr in zip(self.descs, (q, k, v, o)):
             m = self.meta[name]
             blob = AlignedBlob(128, 64)
             box = list(reversed(m["block_size"]))       # innermost first
-            dims = list(reversed(shape))
-            sbytes = [s * eb for s in reversed(strides)][1:]
+            dims = list(reversed(shapes[name]))
+            sbytes = [s * eb for s in reversed(strides[name])][1:]
             self.drv.encode_tiled(blob, rec["cu_tensor_dtype"], ptr, dims, sbytes, box,
                                   m["swizzle"])
             values[name] = blob
             keep.append(blob)
-        scalars = {"T_K": ctypes.c_int32(T), "kv_group": ctypes.c_int32(1),
-                   "scale": ctypes.c_float(scale), "bias_value": ctypes.c_float(bias)}
+        scalars = {"T_K": ctypes.c_int32(T), "T_Q": ctypes.c_int32(T), "H": ctypes.c_int32(H),
+                   "B": ctypes.c_int32(B), "kv_group": ctypes.c_int32(H // h_kv),
+                   "scale": ctypes.c_float(scale), "bias_value": ctypes.c_float(bias),
+                   "SEQ_LENS_Q": ctypes.c_uint64(seq_lens_q),
+                   "SEQ_LENS_K": ctypes.c_uint64(seq_lens_k)}
         ptrs = []
         for p in rec["params"]:
             role = p["role"]
@@ -241,9 +254,9 @@ class Kernel:
                 ptrs.append(blob.addr)
                 continue
             if role == "desc_shape":
-                obj = ctypes.c_int32(shape[p["dim"]])
+                obj = ctypes.c_int32(shapes[p["arg"]][p["dim"]])
             elif role == "desc_stride":
-                obj = ctypes.c_int64(strides[p["dim"]])
+                obj = ctypes.c_int64(strides[p["arg"]][p["dim"]])
             elif role == "scalar":
                 obj = scalars[p["arg"]]
             elif role == "hidden_ptr":
@@ -256,7 +269,11 @@ class Kernel:
             ptrs.append(ctypes.addressof(obj))
         arr = (vp * len(ptrs))(*ptrs)
         keep.append(arr)
-        grid = (-(-T // rec["block_m"]), H, B)
+        n_m = -(-T // rec["block_m"])
+        if rec.get("persistent"):
+            grid = (max(1, min(programs, n_m * H * B)), 1, 1)
+        else:
+            grid = (n_m, H, B)
 
         def run(stream):
             self.drv.launch(self.fn, grid, self.threads, self.smem, stream, arr)
@@ -298,47 +315,143 @@ def wait_or_die(torch, what):
     torch.cuda.synchronize()  # surfaces asynchronous errors (illegal address, ...)
 
 
-def reference(torch, q, k, v, scale, bias):
-    """float64 sigmoid attention, [B, T, H, D] in and out, one (b, h) at a time."""
+def reference(torch, q, k, v, scale, bias, causal=False, lq=None, lk=None):
+    """float64 sigmoid attention, q [B, T, H, D], k/v [B, T, H_KV, D] in, [B, T, H, D] out:
+    keys j < lk[b] (and j <= i when causal), rows i >= lq[b] zero; bias: a float or [B]."""
     B, T, H, D = q.shape
-    out = torch.empty(B, T, H, D, dtype=torch.float64, device=q.device)
+    g = H // k.shape[2]
+    qq = q.double().permute(0, 2, 1, 3)                                   # B H T D
+    kk = k.double().repeat_interleave(g, dim=2).permute(0, 2, 1, 3)
+    vv = v.double().repeat_interleave(g, dim=2).permute(0, 2, 1, 3)
+    bias = torch.as_tensor(bias, dtype=torch.float64, device=q.device).reshape(-1, 1, 1, 1)
+    out = torch.empty(B, H, T, D, dtype=torch.float64, device=q.device)
+    idx = torch.arange(T, device=q.device)
     for b in range(B):
-        for h in range(H):
-            qq = q[b, :, h].double()
-            kk = k[b, :, h].double()
-            vv = v[b, :, h].double()
-            p = torch.sigmoid(qq @ kk.T * scale + bias)
-            out[b, :, h] = p @ vv
-    return out
+        s = qq[b] @ kk[b].transpose(-1, -2) * scale + bias[b if bias.numel() > 1 else 0]
+        keep = torch.ones(T, T, dtype=torch.bool, device=q.device)
+        if causal:
+            keep &= idx[None, :] <= idx[:, None]
+        if lk is not None:
+            keep &= idx[None, :] < lk[b]
+        p = torch.where(keep, torch.sigmoid(s), torch.zeros((), dtype=s.dtype, device=s.device))
+        ob = p @ vv[b]
+        if lq is not None:
+            ob[:, idx >= lq[b]] = 0
+        out[b] = ob
+    return out.permute(0, 2, 1, 3)
 
 
-def check_one(torch, kern, B, T, H, D, dtype, seed=0, std=1.0):
+def make_lengths(torch, B, T, gen_seed):
+    """Per-sequence lengths in [0, T] for a padded batch: the edges (0, 1, T) and random ones;
+    Lq and Lk differ."""
+    import random
+    r = random.Random(gen_seed)
+    lq = [r.randint(0, T) for _ in range(B)]
+    lk = [r.randint(1, T) for _ in range(B)]
+    lq[0], lk[0] = T, T
+    if B > 1:
+        lq[1], lk[1] = max(T - 1, 0), max(T // 2, 1)
+    if B > 2:
+        lq[2], lk[2] = 0, 1
+    return lq, lk
+
+
+def make_inputs(torch, B, T, H, H_KV, D, dtype, seed, std=1.0, lq=None, lk=None):
     g = torch.Generator(device=DEVICE).manual_seed(seed)
     q = (torch.randn(B, T, H, D, device=DEVICE, generator=g) * std).to(dtype)
-    k = (torch.randn(B, T, H, D, device=DEVICE, generator=g) * std).to(dtype)
-    v = torch.randn(B, T, H, D, device=DEVICE, generator=g).to(dtype)
+    k = (torch.randn(B, T, H_KV, D, device=DEVICE, generator=g) * std).to(dtype)
+    v = torch.randn(B, T, H_KV, D, device=DEVICE, generator=g).to(dtype)
+    if lq is not None:
+        # Padding: Q and K rows past the lengths are NaN (the masks must drop them); V rows
+        # past Lk are large and finite (any P != 0 there would show).
+        for b in range(B):
+            q[b, lq[b]:] = float("nan")
+            k[b, lk[b]:] = float("nan")
+            v[b, lk[b]:] = 1000.0
+    return q, k, v
+
+
+def check_one(torch, kern, B, T, H, D, dtype, seed=0, std=1.0, h_kv=None, programs=132):
+    rec = kern.rec
+    causal, lengths = bool(rec.get("causal")), bool(rec.get("lengths"))
+    h_kv = H if h_kv is None else h_kv
+    lq = lk = None
+    lens_t = None
+    if lengths:
+        lq, lk = make_lengths(torch, B, T, seed + T)
+        lens_t = torch.tensor(lq + lk, dtype=torch.int32, device=DEVICE)
+    q, k, v = make_inputs(torch, B, T, H, h_kv, D, dtype, seed, std, lq, lk)
     guard = 4096
     flat = torch.full((B * T * H * D + 2 * guard,), float("nan"), device=DEVICE, dtype=dtype)
     o = flat[guard:guard + B * T * H * D].view(B, T, H, D)
-    scale, bias = 1.0 / math.sqrt(D), -math.log(T)
-    run = kern.prepare(q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), B, T, H, D,
-                       scale, bias)
+    scale = 1.0 / math.sqrt(D)
+    if lengths:
+        bias = [-math.log(max(x, 1)) for x in lk]  # the library's default bias per sequence
+        run = kern.prepare(q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), B, T, H, D,
+                           scale, 0.0, h_kv=h_kv, seq_lens_q=lens_t.data_ptr(),
+                           seq_lens_k=lens_t.data_ptr() + 4 * B, programs=programs)
+    else:
+        bias = -math.log(T)
+        run = kern.prepare(q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), B, T, H, D,
+                           scale, bias, h_kv=h_kv, programs=programs)
     run(torch.cuda.current_stream().cuda_stream)
     wait_or_die(torch, f"{kern.name} B={B} T={T}")
-    ref = reference(torch, q, k, v, scale, bias)
+    ref = reference(torch, q, k, v, scale, bias, causal, lq, lk)
     of = o.double()
     finite = bool(torch.isfinite(of).all())
     n_nan = int((~torch.isfinite(of)).sum())
     guards_ok = bool(torch.isnan(flat[:guard].float()).all() and
                      torch.isnan(flat[-guard:].float()).all())
     err = (of - ref)
-    rel_l2 = float(err.norm() / ref.norm()) if finite else float("inf")
+    ref_norm = float(ref.norm())
+    rel_l2 = (float(err.norm() / ref_norm) if ref_norm > 0 else float(err.norm())) \
+        if finite else float("inf")
     max_abs = float(err.abs().max()) if finite else float("inf")
     ref_max = float(ref.abs().max())
-    ok = finite and guards_ok and rel_l2 < 2e-2 and max_abs < 5e-2 * ref_max
-    return {"variant": kern.name, "B": B, "T": T, "H": H, "D": D, "dtype": str(dtype),
-            "ok": ok, "finite": finite, "non_finite": n_nan, "guards_untouched": guards_ok,
-            "rel_l2": rel_l2, "max_abs": max_abs, "ref_max_abs": ref_max}
+    pad_zero = True
+    if lengths:  # rows past Lq: exactly zero
+        pad_zero = all(bool((o[b, lq[b]:] == 0).all()) for b in range(B))
+    ok = finite and guards_ok and pad_zero and rel_l2 < 2e-2 and \
+        max_abs <= max(5e-2 * ref_max, 1e-6)
+    return {"variant": kern.name, "B": B, "T": T, "H": H, "H_KV": h_kv, "D": D,
+            "dtype": str(dtype), "causal": causal, "lengths": [lq, lk] if lengths else None,
+            "grid": list(run.grid), "ok": ok, "finite": finite, "non_finite": n_nan,
+            "guards_untouched": guards_ok, "pad_rows_zero": pad_zero, "rel_l2": rel_l2,
+            "max_abs": max_abs, "ref_max_abs": ref_max}
+
+
+def stress(torch, kern, calls, programs, T_list=(1000, 4096), B=2, H=16):
+    """`calls` calls with fresh random inputs (and lengths); each launched twice on a
+    NaN-poisoned output: bitwise equal and finite."""
+    rec = kern.rec
+    D = rec["head_dim"]
+    lengths = bool(rec.get("lengths"))
+    stream = torch.cuda.current_stream().cuda_stream
+    n_bad = n_diff = 0
+    for i in range(calls):
+        T = T_list[i % len(T_list)]
+        lq = lk = None
+        lens_t = None
+        if lengths:
+            lq, lk = make_lengths(torch, B, T, 1000 + i)
+            lens_t = torch.tensor(lq + lk, dtype=torch.int32, device=DEVICE)
+        q, k, v = make_inputs(torch, B, T, H, H, D, torch.bfloat16, 100 + i, 0.5, lq, lk)
+        o = torch.empty_like(q)
+        kw = {"programs": programs}
+        if lengths:
+            kw.update(seq_lens_q=lens_t.data_ptr(), seq_lens_k=lens_t.data_ptr() + 4 * B)
+        run = kern.prepare(q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), B, T, H, D,
+                           1 / math.sqrt(D), -math.log(T), **kw)
+        o.fill_(float("nan"))
+        run(stream)
+        first = o.clone()
+        o.fill_(float("nan"))
+        run(stream)
+        wait_or_die(torch, f"stress {kern.name} call {i}")
+        n_bad += int(not bool(torch.isfinite(o).all()))
+        n_diff += int(not torch.equal(first, o))
+    return {"variant": kern.name, "calls": calls, "calls_with_non_finite": n_bad,
+            "calls_not_repeatable": n_diff}
 
 
 def time_fn(torch, fn, reps, warmup=3):
@@ -356,30 +469,44 @@ def time_fn(torch, fn, reps, warmup=3):
     return ts[len(ts) // 2]
 
 
-def bench_case(torch, kernels, B, T, H, D, dtype, reps):
+def bench_case(torch, kernels, B, T, H, D, dtype, reps, causal=False, lens=None, programs=132):
+    """Times `kernels` and SDPA cuDNN (causal when `causal`) on one shape. lens: (lq, lk) per
+    sequence for the padded rows (cuDNN then runs the dense shape: a reference, not a peer);
+    TFLOPS count the useful work only (causal: half; padded: sum Lq*Lk)."""
     g = torch.Generator(device=DEVICE).manual_seed(1)
     q = torch.randn(B, T, H, D, device=DEVICE, generator=g).to(dtype)
     k = torch.randn(B, T, H, D, device=DEVICE, generator=g).to(dtype)
     v = torch.randn(B, T, H, D, device=DEVICE, generator=g).to(dtype)
     o = torch.empty_like(q)
-    flops = 4.0 * B * H * T * T * D
+    flops = 4.0 * B * H * T * T * D * (0.5 if causal else 1.0)
+    kw = {"programs": programs}
+    if lens is not None:
+        lq, lk = lens
+        lens_t = torch.tensor(lq + lk, dtype=torch.int32, device=DEVICE)
+        kw.update(seq_lens_q=lens_t.data_ptr(), seq_lens_k=lens_t.data_ptr() + 4 * B)
+        flops = 4.0 * H * D * sum(a * c for a, c in zip(lq, lk))
     stream = torch.cuda.current_stream().cuda_stream
-    row = {"B": B, "T": T, "H": H, "D": D, "dtype": str(dtype), "gluon": {}}
+    row = {"B": B, "T": T, "H": H, "D": D, "dtype": str(dtype), "causal": causal,
+           "lens": list(lens) if lens else None, "programs": programs, "gluon": {}}
     for kern in kernels:
         try:
             run = kern.prepare(q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), B, T, H,
-                               D, 1.0 / math.sqrt(D), -math.log(T))
+                               D, 1.0 / math.sqrt(D), -math.log(T), **kw)
             ms = time_fn(torch, lambda: run(stream), reps)
-            row["gluon"][kern.name] = {"ms": ms, "tflops": flops / ms / 1e9}
+            row["gluon"][kern.name] = {"ms": ms, "tflops": flops / ms / 1e9,
+                                       "grid": list(run.grid)}
         except Exception as e:  # noqa: BLE001
             row["gluon"][kern.name] = {"error": f"{type(e).__name__}: {e}"}
             if not context_alive(torch):
                 raise RuntimeError(f"CUDA context lost after {kern.name}: {e}") from e
+    if lens is not None:
+        return row
     try:
         from torch.nn.attention import SDPBackend, sdpa_kernel
         qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))  # [B, H, T, D] views
         with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
-            f = lambda: torch.nn.functional.scaled_dot_product_attention(qt, kt, vt)  # noqa
+            f = lambda: torch.nn.functional.scaled_dot_product_attention(  # noqa: E731
+                qt, kt, vt, is_causal=causal)
             ms = time_fn(torch, f, reps)
         row["cudnn"] = {"ms": ms, "tflops": flops / ms / 1e9}
     except Exception as e:  # noqa: BLE001
@@ -393,7 +520,9 @@ def dry_run(recs, build_dir):
         kern = Kernel(drv, rec, build_dir)
         for (B, T, H, D) in [(2, 1000, 8, rec["head_dim"]), (1, 16384, 16, rec["head_dim"])]:
             run = kern.prepare(0x10000, 0x20000, 0x30000, 0x40000, B, T, H, D,
-                               1 / math.sqrt(D), -math.log(T))
+                               1 / math.sqrt(D), -math.log(T),
+                               seq_lens_q=0x50000 if rec.get("lengths") else 0,
+                               seq_lens_k=0x50000 + 4 * B if rec.get("lengths") else 0)
             run(0)
             arr = run.keep[-1]
             # Read every parameter back through the void* array, as cuLaunchKernel will.
@@ -405,8 +534,11 @@ def dry_run(recs, build_dir):
                     assert int.from_bytes(raw, "little") == [B, T, H * D][p["dim"]], p
                 elif p["role"] == "desc_stride":
                     assert int.from_bytes(raw, "little") == [T * H * D, H * D, 1][p["dim"]], p
-                elif p["role"] == "scalar" and p["arg"] in ("T_K", "kv_group"):
-                    want = T if p["arg"] == "T_K" else 1
+                elif p["role"] == "scalar" and p["arg"] in ("T_K", "T_Q", "H", "B", "kv_group"):
+                    want = {"T_K": T, "T_Q": T, "H": H, "B": B, "kv_group": 1}[p["arg"]]
+                    assert int.from_bytes(raw, "little") == want, p
+                elif p["role"] == "scalar" and p["arg"] == "SEQ_LENS_K":
+                    want = 0x50000 + 4 * B if rec.get("lengths") else 0
                     assert int.from_bytes(raw, "little") == want, p
                 elif p["role"] == "hidden_ptr":
                     assert raw == b"\0" * 8
@@ -426,7 +558,14 @@ def main():
     ap.add_argument("--stress", type=int, default=100,
                     help="repeat the main hd128 kernel N times at B=4 T=4096 checking for NaN")
     ap.add_argument("--dry-run", action="store_true")
+    ap.add_argument("--candidates", action="store_true",
+                    help="only the persistent variants and their non-persistent baselines: "
+                         "checks at T in 1..4096, a 20-call stress each, timing (~2 min)")
+    ap.add_argument("--programs", type=int, default=0,
+                    help="persistent grid size (default: the SM count)")
     args = ap.parse_args()
+    if args.candidates:
+        args.stress = 20 if args.stress == 100 else args.stress
 
     try:
         meta = json.loads((args.build_dir / "variants.json").read_text())
@@ -435,6 +574,8 @@ def main():
               "and carry benchmarks/gluon_fwd/build", flush=True)
         return 2
     recs = [r for r in meta["variants"] if args.only in r["name"]]
+    if args.candidates:
+        recs = [r for r in recs if r["name"].startswith(CANDIDATES)]
     if not recs:
         print("SETUP ERROR: no variants selected", flush=True)
         return 2
@@ -456,6 +597,8 @@ def main():
         dev = torch.cuda.get_device_name()
         result["device"] = dev
         result["torch"] = torch.__version__
+        programs = args.programs or torch.cuda.get_device_properties(0).multi_processor_count
+        result["programs"] = programs
         print(f"device {dev}, torch {torch.__version__}, kernels compiled with Triton "
               f"{meta['triton']}", flush=True)
         kernels = []
@@ -476,11 +619,22 @@ def main():
     for kern in kernels:
         r = kern.rec
         main_cfg = r["name"].endswith("_m128_n128_s2_ov")
-        shapes = [(2, 128, 8), (2, 1000, 8), (2, 4096, 8)] if (main_cfg and not args.quick) \
-            else [(2, 128, 8), (2, 1000, 8)]
-        for (B, T, H) in shapes:
+        if r.get("persistent"):
+            # the edges: one row, one partial block, a block + 1, partial and full tiles, many
+            # tiles per program; GQA (H_KV = 2) at 1000
+            shapes = [(2, T, 8, None) for T in (1, 17, 129, 1000, 1024, 4096)] + \
+                [(2, 1000, 8, 2)]
+            if args.quick:
+                shapes = [(2, 17, 8, None), (2, 1000, 8, None)]
+        elif main_cfg and not args.quick:
+            shapes = [(2, T, 8, None) for T in ((1, 129, 1000, 4096) if args.candidates
+                                                 else (128, 1000, 4096))]
+        else:
+            shapes = [(2, 128, 8, None), (2, 1000, 8, None)]
+        for (B, T, H, h_kv) in shapes:
             try:
-                c = check_one(torch, kern, B, T, H, r["head_dim"], tdt[r["dtype"]])
+                c = check_one(torch, kern, B, T, H, r["head_dim"], tdt[r["dtype"]], h_kv=h_kv,
+                              programs=programs)
             except Exception as e:  # noqa: BLE001
                 traceback.print_exc()
                 c = {"variant": kern.name, "B": B, "T": T, "H": H, "ok": False,
@@ -493,14 +647,33 @@ def main():
                     print("  (the CUDA context is unusable after this error: stopping)")
                     return finish(result, 1)
             else:
-                print(f"  {'ok  ' if c['ok'] else 'FAIL'} {kern.name} B={B} T={T} H={H}: "
+                print(f"  {'ok  ' if c['ok'] else 'FAIL'} {kern.name} B={B} T={T} H={H} "
+                      f"H_KV={c['H_KV']} grid={c['grid']}: "
                       f"rel_l2={c['rel_l2']:.2e} max_abs={c['max_abs']:.2e} "
                       f"(ref max {c['ref_max_abs']:.2e}) non_finite={c['non_finite']} "
-                      f"guards_untouched={c['guards_untouched']}", flush=True)
+                      f"guards_untouched={c['guards_untouched']}"
+                      + (f" pad_rows_zero={c['pad_rows_zero']} lens={c['lengths']}"
+                         if c["lengths"] else ""), flush=True)
 
     # 2. repeated calls of the main kernel, looking for NaN (the WS race lesson)
+    result["stress_persistent"] = []
+    if args.stress:
+        print(f"\n== stress: {args.stress} calls per persistent variant, fresh inputs, each "
+              "launched twice ==", flush=True)
+    for kern in [k for k in kernels if k.rec.get("persistent")] if args.stress else []:
+        try:
+            st = stress(torch, kern, args.stress, programs)
+        except Exception as e:  # noqa: BLE001
+            traceback.print_exc()
+            st = {"variant": kern.name, "error": f"{type(e).__name__}: {e}"}
+        result["stress_persistent"].append(st)
+        bad = "error" in st or st["calls_with_non_finite"] or st["calls_not_repeatable"]
+        n_fail += bool(bad)
+        print(f"  {'FAIL' if bad else 'ok  '} {st}", flush=True)
+        if "error" in st and not context_alive(torch):
+            return finish(result, 1)
     main_k = [k for k in kernels if k.name == "gfwd_bf16_d128_m128_n128_s2_ov"]
-    if args.stress and main_k:
+    if args.stress and main_k and not args.candidates:
         kern = main_k[0]
         B, T, H, D = 4, 4096, 8, 128
         g = torch.Generator(device=DEVICE).manual_seed(7)
@@ -533,30 +706,48 @@ def main():
         reps = 10 if args.quick else 30
         cases = [(16, 1024, 16, 128), (4, 4096, 16, 128), (1, 16384, 16, 128),
                  (4, 4096, 32, 64)]
+        rows = []
         for dt_name in ("bf16", "fp16"):
             for (B, T, H, D) in cases:
-                if dt_name == "fp16" and (T != 4096 or args.quick):
+                if dt_name == "fp16" and (T != 4096 or args.quick or args.candidates):
                     continue
-                ks = [k for k in kernels if k.rec["head_dim"] == D and k.rec["dtype"] == dt_name]
-                if not ks:
-                    continue
-                try:
-                    row = bench_case(torch, ks, B, T, H, D, tdt[dt_name], reps)
-                except Exception as e:  # noqa: BLE001
-                    traceback.print_exc()
-                    print(f"  BENCH ABORTED: {e}", flush=True)
-                    return finish(result, 1)
-                result["bench"].append(row)
-                peer = row["cudnn"].get("tflops")
-                print(f"  {dt_name} B={B} T={T} H={H} D={D}: cuDNN "
-                      + (f"{peer:.0f} TFLOPS" if peer else row["cudnn"]["error"]), flush=True)
-                for name, g in row["gluon"].items():
-                    if "error" in g:
-                        print(f"    {name}: ERROR {g['error']}", flush=True)
-                    else:
-                        ratio = f" ({g['tflops'] / peer:.2f}x cuDNN)" if peer else ""
-                        print(f"    {name}: {g['ms']:.3f} ms {g['tflops']:.0f} TFLOPS{ratio}",
-                              flush=True)
+                for causal in (False, True):
+                    ks = [k for k in kernels if k.rec["head_dim"] == D and
+                          k.rec["dtype"] == dt_name and not k.rec.get("lengths") and
+                          bool(k.rec.get("causal")) == causal]
+                    if ks:
+                        rows.append((dt_name, B, T, H, D, causal, None, ks))
+        # padded batch: lengths T, 3T/4, T/2, T/4 (hd128 T=4k), and all lengths = T
+        for D in (128, 64):
+            H = 2048 // D
+            ks = [k for k in kernels if k.rec["head_dim"] == D and k.rec.get("lengths")
+                  and not k.rec.get("causal")]
+            if ks and D == 128:
+                T = 4096
+                rows.append(("bf16", 4, T, H, D, False, ([T] * 4, [T] * 4), ks))
+                ls = [T, 3 * T // 4, T // 2, T // 4]
+                rows.append(("bf16", 4, T, H, D, False, (ls, ls), ks))
+        for (dt_name, B, T, H, D, causal, lens, ks) in rows:
+            try:
+                row = bench_case(torch, ks, B, T, H, D, tdt[dt_name], reps, causal, lens,
+                                 programs)
+            except Exception as e:  # noqa: BLE001
+                traceback.print_exc()
+                print(f"  BENCH ABORTED: {e}", flush=True)
+                return finish(result, 1)
+            result["bench"].append(row)
+            peer = row.get("cudnn", {}).get("tflops")
+            what = "causal" if causal else ("lens " + str(lens[0]) if lens else "dense")
+            print(f"  {dt_name} B={B} T={T} H={H} D={D} {what}: cuDNN "
+                  + (f"{peer:.0f} TFLOPS" if peer else
+                     row.get("cudnn", {}).get("error", "n/a (padded)")), flush=True)
+            for name, g in row["gluon"].items():
+                if "error" in g:
+                    print(f"    {name}: ERROR {g['error']}", flush=True)
+                else:
+                    ratio = f" ({g['tflops'] / peer:.2f}x cuDNN)" if peer else ""
+                    print(f"    {name}: {g['ms']:.3f} ms {g['tflops']:.0f} TFLOPS{ratio} "
+                          f"grid={g['grid']}", flush=True)
     return finish(result, 1 if n_fail else 0)
 
 

@@ -1,0 +1,381 @@
+"""Persistent variant of the Gluon sigmoid-attention forward (sm_90), with causal masking and
+per-sequence lengths: built by the probe (benchmarks/gluon_fwd), not yet by the library.
+
+    O[b, i, h, :] = sum_j sigmoid(scale * <Q[b,i,h,:], K[b,j,g,:]> + bias) * V[b, j, g, :]
+    over keys j < Lk[b] (and j <= i when CAUSAL); rows i >= Lq[b] are written as zeros;
+    g = h // kv_group. With HAS_LENGTHS, Lq/Lk = clamp(SEQ_LENS_Q/K[b], 0, T_Q/T_K) and the
+    bias is the library's default -log(max(Lk, 1)) per sequence; without, Lq = T_Q, Lk = T_K and
+    the bias is bias_value.
+
+The per-tile work is that of sigmoid_attn_fwd_gluon (same descriptors, same two consumer
+warpgroups of ROWS = BLOCK_M / 2 rows, FA3's intra-warpgroup overlap). What changes:
+
+  * Grid = (number of programs,), normally the SM count. Program pid walks the tiles
+    t = pid, pid + P, pid + 2P, ... of a static schedule over (q-block, head, batch):
+      - dense: q-block fastest, then head, then batch (the programs running at one time share
+        the K/V of few heads: L2);
+      - causal: longest first: buckets of 8 consecutive q-blocks, the heaviest bucket first,
+        inside a bucket head by head with the q-blocks descending; program pid takes slot pid
+        of even waves and slot P-1-pid of odd ones (a snake), which evens out the programs'
+        sums (a Python model: within 3% of the mean at 1k/4k/16k) while the programs running
+        at one time share the K/V of about 17 heads or fewer (L2).
+    Producer and consumers evaluate the same schedule (pure integer arithmetic).
+  * Q is double-buffered (q_ready/q_empty[2]): the producer loads tile i+1's Q as soon as it
+    has queued tile i's last K/V blocks, i.e. while the consumers finish tile i. The K/V ring
+    and its phases continue across tiles (one running block counter on each side).
+  * Output: each consumer stages its rows in its own shared buffer and issues a TMA store that
+    is waited for only before the buffer is written again (next tile's epilogue), so the store
+    overlaps the next tile's main loop.
+  * Key blocks: n_blocks = cdiv(hi, BLOCK_N) with hi = min(Lk, row0 + BLOCK_M) when causal;
+    the first n_full blocks (every key valid for every row of the tile) run without a mask;
+    the remaining ones (the diagonal block, the block holding Lk) set the masked scores to
+    -inf before the sigmoid: tanh.approx(-inf) = -1, so P = 0 exactly, also where the score is
+    NaN (garbage K rows past Lk). Blocks past the diagonal or past Lk are not loaded.
+    A tile whose first row is at or past Lq loads its Q (keeps the Q phases uniform), no K/V,
+    and stores zeros.
+
+Preconditions: T_Q == T_K when CAUSAL (top-left diagonal, as the library's forward); with
+HAS_LENGTHS, V's rows in [Lk, T_K) must be finite (the boundary block multiplies them by P = 0;
+the library's padded inputs are finite). T_K >= 1.
+
+Barriers: q_ready/q_empty[2], k_ready/k_empty/v_ready/v_empty[NUM_STAGES], own allocations,
+invalidated after the warp_specialize region joins.
+"""
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    tma, mbarrier, fence_async_shared, warpgroup_mma, warpgroup_mma_wait)
+
+from sigmoid_attn_fwd_gluon import _tanh_approx
+
+
+@gluon.jit
+def _tile(i, pid, n_prog, CAUSAL: gl.constexpr):
+    """Index of program pid's i-th tile: pid + i*P; causal: odd waves reversed (a snake over
+    the descending work of _schedule, which balances the programs' sums)."""
+    slot = pid
+    if CAUSAL:
+        if i % 2 == 1:
+            slot = n_prog - 1 - pid
+    return i * n_prog + slot
+
+
+@gluon.jit
+def _schedule(t, n_m, H, heads, CAUSAL: gl.constexpr, BUCKET: gl.constexpr):
+    """(q-block, head, batch) of tile t; a bijection of [0, n_m * heads)."""
+    if CAUSAL:
+        # Buckets of BUCKET consecutive q-blocks, the heaviest first; inside a bucket, head by
+        # head, q-blocks descending (the last bucket may hold fewer q-blocks).
+        bi = t // (BUCKET * heads)
+        r = t - bi * (BUCKET * heads)
+        top = n_m - 1 - bi * BUCKET
+        size = gl.minimum(top + 1, BUCKET)
+        head = r // size
+        m = top - r % size
+    else:
+        m = t % n_m
+        head = t // n_m
+    return m, head % H, head // H
+
+
+@gluon.jit
+def _extent(b, row0, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, BLOCK_M: gl.constexpr,
+            BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr):
+    """Key blocks of a tile: (n_blocks, n_full, Lq, Lk)."""
+    Lq = T_Q
+    Lk = T_K
+    if HAS_LENGTHS:
+        Lq = gl.minimum(gl.maximum(gl.load(SEQ_LENS_Q + b), 0), T_Q)
+        Lk = gl.minimum(gl.maximum(gl.load(SEQ_LENS_K + b), 0), T_K)
+    hi = Lk
+    if CAUSAL:
+        hi = gl.minimum(hi, row0 + BLOCK_M)
+    n_blocks = gl.cdiv(hi, BLOCK_N)
+    if row0 >= Lq:
+        n_blocks = 0
+    n_full = n_blocks
+    if HAS_LENGTHS:
+        n_full = gl.minimum(n_full, Lk // BLOCK_N)
+    if CAUSAL:
+        n_full = gl.minimum(n_full, (row0 + 1) // BLOCK_N)
+    return n_blocks, n_full, Lq, Lk
+
+
+@gluon.jit
+def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, k_empty,
+              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, H, B, kv_group,
+              ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+              NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
+              BUCKET: gl.constexpr):
+    pid = gl.program_id(0)
+    n_prog = gl.num_programs(0)
+    n_m = gl.cdiv(T_Q, 2 * ROWS)
+    heads = H * B
+    n_tiles = n_m * heads
+    it = 0  # K/V blocks queued so far (ring position and phase)
+    # i: tiles taken so far (Q buffer and phase); only the last wave can have no tile
+    for i in range(gl.cdiv(n_tiles, n_prog)):
+        t = _tile(i, pid, n_prog, CAUSAL)
+        if t < n_tiles:
+            m, h, b = _schedule(t, n_m, H, heads, CAUSAL, BUCKET)
+            row0 = m * (2 * ROWS)
+            n_blocks, n_full, Lq, Lk = _extent(b, row0, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K,
+                                               2 * ROWS, BLOCK_N, CAUSAL, HAS_LENGTHS)
+            qs = i % 2
+            mbarrier.wait(q_empty.index(qs), ((i // 2) & 1) ^ 1)
+            mbarrier.expect(q_ready.index(qs), 2 * q_desc.block_type.nbytes)
+            tma.async_load(q_desc, [b, row0, h * HEAD_DIM], q_ready.index(qs),
+                           q_smem.index(2 * qs))
+            tma.async_load(q_desc, [b, row0 + ROWS, h * HEAD_DIM], q_ready.index(qs),
+                           q_smem.index(2 * qs + 1))
+            col = (h // kv_group) * HEAD_DIM
+            for j in range(n_blocks):
+                s = it % NUM_STAGES
+                ph = (it // NUM_STAGES) & 1
+                mbarrier.wait(k_empty.index(s), ph ^ 1)
+                mbarrier.expect(k_ready.index(s), k_desc.block_type.nbytes)
+                tma.async_load(k_desc, [b, j * BLOCK_N, col], k_ready.index(s), k_smem.index(s))
+                mbarrier.wait(v_empty.index(s), ph ^ 1)
+                mbarrier.expect(v_ready.index(s), v_desc.block_type.nbytes)
+                tma.async_load(v_desc, [b, j * BLOCK_N, col], v_ready.index(s), v_smem.index(s))
+                it += 1
+
+
+@gluon.jit
+def _probabilities(s, qk_scale_half, bias_half, row_start, key_start, Lk,
+                   p_layout: gl.constexpr, dtype: gl.constexpr, MASKED: gl.constexpr,
+                   CAUSAL: gl.constexpr):
+    # sigmoid(x) = 0.5 * tanh(0.5 * x) + 0.5 with x = s*scale + bias; masked scores -> -inf.
+    x = s * qk_scale_half + bias_half
+    if MASKED:
+        s_layout: gl.constexpr = s.type.layout
+        keys = key_start + gl.arange(0, s.shape[1], layout=gl.SliceLayout(0, s_layout))
+        keys2 = gl.expand_dims(keys, 0)
+        keep = keys2 < Lk
+        if CAUSAL:
+            rows = row_start + gl.arange(0, s.shape[0], layout=gl.SliceLayout(1, s_layout))
+            keep = keep & (keys2 <= gl.expand_dims(rows, 1))
+        x = gl.where(keep, x, float("-inf"))
+    t = _tanh_approx(x)
+    p = t * 0.5 + 0.5
+    return gl.convert_layout(p.to(dtype), p_layout)
+
+
+@gluon.jit
+def _step(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, qk_scale_half,
+          bias_half, row_start, Lk, s_zero, p_layout: gl.constexpr, BLOCK_N: gl.constexpr,
+          HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, MASKED: gl.constexpr,
+          CAUSAL: gl.constexpr):
+    """Block j (ring position it): S_j = Q·K_jᵀ and O += P_{j-1}·V_{j-1} in flight together,
+    P_j computed while the P·V wgmma runs. Returns (O, P_j)."""
+    dtype: gl.constexpr = p.dtype
+    sk = it % NUM_STAGES
+    pk = (it // NUM_STAGES) & 1
+    sv = (it - 1) % NUM_STAGES
+    pv = ((it - 1) // NUM_STAGES) & 1
+    mbarrier.wait(k_ready.index(sk), pk)
+    kj = k_smem.index(sk).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0))
+    s = warpgroup_mma(q, kj, s_zero, use_acc=False, is_async=True)
+    mbarrier.wait(v_ready.index(sv), pv)
+    vj = v_smem.index(sv).reshape([BLOCK_N, HEAD_DIM])
+    o = warpgroup_mma(p, vj, o, is_async=True)
+    # wgmma groups retire in order: at most one outstanding means S_j is done.
+    s = warpgroup_mma_wait(1, deps=(s, ))
+    mbarrier.arrive(k_empty.index(sk), count=1)
+    p_next = _probabilities(s, qk_scale_half, bias_half, row_start, j * BLOCK_N, Lk, p_layout,
+                            dtype, MASKED, CAUSAL)
+    o, p = warpgroup_mma_wait(0, deps=(o, p))
+    mbarrier.arrive(v_empty.index(sv), count=1)
+    return o, p_next
+
+
+@gluon.jit
+def _attend_tile(q, o, it, n_blocks, n_full, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty,
+                 qk_scale_half, bias_half, row_start, Lk, s_layout: gl.constexpr,
+                 p_layout: gl.constexpr, dtype: gl.constexpr, ROWS: gl.constexpr,
+                 BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
+                 MASKABLE: gl.constexpr, CAUSAL: gl.constexpr):
+    """O over key blocks [0, n_blocks) (n_blocks >= 1) from ring position it; returns (O, it)."""
+    s_zero = gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout)
+    # Prologue: P_0.
+    sk = it % NUM_STAGES
+    mbarrier.wait(k_ready.index(sk), (it // NUM_STAGES) & 1)
+    k0 = k_smem.index(sk).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0))
+    s = warpgroup_mma(q, k0, s_zero, use_acc=False, is_async=True)
+    s = warpgroup_mma_wait(0, deps=(s, ))
+    mbarrier.arrive(k_empty.index(sk), count=1)
+    if MASKABLE:
+        if n_full > 0:
+            p = _probabilities(s, qk_scale_half, bias_half, row_start, 0, Lk, p_layout, dtype,
+                               False, CAUSAL)
+        else:
+            p = _probabilities(s, qk_scale_half, bias_half, row_start, 0, Lk, p_layout, dtype,
+                               True, CAUSAL)
+    else:
+        p = _probabilities(s, qk_scale_half, bias_half, row_start, 0, Lk, p_layout, dtype,
+                           False, CAUSAL)
+    it += 1
+    # Unmasked blocks: no select in this loop.
+    for j in range(1, n_full):
+        o, p = _step(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty,
+                     qk_scale_half, bias_half, row_start, Lk, s_zero, p_layout, BLOCK_N,
+                     HEAD_DIM, NUM_STAGES, False, CAUSAL)
+        it += 1
+    if MASKABLE:
+        # The diagonal block and the block holding Lk.
+        for j in range(gl.maximum(n_full, 1), n_blocks):
+            o, p = _step(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty,
+                         qk_scale_half, bias_half, row_start, Lk, s_zero, p_layout, BLOCK_N,
+                         HEAD_DIM, NUM_STAGES, True, CAUSAL)
+            it += 1
+    # Last P·V.
+    sv = (it - 1) % NUM_STAGES
+    mbarrier.wait(v_ready.index(sv), ((it - 1) // NUM_STAGES) & 1)
+    vj = v_smem.index(sv).reshape([BLOCK_N, HEAD_DIM])
+    o = warpgroup_mma(p, vj, o, is_async=True)
+    o, p = warpgroup_mma_wait(0, deps=(o, p))
+    mbarrier.arrive(v_empty.index(sv), count=1)
+    return o, it
+
+
+@gluon.jit
+def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
+              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, H, B, qk_scale_half, bias_half,
+              WG: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
+              HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
+              HAS_LENGTHS: gl.constexpr, BUCKET: gl.constexpr):
+    dtype: gl.constexpr = o_desc.dtype
+    MASKABLE: gl.constexpr = CAUSAL or HAS_LENGTHS
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, BLOCK_N, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, HEAD_DIM, 16])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+
+    pid = gl.program_id(0)
+    n_prog = gl.num_programs(0)
+    n_m = gl.cdiv(T_Q, 2 * ROWS)
+    heads = H * B
+    n_tiles = n_m * heads
+    o_buf = o_smem.index(WG)
+    it = 0
+    for i in range(gl.cdiv(n_tiles, n_prog)):
+        t = _tile(i, pid, n_prog, CAUSAL)
+        if t < n_tiles:
+            m, h, b = _schedule(t, n_m, H, heads, CAUSAL, BUCKET)
+            row0 = m * (2 * ROWS)
+            row_start = row0 + WG * ROWS
+            n_blocks, n_full, Lq, Lk = _extent(b, row0, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K,
+                                               2 * ROWS, BLOCK_N, CAUSAL, HAS_LENGTHS)
+            bias_t = bias_half
+            if HAS_LENGTHS:
+                bias_t = -0.5 * gl.log(gl.maximum(Lk, 1).to(gl.float32))
+            qs = i % 2
+            mbarrier.wait(q_ready.index(qs), (i // 2) & 1)
+            q = q_smem.index(2 * qs + WG).reshape([ROWS, HEAD_DIM])
+            o = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
+            if n_blocks > 0:
+                o, it = _attend_tile(q, o, it, n_blocks, n_full, k_smem, v_smem, k_ready,
+                                     k_empty, v_ready, v_empty, qk_scale_half, bias_t,
+                                     row_start, Lk, s_layout, p_layout, dtype, ROWS, BLOCK_N,
+                                     HEAD_DIM, NUM_STAGES, MASKABLE, CAUSAL)
+            # Every wgmma that read this Q buffer has completed.
+            mbarrier.arrive(q_empty.index(qs), count=1)
+            if HAS_LENGTHS:
+                rows = row_start + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
+                o = gl.where(gl.expand_dims(rows < Lq, 1), o, 0.0)
+            # Epilogue: the previous tile's store has finished reading o_buf before it is
+            # rewritten.
+            tma.store_wait(0)
+            o_buf.reshape([ROWS, HEAD_DIM]).store(o.to(dtype))
+            fence_async_shared()
+            tma.async_store(o_desc, [b, row_start, h * HEAD_DIM], o_buf)
+    tma.store_wait(0)
+
+
+@gluon.jit
+def _consumer1(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
+               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, H, B, qk_scale_half,
+               bias_half, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+               NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
+              BUCKET: gl.constexpr):
+    _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
+              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, H, B, qk_scale_half, bias_half,
+              1, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS, BUCKET)
+
+
+@gluon.jit
+def _consumer0(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
+               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, H, B, qk_scale_half,
+               bias_half, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+               NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
+              BUCKET: gl.constexpr):
+    _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
+              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, H, B, qk_scale_half, bias_half,
+              0, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS, BUCKET)
+
+
+@gluon.jit
+def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q, SEQ_LENS_K,
+                                      T_Q, T_K, H, B, kv_group, scale, bias_value,
+                                      NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
+                                      HAS_LENGTHS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+                                      PRODUCER_REGS: gl.constexpr):
+    """grid (P,) with P <= number of tiles (normally the SM count), num_warps=4; descriptors
+    as sigmoid_attn_fwd_gluon's. SEQ_LENS_Q/K: int32 [B] (read only with HAS_LENGTHS)."""
+    ROWS: gl.constexpr = q_desc.block_type.shape[1]
+    HEAD_DIM: gl.constexpr = q_desc.block_type.shape[2]
+    BLOCK_N: gl.constexpr = k_desc.block_type.shape[1]
+    dtype: gl.constexpr = q_desc.dtype
+    BUCKET: gl.constexpr = 8  # causal schedule: q-blocks per bucket (see _schedule)
+    gl.static_assert(not CAUSAL or 2 * ROWS == BLOCK_N, "causal: BLOCK_M == BLOCK_N")
+
+    # Q: 2 buffers x 2 warpgroup halves (index 2*buffer + warpgroup).
+    q_smem = gl.allocate_shared_memory(dtype, [4] + q_desc.block_type.shape, q_desc.layout)
+    k_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES] + k_desc.block_type.shape,
+                                       k_desc.layout)
+    v_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES] + v_desc.block_type.shape,
+                                       v_desc.layout)
+    o_smem = gl.allocate_shared_memory(dtype, [2] + o_desc.block_type.shape, o_desc.layout)
+    q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    k_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    k_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    v_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    v_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(2):
+        mbarrier.init(q_ready.index(i), count=1)
+        mbarrier.init(q_empty.index(i), count=2)  # one arrive per consumer warpgroup
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(k_ready.index(i), count=1)
+        mbarrier.init(v_ready.index(i), count=1)
+        mbarrier.init(k_empty.index(i), count=2)
+        mbarrier.init(v_empty.index(i), count=2)
+    fence_async_shared()  # barrier inits visible to the async proxy (TMA) before any use
+
+    qk_scale_half = scale * 0.5
+    bias_half = bias_value * 0.5
+
+    gl.warp_specialize([
+        (_consumer0, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
+                      v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, H, B, qk_scale_half,
+                      bias_half, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
+                      BUCKET)),
+        (_consumer1, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
+                      v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, H, B, qk_scale_half,
+                      bias_half, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
+                      BUCKET)),
+        (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready,
+                     k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, H, B,
+                     kv_group, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS, BUCKET)),
+    ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
+
+    for i in gl.static_range(2):
+        mbarrier.invalidate(q_ready.index(i))
+        mbarrier.invalidate(q_empty.index(i))
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.invalidate(k_ready.index(i))
+        mbarrier.invalidate(v_ready.index(i))
+        mbarrier.invalidate(k_empty.index(i))
+        mbarrier.invalidate(v_empty.index(i))
