@@ -25,7 +25,7 @@ python -m sigmoid_attn --quick
 # the tests and what they read from the tree (examples/, triton_src/, the benchmark scripts some
 # tests run, pytest settings), never python/
 cp -r "$ROOT/tests" "$ROOT/examples" "$ROOT/triton_src" "$ROOT/pyproject.toml" .
-mkdir benchmarks && cp -r "$ROOT"/benchmarks/*.py "$ROOT/benchmarks/gluon_fwd" benchmarks/
+mkdir benchmarks && cp -r "$ROOT"/benchmarks/*.py "$ROOT/benchmarks/gluon_fwd" "$ROOT/benchmarks/gluon_bwd" benchmarks/
 python -m pytest -q tests -k "not interpret and not cpp_example"
 
 # --- the other CPythons' _C: load each with its own interpreter -----------------------------
