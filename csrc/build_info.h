@@ -17,6 +17,8 @@ SIGMOID_ATTN_API int sigmoid_attn_num_kernels();
 // Field access for kernel i (0 <= i < num_kernels); nullptr / -1 when out of range.
 SIGMOID_ATTN_API const char* sigmoid_attn_kernel_name(int i);
 SIGMOID_ATTN_API int sigmoid_attn_kernel_field(int i, const char* field);
+// The name of kernel i's "kind" (variants.KINDS) or "dtype" (torch's name); nullptr otherwise.
+SIGMOID_ATTN_API const char* sigmoid_attn_kernel_label(int i, const char* field);
 // The dispatcher's forward choice for a problem, as a kernel index (-1: none compiled).
 // gluon_forward: the call is one the Gluon forward covers beyond its variant (dispatch.h).
 SIGMOID_ATTN_API int sigmoid_attn_select_forward_kernel(int dtype, int64_t head_dim, int causal,
