@@ -171,7 +171,8 @@ def compile_variant(var: V.Variant, arch: int):
     n_own, n_hidden = _check_ptx(var, ck.asm["ptx"], entry)
     # The argument struct (kernel_args.h) is generated from PARAMS: its slots must be the
     # compiled kernel's parameters, by name and type, in order.
-    check_slots(var.kind, var.dtype, compiled_signature(ck))
+    signature = compiled_signature(ck)
+    check_slots(var.kind, var.dtype, signature)
     return {
         "name": var.name,
         "entry": entry,
@@ -187,6 +188,7 @@ def compile_variant(var: V.Variant, arch: int):
         "profile_scratch_size": int(getattr(md, "profile_scratch_size", 0) or 0),
         "profile_scratch_align": int(getattr(md, "profile_scratch_align", 1) or 1),
         "tensor_maps": tensor_maps,
+        "signature": signature,
         "ptx_param_bytes": [size for size, _ in _entry_params(ck.asm["ptx"], entry)],
         "compile_s": round(time.time() - t0, 2),
     }
@@ -590,7 +592,8 @@ def cmd_link(args):
     _write_if_changed(out / "kernel_args.h", args_header(hidden, triton.__version__))
     _write_if_changed(out / "kernels_generated.cpp",
                       kernels_cpp(results, triton.__version__, args.arch, subset))
-    catalog = [{k: v for k, v in r.items() if k not in ("cubin_path", "ptx_param_bytes")}
+    catalog = [{k: v for k, v in r.items() if k not in ("cubin_path", "ptx_param_bytes",
+                                                        "signature")}
                for r in results]
     _write_if_changed(out / "catalog.json", json.dumps(
         {"triton": triton.__version__, "arch": args.arch, "subset": subset,
