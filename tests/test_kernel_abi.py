@@ -217,3 +217,17 @@ def test_names_are_the_variant_tables():
     header = aot.constants_header()
     for i, (cpp, _, _) in enumerate(V.KIND_TABLE.values()):
         assert f"  {cpp} = {i}," in header
+
+
+def test_bias_modes_are_the_kernels():
+    """BIAS_MODE: the kernels' values (and the JIT launcher's) are variants.BIAS_MODES', which
+    C++ takes from the generated header."""
+    sys.path.insert(0, TRITON_SRC)
+    try:
+        import sigmoid_attn_fwd as F
+    finally:
+        sys.path.remove(TRITON_SRC)
+    assert (F.BIAS_DEFAULT, F.BIAS_SCALAR, F.BIAS_TENSOR) == tuple(
+        V.BIAS_MODES.index(m) for m in ("default", "scalar", "tensor"))
+    assert "enum BiasMode : int { kBiasDefault = 0, kBiasScalar = 1, kBiasTensor = 2 };" in \
+        aot.constants_header()
