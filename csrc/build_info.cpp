@@ -80,9 +80,9 @@ int sigmoid_attn_select_forward_kernel(int dtype, int64_t head_dim, int causal, 
                                        int gluon_forward) {
   if (dtype < 0 || dtype >= sigmoid_attn::kNumDTypes) return -1;
   try {
-    return sigmoid_attn::select_forward(sigmoid_attn::scalar_type(static_cast<sigmoid_attn::DType>(dtype)), head_dim, causal, score_mod, varlen, max_q,
-                                        Tq, B, Hq, sm_count, warp_specialized != 0,
-                                        gluon_forward != 0);
+    const auto type = sigmoid_attn::scalar_type(static_cast<sigmoid_attn::DType>(dtype));
+    return sigmoid_attn::select_forward(type, head_dim, causal, score_mod, varlen, max_q, Tq, B,
+                                        Hq, sm_count, warp_specialized != 0, gluon_forward != 0);
   } catch (const std::exception&) {
     return -1;
   }

@@ -34,7 +34,8 @@ struct KernelTable {
   std::vector<int16_t> small;  // kernel -> its variant's small-problem kernel, or -1
 
   static int slot(int kind, int dtype, int dim, bool causal, bool mod, bool varlen) {
-    return ((((kind * kNumDTypes + dtype) * kMaxHeadDims + dim) * 2 + causal) * 2 + mod) * 2 + varlen;
+    return ((((kind * kNumDTypes + dtype) * kMaxHeadDims + dim) * 2 + causal) * 2 + mod) * 2 +
+           varlen;
   }
 
   KernelTable() {

@@ -276,7 +276,7 @@ def test_dispatch_size_rules():
     """The forward kernel the C++ dispatcher picks, by size, without a GPU: the length buckets of
     tiles.json (min_t), and the small-problem tile when the length's tile would launch fewer
     programs than the GPU has SMs (an H100 has 132)."""
-    from conftest import TRITON_SRC, library_function
+    from conftest import TRITON_SRC, dtype_code, library_function
 
     sys.path.insert(0, TRITON_SRC)
     try:
@@ -286,9 +286,9 @@ def test_dispatch_size_rules():
     f = library_function("sigmoid_attn_select_forward_kernel")
     catalog = sigmoid_attn.info()["variants"]
 
-    def pick(D, B, T, H, causal=False, varlen=False, sms=132, dtype=1, ws=False, mod=False):
+    def pick(D, B, T, H, causal=False, varlen=False, sms=132, dtype="bf16", ws=False, mod=False):
         total = B * T if varlen else T
-        i = f(dtype, D, causal, mod, varlen, T, total, B, H, sms, ws, 0)
+        i = f(dtype_code(dtype), D, causal, mod, varlen, T, total, B, H, sms, ws, 0)
         assert i >= 0, (D, B, T, H)
         return catalog[i]
 
@@ -320,7 +320,7 @@ def test_dispatch_size_rules():
             assert k["varlen"] and k["min_t"] == -1
             assert pick(D, 40, 2000, 16, varlen=True)["min_t"] == 0
     # float32 has no small-problem tile: always its one bucket
-    assert pick(64, 1, 256, 8, dtype=2)["min_t"] == 0
+    assert pick(64, 1, 256, 8, dtype="fp32")["min_t"] == 0
     # nothing compiled for head_dim 40: -1, not a crash
     assert f(1, 40, 0, 0, 0, 256, 256, 1, 8, 132, 0, 0) == -1
     # The warp-specialized forward (tiles.json fwd_ws), when the caller allows it: taken for the
@@ -343,7 +343,7 @@ def test_dispatch_size_rules():
             assert [k["block_m"], k["block_n"]] == buckets[0][1][:2]
             assert pick(D, 16, 4096, 16, causal, varlen, mod=mod)["kind"] == "fwd"
         assert pick(D, 1, 256, 8, ws=True)["min_t"] == -1  # under one wave: the latency tile
-        assert pick(D, 16, 4096, 16, ws=True, dtype=2)["kind"] == "fwd"
+        assert pick(D, 16, 4096, 16, ws=True, dtype="fp32")["kind"] == "fwd"
         # its own grid must fill the GPU too: with taller tiles than the other forward's, a
         # grid that the other fills (>= 132 programs) can be under one wave for it
         ws_m, fwd_m = buckets[0][1][0], pick(D, 16, 4096, 16)["block_m"]
@@ -362,17 +362,17 @@ def test_dispatch_takes_the_gluon_forward_exactly_where_it_covers_the_call():
     the caller says the rest holds (switch on, no lengths, no bias tensor, TMA-readable
     operands: the last argument) and its own grid fills the GPU; otherwise the choice is the
     one without it. It takes precedence over the Triton warp-specialized forward."""
-    from conftest import library_function
+    from conftest import dtype_code, library_function
 
     V = _variants_module()
     f = library_function("sigmoid_attn_select_forward_kernel")
     catalog = sigmoid_attn.info()["variants"]
     db = V.load_tiles().get("fwd_gluon", {}) if _gluon_built() else {}
 
-    def pick(D, B, T, H, dtype=1, causal=False, mod=False, varlen=False, sms=132, ws=False,
+    def pick(D, B, T, H, dtype="bf16", causal=False, mod=False, varlen=False, sms=132, ws=False,
              gluon=True):
         total = B * T if varlen else T
-        i = f(dtype, D, causal, mod, varlen, T, total, B, H, sms, ws, gluon)
+        i = f(dtype_code(dtype), D, causal, mod, varlen, T, total, B, H, sms, ws, gluon)
         return catalog[i] if i >= 0 else None
 
     if not _gluon_built():  # nothing to take: the same choice with and without
@@ -382,11 +382,11 @@ def test_dispatch_takes_the_gluon_forward_exactly_where_it_covers_the_call():
     assert db, "a Triton 3.8 build compiles the database's Gluon tiles"
     for D, tiles in db.items():
         D = int(D)
-        for dtype in (0, 1):
+        for dtype in ("fp16", "bf16"):
             for ws in (False, True):
                 k = pick(D, 16, 4096, 16, dtype=dtype, ws=ws)
                 assert k["kind"] == "fwd_gluon" and k["head_dim"] == D, k["name"]
-                assert k["dtype"] == ("float16", "bfloat16")[dtype]
+                assert k["dtype"] == V.DTYPE_TABLE[dtype][1]
                 got = [k["block_m"], k["block_n"], k["num_stages"]]
                 assert got == [tiles[0], tiles[1], tiles[3]], k["name"]
                 assert k["name"].endswith("ov") == ("overlap" in tiles[4:])
@@ -394,7 +394,7 @@ def test_dispatch_takes_the_gluon_forward_exactly_where_it_covers_the_call():
                 without = pick(D, 16, 4096, 16, dtype=dtype, ws=ws, gluon=False)
                 assert without["kind"] in (("fwd", "fwd_ws") if ws else ("fwd",)), without["name"]
         # every variant flag it does not cover, and float32: the other forwards
-        for kw in ({"causal": True}, {"mod": True}, {"varlen": True}, {"dtype": 2},
+        for kw in ({"causal": True}, {"mod": True}, {"varlen": True}, {"dtype": "fp32"},
                    {"causal": True, "mod": True}):
             assert pick(D, 16, 4096, 16, **kw)["kind"] != "fwd_gluon", kw
             assert pick(D, 16, 4096, 16, ws=True, **kw)["kind"] != "fwd_gluon", kw

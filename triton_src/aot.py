@@ -340,7 +340,8 @@ def constants_header() -> str:
         f"}}  // namespace sigmoid_attn\n")
 
 
-ARGS_HEAD = GEN_NOTE + """// One argument struct per kernel kind: the kernel's parameters in variants.PARAMS order, typed,
+ARGS_HEAD = GEN_NOTE + """\
+// One argument struct per kernel kind: the kernel's parameters in variants.PARAMS order, typed,
 // then the hidden ones this Triton version appends. Launch sites fill one with designated
 // initializers: a field out of order, misspelt or left out does not compile (Param has no
 // default), nor does a value of another type (no narrowing, no conversion). pack() gives
@@ -393,7 +394,7 @@ def args_header(hidden: dict, triton_version: str) -> str:
         fields += [f"  CUdeviceptr {n} = 0;  // hidden: launch_kernel fills it\n" for n in names]
         own = [addr for _, _, _, addr in slots(kind, "fp16")]
         ptrs = own + [f"&{n}" for n in names]
-        body = ",\n           ".join(", ".join(ptrs[i:i + 4]) for i in range(0, len(ptrs), 4))
+        body = ",\n            ".join(", ".join(ptrs[i:i + 3]) for i in range(0, len(ptrs), 3))
         out.append(
             f"\n// variants.PARAMS[\"{kind}\"]: {module}.{fn}\n"
             f"struct {_cpp_name(kind)} {{\n"
