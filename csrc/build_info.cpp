@@ -83,7 +83,8 @@ int sigmoid_attn_select_forward_kernel(int dtype, int64_t head_dim, int causal, 
     const auto type = sigmoid_attn::scalar_type(static_cast<sigmoid_attn::DType>(dtype));
     return sigmoid_attn::select_forward(type, head_dim, causal, score_mod, varlen, max_q, Tq, B,
                                         Hq, sm_count, warp_specialized != 0, gluon_forward != 0);
-  } catch (const std::exception&) {
+  } catch (const std::exception& e) {
+    sigmoid_attn::set_last_error(e.what());
     return -1;
   }
 }

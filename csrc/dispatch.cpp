@@ -31,6 +31,7 @@ struct KernelTable {
   std::array<Buckets, kNumKinds * kNumDTypes * kMaxHeadDims * 2 * 2 * 2> index;
   std::string head_dims;  // "32, 64, ..." for error messages
   std::string dtypes;     // "float16, bfloat16, ..."
+  std::array<bool, kNumDTypes> dtype_built{};
   std::vector<int16_t> small;  // kernel -> its variant's small-problem kernel, or -1
 
   static int slot(int kind, int dtype, int dim, bool causal, bool mod, bool varlen) {
@@ -59,6 +60,7 @@ struct KernelTable {
       if (k.kind == KernelKind::kForward) {
         dims.insert(k.head_dim);
         dts.insert(static_cast<int>(k.dtype));
+        dtype_built[static_cast<int>(k.dtype)] = true;
       }
     }
     for (int d : dims) head_dims += (head_dims.empty() ? "" : ", ") + std::to_string(d);
@@ -105,10 +107,26 @@ int select_kernel(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t 
                   bool causal, bool score_mod, bool varlen, int64_t seq_len) {
   const int idx = find_kernel(kind, dtype, head_dim, causal, score_mod, varlen, seq_len);
   const KernelTable& t = table();
-  SA_CHECK(idx >= 0, "sigmoid_attention: no CUDA kernel is compiled for head_dim=", head_dim,
-           " (dtype ", torch::headeronly::toString(dtype), ", is_causal=", causal,
-           ", score_mod=", score_mod, ", varlen=", varlen, "); compiled head dims: ",
-           t.head_dims, " in ", t.dtypes,
+  if (idx >= 0) return idx;
+  // Name what is missing: the head dim or the dtype (none of this build's kernels), else the
+  // combination of flags; and what this build compiled.
+  const int dt = dtype_code(dtype);
+  const bool dim_built = head_dim > 0 && head_dim <= kMaxHeadDim && t.dim_slot[head_dim] >= 0;
+  const bool dtype_built = dt >= 0 && t.dtype_built[dt];
+  const std::string dim = "head_dim=" + std::to_string(head_dim);
+  const std::string type = dt >= 0 ? kDTypeNames[dt] : torch::headeronly::toString(dtype);
+  std::string what = dim + " in " + type;
+  if (dim_built && !dtype_built) {
+    what = "dtype " + type;
+  } else if (!dim_built && dtype_built) {
+    what = dim;
+  } else if (dim_built && dtype_built) {
+    what += std::string(" with is_causal=") + (causal ? "true" : "false") +
+            ", score_mod=" + (score_mod ? "true" : "false") +
+            ", varlen=" + (varlen ? "true" : "false");
+  }
+  SA_CHECK(false, "sigmoid_attention: no CUDA kernel is compiled for ", what,
+           "; compiled head dims: ", t.head_dims, " in ", t.dtypes,
            kBuildSubset[0] != '\0' ? " (a partial build: " : "", kBuildSubset,
            kBuildSubset[0] != '\0' ? "; rebuild without these CMake options for the rest)" : "");
   return idx;
