@@ -42,7 +42,7 @@ struct KernelSpec {
   int min_t;                  // dispatched when the sequence length is >= min_t (tile buckets);
                               // kSmallProblem: the latency tile for grids smaller than the GPU
   int shared_bytes;           // dynamic shared memory the launch must provide
-  int num_params;             // the kernel's own parameters (variants.PARAMS[kind])
+  int num_params;             // the kernel's own PTX parameters (its kind's argument struct)
   int num_hidden_params;      // pointers this Triton version appends after them
   int global_scratch_size;    // bytes per program; 0 = none
   int global_scratch_align;

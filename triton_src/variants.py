@@ -165,8 +165,9 @@ _LENS_BIAS_MOD = (("SEQ_LENS_Q", "*i32"), ("SEQ_LENS_K", "*i32"), ("BIAS", "*fp3
                   ("SCORE_MOD", "*fp32"))
 
 # Kernel ABIs: per kind, the non-constexpr parameters in order with their Triton types ("*dt" is
-# the tensor dtype). csrc/ops_cuda.cpp and csrc/ops_cuda_bwd.cpp pack their arguments in exactly
-# this order; aot.py checks each compiled kernel's PTX parameter list against it.
+# the tensor dtype). aot.py generates each kind's C++ argument struct and packer from them
+# (kernel_args.h; csrc/ops_cuda*.cpp fill the structs by name) and checks every compiled kernel's
+# signature (names, types) and PTX parameter list against them.
 PARAMS = {
     "fwd": (("Q", "*dt"), ("K", "*dt"), ("V", "*dt"), ("O", "*dt")) + _LENS_BIAS_MOD
     + _strides("q") + _strides("k") + _strides("v") + _strides("o")
