@@ -60,21 +60,31 @@ int sigmoid_attn_kernel_field(int i, const char* field) {
   return -1;
 }
 
-// The dispatcher's forward choice for a problem (dtype 0/1/2: float16/bfloat16/float32), as an
+const char* sigmoid_attn_kernel_label(int i, const char* field) {
+  if (i < 0 || i >= kNumKernels || field == nullptr) return nullptr;
+  if (std::strcmp(field, "kind") == 0) {
+    return sigmoid_attn::kKindNames[static_cast<int>(kKernels[i].kind)];
+  }
+  if (std::strcmp(field, "dtype") == 0) {
+    return sigmoid_attn::kDTypeNames[static_cast<int>(kKernels[i].dtype)];
+  }
+  return nullptr;
+}
+
+// The dispatcher's forward choice for a problem (dtype: a DType code, variants.DTYPES), as an
 // index into the catalog, or -1 where nothing is compiled: lets the tests check the size rules
 // (length buckets, the small-problem tile) without a GPU.
 int sigmoid_attn_select_forward_kernel(int dtype, int64_t head_dim, int causal, int score_mod,
                                        int varlen, int64_t max_q, int64_t Tq, int64_t B,
                                        int64_t Hq, int sm_count, int warp_specialized,
                                        int gluon_forward) {
-  using torch::headeronly::ScalarType;
-  const ScalarType types[] = {ScalarType::Half, ScalarType::BFloat16, ScalarType::Float};
-  if (dtype < 0 || dtype > 2) return -1;
+  if (dtype < 0 || dtype >= sigmoid_attn::kNumDTypes) return -1;
   try {
-    return sigmoid_attn::select_forward(types[dtype], head_dim, causal, score_mod, varlen, max_q,
-                                        Tq, B, Hq, sm_count, warp_specialized != 0,
-                                        gluon_forward != 0);
-  } catch (const std::exception&) {
+    const auto type = sigmoid_attn::scalar_type(static_cast<sigmoid_attn::DType>(dtype));
+    return sigmoid_attn::select_forward(type, head_dim, causal, score_mod, varlen, max_q, Tq, B,
+                                        Hq, sm_count, warp_specialized != 0, gluon_forward != 0);
+  } catch (const std::exception& e) {
+    sigmoid_attn::set_last_error(e.what());
     return -1;
   }
 }

@@ -17,7 +17,10 @@ SIGMOID_ATTN_API int sigmoid_attn_num_kernels();
 // Field access for kernel i (0 <= i < num_kernels); nullptr / -1 when out of range.
 SIGMOID_ATTN_API const char* sigmoid_attn_kernel_name(int i);
 SIGMOID_ATTN_API int sigmoid_attn_kernel_field(int i, const char* field);
-// The dispatcher's forward choice for a problem, as a kernel index (-1: none compiled).
+// The name of kernel i's "kind" (variants.KINDS) or "dtype" (torch's name); nullptr otherwise.
+SIGMOID_ATTN_API const char* sigmoid_attn_kernel_label(int i, const char* field);
+// The dispatcher's forward choice for a problem, as a kernel index (-1: none compiled;
+// sigmoid_attn_last_error() then says what this build compiled).
 // gluon_forward: the call is one the Gluon forward covers beyond its variant (dispatch.h).
 SIGMOID_ATTN_API int sigmoid_attn_select_forward_kernel(int dtype, int64_t head_dim, int causal,
                                                         int score_mod, int varlen, int64_t max_q,
@@ -35,3 +38,8 @@ SIGMOID_ATTN_API int sigmoid_attn_gluon_forward(int set);
 // only reads. Returns the setting before the call.
 SIGMOID_ATTN_API int sigmoid_attn_atomic_dq(int set);
 }
+
+namespace sigmoid_attn {
+// This thread's sigmoid_attn_last_error() (c_api.cpp).
+void set_last_error(const char* message);
+}  // namespace sigmoid_attn

@@ -8,6 +8,7 @@
 #include <string>
 #include <utility>
 
+#include "build_info.h"
 #include "check.h"
 #include "ops.h"
 
@@ -76,6 +77,9 @@ int32_t guarded(AtenTensorHandle* out, F&& body) {
 }
 
 }  // namespace
+
+void set_last_error(const char* message) { g_last_error = message; }
+
 }  // namespace sigmoid_attn
 
 using sigmoid_attn::borrow;

@@ -13,11 +13,8 @@ namespace sigmoid_attn {
 
 namespace {
 
-constexpr int kMaxHeadDim = 512;
-constexpr int kKinds = 6;
-constexpr int kDTypes = 3;
-constexpr int kMaxHeadDims = 16;  // distinct compiled head dims
-constexpr int kMaxBuckets = 4;
+// kMaxHeadDim, kMaxHeadDims, kMaxBuckets: sigmoid_attn_constants.h (variants.DISPATCH_*); the
+// generated table static_asserts that the catalog fits them.
 
 // Tile buckets of one variant, ascending min_t: an optional small-problem bucket
 // (kSmallProblem), then length buckets from min_t == 0.
@@ -31,38 +28,27 @@ struct KernelTable {
   // head_dim -> its position among the compiled head dims, or -1
   std::array<int8_t, kMaxHeadDim + 1> dim_slot;
   // [kind][dtype][head dim position][causal][score_mod][varlen] -> buckets
-  std::array<Buckets, kKinds * kDTypes * kMaxHeadDims * 2 * 2 * 2> index;
+  std::array<Buckets, kNumKinds * kNumDTypes * kMaxHeadDims * 2 * 2 * 2> index;
   std::string head_dims;  // "32, 64, ..." for error messages
+  std::string dtypes;     // "float16, bfloat16, ..."
+  std::array<bool, kNumDTypes> dtype_built{};
   std::vector<int16_t> small;  // kernel -> its variant's small-problem kernel, or -1
 
   static int slot(int kind, int dtype, int dim, bool causal, bool mod, bool varlen) {
-    return ((((kind * kDTypes + dtype) * kMaxHeadDims + dim) * 2 + causal) * 2 + mod) * 2 + varlen;
+    return ((((kind * kNumDTypes + dtype) * kMaxHeadDims + dim) * 2 + causal) * 2 + mod) * 2 +
+           varlen;
   }
 
   KernelTable() {
-    std::set<int> dims;
+    std::set<int> dims, dts;
     dim_slot.fill(-1);
     small.assign(kNumKernels, -1);
     int n_dims = 0;
     for (int i = 0; i < kNumKernels; ++i) {
       const KernelSpec& k = kKernels[i];
-      // A compiled kernel the table cannot hold would be unreachable: a build error in effect,
-      // reported at the first dispatch rather than skipped.
-      SA_CHECK(k.head_dim <= kMaxHeadDim && static_cast<int>(k.kind) < kKinds,
-               "sigmoid_attn: kernel ", k.name, " (head dim ", k.head_dim, ", kind ",
-               static_cast<int>(k.kind), ") is outside the dispatch table (head dims <= ",
-               kMaxHeadDim, ", ", kKinds, " kinds): enlarge it in dispatch.cpp");
-      if (dim_slot[k.head_dim] < 0) {
-        SA_CHECK(n_dims < kMaxHeadDims, "sigmoid_attn: more than ", kMaxHeadDims,
-                 " distinct head dims are compiled (kernel ", k.name,
-                 "): enlarge kMaxHeadDims in dispatch.cpp");
-        dim_slot[k.head_dim] = static_cast<int8_t>(n_dims++);
-      }
+      if (dim_slot[k.head_dim] < 0) dim_slot[k.head_dim] = static_cast<int8_t>(n_dims++);
       Buckets& b = index[slot(static_cast<int>(k.kind), static_cast<int>(k.dtype),
                               dim_slot[k.head_dim], k.causal, k.score_mod, k.varlen)];
-      SA_CHECK(b.n < kMaxBuckets, "sigmoid_attn: more than ", kMaxBuckets,
-               " length buckets for the variant of kernel ", k.name,
-               ": enlarge kMaxBuckets in dispatch.cpp");
       int pos = b.n++;  // insertion sort by min_t
       while (pos > 0 && b.min_t[pos - 1] > k.min_t) {
         b.min_t[pos] = b.min_t[pos - 1];
@@ -71,9 +57,14 @@ struct KernelTable {
       }
       b.min_t[pos] = k.min_t;
       b.kernel[pos] = static_cast<int16_t>(i);
-      if (k.kind == KernelKind::kForward) dims.insert(k.head_dim);
+      if (k.kind == KernelKind::kForward) {
+        dims.insert(k.head_dim);
+        dts.insert(static_cast<int>(k.dtype));
+        dtype_built[static_cast<int>(k.dtype)] = true;
+      }
     }
     for (int d : dims) head_dims += (head_dims.empty() ? "" : ", ") + std::to_string(d);
+    for (int d : dts) dtypes += std::string(dtypes.empty() ? "" : ", ") + kDTypeNames[d];
     for (int i = 0; i < kNumKernels; ++i) {
       const KernelSpec& k = kKernels[i];
       if (k.head_dim > kMaxHeadDim || dim_slot[k.head_dim] < 0) continue;
@@ -100,10 +91,7 @@ int select_small_kernel(int kernel) {
 int find_kernel(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t head_dim,
                 bool causal, bool score_mod, bool varlen, int64_t seq_len) {
   const KernelTable& t = table();
-  const int dt = dtype == torch::headeronly::ScalarType::Half       ? 0
-                 : dtype == torch::headeronly::ScalarType::BFloat16 ? 1
-                 : dtype == torch::headeronly::ScalarType::Float    ? 2
-                                                                     : -1;
+  const int dt = dtype_code(dtype);
   int idx = -1;
   if (dt >= 0 && head_dim > 0 && head_dim <= kMaxHeadDim && t.dim_slot[head_dim] >= 0) {
     const Buckets& b = t.index[KernelTable::slot(static_cast<int>(kind), dt,
@@ -119,10 +107,28 @@ int select_kernel(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t 
                   bool causal, bool score_mod, bool varlen, int64_t seq_len) {
   const int idx = find_kernel(kind, dtype, head_dim, causal, score_mod, varlen, seq_len);
   const KernelTable& t = table();
-  SA_CHECK(idx >= 0, "sigmoid_attention: no CUDA kernel is compiled for head_dim=", head_dim,
-           " (dtype ", torch::headeronly::toString(dtype), ", is_causal=", causal,
-           ", score_mod=", score_mod, ", varlen=", varlen, "); compiled head dims: ",
-           t.head_dims, " in float16, bfloat16 and float32");
+  if (idx >= 0) return idx;
+  // Name what is missing: the head dim or the dtype (none of this build's kernels), else the
+  // combination of flags; and what this build compiled.
+  const int dt = dtype_code(dtype);
+  const bool dim_built = head_dim > 0 && head_dim <= kMaxHeadDim && t.dim_slot[head_dim] >= 0;
+  const bool dtype_built = dt >= 0 && t.dtype_built[dt];
+  const std::string dim = "head_dim=" + std::to_string(head_dim);
+  const std::string type = dt >= 0 ? kDTypeNames[dt] : torch::headeronly::toString(dtype);
+  std::string what = dim + " in " + type;
+  if (dim_built && !dtype_built) {
+    what = "dtype " + type;
+  } else if (!dim_built && dtype_built) {
+    what = dim;
+  } else if (dim_built && dtype_built) {
+    what += std::string(" with is_causal=") + (causal ? "true" : "false") +
+            ", score_mod=" + (score_mod ? "true" : "false") +
+            ", varlen=" + (varlen ? "true" : "false");
+  }
+  SA_CHECK(false, "sigmoid_attention: no CUDA kernel is compiled for ", what,
+           "; compiled head dims: ", t.head_dims, " in ", t.dtypes,
+           kBuildSubset[0] != '\0' ? " (a partial build: " : "", kBuildSubset,
+           kBuildSubset[0] != '\0' ? "; rebuild without these CMake options for the rest)" : "");
   return idx;
 }
 

@@ -10,6 +10,25 @@
 
 namespace sigmoid_attn {
 
+// torch's ScalarType of a kernel dtype (-Wswitch: a dtype added to variants.DTYPE_TABLE needs
+// its case here).
+constexpr torch::headeronly::ScalarType scalar_type(DType d) {
+  switch (d) {
+    case DType::kFloat16: return torch::headeronly::ScalarType::Half;
+    case DType::kBFloat16: return torch::headeronly::ScalarType::BFloat16;
+    case DType::kFloat32: return torch::headeronly::ScalarType::Float;
+  }
+  return torch::headeronly::ScalarType::Undefined;
+}
+
+// The kernel dtype code (DType) of a ScalarType, -1 where no kernel takes it.
+constexpr int dtype_code(torch::headeronly::ScalarType t) {
+  for (int i = 0; i < kNumDTypes; ++i) {
+    if (scalar_type(static_cast<DType>(i)) == t) return i;
+  }
+  return -1;
+}
+
 // O(1) table lookup built once from the generated catalog. Throws, naming the supported
 // set, when no compiled kernel matches.
 int select_kernel(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t head_dim,

@@ -17,7 +17,6 @@ namespace sigmoid_attn {
 namespace {
 
 constexpr int kMaxDevices = 64;
-constexpr int kMaxHidden = 8;
 
 struct DeviceModules {
   CUcontext ctx = nullptr;
@@ -87,11 +86,20 @@ int sm_count(int device) {
   return device_modules(device)->sm_count;
 }
 
-void launch_kernel(int kernel, int device, CUstream stream, unsigned grid_x, unsigned grid_y,
-                   unsigned grid_z, void** args) {
+void launch_kernel(int kernel, KernelKind kind, int num_params, int num_hidden, int device,
+                   CUstream stream, unsigned grid_x, unsigned grid_y, unsigned grid_z,
+                   void** args) {
   SA_CHECK(device >= 0 && device < kMaxDevices, "sigmoid_attn: CUDA device index ",
                   device, " out of range [0, ", kMaxDevices, ")");
   const KernelSpec& spec = kKernels[kernel];
+  // The argument struct is the selected kernel's: same kind, same parameter counts (one build
+  // generated both, so only a dispatch slip fails here).
+  SA_CHECK(spec.kind == kind && spec.num_params == num_params &&
+               spec.num_hidden_params == num_hidden,
+           "sigmoid_attn: kernel ", spec.name, " (kind ", kKindNames[static_cast<int>(spec.kind)],
+           ", ", spec.num_params, " + ", spec.num_hidden_params,
+           " parameters) launched with the arguments of kind ",
+           kKindNames[static_cast<int>(kind)], " (", num_params, " + ", num_hidden, ")");
   DeviceModules* dm = device_modules(device);
   CUfunction fn = dm->fn[kernel].load(std::memory_order_acquire);
   if (fn == nullptr) {
@@ -104,18 +112,15 @@ void launch_kernel(int kernel, int device, CUstream stream, unsigned grid_x, uns
   }
 
   // Hidden parameters (global / profile scratch in Triton 3.6-3.8): null unless the compiled
-  // metadata asks for scratch, which is then taken from torch's caching allocator.
-  SA_CHECK(spec.num_hidden_params <= kMaxHidden, "sigmoid_attn: kernel ", spec.name,
-                  " has ", spec.num_hidden_params, " hidden parameters, at most ", kMaxHidden,
-                  " supported");
-  std::array<CUdeviceptr, kMaxHidden> hidden{};
-  std::array<void*, 64> all{};
-  for (int i = 0; i < spec.num_params; ++i) all[i] = args[i];
+  // metadata asks for scratch, which is then taken from torch's caching allocator. They are
+  // the struct's last fields, written through the packed pointers.
   std::optional<torch::stable::Tensor> scratch[2];
   const int sizes[2] = {spec.global_scratch_size, spec.profile_scratch_size};
   const int aligns[2] = {spec.global_scratch_align, spec.profile_scratch_align};
   const uint64_t programs = uint64_t(grid_x) * grid_y * grid_z;
-  for (int h = 0; h < spec.num_hidden_params; ++h) {
+  for (int h = 0; h < num_hidden; ++h) {
+    CUdeviceptr& slot = *static_cast<CUdeviceptr*>(args[num_params + h]);
+    slot = 0;
     if (h < 2 && sizes[h] > 0) {
       const int64_t align = aligns[h] > 0 ? aligns[h] : 1;
       const int64_t bytes = static_cast<int64_t>(programs) * sizes[h] + align;
@@ -124,9 +129,8 @@ void launch_kernel(int kernel, int device, CUstream stream, unsigned grid_x, uns
                                         torch::stable::Device(torch::headeronly::DeviceType::CUDA,
                                                               static_cast<int8_t>(device)));
       auto p = reinterpret_cast<uintptr_t>(scratch[h]->data_ptr());
-      hidden[h] = (p + align - 1) / align * align;
+      slot = (p + align - 1) / align * align;
     }
-    all[spec.num_params + h] = &hidden[h];
   }
 
   const CudaDriver& cu = cuda_driver();
@@ -135,7 +139,7 @@ void launch_kernel(int kernel, int device, CUstream stream, unsigned grid_x, uns
   const bool switch_ctx = current != dm->ctx;
   if (switch_ctx) check_cu(cu.cuCtxPushCurrent(dm->ctx), "cuCtxPushCurrent");
   CUresult r = cu.cuLaunchKernel(fn, grid_x, grid_y, grid_z, 32 * spec.num_warps, 1, 1,
-                                 spec.shared_bytes, stream, all.data(), nullptr);
+                                 spec.shared_bytes, stream, args, nullptr);
   if (switch_ctx) {
     CUcontext popped = nullptr;
     cu.cuCtxPopCurrent(&popped);

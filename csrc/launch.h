@@ -3,13 +3,27 @@
 
 #include <cuda.h>
 
+#include "kernel_args.h"
+#include "kernel_spec.h"
+
 namespace sigmoid_attn {
 
-// Launches kKernels[kernel] on the given CUDA device and stream. `args` holds pointers to the
-// kernel's own parameters (spec.num_params of them, in variants.PARAMS[kind] order); the hidden
-// parameters this Triton version appends are supplied here. No host synchronization.
-void launch_kernel(int kernel, int device, CUstream stream, unsigned grid_x, unsigned grid_y,
-                   unsigned grid_z, void** args);
+// Launches kKernels[kernel], a kernel of `kind`, on the given CUDA device and stream. `args` is
+// the packed argument struct (kernel_args.h): num_params pointers to the kernel's own parameters,
+// then num_hidden to the hidden ones this Triton version appends, which are filled here. No
+// host synchronization.
+void launch_kernel(int kernel, KernelKind kind, int num_params, int num_hidden, int device,
+                   CUstream stream, unsigned grid_x, unsigned grid_y, unsigned grid_z,
+                   void** args);
+
+// Launches kKernels[kernel] with an argument struct of its kind (kernel_args.h).
+template <typename Args>
+void launch(int kernel, int device, CUstream stream, unsigned grid_x, unsigned grid_y,
+            unsigned grid_z, Args& args) {
+  auto params = args.pack();
+  launch_kernel(kernel, Args::kKind, Args::kNumParams, Args::kNumHidden, device, stream, grid_x,
+                grid_y, grid_z, params.data());
+}
 
 // The device's multiprocessor count (read once per device).
 int sm_count(int device);

@@ -75,8 +75,8 @@ struct Common {
 
   template <typename A>
   A bias_of(int64_t b, int64_t Lk) const {
-    if (p.bias_mode == 0) return -std::log(static_cast<A>(std::max<int64_t>(Lk, 1)));
-    if (p.bias_mode == 1) return static_cast<A>(p.bias_value);
+    if (p.bias_mode == kBiasDefault) return -std::log(static_cast<A>(std::max<int64_t>(Lk, 1)));
+    if (p.bias_mode == kBiasScalar) return static_cast<A>(p.bias_value);
     return static_cast<A>(bias->const_data_ptr<double>()[b]);
   }
   template <typename A>

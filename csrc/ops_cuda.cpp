@@ -44,56 +44,43 @@ std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tenso
   return GluonOperands{*rq, *rk, *rv, *ro};
 }
 
+// One descriptor argument of the Gluon forward: the CUtensorMap encoded on the host and the
+// [B, T, H*D] shape and [sb, st, 1] strides (elements) the kernel takes after it; false when the
+// driver refuses it.
+bool tensor_map_arg(TensorMapArg* a, const TensorMapSpec& m, const TmaRows& rows) {
+  if (!encode_tensor_map(&a->map, m, rows)) return false;
+  const uint32_t shape[] = {uint32_t(rows.B), uint32_t(rows.T), uint32_t(rows.HD)};
+  const uint64_t stride[] = {rows.sb, rows.st, 1};
+  for (int d = 0; d < kTensorMapRank; ++d) {
+    a->shape[d] = shape[d];
+    a->stride[d] = stride[d];
+  }
+  return true;
+}
+
 // Encodes the kernel's four descriptors on the host and launches it; false (nothing launched)
-// when the driver refuses a descriptor. No allocation, no synchronization: the CUtensorMaps
-// and scalars live on this stack frame, and cuLaunchKernel copies the parameters.
+// when the driver refuses a descriptor. No allocation, no synchronization: the arguments live on
+// this stack frame, and cuLaunchKernel copies them.
 bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops, int device) {
   const KernelSpec& spec = kKernels[kernel];
-  const TmaRows* rows[] = {&ops.q, &ops.k, &ops.v, &ops.o};  // variants.PARAMS["fwd_gluon"]
+  const TmaRows* rows[] = {&ops.q, &ops.k, &ops.v, &ops.o};  // the descriptors, in order
   constexpr int kMaps = sizeof(rows) / sizeof(rows[0]);
-  constexpr int kScalars = 4;
-  constexpr int kParams = kMaps * (1 + 2 * kTensorMapRank) + kScalars;
-  SA_CHECK(spec.num_tensor_maps == kMaps && spec.num_params == kParams, "sigmoid_attn: kernel ",
-           spec.name, " has ", spec.num_tensor_maps, " descriptors and ", spec.num_params,
-           " parameters, the launcher packs ", kMaps, " and ", kParams);
-  CUtensorMap maps[kMaps];  // 64-byte aligned by its type, as the by-value parameter requires
-  uint32_t shape[kMaps][kTensorMapRank];
-  uint64_t strides[kMaps][kTensorMapRank];
-  void* args[kParams] = {};
+  SA_CHECK(spec.num_tensor_maps == kMaps, "sigmoid_attn: kernel ", spec.name, " has ",
+           spec.num_tensor_maps, " descriptors, the launcher encodes ", kMaps);
+  TensorMapArg maps[kMaps];
   for (int i = 0; i < kMaps; ++i) {
-    const TensorMapSpec& m = spec.tensor_maps[i];
-    if (!encode_tensor_map(&maps[i], m, *rows[i])) return false;
-    // The descriptor's shape and strides (elements), after it: [B, T, H*D], [sb, st, 1].
-    const uint32_t sh[] = {uint32_t(rows[i]->B), uint32_t(rows[i]->T), uint32_t(rows[i]->HD)};
-    const uint64_t st[] = {rows[i]->sb, rows[i]->st, 1};
-    args[m.param] = &maps[i];
-    for (int d = 0; d < kTensorMapRank; ++d) {
-      shape[i][d] = sh[d];
-      strides[i][d] = st[d];
-      args[m.param + 1 + d] = &shape[i][d];
-      args[m.param + 1 + kTensorMapRank + d] = &strides[i][d];
-    }
+    if (!tensor_map_arg(&maps[i], spec.tensor_maps[i], *rows[i])) return false;
   }
-  int32_t t_k = static_cast<int32_t>(p.Tk), kv_group = static_cast<int32_t>(p.Hq / p.Hkv);
-  float scale = static_cast<float>(p.scale);
   // The default bias, -log(valid key count), is -log(Tk) here: no lengths.
-  float bias_value = static_cast<float>(p.bias_mode == kBiasScalar
-                                            ? p.bias_value
-                                            : -std::log(static_cast<double>(p.Tk)));
-  // The scalars fill the slots the descriptors leave, in variants.PARAMS["fwd_gluon"] order.
-  void* scalars[kScalars] = {&t_k, &kv_group, &scale, &bias_value};
-  int next = 0;
-  for (void*& a : args) {
-    if (a == nullptr) {
-      SA_CHECK(next < kScalars, "sigmoid_attn: kernel ", spec.name,
-               ": descriptor positions overlap the scalars");
-      a = scalars[next++];
-    }
-  }
-  SA_CHECK(next == kScalars, "sigmoid_attn: kernel ", spec.name, " leaves ", next,
-           " scalar parameters, the launcher packs ", kScalars);
-  launch_kernel(kernel, device, current_stream(device), cdiv(p.Tq, spec.block_m),
-                static_cast<unsigned>(p.Hq), static_cast<unsigned>(p.B), args);
+  const double bias = p.bias_mode == kBiasScalar ? p.bias_value
+                                                 : -std::log(static_cast<double>(p.Tk));
+  ForwardGluonArgs args{.q_desc = maps[0], .k_desc = maps[1], .v_desc = maps[2],
+                        .o_desc = maps[3], .T_K = static_cast<int32_t>(p.Tk),
+                        .kv_group = static_cast<int32_t>(p.Hq / p.Hkv),
+                        .scale = static_cast<float>(p.scale),
+                        .bias_value = static_cast<float>(bias)};
+  launch(kernel, device, current_stream(device), cdiv(p.Tq, spec.block_m),
+         static_cast<unsigned>(p.Hq), static_cast<unsigned>(p.B), args);
   return true;
 }
 
@@ -127,45 +114,44 @@ void launch_forward(const ForwardProblem& p, const Tensor& q, const Tensor& k, c
   const KernelSpec& spec = kKernels[kernel];
   const Operand oq = operand(q, p.max_q), ok = operand(k, p.max_k), ov = operand(v, p.max_k),
                 oo = operand(out, p.max_q);
-  int32_t t_q = static_cast<int32_t>(p.Tq), t_k = static_cast<int32_t>(p.Tk),
-          kv_group = static_cast<int32_t>(p.Hq / p.Hkv), num_seqs = static_cast<int32_t>(p.B),
-          max_q = static_cast<int32_t>(p.max_q), max_k = static_cast<int32_t>(p.max_k);
-  float a_scale = static_cast<float>(p.scale), a_bias_value = static_cast<float>(p.bias_value);
-  int32_t has_lq = !p.varlen && e.lens_q.has_value(), has_lk = !p.varlen && e.lens_k.has_value(),
-          bias_mode = p.bias_mode;
-  CUdeviceptr a_q = oq.ptr, a_k = ok.ptr, a_v = ov.ptr, a_o = oo.ptr;
-  int64_t qb = oq.sb, qh = oq.sh, kb = ok.sb, kh = ok.sh, vb = ov.sb, vh = ov.sh, ob = oo.sb,
-          oh = oo.sh;
-  int32_t qt = oq.st, kt = ok.st, vt = ov.st, ot = oo.st;
+  const int32_t has_lq = !p.varlen && e.lens_q.has_value(),
+                has_lk = !p.varlen && e.lens_k.has_value();
   const unsigned grid_x = forward_grid_x(spec, p.varlen, p.Tq, p.B);
+  const unsigned grid_y = static_cast<unsigned>(p.Hq);
   const unsigned grid_z = p.varlen ? 1u : static_cast<unsigned>(p.B);
-  if (spec.kind == KernelKind::kForwardWS) {
-    // variants.PARAMS["fwd_ws"] order: no score_mod key stride (contiguous keys)
-    void* ws_args[] = {&a_q,      &a_k,     &a_v,       &a_o,      &e.p_lens_q, &e.p_lens_k,
-                       &e.p_bias, &e.p_mod, &qb,        &qt,       &qh,         &kb,
-                       &kt,       &kh,      &vb,        &vt,       &vh,         &ob,
-                       &ot,       &oh,      &e.mod_sb,  &t_q,      &t_k,        &kv_group,
-                       &a_scale,  &a_bias_value, &has_lq, &has_lk, &bias_mode,  &num_seqs,
-                       &max_q,    &max_k};
-    constexpr int kNumWsArgs = sizeof(ws_args) / sizeof(ws_args[0]);
-    SA_CHECK(spec.num_params == kNumWsArgs, "sigmoid_attn: kernel ", spec.name, " has ",
-             spec.num_params, " parameters, the launcher packs ", kNumWsArgs);
-    launch_kernel(kernel, device, current_stream(device), grid_x, static_cast<unsigned>(p.Hq),
-                  grid_z, ws_args);
+  const CUstream stream = current_stream(device);
+  const int32_t t_q = static_cast<int32_t>(p.Tq), t_k = static_cast<int32_t>(p.Tk),
+                kv_group = static_cast<int32_t>(p.Hq / p.Hkv),
+                num_seqs = static_cast<int32_t>(p.B), max_q = static_cast<int32_t>(p.max_q),
+                max_k = static_cast<int32_t>(p.max_k);
+  const float scale = static_cast<float>(p.scale), bias_value = static_cast<float>(p.bias_value);
+  if (spec.kind == KernelKind::kForwardWS) {  // no score_mod key stride: contiguous keys
+    ForwardWSArgs args{
+        .Q = oq.ptr, .K = ok.ptr, .V = ov.ptr, .O = oo.ptr,
+        .SEQ_LENS_Q = e.p_lens_q, .SEQ_LENS_K = e.p_lens_k, .BIAS = e.p_bias, .SCORE_MOD = e.p_mod,
+        .stride_qb = oq.sb, .stride_qt = oq.st, .stride_qh = oq.sh,
+        .stride_kb = ok.sb, .stride_kt = ok.st, .stride_kh = ok.sh,
+        .stride_vb = ov.sb, .stride_vt = ov.st, .stride_vh = ov.sh,
+        .stride_ob = oo.sb, .stride_ot = oo.st, .stride_oh = oo.sh,
+        .stride_smb = e.mod_sb,
+        .T_Q = t_q, .T_K = t_k, .kv_group = kv_group, .scale = scale, .bias_value = bias_value,
+        .HAS_SEQ_LENS_Q = has_lq, .HAS_SEQ_LENS_K = has_lk, .BIAS_MODE = p.bias_mode,
+        .num_seqs = num_seqs, .max_seqlen_q = max_q, .max_seqlen_k = max_k};
+    launch(kernel, device, stream, grid_x, grid_y, grid_z, args);
     return;
   }
-  // variants.PARAMS["fwd"] order; aot.py's PTX check guards the sizes.
-  void* args[] = {&a_q,      &a_k,        &a_v,      &a_o,      &e.p_lens_q, &e.p_lens_k,
-                  &e.p_bias, &e.p_mod,    &qb,       &qt,       &qh,         &kb,
-                  &kt,       &kh,         &vb,       &vt,       &vh,         &ob,
-                  &ot,       &oh,         &e.mod_sb, &e.mod_st, &t_q,        &t_k,
-                  &kv_group, &a_scale,    &a_bias_value, &has_lq, &has_lk,   &bias_mode,
-                  &num_seqs, &max_q,      &max_k};
-  constexpr int kNumArgs = sizeof(args) / sizeof(args[0]);
-  SA_CHECK(spec.num_params == kNumArgs, "sigmoid_attn: kernel ", spec.name, " has ",
-           spec.num_params, " parameters, the launcher packs ", kNumArgs);
-  launch_kernel(kernel, device, current_stream(device), grid_x, static_cast<unsigned>(p.Hq),
-                grid_z, args);
+  ForwardArgs args{
+      .Q = oq.ptr, .K = ok.ptr, .V = ov.ptr, .O = oo.ptr,
+      .SEQ_LENS_Q = e.p_lens_q, .SEQ_LENS_K = e.p_lens_k, .BIAS = e.p_bias, .SCORE_MOD = e.p_mod,
+      .stride_qb = oq.sb, .stride_qt = oq.st, .stride_qh = oq.sh,
+      .stride_kb = ok.sb, .stride_kt = ok.st, .stride_kh = ok.sh,
+      .stride_vb = ov.sb, .stride_vt = ov.st, .stride_vh = ov.sh,
+      .stride_ob = oo.sb, .stride_ot = oo.st, .stride_oh = oo.sh,
+      .stride_smb = e.mod_sb, .stride_smt = e.mod_st,
+      .T_Q = t_q, .T_K = t_k, .kv_group = kv_group, .scale = scale, .bias_value = bias_value,
+      .HAS_SEQ_LENS_Q = has_lq, .HAS_SEQ_LENS_K = has_lk, .BIAS_MODE = p.bias_mode,
+      .num_seqs = num_seqs, .max_seqlen_q = max_q, .max_seqlen_k = max_k};
+  launch(kernel, device, stream, grid_x, grid_y, grid_z, args);
 }
 
 }  // namespace

@@ -42,19 +42,14 @@ void launch_backward(const ForwardProblem& p, const Tensor& grad_out, const Tens
   const Operand odq = operand(dq, p.max_q), odk = operand(dk, p.max_k),
                 odv = operand(dv, p.max_k);
   Extras e = extras(lens_q, lens_k, bias, score_mod, p.bias_mode, p.max_k);
-  int32_t t_q = static_cast<int32_t>(p.Tq), t_k = static_cast<int32_t>(p.Tk),
-          kv_group = static_cast<int32_t>(p.Hq / p.Hkv), num_seqs = static_cast<int32_t>(p.B),
-          max_q = static_cast<int32_t>(p.max_q), max_k = static_cast<int32_t>(p.max_k);
-  float a_scale = static_cast<float>(p.scale), a_bias_value = static_cast<float>(p.bias_value);
-  int32_t has_lq = !p.varlen && e.lens_q.has_value(), has_lk = !p.varlen && e.lens_k.has_value(),
-          bias_mode = p.bias_mode;
-  CUdeviceptr a_q = oq.ptr, a_k = ok.ptr, a_v = ov.ptr, a_do = odo.ptr, a_dq = odq.ptr,
-              a_dk = odk.ptr, a_dv = odv.ptr, a_dmod = has_mod ? dptr(dmod_heads) : 0;
-  int64_t qb = oq.sb, qh = oq.sh, kb = ok.sb, kh = ok.sh, vb = ov.sb, vh = ov.sh, dob = odo.sb,
-          doh = odo.sh, dqb = odq.sb, dqh = odq.sh, dkb = odk.sb, dkh = odk.sh, dvb = odv.sb,
-          dvh = odv.sh;
-  int32_t qt = oq.st, kt = ok.st, vt = ov.st, dot = odo.st, dqt = odq.st, dkt = odk.st,
-          dvt = odv.st;
+  const int32_t t_q = static_cast<int32_t>(p.Tq), t_k = static_cast<int32_t>(p.Tk),
+                kv_group = static_cast<int32_t>(p.Hq / p.Hkv),
+                num_seqs = static_cast<int32_t>(p.B), max_q = static_cast<int32_t>(p.max_q),
+                max_k = static_cast<int32_t>(p.max_k);
+  const float scale = static_cast<float>(p.scale), bias_value = static_cast<float>(p.bias_value);
+  const int32_t has_lq = !p.varlen && e.lens_q.has_value(),
+                has_lk = !p.varlen && e.lens_k.has_value();
+  const CUdeviceptr dmod = has_mod ? dptr(dmod_heads) : 0;
   int64_t dmb = 0, dmh = 0;
   if (has_mod) {
     dmb = p.varlen ? 0 : dmod_heads.stride(0);
@@ -67,56 +62,67 @@ void launch_backward(const ForwardProblem& p, const Tensor& grad_out, const Tens
   const KernelSpec& spec_kv = kKernels[k_dkdv];
   const unsigned grid_kv = p.varlen ? static_cast<unsigned>(p.Tk / spec_kv.block_n + p.B + 1)
                                     : cdiv(p.Tk, spec_kv.block_n);
-  if (k_one >= 0) {  // variants.PARAMS["bwd_dkdv_dq"] order: dkdv's, the fp32 dQ after stride_smt
+  if (k_one >= 0) {  // dkdv's arguments, the fp32 dQ buffer after stride_smt
     Tensor dq_acc = p.varlen ? empty_cuda(q, {p.Tq, p.Hq, p.D}, ScalarType::Float)
                              : empty_cuda(q, {p.B, p.Tq, p.Hq, p.D}, ScalarType::Float);
     torch::stable::zero_(dq_acc);
     const Operand oacc = operand(dq_acc, p.max_q);
-    CUdeviceptr a_acc = oacc.ptr;
-    int64_t ab = oacc.sb, ah = oacc.sh;
-    int32_t at = oacc.st;
-    void* args[] = {&a_q,  &a_k,       &a_v,        &a_do,     &a_dk,  &a_dv, &a_dmod,
-                    &e.p_lens_q, &e.p_lens_k, &e.p_bias, &e.p_mod,
-                    &qb,   &qt,        &qh,         &kb,       &kt,    &kh,   &vb,
-                    &vt,   &vh,        &dob,        &dot,      &doh,   &dkb,  &dkt,
-                    &dkh,  &dvb,       &dvt,        &dvh,      &dmb,   &dmh,  &e.mod_sb,
-                    &e.mod_st, &a_acc, &ab,         &at,       &ah,    &t_q,  &t_k,
-                    &kv_group, &a_scale, &a_bias_value, &has_lq, &has_lk, &bias_mode,
-                    &num_seqs, &max_q, &max_k};
-    constexpr int kNumArgs = sizeof(args) / sizeof(args[0]);
-    SA_CHECK(spec_kv.num_params == kNumArgs, "sigmoid_attn: kernel ", spec_kv.name, " has ",
-             spec_kv.num_params, " parameters, the launcher packs ", kNumArgs);
-    launch_kernel(k_dkdv, device, stream, grid_kv, static_cast<unsigned>(p.Hkv), grid_z, args);
+    BackwardDkDvDqArgs args{
+        .Q = oq.ptr, .K = ok.ptr, .V = ov.ptr, .DO = odo.ptr, .DK = odk.ptr, .DV = odv.ptr,
+        .DMOD = dmod, .SEQ_LENS_Q = e.p_lens_q, .SEQ_LENS_K = e.p_lens_k, .BIAS = e.p_bias,
+        .SCORE_MOD = e.p_mod,
+        .stride_qb = oq.sb, .stride_qt = oq.st, .stride_qh = oq.sh,
+        .stride_kb = ok.sb, .stride_kt = ok.st, .stride_kh = ok.sh,
+        .stride_vb = ov.sb, .stride_vt = ov.st, .stride_vh = ov.sh,
+        .stride_dob = odo.sb, .stride_dot = odo.st, .stride_doh = odo.sh,
+        .stride_dkb = odk.sb, .stride_dkt = odk.st, .stride_dkh = odk.sh,
+        .stride_dvb = odv.sb, .stride_dvt = odv.st, .stride_dvh = odv.sh,
+        .stride_dmb = dmb, .stride_dmh = dmh, .stride_smb = e.mod_sb, .stride_smt = e.mod_st,
+        .DQ_ACC = oacc.ptr, .stride_dqab = oacc.sb, .stride_dqat = oacc.st,
+        .stride_dqah = oacc.sh,
+        .T_Q = t_q, .T_K = t_k, .kv_group = kv_group, .scale = scale, .bias_value = bias_value,
+        .HAS_SEQ_LENS_Q = has_lq, .HAS_SEQ_LENS_K = has_lk, .BIAS_MODE = p.bias_mode,
+        .num_seqs = num_seqs, .max_seqlen_q = max_q, .max_seqlen_k = max_k};
+    launch(k_dkdv, device, stream, grid_kv, static_cast<unsigned>(p.Hkv), grid_z, args);
     Tensor dq_out = dq;  // (a handle to the same storage)
     torch::stable::copy_(dq_out, dq_acc);  // fp32 -> dQ's dtype, on the current stream
     return;
   }
-  {  // variants.PARAMS["bwd_dkdv"] order
-    void* args[] = {&a_q,  &a_k,       &a_v,        &a_do,     &a_dk,  &a_dv, &a_dmod,
-                    &e.p_lens_q, &e.p_lens_k, &e.p_bias, &e.p_mod,
-                    &qb,   &qt,        &qh,         &kb,       &kt,    &kh,   &vb,
-                    &vt,   &vh,        &dob,        &dot,      &doh,   &dkb,  &dkt,
-                    &dkh,  &dvb,       &dvt,        &dvh,      &dmb,   &dmh,  &e.mod_sb,
-                    &e.mod_st, &t_q,   &t_k,        &kv_group, &a_scale, &a_bias_value,
-                    &has_lq, &has_lk,  &bias_mode,  &num_seqs, &max_q, &max_k};
-    constexpr int kNumArgs = sizeof(args) / sizeof(args[0]);
-    SA_CHECK(spec_kv.num_params == kNumArgs, "sigmoid_attn: kernel ", spec_kv.name, " has ",
-             spec_kv.num_params, " parameters, the launcher packs ", kNumArgs);
-    launch_kernel(k_dkdv, device, stream, grid_kv, static_cast<unsigned>(p.Hkv), grid_z, args);
+  {
+    BackwardDkDvArgs args{
+        .Q = oq.ptr, .K = ok.ptr, .V = ov.ptr, .DO = odo.ptr, .DK = odk.ptr, .DV = odv.ptr,
+        .DMOD = dmod, .SEQ_LENS_Q = e.p_lens_q, .SEQ_LENS_K = e.p_lens_k, .BIAS = e.p_bias,
+        .SCORE_MOD = e.p_mod,
+        .stride_qb = oq.sb, .stride_qt = oq.st, .stride_qh = oq.sh,
+        .stride_kb = ok.sb, .stride_kt = ok.st, .stride_kh = ok.sh,
+        .stride_vb = ov.sb, .stride_vt = ov.st, .stride_vh = ov.sh,
+        .stride_dob = odo.sb, .stride_dot = odo.st, .stride_doh = odo.sh,
+        .stride_dkb = odk.sb, .stride_dkt = odk.st, .stride_dkh = odk.sh,
+        .stride_dvb = odv.sb, .stride_dvt = odv.st, .stride_dvh = odv.sh,
+        .stride_dmb = dmb, .stride_dmh = dmh, .stride_smb = e.mod_sb, .stride_smt = e.mod_st,
+        .T_Q = t_q, .T_K = t_k, .kv_group = kv_group, .scale = scale, .bias_value = bias_value,
+        .HAS_SEQ_LENS_Q = has_lq, .HAS_SEQ_LENS_K = has_lk, .BIAS_MODE = p.bias_mode,
+        .num_seqs = num_seqs, .max_seqlen_q = max_q, .max_seqlen_k = max_k};
+    launch(k_dkdv, device, stream, grid_kv, static_cast<unsigned>(p.Hkv), grid_z, args);
   }
-  {  // variants.PARAMS["bwd_dq"] order
-    void* args[] = {&a_q,  &a_k,  &a_v,  &a_do, &a_dq, &e.p_lens_q, &e.p_lens_k, &e.p_bias,
-                    &e.p_mod, &qb, &qt,  &qh,   &kb,   &kt,  &kh,  &vb,   &vt,   &vh,
-                    &dob,  &dot,  &doh,  &dqb,  &dqt,  &dqh, &e.mod_sb, &e.mod_st,
-                    &t_q,  &t_k,  &kv_group, &a_scale, &a_bias_value, &has_lq, &has_lk,
-                    &bias_mode, &num_seqs, &max_q, &max_k};
-    constexpr int kNumArgs = sizeof(args) / sizeof(args[0]);
+  {
+    BackwardDqArgs args{
+        .Q = oq.ptr, .K = ok.ptr, .V = ov.ptr, .DO = odo.ptr, .DQ = odq.ptr,
+        .SEQ_LENS_Q = e.p_lens_q, .SEQ_LENS_K = e.p_lens_k, .BIAS = e.p_bias,
+        .SCORE_MOD = e.p_mod,
+        .stride_qb = oq.sb, .stride_qt = oq.st, .stride_qh = oq.sh,
+        .stride_kb = ok.sb, .stride_kt = ok.st, .stride_kh = ok.sh,
+        .stride_vb = ov.sb, .stride_vt = ov.st, .stride_vh = ov.sh,
+        .stride_dob = odo.sb, .stride_dot = odo.st, .stride_doh = odo.sh,
+        .stride_dqb = odq.sb, .stride_dqt = odq.st, .stride_dqh = odq.sh,
+        .stride_smb = e.mod_sb, .stride_smt = e.mod_st,
+        .T_Q = t_q, .T_K = t_k, .kv_group = kv_group, .scale = scale, .bias_value = bias_value,
+        .HAS_SEQ_LENS_Q = has_lq, .HAS_SEQ_LENS_K = has_lk, .BIAS_MODE = p.bias_mode,
+        .num_seqs = num_seqs, .max_seqlen_q = max_q, .max_seqlen_k = max_k};
     const KernelSpec& spec = kKernels[k_dq];
-    SA_CHECK(spec.num_params == kNumArgs, "sigmoid_attn: kernel ", spec.name, " has ",
-             spec.num_params, " parameters, the launcher packs ", kNumArgs);
     const unsigned grid_x = p.varlen ? static_cast<unsigned>(p.Tq / spec.block_m + p.B + 1)
                                      : cdiv(p.Tq, spec.block_m);
-    launch_kernel(k_dq, device, stream, grid_x, static_cast<unsigned>(p.Hq), grid_z, args);
+    launch(k_dq, device, stream, grid_x, static_cast<unsigned>(p.Hq), grid_z, args);
   }
 }
 

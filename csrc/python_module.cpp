@@ -24,6 +24,7 @@ struct OpsApi {
   int (*num_kernels)() = nullptr;
   const char* (*kernel_name)(int) = nullptr;
   int (*kernel_field)(int, const char*) = nullptr;
+  const char* (*kernel_label)(int, const char*) = nullptr;
   int (*warp_specialized)(int) = nullptr;  // the dispatch switches: set 1/0, < 0 reads
   int (*atomic_dq)(int) = nullptr;
   int (*gluon_forward)(int) = nullptr;
@@ -47,6 +48,7 @@ void bind(const std::string& path) {
   resolve(lib, "sigmoid_attn_num_kernels", api.num_kernels);
   resolve(lib, "sigmoid_attn_kernel_name", api.kernel_name);
   resolve(lib, "sigmoid_attn_kernel_field", api.kernel_field);
+  resolve(lib, "sigmoid_attn_kernel_label", api.kernel_label);
   resolve(lib, "sigmoid_attn_warp_specialized", api.warp_specialized);
   resolve(lib, "sigmoid_attn_atomic_dq", api.atomic_dq);
   resolve(lib, "sigmoid_attn_gluon_forward", api.gluon_forward);
@@ -90,15 +92,12 @@ PYBIND11_MODULE(_C, m) {
     static const char* const ints[] = {"head_dim", "block_m", "block_n", "num_warps",
                                        "num_stages", "min_t", "shared_bytes",
                                        "num_hidden_params", "cubin_bytes"};
-    static const char* const kinds[] = {"fwd",    "bwd_dkdv",    "bwd_dq",
-                                        "fwd_ws", "bwd_dkdv_dq", "fwd_gluon"};
     py::list out;
     for (int i = 0; i < a.num_kernels(); ++i) {
       py::dict k;
       k["name"] = a.kernel_name(i);
-      k["kind"] = kinds[a.kernel_field(i, "kind")];
-      static const char* const dtypes[] = {"float16", "bfloat16", "float32"};
-      k["dtype"] = dtypes[a.kernel_field(i, "dtype")];
+      k["kind"] = a.kernel_label(i, "kind");  // (names from variants.py, as the library has them)
+      k["dtype"] = a.kernel_label(i, "dtype");
       k["causal"] = static_cast<bool>(a.kernel_field(i, "causal"));
       k["score_mod"] = static_cast<bool>(a.kernel_field(i, "score_mod"));
       k["varlen"] = static_cast<bool>(a.kernel_field(i, "varlen"));

@@ -8,6 +8,7 @@
 #include <torch/csrc/inductor/aoti_torch/c/shim.h>
 #include <torch/headeronly/core/ScalarType.h>
 #include "check.h"
+#include "sigmoid_attn_constants.h"
 
 namespace sigmoid_attn {
 
@@ -102,13 +103,13 @@ void resolve_scalars(const char* kFn, ForwardProblem& p, const std::optional<dou
 
   SA_CHECK(!(bias_value.has_value() && bias.has_value()), kFn,
            ": give sigmoid_bias as a float or as a tensor, not both");
-  p.bias_mode = 0;
+  p.bias_mode = kBiasDefault;
   p.bias_value = 0.0;
   if (bias_value.has_value()) {
     const double b = *bias_value;
     SA_CHECK(!std::isnan(b) && (std::isinf(b) || std::fabs(b) <= kF32Max), kFn,
              ": sigmoid_bias must be ±inf or within float32 range, and not NaN, got ", b);
-    p.bias_mode = 1;
+    p.bias_mode = kBiasScalar;
     p.bias_value = b;
   } else if (bias.has_value()) {
     const Tensor& b = *bias;
@@ -117,7 +118,7 @@ void resolve_scalars(const char* kFn, ForwardProblem& p, const std::optional<dou
                     dtype_str(b), " ", shape_str(b));
     SA_CHECK(same_device(b, q), kFn, ": sigmoid_bias must be on q's device ",
                     device_str(q), ", got ", device_str(b));
-    p.bias_mode = 2;
+    p.bias_mode = kBiasTensor;
   }
 }
 

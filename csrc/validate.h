@@ -53,7 +53,7 @@ struct ForwardProblem {
   int64_t max_q, max_k;
   bool varlen;
   double scale;       // kept in double for the float64 CPU path; the kernels take float32
-  int bias_mode;      // BiasMode (kernel_spec.h)
+  int bias_mode;      // BiasMode (sigmoid_attn_constants.h, from variants.BIAS_MODES)
   double bias_value;
   torch::headeronly::ScalarType dtype;  // q's (and k's, v's)
 };

@@ -63,6 +63,21 @@ def library_function(name):
     return f
 
 
+def dtype_code(dtype) -> int:
+    """The kernel dtype code of a torch dtype or a variant name ("bf16"): its position in
+    triton_src/variants.py's DTYPE_TABLE, as the C API's dtype arguments and the catalog take it."""
+    sys.path.insert(0, TRITON_SRC)
+    try:
+        import variants as V
+    finally:
+        sys.path.remove(TRITON_SRC)
+    name = dtype if isinstance(dtype, str) else str(dtype).replace("torch.", "")
+    for i, (short, (_, torch_name)) in enumerate(V.DTYPE_TABLE.items()):
+        if name in (short, torch_name):
+            return i
+    raise ValueError(f"no kernel dtype {dtype}")
+
+
 def random_lengths(B: int, T: int, gen: torch.Generator, low: int = 0) -> torch.Tensor:
     return torch.randint(low, T + 1, (B,), generator=gen, dtype=torch.int32)
 

@@ -5,7 +5,7 @@ output's size just before each call, so an unwritten element shows up as NaN."""
 import pytest
 import torch
 
-from conftest import REL_TOL, heads_to_fill, library_function, rel_err
+from conftest import REL_TOL, dtype_code, heads_to_fill, library_function, rel_err
 
 pytestmark = pytest.mark.gpu
 
@@ -180,8 +180,7 @@ def selected_forward(dtype, D, causal, score_mod, varlen, max_q, Tq, B, Hq, ws, 
     the call is one the Gluon forward covers beyond its variant flags)."""
     f = library_function("sigmoid_attn_select_forward_kernel")
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    code = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2}[dtype]
-    i = f(code, D, causal, score_mod, varlen, max_q, Tq, B, Hq, sms, ws, gluon)
+    i = f(dtype_code(dtype), D, causal, score_mod, varlen, max_q, Tq, B, Hq, sms, ws, gluon)
     assert i >= 0, "no forward compiled for this problem"
     return sigmoid_attn.info()["variants"][i]["name"]
 

@@ -101,7 +101,56 @@ def _gluon_built():
     return _variants_module().gluon_supported(sigmoid_attn.info()["triton_build"])
 
 
+def _partial_build():
+    """The catalog's subset of a partial build (CMake SIGMOID_ATTN_HEAD_DIMS / _DTYPES): head
+    dims and dtypes, None where all; None for a full build."""
+    import json
+
+    with open(os.path.join(os.path.dirname(sigmoid_attn.library_path()), "catalog.json")) as f:
+        subset = json.load(f).get("subset", "")
+    if not subset:
+        return None
+    opts = dict(kv.split("=") for kv in subset.split())
+    dims = opts.get("SIGMOID_ATTN_HEAD_DIMS")
+    dtypes = opts.get("SIGMOID_ATTN_DTYPES")
+    return ({int(d) for d in dims.split(";")} if dims else None,
+            set(dtypes.split(";")) if dtypes else None)
+
+
+def test_catalog_is_the_variant_table():
+    """The built catalog is variants.variants() for this Triton (and a partial build's subset),
+    in order."""
+    V = _variants_module()
+    head_dims, dtypes = _partial_build() or (None, None)
+    want = [v.name for v in V.variants(sigmoid_attn.info()["triton_build"], head_dims=head_dims,
+                                       dtypes=dtypes)]
+    assert [k["name"] for k in sigmoid_attn.info()["variants"]] == want
+
+
+def test_head_dim_not_built_names_what_was():
+    """A head dim this build did not compile: the dispatcher's error names it and what was
+    compiled (and a partial build's CMake options)."""
+    import ctypes
+    import json
+
+    from conftest import dtype_code, library_function
+
+    f = library_function("sigmoid_attn_select_forward_kernel")
+    last_error = ctypes.CDLL(sigmoid_attn.library_path()).sigmoid_attn_last_error
+    last_error.restype = ctypes.c_char_p
+    assert f(dtype_code("bf16"), 80, 0, 0, 0, 256, 256, 1, 8, 132, 0, 0) == -1
+    msg = last_error().decode()
+    fwd = [k for k in sigmoid_attn.info()["variants"] if k["kind"] == "fwd"]
+    dims = ", ".join(str(d) for d in sorted({k["head_dim"] for k in fwd}))
+    assert "no CUDA kernel is compiled for head_dim=80" in msg and f"head dims: {dims} in " in msg
+    with open(os.path.join(os.path.dirname(sigmoid_attn.library_path()), "catalog.json")) as c:
+        subset = json.load(c)["subset"]
+    assert (f"(a partial build: {subset};" in msg) == bool(subset), msg
+
+
 def test_info_lists_compiled_variants():
+    if _partial_build():
+        pytest.skip("a partial build (test_catalog_is_the_variant_table checks its catalog)")
     info = sigmoid_attn.info()
     assert info["version"] == sigmoid_attn.__version__
     assert info["arch"] == "sm_90"
@@ -207,19 +256,21 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
     for kind in ("bwd_dkdv", "bwd_dq"):  # per head dim, no length buckets
         for d, n in db.get(f"{kind}_causal_lpt", {}).items():
             assert d in db[kind] and isinstance(n, int) and n >= 0, (kind, d, n)
-    if "SIGMOID_ATTN_CAUSAL_LPT" not in os.environ:
-        for var in V.variants():
-            if var.kind == "fwd":
-                buckets = db.get("fwd_causal_lpt", {}).get(str(var.head_dim), [])
-                want = max(((m, n) for m, n in buckets if m <= var.min_t), default=(0, 0))[1]
-            else:  # (the one-pass backward runs dkdv's programs: dkdv's order)
-                kind = "bwd_dkdv" if var.kind == "bwd_dkdv_dq" else var.kind
-                want = db.get(f"{kind}_causal_lpt", {}).get(str(var.head_dim), 0)
-            dense_causal = var.causal and not var.varlen and var.dtype != "fp32"
-            assert var.causal_lpt == (want if dense_causal else 0), var.name
+    # (tiles.json's values: a build's CMake overrides, SIGMOID_ATTN_CAUSAL_LPT, are aot.py's)
+    for var in V.variants():
+        if var.kind == "fwd":
+            buckets = db.get("fwd_causal_lpt", {}).get(str(var.head_dim), [])
+            want = max(((m, n) for m, n in buckets if m <= var.min_t), default=(0, 0))[1]
+        else:  # (the one-pass backward runs dkdv's programs: dkdv's order)
+            kind = "bwd_dkdv" if var.kind == "bwd_dkdv_dq" else var.kind
+            want = db.get(f"{kind}_causal_lpt", {}).get(str(var.head_dim), 0)
+        dense_causal = var.causal and not var.varlen and var.dtype != "fp32"
+        assert var.causal_lpt == (want if dense_causal else 0), var.name
     path = tmp_path / "tiles.json"
     V.save_tiles(db, str(path))
     assert json.loads(path.read_text()) == db
+    if _partial_build():
+        return  # (test_catalog_is_the_variant_table checks a partial build's catalog)
     # The compiled catalog (fp16/bf16) holds exactly these tiles.
     # (a TMA variant's tile token ends in "tma": fwd_bf16_d128_m128n64w8s3tma_t8192; an
     # overlapped Gluon one in "ov": fwd_gluon_bf16_d128_m128n128w4s2ov)
@@ -246,7 +297,9 @@ def test_dispatch_size_rules():
     """The forward kernel the C++ dispatcher picks, by size, without a GPU: the length buckets of
     tiles.json (min_t), and the small-problem tile when the length's tile would launch fewer
     programs than the GPU has SMs (an H100 has 132)."""
-    from conftest import TRITON_SRC, library_function
+    if _partial_build():
+        pytest.skip("walks every head dim of tiles.json: a full build")
+    from conftest import TRITON_SRC, dtype_code, library_function
 
     sys.path.insert(0, TRITON_SRC)
     try:
@@ -256,9 +309,9 @@ def test_dispatch_size_rules():
     f = library_function("sigmoid_attn_select_forward_kernel")
     catalog = sigmoid_attn.info()["variants"]
 
-    def pick(D, B, T, H, causal=False, varlen=False, sms=132, dtype=1, ws=False, mod=False):
+    def pick(D, B, T, H, causal=False, varlen=False, sms=132, dtype="bf16", ws=False, mod=False):
         total = B * T if varlen else T
-        i = f(dtype, D, causal, mod, varlen, T, total, B, H, sms, ws, 0)
+        i = f(dtype_code(dtype), D, causal, mod, varlen, T, total, B, H, sms, ws, 0)
         assert i >= 0, (D, B, T, H)
         return catalog[i]
 
@@ -290,7 +343,7 @@ def test_dispatch_size_rules():
             assert k["varlen"] and k["min_t"] == -1
             assert pick(D, 40, 2000, 16, varlen=True)["min_t"] == 0
     # float32 has no small-problem tile: always its one bucket
-    assert pick(64, 1, 256, 8, dtype=2)["min_t"] == 0
+    assert pick(64, 1, 256, 8, dtype="fp32")["min_t"] == 0
     # nothing compiled for head_dim 40: -1, not a crash
     assert f(1, 40, 0, 0, 0, 256, 256, 1, 8, 132, 0, 0) == -1
     # The warp-specialized forward (tiles.json fwd_ws), when the caller allows it: taken for the
@@ -313,7 +366,7 @@ def test_dispatch_size_rules():
             assert [k["block_m"], k["block_n"]] == buckets[0][1][:2]
             assert pick(D, 16, 4096, 16, causal, varlen, mod=mod)["kind"] == "fwd"
         assert pick(D, 1, 256, 8, ws=True)["min_t"] == -1  # under one wave: the latency tile
-        assert pick(D, 16, 4096, 16, ws=True, dtype=2)["kind"] == "fwd"
+        assert pick(D, 16, 4096, 16, ws=True, dtype="fp32")["kind"] == "fwd"
         # its own grid must fill the GPU too: with taller tiles than the other forward's, a
         # grid that the other fills (>= 132 programs) can be under one wave for it
         ws_m, fwd_m = buckets[0][1][0], pick(D, 16, 4096, 16)["block_m"]
@@ -332,17 +385,19 @@ def test_dispatch_takes_the_gluon_forward_exactly_where_it_covers_the_call():
     the caller says the rest holds (switch on, no lengths, no bias tensor, TMA-readable
     operands: the last argument) and its own grid fills the GPU; otherwise the choice is the
     one without it. It takes precedence over the Triton warp-specialized forward."""
-    from conftest import library_function
+    if _partial_build():
+        pytest.skip("walks every head dim of tiles.json: a full build")
+    from conftest import dtype_code, library_function
 
     V = _variants_module()
     f = library_function("sigmoid_attn_select_forward_kernel")
     catalog = sigmoid_attn.info()["variants"]
     db = V.load_tiles().get("fwd_gluon", {}) if _gluon_built() else {}
 
-    def pick(D, B, T, H, dtype=1, causal=False, mod=False, varlen=False, sms=132, ws=False,
+    def pick(D, B, T, H, dtype="bf16", causal=False, mod=False, varlen=False, sms=132, ws=False,
              gluon=True):
         total = B * T if varlen else T
-        i = f(dtype, D, causal, mod, varlen, T, total, B, H, sms, ws, gluon)
+        i = f(dtype_code(dtype), D, causal, mod, varlen, T, total, B, H, sms, ws, gluon)
         return catalog[i] if i >= 0 else None
 
     if not _gluon_built():  # nothing to take: the same choice with and without
@@ -352,11 +407,11 @@ def test_dispatch_takes_the_gluon_forward_exactly_where_it_covers_the_call():
     assert db, "a Triton 3.8 build compiles the database's Gluon tiles"
     for D, tiles in db.items():
         D = int(D)
-        for dtype in (0, 1):
+        for dtype in ("fp16", "bf16"):
             for ws in (False, True):
                 k = pick(D, 16, 4096, 16, dtype=dtype, ws=ws)
                 assert k["kind"] == "fwd_gluon" and k["head_dim"] == D, k["name"]
-                assert k["dtype"] == ("float16", "bfloat16")[dtype]
+                assert k["dtype"] == V.DTYPE_TABLE[dtype][1]
                 got = [k["block_m"], k["block_n"], k["num_stages"]]
                 assert got == [tiles[0], tiles[1], tiles[3]], k["name"]
                 assert k["name"].endswith("ov") == ("overlap" in tiles[4:])
@@ -364,7 +419,7 @@ def test_dispatch_takes_the_gluon_forward_exactly_where_it_covers_the_call():
                 without = pick(D, 16, 4096, 16, dtype=dtype, ws=ws, gluon=False)
                 assert without["kind"] in (("fwd", "fwd_ws") if ws else ("fwd",)), without["name"]
         # every variant flag it does not cover, and float32: the other forwards
-        for kw in ({"causal": True}, {"mod": True}, {"varlen": True}, {"dtype": 2},
+        for kw in ({"causal": True}, {"mod": True}, {"varlen": True}, {"dtype": "fp32"},
                    {"causal": True, "mod": True}):
             assert pick(D, 16, 4096, 16, **kw)["kind"] != "fwd_gluon", kw
             assert pick(D, 16, 4096, 16, ws=True, **kw)["kind"] != "fwd_gluon", kw

@@ -29,7 +29,8 @@ compiled variant): head dim, causal, score_mod, tiles.
 import triton
 import triton.language as tl
 
-# BIAS_MODE values, mirrored in csrc/kernel_spec.h.
+# BIAS_MODE values: the positions in variants.BIAS_MODES (C++ has them from it, generated;
+# tests/test_kernel_abi.py checks these).
 BIAS_DEFAULT = 0  # -log(max(Lk, 1)) per sequence
 BIAS_SCALAR = 1  # bias_value
 BIAS_TENSOR = 2  # BIAS[b], float32

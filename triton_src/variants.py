@@ -8,7 +8,25 @@ import json
 import os
 from dataclasses import dataclass
 
-DTYPES = ("fp16", "bf16", "fp32")
+# Tensor dtypes: name -> (C++ DType enumerator, torch name). The order is the dtype code of
+# C++ (DType), of the C API and of the catalog; aot.py emits it into sigmoid_attn_constants.h.
+DTYPE_TABLE = {
+    "fp16": ("kFloat16", "float16"),
+    "bf16": ("kBFloat16", "bfloat16"),
+    "fp32": ("kFloat32", "float32"),
+}
+DTYPES = tuple(DTYPE_TABLE)
+
+# The kernels' BIAS_MODE argument (sigmoid_attn_fwd.py, sigmoid_attn_bwd.py): -log(valid key
+# count) per sequence, one float, or a float per sequence. Index = value; C++ BiasMode.
+BIAS_MODES = ("default", "scalar", "tensor")
+
+# Capacities of the C++ dispatch table (dispatch.cpp): the largest head dim, distinct head dims
+# and length buckets per variant it can hold. A compiled catalog beyond them is a build error
+# (static_assert in the generated kernels_generated.cpp).
+DISPATCH_MAX_HEAD_DIM = 512
+DISPATCH_MAX_HEAD_DIMS = 16
+DISPATCH_MAX_BUCKETS = 4
 
 # The fp16/bf16 tiles come from the tuning database tiles.json (written on the GPU by
 # benchmarks/tune_forward.py --write / tune_backward.py --write; the sweeps' raw figures are in
@@ -90,8 +108,8 @@ FWD_WS_CAUSAL = bool(_DB.get("fwd_ws_causal", True))
 # Causal forward (dense and padded): query blocks run longest first, heads in groups of about
 # this many programs (sigmoid_attn_fwd._longest_first); 0 keeps the launch order. Per head dim,
 # [min_T, programs] buckets like the tiles' (absent: 0). Chosen by benchmarks/tune_forward.py
-# --lpt; SIGMOID_ATTN_CAUSAL_LPT=N overrides it for every causal kernel (forward and backward)
-# of one build (to time one build against another).
+# --lpt; the CMake option SIGMOID_ATTN_CAUSAL_LPT=N overrides it for every causal kernel (forward
+# and backward) of one build (set_lpt_overrides below).
 CAUSAL_LPT = {int(d): [(int(m), int(n)) for m, n in b]
               for d, b in _DB.get("fwd_causal_lpt", {}).items()}
 # The causal backward kernels, the same way per head dim (their tiles have no length buckets):
@@ -100,10 +118,17 @@ CAUSAL_LPT = {int(d): [(int(m), int(n)) for m, n in b]
 # benchmarks/tune_backward.py --lpt.
 BWD_CAUSAL_LPT = {kind: {int(d): int(n) for d, n in _DB.get(f"{kind}_causal_lpt", {}).items()}
                   for kind in ("bwd_dkdv", "bwd_dq")}
-_CAUSAL_LPT_ENV = os.environ.get("SIGMOID_ATTN_CAUSAL_LPT")
 # Padded non-causal forward: sequences run longest first when the batch has at most this many
-# (sigmoid_attn_fwd._longest_sequence); 0: off. Same tuning and override as CAUSAL_LPT.
-LENGTH_LPT = int(os.environ.get("SIGMOID_ATTN_LENGTH_LPT", _DB.get("fwd_length_lpt", 0)))
+# (sigmoid_attn_fwd._longest_sequence); 0: off. Same tuning as CAUSAL_LPT.
+LENGTH_LPT = int(_DB.get("fwd_length_lpt", 0))
+# Build-time overrides of the two (to time one build against another): the CMake options
+# SIGMOID_ATTN_CAUSAL_LPT (every causal kernel, forward and backward) and SIGMOID_ATTN_LENGTH_LPT,
+# passed to aot.py, which calls set_lpt_overrides. None: tiles.json's values.
+_LPT_OVERRIDES = {"causal": None, "length": None}
+
+
+def set_lpt_overrides(causal=None, length=None):
+    _LPT_OVERRIDES.update(causal=causal, length=length)
 
 # float32: full-precision (IEEE) dot products on the CUDA cores, for validation and fp32 models;
 # no tensor cores, so the tiles are small enough to keep register and shared memory use in
@@ -140,8 +165,9 @@ _LENS_BIAS_MOD = (("SEQ_LENS_Q", "*i32"), ("SEQ_LENS_K", "*i32"), ("BIAS", "*fp3
                   ("SCORE_MOD", "*fp32"))
 
 # Kernel ABIs: per kind, the non-constexpr parameters in order with their Triton types ("*dt" is
-# the tensor dtype). csrc/ops_cuda.cpp and csrc/ops_cuda_bwd.cpp pack their arguments in exactly
-# this order; aot.py checks each compiled kernel's PTX parameter list against it.
+# the tensor dtype). aot.py generates each kind's C++ argument struct and packer from them
+# (kernel_args.h; csrc/ops_cuda*.cpp fill the structs by name) and checks every compiled kernel's
+# signature (names, types) and PTX parameter list against them.
 PARAMS = {
     "fwd": (("Q", "*dt"), ("K", "*dt"), ("V", "*dt"), ("O", "*dt")) + _LENS_BIAS_MOD
     + _strides("q") + _strides("k") + _strides("v") + _strides("o")
@@ -173,15 +199,24 @@ PARAMS["fwd_gluon"] = (("q_desc", "desc"), ("k_desc", "desc"), ("v_desc", "desc"
                        ("bias_value", "fp32"))
 DESC_RANK = 3
 
-# (module, function) of each kind's kernel.
-SOURCES = {
-    "fwd": ("sigmoid_attn_fwd", "sigmoid_attn_fwd"),
-    "fwd_ws": ("sigmoid_attn_fwd_ws", "sigmoid_attn_fwd_ws"),
-    "fwd_gluon": ("sigmoid_attn_fwd_gluon", "sigmoid_attn_fwd_gluon"),
-    "bwd_dkdv": ("sigmoid_attn_bwd", "sigmoid_attn_bwd_dkdv"),
-    "bwd_dq": ("sigmoid_attn_bwd", "sigmoid_attn_bwd_dq"),
-    "bwd_dkdv_dq": ("sigmoid_attn_bwd", "sigmoid_attn_bwd_dkdv_dq"),
+# Every kernel kind, written once: name -> (C++ KernelKind enumerator, module, function). The
+# order is the kind code of C++ (KernelKind), of the catalog and of the build order; aot.py emits
+# the enum and the names into sigmoid_attn_constants.h and one argument struct per kind
+# (kernel_args.h, from PARAMS). kForwardWS: the warp-specialized forward; kBackwardDkDvDq: the
+# one-pass backward (dkdv plus dQ by fp32 TMA reductions); kForwardGluon: the Gluon forward
+# (host TMA descriptors, dense non-causal calls only).
+KIND_TABLE = {
+    "fwd": ("kForward", "sigmoid_attn_fwd", "sigmoid_attn_fwd"),
+    "fwd_ws": ("kForwardWS", "sigmoid_attn_fwd_ws", "sigmoid_attn_fwd_ws"),
+    "fwd_gluon": ("kForwardGluon", "sigmoid_attn_fwd_gluon", "sigmoid_attn_fwd_gluon"),
+    "bwd_dkdv": ("kBackwardDkDv", "sigmoid_attn_bwd", "sigmoid_attn_bwd_dkdv"),
+    "bwd_dq": ("kBackwardDq", "sigmoid_attn_bwd", "sigmoid_attn_bwd_dq"),
+    "bwd_dkdv_dq": ("kBackwardDkDvDq", "sigmoid_attn_bwd", "sigmoid_attn_bwd_dkdv_dq"),
 }
+KINDS = tuple(KIND_TABLE)
+# (module, function) of each kind's kernel.
+SOURCES = {kind: (module, fn) for kind, (_, module, fn) in KIND_TABLE.items()}
+assert set(PARAMS) == set(KINDS), "every kind has its ABI in PARAMS"
 
 
 def divisible_16(kind):
@@ -195,8 +230,8 @@ def divisible_16(kind):
 
 @dataclass(frozen=True)
 class Variant:
-    kind: str  # "fwd" | "fwd_ws" | "fwd_gluon" | "bwd_dkdv" | "bwd_dq" | "bwd_dkdv_dq"
-    dtype: str  # "fp16" | "bf16" | "fp32"
+    kind: str  # one of KINDS
+    dtype: str  # one of DTYPES
     head_dim: int
     causal: bool
     score_mod: bool
@@ -221,8 +256,8 @@ class Variant:
         if (not self.causal or self.varlen or self.dtype == "fp32"
                 or self.kind in ("fwd_ws", "fwd_gluon")):
             return 0
-        if _CAUSAL_LPT_ENV is not None:
-            return int(_CAUSAL_LPT_ENV)
+        if _LPT_OVERRIDES["causal"] is not None:
+            return int(_LPT_OVERRIDES["causal"])
         if self.kind != "fwd":
             # (the one-pass backward has dkdv's programs: its order)
             kind = "bwd_dkdv" if self.kind == "bwd_dkdv_dq" else self.kind
@@ -232,7 +267,8 @@ class Variant:
 
     @property
     def length_lpt(self) -> int:
-        return LENGTH_LPT if self.kind == "fwd" and not self.causal and not self.varlen else 0
+        length = LENGTH_LPT if _LPT_OVERRIDES["length"] is None else int(_LPT_OVERRIDES["length"])
+        return length if self.kind == "fwd" and not self.causal and not self.varlen else 0
 
     @property
     def block_d(self) -> int:
@@ -267,20 +303,22 @@ def gluon_supported(triton_version: str) -> bool:
     return triton_version.split(".")[:2] == GLUON_TRITON.split(".")
 
 
-KINDS = ("fwd", "fwd_ws", "fwd_gluon", "bwd_dkdv", "bwd_dq", "bwd_dkdv_dq")
 
-
-def variants(triton_version: str = None):
+def variants(triton_version: str = None, head_dims=None, dtypes=None, kinds=None):
     """Every variant the build compiles; with triton_version, those that Triton may compile
-    (no warp-specialized kernels before WS_MIN_TRITON, Gluon ones only with GLUON_TRITON)."""
+    (no warp-specialized kernels before WS_MIN_TRITON, Gluon ones only with GLUON_TRITON).
+    head_dims, dtypes, kinds: a partial build's subset (None: all; the CMake options
+    SIGMOID_ATTN_HEAD_DIMS and SIGMOID_ATTN_DTYPES)."""
     ws_ok = triton_version is None or warp_specialization_safe(triton_version)
     gluon_ok = triton_version is None or gluon_supported(triton_version)
     out = []
-    for kind in KINDS:
+    for kind in KINDS if kinds is None else [k for k in KINDS if k in kinds]:
         if kind == "fwd_ws" and not ws_ok or kind == "fwd_gluon" and not gluon_ok:
             continue
-        for dtype in DTYPES:
+        for dtype in DTYPES if dtypes is None else [d for d in DTYPES if d in dtypes]:
             for head_dim, entry in tile_table(kind, dtype).items():
+                if head_dims is not None and head_dim not in head_dims:
+                    continue
                 buckets = entry if isinstance(entry, list) else [(0, entry)]
                 for min_t, tiles in buckets:
                     bm, bn, w, s = tiles[:4]
