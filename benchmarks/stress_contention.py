@@ -11,7 +11,7 @@ Targets:
   lib          the built library as dispatched (torch.ops.sigmoid_attn)
   lib_ws       the built library with the Triton warp-specialized forward switched on (the
                Gluon forward off)
-  lib_gluon    the built library with the Gluon forward switched on (dense non-causal calls)
+  lib_gluon    the built library with the Gluon forward switched on (cases dense and causal)
   lib_no_ws    the built library with both warp-specialized forwards switched off
   jit_ws:BM,BN,W,S[,nows]     sigmoid_attn_fwd_ws through Triton's JIT (nows: not specialized)
   jit_fwd:BM,BN,W,S[,tma]     sigmoid_attn_fwd through Triton's JIT (tma: K/V by descriptors)

@@ -142,8 +142,9 @@ int select_forward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool c
     return uint64_t(forward_grid_x(kKernels[k], varlen, Tq, B)) * Hq * (varlen ? 1 : B);
   };
   if (gluon) {
-    // Not persistent: under one wave the SMs it leaves idle cost more than its schedule gains,
-    // and there the small-problem tile (more, shorter programs) is the better choice.
+    // Persistent, one program per tile up to the SM count: under one wave of its 128-row tiles
+    // the SMs it leaves idle cost more than its schedule gains, and there the small-problem
+    // tile (more, shorter programs) is the better choice. programs(g) counts its tiles.
     const int g = find_kernel(KernelKind::kForwardGluon, dtype, head_dim, causal, score_mod,
                               varlen, max_q);
     if (g >= 0 && programs(g) >= uint64_t(sm_count)) return g;

@@ -51,8 +51,9 @@ inline unsigned forward_grid_x(const KernelSpec& s, bool varlen, int64_t Tq, int
 // one is compiled for the length, instead of the length's tile (never instead of the
 // small-problem tile).
 // gluon: the call is one the Gluon forward covers beyond its variant flags (switched on, no
-// lengths, no bias tensor, operands TMA can describe: gluon_forward_layout_ok); take it
-// (KernelKind::kForwardGluon) where one is compiled for the variant and its grid fills the GPU.
+// lengths, no bias tensor, causal only with Tq == Tk, operands TMA can describe: ops_cuda.cpp's
+// gluon_operands); take it (KernelKind::kForwardGluon, persistent) where one is compiled for the
+// variant and it has at least as many tiles as the GPU has SMs.
 int select_forward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool causal,
                    bool score_mod, bool varlen, int64_t max_q, int64_t Tq, int64_t B,
                    int64_t Hq, int sm_count, bool warp_specialized = false, bool gluon = false);

@@ -1,6 +1,7 @@
 // CUDA forward: validate -> pick the compiled variant -> pack arguments -> launch on the
 // current stream. No host synchronization: lengths (or cu_seqlens) stay on the device, so the
 // call is CUDA-graph capturable.
+#include <algorithm>
 #include <cmath>
 
 #include <torch/csrc/stable/ops.h>
@@ -22,15 +23,17 @@ struct GluonOperands {
 };
 
 // Whether a call is one the Gluon forward covers beyond its variant flags (select_forward
-// checks those, the compiled head dims and the grid size): dense, no lengths (its descriptors
-// end at T, not at a sequence's length), no bias tensor (it takes one scalar bias), at least one
-// key (with none its pipeline would wait for a first key block that never comes), and q, k, v,
-// out readable as [B, T, H*D] by TMA; anything else takes the other forwards.
+// checks those, the compiled head dims and the grid size): dense, no lengths (it is compiled
+// without them: its descriptors end at T, not at a sequence's length), no bias tensor (it takes
+// one scalar bias), at least one key (with none its pipeline would wait for a first key block
+// that never comes), causal only with as many keys as queries (its causal schedule and masks
+// assume Tq == Tk), and q, k, v, out readable as [B, T, H*D] by TMA; anything else takes the
+// other forwards.
 std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tensor& q,
                                             const Tensor& k, const Tensor& v, const Tensor& out,
-                                            bool has_lens) {
+                                            bool has_lens, bool is_causal) {
   if (p.varlen || has_lens || p.bias_mode == kBiasTensor || p.Tk < 1 ||
-      !gluon_forward_dispatch()) {
+      (is_causal && p.Tq != p.Tk) || !gluon_forward_dispatch()) {
     return std::nullopt;
   }
   constexpr int kElemBytes = 2;  // fp16 / bf16: the only dtypes it is compiled for
@@ -74,13 +77,21 @@ bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops,
   // The default bias, -log(valid key count), is -log(Tk) here: no lengths.
   const double bias = p.bias_mode == kBiasScalar ? p.bias_value
                                                  : -std::log(static_cast<double>(p.Tk));
+  // Compiled with HAS_LENGTHS=False: the kernel never reads the lengths.
+  const CUdeviceptr no_lengths = 0;
   ForwardGluonArgs args{.q_desc = maps[0], .k_desc = maps[1], .v_desc = maps[2],
-                        .o_desc = maps[3], .T_K = static_cast<int32_t>(p.Tk),
+                        .o_desc = maps[3], .SEQ_LENS_Q = no_lengths, .SEQ_LENS_K = no_lengths,
+                        .T_Q = static_cast<int32_t>(p.Tq), .T_K = static_cast<int32_t>(p.Tk),
+                        .H = static_cast<int32_t>(p.Hq), .B = static_cast<int32_t>(p.B),
                         .kv_group = static_cast<int32_t>(p.Hq / p.Hkv),
                         .scale = static_cast<float>(p.scale),
                         .bias_value = static_cast<float>(bias)};
-  launch(kernel, device, current_stream(device), cdiv(p.Tq, spec.block_m),
-         static_cast<unsigned>(p.Hq), static_cast<unsigned>(p.B), args);
+  // Persistent: one program per SM at most, each walking the (query block, head, batch) tiles
+  // pid, pid + grid, ... (the kernel's _tile/_schedule); fewer when there are fewer tiles.
+  const uint64_t tiles = uint64_t(cdiv(p.Tq, spec.block_m)) * p.Hq * p.B;
+  const uint64_t programs = std::min<uint64_t>(tiles, uint64_t(sm_count(device)));
+  if (programs == 0) return false;
+  launch(kernel, device, current_stream(device), static_cast<unsigned>(programs), 1, 1, args);
   return true;
 }
 
@@ -91,11 +102,12 @@ void launch_forward(const ForwardProblem& p, const Tensor& q, const Tensor& k, c
                     const std::optional<Tensor>& lens_k, const std::optional<Tensor>& bias,
                     const std::optional<Tensor>& score_mod, bool is_causal) {
   const int device = q.get_device_index();
-  if (!is_causal && !score_mod.has_value()) {
-    const auto g = gluon_operands(p, q, k, v, out, lens_q.has_value() || lens_k.has_value());
+  if (!score_mod.has_value()) {
+    const auto g = gluon_operands(p, q, k, v, out, lens_q.has_value() || lens_k.has_value(),
+                                  is_causal);
     if (g.has_value()) {
-      const int kernel = select_forward(p.dtype, p.D, false, false, false, p.max_q, p.Tq, p.B,
-                                        p.Hq, sm_count(device), false, true);
+      const int kernel = select_forward(p.dtype, p.D, is_causal, false, false, p.max_q, p.Tq,
+                                        p.B, p.Hq, sm_count(device), false, true);
       if (kKernels[kernel].kind == KernelKind::kForwardGluon &&
           launch_gluon(kernel, p, *g, device)) {
         return;

@@ -259,8 +259,8 @@ def test_warp_specialized_variant_matches_reference(var, warp_specialized_dispat
 
 
 # ----------------------------------------------------------------------------------------------
-# The Gluon forward (kind fwd_gluon: dense, non-causal, no score_mod, no lengths, no bias
-# tensor, operands TMA reads as [B, T, H*D]; built with Triton 3.8 only)
+# The Gluon forward (kind fwd_gluon, persistent: dense, causal only with Tq == Tk, no score_mod,
+# no lengths, no bias tensor, operands TMA reads as [B, T, H*D]; built with Triton 3.8 only)
 # ----------------------------------------------------------------------------------------------
 
 GLUON_DIMS = sorted({v["head_dim"] for v in GLUON_CATALOG})
@@ -282,7 +282,7 @@ def gluon_dispatch():
 
 
 def gluon_heads(B, T, D, at_least=8, multiple_of=1):
-    """Heads for a grid the Gluon forward is dispatched for (one program per SM at least:
+    """Heads for a call the Gluon forward is dispatched for (one tile per SM at least:
     cdiv(T, BLOCK_M) * H * B), at least `at_least`."""
     (bm,) = {v["block_m"] for v in GLUON_CATALOG if v["head_dim"] == D}
     return max(at_least, heads_to_fill(-(-T // bm) * B, multiple_of))
@@ -301,24 +301,27 @@ def other_forward(fn):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("D", GLUON_DIMS)
 @pytest.mark.parametrize("B", [1, 3])
-@pytest.mark.parametrize("T", [1, 17, 129, 1000, 4096])
-def test_gluon_forward_matches_reference(T, B, D, dtype, gluon_dispatch):
-    """Through the dispatcher, on a grid that fills the GPU (so it is the Gluon kernel: asserted
-    from the dispatcher's own choice): odd lengths and T = 1 (the descriptors' zero fill past T
-    for K and V, and the clipped stores of Q's rows past T: poisoned outputs catch unwritten
-    rows, the reference wrong ones), the default bias -log(T), a scalar bias with a custom
-    scale; and the other forward on the same inputs, within the tolerance."""
-    g = torch.Generator().manual_seed(T * 10 + B + D)
+@pytest.mark.parametrize("T", [1, 17, 129, 1000, 1024, 4096])
+@pytest.mark.parametrize("causal", [False, True], ids=["dense", "causal"])
+def test_gluon_forward_matches_reference(causal, T, B, D, dtype, gluon_dispatch):
+    """Through the dispatcher, on a problem with a tile per SM at least (so it is the Gluon
+    kernel: asserted from the dispatcher's own choice), dense and causal: odd lengths and T = 1
+    (the descriptors' zero fill past T for K and V, the clipped stores of Q's rows past T, the
+    causal diagonal block masked: poisoned outputs catch unwritten rows, the reference wrong
+    ones), whole blocks (1024), the persistent schedule's several tiles per program (4096), the
+    default bias -log(T), a scalar bias with a custom scale; and the other forward on the same
+    inputs, within the tolerance."""
+    g = torch.Generator().manual_seed(T * 10 + B + D + causal)
     H = gluon_heads(B, T, D)
     q, k, v = (torch.randn(B, T, H, D, generator=g).to("cuda", dtype) for _ in range(3))
-    picked = selected_forward(dtype, D, False, False, False, T, T, B, H, True, True)
+    picked = selected_forward(dtype, D, causal, False, False, T, T, B, H, True, True)
     dt = {torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
-    assert picked.startswith(f"fwd_gluon_{dt}_d{D}_"), picked
-    out, _ = check(q, k, v, REL_TOL[dtype])
-    other = other_forward(lambda: sigmoid_attention(q, k, v))
+    assert picked.startswith(f"fwd_gluon_{dt}_d{D}_" + ("causal_" if causal else "m")), picked
+    out, _ = check(q, k, v, REL_TOL[dtype], is_causal=causal)
+    other = other_forward(lambda: sigmoid_attention(q, k, v, is_causal=causal))
     assert rel_err(out, other.double()) < REL_TOL[dtype]
-    check(q, k, v, REL_TOL[dtype], sigmoid_bias=-1.5, scale=0.07)
-    check(q, k, v, REL_TOL[dtype], sigmoid_bias=0.25)
+    check(q, k, v, REL_TOL[dtype], is_causal=causal, sigmoid_bias=-1.5, scale=0.07)
+    check(q, k, v, REL_TOL[dtype], is_causal=causal, sigmoid_bias=0.25)
 
 
 @requires_gluon
@@ -337,6 +340,7 @@ def test_gluon_forward_gqa_cross_lengths_and_strided_rows(D, gluon_dispatch):
         k, v = (torch.randn(B, T, hkv, D, generator=g).to("cuda", dtype) for _ in range(2))
         check(q, k, v, REL_TOL[dtype])
         check(q, k, v, REL_TOL[dtype], sigmoid_bias=-3.0)
+        check(q, k, v, REL_TOL[dtype], is_causal=True)
     for tk in (1, 100, 1500):
         k, v = (torch.randn(B, tk, H // 4, D, generator=g).to("cuda", dtype) for _ in range(2))
         check(q, k, v, REL_TOL[dtype])
@@ -344,15 +348,16 @@ def test_gluon_forward_gqa_cross_lengths_and_strided_rows(D, gluon_dispatch):
     qf, kf, vf = fused.unbind(2)
     assert qf.stride(1) == 3 * H * D and qf.stride(2) == D
     check(qf, kf, vf, REL_TOL[dtype])
+    check(qf, kf, vf, REL_TOL[dtype], is_causal=True)
 
 
 @requires_gluon
 @pytest.mark.parametrize("D", GLUON_DIMS)
 def test_gluon_forward_ineligible_calls_take_the_other_kernel(D, gluon_dispatch):
     """With the Gluon forward on, the calls it does not cover are still right (they take the
-    other forwards): lengths, causal, score_mod, a bias tensor, SDPA's [B, H, T, D] tensors seen
-    as [B, T, H, D] (head stride T*D, not D), a misaligned base, an empty key set, a grid under
-    one wave."""
+    other forwards): lengths (causal too), causal with Tq != Tk, score_mod, a bias tensor, SDPA's
+    [B, H, T, D] tensors seen as [B, T, H, D] (head stride T*D, not D), a misaligned base, an
+    empty key set, fewer tiles than SMs."""
     g = torch.Generator().manual_seed(D + 1)
     dtype = torch.float16
     B, T = 3, 300
@@ -363,7 +368,9 @@ def test_gluon_forward_ineligible_calls_take_the_other_kernel(D, gluon_dispatch)
     lens = torch.tensor([T, 17, 0], dtype=torch.int32, device="cuda")
     check(q, k, v, tol, seq_lens_q=lens, seq_lens_k=lens)
     check(q, k, v, tol, seq_lens_k=lens)
-    check(q, k, v, tol, is_causal=True)
+    check(q, k, v, tol, seq_lens_q=lens, seq_lens_k=lens, is_causal=True)
+    check(q, k[:, :T - 77], v[:, :T - 77], tol, is_causal=True)
+    check(q[:, :T - 77], k, v, tol, is_causal=True)
     check(q, k, v, tol, score_mod=torch.randn(B, T, generator=g).cuda())
     check(q, k, v, tol, sigmoid_bias=torch.tensor([-1.0, 0.5, -4.0], device="cuda"))
     bhtd = [mk(B, H, T, D).transpose(1, 2) for _ in range(3)]
@@ -376,12 +383,14 @@ def test_gluon_forward_ineligible_calls_take_the_other_kernel(D, gluon_dispatch)
     torch.cuda.synchronize()
     assert (out == 0).all()
     check(q[:1, :, :2], k[:1, :, :2], v[:1, :, :2], tol)  # 2 heads, 1 sequence: under one wave
+    check(q[:1, :, :2], k[:1, :, :2], v[:1, :, :2], tol, is_causal=True)
 
 
 @requires_gluon
 def test_gluon_forward_cuda_graph_and_determinism(gluon_dispatch):
     """The descriptors are encoded on the host at capture: a replay reads the captured buffers'
-    new contents; two calls give the same bits."""
+    new contents; two calls give the same bits (dense and causal: the persistent schedule is
+    static, each tile summed in one order)."""
     g = torch.Generator().manual_seed(3)
     dtype, D = torch.bfloat16, GLUON_DIMS[-1]
     B, T = 2, 1000
@@ -389,6 +398,8 @@ def test_gluon_forward_cuda_graph_and_determinism(gluon_dispatch):
     q, k, v = (torch.randn(B, T, H, D, generator=g).to("cuda", dtype) for _ in range(3))
     a = sigmoid_attention(q, k, v)
     assert torch.equal(a, sigmoid_attention(q, k, v))
+    c = sigmoid_attention(q, k, v, is_causal=True)
+    assert torch.equal(c, sigmoid_attention(q, k, v, is_causal=True))
     graph = torch.cuda.CUDAGraph()
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())

@@ -1,10 +1,10 @@
-"""The Gluon forward (triton_src/sigmoid_attn_fwd_gluon.py) compiles ahead of time for sm_90 with
-no GPU, and its PTX holds the schedule it is written for: wgmma, TMA loads and stores, register
-reallocation between the producer and the consumer warpgroups, and every mbarrier invalidated
-(the Triton 3.6 warp-specialized forward left barriers live under a data buffer; see
-variants.py). The probe's tile candidates compile through benchmarks/gluon_fwd/compile.py; the
-library's kernels (kind fwd_gluon) through triton_src/aot.py, whose ABI record the C++ launcher
-packs by."""
+"""The Gluon forwards compile ahead of time for sm_90 with no GPU, and their PTX holds the schedule
+they are written for: wgmma, TMA loads and stores, register reallocation between the producer
+and the consumer warpgroups, and every mbarrier invalidated (the Triton 3.6 warp-specialized
+forward left barriers live under a data buffer; see variants.py). The probe's candidates
+(triton_src/sigmoid_attn_fwd_gluon.py and the persistent sigmoid_attn_fwd_gluon_persistent.py)
+compile through benchmarks/gluon_fwd/compile.py; the library's kernels (kind fwd_gluon: the
+persistent one) through triton_src/aot.py, whose ABI record the C++ launcher packs by."""
 
 import importlib.util
 import os
@@ -48,6 +48,18 @@ def test_gluon_forward_compiles_for_sm90(tmp_path, name):
     assert (tmp_path / f"{name}.cubin").stat().st_size > 0
 
 
+@pytest.mark.parametrize("name", ["pfwd_bf16_d128_m128_n128_s2_causal",
+                                  "pfwd_bf16_d64_m128_n128_s2_causal_lens"])
+def test_persistent_gluon_forward_compiles_for_sm90(tmp_path, name):
+    c = _compile_module()
+    (v,) = [v for v in c.variants() if v.name == name]
+    rec, missing = c.compile_variant(v, tmp_path)
+    assert not missing, missing
+    assert rec["threads"] == 384 and any(s.startswith("inc") for s in rec["setmaxnreg"])
+    # two Q buffers (ready, empty) and four barriers per ring stage, all invalidated
+    assert rec["ptx_counts"]["mbarrier.inval"] == 4 + 4 * v.stages, rec["ptx_counts"]
+
+
 def _library_build():
     """triton_src's variant table and AOT compiler, as the library build runs them."""
     from conftest import TRITON_SRC
@@ -68,14 +80,17 @@ def _gluon_variants():
 
 @pytest.mark.parametrize("var", _gluon_variants(), ids=lambda v: v.name)
 def test_library_gluon_forward_abi(var):
-    """Each fwd_gluon kernel the library builds (tiles.json fwd_gluon), as aot.py compiles it:
-    the PTX entry takes, per descriptor, a 64-byte aligned 128-byte CUtensorMap then 3 u32
-    shape and 3 u64 stride scalars, then T_K, kv_group, scale, bias_value, then only hidden
-    pointers; the KernelSpec records each CUtensorMap's position and its encoding from the
-    compiled metadata (box [1, rows, 64] of the 128-byte swizzle, element type)."""
+    """Each fwd_gluon kernel the library builds (tiles.json fwd_gluon: the persistent kernel,
+    dense and causal), as aot.py compiles it: the PTX entry takes, per descriptor, a 64-byte
+    aligned 128-byte CUtensorMap then 3 u32 shape and 3 u64 stride scalars, then the two length
+    pointers, T_Q, T_K, H, B, kv_group, scale, bias_value, then only hidden pointers; the
+    KernelSpec records each CUtensorMap's position and its encoding from the compiled metadata
+    (box [1, rows, 64] of the 128-byte swizzle, element type)."""
     V, aot = _library_build()
+    assert V.SOURCES["fwd_gluon"] == ("sigmoid_attn_fwd_gluon_persistent",
+                                      "sigmoid_attn_fwd_gluon_persistent")
     r = aot.compile_variant(var, 90)
-    assert r["num_params"] == 4 * 7 + 4 and r["num_hidden_params"] == 2
+    assert r["num_params"] == 4 * 7 + 9 and r["num_hidden_params"] == 2
     assert r["num_warps"] == 12 and r["shared"] <= 227 * 1024
     rows = {"q_desc": var.block_m // 2, "o_desc": var.block_m // 2, "k_desc": var.block_n,
             "v_desc": var.block_n}
@@ -88,6 +103,11 @@ def test_library_gluon_forward_abi(var):
     ck, _ = aot.compile_gluon(var, 90)  # (Triton's cache: the same kernel)
     params = aot._entry_params(ck.asm["ptx"], r["entry"])
     assert params[0] == (128, 64) and params[1:4] == [(4, 4)] * 3 and params[4:7] == [(8, 8)] * 3
+    assert params[28:30] == [(8, 8)] * 2 and params[30:37] == [(4, 4)] * 7
+    # the persistent schedule: register reallocation, every barrier invalidated
+    ptx = ck.asm["ptx"]
+    assert "setmaxnreg.inc" in ptx and "setmaxnreg.dec" in ptx
+    assert ptx.count("mbarrier.inval") == 4 + 4 * var.num_stages
 
 
 def test_library_gluon_forward_abi_mismatch_is_refused(monkeypatch):

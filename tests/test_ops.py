@@ -188,11 +188,11 @@ def test_info_lists_compiled_variants():
     assert {d for _, d, *_ in one} == one_dims and all(d & (d - 1) == 0 for d in one_dims)
     assert len(one) == 2 * len(one_dims) * 8 and all(dt != "float32" for dt, *_ in one)
     # The Gluon forward (tiles.json fwd_gluon), built with Triton 3.8 only: fp16/bf16, dense,
-    # non-causal, no score_mod, one kernel per head dim in the database
+    # causal or not, no score_mod, one kernel per head dim in the database and causal flag
     gluon = sorted((k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
                    for k in info["variants"] if k["kind"] == "fwd_gluon")
-    want = sorted((dt, int(d), False, False, False) for dt in ("float16", "bfloat16")
-                  for d in _tiles_db().get("fwd_gluon", {}))
+    want = sorted((dt, int(d), False, causal, False) for dt in ("float16", "bfloat16")
+                  for d in _tiles_db().get("fwd_gluon", {}) for causal in (False, True))
     assert gluon == (want if _gluon_built() else [])
 
 
@@ -231,14 +231,15 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
             # 3 stages came out NaN on the H100 (Triton 3.6; docs/performance.md, "The
             # warp-specialized forward"): the database keeps 2
             assert tiles[3] == 2, tiles
-    # The Gluon forward: [BLOCK_M, BLOCK_N, 4, num_stages(, "overlap")] per head dim; its two
-    # consumer warpgroups split BLOCK_M, and its descriptors' boxes are at most 256 rows of
-    # 64-column (128-byte) swizzled pieces of a power-of-two head dim.
+    # The Gluon forward: [BLOCK_M, BLOCK_N, 4, num_stages] per head dim; its two consumer
+    # warpgroups split BLOCK_M, its descriptors' boxes are at most 256 rows of 64-column
+    # (128-byte) swizzled pieces of a power-of-two head dim, and its causal variant needs
+    # BLOCK_M == BLOCK_N (the persistent kernel's static_assert).
     for d, tiles in db.get("fwd_gluon", {}).items():
         bm, bn, w, s = tiles[:4]
         assert pow2(int(d)) and int(d) % 64 == 0 and pow2(bm) and pow2(bn), (d, tiles)
         assert 128 <= bm <= 512 and bn <= 256 and w == 4 and s in (2, 3), (d, tiles)
-        assert tiles[4:] in ([], ["overlap"]), (d, tiles)
+        assert len(tiles) == 4 and bm == bn, (d, tiles)
     assert isinstance(db.get("fwd_gluon_dispatch", False), bool)
     assert isinstance(db.get("fwd_ws_dispatch", False), bool)
     assert isinstance(db.get("fwd_ws_causal", True), bool)
@@ -272,14 +273,12 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
     if _partial_build():
         return  # (test_catalog_is_the_variant_table checks a partial build's catalog)
     # The compiled catalog (fp16/bf16) holds exactly these tiles.
-    # (a TMA variant's tile token ends in "tma": fwd_bf16_d128_m128n64w8s3tma_t8192; an
-    # overlapped Gluon one in "ov": fwd_gluon_bf16_d128_m128n128w4s2ov)
+    # (a TMA variant's tile token ends in "tma": fwd_bf16_d128_m128n64w8s3tma_t8192)
     # (the warp-specialized forwards are written for 4 warps, and run 3 warpgroups)
     compiled = {(k["kind"], k["head_dim"], k["min_t"], (k["block_m"], k["block_n"],
                  k["num_warps"] // (3 if k["kind"] in ("fwd_ws", "fwd_gluon") else 1),
                  k["num_stages"])
-                 + (("tma",) if "tma" in k["name"] else ())
-                 + (("overlap",) if k["kind"] == "fwd_gluon" and k["name"].endswith("ov") else ()))
+                 + (("tma",) if "tma" in k["name"] else ()))
                 for k in sigmoid_attn.info()["variants"] if k["dtype"] != "float32"}
     # (warp-specialized kernels only from a Triton with the pass's barrier fix, Gluon ones only
     # from the Triton they are pinned to)
@@ -381,10 +380,11 @@ def test_dispatch_size_rules():
 
 def test_dispatch_takes_the_gluon_forward_exactly_where_it_covers_the_call():
     """The Gluon forward (tiles.json fwd_gluon) through the C++ dispatcher, without a GPU: taken
-    for fp16/bf16 calls of its head dims that are dense, non-causal and without score_mod, where
-    the caller says the rest holds (switch on, no lengths, no bias tensor, TMA-readable
-    operands: the last argument) and its own grid fills the GPU; otherwise the choice is the
-    one without it. It takes precedence over the Triton warp-specialized forward."""
+    for fp16/bf16 calls of its head dims that are dense (causal or not) and without score_mod,
+    where the caller says the rest holds (switch on, no lengths, no bias tensor, causal only
+    with Tq == Tk, TMA-readable operands: the last argument) and it has a tile per SM at least;
+    otherwise the choice is the one without it. It takes precedence over the Triton
+    warp-specialized forward."""
     if _partial_build():
         pytest.skip("walks every head dim of tiles.json: a full build")
     from conftest import dtype_code, library_function
@@ -409,28 +409,31 @@ def test_dispatch_takes_the_gluon_forward_exactly_where_it_covers_the_call():
         D = int(D)
         for dtype in ("fp16", "bf16"):
             for ws in (False, True):
-                k = pick(D, 16, 4096, 16, dtype=dtype, ws=ws)
-                assert k["kind"] == "fwd_gluon" and k["head_dim"] == D, k["name"]
-                assert k["dtype"] == V.DTYPE_TABLE[dtype][1]
-                got = [k["block_m"], k["block_n"], k["num_stages"]]
-                assert got == [tiles[0], tiles[1], tiles[3]], k["name"]
-                assert k["name"].endswith("ov") == ("overlap" in tiles[4:])
-                # not allowed by the caller: what the dispatcher takes without it
-                without = pick(D, 16, 4096, 16, dtype=dtype, ws=ws, gluon=False)
-                assert without["kind"] in (("fwd", "fwd_ws") if ws else ("fwd",)), without["name"]
+                for causal in (False, True):
+                    k = pick(D, 16, 4096, 16, dtype=dtype, ws=ws, causal=causal)
+                    assert k["kind"] == "fwd_gluon" and k["head_dim"] == D, k["name"]
+                    assert k["dtype"] == V.DTYPE_TABLE[dtype][1] and k["causal"] == causal
+                    got = [k["block_m"], k["block_n"], k["num_stages"]]
+                    assert got == [tiles[0], tiles[1], tiles[3]], k["name"]
+                    # not allowed by the caller: what the dispatcher takes without it
+                    without = pick(D, 16, 4096, 16, dtype=dtype, ws=ws, causal=causal,
+                                   gluon=False)
+                    assert without["kind"] in (("fwd", "fwd_ws") if ws else ("fwd",)), \
+                        without["name"]
         # every variant flag it does not cover, and float32: the other forwards
-        for kw in ({"causal": True}, {"mod": True}, {"varlen": True}, {"dtype": "fp32"},
-                   {"causal": True, "mod": True}):
+        for kw in ({"mod": True}, {"varlen": True}, {"dtype": "fp32"},
+                   {"causal": True, "mod": True}, {"causal": True, "varlen": True}):
             assert pick(D, 16, 4096, 16, **kw)["kind"] != "fwd_gluon", kw
             assert pick(D, 16, 4096, 16, ws=True, **kw)["kind"] != "fwd_gluon", kw
-        # its own grid must fill the GPU: cdiv(T, BLOCK_M) * H * B programs >= SMs
+        # at least one tile per SM: cdiv(T, BLOCK_M) * H * B tiles >= SMs (causal alike)
         bm = tiles[0]
         T, H, B = 1000, 8, 2
         programs = -(-T // bm) * H * B
-        assert pick(D, B, T, H, sms=programs)["kind"] == "fwd_gluon"
-        below = pick(D, B, T, H, sms=programs + 1)
-        assert below["kind"] != "fwd_gluon"
-        assert below == pick(D, B, T, H, sms=programs + 1, gluon=False)
+        for causal in (False, True):
+            assert pick(D, B, T, H, sms=programs, causal=causal)["kind"] == "fwd_gluon"
+            below = pick(D, B, T, H, sms=programs + 1, causal=causal)
+            assert below["kind"] != "fwd_gluon"
+            assert below == pick(D, B, T, H, sms=programs + 1, causal=causal, gluon=False)
         # the host-cost shape (B=1, T=256, H=8): the small-problem tile, as without it
         assert pick(D, 1, 256, 8) == pick(D, 1, 256, 8, gluon=False)
         # T = 1 and odd lengths: one query block per (head, batch)

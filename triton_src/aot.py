@@ -125,8 +125,10 @@ def _tensor_maps(var: V.Variant, md):
 
 
 def compile_gluon(var: V.Variant, arch: int):
-    """The Gluon forward: descriptor types carry the box and the shared-memory layout (128-byte
-    swizzle for the 64-column boxes of bf16/fp16), and the warp partitions' register split."""
+    """The persistent Gluon forward: descriptor types carry the box and the shared-memory layout
+    (128-byte swizzle for the 64-column boxes of bf16/fp16), and the warp partitions' register
+    split. HAS_LENGTHS is off in every library variant (padded calls take the other forwards), so
+    the launcher passes null SEQ_LENS_Q/K."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
@@ -147,7 +149,7 @@ def compile_gluon(var: V.Variant, arch: int):
             signature[name] = f"tensordesc<{var.dtype}[{','.join(map(str, box))}],{layout!r}>"
         else:
             signature[name] = t
-    constexprs = {"NUM_STAGES": var.num_stages, "OVERLAP": var.overlap,
+    constexprs = {"NUM_STAGES": var.num_stages, "CAUSAL": var.causal, "HAS_LENGTHS": False,
                   "CONSUMER_REGS": V.GLUON_CONSUMER_REGS, "PRODUCER_REGS": V.GLUON_PRODUCER_REGS}
     names = list(fn.arg_names)
     if names != [n for n, _ in V.PARAMS[var.kind]] + list(constexprs):

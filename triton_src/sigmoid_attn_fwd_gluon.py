@@ -1,5 +1,7 @@
-"""Forward sigmoid attention as a hand-scheduled, warp-specialized Gluon kernel (kind fwd_gluon)
-for dense, non-causal calls on Hopper (sm_90):
+"""Forward sigmoid attention as a hand-scheduled, warp-specialized Gluon kernel for dense,
+non-causal calls on Hopper (sm_90). The library builds its persistent variant
+(sigmoid_attn_fwd_gluon_persistent.py, kind fwd_gluon), which imports _tanh_approx from here; this
+one is the probe's baseline (benchmarks/gluon_fwd):
 
     O[b, t, h, :] = sum_j sigmoid(scale * <Q[b,t,h,:], K[b,j,g,:]> + bias) * V[b, j, g, :]
     with g = h // kv_group (GQA/MQA: kv_group query heads per K/V head)

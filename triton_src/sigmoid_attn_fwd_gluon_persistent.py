@@ -1,5 +1,6 @@
 """Persistent variant of the Gluon sigmoid-attention forward (sm_90), with causal masking and
-per-sequence lengths: built by the probe (benchmarks/gluon_fwd), not yet by the library.
+per-sequence lengths: the library's kind fwd_gluon (triton_src/aot.py compiles it dense and
+causal, HAS_LENGTHS off), and the probe's (benchmarks/gluon_fwd) with every flag.
 
     O[b, i, h, :] = sum_j sigmoid(scale * <Q[b,i,h,:], K[b,j,g,:]> + bias) * V[b, j, g, :]
     over keys j < Lk[b] (and j <= i when CAUSAL); rows i >= Lq[b] are written as zeros;

@@ -83,12 +83,14 @@ FWD_WS_DISPATCH = bool(_DB.get("fwd_ws_dispatch", False))
 # (NOTES.md, "The one-pass backward measured").
 BWD_ATOMIC_TILES = {int(d): tuple(t) for d, t in _DB.get("bwd_dkdv_dq", {}).items()}
 BWD_ATOMIC_DQ_DISPATCH = bool(_DB.get("bwd_atomic_dq_dispatch", False))
-# The Gluon forward (sigmoid_attn_fwd_gluon.py, kind fwd_gluon; fp16/bf16; dense, non-causal,
-# no score_mod, no lengths): [BLOCK_M, BLOCK_N, num_warps, num_stages(, "overlap")] per head dim,
-# num_warps 4 (the default partition; the kernel adds a consumer warpgroup and a producer: 384
-# threads), "overlap": FA3's intra-warpgroup overlap of S_j with P_{j-1}·V_{j-1}. Measured on an
-# H200 (benchmarks/gluon_fwd, results/NVIDIA_H200/gluon_fwd.json): hd128 128x128 2 stages with
-# overlap 741 TFLOPS at T=4k (1.09x cuDNN; fwd_ws 606), hd64 256x64 2 stages without.
+# The Gluon forward (sigmoid_attn_fwd_gluon_persistent.py, kind fwd_gluon; fp16/bf16; dense and
+# causal with T_Q == T_K; no score_mod, no lengths): [BLOCK_M, BLOCK_N, num_warps, num_stages]
+# per head dim, num_warps 4 (the default partition; the kernel adds a consumer warpgroup and a
+# producer: 384 threads). Persistent: one program per SM walks a static tile schedule, always
+# with FA3's intra-warpgroup overlap of S_j with P_{j-1}·V_{j-1}; causal needs BLOCK_M ==
+# BLOCK_N. Measured on an H200 (benchmarks/gluon_fwd, results/NVIDIA_H200/gluon_fwd_persistent/;
+# docs/performance.md, "The persistent Gluon forward"): 128x128 2 stages, hd128 1.16-1.17x cuDNN
+# dense and 1.09-1.24x causal at T = 1k-16k; hd64 0.89x dense, 1.05x causal at T=4k.
 # The dispatcher takes it for the calls it covers when tiles.json's fwd_gluon_dispatch is true
 # (SIGMOID_ATTN_GLUON_FORWARD=0/1 overrides it per process).
 FWD_GLUON_TILES = {int(d): tuple(t) for d, t in _DB.get("fwd_gluon", {}).items()}
@@ -195,8 +197,9 @@ PARAMS = {
 # descriptor's 3 shape (u32) and 3 stride (u64, elements) scalars; aot.py records where each
 # one sits and how to encode it (box, swizzle, element type) in the KernelSpec.
 PARAMS["fwd_gluon"] = (("q_desc", "desc"), ("k_desc", "desc"), ("v_desc", "desc"),
-                       ("o_desc", "desc"), ("T_K", "i32"), ("kv_group", "i32"), ("scale", "fp32"),
-                       ("bias_value", "fp32"))
+                       ("o_desc", "desc"), ("SEQ_LENS_Q", "*i32"), ("SEQ_LENS_K", "*i32"),
+                       ("T_Q", "i32"), ("T_K", "i32"), ("H", "i32"), ("B", "i32"),
+                       ("kv_group", "i32"), ("scale", "fp32"), ("bias_value", "fp32"))
 DESC_RANK = 3
 
 # Every kernel kind, written once: name -> (C++ KernelKind enumerator, module, function). The
@@ -204,11 +207,12 @@ DESC_RANK = 3
 # the enum and the names into sigmoid_attn_constants.h and one argument struct per kind
 # (kernel_args.h, from PARAMS). kForwardWS: the warp-specialized forward; kBackwardDkDvDq: the
 # one-pass backward (dkdv plus dQ by fp32 TMA reductions); kForwardGluon: the Gluon forward
-# (host TMA descriptors, dense non-causal calls only).
+# (persistent, host TMA descriptors; dense calls, causal ones with T_Q == T_K).
 KIND_TABLE = {
     "fwd": ("kForward", "sigmoid_attn_fwd", "sigmoid_attn_fwd"),
     "fwd_ws": ("kForwardWS", "sigmoid_attn_fwd_ws", "sigmoid_attn_fwd_ws"),
-    "fwd_gluon": ("kForwardGluon", "sigmoid_attn_fwd_gluon", "sigmoid_attn_fwd_gluon"),
+    "fwd_gluon": ("kForwardGluon", "sigmoid_attn_fwd_gluon_persistent",
+                  "sigmoid_attn_fwd_gluon_persistent"),
     "bwd_dkdv": ("kBackwardDkDv", "sigmoid_attn_bwd", "sigmoid_attn_bwd_dkdv"),
     "bwd_dq": ("kBackwardDq", "sigmoid_attn_bwd", "sigmoid_attn_bwd_dq"),
     "bwd_dkdv_dq": ("kBackwardDkDvDq", "sigmoid_attn_bwd", "sigmoid_attn_bwd_dkdv_dq"),
@@ -244,7 +248,6 @@ class Variant:
     tma: bool = False  # forward only: K/V through TMA descriptors (tiles.json's "tma" flag)
     min_t: int = 0  # smallest sequence length this tile is dispatched for; SMALL: see above
     varlen: bool = False  # packed [total, H, D] tensors with cu_seqlens
-    overlap: bool = False  # fwd_gluon: S_j overlapped with P_{j-1}·V_{j-1} (tiles' "overlap")
 
     @property
     def fast_sigmoid(self) -> bool:
@@ -281,7 +284,7 @@ class Variant:
         return (f"{self.kind}_{self.dtype}_d{self.head_dim}{flags}_"
                 f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}"
                 + ("ws" if self.warp_specialize else "") + ("p" if self.software_pipeline else "")
-                + ("tma" if self.tma else "") + ("ov" if self.overlap else "")
+                + ("tma" if self.tma else "")
                 + ("_small" if self.min_t == SMALL else f"_t{self.min_t}" if self.min_t else ""))
 
 
@@ -323,13 +326,13 @@ def variants(triton_version: str = None, head_dims=None, dtypes=None, kinds=None
                 for min_t, tiles in buckets:
                     bm, bn, w, s = tiles[:4]
                     tma = "tma" in tiles[4:]
-                    overlap = "overlap" in tiles[4:]
                     for varlen in (False, True):
                         for causal in (False, True):
                             for score_mod in (False, True):
-                                # (dense non-causal only: descriptors end at T, not at a
-                                # sequence's length; no mask, no score_mod in the kernel)
-                                if kind == "fwd_gluon" and (varlen or causal or score_mod):
+                                # (compiled with HAS_LENGTHS=False: descriptors end at T, and
+                                # padded or packed calls take the other forwards; no score_mod
+                                # in the kernel)
+                                if kind == "fwd_gluon" and (varlen or score_mod):
                                     continue
                                 if kind == "fwd_ws" and varlen and score_mod:
                                     continue  # packed score_mod: the other forward (dispatch.cpp)
@@ -337,7 +340,7 @@ def variants(triton_version: str = None, head_dims=None, dtypes=None, kinds=None
                                     continue
                                 out.append(Variant(kind, dtype, head_dim, causal, score_mod, bm,
                                                    bn, w, s, tma=tma, min_t=min_t,
-                                                   varlen=varlen, overlap=overlap))
+                                                   varlen=varlen))
     return out
 
 

@@ -3,9 +3,10 @@ standalone runner (run_on_device.py) and its tuning candidates.
 
     python benchmarks/gluon_fwd/compile.py [--only NAME_SUBSTR]
 
-The kernel is the library's (triton_src/sigmoid_attn_fwd_gluon.py, kind fwd_gluon, which
-triton_src/aot.py builds into the library); this script compiles more tile shapes than the
-library ships. Needs Triton 3.8.0 (GluonASTSource is a private module: pinned). Writes into build/ next to
+The kernels: triton_src/sigmoid_attn_fwd_gluon.py (non-persistent, the baseline) and
+triton_src/sigmoid_attn_fwd_gluon_persistent.py (the library's kind fwd_gluon, which
+triton_src/aot.py builds into the library); this script compiles more tile shapes and flag
+combinations (lengths) than the library ships. Needs Triton 3.8.0 (GluonASTSource is a private module: pinned). Writes into build/ next to
 this file: <variant>.cubin, .ptx, .ttgir, and variants.json (entry, num_warps, shared memory,
 the PTX parameter list, the tensor-descriptor metadata the host needs to encode the
 CUtensorMaps, hidden scratch parameters), and checks the PTX for the schedule's instructions.

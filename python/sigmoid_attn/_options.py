@@ -12,13 +12,13 @@ class kernel_options:
 
     warp_specialized: the warp-specialized forward where one is compiled (hd128, non-causal).
         On by default (tiles.json fwd_ws_dispatch; SIGMOID_ATTN_WARP_SPECIALIZED=0/1 at load).
-    gluon_forward: the Gluon forward (hand-scheduled, warp-specialized; fp16/bf16 hd64 and hd128)
-        for the calls it covers: dense [B, T, H, D] batches without lengths, non-causal, no
-        score_mod, no bias tensor, heads packed along each row (head stride D), grids of at
-        least one program per SM. It takes precedence over warp_specialized there. Off by default
-        (as fast as the Triton forwards it would replace, not faster, in the library's benchmark:
-        tiles.json fwd_gluon_dispatch; SIGMOID_ATTN_GLUON_FORWARD=0/1 at load); built only with
-        Triton 3.8, otherwise a no-op.
+    gluon_forward: the Gluon forward (hand-scheduled, warp-specialized, persistent; fp16/bf16
+        hd64 and hd128) for the calls it covers: dense [B, T, H, D] batches without lengths,
+        causal ones only with as many keys as queries, no score_mod, no bias tensor, heads
+        packed along each row (head stride D), at least one 128-row tile per SM. It takes
+        precedence over warp_specialized there. Off by default (not yet measured through the
+        library's benchmark: tiles.json fwd_gluon_dispatch; SIGMOID_ATTN_GLUON_FORWARD=0/1 at
+        load); built only with Triton 3.8, otherwise a no-op.
     one_pass_backward: dK, dV and dQ from one kernel, dQ summed in fp32 by TMA reductions,
         where one is compiled (hd64): 3-4% faster from T = 4k on an H100, but dQ is then not
         bitwise reproducible. Off by default (SIGMOID_ATTN_ATOMIC_DQ=0/1 at load).
