@@ -14,8 +14,7 @@ namespace sigmoid_attn {
 // A TMA descriptor parameter of a kernel, as aot.py read it from the compiled metadata: the
 // by-value CUtensorMap at PTX parameter `param`, followed by the descriptor's kTensorMapRank
 // shape (u32) and kTensorMapRank stride (u64, elements) scalars; and how the host encodes it
-// (cuTensorMapEncodeTiled).
-constexpr int kMaxTensorMaps = 4;
+// (cuTensorMapEncodeTiled). kMaxTensorMaps (sigmoid_attn_constants.h): the most of one kind.
 struct TensorMapSpec {
   int param;
   unsigned box[kTensorMapRank];  // outermost first, as Triton's block_size
@@ -48,7 +47,8 @@ struct KernelSpec {
   int global_scratch_align;
   int profile_scratch_size;   // bytes per program; 0 = none
   int profile_scratch_align;
-  int num_tensor_maps;        // descriptor parameters (kForwardGluon: q, k, v, o), in order
+  int num_tensor_maps;        // descriptor parameters (kForwardGluon: q, k, v, o; kBackwardGluon:
+                              // q, k, v, do, the fp32 dQ buffer, dk, dv), in order
   TensorMapSpec tensor_maps[kMaxTensorMaps];
 };
 
@@ -64,6 +64,9 @@ extern const bool kWarpSpecializedDispatch;
 // tiles.json's fwd_gluon_dispatch: whether the dispatcher takes the Gluon forward for the calls it
 // covers (SIGMOID_ATTN_GLUON_FORWARD=0/1 overrides it, read once).
 extern const bool kGluonForwardDispatch;
+// tiles.json's bwd_gluon_dispatch: whether the backward takes the Gluon kernel (kBackwardGluon)
+// for the calls it covers (SIGMOID_ATTN_GLUON_BACKWARD=0/1 overrides it, read once).
+extern const bool kGluonBackwardDispatch;
 // tiles.json's bwd_atomic_dq_dispatch: whether the backward takes the one-pass kernel
 // (kBackwardDkDvDq) by default (SIGMOID_ATTN_ATOMIC_DQ=0/1 overrides it, read once).
 extern const bool kAtomicDqDispatch;

@@ -49,7 +49,15 @@ TENSOR_MAP = (128, 64)
 # backends/nvidia/driver.py applies the same mapping before cuTensorMapEncodeTiled), and the
 # host type each tensor dtype must come out as.
 TMA_DTYPE_DEVICE_TO_HOST = {i: i for i in range(16)} | {8: 10, 9: 8, 10: 9}
-CU_TENSOR_MAP_DATA_TYPE = {"fp16": 6, "bf16": 9}  # CU_TENSOR_MAP_DATA_TYPE_FLOAT16 / _BFLOAT16
+# CU_TENSOR_MAP_DATA_TYPE_FLOAT16 / _FLOAT32 / _BFLOAT16
+CU_TENSOR_MAP_DATA_TYPE = {"fp16": 6, "fp32": 7, "bf16": 9}
+ELEM_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4}
+
+
+def _desc_dtype(t: str, dtype: str) -> str:
+    """The tensor dtype a descriptor argument of PARAMS type t describes: "desc" the variant's,
+    "desc_fp32" float32."""
+    return "fp32" if t == "desc_fp32" else dtype
 
 
 def _entry_params(ptx: str, entry: str):
@@ -73,7 +81,7 @@ def _expected_params(kind: str, dtype: str):
     """(bytes, alignment) of each of the kernel's own PTX parameters, from variants.PARAMS."""
     out = []
     for _, t in V.PARAMS[kind]:
-        if t == "desc":
+        if t.startswith("desc"):
             out += [TENSOR_MAP] + [(4, 4)] * V.DESC_RANK + [(8, 8)] * V.DESC_RANK
         else:
             size = 8 if t.startswith("*") else TYPE_BYTES[t]
@@ -101,22 +109,23 @@ def _tensor_maps(var: V.Variant, md):
     """Where each descriptor's CUtensorMap sits among the PTX parameters, and how to encode it,
     from the compiled tensordesc metadata (one entry per "desc" argument, in order)."""
     meta = [dict(m) for m in (getattr(md, "tensordesc_meta", None) or [])]
-    descs = [name for name, t in V.PARAMS[var.kind] if t == "desc"]
+    descs = [name for name, t in V.PARAMS[var.kind] if t.startswith("desc")]
     if len(meta) != len(descs):
         raise RuntimeError(f"{var.name}: {len(meta)} tensordesc metadata entries for "
                            f"{len(descs)} descriptors")
     out, pos = [], 0
     for name, t in V.PARAMS[var.kind]:
-        if t != "desc":
+        if not t.startswith("desc"):
             pos += 1
             continue
         m = meta[len(out)]
         data_type = TMA_DTYPE_DEVICE_TO_HOST[m["elem_type"]]
+        dtype = _desc_dtype(t, var.dtype)
         if (m.get("is_im2col") or m.get("fp4_padded") or len(m["block_size"]) != V.DESC_RANK
-                or data_type != CU_TENSOR_MAP_DATA_TYPE[var.dtype] or m["elem_size"] != 2
-                or not 0 <= m["swizzle"] <= 3):
+                or data_type != CU_TENSOR_MAP_DATA_TYPE[dtype]
+                or m["elem_size"] != ELEM_BYTES[dtype] or not 0 <= m["swizzle"] <= 3):
             raise RuntimeError(f"{var.name}: descriptor {name} is not a tiled rank-"
-                               f"{V.DESC_RANK} {var.dtype} map: {m}")
+                               f"{V.DESC_RANK} {dtype} map: {m}")
         out.append({"arg": name, "param": pos, "box": list(m["block_size"]),
                     "swizzle": m["swizzle"], "elem_bytes": m["elem_size"],
                     "data_type": data_type})
@@ -162,10 +171,80 @@ def compile_gluon(var: V.Variant, arch: int):
     return ck, _tensor_maps(var, ck.metadata)
 
 
+def compile_gluon_bwd(var: V.Variant, arch: int):
+    """The Gluon backward (benchmarks/gluon_bwd/compile.py is the probe it was proven with): Q and
+    dO boxes of BLOCK_M rows, K, V, dK, dV of the 64 keys of one consumer warpgroup, the fp32 dQ
+    accumulator's of BLOCK_M rows; the schedule's constexpr flags from variants.GLUON_BWD_SCHEDULES.
+    Compiled with num_warps 4 (the default partition) and maxnreg 168, as the forward."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    import importlib
+
+    module, fn_name = V.SOURCES[var.kind]
+    fn = getattr(importlib.import_module(module), fn_name)
+    half_n = var.block_n // 2  # keys per consumer warpgroup (wgmma M = 64)
+    rows = {"q_desc": var.block_m, "do_desc": var.block_m, "dq_desc": var.block_m,
+            "k_desc": half_n, "v_desc": half_n, "dk_desc": half_n, "dv_desc": half_n}
+    signature = {}
+    for name, t in V.PARAMS[var.kind]:
+        if t.startswith("desc"):
+            dtype = _desc_dtype(t, var.dtype)
+            box = [1, rows[name], var.head_dim]
+            layout = gl.NVMMASharedLayout.get_default_for(
+                box, {"fp16": gl.float16, "bf16": gl.bfloat16, "fp32": gl.float32}[dtype])
+            signature[name] = f"tensordesc<{dtype}[{','.join(map(str, box))}],{layout!r}>"
+        else:
+            signature[name] = t
+    dq_shared, dq_issue = V.GLUON_BWD_SCHEDULES[var.schedule]
+    constexprs = {"NUM_STAGES": var.num_stages, "CONSUMER_REGS": V.GLUON_CONSUMER_REGS,
+                  "PRODUCER_REGS": V.GLUON_PRODUCER_REGS, "RCP_NEWTON": False,
+                  "DQ_SHARED": dq_shared, "DQ_ISSUE": dq_issue}
+    names = list(fn.arg_names)
+    if names != [n for n, _ in V.PARAMS[var.kind]] + list(constexprs):
+        raise RuntimeError(f"variants.PARAMS[{var.kind!r}] is out of date with the kernel: "
+                           f"{names}")
+    signature.update({n: "constexpr" for n in constexprs})
+    src = GluonASTSource(fn=fn, signature=signature, constexprs=constexprs)
+    ck = triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                        options={"num_warps": var.num_warps, "maxnreg": V.GLUON_MAXNREG})
+    return ck, _tensor_maps(var, ck.metadata)
+
+
+def compile_dq_cast(var: V.Variant, arch: int):
+    """The dQ cast: both pointers 16-byte aligned and n a multiple of 16 (n = B*T*H*D with D a
+    multiple of 64; the launcher checks it), so Triton emits 16-byte loads."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    import importlib
+
+    module, fn_name = V.SOURCES[var.kind]
+    fn = getattr(importlib.import_module(module), fn_name)
+    own = [n for n, _ in V.PARAMS[var.kind]]
+    if list(fn.arg_names) != own + ["BLOCK"]:
+        raise RuntimeError(f"variants.PARAMS[{var.kind!r}] is out of date with the kernel: "
+                           f"{fn.arg_names}")
+    signature = {n: t.replace("dt", var.dtype) for n, t in V.PARAMS[var.kind]}
+    signature["BLOCK"] = "constexpr"
+    div16 = [["tt.divisibility", 16]]
+    src = ASTSource(fn=fn, signature=signature, constexprs={(len(own),): var.block_m},
+                    attrs={(i,): div16 for i in range(len(own))})
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                          options={"num_warps": var.num_warps, "num_stages": var.num_stages})
+
+
 def compile_variant(var: V.Variant, arch: int):
     t0 = time.time()
     if var.kind == "fwd_gluon":
         ck, tensor_maps = compile_gluon(var, arch)
+    elif var.kind == "bwd_gluon":
+        ck, tensor_maps = compile_gluon_bwd(var, arch)
+    elif var.kind == "dq_cast":
+        ck, tensor_maps = compile_dq_cast(var, arch), []
     else:
         ck, tensor_maps = compile_triton(var, arch), []
     md = ck.metadata
@@ -264,7 +343,7 @@ def slots(kind: str, dtype: str):
     strides, one struct field (TensorMapArg)."""
     out = []
     for name, t in V.PARAMS[kind]:
-        if t == "desc":
+        if t.startswith("desc"):
             out.append((name, "!tt.tensordesc", name, f"&{name}.value.map"))
             out += [(f"{name}.shape.{d}", "i32", name, f"&{name}.value.shape[{d}]")
                     for d in range(V.DESC_RANK)]
@@ -316,6 +395,7 @@ def constants_header() -> str:
     dtypes = ",\n".join(f"  {cpp} = {i}" for i, (cpp, _) in enumerate(V.DTYPE_TABLE.values()))
     bias = ", ".join(f"kBias{m.capitalize()} = {i}" for i, m in enumerate(V.BIAS_MODES))
     q = lambda xs: ", ".join(f'"{x}"' for x in xs)  # noqa: E731
+    max_maps = max(sum(t.startswith("desc") for _, t in p) for p in V.PARAMS.values())
     return (
         f"{GEN_NOTE}#pragma once\n\nnamespace sigmoid_attn {{\n\n"
         f"// Kernel kinds (variants.KIND_TABLE), their names in variant names and the catalog.\n"
@@ -332,8 +412,10 @@ def constants_header() -> str:
         f"enum BiasMode : int {{ {bias} }};\n\n"
         f"// KernelSpec::min_t of the small-problem bucket (variants.SMALL).\n"
         f"constexpr int kSmallProblem = {V.SMALL};\n"
-        f"// Rank of the Gluon forward's TMA descriptors (variants.DESC_RANK).\n"
-        f"constexpr int kTensorMapRank = {V.DESC_RANK};\n\n"
+        f"// Rank of the Gluon kernels' TMA descriptors (variants.DESC_RANK), and the most\n"
+        f"// descriptor arguments of one kind (variants.PARAMS).\n"
+        f"constexpr int kTensorMapRank = {V.DESC_RANK};\n"
+        f"constexpr int kMaxTensorMaps = {max_maps};\n\n"
         f"// Dispatch-table capacities (variants.DISPATCH_*): the largest head dim, distinct head\n"
         f"// dims, length buckets per variant. kernels_generated.cpp static_asserts the catalog.\n"
         f"constexpr int kMaxHeadDim = {V.DISPATCH_MAX_HEAD_DIM};\n"
@@ -387,7 +469,7 @@ def args_header(hidden: dict, triton_version: str) -> str:
         cpp, module, fn = V.KIND_TABLE[kind]
         fields = []
         for name, t in V.PARAMS[kind]:
-            ty = ("TensorMapArg" if t == "desc" else "CUdeviceptr" if t.startswith("*")
+            ty = ("TensorMapArg" if t.startswith("desc") else "CUdeviceptr" if t.startswith("*")
                   else C_TYPE[t])
             fields.append(f"  Param<{ty}> {name};\n")
         n_hidden = hidden[kind]
@@ -464,6 +546,7 @@ def kernels_cpp(results, triton_version: str, arch: int, subset: str) -> str:
     lines.append(f"const char* const kBuildSubset = \"{subset}\";\n")
     lines.append(f"const bool kWarpSpecializedDispatch = {str(V.FWD_WS_DISPATCH).lower()};\n")
     lines.append(f"const bool kGluonForwardDispatch = {str(V.FWD_GLUON_DISPATCH).lower()};\n")
+    lines.append(f"const bool kGluonBackwardDispatch = {str(V.BWD_GLUON_DISPATCH).lower()};\n")
     lines.append(f"const bool kAtomicDqDispatch = {str(V.BWD_ATOMIC_DQ_DISPATCH).lower()};\n\n"
                  "}  // namespace sigmoid_attn\n")
     return "".join(lines)
@@ -552,6 +635,10 @@ def cmd_compile(args):
         print(f"aot: Triton {triton.__version__}: the Gluon forward (fwd_gluon) is written for "
               f"Triton {V.GLUON_TRITON} (GluonASTSource is private API); not compiled, its calls "
               f"take the other forwards")
+    if "bwd_gluon" in kinds and not V.gluon_supported(triton.__version__):
+        print(f"aot: Triton {triton.__version__}: the Gluon backward (bwd_gluon, dq_cast) is "
+              f"written for Triton {V.GLUON_TRITON}; not compiled, its calls take the two-kernel "
+              f"backward")
     todo = _todo(args, triton.__version__, kinds)
     t0 = time.time()
     records = _store(args.out_dir, _compile(todo, args.arch, args.jobs,

@@ -95,6 +95,27 @@ BWD_ATOMIC_DQ_DISPATCH = bool(_DB.get("bwd_atomic_dq_dispatch", False))
 # (SIGMOID_ATTN_GLUON_FORWARD=0/1 overrides it per process).
 FWD_GLUON_TILES = {int(d): tuple(t) for d, t in _DB.get("fwd_gluon", {}).items()}
 FWD_GLUON_DISPATCH = bool(_DB.get("fwd_gluon_dispatch", False))
+# The Gluon backward (sigmoid_attn_bwd_gluon.py, kind bwd_gluon; fp16/bf16; dense, non-causal, no
+# score_mod, no lengths, no bias tensor): [BLOCK_M, BLOCK_N, num_warps, num_stages, schedule] per
+# head dim. One program per 128 keys x KV head x batch walks every query tile of its GQA group
+# (dK, dV: one writer each); dQ is summed in an fp32 buffer by TMA reduce-adds, then cast (kind
+# dq_cast): not bitwise reproducible, so deterministic mode keeps the two-kernel backward. The
+# schedule names the kernel's constexpr flags (GLUON_BWD_SCHEDULES). Measured on an H200
+# (benchmarks/gluon_bwd, results/NVIDIA_H200/gluon_bwd/; docs/performance.md, "The Gluon
+# backward"): hd128 "dqx_dqd" 0.97-0.99x cuDNN with the zeroing and the cast, hd64 "dqx"
+# 0.96-0.99x at T = 4k-16k, where the two-kernel backward is at 0.76-0.83x. The dispatcher
+# takes it for the calls it covers when tiles.json's bwd_gluon_dispatch is true
+# (SIGMOID_ATTN_GLUON_BACKWARD=0/1 overrides it per process).
+BWD_GLUON_TILES = {int(d): tuple(t) for d, t in _DB.get("bwd_gluon", {}).items()}
+BWD_GLUON_DISPATCH = bool(_DB.get("bwd_gluon_dispatch", False))
+# schedule -> the kernel's (DQ_SHARED, DQ_ISSUE): "dqx" exchanges dS between the two consumer
+# warpgroups and reduce-adds one dQ tile per query tile; "dqx_dqd" also queues tile i's dQ
+# behind tile i + 1's dV, dK (D = 128 only; benchmarks/gluon_bwd/README.md, "Candidates").
+GLUON_BWD_SCHEDULES = {"dqx": (True, 0), "dqx_dqd": (True, 2)}
+# The dQ cast (sigmoid_attn_bwd_gluon.dq_cast, kind dq_cast): fp32 -> dtype, elements per program
+# and warps (16 fp32 per thread: 16-byte loads). Compiled once per bwd_gluon head dim, so the
+# dispatcher finds it by the same key as the backward it finishes.
+DQ_CAST_TILE = (4096, 1, 8, 1)
 # Registers: 384 threads x 168 = 64,512 <= 65,536 at launch (maxnreg); setmaxnreg then moves them
 # from the producer (24) to the two consumer warpgroups (240 each): (240 + 240 + 24) x 128 =
 # 64,512. ptxas (CUDA 12.9) reports no spills for either tile.
@@ -151,7 +172,9 @@ def tile_table(kind: str, dtype: str):
             "fwd_gluon": {} if fp32 else FWD_GLUON_TILES,
             "bwd_dkdv": BWD_DKDV_TILES_FP32 if fp32 else BWD_DKDV_TILES,
             "bwd_dq": BWD_DQ_TILES_FP32 if fp32 else BWD_DQ_TILES,
-            "bwd_dkdv_dq": {} if fp32 else BWD_ATOMIC_TILES}[kind]
+            "bwd_dkdv_dq": {} if fp32 else BWD_ATOMIC_TILES,
+            "bwd_gluon": {} if fp32 else BWD_GLUON_TILES,
+            "dq_cast": {} if fp32 else {d: DQ_CAST_TILE for d in BWD_GLUON_TILES}}[kind]
 
 
 def _strides(prefix, dims="bth"):
@@ -201,13 +224,21 @@ PARAMS["fwd_gluon"] = (("q_desc", "desc"), ("k_desc", "desc"), ("v_desc", "desc"
                        ("T_Q", "i32"), ("T_K", "i32"), ("H", "i32"), ("B", "i32"),
                        ("kv_group", "i32"), ("scale", "fp32"), ("bias_value", "fp32"))
 DESC_RANK = 3
+# The Gluon backward's: "desc_fp32" is a descriptor of an fp32 tensor whatever the variant's dtype
+# (the dQ accumulator [B, T_Q, H*D] that the kernel reduce-adds into).
+PARAMS["bwd_gluon"] = (("q_desc", "desc"), ("k_desc", "desc"), ("v_desc", "desc"),
+                       ("do_desc", "desc"), ("dq_desc", "desc_fp32"), ("dk_desc", "desc"),
+                       ("dv_desc", "desc"), ("T_Q", "i32"), ("T_K", "i32"), ("kv_group", "i32"),
+                       ("scale", "fp32"), ("bias_value", "fp32"))
+PARAMS["dq_cast"] = (("src", "*fp32"), ("dst", "*dt"), ("n", "i32"))
 
 # Every kernel kind, written once: name -> (C++ KernelKind enumerator, module, function). The
 # order is the kind code of C++ (KernelKind), of the catalog and of the build order; aot.py emits
 # the enum and the names into sigmoid_attn_constants.h and one argument struct per kind
 # (kernel_args.h, from PARAMS). kForwardWS: the warp-specialized forward; kBackwardDkDvDq: the
 # one-pass backward (dkdv plus dQ by fp32 TMA reductions); kForwardGluon: the Gluon forward
-# (persistent, host TMA descriptors; dense calls, causal ones with T_Q == T_K).
+# (persistent, host TMA descriptors; dense calls, causal ones with T_Q == T_K); kBackwardGluon:
+# the Gluon backward (host TMA descriptors, dQ into an fp32 buffer) and kDqCast its dQ cast.
 KIND_TABLE = {
     "fwd": ("kForward", "sigmoid_attn_fwd", "sigmoid_attn_fwd"),
     "fwd_ws": ("kForwardWS", "sigmoid_attn_fwd_ws", "sigmoid_attn_fwd_ws"),
@@ -216,6 +247,8 @@ KIND_TABLE = {
     "bwd_dkdv": ("kBackwardDkDv", "sigmoid_attn_bwd", "sigmoid_attn_bwd_dkdv"),
     "bwd_dq": ("kBackwardDq", "sigmoid_attn_bwd", "sigmoid_attn_bwd_dq"),
     "bwd_dkdv_dq": ("kBackwardDkDvDq", "sigmoid_attn_bwd", "sigmoid_attn_bwd_dkdv_dq"),
+    "bwd_gluon": ("kBackwardGluon", "sigmoid_attn_bwd_gluon", "sigmoid_attn_bwd_gluon"),
+    "dq_cast": ("kDqCast", "sigmoid_attn_bwd_gluon", "dq_cast"),
 }
 KINDS = tuple(KIND_TABLE)
 # (module, function) of each kind's kernel.
@@ -246,6 +279,7 @@ class Variant:
     warp_specialize: bool = False
     software_pipeline: bool = False
     tma: bool = False  # forward only: K/V through TMA descriptors (tiles.json's "tma" flag)
+    schedule: str = ""  # bwd_gluon only: a key of GLUON_BWD_SCHEDULES (tiles.json's 5th element)
     min_t: int = 0  # smallest sequence length this tile is dispatched for; SMALL: see above
     varlen: bool = False  # packed [total, H, D] tensors with cu_seqlens
 
@@ -284,7 +318,7 @@ class Variant:
         return (f"{self.kind}_{self.dtype}_d{self.head_dim}{flags}_"
                 f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}"
                 + ("ws" if self.warp_specialize else "") + ("p" if self.software_pipeline else "")
-                + ("tma" if self.tma else "")
+                + ("tma" if self.tma else "") + (f"_{self.schedule}" if self.schedule else "")
                 + ("_small" if self.min_t == SMALL else f"_t{self.min_t}" if self.min_t else ""))
 
 
@@ -316,7 +350,8 @@ def variants(triton_version: str = None, head_dims=None, dtypes=None, kinds=None
     gluon_ok = triton_version is None or gluon_supported(triton_version)
     out = []
     for kind in KINDS if kinds is None else [k for k in KINDS if k in kinds]:
-        if kind == "fwd_ws" and not ws_ok or kind == "fwd_gluon" and not gluon_ok:
+        if (kind == "fwd_ws" and not ws_ok
+                or kind in ("fwd_gluon", "bwd_gluon", "dq_cast") and not gluon_ok):
             continue
         for dtype in DTYPES if dtypes is None else [d for d in DTYPES if d in dtypes]:
             for head_dim, entry in tile_table(kind, dtype).items():
@@ -326,6 +361,7 @@ def variants(triton_version: str = None, head_dims=None, dtypes=None, kinds=None
                 for min_t, tiles in buckets:
                     bm, bn, w, s = tiles[:4]
                     tma = "tma" in tiles[4:]
+                    schedule = next((f for f in tiles[4:] if f in GLUON_BWD_SCHEDULES), "")
                     for varlen in (False, True):
                         for causal in (False, True):
                             for score_mod in (False, True):
@@ -334,13 +370,18 @@ def variants(triton_version: str = None, head_dims=None, dtypes=None, kinds=None
                                 # in the kernel)
                                 if kind == "fwd_gluon" and (varlen or score_mod):
                                     continue
+                                # (dense, non-causal: the Gluon backward has neither masks nor
+                                # lengths; its cast is found by the same key)
+                                if kind in ("bwd_gluon", "dq_cast") and (varlen or causal
+                                                                         or score_mod):
+                                    continue
                                 if kind == "fwd_ws" and varlen and score_mod:
                                     continue  # packed score_mod: the other forward (dispatch.cpp)
                                 if kind == "fwd_ws" and causal and not FWD_WS_CAUSAL:
                                     continue
                                 out.append(Variant(kind, dtype, head_dim, causal, score_mod, bm,
                                                    bn, w, s, tma=tma, min_t=min_t,
-                                                   varlen=varlen))
+                                                   varlen=varlen, schedule=schedule))
     return out
 
 
