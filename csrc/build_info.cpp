@@ -89,6 +89,21 @@ int sigmoid_attn_select_forward_kernel(int dtype, int64_t head_dim, int causal, 
   }
 }
 
+// The dispatcher's backward choice for a problem (select_backward), as a catalog index, or -1.
+int sigmoid_attn_select_backward_kernel(int dtype, int64_t head_dim, int causal, int score_mod,
+                                        int varlen, int64_t max_k, int one_pass,
+                                        int gluon_backward) {
+  if (dtype < 0 || dtype >= sigmoid_attn::kNumDTypes) return -1;
+  try {
+    const auto type = sigmoid_attn::scalar_type(static_cast<sigmoid_attn::DType>(dtype));
+    return sigmoid_attn::select_backward(type, head_dim, causal, score_mod, varlen, max_k,
+                                         one_pass != 0, gluon_backward != 0);
+  } catch (const std::exception& e) {
+    sigmoid_attn::set_last_error(e.what());
+    return -1;
+  }
+}
+
 // Whether CUDA calls take the warp-specialized forward where one is compiled (default:
 // tiles.json's fwd_ws_dispatch; benchmarks/NOTES.md); set < 0 only reads. Returns the setting
 // before the call.
@@ -100,6 +115,11 @@ int sigmoid_attn_warp_specialized(int set) {
 int sigmoid_attn_gluon_forward(int set) {
   if (set < 0) return sigmoid_attn::gluon_forward_dispatch();
   return sigmoid_attn::set_gluon_forward_dispatch(set != 0);
+}
+
+int sigmoid_attn_gluon_backward(int set) {
+  if (set < 0) return sigmoid_attn::gluon_backward_dispatch();
+  return sigmoid_attn::set_gluon_backward_dispatch(set != 0);
 }
 
 int sigmoid_attn_atomic_dq(int set) {

@@ -145,6 +145,17 @@ bool encode_tensor_map(CUtensorMap* map, const TensorMapSpec& spec, const TmaRow
          CUDA_SUCCESS;
 }
 
+bool tensor_map_arg(TensorMapArg* a, const TensorMapSpec& m, const TmaRows& rows) {
+  if (!encode_tensor_map(&a->map, m, rows)) return false;
+  const uint32_t shape[] = {uint32_t(rows.B), uint32_t(rows.T), uint32_t(rows.HD)};
+  const uint64_t stride[] = {rows.sb, rows.st, 1};
+  for (int d = 0; d < kTensorMapRank; ++d) {
+    a->shape[d] = shape[d];
+    a->stride[d] = stride[d];
+  }
+  return true;
+}
+
 Extras extras(const std::optional<Tensor>& seq_lens_q, const std::optional<Tensor>& seq_lens_k,
               const std::optional<Tensor>& bias, const std::optional<Tensor>& score_mod,
               int bias_mode, int64_t max_k) {

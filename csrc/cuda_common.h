@@ -9,6 +9,7 @@
 #include <torch/csrc/stable/tensor.h>
 
 #include "alloc.h"
+#include "kernel_args.h"
 #include "kernel_spec.h"
 #include "validate.h"
 
@@ -50,6 +51,11 @@ std::optional<TmaRows> tma_rows(const Tensor& t, int elem_bytes);
 // metadata) over `rows`, with zero fill outside the tensor. Host only: no device work, no
 // allocation. False when the driver has no TMA support or refuses the layout.
 bool encode_tensor_map(CUtensorMap* map, const TensorMapSpec& spec, const TmaRows& rows);
+
+// One descriptor argument of a Gluon kernel: the CUtensorMap encoded on the host and the
+// [B, T, H*D] shape and [sb, st, 1] strides (elements) the kernel takes after it; false when the
+// driver refuses it.
+bool tensor_map_arg(TensorMapArg* a, const TensorMapSpec& spec, const TmaRows& rows);
 
 // Lengths (int32), bias tensor and score_mod (float32), dense as the kernels index them.
 struct Extras {

@@ -36,6 +36,7 @@ CudaDriver load_driver() {
   resolve(lib, "cuModuleGetFunction", d.cuModuleGetFunction);
   resolve(lib, "cuFuncSetAttribute", d.cuFuncSetAttribute);
   resolve(lib, "cuLaunchKernel", d.cuLaunchKernel);
+  resolve(lib, "cuMemsetD32Async", d.cuMemsetD32Async);
   d.cuTensorMapEncodeTiled =
       reinterpret_cast<decltype(d.cuTensorMapEncodeTiled)>(dlsym(lib, "cuTensorMapEncodeTiled"));
   return d;  // the handle stays open for the life of the process

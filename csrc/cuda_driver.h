@@ -21,7 +21,10 @@ struct CudaDriver {
   CUresult (*cuFuncSetAttribute)(CUfunction, CUfunction_attribute, int);
   CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned,
                              unsigned, unsigned, CUstream, void**, void**);
-  // Host TMA descriptors (the Gluon forward). Null with a driver older than CUDA 12.0: those
+  // Zeroes the Gluon backward's fp32 dQ buffer on the call's stream (capturable in a CUDA graph
+  // as a memset node; no allocation, no synchronization).
+  CUresult (*cuMemsetD32Async)(CUdeviceptr, unsigned int, size_t, CUstream);
+  // Host TMA descriptors (the Gluon kernels). Null with a driver older than CUDA 12.0: those
   // calls then take the other forwards.
   CUresult (*cuTensorMapEncodeTiled)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*,
                                      const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,

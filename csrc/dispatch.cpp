@@ -162,6 +162,25 @@ int select_forward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool c
   return kernel;
 }
 
+int select_backward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool causal,
+                    bool score_mod, bool varlen, int64_t max_k, bool one_pass, bool gluon) {
+  if (gluon) {
+    const int g = find_kernel(KernelKind::kBackwardGluon, dtype, head_dim, causal, score_mod,
+                              varlen, max_k);
+    if (g >= 0 && find_kernel(KernelKind::kDqCast, dtype, head_dim, causal, score_mod, varlen,
+                              max_k) >= 0) {
+      return g;
+    }
+  }
+  if (one_pass) {
+    const int k = find_kernel(KernelKind::kBackwardDkDvDq, dtype, head_dim, causal, score_mod,
+                              varlen, max_k);
+    if (k >= 0) return k;
+  }
+  return select_kernel(KernelKind::kBackwardDkDv, dtype, head_dim, causal, score_mod, varlen,
+                       max_k);
+}
+
 namespace {
 
 // A dispatch switch's first value: its environment variable (0/1) if set, else the default
@@ -184,6 +203,12 @@ std::atomic<int>& gluon_dispatch_state() {
   return state;
 }
 
+std::atomic<int>& gluon_backward_state() {
+  static std::atomic<int> state{
+      initial_switch("SIGMOID_ATTN_GLUON_BACKWARD", kGluonBackwardDispatch)};
+  return state;
+}
+
 std::atomic<int>& atomic_dq_state() {
   static std::atomic<int> state{initial_switch("SIGMOID_ATTN_ATOMIC_DQ", kAtomicDqDispatch)};
   return state;
@@ -203,6 +228,14 @@ bool warp_specialized_dispatch() {
 
 bool set_warp_specialized_dispatch(bool on) {
   return ws_dispatch_state().exchange(on ? 1 : 0, std::memory_order_relaxed) != 0;
+}
+
+bool gluon_backward_dispatch() {
+  return gluon_backward_state().load(std::memory_order_relaxed) != 0;
+}
+
+bool set_gluon_backward_dispatch(bool on) {
+  return gluon_backward_state().exchange(on ? 1 : 0, std::memory_order_relaxed) != 0;
 }
 
 bool gluon_forward_dispatch() {

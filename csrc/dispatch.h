@@ -58,6 +58,18 @@ int select_forward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool c
                    bool score_mod, bool varlen, int64_t max_q, int64_t Tq, int64_t B,
                    int64_t Hq, int sm_count, bool warp_specialized = false, bool gluon = false);
 
+// The kernel that computes a backward's dK and dV (the rest follows from its kind: kBackwardDkDv
+// runs beside kBackwardDq; kBackwardDkDvDq and kBackwardGluon sum dQ themselves, the latter
+// then casting it with kDqCast).
+// one_pass: the one-pass kernel is switched on (atomic_dq_dispatch) and the call may be
+// nondeterministic; take it where one is compiled for the variant.
+// gluon: the call is one the Gluon backward covers beyond its variant flags (switched on, may be
+// nondeterministic, no lengths, no bias tensor, operands TMA can describe: ops_cuda_bwd.cpp's
+// gluon_operands); take it where it and its dQ cast are compiled for the variant. It takes
+// precedence over one_pass.
+int select_backward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool causal,
+                    bool score_mod, bool varlen, int64_t max_k, bool one_pass, bool gluon);
+
 // Whether the dispatcher may take warp-specialized forward kernels: tiles.json's default, or
 // SIGMOID_ATTN_WARP_SPECIALIZED=0/1 (read once), or the last set_warp_specialized().
 bool warp_specialized_dispatch();
@@ -69,6 +81,14 @@ bool set_warp_specialized_dispatch(bool on);
 bool gluon_forward_dispatch();
 // Returns the previous setting.
 bool set_gluon_forward_dispatch(bool on);
+
+// Whether the backward may take the Gluon kernel (KernelKind::kBackwardGluon: dQ summed by fp32
+// TMA reductions, not bitwise deterministic) for the calls it covers: tiles.json's
+// bwd_gluon_dispatch, or SIGMOID_ATTN_GLUON_BACKWARD=0/1 (read once), or the last
+// set_gluon_backward_dispatch().
+bool gluon_backward_dispatch();
+// Returns the previous setting.
+bool set_gluon_backward_dispatch(bool on);
 
 // Whether the backward may take the one-pass kernel (KernelKind::kBackwardDkDvDq: dQ summed by
 // atomics in fp32, not bitwise deterministic) where one is compiled: tiles.json's default, or

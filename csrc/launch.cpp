@@ -86,6 +86,23 @@ int sm_count(int device) {
   return device_modules(device)->sm_count;
 }
 
+void memset_d32(int device, CUstream stream, CUdeviceptr ptr, unsigned value, size_t n) {
+  SA_CHECK(device >= 0 && device < kMaxDevices, "sigmoid_attn: CUDA device index ", device,
+           " out of range [0, ", kMaxDevices, ")");
+  DeviceModules* dm = device_modules(device);
+  const CudaDriver& cu = cuda_driver();
+  CUcontext current = nullptr;
+  cu.cuCtxGetCurrent(&current);
+  const bool switch_ctx = current != dm->ctx;
+  if (switch_ctx) check_cu(cu.cuCtxPushCurrent(dm->ctx), "cuCtxPushCurrent");
+  const CUresult r = cu.cuMemsetD32Async(ptr, value, n, stream);
+  if (switch_ctx) {
+    CUcontext popped = nullptr;
+    cu.cuCtxPopCurrent(&popped);
+  }
+  check_cu(r, "cuMemsetD32Async");
+}
+
 void launch_kernel(int kernel, KernelKind kind, int num_params, int num_hidden, int device,
                    CUstream stream, unsigned grid_x, unsigned grid_y, unsigned grid_z,
                    void** args) {

@@ -25,6 +25,10 @@ void launch(int kernel, int device, CUstream stream, unsigned grid_x, unsigned g
                 grid_y, grid_z, params.data());
 }
 
+// Sets n 32-bit words at ptr to value on the stream, in the device's primary context (as
+// launch_kernel). No host synchronization.
+void memset_d32(int device, CUstream stream, CUdeviceptr ptr, unsigned value, size_t n);
+
 // The device's multiprocessor count (read once per device).
 int sm_count(int device);
 

@@ -44,12 +44,17 @@ Tensor forward_meta(SIGMOID_ATTN_FORWARD_ARGS);
 void forward_cpu_out(SIGMOID_ATTN_FORWARD_ARGS, const Tensor& out);
 void forward_cuda_out(SIGMOID_ATTN_FORWARD_ARGS, const Tensor& out);
 
-// backward(Tensor grad_out, <forward's arguments>) -> (dq, dk, dv, dscore_mod)
+// backward(Tensor grad_out, <forward's arguments>, bool deterministic=False)
+//   -> (dq, dk, dv, dscore_mod)
 // dscore_mod is float32 [B, Tk] when score_mod is given, an empty [0] tensor otherwise.
+// deterministic: only kernels whose every output element has one writer (bitwise reproducible):
+// no kernel that sums dQ by fp32 atomics, whatever the dispatch switches say. The stable ABI
+// cannot read torch's deterministic mode, so the caller passes it (the Python autograd passes
+// torch.are_deterministic_algorithms_enabled()). The CPU path is deterministic either way.
 using Grads = std::tuple<Tensor, Tensor, Tensor, Tensor>;
-Grads backward_cpu(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS);
-Grads backward_cuda(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS);
-Grads backward_meta(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS);
+Grads backward_cpu(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS, bool deterministic);
+Grads backward_cuda(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS, bool deterministic);
+Grads backward_meta(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS, bool deterministic);
 
 }  // namespace sigmoid_attn
 
@@ -60,10 +65,11 @@ Tensor forward_varlen_cuda(SIGMOID_ATTN_VARLEN_ARGS);
 Tensor forward_varlen_meta(SIGMOID_ATTN_VARLEN_ARGS);
 void forward_varlen_cpu_out(SIGMOID_ATTN_VARLEN_ARGS, const Tensor& out);
 void forward_varlen_cuda_out(SIGMOID_ATTN_VARLEN_ARGS, const Tensor& out);
-// backward_varlen(Tensor grad_out, <forward_varlen's arguments>) -> (dq, dk, dv, dscore_mod)
+// backward_varlen(Tensor grad_out, <forward_varlen's arguments>, bool deterministic=False)
+//   -> (dq, dk, dv, dscore_mod)
 // dscore_mod is float32 [total_k] with score_mod, an empty [0] tensor otherwise.
-Grads backward_varlen_cpu(Tensor grad_out, SIGMOID_ATTN_VARLEN_ARGS);
-Grads backward_varlen_cuda(Tensor grad_out, SIGMOID_ATTN_VARLEN_ARGS);
-Grads backward_varlen_meta(Tensor grad_out, SIGMOID_ATTN_VARLEN_ARGS);
+Grads backward_varlen_cpu(Tensor grad_out, SIGMOID_ATTN_VARLEN_ARGS, bool deterministic);
+Grads backward_varlen_cuda(Tensor grad_out, SIGMOID_ATTN_VARLEN_ARGS, bool deterministic);
+Grads backward_varlen_meta(Tensor grad_out, SIGMOID_ATTN_VARLEN_ARGS, bool deterministic);
 
 }  // namespace sigmoid_attn

@@ -434,7 +434,8 @@ void forward_cpu_out(SIGMOID_ATTN_FORWARD_ARGS, const Tensor& out) {
   forward_into(p, SIGMOID_ATTN_FORWARD_PASS, o);
 }
 
-Grads backward_cpu(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS) {
+Grads backward_cpu(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS,
+                   bool /*deterministic: always*/) {
   const ForwardProblem p = check_backward(
       grad_out,
       {q, k, v, seq_lens_q, seq_lens_k, is_causal, scale, sigmoid_bias, sigmoid_bias_tensor,
@@ -485,7 +486,8 @@ void forward_varlen_cpu_out(SIGMOID_ATTN_VARLEN_ARGS, const Tensor& out) {
   forward_varlen_into(p, SIGMOID_ATTN_VARLEN_PASS, o);
 }
 
-Grads backward_varlen_cpu(Tensor grad_out, SIGMOID_ATTN_VARLEN_ARGS) {
+Grads backward_varlen_cpu(Tensor grad_out, SIGMOID_ATTN_VARLEN_ARGS,
+                          bool /*deterministic*/) {
   const ForwardProblem p = check_backward_varlen(
       grad_out,
       {q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, is_causal, scale,

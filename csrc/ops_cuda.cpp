@@ -47,20 +47,6 @@ std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tenso
   return GluonOperands{*rq, *rk, *rv, *ro};
 }
 
-// One descriptor argument of the Gluon forward: the CUtensorMap encoded on the host and the
-// [B, T, H*D] shape and [sb, st, 1] strides (elements) the kernel takes after it; false when the
-// driver refuses it.
-bool tensor_map_arg(TensorMapArg* a, const TensorMapSpec& m, const TmaRows& rows) {
-  if (!encode_tensor_map(&a->map, m, rows)) return false;
-  const uint32_t shape[] = {uint32_t(rows.B), uint32_t(rows.T), uint32_t(rows.HD)};
-  const uint64_t stride[] = {rows.sb, rows.st, 1};
-  for (int d = 0; d < kTensorMapRank; ++d) {
-    a->shape[d] = shape[d];
-    a->stride[d] = stride[d];
-  }
-  return true;
-}
-
 // Encodes the kernel's four descriptors on the host and launches it; false (nothing launched)
 // when the driver refuses a descriptor. No allocation, no synchronization: the arguments live on
 // this stack frame, and cuLaunchKernel copies them.

@@ -3,6 +3,13 @@
 // Packed (varlen) batches: grids over tiles of real tokens, (total // BLOCK + B + 1, H, 1).
 // Where switched on (atomic_dq_dispatch) and compiled, one kernel instead: dkdv's grid, adding
 // each key block's share of dQ into a zeroed fp32 buffer by TMA reductions, then a cast.
+// Where switched on (gluon_backward_dispatch) and the call is covered, the Gluon backward: a
+// memset of an fp32 dQ buffer, the kernel (grid: key blocks of 128, Hkv, B; dK, dV written
+// directly), then the dq_cast kernel into dQ. Neither atomic path is taken when the caller asks
+// for determinism (torch's deterministic mode, passed by the Python autograd).
+#include <cmath>
+#include <optional>
+
 #include <torch/csrc/stable/ops.h>
 
 #include "check.h"
@@ -18,6 +25,80 @@ using torch::headeronly::ScalarType;
 
 namespace {
 
+// The Gluon backward's operands as TMA sees them ([B, T, H*D]), when each can be seen so.
+struct GluonOperands {
+  TmaRows q, k, v, grad_out, dk, dv;
+};
+
+// Whether a call is one the Gluon backward covers beyond its variant flags (select_backward
+// checks those and that it and its cast are compiled): switched on; the caller allows a
+// nondeterministic dQ (fp32 reduce-adds in arrival order); dense, no lengths (compiled without
+// them: its descriptors end at T); no bias tensor (it takes one scalar bias); at least one query
+// and one key (its pipeline waits for tiles that would never come); dQ's element count within
+// the cast's int32 index; q, k, v, grad_out, dk, dv readable as [B, T, H*D] by TMA. Anything
+// else takes the two-kernel backward.
+std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tensor& grad_out,
+                                            const Tensor& q, const Tensor& k, const Tensor& v,
+                                            const Tensor& dk, const Tensor& dv, bool has_lens,
+                                            bool deterministic) {
+  if (!gluon_backward_dispatch() || deterministic || p.varlen || has_lens ||
+      p.bias_mode == kBiasTensor || p.Tq < 1 || p.Tk < 1 ||
+      p.B * p.Tq * p.Hq * p.D >= (int64_t(1) << 31)) {
+    return std::nullopt;
+  }
+  constexpr int kElemBytes = 2;  // fp16 / bf16: the only dtypes it is compiled for
+  if (p.dtype != ScalarType::Half && p.dtype != ScalarType::BFloat16) return std::nullopt;
+  auto rq = tma_rows(q, kElemBytes), rk = tma_rows(k, kElemBytes), rv = tma_rows(v, kElemBytes),
+       rdo = tma_rows(grad_out, kElemBytes), rdk = tma_rows(dk, kElemBytes),
+       rdv = tma_rows(dv, kElemBytes);
+  if (!rq || !rk || !rv || !rdo || !rdk || !rdv) return std::nullopt;
+  return GluonOperands{*rq, *rk, *rv, *rdo, *rdk, *rdv};
+}
+
+// Zeroes a fresh fp32 dQ buffer, runs the Gluon backward into it (dK, dV directly) and casts it
+// into dq; false (nothing launched) when the driver refuses a descriptor. One allocation (the
+// buffer, from torch's caching allocator: capturable), no synchronization.
+bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops, const Tensor& q,
+                  const Tensor& dq) {
+  const KernelSpec& spec = kKernels[kernel];
+  const int cast = find_kernel(KernelKind::kDqCast, p.dtype, p.D, false, false, false, p.max_k);
+  if (cast < 0) return false;
+  Tensor dq_acc = empty_cuda(q, {p.B, p.Tq, p.Hq, p.D}, ScalarType::Float);
+  const auto racc = tma_rows(dq_acc, 4);
+  if (!racc) return false;
+  // The descriptors in the kernel's order (variants.PARAMS["bwd_gluon"]).
+  const TmaRows* rows[] = {&ops.q, &ops.k, &ops.v, &ops.grad_out, &*racc, &ops.dk, &ops.dv};
+  constexpr int kMaps = sizeof(rows) / sizeof(rows[0]);
+  SA_CHECK(spec.num_tensor_maps == kMaps, "sigmoid_attn: kernel ", spec.name, " has ",
+           spec.num_tensor_maps, " descriptors, the launcher encodes ", kMaps);
+  TensorMapArg maps[kMaps];
+  for (int i = 0; i < kMaps; ++i) {
+    if (!tensor_map_arg(&maps[i], spec.tensor_maps[i], *rows[i])) return false;
+  }
+  // The default bias, -log(valid key count), is -log(Tk) here: no lengths.
+  const double bias = p.bias_mode == kBiasScalar ? p.bias_value
+                                                 : -std::log(static_cast<double>(p.Tk));
+  BackwardGluonArgs args{.q_desc = maps[0], .k_desc = maps[1], .v_desc = maps[2],
+                         .do_desc = maps[3], .dq_desc = maps[4], .dk_desc = maps[5],
+                         .dv_desc = maps[6], .T_Q = static_cast<int32_t>(p.Tq),
+                         .T_K = static_cast<int32_t>(p.Tk),
+                         .kv_group = static_cast<int32_t>(p.Hq / p.Hkv),
+                         .scale = static_cast<float>(p.scale),
+                         .bias_value = static_cast<float>(bias)};
+  const int device = q.get_device_index();
+  const CUstream stream = current_stream(device);
+  const int64_t n = p.B * p.Tq * p.Hq * p.D;
+  // Every launch below is on the same stream: the kernel's reduce-adds see the zeroed buffer,
+  // and the cast sees every reduce-add (the kernel's TMA stores complete before it exits).
+  memset_d32(device, stream, dptr(dq_acc), 0u, static_cast<size_t>(n));
+  launch(kernel, device, stream, cdiv(p.Tk, spec.block_n), static_cast<unsigned>(p.Hkv),
+         static_cast<unsigned>(p.B), args);
+  DqCastArgs cast_args{.src = dptr(dq_acc), .dst = dptr(dq),
+                       .n = static_cast<int32_t>(n)};
+  launch(cast, device, stream, cdiv(n, kKernels[cast].block_m), 1, 1, cast_args);
+  return true;  // dq_acc goes back to the caching allocator, which orders its reuse by stream
+}
+
 // dq, dk, dv have q's, k's, v's shapes (dense [B, T, H, D] or packed [total, H, D]).
 // dmod_heads: float32 per-kv-head partial sums, [B, Hkv, Tk] dense or [Hkv, total_k] packed.
 void launch_backward(const ForwardProblem& p, const Tensor& grad_out, const Tensor& q,
@@ -25,16 +106,22 @@ void launch_backward(const ForwardProblem& p, const Tensor& grad_out, const Tens
                      const Tensor& dv, const Tensor& dmod_heads,
                      const std::optional<Tensor>& lens_q, const std::optional<Tensor>& lens_k,
                      const std::optional<Tensor>& bias, const std::optional<Tensor>& score_mod,
-                     bool is_causal) {
+                     bool is_causal, bool deterministic) {
   const bool has_mod = score_mod.has_value();
   const auto dt = q.scalar_type();
-  const int k_one = atomic_dq_dispatch()
-                        ? find_kernel(KernelKind::kBackwardDkDvDq, dt, p.D, is_causal, has_mod,
-                                      p.varlen, p.max_k)
-                        : -1;
-  const int k_dkdv = k_one >= 0 ? k_one
-                                : select_kernel(KernelKind::kBackwardDkDv, dt, p.D, is_causal,
-                                                has_mod, p.varlen, p.max_k);
+  const std::optional<GluonOperands> g =
+      is_causal || has_mod ? std::nullopt
+                           : gluon_operands(p, grad_out, q, k, v, dk, dv,
+                                            lens_q.has_value() || lens_k.has_value(),
+                                            deterministic);
+  const bool one_pass = atomic_dq_dispatch() && !deterministic;
+  int k_dkdv = select_backward(dt, p.D, is_causal, has_mod, p.varlen, p.max_k, one_pass,
+                               g.has_value());
+  if (kKernels[k_dkdv].kind == KernelKind::kBackwardGluon) {
+    if (launch_gluon(k_dkdv, p, *g, q, dq)) return;
+    k_dkdv = select_backward(dt, p.D, is_causal, has_mod, p.varlen, p.max_k, one_pass, false);
+  }
+  const int k_one = kKernels[k_dkdv].kind == KernelKind::kBackwardDkDvDq ? k_dkdv : -1;
   const int k_dq = select_kernel(KernelKind::kBackwardDq, dt, p.D, is_causal, has_mod, p.varlen,
                                  p.max_q);
   const Operand oq = operand(q, p.max_q), ok = operand(k, p.max_k), ov = operand(v, p.max_k),
@@ -134,7 +221,7 @@ Tensor reduce_dmod(const Tensor& dmod_heads, const Tensor& q, bool has_mod, int 
 
 }  // namespace
 
-Grads backward_cuda(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS) {
+Grads backward_cuda(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS, bool deterministic) {
   const ForwardProblem p = check_backward(
       grad_out,
       {q, k, v, seq_lens_q, seq_lens_k, is_causal, scale, sigmoid_bias, sigmoid_bias_tensor,
@@ -149,12 +236,12 @@ Grads backward_cuda(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS) {
     for (Tensor* t : {&dq, &dk, &dv, &dmod_heads}) torch::stable::zero_(*t);
   } else {
     launch_backward(p, grad_out, q, k, v, dq, dk, dv, dmod_heads, seq_lens_q, seq_lens_k,
-                    sigmoid_bias_tensor, score_mod, is_causal);
+                    sigmoid_bias_tensor, score_mod, is_causal, deterministic);
   }
   return Grads{dq, dk, dv, reduce_dmod(dmod_heads, q, has_mod, 1)};
 }
 
-Grads backward_varlen_cuda(Tensor grad_out, SIGMOID_ATTN_VARLEN_ARGS) {
+Grads backward_varlen_cuda(Tensor grad_out, SIGMOID_ATTN_VARLEN_ARGS, bool deterministic) {
   const ForwardProblem p = check_backward_varlen(
       grad_out,
       {q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, is_causal, scale,
@@ -170,7 +257,7 @@ Grads backward_varlen_cuda(Tensor grad_out, SIGMOID_ATTN_VARLEN_ARGS) {
   } else {
     // Every row of dq, dk, dv (tail rows past cu_seqlens[B] included) has one writer.
     launch_backward(p, grad_out, q, k, v, dq, dk, dv, dmod_heads, cu_seqlens_q, cu_seqlens_k,
-                    sigmoid_bias_tensor, score_mod, is_causal);
+                    sigmoid_bias_tensor, score_mod, is_causal, deterministic);
   }
   return Grads{dq, dk, dv, reduce_dmod(dmod_heads, q, has_mod, 0)};
 }

@@ -15,7 +15,7 @@ Tensor forward_meta(SIGMOID_ATTN_FORWARD_ARGS) {
   return torch::stable::new_empty(q, {p.B, p.Tq, p.Hq, p.D});
 }
 
-Grads backward_meta(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS) {
+Grads backward_meta(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS, bool /*deterministic*/) {
   const ForwardProblem p = check_backward(
       grad_out,
       {q, k, v, seq_lens_q, seq_lens_k, is_causal, scale, sigmoid_bias, sigmoid_bias_tensor,
@@ -38,7 +38,8 @@ Tensor forward_varlen_meta(SIGMOID_ATTN_VARLEN_ARGS) {
   return torch::stable::new_empty(q, {p.Tq, p.Hq, p.D});
 }
 
-Grads backward_varlen_meta(Tensor grad_out, SIGMOID_ATTN_VARLEN_ARGS) {
+Grads backward_varlen_meta(Tensor grad_out, SIGMOID_ATTN_VARLEN_ARGS,
+                          bool /*deterministic*/) {
   const ForwardProblem p = check_backward_varlen(
       grad_out,
       {q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, is_causal, scale,

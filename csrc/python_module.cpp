@@ -28,6 +28,7 @@ struct OpsApi {
   int (*warp_specialized)(int) = nullptr;  // the dispatch switches: set 1/0, < 0 reads
   int (*atomic_dq)(int) = nullptr;
   int (*gluon_forward)(int) = nullptr;
+  int (*gluon_backward)(int) = nullptr;
 } api;
 
 template <typename F>
@@ -52,6 +53,7 @@ void bind(const std::string& path) {
   resolve(lib, "sigmoid_attn_warp_specialized", api.warp_specialized);
   resolve(lib, "sigmoid_attn_atomic_dq", api.atomic_dq);
   resolve(lib, "sigmoid_attn_gluon_forward", api.gluon_forward);
+  resolve(lib, "sigmoid_attn_gluon_backward", api.gluon_backward);
 }
 
 const OpsApi& bound() {
@@ -82,9 +84,10 @@ PYBIND11_MODULE(_C, m) {
         if (name == "warp_specialized") return a.warp_specialized(set);
         if (name == "one_pass_backward") return a.atomic_dq(set);
         if (name == "gluon_forward") return a.gluon_forward(set);
+        if (name == "gluon_backward") return a.gluon_backward(set);
         throw std::invalid_argument("sigmoid_attn._C.dispatch_switch: unknown switch '" + name +
-                                    "', expected 'warp_specialized', 'gluon_forward' or "
-                                    "'one_pass_backward'");
+                                    "', expected 'warp_specialized', 'gluon_forward', "
+                                    "'gluon_backward' or 'one_pass_backward'");
       },
       "Sets a process-wide dispatch switch (1/0; < 0 only reads); returns the setting before");
   m.def("kernel_catalog", [] {

@@ -35,12 +35,14 @@ STABLE_TORCH_LIBRARY(sigmoid_attn, m) {
   m.def("forward(" SIGMOID_ATTN_FORWARD_SCHEMA ") -> Tensor");
   m.def("forward.plain(Tensor q, Tensor k, Tensor v, bool is_causal=False) -> Tensor");
   // Gradients of q, k, v and (float32 [B, Tk], empty without score_mod) of score_mod.
+  // deterministic: bitwise-reproducible kernels only (torch's deterministic mode, which the
+  // stable ABI cannot read: the caller passes it; ops.h).
   m.def("backward(Tensor grad_out, " SIGMOID_ATTN_FORWARD_SCHEMA
-        ") -> (Tensor, Tensor, Tensor, Tensor)");
+        ", bool deterministic=False) -> (Tensor, Tensor, Tensor, Tensor)");
   // Packed variable-length batches (FlashAttention's cu_seqlens convention).
   m.def("forward_varlen(" SIGMOID_ATTN_VARLEN_SCHEMA ") -> Tensor");
   m.def("backward_varlen(Tensor grad_out, " SIGMOID_ATTN_VARLEN_SCHEMA
-        ") -> (Tensor, Tensor, Tensor, Tensor)");
+        ", bool deterministic=False) -> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 STABLE_TORCH_LIBRARY_IMPL(sigmoid_attn, CPU, m) {

@@ -14,6 +14,13 @@ only calls that need one pay for the kernel.
 
 Without Python (libtorch), the ops have no autograd: a C++ caller that needs gradients calls
 `backward` / `backward_varlen` itself.
+
+Determinism: the backward ops take `deterministic`, which keeps them off the kernels that sum dQ
+by fp32 atomics (the Gluon backward, the one-pass backward) whatever the dispatch switches say.
+The ops library cannot read torch's deterministic mode (the stable ABI has no query for it), so
+every backward here passes torch.are_deterministic_algorithms_enabled(); under torch.compile the
+value is read when the backward is traced, and Dynamo's global-state guard retraces when the
+mode changes.
 """
 
 import torch
@@ -41,6 +48,11 @@ def _no_double_backward(*tensors):
 def _needs(ctx, i):
     # needs_input_grad covers the arguments the caller passed (schema defaults may be left out)
     return i < len(ctx.needs_input_grad) and ctx.needs_input_grad[i]
+
+
+def _deterministic() -> bool:
+    # (the backward op's flag: bitwise-reproducible kernels only; see the module docstring)
+    return torch.are_deterministic_algorithms_enabled()
 
 
 def _grad_out(grad):
@@ -71,7 +83,8 @@ def _backward_dense(ctx, grad):
     mod = _score_mod_for_bias(score_mod, bias_tensor, need_bias, (k.shape[0], k.shape[1]),
                               k.device)
     dq, dk, dv, dmod = ops.backward(_grad_out(grad), q, k, v, lens_q, lens_k, ctx.is_causal,
-                                    ctx.scale, ctx.bias_value, bias_tensor, mod)
+                                    ctx.scale, ctx.bias_value, bias_tensor, mod,
+                                    deterministic=_deterministic())
     dbias = dmod.sum(-1).to(bias_tensor.dtype) if need_bias else None
     dscore_mod = dmod.to(score_mod.dtype) if _needs(ctx, 9) else None
     return dq, dk, dv, None, None, None, None, None, dbias, dscore_mod
@@ -86,7 +99,8 @@ def _setup_plain(ctx, inputs, output):
 def _backward_plain(ctx, grad):
     q, k, v = ctx.saved_tensors
     _no_double_backward(grad, q, k, v)
-    dq, dk, dv, _ = ops.backward(_grad_out(grad), q, k, v, None, None, ctx.is_causal)
+    dq, dk, dv, _ = ops.backward(_grad_out(grad), q, k, v, None, None, ctx.is_causal,
+                                 deterministic=_deterministic())
     return dq, dk, dv, None
 
 
@@ -107,7 +121,8 @@ def _backward_varlen(ctx, grad):
     need_bias = _needs(ctx, 10)
     mod = _score_mod_for_bias(score_mod, bias_tensor, need_bias, (k.shape[0],), k.device)
     dq, dk, dv, dmod = ops.backward_varlen(_grad_out(grad), q, k, v, cu_q, cu_k, max_q, max_k,
-                                           is_causal, scale, bias_value, bias_tensor, mod)
+                                           is_causal, scale, bias_value, bias_tensor, mod,
+                                           deterministic=_deterministic())
     dbias = None
     if need_bias:  # dmod is per packed key: sum each sequence's keys (the tail's are zero)
         n = cu_k.shape[0] - 1

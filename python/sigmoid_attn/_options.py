@@ -2,7 +2,7 @@
 
 from . import _C  # bound to the ops library by _ops
 
-_SWITCHES = ("warp_specialized", "gluon_forward", "one_pass_backward")
+_SWITCHES = ("warp_specialized", "gluon_forward", "gluon_backward", "one_pass_backward")
 
 
 class kernel_options:
@@ -19,17 +19,27 @@ class kernel_options:
         precedence over warp_specialized there. Off by default (not yet measured through the
         library's benchmark: tiles.json fwd_gluon_dispatch; SIGMOID_ATTN_GLUON_FORWARD=0/1 at
         load); built only with Triton 3.8, otherwise a no-op.
+    gluon_backward: the Gluon backward (hand-scheduled, warp-specialized; fp16/bf16 hd64 and
+        hd128; dK and dV summed over the GQA group in registers, dQ added in fp32 by TMA
+        reductions, then cast) for the calls it covers: dense [B, T, H, D] batches without
+        lengths, non-causal, no score_mod, no bias tensor, heads packed along each row. dQ is not
+        bitwise reproducible, so with torch.use_deterministic_algorithms(True) the backward stays
+        on the two-kernel path. It takes precedence over one_pass_backward. Off by default (not
+        yet measured through the library: tiles.json bwd_gluon_dispatch;
+        SIGMOID_ATTN_GLUON_BACKWARD=0/1 at load); built only with Triton 3.8, otherwise a no-op.
     one_pass_backward: dK, dV and dQ from one kernel, dQ summed in fp32 by TMA reductions,
         where one is compiled (hd64): 3-4% faster from T = 4k on an H100, but dQ is then not
-        bitwise reproducible. Off by default (SIGMOID_ATTN_ATOMIC_DQ=0/1 at load).
+        bitwise reproducible (not taken in deterministic mode either). Off by default
+        (SIGMOID_ATTN_ATOMIC_DQ=0/1 at load).
 
     Not thread-local: a setting made in one thread applies to calls from every thread. Each
     call reads the switches afresh (torch.compile and CUDA graphs included: a captured graph
     keeps the kernels it captured)."""
 
-    def __init__(self, *, warp_specialized=None, gluon_forward=None, one_pass_backward=None):
+    def __init__(self, *, warp_specialized=None, gluon_forward=None, gluon_backward=None,
+                 one_pass_backward=None):
         wanted = {"warp_specialized": warp_specialized, "gluon_forward": gluon_forward,
-                  "one_pass_backward": one_pass_backward}
+                  "gluon_backward": gluon_backward, "one_pass_backward": one_pass_backward}
         for name, value in wanted.items():
             if value is not None and not isinstance(value, bool):
                 raise TypeError(f"kernel_options: {name} must be a bool or None, got "
@@ -48,5 +58,5 @@ class kernel_options:
 
 def current_kernel_options() -> dict:
     """The switches' settings now: {"warp_specialized": bool, "gluon_forward": bool,
-    "one_pass_backward": bool}."""
+    "gluon_backward": bool, "one_pass_backward": bool}."""
     return {name: bool(_C.dispatch_switch(name, -1)) for name in _SWITCHES}
