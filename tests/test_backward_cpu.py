@@ -91,3 +91,63 @@ def test_torch_compile_backward_no_graph_break():
     sigmoid_attention(*ref_in, is_causal=True).square().sum().backward()
     for got, want in zip((q, k, v), ref_in):
         torch.testing.assert_close(got.grad, want.grad)
+
+
+def test_autograd_passes_torch_deterministic_mode(monkeypatch):
+    """The backward ops cannot read torch's deterministic mode (the stable ABI has no query), so
+    the autograd passes it as `deterministic`: every backward (padded, plain, packed) with the
+    mode off and on. On CUDA it keeps the atomic-dQ kernels (Gluon, one-pass) out."""
+    import sigmoid_attn._autograd as autograd
+    from sigmoid_attn import sigmoid_attention_varlen
+
+    real, calls = autograd.ops, []
+
+    class Spy:
+        def __getattr__(self, name):
+            fn = getattr(real, name)
+
+            def call(*args, **kwargs):
+                calls.append((name, kwargs.get("deterministic")))
+                return fn(*args, **kwargs)
+            return call
+
+    monkeypatch.setattr(autograd, "ops", Spy())
+    g = torch.Generator().manual_seed(8)
+    q, k, v = (torch.randn(2, 5, 2, 16, generator=g) for _ in range(3))
+    packed = [t.reshape(10, 2, 16) for t in (q, k, v)]
+    cu = torch.tensor([0, 5, 10], dtype=torch.int32)
+
+    def run_all():
+        for kw in ({}, {"scale": 0.5}):  # the plain overload, then the full one
+            ins = [t.clone().requires_grad_() for t in (q, k, v)]
+            sigmoid_attention(*ins, **kw).sum().backward()
+        ins = [t.clone().requires_grad_() for t in packed]
+        sigmoid_attention_varlen(*ins, cu, cu, 5, 5).sum().backward()
+
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        for mode in (False, True):
+            torch.use_deterministic_algorithms(mode, warn_only=True)
+            calls.clear()
+            run_all()
+            assert calls == [("backward", mode), ("backward", mode),
+                             ("backward_varlen", mode)], calls
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def test_backward_ops_take_the_deterministic_flag():
+    """`deterministic` is the backward ops' last argument, false by default; the CPU path is
+    deterministic either way (the same bits), and opcheck passes with it set."""
+    for op in (torch.ops.sigmoid_attn.backward.default,
+               torch.ops.sigmoid_attn.backward_varlen.default):
+        arg = op._schema.arguments[-1]
+        assert arg.name == "deterministic" and arg.default_value is False, op._schema
+    g = torch.Generator().manual_seed(9)
+    q, k, v, gout = (torch.randn(2, 6, 2, 16, generator=g) for _ in range(4))
+    a = torch.ops.sigmoid_attn.backward(gout, q, k, v)
+    b = torch.ops.sigmoid_attn.backward(gout, q, k, v, deterministic=True)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+    torch.library.opcheck(torch.ops.sigmoid_attn.backward.default,
+                          (gout, q, k, v, None, None, False, None, None, None, None, True))

@@ -104,3 +104,72 @@ def test_dq_cast_compiles_vectorized(tmp_path):
     assert "ld.global.L1::evict_first.L2::cache_hint.v4.b32" in ptx  # 16-byte loads
     assert "cvt.rn.bf16" in ptx  # round to nearest even, as torch's .to()
     assert rec["n_params"] >= 3 and rec["threads"] == 256
+
+
+def _library_build():
+    """triton_src's variant table and AOT compiler, as the library build runs them."""
+    import sys
+
+    from conftest import TRITON_SRC
+
+    sys.path.insert(0, TRITON_SRC)
+    try:
+        import aot
+        import variants
+    finally:
+        sys.path.remove(TRITON_SRC)
+    return variants, aot
+
+
+def _library_variants(kind):
+    V, _ = _library_build()
+    return [v for v in V.variants(triton.__version__) if v.kind == kind]
+
+
+@pytest.mark.parametrize("var", _library_variants("bwd_gluon"), ids=lambda v: v.name)
+def test_library_gluon_backward_abi(var):
+    """Each bwd_gluon kernel the library builds (tiles.json bwd_gluon), as aot.py compiles it:
+    the probe's schedule for its head dim (hd128 dS exchanged and dQ one tile late, hd64 dS
+    exchanged), 7 descriptors of which dq_desc is fp32 (the reduce-add target, 32-column boxes
+    of the 128-byte swizzle), then T_Q, T_K, kv_group, scale, bias_value and only hidden
+    pointers; 384 threads and the probe's shared memory."""
+    V, aot = _library_build()
+    assert var.schedule == {128: "dqx_dqd", 64: "dqx"}[var.head_dim]
+    r = aot.compile_variant(var, 90)
+    assert r["num_params"] == 7 * 7 + 5 and r["num_hidden_params"] == 2
+    assert r["num_warps"] == 12
+    assert r["shared"] == {128: 229824, 64: 131520}[var.head_dim]
+    half = {"fp16": 6, "bf16": 9}[var.dtype]
+    names = ["q_desc", "k_desc", "v_desc", "do_desc", "dq_desc", "dk_desc", "dv_desc"]
+    assert [m["arg"] for m in r["tensor_maps"]] == names
+    for i, m in enumerate(r["tensor_maps"]):
+        assert m["param"] == 7 * i and m["swizzle"] == 3, m
+        if m["arg"] == "dq_desc":  # fp32: 32 columns = 128 bytes
+            assert (m["box"], m["elem_bytes"], m["data_type"]) == ([1, 64, 32], 4, 7), m
+        else:
+            assert (m["box"], m["elem_bytes"], m["data_type"]) == ([1, 64, 64], 2, half), m
+    assert r["signature"][7 * 7:] == [("T_Q", "i32"), ("T_K", "i32"), ("kv_group", "i32"),
+                                      ("scale", "f32"), ("bias_value", "f32")]
+
+
+@pytest.mark.parametrize("var", _library_variants("dq_cast")[:1], ids=lambda v: v.name)
+def test_library_dq_cast_abi(var):
+    """The dQ cast: (src fp32, dst, n), 8 warps, no shared memory; its 16-byte vector loads rely
+    on the divisibility the launcher guarantees (fresh buffers, n a multiple of 64)."""
+    _, aot = _library_build()
+    r = aot.compile_variant(var, 90)
+    assert [n for n, _ in r["signature"]] == ["src", "dst", "n"]
+    assert r["num_warps"] == 8 and r["shared"] == 0 and r["tensor_maps"] == []
+
+
+def test_library_gluon_backward_fp32_descriptor_is_checked(monkeypatch):
+    """dq_desc declared as a descriptor of the variant's dtype instead of desc_fp32: the build
+    refuses the compiled fp32 map instead of encoding it as 16-bit."""
+    V, aot = _library_build()
+    var = _library_variants("bwd_gluon")[0]
+    ck, _ = aot.compile_gluon_bwd(var, 90)  # (Triton's cache: the library's kernel)
+    params = tuple((n, "desc" if n == "dq_desc" else t) for n, t in V.PARAMS["bwd_gluon"])
+    monkeypatch.setitem(V.PARAMS, "bwd_gluon", params)
+    with pytest.raises(RuntimeError, match=f"descriptor dq_desc is not a tiled rank-3 "
+                                           f"{var.dtype} map"):
+        aot._tensor_maps(var, ck.metadata)

@@ -161,16 +161,17 @@ def test_info_lists_compiled_variants():
     for k in info["variants"]:
         # the warp-specialized forwards: 3 warpgroups of 4 warps (Triton's Hopper pass; the
         # Gluon kernel's two consumer partitions and producer)
-        warps = (12,) if k["kind"] in ("fwd_ws", "fwd_gluon") else (4, 8)
+        warps = (12,) if k["kind"] in ("fwd_ws", "fwd_gluon", "bwd_gluon") else (4, 8)
         assert k["cubin_bytes"] > 0 and k["num_warps"] in warps
         dt = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}[k["dtype"]]
         assert k["name"].startswith(f"{k['kind']}_{dt}_d{k['head_dim']}")
         assert ("_varlen" in k["name"]) == k["varlen"]
     kinds = {k["kind"] for k in info["variants"]}
-    assert kinds - {"fwd_ws", "fwd_gluon", "bwd_dkdv_dq"} == {"fwd", "bwd_dkdv", "bwd_dq"}
+    extra = {"fwd_ws", "fwd_gluon", "bwd_dkdv_dq", "bwd_gluon", "dq_cast"}
+    assert kinds - extra == {"fwd", "bwd_dkdv", "bwd_dq"}
     # Every (kind, dtype, head dim) is compiled dense and packed, causal or not, with/without mod.
     combos = {(k["kind"], k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
-              for k in info["variants"] if k["kind"] not in ("fwd_ws", "fwd_gluon", "bwd_dkdv_dq")}
+              for k in info["variants"] if k["kind"] not in extra}
     assert len(combos) == 3 * 3 * len(dims) * 8
     ws = {(k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
           for k in info["variants"] if k["kind"] == "fwd_ws"}
@@ -194,6 +195,14 @@ def test_info_lists_compiled_variants():
     want = sorted((dt, int(d), False, causal, False) for dt in ("float16", "bfloat16")
                   for d in _tiles_db().get("fwd_gluon", {}) for causal in (False, True))
     assert gluon == (want if _gluon_built() else [])
+    # The Gluon backward (tiles.json bwd_gluon) and its dQ cast, Triton 3.8 only: fp16/bf16,
+    # dense, non-causal, no score_mod, one of each per head dim in the database
+    for kind in ("bwd_gluon", "dq_cast"):
+        got = sorted((k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
+                     for k in info["variants"] if k["kind"] == kind)
+        want = sorted((dt, int(d), False, False, False) for dt in ("float16", "bfloat16")
+                      for d in _tiles_db().get("bwd_gluon", {}))
+        assert got == (want if _gluon_built() else []), kind
 
 
 def test_tuning_database_is_what_the_build_compiled(tmp_path):
@@ -241,6 +250,14 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
         assert 128 <= bm <= 512 and bn <= 256 and w == 4 and s in (2, 3), (d, tiles)
         assert len(tiles) == 4 and bm == bn, (d, tiles)
     assert isinstance(db.get("fwd_gluon_dispatch", False), bool)
+    # The Gluon backward: [64, 128, 4, num_stages, schedule] per head dim (64-row query tiles,
+    # 64 keys per consumer warpgroup: the kernel's static_assert), a schedule of
+    # variants.GLUON_BWD_SCHEDULES ("dqx_dqd" at D = 128 only), off by default.
+    for d, tiles in db.get("bwd_gluon", {}).items():
+        assert int(d) in (64, 128) and tiles[:3] == [64, 128, 4] and tiles[3] in (2, 3), tiles
+        assert len(tiles) == 5 and tiles[4] in V.GLUON_BWD_SCHEDULES, (d, tiles)
+        assert tiles[4] != "dqx_dqd" or int(d) == 128, (d, tiles)
+    assert isinstance(db.get("bwd_gluon_dispatch", False), bool)
     assert isinstance(db.get("fwd_ws_dispatch", False), bool)
     assert isinstance(db.get("fwd_ws_causal", True), bool)
     assert isinstance(db.get("bwd_atomic_dq_dispatch", False), bool)
@@ -276,14 +293,20 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
     # (a TMA variant's tile token ends in "tma": fwd_bf16_d128_m128n64w8s3tma_t8192)
     # (the warp-specialized forwards are written for 4 warps, and run 3 warpgroups)
     compiled = {(k["kind"], k["head_dim"], k["min_t"], (k["block_m"], k["block_n"],
-                 k["num_warps"] // (3 if k["kind"] in ("fwd_ws", "fwd_gluon") else 1),
+                 k["num_warps"] // (3 if k["kind"] in ("fwd_ws", "fwd_gluon", "bwd_gluon")
+                                    else 1),
                  k["num_stages"])
-                 + (("tma",) if "tma" in k["name"] else ()))
-                for k in sigmoid_attn.info()["variants"] if k["dtype"] != "float32"}
+                 + (("tma",) if "tma" in k["name"] else ())
+                 # (the Gluon backward's schedule ends its name: ..._m64n128w4s2_dqx_dqd)
+                 + ((k["name"].split(f"s{k['num_stages']}_", 1)[1],)
+                    if k["kind"] == "bwd_gluon" else ()))
+                for k in sigmoid_attn.info()["variants"]
+                if k["dtype"] != "float32" and k["kind"] != "dq_cast"}
     # (warp-specialized kernels only from a Triton with the pass's barrier fix, Gluon ones only
     # from the Triton they are pinned to)
     ws_ok = V.warp_specialization_safe(sigmoid_attn.info()["triton_build"])
-    kinds = (("fwd",) + (("fwd_ws",) if ws_ok else ()) + (("fwd_gluon",) if _gluon_built() else ())
+    kinds = (("fwd",) + (("fwd_ws",) if ws_ok else ())
+             + (("fwd_gluon", "bwd_gluon") if _gluon_built() else ())
              + ("bwd_dkdv", "bwd_dq", "bwd_dkdv_dq"))
     want = {(kind, int(d), m, tuple(t))
             for kind in kinds
@@ -444,13 +467,52 @@ def test_dispatch_takes_the_gluon_forward_exactly_where_it_covers_the_call():
         assert pick(D, 16, 4096, 16)["kind"] != "fwd_gluon"
 
 
+def test_dispatch_takes_the_gluon_backward_exactly_where_it_covers_the_call():
+    """The backward's dK/dV kernel through the C++ dispatcher, without a GPU: the Gluon backward
+    (tiles.json bwd_gluon) for a covered call (gluon flag: switched on, nondeterministic allowed,
+    no lengths, no bias tensor, TMA-describable: ops_cuda_bwd.cpp decides it) of a compiled
+    dtype and head dim, dense and non-causal without score_mod; the two-kernel backward
+    otherwise, and the one-pass kernel only where asked for and compiled."""
+    if _partial_build():
+        pytest.skip("walks every head dim of tiles.json: a full build")
+    from conftest import TRITON_SRC, dtype_code, library_function
+
+    sys.path.insert(0, TRITON_SRC)
+    try:
+        import variants as V
+    finally:
+        sys.path.remove(TRITON_SRC)
+    f = library_function("sigmoid_attn_select_backward_kernel")
+    catalog = sigmoid_attn.info()["variants"]
+
+    def pick(D, dtype="bf16", causal=False, mod=False, varlen=False, one_pass=False, gluon=True):
+        i = f(dtype_code(dtype), D, causal, mod, varlen, 4096, one_pass, gluon)
+        assert i >= 0, (D, dtype)
+        return catalog[i]
+
+    gluon_dims = {int(d) for d in V.load_tiles().get("bwd_gluon", {})} if _gluon_built() else set()
+    for D in (32, 64, 96, 128, 256):
+        for dtype in ("fp16", "bf16"):
+            k = pick(D, dtype)
+            assert k["kind"] == ("bwd_gluon" if D in gluon_dims else "bwd_dkdv"), k["name"]
+            assert k["head_dim"] == D and not k["causal"] and not k["varlen"]
+            for kw in (dict(causal=True), dict(mod=True), dict(varlen=True), dict(gluon=False)):
+                assert pick(D, dtype, **kw)["kind"] == "bwd_dkdv", (D, kw)
+        assert pick(D, "fp32")["kind"] == "bwd_dkdv"  # (no fp32 Gluon kernel)
+        one = pick(D, gluon=False, one_pass=True)["kind"]
+        assert one == ("bwd_dkdv_dq" if str(D) in V.load_tiles().get("bwd_dkdv_dq", {})
+                       else "bwd_dkdv"), D
+        if D in gluon_dims:  # (it takes precedence over the one-pass kernel)
+            assert pick(D, one_pass=True)["kind"] == "bwd_gluon"
+
+
 def test_dispatch_switches_round_trip():
     """The C API switches of the experimental kernels (warp-specialized forwards, one-pass
     backward): set returns the previous setting, a negative value only reads."""
     from conftest import library_function
 
     for name in ("sigmoid_attn_warp_specialized", "sigmoid_attn_gluon_forward",
-                 "sigmoid_attn_atomic_dq"):
+                 "sigmoid_attn_gluon_backward", "sigmoid_attn_atomic_dq"):
         f = library_function(name)
         start = f(-1)
         assert start in (0, 1)
@@ -470,6 +532,7 @@ def test_kernel_options_from_python():
 
     c_api = {"warp_specialized": library_function("sigmoid_attn_warp_specialized"),
              "gluon_forward": library_function("sigmoid_attn_gluon_forward"),
+             "gluon_backward": library_function("sigmoid_attn_gluon_backward"),
              "one_pass_backward": library_function("sigmoid_attn_atomic_dq")}
     start = sigmoid_attn.current_kernel_options()
     assert start == {name: bool(f(-1)) for name, f in c_api.items()}
@@ -481,11 +544,17 @@ def test_kernel_options_from_python():
             assert bool(c_api["gluon_forward"](-1)) == start["gluon_forward"]
         assert sigmoid_attn.current_kernel_options() == start
         o = sigmoid_attn.kernel_options(warp_specialized=False, gluon_forward=False,
-                                        one_pass_backward=True)
+                                        gluon_backward=False, one_pass_backward=True)
         assert o.previous == start
         now = lambda: tuple(c_api[n](-1) for n in ("warp_specialized", "gluon_forward",
                                                      "one_pass_backward"))
-        assert now() == (0, 0, 1)
+        assert now() == (0, 0, 1) and c_api["gluon_backward"](-1) == 0
+        with sigmoid_attn.kernel_options(gluon_backward=True):
+            assert c_api["gluon_backward"](-1) == 1 and now() == (0, 0, 1)
+            assert sigmoid_attn.current_kernel_options()["gluon_backward"] is True
+        assert c_api["gluon_backward"](-1) == 0
+        with pytest.raises(TypeError, match=r"gluon_backward must be a bool or None, got int"):
+            sigmoid_attn.kernel_options(gluon_backward=0)
         with pytest.raises(TypeError, match=r"warp_specialized must be a bool or None, got int 1"):
             sigmoid_attn.kernel_options(warp_specialized=1)
         with pytest.raises(TypeError, match=r"gluon_forward must be a bool or None, got str"):

@@ -1,0 +1,226 @@
+"""The Gluon backward (kind bwd_gluon, with its dq_cast) through the library's backward, switched on
+with kernel_options(gluon_backward=True): gradients against float64 autograd of the reference,
+the calls it does not cover, deterministic mode, CUDA graphs and torch.compile (run on an H100
+or H200; skipped without CUDA or without a Triton 3.8 build)."""
+
+import pytest
+import torch
+
+from conftest import REL_TOL, rel_err
+
+pytestmark = pytest.mark.gpu
+
+if torch.cuda.is_available():
+    import sigmoid_attn
+    from sigmoid_attn import sigmoid_attention, sigmoid_attention_reference
+
+    GLUON_BWD = [v for v in sigmoid_attn.info()["variants"] if v["kind"] == "bwd_gluon"]
+else:
+    GLUON_BWD = []
+
+DIMS = sorted({v["head_dim"] for v in GLUON_BWD})
+requires_gluon_bwd = pytest.mark.skipif(not GLUON_BWD,
+                                        reason="no Gluon backward in this build (Triton 3.8 only)")
+TOL = {torch.float16: REL_TOL[torch.float16] * 1.5, torch.bfloat16: REL_TOL[torch.bfloat16] * 1.5}
+
+
+@pytest.fixture
+def gluon_backward():
+    with sigmoid_attn.kernel_options(gluon_backward=True, one_pass_backward=False):
+        yield
+
+
+def poison_allocator(*specs):
+    """NaN-filled blocks of the outputs' sizes, freed at once: the caching allocator hands them
+    to the backward's dQ, dK, dV and fp32 dQ buffer, so an element no kernel writes stays NaN."""
+    blocks = [torch.full(shape, float("nan"), dtype=dt, device="cuda") for shape, dt in specs]
+    del blocks
+
+
+def grads(q, k, v, grad, **kw):
+    """dq, dk, dv of sigmoid_attention through autograd, outputs poisoned."""
+    ins = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    out = sigmoid_attention(*ins, **kw)
+    poison_allocator((q.shape, q.dtype), (k.shape, k.dtype), (v.shape, v.dtype),
+                     (q.shape, torch.float32))
+    out.backward(grad)
+    return [t.grad for t in ins]
+
+
+def reference_grads(q, k, v, grad, **kw):
+    ins = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    sigmoid_attention_reference(*ins, **kw).backward(grad.double())
+    return [t.grad for t in ins]
+
+
+def check(q, k, v, grad, **kw):
+    got = grads(q, k, v, grad, **kw)
+    want = reference_grads(q, k, v, grad, **kw)
+    for name, a, b in zip(("dq", "dk", "dv"), got, want):
+        assert torch.isfinite(a).all(), f"{name} has non-finite elements"
+        e = rel_err(a, b)
+        assert e < TOL[q.dtype], f"{name}: rel err {e:.3e}"
+    return got
+
+
+def inputs(B, Tq, Tk, Hq, Hkv, D, dtype, seed):
+    g = torch.Generator().manual_seed(seed)
+    mk = lambda *s: torch.randn(*s, generator=g).to("cuda", dtype)  # noqa: E731
+    return mk(B, Tq, Hq, D), mk(B, Tk, Hkv, D), mk(B, Tk, Hkv, D), mk(B, Tq, Hq, D)
+
+
+def launched_kernels(fn):
+    """Names of the CUDA kernels fn launches (the profiler's view), or skip where it sees none."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    names = {e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA}
+    if not any("sigmoid_attn" in n for n in names):
+        pytest.skip("the profiler records no kernels here")
+    return names
+
+
+# (T, B): every length at B = 1 and 3 but 4096 (B = 1: the float64 reference's [B, H, T, T]).
+SHAPES = [(T, B) for T in (1, 17, 129, 1000, 1024, 4096) for B in (1, 3) if T < 4096 or B == 1]
+
+
+@requires_gluon_bwd
+@pytest.mark.parametrize("T,B", SHAPES, ids=[f"T{T}-B{B}" for T, B in SHAPES])
+@pytest.mark.parametrize("D", DIMS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_gluon_backward_matches_reference(dtype, D, T, B, gluon_backward):
+    """GQA 8 query heads on 2 KV heads (the kernel sums dK, dV over each group)."""
+    q, k, v, grad = inputs(B, T, T, 8, 2, D, dtype, seed=T + 7 * B + D)
+    check(q, k, v, grad)
+
+
+@requires_gluon_bwd
+@pytest.mark.parametrize("D", DIMS)
+def test_gluon_backward_cross_lengths_mha_and_scalar_bias(D, gluon_backward):
+    """T_Q != T_K both ways, one KV head per query head, a scalar bias and a scale of its own."""
+    for Tq, Tk, Hq, Hkv in ((300, 100, 4, 4), (100, 300, 4, 2), (129, 129, 4, 4)):
+        q, k, v, grad = inputs(2, Tq, Tk, Hq, Hkv, D, torch.bfloat16, seed=Tq + Tk)
+        check(q, k, v, grad)
+        check(q, k, v, grad, sigmoid_bias=-2.5, scale=0.3)
+
+
+@requires_gluon_bwd
+def test_gluon_backward_is_the_kernel_launched(gluon_backward):
+    """Switched on, a covered call runs the Gluon kernel and its cast, not the two-kernel
+    backward; switched off, the two-kernel backward."""
+    q, k, v, grad = inputs(2, 300, 300, 8, 2, DIMS[-1], torch.bfloat16, seed=1)
+    on = launched_kernels(lambda: grads(q, k, v, grad))
+    assert {"sigmoid_attn_bwd_gluon", "dq_cast"} <= on, on
+    assert not any(n.startswith("sigmoid_attn_bwd_dkdv") for n in on), on
+    with sigmoid_attn.kernel_options(gluon_backward=False):
+        off = launched_kernels(lambda: grads(q, k, v, grad))
+    assert "sigmoid_attn_bwd_gluon" not in off and "sigmoid_attn_bwd_dkdv" in off, off
+
+
+def two_kernel(fn):
+    with sigmoid_attn.kernel_options(gluon_backward=False):
+        return fn()
+
+
+@requires_gluon_bwd
+@pytest.mark.parametrize("D", DIMS)
+def test_gluon_backward_ineligible_calls_take_the_two_kernel_backward(D, gluon_backward):
+    """Causal, lengths, score_mod, a bias tensor, [B, H, T, D] tensors seen as [B, T, H, D]: the
+    switch changes nothing (bitwise the two-kernel backward's gradients, which is deterministic),
+    and they match the reference."""
+    dtype = torch.float16
+    B, T = 3, 300
+    q, k, v, grad = inputs(B, T, T, 4, 2, D, dtype, seed=D + 1)
+    lens = torch.tensor([T, 17, 0], dtype=torch.int32, device="cuda")
+    mod = torch.randn(B, T, device="cuda")
+    bias = torch.tensor([-1.0, 0.5, -4.0], device="cuda")
+    bhtd = [t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v, grad)]
+    cases = [((q, k, v, grad), dict(is_causal=True)),
+             ((q, k, v, grad), dict(seq_lens_q=lens, seq_lens_k=lens)),
+             ((q, k, v, grad), dict(seq_lens_k=lens)),
+             ((q, k, v, grad), dict(score_mod=mod)),
+             ((q, k, v, grad), dict(sigmoid_bias=bias)),
+             (tuple(bhtd), {})]
+    for args, kw in cases:
+        got = check(*args, **kw)
+        want = two_kernel(lambda: grads(*args, **kw))
+        for name, a, b in zip(("dq", "dk", "dv"), got, want):
+            assert torch.equal(a, b), f"{name} differs from the two-kernel backward with {kw}"
+
+
+@requires_gluon_bwd
+def test_deterministic_mode_keeps_the_two_kernel_backward(gluon_backward):
+    """torch.use_deterministic_algorithms(True): the autograd passes deterministic=True, and the
+    backward is the two-kernel one (bitwise equal to it, and no Gluon kernel launched)."""
+    q, k, v, grad = inputs(2, 500, 500, 8, 2, DIMS[-1], torch.bfloat16, seed=4)
+    want = two_kernel(lambda: grads(q, k, v, grad))
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        got = grads(q, k, v, grad)
+        names = launched_kernels(lambda: grads(q, k, v, grad))
+    finally:
+        torch.use_deterministic_algorithms(before)
+    for name, a, b in zip(("dq", "dk", "dv"), got, want):
+        assert torch.equal(a, b), name
+    assert "sigmoid_attn_bwd_gluon" not in names, names
+    # the op's own flag does the same for a direct caller
+    ops = torch.ops.sigmoid_attn
+    a = ops.backward(grad, q, k, v, None, None, False, deterministic=True)
+    b = ops.backward(grad, q, k, v, None, None, False, deterministic=True)
+    for x, y in zip(a[:3], b[:3]):
+        assert torch.equal(x, y)
+
+
+@requires_gluon_bwd
+def test_gluon_backward_cuda_graph_replay(gluon_backward):
+    """Forward and the Gluon backward captured in one CUDA graph (the memset, the kernel with
+    descriptors encoded at capture, the cast), replayed on new contents of the same buffers: dK
+    and dV equal eager calls bitwise (one writer each), dQ matches the reference."""
+    D = DIMS[-1]
+    q, k, v, grad = inputs(2, 1000, 1000, 8, 2, D, torch.bfloat16, seed=9)
+    ops = torch.ops.sigmoid_attn
+
+    def step():
+        return (ops.forward(q, k, v),) + tuple(ops.backward(grad, q, k, v)[:3])
+
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        step()
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static = step()
+    for seed in (10, 11):
+        g = torch.Generator().manual_seed(seed)
+        for t in (q, k, v, grad):
+            t.copy_(torch.randn(t.shape, generator=g).to(t.dtype))
+        for t in static:
+            t.fill_(float("nan"))
+        graph.replay()
+        want = step()
+        torch.cuda.synchronize()
+        assert torch.equal(static[0], want[0])
+        assert torch.equal(static[2], want[2]) and torch.equal(static[3], want[3]), seed
+        ref = reference_grads(q, k, v, grad)
+        for name, a, b in zip(("dq", "dk", "dv"), static[1:], ref):
+            assert rel_err(a, b) < TOL[torch.bfloat16], f"{name} (seed {seed})"
+
+
+@requires_gluon_bwd
+def test_gluon_backward_compile_fullgraph(gluon_backward):
+    """torch.compile(fullgraph=True) of forward and backward with the switch on: the same
+    gradients as eager (dK, dV bitwise; dQ within the reference tolerance)."""
+    D = DIMS[0]
+    q0, k0, v0, _ = inputs(2, 300, 300, 4, 2, D, torch.bfloat16, seed=12)
+    loss = lambda a, b, c: sigmoid_attention(a, b, c).float().square().sum()  # noqa: E731
+    fn = torch.compile(loss, fullgraph=True)
+    ins = [t.clone().requires_grad_() for t in (q0, k0, v0)]
+    fn(*ins).backward()
+    eager = [t.clone().requires_grad_() for t in (q0, k0, v0)]
+    loss(*eager).backward()
+    assert torch.equal(ins[1].grad, eager[1].grad) and torch.equal(ins[2].grad, eager[2].grad)
+    assert rel_err(ins[0].grad, eager[0].grad) < TOL[torch.bfloat16]
