@@ -58,6 +58,8 @@ def compiled():
             var = min(todo, key=lambda v: (v.head_dim, v.varlen, v.causal, v.score_mod))
             out[kind] = aot.compile_variant(var, 90)
     assert {"fwd", "bwd_dkdv", "bwd_dq"} <= set(out)
+    if V.gluon_supported(triton.__version__):  # (the Gluon kinds: Triton 3.8 builds only)
+        assert {"fwd_gluon", "bwd_gluon", "dq_cast"} <= set(out)
     return out
 
 
@@ -161,6 +163,23 @@ def test_swapped_params_fail(tmp_path, monkeypatch, compiled):
     assert not ok, why
     with pytest.raises(RuntimeError, match="parameter 8 of the compiled kernel"):
         aot.check_slots("fwd", "fp16", compiled["fwd"]["signature"])
+
+
+@needs_cxx
+def test_swapped_gluon_backward_descriptors_fail(tmp_path, monkeypatch, compiled):
+    """dk_desc and dv_desc (same type, adjacent) swapped in PARAMS["bwd_gluon"]: the packed maps
+    are no longer the compiled kernel's order, and the build-time check names the parameter."""
+    if "bwd_gluon" not in compiled:
+        pytest.skip("no Gluon backward with this Triton")
+    params = list(V.PARAMS["bwd_gluon"])
+    i, j = (params.index(("dk_desc", "desc")), params.index(("dv_desc", "desc")))
+    params[i], params[j] = params[j], params[i]
+    monkeypatch.setitem(V.PARAMS, "bwd_gluon", tuple(params))
+    header = aot.args_header(_hidden(compiled), triton.__version__)
+    ok, why = abi_ok(tmp_path, header, compiled)
+    assert not ok, why
+    with pytest.raises(RuntimeError, match="kernel ABI of 'bwd_gluon'"):
+        aot.check_slots("bwd_gluon", "fp16", compiled["bwd_gluon"]["signature"])
 
 
 @needs_cxx
