@@ -49,6 +49,8 @@ def grads(q, k, v, grad, **kw):
 
 def reference_grads(q, k, v, grad, **kw):
     ins = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    kw = {n: x.double() if torch.is_tensor(x) and x.is_floating_point() else x
+          for n, x in kw.items()}
     sigmoid_attention_reference(*ins, **kw).backward(grad.double())
     return [t.grad for t in ins]
 
