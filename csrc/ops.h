@@ -1,4 +1,5 @@
-// The forward and backward ops, one implementation per dispatch key (ops_cpu.cpp, ops_cuda.cpp, ops_meta.cpp).
+// The forward and backward ops, one implementation per dispatch key (ops_cpu.cpp, ops_cuda.cpp);
+// their validation for fake tensors (ops_meta.cpp).
 // Schema (register.cpp):
 //   forward(Tensor q, Tensor k, Tensor v, Tensor? seq_lens_q=None, Tensor? seq_lens_k=None,
 //           bool is_causal=False, float? scale=None, float? sigmoid_bias=None,
@@ -39,7 +40,6 @@ using torch::stable::Tensor;
 
 Tensor forward_cpu(SIGMOID_ATTN_FORWARD_ARGS);
 Tensor forward_cuda(SIGMOID_ATTN_FORWARD_ARGS);
-Tensor forward_meta(SIGMOID_ATTN_FORWARD_ARGS);
 // The same into a caller's buffer (validate.h's check_out): the C/C++ API's *_out entry points.
 void forward_cpu_out(SIGMOID_ATTN_FORWARD_ARGS, const Tensor& out);
 void forward_cuda_out(SIGMOID_ATTN_FORWARD_ARGS, const Tensor& out);
@@ -54,7 +54,6 @@ void forward_cuda_out(SIGMOID_ATTN_FORWARD_ARGS, const Tensor& out);
 using Grads = std::tuple<Tensor, Tensor, Tensor, Tensor>;
 Grads backward_cpu(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS, bool deterministic);
 Grads backward_cuda(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS, bool deterministic);
-Grads backward_meta(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS, bool deterministic);
 
 }  // namespace sigmoid_attn
 
@@ -62,7 +61,16 @@ namespace sigmoid_attn {
 
 Tensor forward_varlen_cpu(SIGMOID_ATTN_VARLEN_ARGS);
 Tensor forward_varlen_cuda(SIGMOID_ATTN_VARLEN_ARGS);
-Tensor forward_varlen_meta(SIGMOID_ATTN_VARLEN_ARGS);
+
+// The validation of an op as the device `device_type` (0 CPU, 1 CUDA, else meta) performs it,
+// the CUDA kernel choice included; on meta tensors (ops_meta.cpp). The fake implementations of
+// torch.compile / torch.export call these through the _check_* ops.
+void check_forward_on(SIGMOID_ATTN_FORWARD_ARGS, int64_t device_type);
+void check_backward_on(Tensor grad_out, SIGMOID_ATTN_FORWARD_ARGS, bool deterministic,
+                       int64_t device_type);
+void check_forward_varlen_on(SIGMOID_ATTN_VARLEN_ARGS, int64_t device_type);
+void check_backward_varlen_on(Tensor grad_out, SIGMOID_ATTN_VARLEN_ARGS, bool deterministic,
+                              int64_t device_type);
 void forward_varlen_cpu_out(SIGMOID_ATTN_VARLEN_ARGS, const Tensor& out);
 void forward_varlen_cuda_out(SIGMOID_ATTN_VARLEN_ARGS, const Tensor& out);
 // backward_varlen(Tensor grad_out, <forward_varlen's arguments>, bool deterministic=False)
@@ -70,6 +78,5 @@ void forward_varlen_cuda_out(SIGMOID_ATTN_VARLEN_ARGS, const Tensor& out);
 // dscore_mod is float32 [total_k] with score_mod, an empty [0] tensor otherwise.
 Grads backward_varlen_cpu(Tensor grad_out, SIGMOID_ATTN_VARLEN_ARGS, bool deterministic);
 Grads backward_varlen_cuda(Tensor grad_out, SIGMOID_ATTN_VARLEN_ARGS, bool deterministic);
-Grads backward_varlen_meta(Tensor grad_out, SIGMOID_ATTN_VARLEN_ARGS, bool deterministic);
 
 }  // namespace sigmoid_attn

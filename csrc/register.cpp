@@ -43,6 +43,15 @@ STABLE_TORCH_LIBRARY(sigmoid_attn, m) {
   m.def("forward_varlen(" SIGMOID_ATTN_VARLEN_SCHEMA ") -> Tensor");
   m.def("backward_varlen(Tensor grad_out, " SIGMOID_ATTN_VARLEN_SCHEMA
         ", bool deterministic=False) -> (Tensor, Tensor, Tensor, Tensor)");
+  // Each op's validation as the device `device_type` (0 CPU, 1 CUDA) performs it, on meta
+  // tensors: what the ops' fake implementations (python/sigmoid_attn/_ops.py) run, so that
+  // torch.compile and torch.export reject at trace time exactly what the device would.
+  m.def("_check_forward(" SIGMOID_ATTN_FORWARD_SCHEMA ", int device_type=2) -> ()");
+  m.def("_check_backward(Tensor grad_out, " SIGMOID_ATTN_FORWARD_SCHEMA
+        ", bool deterministic=False, int device_type=2) -> ()");
+  m.def("_check_forward_varlen(" SIGMOID_ATTN_VARLEN_SCHEMA ", int device_type=2) -> ()");
+  m.def("_check_backward_varlen(Tensor grad_out, " SIGMOID_ATTN_VARLEN_SCHEMA
+        ", bool deterministic=False, int device_type=2) -> ()");
 }
 
 STABLE_TORCH_LIBRARY_IMPL(sigmoid_attn, CPU, m) {
@@ -61,11 +70,12 @@ STABLE_TORCH_LIBRARY_IMPL(sigmoid_attn, CUDA, m) {
   m.impl("backward_varlen", TORCH_BOX(&sigmoid_attn::backward_varlen_cuda));
 }
 
-// Shapes only: used by torch.compile / torch.export fake tensors, with the same validation.
+// Meta: only the validation ops. The ops themselves get their shapes from Python fake
+// implementations (python/sigmoid_attn/_ops.py), which see the device the fake tensors stand for
+// (a C++ Meta kernel sees meta tensors) and call _check_* with it.
 STABLE_TORCH_LIBRARY_IMPL(sigmoid_attn, Meta, m) {
-  m.impl("forward", TORCH_BOX(&sigmoid_attn::forward_meta));
-  m.impl("forward.plain", TORCH_BOX(&sigmoid_attn::plain<&sigmoid_attn::forward_meta>));
-  m.impl("backward", TORCH_BOX(&sigmoid_attn::backward_meta));
-  m.impl("forward_varlen", TORCH_BOX(&sigmoid_attn::forward_varlen_meta));
-  m.impl("backward_varlen", TORCH_BOX(&sigmoid_attn::backward_varlen_meta));
+  m.impl("_check_forward", TORCH_BOX(&sigmoid_attn::check_forward_on));
+  m.impl("_check_backward", TORCH_BOX(&sigmoid_attn::check_backward_on));
+  m.impl("_check_forward_varlen", TORCH_BOX(&sigmoid_attn::check_forward_varlen_on));
+  m.impl("_check_backward_varlen", TORCH_BOX(&sigmoid_attn::check_backward_varlen_on));
 }

@@ -9,6 +9,7 @@ from . import _C  # built next to libsigmoid_attn_ops.so in the installed packag
 LIBRARY_PATH = os.path.join(os.path.dirname(os.path.abspath(_C.__file__)), "libsigmoid_attn_ops.so")
 torch.ops.load_library(LIBRARY_PATH)
 _C.bind(LIBRARY_PATH)
+from . import _fake  # noqa: E402,F401  (the ops' shapes for torch.compile / torch.export)
 
 ops = torch.ops.sigmoid_attn
 
