@@ -603,7 +603,7 @@ def cmd_link(args):
     default = max((h for _, h in hidden.values()), default=0)
     hidden = {k: hidden.get(k, (0, default))[1] for k in V.KINDS}
     head_dims, dtypes, generic = _subset(args)
-    dims = [str(d) for d in sorted(head_dims)] + ["generic"] * bool(generic)
+    dims = [str(d) for d in sorted(head_dims or ())] + ["generic"] * bool(generic)
     subset = " ".join(
         ([f"SIGMOID_ATTN_HEAD_DIMS={';'.join(dims)}"] if head_dims is not None else [])
         + ([f"SIGMOID_ATTN_DTYPES={';'.join(d for d in V.DTYPES if d in dtypes)}"]
