@@ -166,7 +166,8 @@ def test_info_lists_compiled_variants():
         warps = (12,) if k["kind"] in ("fwd_ws", "fwd_gluon") else (4, 8)
         assert k["cubin_bytes"] > 0 and k["num_warps"] in warps
         dt = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}[k["dtype"]]
-        assert k["name"].startswith(f"{k['kind']}_{dt}_d{k['head_dim']}")
+        dim = f"dmax{k['head_dim']}" if k["runtime_head_dim"] else f"d{k['head_dim']}"
+        assert k["name"].startswith(f"{k['kind']}_{dt}_{dim}")
         assert ("_varlen" in k["name"]) == k["varlen"]
     kinds = {k["kind"] for k in info["variants"]}
     assert kinds - {"fwd_ws", "fwd_gluon", "bwd_dkdv_dq"} == {"fwd", "bwd_dkdv", "bwd_dq"}
@@ -346,7 +347,7 @@ def test_dispatch_size_rules():
     # float32 has no small-problem tile: always its one bucket
     assert pick(64, 1, 256, 8, dtype="fp32")["min_t"] == 0
     # nothing compiled for head_dim 40: -1, not a crash
-    assert f(1, 40, 0, 0, 0, 256, 256, 1, 8, 132, 0, 0) == -1
+    assert f(1, 12, 0, 0, 0, 256, 256, 1, 8, 132, 0, 0) == -1
     # The warp-specialized forward (tiles.json fwd_ws), when the caller allows it: taken for the
     # variant and length it is compiled for, never instead of the small-problem tile, never in
     # float32; the same variant flags.
