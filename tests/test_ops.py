@@ -172,9 +172,14 @@ def test_info_lists_compiled_variants():
     kinds = {k["kind"] for k in info["variants"]}
     assert kinds - {"fwd_ws", "fwd_gluon", "bwd_dkdv_dq"} == {"fwd", "bwd_dkdv", "bwd_dq"}
     # Every (kind, dtype, head dim) is compiled dense and packed, causal or not, with/without mod.
-    combos = {(k["kind"], k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
+    # (fp32: the powers of two; the other head dims by the generic kernels)
+    combos = {(k["kind"], k["dtype"], k["head_dim"], k["runtime_head_dim"], k["varlen"],
+               k["causal"], k["score_mod"])
               for k in info["variants"] if k["kind"] not in ("fwd_ws", "fwd_gluon", "bwd_dkdv_dq")}
-    assert len(combos) == 3 * 3 * len(dims) * 8
+    groups = {c[:4] for c in combos}
+    assert len(combos) == len(groups) * 8
+    assert {(kind, dt) for kind, dt, _, _ in groups} == {
+        (kind, dt) for kind in ("fwd", "bwd_dkdv", "bwd_dq") for dt in {k["dtype"] for k in info["variants"]}}
     ws = {(k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
           for k in info["variants"] if k["kind"] == "fwd_ws"}
     ws_dims = {d for _, d, *_ in ws}
