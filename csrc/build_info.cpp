@@ -45,6 +45,8 @@ int sigmoid_attn_kernel_field(int i, const char* field) {
       {"causal", k.causal},
       {"score_mod", k.score_mod},
       {"varlen", k.varlen},
+      {"runtime_head_dim", k.runtime_head_dim},
+      {"stride_multiple", k.stride_multiple},
       {"block_m", k.block_m},
       {"block_n", k.block_n},
       {"num_warps", k.num_warps},

@@ -68,9 +68,9 @@ struct Layout {
   bool packed() const { return n == 3; }
   int row_dim() const { return packed() ? 0 : 1; }
   // Every dim but the last (contiguous) one: batch, row, head, or row, head when packed.
-  bool aligned() const {
+  bool aligned(int stride_multiple) const {
     bool ok = reinterpret_cast<uintptr_t>(data) % 16 == 0;
-    for (int d = 0; d + 1 < n; ++d) ok = ok && stride(d) % 16 == 0;
+    for (int d = 0; d + 1 < n; ++d) ok = ok && stride(d) % stride_multiple == 0;
     return ok;
   }
   // The kernels' one 32-bit product (sigmoid_attn_fwd.py, "Addressing"): a row offset inside
@@ -83,13 +83,13 @@ struct Layout {
 
 }  // namespace
 
-Operand operand(const Tensor& t, int64_t max_rows) {
+Operand operand(const Tensor& t, int64_t max_rows, int stride_multiple) {
   Layout l(t);
   if (max_rows < 0) max_rows = l.sizes[l.row_dim()];
   std::optional<Tensor> keep;
   // Rare: a misaligned view, or one whose row stride would overflow the kernels' 32-bit row
   // offsets, is copied once into a contiguous buffer.
-  if (!l.aligned() || !l.rows_fit_int32(max_rows)) {
+  if (!l.aligned(stride_multiple) || !l.rows_fit_int32(max_rows)) {
     const int64_t* s = l.sizes;
     keep = l.packed() ? torch::stable::new_empty(t, {s[0], s[1], s[2]})
                       : torch::stable::new_empty(t, {s[0], s[1], s[2], s[3]});

@@ -25,11 +25,13 @@ struct Operand {
   int64_t sh;
 };
 
-// Kernels are compiled assuming 16-byte aligned bases and strides that are multiples of 16
-// elements (Triton then issues 16-byte vector loads). Dims of size 1 never move the pointer, so
-// their stride is passed as 0. Anything else is copied once into a contiguous buffer.
-// max_rows: the longest sequence the kernel walks (default: the tensor's T).
-Operand operand(const Tensor& t, int64_t max_rows = -1);
+// Kernels are compiled assuming 16-byte aligned bases and strides that are multiples of
+// `stride_multiple` elements (KernelSpec::stride_multiple: 16, or 8 for head dims that are not
+// multiples of 16, so that their contiguous tensors qualify; Triton then issues 16-byte vector
+// loads). Dims of size 1 never move the pointer, so their stride is passed as 0. Anything else is
+// copied once into a contiguous buffer. max_rows: the longest sequence the kernel walks
+// (default: the tensor's T).
+Operand operand(const Tensor& t, int64_t max_rows = -1, int stride_multiple = 16);
 
 // A [B, T, H, D] operand as the rank-3 tensor [B, T, H*D] that a TMA descriptor describes
 // (the Gluon forward's view): base pointer, extents and strides in elements, size-1 dims given

@@ -1,5 +1,6 @@
 #include "dispatch.h"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdlib>
@@ -24,9 +25,17 @@ struct Buckets {
   int32_t min_t[kMaxBuckets];
 };
 
+// Head dims a generic kernel serves are multiples of this (variants.HEAD_DIM_MULTIPLE: the
+// kernels' D masks assume it).
+constexpr int kHeadDimMultiple = 8;
+
 struct KernelTable {
   // head_dim -> its position among the compiled head dims, or -1
   std::array<int8_t, kMaxHeadDim + 1> dim_slot;
+  // head_dim -> the position of the generic kernels that serve it (the smallest BLOCK_D >= it),
+  // or -1: multiples of kHeadDimMultiple only, and only where dim_slot has none
+  std::array<int8_t, kMaxHeadDim + 1> generic_slot;
+  int max_generic = 0;  // the largest head dim the generic kernels serve (0: none compiled)
   // [kind][dtype][head dim position][causal][score_mod][varlen] -> buckets
   std::array<Buckets, kNumKinds * kNumDTypes * kMaxHeadDims * 2 * 2 * 2> index;
   std::string head_dims;  // "32, 64, ..." for error messages
@@ -42,13 +51,17 @@ struct KernelTable {
   KernelTable() {
     std::set<int> dims, dts;
     dim_slot.fill(-1);
+    generic_slot.fill(-1);
+    std::array<int8_t, kMaxHeadDim + 1> block_slot;  // a generic kernel's BLOCK_D -> position
+    block_slot.fill(-1);
     small.assign(kNumKernels, -1);
     int n_dims = 0;
     for (int i = 0; i < kNumKernels; ++i) {
       const KernelSpec& k = kKernels[i];
-      if (dim_slot[k.head_dim] < 0) dim_slot[k.head_dim] = static_cast<int8_t>(n_dims++);
+      auto& slots = k.runtime_head_dim ? block_slot : dim_slot;
+      if (slots[k.head_dim] < 0) slots[k.head_dim] = static_cast<int8_t>(n_dims++);
       Buckets& b = index[slot(static_cast<int>(k.kind), static_cast<int>(k.dtype),
-                              dim_slot[k.head_dim], k.causal, k.score_mod, k.varlen)];
+                              slots[k.head_dim], k.causal, k.score_mod, k.varlen)];
       int pos = b.n++;  // insertion sort by min_t
       while (pos > 0 && b.min_t[pos - 1] > k.min_t) {
         b.min_t[pos] = b.min_t[pos - 1];
@@ -57,21 +70,41 @@ struct KernelTable {
       }
       b.min_t[pos] = k.min_t;
       b.kernel[pos] = static_cast<int16_t>(i);
-      if (k.kind == KernelKind::kForward) {
+      if (k.kind == KernelKind::kForward && !k.runtime_head_dim) {
         dims.insert(k.head_dim);
         dts.insert(static_cast<int>(k.dtype));
         dtype_built[static_cast<int>(k.dtype)] = true;
       }
+      if (k.runtime_head_dim) max_generic = std::max(max_generic, k.head_dim);
+    }
+    // A head dim without kernels of its own: the generic ones of the smallest BLOCK_D >= it.
+    for (int e = kHeadDimMultiple; e <= max_generic; e += kHeadDimMultiple) {
+      if (dim_slot[e] >= 0) continue;
+      int d = e;
+      while (block_slot[d] < 0) ++d;  // (ends at max_generic at the latest)
+      generic_slot[e] = block_slot[d];
     }
     for (int d : dims) head_dims += (head_dims.empty() ? "" : ", ") + std::to_string(d);
+    if (max_generic > 0) {
+      head_dims = "any multiple of " + std::to_string(kHeadDimMultiple) + " up to " +
+                  std::to_string(max_generic) + " (compiled: " + head_dims +
+                  "; the others by the generic kernels)";
+    }
     for (int d : dts) dtypes += std::string(dtypes.empty() ? "" : ", ") + kDTypeNames[d];
     for (int i = 0; i < kNumKernels; ++i) {
       const KernelSpec& k = kKernels[i];
-      if (k.head_dim > kMaxHeadDim || dim_slot[k.head_dim] < 0) continue;
+      const auto& slots = k.runtime_head_dim ? block_slot : dim_slot;
+      if (k.head_dim > kMaxHeadDim || slots[k.head_dim] < 0) continue;
       const Buckets& b = index[slot(static_cast<int>(k.kind), static_cast<int>(k.dtype),
-                                    dim_slot[k.head_dim], k.causal, k.score_mod, k.varlen)];
+                                    slots[k.head_dim], k.causal, k.score_mod, k.varlen)];
       if (b.n > 0 && b.min_t[0] == kSmallProblem && k.min_t != kSmallProblem) small[i] = b.kernel[0];
     }
+  }
+
+  // The slot of the kernels serving head_dim: its own, else the generic ones', else -1.
+  int dim_position(int64_t head_dim) const {
+    if (head_dim <= 0 || head_dim > kMaxHeadDim) return -1;
+    return dim_slot[head_dim] >= 0 ? dim_slot[head_dim] : generic_slot[head_dim];
   }
 };
 
@@ -93,9 +126,10 @@ int find_kernel(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t he
   const KernelTable& t = table();
   const int dt = dtype_code(dtype);
   int idx = -1;
-  if (dt >= 0 && head_dim > 0 && head_dim <= kMaxHeadDim && t.dim_slot[head_dim] >= 0) {
-    const Buckets& b = t.index[KernelTable::slot(static_cast<int>(kind), dt,
-                                                 t.dim_slot[head_dim], causal, score_mod, varlen)];
+  const int pos = t.dim_position(head_dim);
+  if (dt >= 0 && pos >= 0) {
+    const Buckets& b =
+        t.index[KernelTable::slot(static_cast<int>(kind), dt, pos, causal, score_mod, varlen)];
     for (int i = 0; i < b.n && b.min_t[i] <= seq_len; ++i) {
       if (b.min_t[i] != kSmallProblem) idx = b.kernel[i];
     }
@@ -111,7 +145,7 @@ int select_kernel(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t 
   // Name what is missing: the head dim or the dtype (none of this build's kernels), else the
   // combination of flags; and what this build compiled.
   const int dt = dtype_code(dtype);
-  const bool dim_built = head_dim > 0 && head_dim <= kMaxHeadDim && t.dim_slot[head_dim] >= 0;
+  const bool dim_built = t.dim_position(head_dim) >= 0;
   const bool dtype_built = dt >= 0 && t.dtype_built[dt];
   const std::string dim = "head_dim=" + std::to_string(head_dim);
   const std::string type = dt >= 0 ? kDTypeNames[dt] : torch::headeronly::toString(dtype);
@@ -126,7 +160,7 @@ int select_kernel(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t 
             ", varlen=" + (varlen ? "true" : "false");
   }
   SA_CHECK(false, "sigmoid_attention: no CUDA kernel is compiled for ", what,
-           "; compiled head dims: ", t.head_dims, " in ", t.dtypes,
+           "; head dims served: ", t.head_dims, " in ", t.dtypes,
            kBuildSubset[0] != '\0' ? " (a partial build: " : "", kBuildSubset,
            kBuildSubset[0] != '\0' ? "; rebuild without these CMake options for the rest)" : "");
   return idx;

@@ -34,6 +34,9 @@ struct KernelSpec {
   bool causal;
   bool score_mod;
   bool varlen;                 // packed [total, H, D] tensors with cu_seqlens
+  bool runtime_head_dim;       // generic: head_dim is its BLOCK_D; it serves any multiple of 8
+                               // up to it that no kernel is compiled for (a run-time argument)
+  int stride_multiple;         // every stride but the last is a multiple of it (elements)
   int block_m;
   int block_n;
   int num_warps;
@@ -79,11 +82,14 @@ constexpr int catalog_max_head_dim(const KernelSpec* k, int n) {
   return m;
 }
 
+// (a generic kernel's BLOCK_D counts apart from a compiled head dim of the same value)
 constexpr int catalog_head_dims(const KernelSpec* k, int n) {
   int distinct = 0;
   for (int i = 0; i < n; ++i) {
     bool seen = false;
-    for (int j = 0; j < i && !seen; ++j) seen = k[j].head_dim == k[i].head_dim;
+    for (int j = 0; j < i && !seen; ++j) {
+      seen = k[j].head_dim == k[i].head_dim && k[j].runtime_head_dim == k[i].runtime_head_dim;
+    }
     distinct += !seen;
   }
   return distinct;
@@ -97,7 +103,8 @@ constexpr int catalog_max_buckets(const KernelSpec* k, int n) {
     for (int j = 0; j < n; ++j) {
       same += k[j].kind == k[i].kind && k[j].dtype == k[i].dtype &&
               k[j].head_dim == k[i].head_dim && k[j].causal == k[i].causal &&
-              k[j].score_mod == k[i].score_mod && k[j].varlen == k[i].varlen;
+              k[j].score_mod == k[i].score_mod && k[j].varlen == k[i].varlen &&
+              k[j].runtime_head_dim == k[i].runtime_head_dim;
     }
     most = same > most ? same : most;
   }

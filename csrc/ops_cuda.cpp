@@ -110,8 +110,9 @@ void launch_forward(const ForwardProblem& p, const Tensor& q, const Tensor& k, c
   const int kernel = select_forward(p.dtype, p.D, is_causal, score_mod.has_value(),
                                     p.varlen, p.max_q, p.Tq, p.B, p.Hq, sm_count(device), ws);
   const KernelSpec& spec = kKernels[kernel];
-  const Operand oq = operand(q, p.max_q), ok = operand(k, p.max_k), ov = operand(v, p.max_k),
-                oo = operand(out, p.max_q);
+  const int sm = spec.stride_multiple;
+  const Operand oq = operand(q, p.max_q, sm), ok = operand(k, p.max_k, sm),
+                ov = operand(v, p.max_k, sm), oo = operand(out, p.max_q, sm);
   const int32_t has_lq = !p.varlen && e.lens_q.has_value(),
                 has_lk = !p.varlen && e.lens_k.has_value();
   const unsigned grid_x = forward_grid_x(spec, p.varlen, p.Tq, p.B);
@@ -148,7 +149,8 @@ void launch_forward(const ForwardProblem& p, const Tensor& q, const Tensor& k, c
       .stride_smb = e.mod_sb, .stride_smt = e.mod_st,
       .T_Q = t_q, .T_K = t_k, .kv_group = kv_group, .scale = scale, .bias_value = bias_value,
       .HAS_SEQ_LENS_Q = has_lq, .HAS_SEQ_LENS_K = has_lk, .BIAS_MODE = p.bias_mode,
-      .num_seqs = num_seqs, .max_seqlen_q = max_q, .max_seqlen_k = max_k};
+      .num_seqs = num_seqs, .max_seqlen_q = max_q, .max_seqlen_k = max_k,
+      .head_dim = static_cast<int32_t>(p.D)};
   launch(kernel, device, stream, grid_x, grid_y, grid_z, args);
 }
 

@@ -7,6 +7,7 @@
 // memset of an fp32 dQ buffer, the kernel (grid: key blocks of 128, Hkv, B; dK, dV written
 // directly), then the dq_cast kernel into dQ. Neither atomic path is taken when the caller asks
 // for determinism (torch's deterministic mode, passed by the Python autograd).
+#include <algorithm>
 #include <cmath>
 #include <optional>
 
@@ -124,10 +125,12 @@ void launch_backward(const ForwardProblem& p, const Tensor& grad_out, const Tens
   const int k_one = kKernels[k_dkdv].kind == KernelKind::kBackwardDkDvDq ? k_dkdv : -1;
   const int k_dq = select_kernel(KernelKind::kBackwardDq, dt, p.D, is_causal, has_mod, p.varlen,
                                  p.max_q);
-  const Operand oq = operand(q, p.max_q), ok = operand(k, p.max_k), ov = operand(v, p.max_k),
-                odo = operand(grad_out, p.max_q);
-  const Operand odq = operand(dq, p.max_q), odk = operand(dk, p.max_k),
-                odv = operand(dv, p.max_k);
+  // (both kernels read the same operands: the stricter stride promise of the two)
+  const int sm = std::max(kKernels[k_dkdv].stride_multiple, kKernels[k_dq].stride_multiple);
+  const Operand oq = operand(q, p.max_q, sm), ok = operand(k, p.max_k, sm),
+                ov = operand(v, p.max_k, sm), odo = operand(grad_out, p.max_q, sm);
+  const Operand odq = operand(dq, p.max_q, sm), odk = operand(dk, p.max_k, sm),
+                odv = operand(dv, p.max_k, sm);
   Extras e = extras(lens_q, lens_k, bias, score_mod, p.bias_mode, p.max_k);
   const int32_t t_q = static_cast<int32_t>(p.Tq), t_k = static_cast<int32_t>(p.Tk),
                 kv_group = static_cast<int32_t>(p.Hq / p.Hkv),
@@ -169,7 +172,8 @@ void launch_backward(const ForwardProblem& p, const Tensor& grad_out, const Tens
         .stride_dqah = oacc.sh,
         .T_Q = t_q, .T_K = t_k, .kv_group = kv_group, .scale = scale, .bias_value = bias_value,
         .HAS_SEQ_LENS_Q = has_lq, .HAS_SEQ_LENS_K = has_lk, .BIAS_MODE = p.bias_mode,
-        .num_seqs = num_seqs, .max_seqlen_q = max_q, .max_seqlen_k = max_k};
+        .num_seqs = num_seqs, .max_seqlen_q = max_q, .max_seqlen_k = max_k,
+        .head_dim = static_cast<int32_t>(p.D)};
     launch(k_dkdv, device, stream, grid_kv, static_cast<unsigned>(p.Hkv), grid_z, args);
     Tensor dq_out = dq;  // (a handle to the same storage)
     torch::stable::copy_(dq_out, dq_acc);  // fp32 -> dQ's dtype, on the current stream
@@ -189,7 +193,8 @@ void launch_backward(const ForwardProblem& p, const Tensor& grad_out, const Tens
         .stride_dmb = dmb, .stride_dmh = dmh, .stride_smb = e.mod_sb, .stride_smt = e.mod_st,
         .T_Q = t_q, .T_K = t_k, .kv_group = kv_group, .scale = scale, .bias_value = bias_value,
         .HAS_SEQ_LENS_Q = has_lq, .HAS_SEQ_LENS_K = has_lk, .BIAS_MODE = p.bias_mode,
-        .num_seqs = num_seqs, .max_seqlen_q = max_q, .max_seqlen_k = max_k};
+        .num_seqs = num_seqs, .max_seqlen_q = max_q, .max_seqlen_k = max_k,
+        .head_dim = static_cast<int32_t>(p.D)};
     launch(k_dkdv, device, stream, grid_kv, static_cast<unsigned>(p.Hkv), grid_z, args);
   }
   {
@@ -205,7 +210,8 @@ void launch_backward(const ForwardProblem& p, const Tensor& grad_out, const Tens
         .stride_smb = e.mod_sb, .stride_smt = e.mod_st,
         .T_Q = t_q, .T_K = t_k, .kv_group = kv_group, .scale = scale, .bias_value = bias_value,
         .HAS_SEQ_LENS_Q = has_lq, .HAS_SEQ_LENS_K = has_lk, .BIAS_MODE = p.bias_mode,
-        .num_seqs = num_seqs, .max_seqlen_q = max_q, .max_seqlen_k = max_k};
+        .num_seqs = num_seqs, .max_seqlen_q = max_q, .max_seqlen_k = max_k,
+        .head_dim = static_cast<int32_t>(p.D)};
     const KernelSpec& spec = kKernels[k_dq];
     const unsigned grid_x = p.varlen ? static_cast<unsigned>(p.Tq / spec.block_m + p.B + 1)
                                      : cdiv(p.Tq, spec.block_m);

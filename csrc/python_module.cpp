@@ -94,7 +94,7 @@ PYBIND11_MODULE(_C, m) {
     const OpsApi& a = bound();
     static const char* const ints[] = {"head_dim", "block_m", "block_n", "num_warps",
                                        "num_stages", "min_t", "shared_bytes",
-                                       "num_hidden_params", "cubin_bytes"};
+                                       "num_hidden_params", "cubin_bytes", "stride_multiple"};
     py::list out;
     for (int i = 0; i < a.num_kernels(); ++i) {
       py::dict k;
@@ -104,6 +104,8 @@ PYBIND11_MODULE(_C, m) {
       k["causal"] = static_cast<bool>(a.kernel_field(i, "causal"));
       k["score_mod"] = static_cast<bool>(a.kernel_field(i, "score_mod"));
       k["varlen"] = static_cast<bool>(a.kernel_field(i, "varlen"));
+      // generic: head_dim is its BLOCK_D, serving the multiples of 8 up to it without kernels
+      k["runtime_head_dim"] = static_cast<bool>(a.kernel_field(i, "runtime_head_dim"));
       for (const char* f : ints) k[f] = a.kernel_field(i, f);
       out.append(k);
     }

@@ -82,6 +82,16 @@ def dtype_code(dtype) -> int:
     raise ValueError(f"no kernel dtype {dtype}")
 
 
+def served_head_dim(var, catalog) -> int:
+    """The head dim a catalog entry is dispatched for: its own, or for a generic kernel
+    (runtime_head_dim; head_dim is its BLOCK_D) the largest multiple of 8 below its BLOCK_D that
+    no kernel of the same kind is compiled for (the dispatcher takes the compiled ones first)."""
+    if not var.get("runtime_head_dim"):
+        return var["head_dim"]
+    own = {v["head_dim"] for v in catalog if v["kind"] == var["kind"] and not v["runtime_head_dim"]}
+    return next(d for d in range(var["head_dim"], 0, -8) if d not in own)
+
+
 def random_lengths(B: int, T: int, gen: torch.Generator, low: int = 0) -> torch.Tensor:
     return torch.randint(low, T + 1, (B,), generator=gen, dtype=torch.int32)
 

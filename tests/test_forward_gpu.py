@@ -5,7 +5,8 @@ output's size just before each call, so an unwritten element shows up as NaN."""
 import pytest
 import torch
 
-from conftest import REL_TOL, dtype_code, heads_to_fill, library_function, rel_err
+from conftest import (REL_TOL, dtype_code, heads_to_fill, library_function, rel_err,
+                      served_head_dim)
 
 pytestmark = pytest.mark.gpu
 
@@ -66,7 +67,7 @@ def test_padded_batch_sizes_around_the_program_order_cutoff(B, causal):
 @pytest.mark.parametrize("var", CATALOG, ids=[v["name"] for v in CATALOG])
 def test_variant_matches_reference(var):
     g = torch.Generator().manual_seed(var["head_dim"] * 7 + var["causal"] * 3 + var["score_mod"])
-    dtype, D = DT[var["dtype"]], var["head_dim"]
+    dtype, D = DT[var["dtype"]], served_head_dim(var, CATALOG)  # (a generic kernel: below BLOCK_D)
     B, Tq, Tk, Hq, Hkv = 4, 300, 333, 4, 2
     lq = torch.tensor([Tq, 0, 17, 129], dtype=torch.int32)
     lk = torch.tensor([Tk, 5, 1, 200], dtype=torch.int32)
@@ -94,6 +95,32 @@ def test_odd_lengths_full_and_random_padding(T, causal, D):
     check(q, k, v, REL_TOL[dtype], is_causal=causal)
     lens = torch.randint(0, T + 1, (3,), generator=g, dtype=torch.int32).cuda()
     check(q, k, v, REL_TOL[dtype], seq_lens_q=lens, seq_lens_k=lens, is_causal=causal)
+
+
+# The common model head dims compiled beyond the powers of two (16, 40, ...), and ones only the
+# generic kernels serve (24: BLOCK_D 32; 56 and 72 around a compiled 64; 200: BLOCK_D 256).
+HEAD_DIMS = [16, 24, 40, 48, 56, 72, 80, 112, 160, 192, 200]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("T", [1, 17, 129, 300])
+@pytest.mark.parametrize("causal", [False, True], ids=["dense", "causal"])
+@pytest.mark.parametrize("D", HEAD_DIMS)
+def test_head_dims_match_reference(D, causal, T, dtype):
+    """Head dims that are multiples of 8 up to 256, compiled or generic: full and padded lengths,
+    GQA, poisoned outputs, and inputs whose rows continue past D with NaN (masked loads)."""
+    g = torch.Generator().manual_seed(D * 31 + T * 2 + causal)
+    B, Hq, Hkv = 3, 4, 2
+    mk = lambda *s: torch.randn(*s, generator=g).to("cuda", dtype)
+    q, k, v = mk(B, T, Hq, D), mk(B, T, Hkv, D), mk(B, T, Hkv, D)
+    check(q, k, v, REL_TOL[dtype], is_causal=causal)
+    lens = torch.randint(0, T + 1, (B,), generator=g, dtype=torch.int32)
+    lens[0] = T
+    check(q, k, v, REL_TOL[dtype], seq_lens_q=lens.cuda(), seq_lens_k=lens.cuda(),
+          is_causal=causal)
+    # inputs as views of wider rows whose tail is NaN: a load past D would poison the output
+    wide = lambda t: torch.cat([t, torch.full_like(t[..., :8], float("nan"))], -1)[..., :D]
+    check(wide(q), wide(k), wide(v), REL_TOL[dtype], is_causal=causal)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

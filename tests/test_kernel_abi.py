@@ -198,7 +198,8 @@ def _table_compiles(tmp_path, head_dims):
     """Whether a kernel table of these head dims (one fwd kernel each) compiles."""
     rec = {"entry": "e", "cubin_path": str(tmp_path / "none.cubin"), "cubin_bytes": 1,
            "kind": "fwd", "dtype": "fp16", "causal": False, "score_mod": False,
-           "varlen": False, "block_m": 64, "block_n": 64, "num_warps": 4, "num_stages": 2,
+           "varlen": False, "runtime_head_dim": False, "stride_multiple": 16,
+           "block_m": 64, "block_n": 64, "num_warps": 4, "num_stages": 2,
            "min_t": 0, "shared": 0, "num_params": 33, "num_hidden_params": 2,
            "global_scratch_size": 0, "global_scratch_align": 1, "profile_scratch_size": 0,
            "profile_scratch_align": 1, "tensor_maps": []}

@@ -113,17 +113,18 @@ def _partial_build():
     opts = dict(kv.split("=") for kv in subset.split())
     dims = opts.get("SIGMOID_ATTN_HEAD_DIMS")
     dtypes = opts.get("SIGMOID_ATTN_DTYPES")
-    return ({int(d) for d in dims.split(";")} if dims else None,
-            set(dtypes.split(";")) if dtypes else None)
+    names = dims.split(";") if dims else []
+    return ({int(d) for d in names if d != "generic"} if dims else None,
+            set(dtypes.split(";")) if dtypes else None, "generic" in names if dims else None)
 
 
 def test_catalog_is_the_variant_table():
     """The built catalog is variants.variants() for this Triton (and a partial build's subset),
     in order."""
     V = _variants_module()
-    head_dims, dtypes = _partial_build() or (None, None)
+    head_dims, dtypes, generic = _partial_build() or (None, None, None)
     want = [v.name for v in V.variants(sigmoid_attn.info()["triton_build"], head_dims=head_dims,
-                                       dtypes=dtypes)]
+                                       dtypes=dtypes, generic=generic)]
     assert [k["name"] for k in sigmoid_attn.info()["variants"]] == want
 
 
@@ -138,11 +139,12 @@ def test_head_dim_not_built_names_what_was():
     f = library_function("sigmoid_attn_select_forward_kernel")
     last_error = ctypes.CDLL(sigmoid_attn.library_path()).sigmoid_attn_last_error
     last_error.restype = ctypes.c_char_p
-    assert f(dtype_code("bf16"), 80, 0, 0, 0, 256, 256, 1, 8, 132, 0, 0) == -1
+    assert f(dtype_code("bf16"), 12, 0, 0, 0, 256, 256, 1, 8, 132, 0, 0) == -1
     msg = last_error().decode()
-    fwd = [k for k in sigmoid_attn.info()["variants"] if k["kind"] == "fwd"]
+    fwd = [k for k in sigmoid_attn.info()["variants"]
+           if k["kind"] == "fwd" and not k["runtime_head_dim"]]
     dims = ", ".join(str(d) for d in sorted({k["head_dim"] for k in fwd}))
-    assert "no CUDA kernel is compiled for head_dim=80" in msg and f"head dims: {dims} in " in msg
+    assert "no CUDA kernel is compiled for head_dim=12" in msg and dims in msg, msg
     with open(os.path.join(os.path.dirname(sigmoid_attn.library_path()), "catalog.json")) as c:
         subset = json.load(c)["subset"]
     assert (f"(a partial build: {subset};" in msg) == bool(subset), msg
@@ -164,15 +166,21 @@ def test_info_lists_compiled_variants():
         warps = (12,) if k["kind"] in ("fwd_ws", "fwd_gluon", "bwd_gluon") else (4, 8)
         assert k["cubin_bytes"] > 0 and k["num_warps"] in warps
         dt = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}[k["dtype"]]
-        assert k["name"].startswith(f"{k['kind']}_{dt}_d{k['head_dim']}")
+        dim = f"dmax{k['head_dim']}" if k["runtime_head_dim"] else f"d{k['head_dim']}"
+        assert k["name"].startswith(f"{k['kind']}_{dt}_{dim}")
         assert ("_varlen" in k["name"]) == k["varlen"]
     kinds = {k["kind"] for k in info["variants"]}
     extra = {"fwd_ws", "fwd_gluon", "bwd_dkdv_dq", "bwd_gluon", "dq_cast"}
     assert kinds - extra == {"fwd", "bwd_dkdv", "bwd_dq"}
     # Every (kind, dtype, head dim) is compiled dense and packed, causal or not, with/without mod.
-    combos = {(k["kind"], k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
+    # (fp32: the powers of two; the other head dims by the generic kernels)
+    combos = {(k["kind"], k["dtype"], k["head_dim"], k["runtime_head_dim"], k["varlen"],
+               k["causal"], k["score_mod"])
               for k in info["variants"] if k["kind"] not in extra}
-    assert len(combos) == 3 * 3 * len(dims) * 8
+    groups = {c[:4] for c in combos}
+    assert len(combos) == len(groups) * 8
+    assert {(kind, dt) for kind, dt, _, _ in groups} == {
+        (kind, dt) for kind in ("fwd", "bwd_dkdv", "bwd_dq") for dt in {k["dtype"] for k in info["variants"]}}
     ws = {(k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
           for k in info["variants"] if k["kind"] == "fwd_ws"}
     ws_dims = {d for _, d, *_ in ws}
@@ -367,7 +375,7 @@ def test_dispatch_size_rules():
     # float32 has no small-problem tile: always its one bucket
     assert pick(64, 1, 256, 8, dtype="fp32")["min_t"] == 0
     # nothing compiled for head_dim 40: -1, not a crash
-    assert f(1, 40, 0, 0, 0, 256, 256, 1, 8, 132, 0, 0) == -1
+    assert f(1, 12, 0, 0, 0, 256, 256, 1, 8, 132, 0, 0) == -1
     # The warp-specialized forward (tiles.json fwd_ws), when the caller allows it: taken for the
     # variant and length it is compiled for, never instead of the small-problem tile, never in
     # float32; the same variant flags.

@@ -260,6 +260,7 @@ def compile_variant(var: V.Variant, arch: int):
         "cubin": ck.asm["cubin"],
         "kind": var.kind, "dtype": var.dtype, "head_dim": var.head_dim,
         "causal": var.causal, "score_mod": var.score_mod, "varlen": var.varlen,
+        "runtime_head_dim": var.runtime_head_dim, "stride_multiple": var.stride_multiple,
         "block_m": var.block_m, "block_n": var.block_n, "min_t": var.min_t,
         "num_warps": md.num_warps, "num_stages": var.num_stages,
         "shared": md.shared,
@@ -308,6 +309,10 @@ def compile_triton(var: V.Variant, arch: int):
                 raise RuntimeError(f"{var.name}: the one-pass backward needs a power-of-two "
                                    f"head dim")
             constexprs["ATOMIC_DQ"] = 2
+    if var.runtime_head_dim and var.kind not in V.GENERIC_KINDS:
+        raise RuntimeError(f"{var.name}: only {V.GENERIC_KINDS} have generic kernels")
+    if var.kind != "fwd_ws":
+        constexprs["RUNTIME_HEAD_DIM"] = var.runtime_head_dim
     params = V.PARAMS[var.kind]
     divisible = V.divisible_16(var.kind)
     own = dict(params)
@@ -321,8 +326,9 @@ def compile_triton(var: V.Variant, arch: int):
             consts[(i,)] = constexprs[name]
         else:
             signature[name] = own[name].replace("dt", var.dtype)
-            if name in divisible:
-                attrs[(i,)] = [["tt.divisibility", 16]]
+            if name in divisible:  # pointers: 16 bytes; strides: the variant's multiple
+                attrs[(i,)] = [["tt.divisibility",
+                                16 if own[name].startswith("*") else var.stride_multiple]]
     src = ASTSource(fn=fn, signature=signature, constexprs=consts, attrs=attrs)
     options = {"num_warps": var.num_warps, "num_stages": var.num_stages}
     return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
@@ -522,7 +528,8 @@ def kernels_cpp(results, triton_version: str, arch: int, subset: str) -> str:
             f"{r['cubin_bytes']}u, KernelKind::{V.KIND_TABLE[r['kind']][0]}, "
             f"DType::{V.DTYPE_TABLE[r['dtype']][0]}, {r['head_dim']}, "
             f"{str(r['causal']).lower()}, {str(r['score_mod']).lower()}, "
-            f"{str(r['varlen']).lower()}, "
+            f"{str(r['varlen']).lower()}, {str(r['runtime_head_dim']).lower()}, "
+            f"{r['stride_multiple']}, "
             f"{r['block_m']}, {r['block_n']}, {r['num_warps']}, {r['num_stages']}, {r['min_t']}, "
             f"{r['shared']}, {r['num_params']}, {r['num_hidden_params']}, "
             f"{r['global_scratch_size']}, {r['global_scratch_align']}, "
@@ -555,22 +562,30 @@ def kernels_cpp(results, triton_version: str, arch: int, subset: str) -> str:
 # --- the command line: one compile step per kernel source, then one link step -----------------
 
 def _subset_args(ap):
-    ap.add_argument("--head-dims", default="", help="comma-separated head dims (default: all)")
+    ap.add_argument("--head-dims", default="",
+                    help="comma-separated head dims, \"generic\" for the generic kernels "
+                         "(default: all)")
     ap.add_argument("--dtypes", default="", help="comma-separated of fp16,bf16,fp32 (default: all)")
     ap.add_argument("--causal-lpt", default="", help="override of every causal kernel's CAUSAL_LPT")
     ap.add_argument("--length-lpt", default="", help="override of the forward's LENGTH_LPT")
 
 
 def _subset(args):
-    head_dims = {int(d) for d in args.head_dims.split(",") if d} or None
+    """(head dims, dtypes, generic) of a partial build; None: all of them."""
+    names = [d for d in args.head_dims.split(",") if d]
+    generic = "generic" in names if names else None
+    head_dims = {int(d) for d in names if d != "generic" and d.isdigit()} or None
+    if names and head_dims is None:
+        head_dims = set()  # the generic kernels only
     dtypes = {d for d in args.dtypes.split(",") if d} or None
     bad = sorted((dtypes or set()) - set(V.DTYPES))
     known = {d for kind in V.KINDS for dt in V.DTYPES for d in V.tile_table(kind, dt)}
     bad += sorted((head_dims or set()) - known)
+    bad += [d for d in names if d != "generic" and not d.isdigit()]
     if bad:
         raise SystemExit(f"aot: unknown head dims or dtypes {bad}; known: head dims "
-                         f"{sorted(known)}, dtypes {list(V.DTYPES)}")
-    return head_dims, dtypes
+                         f"{sorted(known)} and generic, dtypes {list(V.DTYPES)}")
+    return head_dims, dtypes, generic
 
 
 def _lpt(value):
@@ -578,8 +593,9 @@ def _lpt(value):
 
 
 def _todo(args, triton_version, kinds=None):
-    head_dims, dtypes = _subset(args)
-    return V.variants(triton_version, head_dims=head_dims, dtypes=dtypes, kinds=kinds)
+    head_dims, dtypes, generic = _subset(args)
+    return V.variants(triton_version, head_dims=head_dims, dtypes=dtypes, kinds=kinds,
+                      generic=generic)
 
 
 def _compile(todo, arch, jobs, lpt):
@@ -673,9 +689,10 @@ def cmd_link(args):
     # (a kind this build has no kernel of keeps a struct: the other kinds' hidden count)
     default = max((h for _, h in hidden.values()), default=0)
     hidden = {k: hidden.get(k, (0, default))[1] for k in V.KINDS}
-    head_dims, dtypes = _subset(args)
+    head_dims, dtypes, generic = _subset(args)
+    dims = [str(d) for d in sorted(head_dims or ())] + ["generic"] * bool(generic)
     subset = " ".join(
-        ([f"SIGMOID_ATTN_HEAD_DIMS={';'.join(map(str, sorted(head_dims)))}"] if head_dims else [])
+        ([f"SIGMOID_ATTN_HEAD_DIMS={';'.join(dims)}"] if head_dims is not None else [])
         + ([f"SIGMOID_ATTN_DTYPES={';'.join(d for d in V.DTYPES if d in dtypes)}"]
            if dtypes else []))
     out = args.out_dir

@@ -37,10 +37,12 @@ def forward(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale
             sigmoid_bias=None, score_mod=None, fast_sigmoid=False, tiles=None,
             warp_specialize=False, software_pipeline=False, cu_seqlens_q=None,
             cu_seqlens_k=None, max_seqlen_q=0, max_seqlen_k=0, use_tma=False, causal_lpt=0,
-            length_lpt=0):
+            length_lpt=0, runtime_head_dim=False):
     """Dense [B, T, H, D] call, or packed [total, H, D] with cu_seqlens_q/k (varlen).
     fast_sigmoid: False (exact), True (tanh.approx, what the build compiles for fp16/bf16), or
-    2 (the candidate that takes one sigmoid in four off MUFU; sigmoid_attn_fwd._sigmoid)."""
+    2 (the candidate that takes one sigmoid in four off MUFU; sigmoid_attn_fwd._sigmoid).
+    runtime_head_dim: the generic kernel (the head dim a run-time value, BLOCK_D a power of
+    two; variants.GENERIC_HEAD_DIMS)."""
     B, Tq, Tk, Hq, Hkv, D, n, max_q, max_k, varlen = _geometry(
         q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     tiles = tiles or V.fwd_tiles(D, max_q, _dtype_name(q))
@@ -58,11 +60,12 @@ def forward(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale
         q, k, v, out, x["lq"], x["lk"], x["bias_t"], x["mod"],
         *_st(q), *_st(k), *_st(v), *_st(out), x["smb"], x["smt"],
         Tq, Tk, Hq // Hkv, 1.0 / math.sqrt(D) if scale is None else scale, x["bias_v"],
-        x["has_lq"], x["has_lk"], x["bias_mode"], n, max_q, max_k,
-        HEAD_DIM=D, BLOCK_D=block_d, BLOCK_M=bm, BLOCK_N=bn,
+        x["has_lq"], x["has_lk"], x["bias_mode"], n, max_q, max_k, D,
+        HEAD_DIM=block_d if runtime_head_dim else D, BLOCK_D=block_d, BLOCK_M=bm, BLOCK_N=bn,
         IS_CAUSAL=is_causal, HAS_SCORE_MOD=score_mod is not None, FAST_SIGMOID=fast_sigmoid,
         VARLEN=varlen, WARP_SPECIALIZE=warp_specialize, SOFTWARE_PIPELINE=software_pipeline,
-        USE_TMA=use_tma, CAUSAL_LPT=causal_lpt, LENGTH_LPT=length_lpt, num_warps=warps,
+        USE_TMA=use_tma, CAUSAL_LPT=causal_lpt, LENGTH_LPT=length_lpt,
+        RUNTIME_HEAD_DIM=runtime_head_dim, num_warps=warps,
         num_stages=stages,
     )
     return out
@@ -200,14 +203,14 @@ def _extras(q, seq_lens_q, seq_lens_k, sigmoid_bias, score_mod):
 def backward(grad, q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale=None,
              sigmoid_bias=None, score_mod=None, fast_sigmoid=False, tiles=None, tiles_dq=None,
              parts=("dkdv", "dq"), cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=0,
-             max_seqlen_k=0, causal_lpt=(0, 0), atomic_dq=0):
+             max_seqlen_k=0, causal_lpt=(0, 0), atomic_dq=0, runtime_head_dim=False):
     """Returns (dq, dk, dv, dscore_mod or None), like torch.ops.sigmoid_attn.backward.
     tiles / tiles_dq: (BLOCK_M, BLOCK_N, warps, stages) of the dkdv / dq kernels (tiles_dq
     defaults to tiles); parts: which kernels to run (for timing them apart); causal_lpt: the
     CAUSAL_LPT program order of (dkdv, dq). atomic_dq (the candidate
     sigmoid_attn_bwd_dkdv_dq, one pass): 1 adds each key block's share of dQ with fp32
     atomics, 2 with TMA tile reductions, into a zeroed fp32 buffer that is then cast; the dq
-    kernel does not run."""
+    kernel does not run. runtime_head_dim: the generic kernels (as forward's)."""
     B, Tq, Tk, Hq, Hkv, D, n, max_q, max_k, varlen = _geometry(
         q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     explicit = tiles is not None
@@ -223,12 +226,13 @@ def backward(grad, q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False
     dmod = torch.empty(B if has_mod else 1, Hkv, Tk, dtype=torch.float32, device=q.device)
     sc = 1.0 / math.sqrt(D) if scale is None else scale
     def meta(t, lpt):
-        return dict(HEAD_DIM=D, BLOCK_D=block_d, BLOCK_M=t[0], BLOCK_N=t[1], IS_CAUSAL=is_causal,
-                    HAS_SCORE_MOD=has_mod, FAST_SIGMOID=fast_sigmoid, VARLEN=varlen,
-                    CAUSAL_LPT=lpt, num_warps=t[2], num_stages=t[3])
+        return dict(HEAD_DIM=block_d if runtime_head_dim else D, BLOCK_D=block_d, BLOCK_M=t[0],
+                    BLOCK_N=t[1], IS_CAUSAL=is_causal, HAS_SCORE_MOD=has_mod,
+                    FAST_SIGMOID=fast_sigmoid, VARLEN=varlen, CAUSAL_LPT=lpt,
+                    RUNTIME_HEAD_DIM=runtime_head_dim, num_warps=t[2], num_stages=t[3])
 
     tail = (Tq, Tk, Hq // Hkv, sc, x["bias_v"], x["has_lq"], x["has_lk"], x["bias_mode"], n,
-            max_q, max_k)
+            max_q, max_k, D)
     dmb = 0 if varlen else dmod.stride(0)
     grid_kv = (Tk // tiles[1] + n + 1, Hkv, 1) if varlen else (triton.cdiv(Tk, tiles[1]), Hkv, B)
     if atomic_dq:

@@ -16,27 +16,27 @@ the store.
 import triton
 import triton.language as tl
 
-from sigmoid_attn_fwd import _dot, _locate, _longest_first, _sigmoid
+from sigmoid_attn_fwd import _dot, _locate, _longest_first, _runtime_head_dim, _sigmoid
 
 
 @triton.jit
-def _load_rows(base, offs, limit, stride, offs_d, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr):
+def _load_rows(base, offs, limit, stride, offs_d, D, PAD_D: tl.constexpr):
     ptrs = base + offs[:, None] * stride + offs_d[None, :]
     mask = offs[:, None] < limit
-    if BLOCK_D != HEAD_DIM:
-        mask = mask & (offs_d[None, :] < HEAD_DIM)
+    if PAD_D:
+        mask = mask & (offs_d[None, :] < D)
     return tl.load(ptrs, mask=mask, other=0.0)
 
 
 @triton.jit
 def _dkdv_block(dk, dv, dmod, k, v, q_base, do_base, dq_target, m_start, offs_n, offs_d, Lq,
                 stride_qt, stride_dot, stride_dqat, scale, bias_col,
-                HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
+                D, PAD_D: tl.constexpr, BLOCK_M: tl.constexpr,
                 CAUSAL_MASK: tl.constexpr, HAS_SCORE_MOD: tl.constexpr,
                 FAST_SIGMOID: tl.constexpr, ATOMIC_DQ: tl.constexpr):
     offs_m = m_start + tl.arange(0, BLOCK_M)
-    q = _load_rows(q_base, offs_m, Lq, stride_qt, offs_d, HEAD_DIM, BLOCK_D)
-    do = _load_rows(do_base, offs_m, Lq, stride_dot, offs_d, HEAD_DIM, BLOCK_D)
+    q = _load_rows(q_base, offs_m, Lq, stride_qt, offs_d, D, PAD_D)
+    do = _load_rows(do_base, offs_m, Lq, stride_dot, offs_d, D, PAD_D)
     sT = _dot(k, tl.trans(q)) * scale + bias_col  # [BLOCK_N, BLOCK_M]
     pT = _sigmoid(sT, FAST_SIGMOID)
     if CAUSAL_MASK:
@@ -49,8 +49,8 @@ def _dkdv_block(dk, dv, dmod, k, v, q_base, do_base, dq_target, m_start, offs_n,
     if ATOMIC_DQ == 1:  # this key block's share of dQ, added element-wise in fp32
         dq_part = _dot(tl.trans(ds_lo), k) * scale  # [BLOCK_M, BLOCK_D]
         mask = offs_m[:, None] < Lq
-        if BLOCK_D != HEAD_DIM:
-            mask = mask & (offs_d[None, :] < HEAD_DIM)
+        if PAD_D:
+            mask = mask & (offs_d[None, :] < D)
         tl.atomic_add(dq_target + offs_m[:, None] * stride_dqat + offs_d[None, :], dq_part,
                       mask=mask, sem="relaxed")
     if ATOMIC_DQ == 2:  # ... added as one tile by a TMA reduction (rows past Lq dropped)
@@ -72,10 +72,11 @@ def _dkdv_program(
     stride_dmb, stride_dmh, stride_smb, stride_smt,
     DQ_ACC, stride_dqab, stride_dqat, stride_dqah,
     T_Q, T_K, kv_group, scale, bias_value,
-    HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k,
+    HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k, head_dim,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr,
     VARLEN: tl.constexpr, CAUSAL_LPT: tl.constexpr, ATOMIC_DQ: tl.constexpr,
+    RUNTIME_HEAD_DIM: tl.constexpr,
 ):
     """One key block's dK, dV (and d score_mod) over the q heads of its GQA group; with
     ATOMIC_DQ (1: element-wise fp32 atomics, 2: TMA tile reductions) also its share of dQ
@@ -95,10 +96,17 @@ def _dkdv_program(
     k_off64 = k_off.to(tl.int64)
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
+    # D bounds every access along the head dim, masked where BLOCK_D is wider (PAD_D):
+    # a compiled head dim (a constant), or the generic kernels' run-time one.
+    PAD_D: tl.constexpr = RUNTIME_HEAD_DIM or BLOCK_D != HEAD_DIM
+    if RUNTIME_HEAD_DIM:
+        D = _runtime_head_dim(head_dim)
+    else:
+        D = HEAD_DIM
     k = _load_rows(K + b64 * stride_kb + k_off64 * stride_kt + hk64 * stride_kh, offs_n, Lk,
-                   stride_kt, offs_d, HEAD_DIM, BLOCK_D)
+                   stride_kt, offs_d, D, PAD_D)
     v = _load_rows(V + b64 * stride_vb + k_off64 * stride_vt + hk64 * stride_vh, offs_n, Lk,
-                   stride_vt, offs_d, HEAD_DIM, BLOCK_D)
+                   stride_vt, offs_d, D, PAD_D)
     bias_col = tl.zeros([BLOCK_N, 1], dtype=tl.float32) + bias
     if HAS_SCORE_MOD:
         mod = tl.load(SCORE_MOD + b64 * stride_smb + (k_off64 + offs_n) * stride_smt,
@@ -123,27 +131,27 @@ def _dkdv_program(
         do_base = DO + b64 * stride_dob + q_off64 * stride_dot + h64 * stride_doh
         dq_target = DQ_ACC + b64 * stride_dqab + q_off64 * stride_dqat + h64 * stride_dqah
         if ATOMIC_DQ == 2:  # a compile-time branch: this head's fp32 rows as a TMA target
-            dq_target = tl.make_tensor_descriptor(dq_target, shape=[tl.maximum(Lq, 1), HEAD_DIM],
+            dq_target = tl.make_tensor_descriptor(dq_target, shape=[tl.maximum(Lq, 1), D],
                                                   strides=[stride_dqat, 1],
                                                   block_shape=[BLOCK_M, BLOCK_D])
         if IS_CAUSAL:
             for m_start in range(m_lo, tl.minimum(m_diag_end, Lq), BLOCK_M):
                 dk, dv, dmod = _dkdv_block(dk, dv, dmod, k, v, q_base, do_base, dq_target,
                                            m_start, offs_n, offs_d, Lq, stride_qt, stride_dot,
-                                           stride_dqat, scale, bias_col, HEAD_DIM, BLOCK_D,
+                                           stride_dqat, scale, bias_col, D, PAD_D,
                                            BLOCK_M, True, HAS_SCORE_MOD, FAST_SIGMOID, ATOMIC_DQ)
         for m_start in range(m_diag_end, Lq, BLOCK_M):
             dk, dv, dmod = _dkdv_block(dk, dv, dmod, k, v, q_base, do_base, dq_target,
                                        m_start, offs_n, offs_d, Lq, stride_qt, stride_dot,
-                                       stride_dqat, scale, bias_col, HEAD_DIM, BLOCK_D, BLOCK_M,
+                                       stride_dqat, scale, bias_col, D, PAD_D, BLOCK_M,
                                        False, HAS_SCORE_MOD, FAST_SIGMOID, ATOMIC_DQ)
 
     key_ok = offs_n < Lk
     dv = tl.where(key_ok[:, None], dv, 0.0)
     dk = dk * scale
     out_mask = offs_n[:, None] < owned
-    if BLOCK_D != HEAD_DIM:
-        out_mask = out_mask & (offs_d[None, :] < HEAD_DIM)
+    if PAD_D:
+        out_mask = out_mask & (offs_d[None, :] < D)
     rows = k_off64 + offs_n
     dk_ptrs = DK + b64 * stride_dkb + hk64 * stride_dkh + rows[:, None] * stride_dkt + offs_d[None, :]
     dv_ptrs = DV + b64 * stride_dvb + hk64 * stride_dvh + rows[:, None] * stride_dvt + offs_d[None, :]
@@ -166,10 +174,11 @@ def sigmoid_attn_bwd_dkdv(
     stride_dvb, stride_dvt, stride_dvh,
     stride_dmb, stride_dmh, stride_smb, stride_smt,
     T_Q, T_K, kv_group, scale, bias_value,
-    HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k,
+    HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k, head_dim,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr,
     VARLEN: tl.constexpr, CAUSAL_LPT: tl.constexpr = 0,
+    RUNTIME_HEAD_DIM: tl.constexpr = False,
 ):
     # grid: (cdiv(T_K, BLOCK_N), Hkv, B), or (T_K // BLOCK_N + num_seqs + 1, Hkv, 1) when VARLEN
     _dkdv_program(
@@ -180,9 +189,9 @@ def sigmoid_attn_bwd_dkdv(
         stride_dmb, stride_dmh, stride_smb, stride_smt,
         DK, 0, 0, 0,  # no dQ here: the dq kernel computes it (deterministic)
         T_Q, T_K, kv_group, scale, bias_value,
-        HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k,
+        HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k, head_dim,
         HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, IS_CAUSAL, HAS_SCORE_MOD, FAST_SIGMOID, VARLEN,
-        CAUSAL_LPT, 0)
+        CAUSAL_LPT, 0, RUNTIME_HEAD_DIM)
 
 
 @triton.jit
@@ -197,11 +206,12 @@ def sigmoid_attn_bwd_dkdv_dq(
     stride_dmb, stride_dmh, stride_smb, stride_smt,
     DQ_ACC, stride_dqab, stride_dqat, stride_dqah,
     T_Q, T_K, kv_group, scale, bias_value,
-    HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k,
+    HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k, head_dim,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr,
     VARLEN: tl.constexpr, CAUSAL_LPT: tl.constexpr = 0,
     ATOMIC_DQ: tl.constexpr = 2,
+    RUNTIME_HEAD_DIM: tl.constexpr = False,
 ):
     """The one-pass backward (kind bwd_dkdv_dq: hd64 in the build, opt-in; benchmarks/NOTES.md,
     "The one-pass backward measured"): dK, dV and dQ in one pass, 5 matmuls per score element instead of
@@ -218,20 +228,20 @@ def sigmoid_attn_bwd_dkdv_dq(
         stride_dmb, stride_dmh, stride_smb, stride_smt,
         DQ_ACC, stride_dqab, stride_dqat, stride_dqah,
         T_Q, T_K, kv_group, scale, bias_value,
-        HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k,
+        HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k, head_dim,
         HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, IS_CAUSAL, HAS_SCORE_MOD, FAST_SIGMOID, VARLEN,
-        CAUSAL_LPT, ATOMIC_DQ)
+        CAUSAL_LPT, ATOMIC_DQ, RUNTIME_HEAD_DIM)
 
 
 @triton.jit
 def _dq_block(dq, q, do, k_base, v_base, sm_base, n_start, offs_m, offs_d, Lk,
               stride_kt, stride_vt, stride_smt, scale, bias,
-              HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+              D, PAD_D: tl.constexpr, BLOCK_N: tl.constexpr,
               CAUSAL_MASK: tl.constexpr, HAS_SCORE_MOD: tl.constexpr,
               FAST_SIGMOID: tl.constexpr):
     offs_n = n_start + tl.arange(0, BLOCK_N)
-    k = _load_rows(k_base, offs_n, Lk, stride_kt, offs_d, HEAD_DIM, BLOCK_D)
-    v = _load_rows(v_base, offs_n, Lk, stride_vt, offs_d, HEAD_DIM, BLOCK_D)
+    k = _load_rows(k_base, offs_n, Lk, stride_kt, offs_d, D, PAD_D)
+    v = _load_rows(v_base, offs_n, Lk, stride_vt, offs_d, D, PAD_D)
     s = _dot(q, tl.trans(k)) * scale + bias
     if HAS_SCORE_MOD:
         s += tl.load(sm_base + offs_n * stride_smt, mask=offs_n < Lk, other=0.0)[None, :]
@@ -253,10 +263,11 @@ def sigmoid_attn_bwd_dq(
     stride_dqb, stride_dqt, stride_dqh,
     stride_smb, stride_smt,
     T_Q, T_K, kv_group, scale, bias_value,
-    HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k,
+    HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k, head_dim,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr,
     VARLEN: tl.constexpr, CAUSAL_LPT: tl.constexpr = 0,
+    RUNTIME_HEAD_DIM: tl.constexpr = False,
 ):
     # grid: (cdiv(T_Q, BLOCK_M), Hq, B), or (T_Q // BLOCK_M + num_seqs + 1, Hq, 1) when VARLEN
     pid_m = tl.program_id(0)
@@ -274,10 +285,17 @@ def sigmoid_attn_bwd_dq(
     k_off64 = k_off.to(tl.int64)
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
+    # D bounds every access along the head dim, masked where BLOCK_D is wider (PAD_D):
+    # a compiled head dim (a constant), or the generic kernels' run-time one.
+    PAD_D: tl.constexpr = RUNTIME_HEAD_DIM or BLOCK_D != HEAD_DIM
+    if RUNTIME_HEAD_DIM:
+        D = _runtime_head_dim(head_dim)
+    else:
+        D = HEAD_DIM
     q = _load_rows(Q + b64 * stride_qb + q_off64 * stride_qt + h64 * stride_qh, offs_m, Lq,
-                   stride_qt, offs_d, HEAD_DIM, BLOCK_D)
+                   stride_qt, offs_d, D, PAD_D)
     do = _load_rows(DO + b64 * stride_dob + q_off64 * stride_dot + h64 * stride_doh, offs_m, Lq,
-                    stride_dot, offs_d, HEAD_DIM, BLOCK_D)
+                    stride_dot, offs_d, D, PAD_D)
     k_base = K + b64 * stride_kb + k_off64 * stride_kt + hk64 * stride_kh
     v_base = V + b64 * stride_vb + k_off64 * stride_vt + hk64 * stride_vh
     sm_base = SCORE_MOD + b64 * stride_smb + k_off64 * stride_smt
@@ -294,15 +312,15 @@ def sigmoid_attn_bwd_dq(
     for n_start in range(0, n_full, BLOCK_N):
         dq = _dq_block(dq, q, do, k_base, v_base, sm_base, n_start, offs_m, offs_d, Lk,
                        stride_kt, stride_vt, stride_smt, scale, bias,
-                       HEAD_DIM, BLOCK_D, BLOCK_N, False, HAS_SCORE_MOD, FAST_SIGMOID)
+                       D, PAD_D, BLOCK_N, False, HAS_SCORE_MOD, FAST_SIGMOID)
     for n_start in range(n_full, hi, BLOCK_N):
         dq = _dq_block(dq, q, do, k_base, v_base, sm_base, n_start, offs_m, offs_d, Lk,
                        stride_kt, stride_vt, stride_smt, scale, bias,
-                       HEAD_DIM, BLOCK_D, BLOCK_N, IS_CAUSAL, HAS_SCORE_MOD, FAST_SIGMOID)
+                       D, PAD_D, BLOCK_N, IS_CAUSAL, HAS_SCORE_MOD, FAST_SIGMOID)
     dq = dq * scale
     out_mask = offs_m[:, None] < owned
-    if BLOCK_D != HEAD_DIM:
-        out_mask = out_mask & (offs_d[None, :] < HEAD_DIM)
+    if PAD_D:
+        out_mask = out_mask & (offs_d[None, :] < D)
     rows = q_off64 + offs_m
     dq_ptrs = DQ + b64 * stride_dqb + h64 * stride_dqh + rows[:, None] * stride_dqt + offs_d[None, :]
     tl.store(dq_ptrs, dq.to(DQ.dtype.element_ty), mask=out_mask)

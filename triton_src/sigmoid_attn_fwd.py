@@ -220,10 +220,19 @@ def _locate(pid, b_dense, T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value, nu
 
 
 @triton.jit
+def _runtime_head_dim(head_dim):
+    """The generic kernels' head dim: any multiple of 8 up to BLOCK_D (the host checks it).
+    Written as a product by 8 so that Triton knows its divisibility (a hint on a scalar argument
+    does not reach the masks): the D masks then stay constant over 8 elements, and loads keep
+    their 16-byte vectors."""
+    return (head_dim // 8) * 8
+
+
+@triton.jit
 def _attend(
     acc, q, k_base, v_base, sm_base, offs_m, offs_d, n_start, Lk,
     stride_kt, stride_vt, stride_smt, scale, bias,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    D, PAD_D: tl.constexpr, BLOCK_N: tl.constexpr,
     MASKED: tl.constexpr, IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr,
     FAST_SIGMOID: tl.constexpr,
 ):
@@ -232,16 +241,16 @@ def _attend(
     v_ptrs = v_base + offs_n[:, None] * stride_vt + offs_d[None, :]
     if MASKED:
         key_ok = offs_n < Lk
-        if BLOCK_D != HEAD_DIM:
-            kT = tl.load(k_ptrs, mask=key_ok[None, :] & (offs_d[:, None] < HEAD_DIM), other=0.0)
-            v = tl.load(v_ptrs, mask=key_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
+        if PAD_D:
+            kT = tl.load(k_ptrs, mask=key_ok[None, :] & (offs_d[:, None] < D), other=0.0)
+            v = tl.load(v_ptrs, mask=key_ok[:, None] & (offs_d[None, :] < D), other=0.0)
         else:
             kT = tl.load(k_ptrs, mask=key_ok[None, :], other=0.0)
             v = tl.load(v_ptrs, mask=key_ok[:, None], other=0.0)
     else:
-        if BLOCK_D != HEAD_DIM:
-            kT = tl.load(k_ptrs, mask=offs_d[:, None] < HEAD_DIM, other=0.0)
-            v = tl.load(v_ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
+        if PAD_D:
+            kT = tl.load(k_ptrs, mask=offs_d[:, None] < D, other=0.0)
+            v = tl.load(v_ptrs, mask=offs_d[None, :] < D, other=0.0)
         else:
             kT = tl.load(k_ptrs)
             v = tl.load(v_ptrs)
@@ -283,12 +292,11 @@ def _attend_tma(acc, q, k_desc, v_desc, sm_base, n_start, stride_smt, scale, bia
 
 
 @triton.jit
-def _qk(q, k_base, offs_d, n_start, stride_kt, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-        BLOCK_N: tl.constexpr):
+def _qk(q, k_base, offs_d, n_start, stride_kt, D, PAD_D: tl.constexpr, BLOCK_N: tl.constexpr):
     offs_n = n_start + tl.arange(0, BLOCK_N)
     k_ptrs = k_base + offs_n[None, :] * stride_kt + offs_d[:, None]
-    if BLOCK_D != HEAD_DIM:
-        kT = tl.load(k_ptrs, mask=offs_d[:, None] < HEAD_DIM, other=0.0)
+    if PAD_D:
+        kT = tl.load(k_ptrs, mask=offs_d[:, None] < D, other=0.0)
     else:
         kT = tl.load(k_ptrs)
     return _dot(q, kT)
@@ -296,12 +304,12 @@ def _qk(q, k_base, offs_d, n_start, stride_kt, HEAD_DIM: tl.constexpr, BLOCK_D: 
 
 @triton.jit
 def _pv(acc, qk, v_base, sm_base, offs_d, n_start, stride_vt, stride_smt, scale, bias,
-        HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+        D, PAD_D: tl.constexpr, BLOCK_N: tl.constexpr,
         HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr):
     offs_n = n_start + tl.arange(0, BLOCK_N)
     v_ptrs = v_base + offs_n[:, None] * stride_vt + offs_d[None, :]
-    if BLOCK_D != HEAD_DIM:
-        v = tl.load(v_ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
+    if PAD_D:
+        v = tl.load(v_ptrs, mask=offs_d[None, :] < D, other=0.0)
     else:
         v = tl.load(v_ptrs)
     return _sigmoid_pv(acc, qk, v, sm_base, offs_n, stride_smt, scale, bias, HAS_SCORE_MOD,
@@ -368,13 +376,14 @@ def sigmoid_attn_fwd(
     stride_ob, stride_ot, stride_oh,
     stride_smb, stride_smt,
     T_Q, T_K, kv_group, scale, bias_value,
-    HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k,
+    HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k, head_dim,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr,
     VARLEN: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, SOFTWARE_PIPELINE: tl.constexpr,
     USE_TMA: tl.constexpr = False,
     CAUSAL_LPT: tl.constexpr = 0,
     LENGTH_LPT: tl.constexpr = 0,
+    RUNTIME_HEAD_DIM: tl.constexpr = False,
 ):
     # grid: (cdiv(T_Q, BLOCK_M), H, B), or (T_Q // BLOCK_M + num_seqs + 1, H, 1) when VARLEN
     pid_m = tl.program_id(0)
@@ -403,6 +412,13 @@ def sigmoid_attn_fwd(
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     row_ok = offs_m < Lq
+    # D bounds every access along the head dim, masked where BLOCK_D is wider (PAD_D):
+    # a compiled head dim (a constant), or the generic kernels' run-time one.
+    PAD_D: tl.constexpr = RUNTIME_HEAD_DIM or BLOCK_D != HEAD_DIM
+    if RUNTIME_HEAD_DIM:
+        D = _runtime_head_dim(head_dim)
+    else:
+        D = HEAD_DIM
 
     # Key range: [0, hi). Blocks below n_full need no mask: every key is valid for every row.
     hi = Lk
@@ -418,8 +434,8 @@ def sigmoid_attn_fwd(
     # sequence length the host bounds (a CUDA-graph buffer far larger than its batch).
     rows64 = offs_m.to(tl.int64)
     q_ptrs = q_base + rows64[:, None] * stride_qt + offs_d[None, :]
-    if BLOCK_D != HEAD_DIM:
-        q = tl.load(q_ptrs, mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
+    if PAD_D:
+        q = tl.load(q_ptrs, mask=row_ok[:, None] & (offs_d[None, :] < D), other=0.0)
     else:
         q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0)
 
@@ -428,24 +444,24 @@ def sigmoid_attn_fwd(
         # Q·Kᵀ of block j+1 is issued before the sigmoid of block j, so that the tensor cores
         # work while the MUFU unit computes tanh (the two are comparable in cost at hd<=128).
         if n_full > 0:
-            qk = _qk(q, k_base, offs_d, 0, stride_kt, HEAD_DIM, BLOCK_D, BLOCK_N)
+            qk = _qk(q, k_base, offs_d, 0, stride_kt, D, PAD_D, BLOCK_N)
             for n_start in range(BLOCK_N, n_full, BLOCK_N):
-                qk_next = _qk(q, k_base, offs_d, n_start, stride_kt, HEAD_DIM, BLOCK_D, BLOCK_N)
+                qk_next = _qk(q, k_base, offs_d, n_start, stride_kt, D, PAD_D, BLOCK_N)
                 acc = _pv(acc, qk, v_base, sm_base, offs_d, n_start - BLOCK_N, stride_vt,
-                          stride_smt, scale, bias, HEAD_DIM, BLOCK_D, BLOCK_N, HAS_SCORE_MOD,
+                          stride_smt, scale, bias, D, PAD_D, BLOCK_N, HAS_SCORE_MOD,
                           FAST_SIGMOID)
                 qk = qk_next
             acc = _pv(acc, qk, v_base, sm_base, offs_d, n_full - BLOCK_N, stride_vt,
-                      stride_smt, scale, bias, HEAD_DIM, BLOCK_D, BLOCK_N, HAS_SCORE_MOD,
+                      stride_smt, scale, bias, D, PAD_D, BLOCK_N, HAS_SCORE_MOD,
                       FAST_SIGMOID)
     elif USE_TMA:
         # K and V of the unmasked blocks through TMA tensor descriptors (tiles.json's "tma"
         # flag: the long-sequence buckets of hd64/hd128, +4-9% there in the sweeps). Rows past
         # Lk and columns past HEAD_DIM arrive as zeros. The descriptors live in the kernel's
         # global scratch (allocated by the launcher from torch's allocator).
-        k_desc = tl.make_tensor_descriptor(k_base, shape=[Lk, HEAD_DIM], strides=[stride_kt, 1],
+        k_desc = tl.make_tensor_descriptor(k_base, shape=[Lk, D], strides=[stride_kt, 1],
                                            block_shape=[BLOCK_N, BLOCK_D])
-        v_desc = tl.make_tensor_descriptor(v_base, shape=[Lk, HEAD_DIM], strides=[stride_vt, 1],
+        v_desc = tl.make_tensor_descriptor(v_base, shape=[Lk, D], strides=[stride_vt, 1],
                                            block_shape=[BLOCK_N, BLOCK_D])
         for n_start in tl.range(0, n_full, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
             acc = _attend_tma(acc, q, k_desc, v_desc, sm_base, n_start, stride_smt, scale, bias,
@@ -455,18 +471,18 @@ def sigmoid_attn_fwd(
             acc = _attend(
                 acc, q, k_base, v_base, sm_base, offs_m, offs_d, n_start, Lk,
                 stride_kt, stride_vt, stride_smt, scale, bias,
-                HEAD_DIM, BLOCK_D, BLOCK_N, False, IS_CAUSAL, HAS_SCORE_MOD, FAST_SIGMOID,
+                D, PAD_D, BLOCK_N, False, IS_CAUSAL, HAS_SCORE_MOD, FAST_SIGMOID,
             )
     for n_start in range(n_full, hi, BLOCK_N):
         acc = _attend(
             acc, q, k_base, v_base, sm_base, offs_m, offs_d, n_start, Lk,
             stride_kt, stride_vt, stride_smt, scale, bias,
-            HEAD_DIM, BLOCK_D, BLOCK_N, True, IS_CAUSAL, HAS_SCORE_MOD, FAST_SIGMOID,
+            D, PAD_D, BLOCK_N, True, IS_CAUSAL, HAS_SCORE_MOD, FAST_SIGMOID,
         )
 
     acc = tl.where(row_ok[:, None], acc, 0.0)
     o_ptrs = o_base + rows64[:, None] * stride_ot + offs_d[None, :]
     out_mask = offs_m[:, None] < owned
-    if BLOCK_D != HEAD_DIM:
-        out_mask = out_mask & (offs_d[None, :] < HEAD_DIM)
+    if PAD_D:
+        out_mask = out_mask & (offs_d[None, :] < D)
     tl.store(o_ptrs, acc.to(O.dtype.element_ty), mask=out_mask)

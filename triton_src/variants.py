@@ -22,10 +22,10 @@ DTYPES = tuple(DTYPE_TABLE)
 BIAS_MODES = ("default", "scalar", "tensor")
 
 # Capacities of the C++ dispatch table (dispatch.cpp): the largest head dim, distinct head dims
-# and length buckets per variant it can hold. A compiled catalog beyond them is a build error
+# (each generic kernel's BLOCK_D counts as one more) and length buckets per variant it can hold. A compiled catalog beyond them is a build error
 # (static_assert in the generated kernels_generated.cpp).
 DISPATCH_MAX_HEAD_DIM = 512
-DISPATCH_MAX_HEAD_DIMS = 16
+DISPATCH_MAX_HEAD_DIMS = 24
 DISPATCH_MAX_BUCKETS = 4
 
 # The fp16/bf16 tiles come from the tuning database tiles.json (written on the GPU by
@@ -186,6 +186,9 @@ _TAIL = (
     ("HAS_SEQ_LENS_Q", "i32"), ("HAS_SEQ_LENS_K", "i32"), ("BIAS_MODE", "i32"),
     ("num_seqs", "i32"), ("max_seqlen_q", "i32"), ("max_seqlen_k", "i32"),
 )
+# The run-time head dim of the plain forward and the backward kernels: the bound of their D masks
+# in the generic kernels (Variant.runtime_head_dim); a compiled head dim ignores it.
+_HEAD_DIM = (("head_dim", "i32"),)
 _LENS_BIAS_MOD = (("SEQ_LENS_Q", "*i32"), ("SEQ_LENS_K", "*i32"), ("BIAS", "*fp32"),
                   ("SCORE_MOD", "*fp32"))
 
@@ -196,7 +199,7 @@ _LENS_BIAS_MOD = (("SEQ_LENS_Q", "*i32"), ("SEQ_LENS_K", "*i32"), ("BIAS", "*fp3
 PARAMS = {
     "fwd": (("Q", "*dt"), ("K", "*dt"), ("V", "*dt"), ("O", "*dt")) + _LENS_BIAS_MOD
     + _strides("q") + _strides("k") + _strides("v") + _strides("o")
-    + (("stride_smb", "i64"), ("stride_smt", "i32")) + _TAIL,
+    + (("stride_smb", "i64"), ("stride_smt", "i32")) + _TAIL + _HEAD_DIM,
     "fwd_ws": (("Q", "*dt"), ("K", "*dt"), ("V", "*dt"), ("O", "*dt")) + _LENS_BIAS_MOD
     + _strides("q") + _strides("k") + _strides("v") + _strides("o")
     + (("stride_smb", "i64"),) + _TAIL,
@@ -204,15 +207,16 @@ PARAMS = {
                  ("DV", "*dt"), ("DMOD", "*fp32")) + _LENS_BIAS_MOD
     + _strides("q") + _strides("k") + _strides("v") + _strides("do") + _strides("dk")
     + _strides("dv") + (("stride_dmb", "i64"), ("stride_dmh", "i64"), ("stride_smb", "i64"),
-                        ("stride_smt", "i32")) + _TAIL,
+                        ("stride_smt", "i32")) + _TAIL + _HEAD_DIM,
     "bwd_dkdv_dq": (("Q", "*dt"), ("K", "*dt"), ("V", "*dt"), ("DO", "*dt"), ("DK", "*dt"),
                     ("DV", "*dt"), ("DMOD", "*fp32")) + _LENS_BIAS_MOD
     + _strides("q") + _strides("k") + _strides("v") + _strides("do") + _strides("dk")
     + _strides("dv") + (("stride_dmb", "i64"), ("stride_dmh", "i64"), ("stride_smb", "i64"),
-                        ("stride_smt", "i32"), ("DQ_ACC", "*fp32")) + _strides("dqa") + _TAIL,
+                        ("stride_smt", "i32"), ("DQ_ACC", "*fp32")) + _strides("dqa") + _TAIL
+    + _HEAD_DIM,
     "bwd_dq": (("Q", "*dt"), ("K", "*dt"), ("V", "*dt"), ("DO", "*dt"), ("DQ", "*dt"))
     + _LENS_BIAS_MOD + _strides("q") + _strides("k") + _strides("v") + _strides("do")
-    + _strides("dq") + (("stride_smb", "i64"), ("stride_smt", "i32")) + _TAIL,
+    + _strides("dq") + (("stride_smb", "i64"), ("stride_smt", "i32")) + _TAIL + _HEAD_DIM,
 }
 
 # The Gluon forward's arguments: "desc" is a rank-3 TMA descriptor [B, T, H*D] of the tensor
@@ -282,6 +286,9 @@ class Variant:
     schedule: str = ""  # bwd_gluon only: a key of GLUON_BWD_SCHEDULES (tiles.json's 5th element)
     min_t: int = 0  # smallest sequence length this tile is dispatched for; SMALL: see above
     varlen: bool = False  # packed [total, H, D] tensors with cu_seqlens
+    # A generic kernel: head_dim is its BLOCK_D, and it serves any multiple of 8 up to it that no
+    # kernel is compiled for, taking the head dim at run time (GENERIC_HEAD_DIMS).
+    runtime_head_dim: bool = False
 
     @property
     def fast_sigmoid(self) -> bool:
@@ -312,10 +319,19 @@ class Variant:
         return 1 << (self.head_dim - 1).bit_length()
 
     @property
+    def stride_multiple(self) -> int:
+        """What the kernel assumes of every stride but the last (in elements): 16 where the head
+        dim is a multiple of 16, so contiguous tensors qualify; 8 for the others (40, and the
+        generic kernels), which still keeps 16-byte vectors for 16-bit dtypes. The C++ launcher
+        checks it (KernelSpec::stride_multiple) and copies a tensor that breaks it."""
+        return 16 if self.head_dim % 16 == 0 and not self.runtime_head_dim else 8
+
+    @property
     def name(self) -> str:
         flags = (("_varlen" if self.varlen else "") + ("_causal" if self.causal else "")
                  + ("_mod" if self.score_mod else ""))
-        return (f"{self.kind}_{self.dtype}_d{self.head_dim}{flags}_"
+        dim = f"dmax{self.head_dim}" if self.runtime_head_dim else f"d{self.head_dim}"
+        return (f"{self.kind}_{self.dtype}_{dim}{flags}_"
                 f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}"
                 + ("ws" if self.warp_specialize else "") + ("p" if self.software_pipeline else "")
                 + ("tma" if self.tma else "") + (f"_{self.schedule}" if self.schedule else "")
@@ -341,11 +357,40 @@ def gluon_supported(triton_version: str) -> bool:
 
 
 
-def variants(triton_version: str = None, head_dims=None, dtypes=None, kinds=None):
+# The generic kernels: one per BLOCK_D here (and kind, dtype and flags), with the head dim as a
+# run-time value (Variant.runtime_head_dim), for the plain forward and the backward. The
+# dispatcher takes one only where no kernel is compiled for the head dim: any multiple of 8 up to
+# the largest of these is served, the compiled ones by their own kernels (a constant head dim,
+# unchanged). Their tiles are the BLOCK_D head dim's, without TMA (GENERIC_KINDS' tile tables).
+GENERIC_HEAD_DIMS = (32, 64, 128, 256)
+GENERIC_KINDS = ("fwd", "bwd_dkdv", "bwd_dq")
+# Run-time head dims are multiples of this (the kernels' D masks rely on it: _head_dim).
+HEAD_DIM_MULTIPLE = 8
+
+
+def generic_tiles(kind: str, dtype: str):
+    """BLOCK_D -> the generic kernels' tiles (or tile buckets), from the compiled head dims'."""
+    table = tile_table(kind, dtype)
+    out = {}
+    for d in GENERIC_HEAD_DIMS:
+        if d not in table:
+            continue
+        entry = table[d]
+        if isinstance(entry, list):
+            out[d] = [(m, tuple(t[:4])) for m, t in entry if "tma" not in t[4:]]
+        else:
+            out[d] = tuple(entry[:4])
+    return out
+
+
+def variants(triton_version: str = None, head_dims=None, dtypes=None, kinds=None, generic=None):
     """Every variant the build compiles; with triton_version, those that Triton may compile
     (no warp-specialized kernels before WS_MIN_TRITON, Gluon ones only with GLUON_TRITON).
     head_dims, dtypes, kinds: a partial build's subset (None: all; the CMake options
-    SIGMOID_ATTN_HEAD_DIMS and SIGMOID_ATTN_DTYPES)."""
+    SIGMOID_ATTN_HEAD_DIMS and SIGMOID_ATTN_DTYPES). generic: whether the generic kernels are
+    compiled (None: when head_dims is None; a partial build names them "generic")."""
+    if generic is None:
+        generic = head_dims is None
     ws_ok = triton_version is None or warp_specialization_safe(triton_version)
     gluon_ok = triton_version is None or gluon_supported(triton_version)
     out = []
@@ -354,8 +399,12 @@ def variants(triton_version: str = None, head_dims=None, dtypes=None, kinds=None
                 or kind in ("fwd_gluon", "bwd_gluon", "dq_cast") and not gluon_ok):
             continue
         for dtype in DTYPES if dtypes is None else [d for d in DTYPES if d in dtypes]:
-            for head_dim, entry in tile_table(kind, dtype).items():
-                if head_dims is not None and head_dim not in head_dims:
+            tables = [(False, tile_table(kind, dtype))]
+            if generic and kind in GENERIC_KINDS:
+                tables.append((True, generic_tiles(kind, dtype)))
+            for runtime_head_dim, head_dim, entry in [(r, d, e) for r, t in tables
+                                                      for d, e in t.items()]:
+                if head_dims is not None and head_dim not in head_dims and not runtime_head_dim:
                     continue
                 buckets = entry if isinstance(entry, list) else [(0, entry)]
                 for min_t, tiles in buckets:
@@ -381,7 +430,8 @@ def variants(triton_version: str = None, head_dims=None, dtypes=None, kinds=None
                                     continue
                                 out.append(Variant(kind, dtype, head_dim, causal, score_mod, bm,
                                                    bn, w, s, tma=tma, min_t=min_t,
-                                                   varlen=varlen, schedule=schedule))
+                                                   varlen=varlen, schedule=schedule,
+                                                   runtime_head_dim=runtime_head_dim))
     return out
 
 
