@@ -117,7 +117,8 @@ def test_atomic_dq_candidate_uses_tma_reductions():
     for mode in (2, 1):
         constexprs = {"HEAD_DIM": 128, "BLOCK_D": 128, "BLOCK_M": 64, "BLOCK_N": 128,
                       "IS_CAUSAL": True, "HAS_SCORE_MOD": False, "FAST_SIGMOID": True,
-                      "VARLEN": False, "CAUSAL_LPT": 0, "ATOMIC_DQ": mode}
+                      "VARLEN": False, "CAUSAL_LPT": 0, "ATOMIC_DQ": mode,
+                      "RUNTIME_HEAD_DIM": False}
         kernel = compile_sm90(fn, constexprs, pointers, num_warps=8, num_stages=2)
         ptx = kernel.asm["ptx"]
         tma = "cp.reduce.async.bulk.tensor" in ptx
@@ -143,7 +144,8 @@ def test_mixed_sigmoid_candidate_moves_a_quarter_off_mufu():
         constexprs = {"HEAD_DIM": 64, "BLOCK_D": 64, "BLOCK_M": 128, "BLOCK_N": 32,
                       "IS_CAUSAL": False, "HAS_SCORE_MOD": False, "FAST_SIGMOID": fast,
                       "VARLEN": False, "WARP_SPECIALIZE": False, "SOFTWARE_PIPELINE": False,
-                      "USE_TMA": False, "CAUSAL_LPT": 0, "LENGTH_LPT": 0}
+                      "USE_TMA": False, "CAUSAL_LPT": 0, "LENGTH_LPT": 0,
+                      "RUNTIME_HEAD_DIM": False}
         ptx = compile_sm90(fn, constexprs, pointers, num_warps=4, num_stages=4).asm["ptx"]
         assert ".local" not in ptx, f"FAST_SIGMOID={fast}: local memory"
         counts[fast] = (len(re.findall(r"tanh\.approx\.f32", ptx)),
