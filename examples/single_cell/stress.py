@@ -82,8 +82,10 @@ class StressModel(CellTransformer):
         return self.norm(x)
 
     def masked_loss(self, genes, bins, where, target):
+        return self.loss_from_hidden(self.encode(genes, bins), where, target)
+
+    def loss_from_hidden(self, h, where, target):
         """Cross-entropy of the gene ids at positions `where` [B, M] (the head runs there only)."""
-        h = self.encode(genes, bins)
         h = torch.gather(h, 1, where.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
         return F.cross_entropy(self.head(h).float().flatten(0, 1), target.flatten())
 
@@ -155,6 +157,27 @@ def sdpa_context(kind: str, device: torch.device):
     from torch.nn.attention import SDPBackend, sdpa_kernel
     return sdpa_kernel([{"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
                          "efficient": SDPBackend.EFFICIENT_ATTENTION}[SDPA_BACKEND]])
+
+
+def check_sdpa_backend(cfg: dict, device: torch.device) -> str:
+    """Runs the requested SDPA backend once forward and backward on one cell of the model's
+    layout (q, k, v strided views of one qkv tensor); if it refuses, falls back to PyTorch's
+    choice and says so, rather than failing after the model is built."""
+    global SDPA_BACKEND
+    if device.type != "cuda" or SDPA_BACKEND == "auto":
+        return SDPA_BACKEND if device.type == "cuda" else "cpu"
+    h, d = cfg["heads"], cfg["dim"] // cfg["heads"]
+    qkv = torch.randn(1, cfg["tokens"], 3, h, d, device=device, dtype=torch.bfloat16,
+                      requires_grad=True)
+    try:
+        with sdpa_context("softmax", device):
+            attention_call("softmax")(*qkv.unbind(2)).sum().backward()
+        return SDPA_BACKEND
+    except RuntimeError as e:
+        print(f"SDPA backend {SDPA_BACKEND} refused these shapes ({str(e).splitlines()[0]}): "
+              "letting PyTorch choose", flush=True)
+        refused, SDPA_BACKEND = SDPA_BACKEND, "auto"
+        return f"auto ({refused} refused)"
 
 
 def time_attention(kind: str, cfg: dict, device, dtype, reps: int = 10) -> tuple[float, float]:
@@ -291,8 +314,9 @@ def evaluate(model, kind, cfg, fit, genes, val_cells, device, autocast) -> dict:
         inp, bins, where, target, lab = make_batch(fit, genes, cfg["batch"], 10_000, i, val_cells)
         inp, bins, where, target = (t.to(device) for t in (inp, bins, where, target))
         with sdpa_context(kind, device), autocast:
-            losses.append(float(model.masked_loss(inp, bins, where, target)))
-            embs.append(model.encode(inp, bins).float().mean(1).cpu())
+            h = model.encode(inp, bins)
+            losses.append(float(model.loss_from_hidden(h, where, target)))
+            embs.append(h.float().mean(1).cpu())
         labels.append(lab)
     model.train()
     emb, labels = torch.cat(embs).numpy(), np.concatenate(labels)
@@ -378,6 +402,7 @@ def main(argv=None) -> dict:
           f"; data fit {fit_s:.1f} s", flush=True)
 
     kinds = ATTENTIONS if args.attention == "both" else (args.attention,)
+    backend = check_sdpa_backend(cfg, device) if "softmax" in kinds else SDPA_BACKEND
     header = {
         "device": name, "mode": mode, "commit": args.commit, "torch": torch.__version__,
         "sigmoid_attn": sigmoid_attn.__version__,
@@ -389,7 +414,7 @@ def main(argv=None) -> dict:
                            "loss_factor": args.loss_factor, "ref_steps": args.ref_steps,
                            "optimizer": "AdamW(betas=(0.9, 0.98), weight_decay=0.01), linear "
                                         "warm-up then constant",
-                           "softmax": "SDPA" + (f", {SDPA_BACKEND} backend"
+                           "softmax": "SDPA" + (f", {backend} backend"
                                                 if device.type == "cuda" else ""),
                            "sigmoid": "sigmoid_attn, bias -log(T)",
                            "precision": "bf16 autocast" if device.type == "cuda" else "fp32"},
