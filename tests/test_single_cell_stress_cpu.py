@@ -3,6 +3,7 @@ data's statistics and is deterministic; the divergence detector; the --quick run
 attentions (loss falls, no divergence) and a deliberately unstable one (learning rate 10) is
 caught for both."""
 
+import importlib.util
 import json
 import os
 import sys
@@ -16,6 +17,15 @@ sys.path.insert(0, os.path.join(ROOT, "examples", "single_cell"))
 import data as D  # noqa: E402
 import stress  # noqa: E402
 import synthetic as S  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The quick model is tiny: one thread beats several fighting over a busy CPU (3x here)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +110,8 @@ def test_quick_run_trains_both_attentions(tmp_path):
         result = json.load(f)
     assert {r["attention"] for r in result["runs"]} == {"softmax", "sigmoid"}
     assert result["data"]["kind"].startswith("SYNTHETIC")
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "stress_8k.png").stat().st_size > 10_000
 
 
 def test_detector_fires_on_learning_rate_10(tmp_path):

@@ -362,6 +362,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--ref-steps", type=int, default=10, help="the first steps (the reference)")
     ap.add_argument("--time-limit-s", type=float, help="stop training past this many seconds")
     ap.add_argument("--no-plot", action="store_true", help="results.json only")
+    ap.add_argument("--plot-only", action="store_true",
+                    help="no training: results.json and the plot from the run files in --out")
     ap.add_argument("--out", help="default: $TMPDIR/sigmoid_attn_single_cell/stress/<device>; the "
                                   "committed results: examples/single_cell/results/<device>/stress")
     ap.add_argument("--commit", default=os.environ.get("SIGMOID_ATTN_COMMIT") or git_commit())
@@ -380,6 +382,15 @@ def main(argv=None) -> dict:
     out_dir = args.out or os.path.join(tempfile.gettempdir(), "sigmoid_attn_single_cell",
                                        "stress", tag + ("" if mode == "full" else f"_{mode}"))
     os.makedirs(out_dir, exist_ok=True)
+    if args.plot_only:  # e.g. where the training machine had no matplotlib
+        files = sorted(glob.glob(os.path.join(out_dir, "*-seed*.json")))
+        if not files:
+            raise SystemExit(f"--plot-only: no <attention>-seed<k>.json in {out_dir}")
+        with open(files[-1]) as f:
+            header = {k: v for k, v in json.load(f).items() if k != "run"}
+        combine(out_dir, header)
+        print(f"wrote {out_dir}")
+        return header
 
     ds = D.load()  # 765 genes: too few for long cells, so the cells are synthetic
     if ds.n_genes < cfg["tokens"]:
@@ -423,7 +434,7 @@ def main(argv=None) -> dict:
     for seed in args.seeds:
         for kind in kinds:
             rec = train(kind, seed, cfg, mcfg, fit, genes, device, args)
-            rec["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
+            rec["date"], rec["commit"] = time.strftime("%Y-%m-%d %H:%M:%S"), args.commit
             with open(os.path.join(out_dir, f"{kind}-seed{seed}.json"), "w") as f:
                 f.write(to_json(header | {"run": rec}))
             print(f"  {kind}: {rec['steps']} steps, diverged at {rec['diverged_at_step']}, "

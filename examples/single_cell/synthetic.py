@@ -86,15 +86,24 @@ def normal_scores(x: np.ndarray) -> np.ndarray:
     return z / np.where(sd > 0, sd, 1.0)
 
 
+def top_svd(z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The top k singular triplets of z: a randomized range finder with power iterations, in
+    torch (float64) like the sampling, so numpy's and torch's thread pools do not take turns
+    spinning on a small CPU."""
+    a = torch.from_numpy(z)
+    gen = torch.Generator().manual_seed(0)
+    y = a @ torch.randn(a.shape[1], k + 8, generator=gen, dtype=torch.float64)
+    for _ in range(6):
+        y = a @ (a.T @ torch.linalg.qr(y).Q)
+    q = torch.linalg.qr(y).Q
+    u, s, vt = torch.linalg.svd(q.T @ a, full_matrices=False)
+    return (q @ u)[:, :k].numpy(), s[:k].numpy(), vt[:k].numpy()
+
+
 def top_variance_share(x: np.ndarray, k: int = PROGRAMS) -> float:
     """Share of the normal scores' total variance in the top k principal components."""
     z = normal_scores(x)
-    # randomized range finder with power iterations: the top-k subspace, milliseconds
-    y = z @ np.random.default_rng(0).standard_normal((z.shape[1], k + 8))
-    for _ in range(6):
-        y = z @ (z.T @ np.linalg.qr(y)[0])
-    s = np.linalg.svd(np.linalg.qr(y)[0].T @ z, compute_uv=False)
-    return float((s[:k] ** 2).sum() / (z ** 2).sum())
+    return float((top_svd(z, k)[1] ** 2).sum() / np.square(z).sum())
 
 
 def fit(ds: D.Dataset, n_bins: int = 16, programs: int = PROGRAMS) -> Fit:
@@ -106,9 +115,9 @@ def fit(ds: D.Dataset, n_bins: int = 16, programs: int = PROGRAMS) -> Fit:
     nz_mean = np.where(cnt > 0, (x * expressed).sum(0) / np.maximum(cnt, 1), x[expressed].mean())
     var = ((x - nz_mean) ** 2 * expressed).sum(0) / np.maximum(cnt - 1, 1)
     nz_std = np.where(cnt > 2, np.sqrt(var), x[expressed].std())
-    u, s, vt = np.linalg.svd(normal_scores(x), full_matrices=False)
-    activity = u[:, :programs] * math.sqrt(n)
-    base = vt[:programs].T * s[:programs] / math.sqrt(n)
+    u, s, vt = top_svd(normal_scores(x), programs)
+    activity = u * math.sqrt(n)
+    base = vt.T * s / math.sqrt(n)
     f = Fit(fraction, nz_mean, nz_std, base, activity, ds.cell_type,
             D.bin_edges(ds.expression, n_bins), float(x[expressed].min()), 1.0)
     # Zeros tie, so the observed correlations understate the latent ones: scale the loadings
