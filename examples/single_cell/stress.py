@@ -350,6 +350,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, help="override the setting's step budget")
     ap.add_argument("--lr", type=float, help="override the setting's peak learning rate")
     ap.add_argument("--batch", type=int, help="override the setting's cells per step")
+    ap.add_argument("--tokens", type=int, help="override the setting's tokens (genes) per cell")
     ap.add_argument("--init-std", type=float,
                     help="draw the attention qkv weights with this std (default 0.02)")
     ap.add_argument("--sdpa-backend", choices=("cudnn", "flash", "efficient", "auto"),
@@ -373,7 +374,7 @@ def main(argv=None) -> dict:
     SDPA_BACKEND = args.sdpa_backend
     mode = "quick" if args.quick else "full"
     cfg = dict(SETTINGS[mode])
-    for key in ("steps", "lr", "batch", "time_limit_s"):
+    for key in ("steps", "lr", "batch", "tokens", "time_limit_s"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
     device = torch.device(args.device)
