@@ -33,10 +33,17 @@ class Attention(nn.Module):
         self.heads, self.kind = heads, kind
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
+        # stress.py sets a stride s > 0: each call then keeps in max_logit the largest
+        # scale * q.k over every s-th query of the first cell (all keys, all heads).
+        self.max_logit_stride, self.max_logit = 0, None
 
     def forward(self, x: torch.Tensor, lens: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, C // self.heads).unbind(2)  # [B, T, H, D]
+        if self.max_logit_stride:
+            with torch.no_grad():
+                qs, k0 = q[0, ::self.max_logit_stride].transpose(0, 1), k[0].transpose(0, 1)
+                self.max_logit = (qs @ k0.transpose(1, 2)).amax().float() * q.shape[-1] ** -0.5
         if self.kind == "sigmoid":
             # Padded [B, T, H, D] batch + int32 lengths: padding is skipped, not masked.
             o = sigmoid_attention(q, k, v, seq_lens_q=lens, seq_lens_k=lens)
