@@ -73,7 +73,25 @@ ONE_PASS_DIMS = {k["head_dim"] for k in sigmoid_attn.info()["variants"]
 HAS_ONE_PASS = bool(ONE_PASS_DIMS)
 
 
+# Training step: forward + backward of one call, FLOPs 3.5x the forward; padded rows count the
+# valid pairs only and have no SDPA peer (its masked path is another kernel): (label, head_dim,
+# T, padded)
+STEP_CONFIGS = [
+    ("step hd128 T=1k", 128, 1024, False),
+    ("step hd128 T=4k", 128, 4096, False),
+    ("step hd128 T=16k", 128, 16384, False),
+    ("step padded hd128 T=4k", 128, 4096, True),
+]
+
 HAS_GLUON = any(k["kind"] == "fwd_gluon" for k in sigmoid_attn.info()["variants"])
+HAS_GLUON_BWD = any(k["kind"] == "bwd_gluon" for k in sigmoid_attn.info()["variants"])
+
+
+def gluon_options():
+    """The library with its Gluon kernels switched on, the forward and (where the build has it)
+    the backward: the sigmoid_attn_gluon column. The calls they do not cover take the others."""
+    return sigmoid_attn.kernel_options(gluon_forward=True,
+                                       **({"gluon_backward": True} if HAS_GLUON_BWD else {}))
 
 
 def kernel_options_for(column):
@@ -84,6 +102,8 @@ def kernel_options_for(column):
         return sigmoid_attn.kernel_options(warp_specialized=False, gluon_forward=False)
     if column == "sigmoid_attn_no_gluon":
         return sigmoid_attn.kernel_options(gluon_forward=False)
+    if column == "sigmoid_attn_gluon":
+        return gluon_options()
     return sigmoid_attn.kernel_options()
 
 
@@ -124,6 +144,8 @@ def run_config(label, D, T, causal, padded, dtype=torch.bfloat16):
         providers["sigmoid_attn_no_ws"] = providers["sigmoid_attn"]
     if HAS_GLUON and not padded and not causal:  # the calls the Gluon forward covers
         providers["sigmoid_attn_no_gluon"] = providers["sigmoid_attn"]
+    if HAS_GLUON and not padded:  # the same call with the Gluon kernels switched on
+        providers["sigmoid_attn_gluon"] = providers["sigmoid_attn"]
     if not padded:
         qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))  # SDPA's own layout
         for name, backend in (("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION),
@@ -149,6 +171,61 @@ def run_config(label, D, T, causal, padded, dtype=torch.bfloat16):
             continue
         row["ms"][name] = ms
         row["tflops"][name] = flops / (ms * 1e-3) / 1e12
+    return row
+
+
+def run_step(label, D, T, padded, dtype=torch.bfloat16):
+    """A training step of one attention call: forward then backward (autograd.grad), timed
+    together; FLOPs = 3.5 x the forward's (valid pairs only when padded)."""
+    H, B = WIDTH // D, TOKENS // T
+    g = torch.Generator(device="cuda").manual_seed(2)
+    q, k, v, do = (torch.randn(B, T, H, D, device="cuda", dtype=dtype, generator=g)
+                   for _ in range(4))
+    if padded:
+        lens = torch.randint(T // 2, T + 1, (B,), device="cuda", dtype=torch.int32, generator=g)
+        pairs = float((lens.double() ** 2).sum())
+    else:
+        lens, pairs = None, float(B) * T * T
+    flops = 3.5 * 4.0 * H * D * pairs
+    row = {"label": label, "head_dim": D, "T": T, "B": B, "H": H, "causal": False,
+           "padded": padded, "flops": flops, "ms": {}, "tflops": {}}
+
+    def make(fwd, layout_bhtd=False, backend=None):
+        ins = [(x.transpose(1, 2).contiguous() if layout_bhtd else x.clone()).requires_grad_()
+               for x in (q, k, v)]
+        grad = do.transpose(1, 2).contiguous() if layout_bhtd else do
+
+        def step():
+            if backend is None:
+                return torch.autograd.grad(fwd(*ins), ins, grad)
+            with sdpa_kernel(backend):
+                return torch.autograd.grad(fwd(*ins), ins, grad)
+        return step
+
+    ours = make(lambda a, b, c: sigmoid_attention(a, b, c, seq_lens_q=lens, seq_lens_k=lens))
+    providers = {"sigmoid_attn": ours}
+    if HAS_GLUON or HAS_GLUON_BWD:
+        providers["sigmoid_attn_gluon"] = ours
+    if not padded:
+        for name, backend in (("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION),
+                              ("sdpa_flash", SDPBackend.FLASH_ATTENTION)):
+            providers[name] = make(F.scaled_dot_product_attention, True, backend)
+    if triton_sigmoid is not None:
+        providers["triton_sigmoid"] = make(
+            (lambda a, b, c: triton_sigmoid.sigmoid_attention_padded(a, b, c, seq_lens_k=lens,
+                                                                     seq_lens_q=lens))
+            if padded else triton_sigmoid.sigmoid_attention)
+    for name, fn in providers.items():
+        try:
+            with kernel_options_for(name):
+                ms = bench(fn)
+        except Exception as e:  # noqa: BLE001 - a peer may not support a shape; record why
+            row["ms"][name] = None
+            row.setdefault("errors", {})[name] = f"{type(e).__name__}: {e}"[:300]
+            continue
+        row["ms"][name] = ms
+        row["tflops"][name] = flops / (ms * 1e-3) / 1e12
+        torch.cuda.empty_cache()
     return row
 
 
@@ -233,6 +310,8 @@ def run_backward(label, D, T, causal, dtype=torch.bfloat16):
     providers = {"sigmoid_attn": lambda: make(lambda a, b, c: sigmoid_attention(a, b, c, is_causal=causal))}
     if D in ONE_PASS_DIMS:  # the same call, the one-pass backward (the loop below switches it on)
         providers["sigmoid_attn_atomic_dq"] = providers["sigmoid_attn"]
+    if HAS_GLUON_BWD and not causal:  # the same call, the Gluon backward switched on
+        providers["sigmoid_attn_gluon"] = providers["sigmoid_attn"]
     for name, backend in (("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION),
                           ("sdpa_flash", SDPBackend.FLASH_ATTENTION)):
         def sdpa_make(backend=backend):
@@ -250,7 +329,7 @@ def run_backward(label, D, T, causal, dtype=torch.bfloat16):
             lambda a, b, c: triton_sigmoid.sigmoid_attention(a, b, c, is_causal=causal))
     for name, maker in providers.items():
         try:
-            with one_pass_backward(name == "sigmoid_attn_atomic_dq"):
+            with one_pass_backward(name == "sigmoid_attn_atomic_dq"), kernel_options_for(name):
                 ms = bench(maker())
         except Exception as e:  # noqa: BLE001
             row["ms"][name] = None
@@ -331,6 +410,7 @@ def main():
     jobs = [(run_config, c) for c in (CONFIGS[:2] if args.quick else CONFIGS)]
     if not args.no_backward:
         jobs += [(run_backward, c) for c in (BWD_CONFIGS[:2] if args.quick else BWD_CONFIGS)]
+        jobs += [(run_step, c) for c in (STEP_CONFIGS[:1] if args.quick else STEP_CONFIGS)]
     jobs += [(run_varlen, c) for c in (VARLEN_CONFIGS[:1] if args.quick else VARLEN_CONFIGS)]
     if args.only:
         jobs = [(f, c) for f, c in jobs if any(o in c[0] for o in args.only)]
@@ -343,6 +423,7 @@ def main():
     names = ["sigmoid_attn", "sdpa_cudnn", "sdpa_flash", "triton_sigmoid", "sigmoid_attn_padded"]
     names += ["sigmoid_attn_no_ws"] if HAS_WS or HAS_GLUON else []
     names += ["sigmoid_attn_no_gluon"] if HAS_GLUON else []
+    names += ["sigmoid_attn_gluon"] if HAS_GLUON or HAS_GLUON_BWD else []
     names += ["sigmoid_attn_atomic_dq"] if HAS_ONE_PASS else []
     print(f"\n{device}  (TFLOPS; ratio = sigmoid_attn / peer)")
     print(f"{'config':30s}" + "".join(f"{n[:19]:>20s}" for n in names) + "   vs cuDNN  vs t-sigmoid")
