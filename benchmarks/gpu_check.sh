@@ -22,6 +22,8 @@
 #                                                         # forward: 8 processes, >= 20,000 calls
 #                                                         # of the hd128 dense kernel, fewer of
 #                                                         # padded / causal / varlen / T = 8k
+#                                                         # (STRESS_TARGET=lib_gluon: the Gluon
+#                                                         # forward switched on)
 # PREBUILT=archive.tar.xz: instead of building, run a library built elsewhere (e.g. the wheel's
 # ops library from Triton 3.8, which compiles kernels this machine's Triton does not): the
 # archive holds libsigmoid_attn_ops.so, catalog.json and a _C for this Python.
@@ -76,7 +78,7 @@ if has tests; then
 fi
 if has stress; then  # the default forward under 8-process contention (stress_contention.py)
   while read -r case dt T B calls; do
-    timeout 300 python3 benchmarks/stress_contention.py --target lib --case "$case" --dtype "$dt" \
+    timeout 300 python3 benchmarks/stress_contention.py --target "${STRESS_TARGET:-lib}" --case "$case" --dtype "$dt" \
       --seqlen "$T" --batch "$B" --procs 8 --calls "$calls" --json "$OUT/stress_${case}_${dt}_${T}.json" \
       | cut -c1-400
   done <<< "${STRESS_CASES:-dense bf16 4096 4 1300

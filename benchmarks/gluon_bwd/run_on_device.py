@@ -19,9 +19,7 @@ import ctypes
 import importlib.util
 import json
 import math
-import os
 import sys
-import time
 import traceback
 from pathlib import Path
 
@@ -32,12 +30,15 @@ _fwd = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_fwd)
 AlignedBlob, CudaDriver = _fwd.AlignedBlob, _fwd.CudaDriver
 TMA_DTYPE_DEVICE_TO_HOST = _fwd.TMA_DTYPE_DEVICE_TO_HOST
+# The forward runner's watchdog, timing and result file, with this runner's name and limit.
+_fwd.JSON_NAME, _fwd.WATCHDOG_S = "gluon_bwd.json", 30.0
+RESULT = _fwd.RESULT
+finish, wait_or_die, context_alive, time_fn = (_fwd.finish, _fwd.wait_or_die, _fwd.context_alive,
+                                               _fwd.time_fn)
 
 CU_FP32 = 7  # CU_TENSOR_MAP_DATA_TYPE_FLOAT32
 HOST_ELEM_BYTES = {9: 2, 6: 2, CU_FP32: 4}
-WATCHDOG_S = 30.0
 DEVICE = "cuda"
-RESULT = {}
 
 
 class FakeDriver(_fwd.FakeDriver):
@@ -180,40 +181,6 @@ class Finisher:
 # GPU checks and timing
 # ----------------------------------------------------------------------------------------------
 
-def finish(result, rc):
-    result["rc"] = rc
-    out = os.environ.get("OUT")
-    if out:
-        p = Path(out) / "gluon_bwd.json"
-        p.write_text(json.dumps(result, indent=1))
-        print(f"wrote {p}")
-    print("RESULT:", "all checks passed" if rc == 0 else "SOME CHECKS FAILED", flush=True)
-    return rc
-
-
-def wait_or_die(torch, what):
-    ev = torch.cuda.Event()
-    ev.record()
-    t0 = time.time()
-    while not ev.query():
-        if time.time() - t0 > WATCHDOG_S:
-            print(f"\nHANG: {what} did not finish within {WATCHDOG_S}s; aborting", flush=True)
-            RESULT["hang"] = what
-            finish(RESULT, 3)
-            os._exit(3)
-        time.sleep(0.0005)
-    torch.cuda.synchronize()  # surfaces asynchronous errors (illegal address, ...)
-
-
-def context_alive(torch):
-    try:
-        torch.cuda.synchronize()
-        torch.zeros(1, device=DEVICE).add_(1).item()
-        return True
-    except Exception:  # noqa: BLE001
-        return False
-
-
 def guarded(torch, shape, dtype, fill, guard=4096):
     """A tensor of `shape` inside a flat buffer with NaN guard zones on both sides."""
     n = math.prod(shape)
@@ -290,21 +257,6 @@ def check_one(torch, kern, B, T_Q, T_K, H, H_KV, dtype, seed=0):
         ok = ok and good
     out["ok"] = ok
     return out
-
-
-def time_fn(torch, fn, reps, warmup=3):
-    for _ in range(warmup):
-        fn()
-    wait_or_die(torch, "warm-up")
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    for i in range(reps):
-        starts[i].record()
-        fn()
-        ends[i].record()
-    wait_or_die(torch, "timed loop")
-    ts = sorted(s.elapsed_time(e) for s, e in zip(starts, ends))
-    return ts[len(ts) // 2]
 
 
 def bench_case(torch, kernels, B, T, H, D, dtype, reps, finisher=None):

@@ -289,6 +289,9 @@ class Kernel:
 WATCHDOG_S = 20.0
 DEVICE = "cuda"
 RESULT = {}
+# The JSON finish() writes under $OUT (the backward runner, which shares these helpers, sets its
+# own name, watchdog and RESULT here).
+JSON_NAME = "gluon_fwd.json"
 
 
 def context_alive(torch):
@@ -755,7 +758,7 @@ def finish(result, rc):
     result["rc"] = rc
     out = os.environ.get("OUT")
     if out:
-        p = Path(out) / "gluon_fwd.json"
+        p = Path(out) / JSON_NAME
         p.write_text(json.dumps(result, indent=1))
         print(f"wrote {p}")
     print("RESULT:", "all checks passed" if rc == 0 else "SOME CHECKS FAILED", flush=True)

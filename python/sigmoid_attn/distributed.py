@@ -278,7 +278,6 @@ def _ring_backward(ring: _Ring, grad: torch.Tensor, q: torch.Tensor, k: torch.Te
                 torch.zeros(kv[1].shape, dtype=ring.acc_dtype, device=q.device))
         else:
             done = (dk, dv)
-        arrived = None
         if incoming is not None:
             kv = incoming
     if ring.world > 1:
