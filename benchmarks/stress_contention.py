@@ -6,12 +6,19 @@ processes time-slicing the GPU (compute preemption in the middle of a kernel) do
 
     python benchmarks/stress_contention.py --target lib_ws --procs 8 --calls 500
     python benchmarks/stress_contention.py --target jit_ws:256,64,4,2 --dtype fp16 --case padded
+    python benchmarks/stress_contention.py --target lib_gluon --backward --calls 300
+
+--backward stresses the backward instead (library targets): each call runs forward and backward
+through autograd, every gradient is checked for NaN and unwritten elements (blocks of the
+gradients' size are poisoned and freed just before, so the caching allocator hands them to the
+backward), and one batch entry's dQ, dK, dV against autograd through the float32 reference.
 
 Targets:
   lib          the built library as dispatched (torch.ops.sigmoid_attn)
   lib_ws       the built library with the Triton warp-specialized forward switched on (the
                Gluon forward off)
-  lib_gluon    the built library with the Gluon forward switched on (cases dense and causal)
+  lib_gluon    the built library with the Gluon forward and backward switched on (the forward:
+               cases dense and causal; the backward: dense)
   lib_no_ws    the built library with both warp-specialized forwards switched off
   jit_ws:BM,BN,W,S[,nows]     sigmoid_attn_fwd_ws through Triton's JIT (nows: not specialized)
   jit_fwd:BM,BN,W,S[,tma]     sigmoid_attn_fwd through Triton's JIT (tma: K/V by descriptors)
@@ -54,7 +61,9 @@ def _make_runner(target, device):
         import sigmoid_attn as sa
 
         if kind != "lib":
-            sa.kernel_options(warp_specialized=kind == "lib_ws", gluon_forward=kind == "lib_gluon")
+            gluon = kind == "lib_gluon"
+            sa.kernel_options(warp_specialized=kind == "lib_ws", gluon_forward=gluon,
+                              gluon_backward=gluon)
 
         def run(q, k, v, out, lens, cu, max_len, causal):
             # The op allocates its own output: hand its allocation the poisoned block (the
@@ -128,6 +137,54 @@ def _pattern(bad, T):
                      for (b, h), r in list(rows.items())[:6]}}
 
 
+def backward_worker(args):
+    """--backward: forward + backward through autograd per call; every gradient checked for NaN
+    and poison, one batch entry against the float32 reference's autograd gradients."""
+    import torch
+
+    import sigmoid_attn as sa
+
+    torch.backends.cuda.matmul.allow_tf32 = True
+    dev = torch.device("cuda")
+    _make_runner(args.target, dev)  # sets the target's switches
+    dt = {"fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    g = torch.Generator(device=dev).manual_seed(args.seed)
+    B, T, H, D = args.batch, args.seqlen, args.heads, args.head_dim
+    causal = args.case == "causal"
+    stats = {"calls": 0, "nan_calls": 0, "unwritten_calls": 0, "wrong_calls": 0, "bad": []}
+    for _ in range(args.calls):
+        q, k, v, do = (torch.empty(B, T, H, D, dtype=dt, device=dev).normal_(0, 0.5, generator=g)
+                       for _ in range(4))
+        lens = None
+        if args.case == "padded":
+            lens = torch.randint(T // 2, T + 1, (B,), generator=g, device=dev, dtype=torch.int32)
+        q.requires_grad_(), k.requires_grad_(), v.requires_grad_()
+        out = sa.sigmoid_attention(q, k, v, seq_lens_q=lens, seq_lens_k=lens, is_causal=causal)
+        poison = [torch.full_like(q, SENTINEL) for _ in range(3)]
+        del poison  # freed: the blocks the backward's gradients get
+        grads = torch.autograd.grad(out, (q, k, v), do)
+        b = stats["calls"] % B
+        qb, kb, vb = (t[b:b + 1].detach().float().requires_grad_() for t in (q, k, v))
+        ref = _reference(qb, kb, vb, None if lens is None else lens[b:b + 1], causal, 0)
+        refs = torch.autograd.grad(ref, (qb, kb, vb), do[b].float())
+        nan = unwritten = wrong = 0
+        for got, want in zip(grads, refs):
+            nan += int(torch.isnan(got).sum())
+            unwritten += int((got == SENTINEL).sum())
+            want = want[0]
+            tol = 3e-2 * want.abs().amax() + 2e-2 * want.abs()
+            wrong += int(((got[b].float() - want).abs() > tol).sum())
+        flags = [nan > 0, unwritten > 0, wrong > 0]
+        stats["calls"] += 1
+        stats["nan_calls"] += flags[0]
+        stats["unwritten_calls"] += flags[1]
+        stats["wrong_calls"] += flags[2]
+        if any(flags) and len(stats["bad"]) < 4:
+            stats["bad"].append({"call": stats["calls"] - 1, "nan": nan, "unwritten": unwritten,
+                                 "wrong": wrong})
+    print("RESULT " + json.dumps(stats), flush=True)
+
+
 def worker(args):
     import torch
 
@@ -196,18 +253,23 @@ def main():
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backward", action="store_true",
+                   help="stress the backward (library targets; cases dense, padded, causal)")
     p.add_argument("--json", default=None)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.backward and (not args.target.startswith("lib") or args.case == "varlen"):
+        raise SystemExit("stress_contention: --backward takes a library target and the cases "
+                         "dense, padded or causal")
     if args.worker:
-        return worker(args)
+        return backward_worker(args) if args.backward else worker(args)
 
     # One process first (compiles a JIT target into Triton's cache and checks one call), then
     # all of them at once.
     base = [sys.executable, os.path.abspath(__file__), "--worker", "--target", args.target,
             "--case", args.case, "--dtype", args.dtype, "--batch", str(args.batch),
             "--seqlen", str(args.seqlen), "--heads", str(args.heads),
-            "--head-dim", str(args.head_dim)]
+            "--head-dim", str(args.head_dim)] + (["--backward"] if args.backward else [])
     t0 = time.time()
     first = subprocess.run(base + ["--calls", "1", "--seed", str(args.seed + 10_000)],
                            capture_output=True, text=True)
@@ -218,7 +280,7 @@ def main():
                                       str(args.seed * 1000 + r)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for r in range(args.procs)]
-    total = {"target": args.target, "case": args.case, "dtype": args.dtype, "procs": args.procs,
+    total = {"target": args.target, "backward": args.backward, "case": args.case, "dtype": args.dtype, "procs": args.procs,
              "shape": [args.batch, args.seqlen, args.heads, args.head_dim], "calls": 0,
              "nan_calls": 0, "unwritten_calls": 0, "wrong_calls": 0, "failed_procs": 0,
              "bad": []}

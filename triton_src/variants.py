@@ -90,9 +90,10 @@ BWD_ATOMIC_DQ_DISPATCH = bool(_DB.get("bwd_atomic_dq_dispatch", False))
 # with FA3's intra-warpgroup overlap of S_j with P_{j-1}·V_{j-1}; causal needs BLOCK_M ==
 # BLOCK_N. Measured on an H200 (benchmarks/gluon_fwd, results/NVIDIA_H200/gluon_fwd_persistent/;
 # docs/performance.md, "The persistent Gluon forward"): 128x128 2 stages, hd128 1.16-1.17x cuDNN
-# dense and 1.09-1.24x causal at T = 1k-16k; hd64 0.89x dense, 1.05x causal at T=4k.
-# The dispatcher takes it for the calls it covers when tiles.json's fwd_gluon_dispatch is true
-# (SIGMOID_ATTN_GLUON_FORWARD=0/1 overrides it per process).
+# dense and 1.09-1.24x causal at T = 1k-16k; hd64 0.89x dense (MUFU-bound: the Triton forward
+# wins there, so hd64 is not compiled). The dispatcher takes it for the calls it covers when
+# tiles.json's fwd_gluon_dispatch is true, as it is (SIGMOID_ATTN_GLUON_FORWARD=0/1 overrides it
+# per process): through the library, 1.06-1.34x the Triton forwards at hd128.
 FWD_GLUON_TILES = {int(d): tuple(t) for d, t in _DB.get("fwd_gluon", {}).items()}
 FWD_GLUON_DISPATCH = bool(_DB.get("fwd_gluon_dispatch", False))
 # The Gluon backward (sigmoid_attn_bwd_gluon.py, kind bwd_gluon; fp16/bf16; dense, non-causal, no
@@ -104,8 +105,9 @@ FWD_GLUON_DISPATCH = bool(_DB.get("fwd_gluon_dispatch", False))
 # (benchmarks/gluon_bwd, results/NVIDIA_H200/gluon_bwd/; docs/performance.md, "The Gluon
 # backward"): hd128 "dqx_dqd" 0.97-0.99x cuDNN with the zeroing and the cast, hd64 "dqx"
 # 0.96-0.99x at T = 4k-16k, where the two-kernel backward is at 0.76-0.83x. The dispatcher
-# takes it for the calls it covers when tiles.json's bwd_gluon_dispatch is true
-# (SIGMOID_ATTN_GLUON_BACKWARD=0/1 overrides it per process).
+# takes it for the calls it covers when tiles.json's bwd_gluon_dispatch is true, as it is
+# (SIGMOID_ATTN_GLUON_BACKWARD=0/1 overrides it per process), unless the caller asks for
+# determinism.
 BWD_GLUON_TILES = {int(d): tuple(t) for d, t in _DB.get("bwd_gluon", {}).items()}
 BWD_GLUON_DISPATCH = bool(_DB.get("bwd_gluon_dispatch", False))
 # schedule -> the kernel's (DQ_SHARED, DQ_ISSUE): "dqx" exchanges dS between the two consumer
