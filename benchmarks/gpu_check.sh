@@ -23,7 +23,9 @@
 #                                                         # of the hd128 dense kernel, fewer of
 #                                                         # padded / causal / varlen / T = 8k
 #                                                         # (STRESS_TARGET=lib_gluon: the Gluon
-#                                                         # forward switched on)
+#                                                         # kernels switched on; STRESS_ARGS=
+#                                                         # --backward: the backward; STRESS_NAME:
+#                                                         # a prefix of the JSON files)
 # PREBUILT=archive.tar.xz: instead of building, run a library built elsewhere (e.g. the wheel's
 # ops library from Triton 3.8, which compiles kernels this machine's Triton does not): the
 # archive holds libsigmoid_attn_ops.so, catalog.json and a _C for this Python.
@@ -79,7 +81,8 @@ fi
 if has stress; then  # the default forward under 8-process contention (stress_contention.py)
   while read -r case dt T B calls; do
     timeout 300 python3 benchmarks/stress_contention.py --target "${STRESS_TARGET:-lib}" --case "$case" --dtype "$dt" \
-      --seqlen "$T" --batch "$B" --procs 8 --calls "$calls" --json "$OUT/stress_${case}_${dt}_${T}.json" \
+      --seqlen "$T" --batch "$B" --procs 8 --calls "$calls" ${STRESS_ARGS:-} \
+      --json "$OUT/stress_${STRESS_NAME:-}${case}_${dt}_${T}.json" \
       | cut -c1-400
   done <<< "${STRESS_CASES:-dense bf16 4096 4 1300
 dense fp16 4096 4 1300

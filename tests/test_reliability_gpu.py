@@ -91,7 +91,7 @@ MIXED = textwrap.dedent(r"""
         lambda: sa.sigmoid_attention(valid[0][0], valid[0][1], valid[0][2],
                                      seq_lens_q=valid[0][3].float()),
         lambda: sa.sigmoid_attention(valid[0][0], valid[0][1][:, :, :3], valid[0][2][:, :, :3]),
-        lambda: sa.sigmoid_attention(*(torch.zeros(1, 8, 2, 40, device="cuda",
+        lambda: sa.sigmoid_attention(*(torch.zeros(1, 8, 2, 12, device="cuda",
                                                    dtype=torch.bfloat16) for _ in range(3))),
     ]
     torch.cuda.synchronize()
