@@ -29,7 +29,12 @@ def _files():
         out = subprocess.run(
             ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
             cwd=ROOT, capture_output=True, check=True).stdout
-        return [p for p in out.decode().split("\0") if p]
+        tracked = set(subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
+                                     check=True).stdout.decode().split("\0"))
+        # untracked files count too (what would be committed next), except in hidden folders
+        # (local scratch such as archives and wheels beside the tree)
+        return [p for p in out.decode().split("\0")
+                if p and (p in tracked or not p.split("/")[0].startswith("."))]
     except (OSError, subprocess.CalledProcessError):  # no git: walk, skipping build output
         files = []
         for d, dirs, names in os.walk(ROOT):
