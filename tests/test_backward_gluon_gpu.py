@@ -6,7 +6,7 @@ or H200; skipped without CUDA or without a Triton 3.8 build)."""
 import pytest
 import torch
 
-from conftest import REL_TOL, rel_err
+from conftest import REL_TOL, launched_kernels, rel_err
 
 pytestmark = pytest.mark.gpu
 
@@ -69,19 +69,6 @@ def inputs(B, Tq, Tk, Hq, Hkv, D, dtype, seed):
     g = torch.Generator().manual_seed(seed)
     mk = lambda *s: torch.randn(*s, generator=g).to("cuda", dtype)  # noqa: E731
     return mk(B, Tq, Hq, D), mk(B, Tk, Hkv, D), mk(B, Tk, Hkv, D), mk(B, Tq, Hq, D)
-
-
-def launched_kernels(fn):
-    """Names of the CUDA kernels fn launches (the profiler's view), or skip where it sees none."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    names = {e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA}
-    if not any("sigmoid_attn" in n for n in names):
-        pytest.skip("the profiler records no kernels here")
-    return names
 
 
 # (T, B): every length at B = 1 and 3 but 4096 (B = 1: the float64 reference's [B, H, T, T]).

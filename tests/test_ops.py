@@ -163,14 +163,15 @@ def test_info_lists_compiled_variants():
     for k in info["variants"]:
         # the warp-specialized forwards: 3 warpgroups of 4 warps (Triton's Hopper pass; the
         # Gluon kernel's two consumer partitions and producer)
-        warps = (12,) if k["kind"] in ("fwd_ws", "fwd_gluon", "bwd_gluon") else (4, 8)
+        warps = (12,) if k["kind"] in ("fwd_ws", "fwd_gluon", "fwd_gluon_padded",
+                                       "bwd_gluon") else (4, 8)
         assert k["cubin_bytes"] > 0 and k["num_warps"] in warps
         dt = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}[k["dtype"]]
         dim = f"dmax{k['head_dim']}" if k["runtime_head_dim"] else f"d{k['head_dim']}"
         assert k["name"].startswith(f"{k['kind']}_{dt}_{dim}")
         assert ("_varlen" in k["name"]) == k["varlen"]
     kinds = {k["kind"] for k in info["variants"]}
-    extra = {"fwd_ws", "fwd_gluon", "bwd_dkdv_dq", "bwd_gluon", "dq_cast"}
+    extra = {"fwd_ws", "fwd_gluon", "fwd_gluon_padded", "bwd_dkdv_dq", "bwd_gluon", "dq_cast"}
     assert kinds - extra == {"fwd", "bwd_dkdv", "bwd_dq"}
     # Every (kind, dtype, head dim) is compiled dense and packed, causal or not, with/without mod.
     # (fp32: the powers of two; the other head dims by the generic kernels)
@@ -197,12 +198,14 @@ def test_info_lists_compiled_variants():
     assert {d for _, d, *_ in one} == one_dims and all(d & (d - 1) == 0 for d in one_dims)
     assert len(one) == 2 * len(one_dims) * 8 and all(dt != "float32" for dt, *_ in one)
     # The Gluon forward (tiles.json fwd_gluon), built with Triton 3.8 only: fp16/bf16, dense,
-    # causal or not, no score_mod, one kernel per head dim in the database and causal flag
-    gluon = sorted((k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
-                   for k in info["variants"] if k["kind"] == "fwd_gluon")
-    want = sorted((dt, int(d), False, causal, False) for dt in ("float16", "bfloat16")
-                  for d in _tiles_db().get("fwd_gluon", {}) for causal in (False, True))
-    assert gluon == (want if _gluon_built() else [])
+    # causal or not, no score_mod, one kernel per head dim in the database and causal flag;
+    # the same again with lengths (kind fwd_gluon_padded, the same tiles)
+    for kind in ("fwd_gluon", "fwd_gluon_padded"):
+        gluon = sorted((k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
+                       for k in info["variants"] if k["kind"] == kind)
+        want = sorted((dt, int(d), False, causal, False) for dt in ("float16", "bfloat16")
+                      for d in _tiles_db().get("fwd_gluon", {}) for causal in (False, True))
+        assert gluon == (want if _gluon_built() else []), kind
     # The Gluon backward (tiles.json bwd_gluon) and its dQ cast, Triton 3.8 only: fp16/bf16,
     # dense, non-causal, no score_mod, one of each per head dim in the database
     for kind in ("bwd_gluon", "dq_cast"):
@@ -301,7 +304,8 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
     # (a TMA variant's tile token ends in "tma": fwd_bf16_d128_m128n64w8s3tma_t8192)
     # (the warp-specialized forwards are written for 4 warps, and run 3 warpgroups)
     compiled = {(k["kind"], k["head_dim"], k["min_t"], (k["block_m"], k["block_n"],
-                 k["num_warps"] // (3 if k["kind"] in ("fwd_ws", "fwd_gluon", "bwd_gluon")
+                 k["num_warps"] // (3 if k["kind"] in ("fwd_ws", "fwd_gluon",
+                                                       "fwd_gluon_padded", "bwd_gluon")
                                     else 1),
                  k["num_stages"])
                  + (("tma",) if "tma" in k["name"] else ())
@@ -314,11 +318,12 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
     # from the Triton they are pinned to)
     ws_ok = V.warp_specialization_safe(sigmoid_attn.info()["triton_build"])
     kinds = (("fwd",) + (("fwd_ws",) if ws_ok else ())
-             + (("fwd_gluon", "bwd_gluon") if _gluon_built() else ())
+             + (("fwd_gluon", "fwd_gluon_padded", "bwd_gluon") if _gluon_built() else ())
              + ("bwd_dkdv", "bwd_dq", "bwd_dkdv_dq"))
     want = {(kind, int(d), m, tuple(t))
             for kind in kinds
-            for d, entry in db.get(kind, {}).items()
+            # (fwd_gluon_padded: fwd_gluon's tiles)
+            for d, entry in db.get(kind.replace("_padded", ""), {}).items()
             for m, t in (entry if kind in ("fwd", "fwd_ws") else [[0, entry]])}
     assert compiled == want
 

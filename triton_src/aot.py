@@ -136,8 +136,8 @@ def _tensor_maps(var: V.Variant, md):
 def compile_gluon(var: V.Variant, arch: int):
     """The persistent Gluon forward: descriptor types carry the box and the shared-memory layout
     (128-byte swizzle for the 64-column boxes of bf16/fp16), and the warp partitions' register
-    split. HAS_LENGTHS is off in every library variant (padded calls take the other forwards), so
-    the launcher passes null SEQ_LENS_Q/K."""
+    split. HAS_LENGTHS: kind fwd_gluon_padded (the launcher passes the lengths); fwd_gluon is
+    compiled without, and its launcher passes null SEQ_LENS_Q/K."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
@@ -158,7 +158,8 @@ def compile_gluon(var: V.Variant, arch: int):
             signature[name] = f"tensordesc<{var.dtype}[{','.join(map(str, box))}],{layout!r}>"
         else:
             signature[name] = t
-    constexprs = {"NUM_STAGES": var.num_stages, "CAUSAL": var.causal, "HAS_LENGTHS": False,
+    constexprs = {"NUM_STAGES": var.num_stages, "CAUSAL": var.causal,
+                  "HAS_LENGTHS": var.kind == "fwd_gluon_padded",
                   "CONSUMER_REGS": V.GLUON_CONSUMER_REGS, "PRODUCER_REGS": V.GLUON_PRODUCER_REGS}
     names = list(fn.arg_names)
     if names != [n for n, _ in V.PARAMS[var.kind]] + list(constexprs):
@@ -239,7 +240,7 @@ def compile_dq_cast(var: V.Variant, arch: int):
 
 def compile_variant(var: V.Variant, arch: int):
     t0 = time.time()
-    if var.kind == "fwd_gluon":
+    if var.kind in V.GLUON_FORWARD_KINDS:
         ck, tensor_maps = compile_gluon(var, arch)
     elif var.kind == "bwd_gluon":
         ck, tensor_maps = compile_gluon_bwd(var, arch)
@@ -648,9 +649,9 @@ def cmd_compile(args):
     if not kinds:
         raise SystemExit(f"aot: {args.module} is not a kernel source of variants.SOURCES")
     if "fwd_gluon" in kinds and not V.gluon_supported(triton.__version__):
-        print(f"aot: Triton {triton.__version__}: the Gluon forward (fwd_gluon) is written for "
-              f"Triton {V.GLUON_TRITON} (GluonASTSource is private API); not compiled, its calls "
-              f"take the other forwards")
+        print(f"aot: Triton {triton.__version__}: the Gluon forward (fwd_gluon, "
+              f"fwd_gluon_padded) is written for Triton {V.GLUON_TRITON} (GluonASTSource is "
+              f"private API); not compiled, its calls take the other forwards")
     if "bwd_gluon" in kinds and not V.gluon_supported(triton.__version__):
         print(f"aot: Triton {triton.__version__}: the Gluon backward (bwd_gluon, dq_cast) is "
               f"written for Triton {V.GLUON_TRITON}; not compiled, its calls take the two-kernel "

@@ -83,8 +83,9 @@ FWD_WS_DISPATCH = bool(_DB.get("fwd_ws_dispatch", False))
 # (NOTES.md, "The one-pass backward measured").
 BWD_ATOMIC_TILES = {int(d): tuple(t) for d, t in _DB.get("bwd_dkdv_dq", {}).items()}
 BWD_ATOMIC_DQ_DISPATCH = bool(_DB.get("bwd_atomic_dq_dispatch", False))
-# The Gluon forward (sigmoid_attn_fwd_gluon_persistent.py, kind fwd_gluon; fp16/bf16; dense and
-# causal with T_Q == T_K; no score_mod, no lengths): [BLOCK_M, BLOCK_N, num_warps, num_stages]
+# The Gluon forward (sigmoid_attn_fwd_gluon_persistent.py, kind fwd_gluon, and with per-sequence
+# lengths kind fwd_gluon_padded; fp16/bf16; dense and causal with T_Q == T_K; no score_mod, no
+# packed batches): [BLOCK_M, BLOCK_N, num_warps, num_stages]
 # per head dim, num_warps 4 (the default partition; the kernel adds a consumer warpgroup and a
 # producer: 384 threads). Persistent: one program per SM walks a static tile schedule, always
 # with FA3's intra-warpgroup overlap of S_j with P_{j-1}·V_{j-1}; causal needs BLOCK_M ==
@@ -172,6 +173,7 @@ def tile_table(kind: str, dtype: str):
     return {"fwd": FWD_TILES_FP32 if fp32 else FWD_TILES,
             "fwd_ws": {} if fp32 else FWD_WS_TILES,
             "fwd_gluon": {} if fp32 else FWD_GLUON_TILES,
+            "fwd_gluon_padded": {} if fp32 else FWD_GLUON_TILES,
             "bwd_dkdv": BWD_DKDV_TILES_FP32 if fp32 else BWD_DKDV_TILES,
             "bwd_dq": BWD_DQ_TILES_FP32 if fp32 else BWD_DQ_TILES,
             "bwd_dkdv_dq": {} if fp32 else BWD_ATOMIC_TILES,
@@ -229,6 +231,9 @@ PARAMS["fwd_gluon"] = (("q_desc", "desc"), ("k_desc", "desc"), ("v_desc", "desc"
                        ("o_desc", "desc"), ("SEQ_LENS_Q", "*i32"), ("SEQ_LENS_K", "*i32"),
                        ("T_Q", "i32"), ("T_K", "i32"), ("H", "i32"), ("B", "i32"),
                        ("kv_group", "i32"), ("scale", "fp32"), ("bias_value", "fp32"))
+# The Gluon forward of padded batches: the same kernel compiled with HAS_LENGTHS, so the same
+# arguments, SEQ_LENS_Q/K read.
+PARAMS["fwd_gluon_padded"] = PARAMS["fwd_gluon"]
 DESC_RANK = 3
 # The Gluon backward's: "desc_fp32" is a descriptor of an fp32 tensor whatever the variant's dtype
 # (the dQ accumulator [B, T_Q, H*D] that the kernel reduce-adds into).
@@ -244,7 +249,9 @@ PARAMS["dq_cast"] = (("src", "*fp32"), ("dst", "*dt"), ("n", "i32"))
 # (kernel_args.h, from PARAMS). kForwardWS: the warp-specialized forward; kBackwardDkDvDq: the
 # one-pass backward (dkdv plus dQ by fp32 TMA reductions); kForwardGluon: the Gluon forward
 # (persistent, host TMA descriptors; dense calls, causal ones with T_Q == T_K); kBackwardGluon:
-# the Gluon backward (host TMA descriptors, dQ into an fp32 buffer) and kDqCast its dQ cast.
+# the Gluon backward (host TMA descriptors, dQ into an fp32 buffer) and kDqCast its dQ cast;
+# kForwardGluonPadded: the Gluon forward with per-sequence lengths (padded batches, the default
+# bias), the tiles of kForwardGluon.
 KIND_TABLE = {
     "fwd": ("kForward", "sigmoid_attn_fwd", "sigmoid_attn_fwd"),
     "fwd_ws": ("kForwardWS", "sigmoid_attn_fwd_ws", "sigmoid_attn_fwd_ws"),
@@ -255,7 +262,11 @@ KIND_TABLE = {
     "bwd_dkdv_dq": ("kBackwardDkDvDq", "sigmoid_attn_bwd", "sigmoid_attn_bwd_dkdv_dq"),
     "bwd_gluon": ("kBackwardGluon", "sigmoid_attn_bwd_gluon", "sigmoid_attn_bwd_gluon"),
     "dq_cast": ("kDqCast", "sigmoid_attn_bwd_gluon", "dq_cast"),
+    "fwd_gluon_padded": ("kForwardGluonPadded", "sigmoid_attn_fwd_gluon_persistent",
+                         "sigmoid_attn_fwd_gluon_persistent"),
 }
+# The kinds of the Gluon forward (one kernel source, lengths off and on).
+GLUON_FORWARD_KINDS = ("fwd_gluon", "fwd_gluon_padded")
 KINDS = tuple(KIND_TABLE)
 # (module, function) of each kind's kernel.
 SOURCES = {kind: (module, fn) for kind, (_, module, fn) in KIND_TABLE.items()}
@@ -300,7 +311,7 @@ class Variant:
     def causal_lpt(self) -> int:
         # (the warp-specialized forward has no program order: not measured there)
         if (not self.causal or self.varlen or self.dtype == "fp32"
-                or self.kind in ("fwd_ws", "fwd_gluon")):
+                or self.kind in ("fwd_ws",) + GLUON_FORWARD_KINDS):
             return 0
         if _LPT_OVERRIDES["causal"] is not None:
             return int(_LPT_OVERRIDES["causal"])
@@ -398,7 +409,7 @@ def variants(triton_version: str = None, head_dims=None, dtypes=None, kinds=None
     out = []
     for kind in KINDS if kinds is None else [k for k in KINDS if k in kinds]:
         if (kind == "fwd_ws" and not ws_ok
-                or kind in ("fwd_gluon", "bwd_gluon", "dq_cast") and not gluon_ok):
+                or kind in GLUON_FORWARD_KINDS + ("bwd_gluon", "dq_cast") and not gluon_ok):
             continue
         for dtype in DTYPES if dtypes is None else [d for d in DTYPES if d in dtypes]:
             tables = [(False, tile_table(kind, dtype))]
@@ -416,10 +427,9 @@ def variants(triton_version: str = None, head_dims=None, dtypes=None, kinds=None
                     for varlen in (False, True):
                         for causal in (False, True):
                             for score_mod in (False, True):
-                                # (compiled with HAS_LENGTHS=False: descriptors end at T, and
-                                # padded or packed calls take the other forwards; no score_mod
-                                # in the kernel)
-                                if kind == "fwd_gluon" and (varlen or score_mod):
+                                # (descriptors over [B, T, H*D]: packed calls take the other
+                                # forwards; no score_mod in the kernel)
+                                if kind in GLUON_FORWARD_KINDS and (varlen or score_mod):
                                     continue
                                 # (dense, non-causal: the Gluon backward has neither masks nor
                                 # lengths; its cast is found by the same key)
