@@ -1,5 +1,5 @@
-"""The warp-specialized kernels (triton_src/sigmoid_attn_fwd_ws.py, its persistent candidate,
-and the dQ kernel of sigmoid_attn_bwd_ws.py) stay specialized:
+"""The warp-specialized kernels (triton_src/sigmoid_attn_fwd_ws.py and its persistent candidate)
+stay specialized:
 compiled for sm_90 with the installed Triton (no GPU needed), Triton's Hopper pass must split it
 into a producer and two consumer warpgroups (384 threads, setmaxnreg) with no local memory. The
 pass skips a kernel silently when its conditions break (docs/performance.md, "The
@@ -17,21 +17,18 @@ triton = pytest.importorskip("triton")
 def compile_ws(head_dim, block_n, causal, score_mod, varlen, kernel="fwd", block_m=128):
     sys.path.insert(0, TRITON_SRC)
     try:
-        from sigmoid_attn_bwd_ws import sigmoid_attn_bwd_dq_ws
         from sigmoid_attn_fwd_ws import sigmoid_attn_fwd_ws, sigmoid_attn_fwd_ws_persistent
     finally:
         sys.path.remove(TRITON_SRC)
-    fn = {"fwd": sigmoid_attn_fwd_ws, "dq": sigmoid_attn_bwd_dq_ws,
-          "persistent": sigmoid_attn_fwd_ws_persistent,
+    fn = {"fwd": sigmoid_attn_fwd_ws, "persistent": sigmoid_attn_fwd_ws_persistent,
           "persistent_inner": sigmoid_attn_fwd_ws_persistent}[kernel]
     constexprs = {"HEAD_DIM": head_dim, "BLOCK_M": block_m, "BLOCK_N": block_n, "IS_CAUSAL": causal,
                   "HAS_SCORE_MOD": score_mod, "FAST_SIGMOID": True, "VARLEN": varlen,
                   "WARP_SPECIALIZE": True}
     if kernel.startswith("persistent"):  # the tile loop specialized, or the key loop
         constexprs["SPECIALIZE_OUTER"] = kernel == "persistent"
-    pointers = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "DO": "*bf16",
-                "DQ": "*bf16", "SEQ_LENS_Q": "*i32", "SEQ_LENS_K": "*i32", "BIAS": "*fp32",
-                "SCORE_MOD": "*fp32"}
+    pointers = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "SEQ_LENS_Q": "*i32",
+                "SEQ_LENS_K": "*i32", "BIAS": "*fp32", "SCORE_MOD": "*fp32"}
     return compile_sm90(fn, constexprs, pointers, num_warps=4, num_stages=2)
 
 
@@ -62,7 +59,6 @@ def compile_sm90(fn, constexprs, pointers, num_warps, num_stages):
                          [(128, 64, False, False, False, "fwd", 128),
                           (64, 128, True, True, True, "fwd", 128),
                           (128, 64, False, True, True, "fwd", 256),  # the shipped hd128 tile
-                          (128, 64, True, True, False, "dq", 128),
                           (128, 64, False, False, False, "persistent", 256),
                           (128, 64, True, True, False, "persistent_inner", 256)])
 def test_candidate_is_warp_specialized(head_dim, block_n, causal, score_mod, varlen, kernel,
@@ -88,13 +84,13 @@ def test_row_offsets_are_block_local():
     import re
     import tokenize
 
-    for name in ("sigmoid_attn_fwd_ws.py", "sigmoid_attn_bwd_ws.py"):
-        with open(f"{TRITON_SRC}/{name}") as f:  # the code's tokens: no strings, no comments
-            code = " ".join(t.string for t in tokenize.generate_tokens(io.StringIO(f.read()).readline)
-                            if t.type in (tokenize.NAME, tokenize.OP, tokenize.NUMBER))
-        bad = re.findall(r"start_m \+ tl \. arange|tl \. arange \( [^)]* \) \+ start_m|offs_m",
-                         code)
-        assert not bad, f"{name}: row offsets built as start_m + arange: {bad}"
+    name = "sigmoid_attn_fwd_ws.py"
+    with open(f"{TRITON_SRC}/{name}") as f:  # the code's tokens: no strings, no comments
+        code = " ".join(t.string for t in tokenize.generate_tokens(io.StringIO(f.read()).readline)
+                        if t.type in (tokenize.NAME, tokenize.OP, tokenize.NUMBER))
+    bad = re.findall(r"start_m \+ tl \. arange|tl \. arange \( [^)]* \) \+ start_m|offs_m",
+                     code)
+    assert not bad, f"{name}: row offsets built as start_m + arange: {bad}"
 
 
 def test_atomic_dq_candidate_uses_tma_reductions():

@@ -13,7 +13,6 @@ import triton
 import variants as V
 from sigmoid_attn_bwd import sigmoid_attn_bwd_dkdv, sigmoid_attn_bwd_dkdv_dq, sigmoid_attn_bwd_dq
 from sigmoid_attn_fwd import BIAS_DEFAULT, BIAS_SCALAR, BIAS_TENSOR, sigmoid_attn_fwd
-from sigmoid_attn_bwd_ws import sigmoid_attn_bwd_dq_ws
 from sigmoid_attn_fwd_ws import sigmoid_attn_fwd_ws, sigmoid_attn_fwd_ws_persistent
 
 
@@ -115,11 +114,10 @@ def _descriptor_scratch_from_torch(device):
 def _ws_call(kernel, tensors, tiles, is_causal, scale, seq_lens_q, seq_lens_k, sigmoid_bias,
              score_mod, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
              persistent=0, **meta):
-    """Launches a warp-specialized kernel (sigmoid_attn_fwd_ws, sigmoid_attn_bwd_dq_ws,
-    sigmoid_attn_fwd_ws_persistent): their shared ABI is the tensors (q, k, v, then the
-    kernel's own: out, or dO and dQ), lengths, bias, score_mod, the tensors' strides, then the
-    problem's sizes (the persistent kernel's ending in the head count; persistent: its number
-    of programs). Returns Triton's compiled kernel."""
+    """Launches a warp-specialized kernel (sigmoid_attn_fwd_ws, sigmoid_attn_fwd_ws_persistent):
+    their shared ABI is the tensors (q, k, v, out), lengths, bias, score_mod, the tensors'
+    strides, then the problem's sizes (the persistent kernel's ending in the head count;
+    persistent: its number of programs). Returns Triton's compiled kernel."""
     q, k = tensors[0], tensors[1]
     B, Tq, Tk, Hq, Hkv, D, n, max_q, max_k, varlen = _geometry(
         q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
@@ -147,7 +145,7 @@ def _ws_call(kernel, tensors, tiles, is_causal, scale, seq_lens_q, seq_lens_k, s
 
 def _ws_score_mod(score_mod, q, B, Tk, varlen, cu_seqlens_k, n, max_k):
     """score_mod ([B, Tk], or [total_k] packed) as one float32 row per sequence, padded to 16
-    bytes: what the warp-specialized kernels' 1-D descriptors read."""
+    bytes: what the warp-specialized forward's 1-D descriptors read."""
     if score_mod is None:
         return None
     if varlen:  # [total_k] -> [num_seqs, max_seqlen_k], on the device
@@ -161,19 +159,6 @@ def _ws_score_mod(score_mod, q, B, Tk, varlen, cu_seqlens_k, n, max_k):
         padded = torch.zeros(B, (Tk + 3) // 4 * 4, dtype=torch.float32, device=q.device)
         padded[:, :Tk] = score_mod
     return padded
-
-
-def backward_dq_ws(grad, q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False,
-                   scale=None, sigmoid_bias=None, score_mod=None, cu_seqlens_q=None,
-                   cu_seqlens_k=None, max_seqlen_q=0, max_seqlen_k=0, tiles=(128, 64, 4, 2),
-                   return_kernel=False):
-    """dQ by the warp-specialized candidate (sigmoid_attn_bwd_dq_ws), for the same inputs as
-    backward(); tiles and return_kernel as forward_ws."""
-    dq = torch.empty_like(q, memory_format=torch.contiguous_format)
-    kernel = _ws_call(sigmoid_attn_bwd_dq_ws, (q, k, v, grad, dq), tiles, is_causal, scale,
-                      seq_lens_q, seq_lens_k, sigmoid_bias, score_mod, cu_seqlens_q,
-                      cu_seqlens_k, max_seqlen_q, max_seqlen_k)
-    return (dq, kernel) if return_kernel else dq
 
 
 def _dtype_name(t):
