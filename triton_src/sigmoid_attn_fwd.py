@@ -36,60 +36,9 @@ BIAS_SCALAR = 1  # bias_value
 BIAS_TENSOR = 2  # BIAS[b], float32
 
 
-# FAST == 2 (a candidate for MUFU-bound tiles, JIT only; benchmarks/NOTES.md, "hd64: what an
-# FMA-pipe sigmoid would cost"): of every 4 elements, 3 take tanh.approx (MUFU) and 1 is computed on
-# the FMA and integer pipes: y = -x·log2(e) clamped to [-126, 126], 2^y = 2^round(y) (exponent
-# bits) · p(y - round(y)) with p a degree-3 fit of 2^t on [-1/2, 1/2], then 1/(1 + 2^y) by a
-# magic-constant guess and two Newton steps. Within 8e-5 relative of the exact sigmoid (1.9e-5
-# absolute; emulated in float32 over [-200, 200]); y >= 126 (x <= -87.3, -inf included) gives
-# exactly 0, as tanh.approx does.
-_SIGMOID_MIXED_ASM = tl.constexpr("""{
-.reg .f32 h<3>, y, r, fl, t, p, e, d, nd, q;
-.reg .b32 bi, be;
-.reg .pred big;
-mul.f32 h0, $4, 0f3F000000;
-tanh.approx.f32 h0, h0;
-fma.rn.f32 $0, h0, 0f3F000000, 0f3F000000;
-mul.f32 h1, $5, 0f3F000000;
-tanh.approx.f32 h1, h1;
-fma.rn.f32 $1, h1, 0f3F000000, 0f3F000000;
-mul.f32 h2, $6, 0f3F000000;
-tanh.approx.f32 h2, h2;
-fma.rn.f32 $2, h2, 0f3F000000, 0f3F000000;
-mul.f32 y, $7, 0fBFB8AA3B;
-setp.ge.f32 big, y, 0f42FC0000;
-min.f32 y, y, 0f42FC0000;
-max.f32 y, y, 0fC2FC0000;
-add.f32 r, y, 0f4B400000;
-sub.f32 fl, r, 0f4B400000;
-sub.f32 t, y, fl;
-fma.rn.f32 p, t, 0f3D61A4AC, 0f3E786D32;
-fma.rn.f32 p, p, t, 0f3F317A8D;
-fma.rn.f32 p, p, t, 0f3F7FFB58;
-mov.b32 bi, r;
-shl.b32 bi, bi, 23;
-mov.b32 be, p;
-add.s32 be, be, bi;
-mov.b32 e, be;
-add.f32 d, e, 0f3F800000;
-sub.f32 nd, 0fBF800000, e;
-mov.b32 bi, d;
-sub.s32 bi, 0x7EF311C3, bi;
-mov.b32 q, bi;
-fma.rn.f32 t, nd, q, 0f40000000;
-mul.f32 q, q, t;
-fma.rn.f32 t, nd, q, 0f40000000;
-mul.f32 q, q, t;
-selp.f32 $3, 0f00000000, q, big;
-}""")
-
-
 @triton.jit
 def _sigmoid(x, FAST: tl.constexpr):
-    if FAST == 2:
-        return tl.inline_asm_elementwise(_SIGMOID_MIXED_ASM, "=r,=r,=r,=r,r,r,r,r", [x],
-                                         dtype=tl.float32, is_pure=True, pack=4)
-    elif FAST:
+    if FAST:
         # sigmoid(x) = 0.5 * tanh(x / 2) + 0.5: one MUFU op instead of ex2 + rcp.
         t = tl.inline_asm_elementwise(
             "tanh.approx.f32 $0, $1;", "=r,r", [x * 0.5], dtype=tl.float32, is_pure=True, pack=1
