@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import jit_launch  # noqa: E402
 from timing import check_and_time, cuda_graph_us, protocol_batch  # noqa: E402
 
-# (BLOCK_M, BLOCK_N, warps, stages, warp_specialize[, software_pipeline])
+# (BLOCK_M, BLOCK_N, warps, stages, warp_specialize[, tma])
 CANDIDATES = {
     64: [(128, 64, 4, 3, False), (128, 64, 8, 3, False), (128, 128, 8, 3, False),
          (128, 128, 4, 3, False), (64, 64, 4, 4, False), (128, 64, 4, 4, False),
@@ -33,15 +33,6 @@ CANDIDATES = {
     128: [(128, 64, 8, 2, False), (128, 64, 8, 3, False), (128, 128, 8, 2, False),
           (128, 128, 8, 3, False), (64, 64, 4, 3, False), (128, 64, 4, 3, False),
           (128, 64, 8, 3, True), (128, 128, 8, 2, True)],
-}
-
-
-PIPELINE_CANDIDATES = {
-    64: [(128, 64, 4, 3, False, False), (128, 64, 4, 3, False, True),
-         (128, 64, 4, 2, False, True), (128, 128, 8, 2, False, True), (64, 64, 4, 3, False, True)],
-    128: [(128, 64, 8, 3, False, False), (128, 64, 8, 3, False, True),
-          (128, 64, 8, 2, False, True), (128, 128, 8, 2, False, True),
-          (64, 64, 4, 3, False, False), (64, 64, 4, 3, False, True), (64, 64, 4, 2, False, True)],
 }
 
 # Shared-memory-lean tiles: more resident CTAs per SM (the ncu profile shows 2 CTAs/SM, limited by
@@ -54,15 +45,15 @@ LEAN_CANDIDATES = {
           (128, 32, 4, 3, False), (64, 128, 4, 2, False)],
 }
 
-# K/V through TMA descriptors (7th element), beside the same tiles without. On Triton 3.8 for
+# K/V through TMA descriptors (6th element), beside the same tiles without. On Triton 3.8 for
 # sm_90 it emits UTMALDG loads, but warp_specialize leaves this loop unchanged (no setmaxnreg,
 # identical SASS), so the 5th element is expected not to matter.
 TMA_CANDIDATES = {
-    64: [(128, 32, 4, 4, False, False, False), (128, 32, 4, 4, False, False, True),
-         (128, 64, 4, 3, False, False, True), (128, 32, 4, 3, True, False, True)],
-    128: [(128, 32, 8, 3, False, False, False), (128, 32, 8, 3, False, False, True),
-          (128, 32, 8, 3, True, False, True), (128, 64, 8, 3, False, False, False),
-          (128, 64, 8, 3, False, False, True), (64, 64, 4, 3, False, False, True)],
+    64: [(128, 32, 4, 4, False, False), (128, 32, 4, 4, False, True),
+         (128, 64, 4, 3, False, True), (128, 32, 4, 3, True, True)],
+    128: [(128, 32, 8, 3, False, False), (128, 32, 8, 3, False, True),
+          (128, 32, 8, 3, True, True), (128, 64, 8, 3, False, False),
+          (128, 64, 8, 3, False, True), (64, 64, 4, 3, False, True)],
 }
 
 # Small-problem (latency) tiles: problems whose length tile launches fewer programs than the GPU
@@ -129,7 +120,6 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="tune.json")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--pipeline", action="store_true", help="software-pipelining candidates")
     ap.add_argument("--lean", action="store_true", help="shared-memory-lean candidates")
     ap.add_argument("--tma", action="store_true", help="TMA-descriptor candidates (experimental)")
     ap.add_argument("--lpt", action="store_true",
@@ -161,8 +151,7 @@ def main():
         return
     lengths = (4096,) if args.quick else (1024, 4096, 16384)
     rows = []
-    table = (PIPELINE_CANDIDATES if args.pipeline else LEAN_CANDIDATES if args.lean
-             else TMA_CANDIDATES if args.tma else CANDIDATES)
+    table = LEAN_CANDIDATES if args.lean else TMA_CANDIDATES if args.tma else CANDIDATES
     for D, cands in table.items():
         for causal in (False, True):
             for T in lengths:
@@ -174,11 +163,10 @@ def main():
                 flops = 4.0 * B * H * D * T * T * (0.5 if causal else 1.0)
                 for cand in cands:
                     bm, bn, w, s, ws = cand[:5]
-                    sp = len(cand) > 5 and cand[5]
-                    tma = len(cand) > 6 and cand[6]
+                    tma = len(cand) > 5 and cand[5]
                     fn = lambda: jit_launch.forward(q, k, v, is_causal=causal, fast_sigmoid=True,
                                                     tiles=(bm, bn, w, s), warp_specialize=ws,
-                                                    software_pipeline=sp, use_tma=tma)
+                                                    use_tma=tma)
                     try:
                         ms = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
                         tf = flops / ms / 1e9
@@ -349,15 +337,14 @@ def write_lpt(rows, write, source):
 def write_winners(rows, source):
     """Per head dim: the short-sequence bucket (geometric mean over T < 8192, causal included)
     and, if another tile wins at T >= 8192, a long bucket. Plain tiles, with or without TMA
-    (tiles.json's "tma" flag), can go to the table; warp specialization and software
-    pipelining cannot."""
+    (tiles.json's "tma" flag), can go to the table; warp specialization cannot."""
 
     import variants as V
 
     def key(tiles):
-        return tuple(tiles[:4]) + (("tma",) if len(tiles) > 6 and tiles[6] else ())
+        return tuple(tiles[:4]) + (("tma",) if len(tiles) > 5 and tiles[5] else ())
 
-    plain = [r for r in rows if r["tflops"] and len(r["tiles"]) >= 5 and not any(r["tiles"][4:6])]
+    plain = [r for r in rows if r["tflops"] and len(r["tiles"]) >= 5 and not r["tiles"][4]]
     db = V.load_tiles()
     for D in sorted({r["D"] for r in plain}):
         def best(sel):

@@ -241,31 +241,6 @@ def _attend_tma(acc, q, k_desc, v_desc, sm_base, n_start, stride_smt, scale, bia
 
 
 @triton.jit
-def _qk(q, k_base, offs_d, n_start, stride_kt, D, PAD_D: tl.constexpr, BLOCK_N: tl.constexpr):
-    offs_n = n_start + tl.arange(0, BLOCK_N)
-    k_ptrs = k_base + offs_n[None, :] * stride_kt + offs_d[:, None]
-    if PAD_D:
-        kT = tl.load(k_ptrs, mask=offs_d[:, None] < D, other=0.0)
-    else:
-        kT = tl.load(k_ptrs)
-    return _dot(q, kT)
-
-
-@triton.jit
-def _pv(acc, qk, v_base, sm_base, offs_d, n_start, stride_vt, stride_smt, scale, bias,
-        D, PAD_D: tl.constexpr, BLOCK_N: tl.constexpr,
-        HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr):
-    offs_n = n_start + tl.arange(0, BLOCK_N)
-    v_ptrs = v_base + offs_n[:, None] * stride_vt + offs_d[None, :]
-    if PAD_D:
-        v = tl.load(v_ptrs, mask=offs_d[None, :] < D, other=0.0)
-    else:
-        v = tl.load(v_ptrs)
-    return _sigmoid_pv(acc, qk, v, sm_base, offs_n, stride_smt, scale, bias, HAS_SCORE_MOD,
-                       FAST_SIGMOID)
-
-
-@triton.jit
 def _longest_first(pid_m, h, b, GROUP_PROGRAMS: tl.constexpr, DESCENDING: tl.constexpr = True):
     """Causal schedule: (block, head, batch) for launch slot (pid_m, h, b), longest first.
 
@@ -328,7 +303,7 @@ def sigmoid_attn_fwd(
     HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k, head_dim,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr,
-    VARLEN: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, SOFTWARE_PIPELINE: tl.constexpr,
+    VARLEN: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
     USE_TMA: tl.constexpr = False,
     CAUSAL_LPT: tl.constexpr = 0,
     LENGTH_LPT: tl.constexpr = 0,
@@ -389,21 +364,7 @@ def sigmoid_attn_fwd(
         q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0)
 
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    if SOFTWARE_PIPELINE:
-        # Q·Kᵀ of block j+1 is issued before the sigmoid of block j, so that the tensor cores
-        # work while the MUFU unit computes tanh (the two are comparable in cost at hd<=128).
-        if n_full > 0:
-            qk = _qk(q, k_base, offs_d, 0, stride_kt, D, PAD_D, BLOCK_N)
-            for n_start in range(BLOCK_N, n_full, BLOCK_N):
-                qk_next = _qk(q, k_base, offs_d, n_start, stride_kt, D, PAD_D, BLOCK_N)
-                acc = _pv(acc, qk, v_base, sm_base, offs_d, n_start - BLOCK_N, stride_vt,
-                          stride_smt, scale, bias, D, PAD_D, BLOCK_N, HAS_SCORE_MOD,
-                          FAST_SIGMOID)
-                qk = qk_next
-            acc = _pv(acc, qk, v_base, sm_base, offs_d, n_full - BLOCK_N, stride_vt,
-                      stride_smt, scale, bias, D, PAD_D, BLOCK_N, HAS_SCORE_MOD,
-                      FAST_SIGMOID)
-    elif USE_TMA:
+    if USE_TMA:
         # K and V of the unmasked blocks through TMA tensor descriptors (tiles.json's "tma"
         # flag: the long-sequence buckets of hd64/hd128, +4-9% there in the sweeps). Rows past
         # Lk and columns past HEAD_DIM arrive as zeros. The descriptors live in the kernel's

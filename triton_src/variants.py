@@ -283,7 +283,6 @@ class Variant:
     num_warps: int
     num_stages: int
     warp_specialize: bool = False
-    software_pipeline: bool = False
     tma: bool = False  # forward only: K/V through TMA descriptors (tiles.json's "tma" flag)
     schedule: str = ""  # bwd_gluon only: a key of GLUON_BWD_SCHEDULES (tiles.json's 5th element)
     min_t: int = 0  # smallest sequence length this tile is dispatched for; SMALL: see above
@@ -335,7 +334,7 @@ class Variant:
         dim = f"dmax{self.head_dim}" if self.runtime_head_dim else f"d{self.head_dim}"
         return (f"{self.kind}_{self.dtype}_{dim}{flags}_"
                 f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}"
-                + ("ws" if self.warp_specialize else "") + ("p" if self.software_pipeline else "")
+                + ("ws" if self.warp_specialize else "")
                 + ("tma" if self.tma else "") + (f"_{self.schedule}" if self.schedule else "")
                 + ("_small" if self.min_t == SMALL else f"_t{self.min_t}" if self.min_t else ""))
 
