@@ -280,7 +280,7 @@ def _longest_sequence(r, SEQ_LENS_K, T_K, n_b, MAX_B: tl.constexpr):
     A program's work is proportional to its sequence's key length, so running the sequences
     longest first leaves the short ones for the last wave. Each program ranks all n_b <= MAX_B
     lengths itself (an n_b x n_b comparison, no host sort and no extra launch): a bijection of
-    the grid's batch axis. Measured on the H100 (NOTES.md, "Program order"): the ranking costs
+    the grid's batch axis. Measured on the H100 (docs/performance.md, "Program order"): the ranking costs
     each program more than the tail it saves (-2%), so tiles.json keeps it off
     (fwd_length_lpt 0); kept for the sweep to re-measure."""
     i = tl.arange(0, MAX_B)

@@ -1,5 +1,5 @@
-"""Forward sigmoid attention, warp-specialized (kind fwd_ws; benchmarks/NOTES.md, "Warp
-specialization on Hopper" and "... measured"). Compiled only with Triton >= 3.8
+"""Forward sigmoid attention, warp-specialized (kind fwd_ws; docs/performance.md, "The
+warp-specialized forward"). Compiled only with Triton >= 3.8
 (variants.WS_MIN_TRITON): Triton 3.6's pass left six initialized, never-invalidated mbarriers on
 the first bytes of the 256-row tile's Q buffer, and under GPU time-slicing (8 processes on one
 H200, benchmarks/stress_contention.py) a preemption wrote their state over Q's row 0: NaN in row

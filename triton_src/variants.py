@@ -30,7 +30,7 @@ DISPATCH_MAX_BUCKETS = 4
 
 # The fp16/bf16 tiles come from the tuning database tiles.json (written on the GPU by
 # benchmarks/tune_forward.py --write / tune_backward.py --write; the sweeps' raw figures are in
-# benchmarks/results/<device>/tune_*.json and the reasoning in benchmarks/NOTES.md).
+# benchmarks/results/<device>/tune_*.json and the reasoning in docs/performance.md).
 # FWD_TILES: head_dim -> [(min_T, (BLOCK_M, BLOCK_N, num_warps, num_stages[, "tma"])), ...]; the
 # dispatcher takes the entry with the largest min_T <= Tq, so one head dim can use different
 # tiles by length. A bucket with min_T = -1 (SMALL) is the latency tile: taken instead when the
@@ -70,8 +70,8 @@ BWD_DQ_TILES = {int(d): tuple(t) for d, t in _DB["bwd_dq"].items()}
 # The warp-specialized forward (sigmoid_attn_fwd_ws.py; fp16/bf16, head dims that are powers of
 # two): [min_T, tiles] buckets per head dim, num_warps 4 (Triton's Hopper pass makes 3
 # warpgroups of it). The dispatcher takes it, for the variants compiled, when tiles.json's
-# fwd_ws_dispatch is true (SIGMOID_ATTN_WARP_SPECIALIZED=0/1 overrides it per process; NOTES.md,
-# "Warp specialization measured").
+# fwd_ws_dispatch is true (SIGMOID_ATTN_WARP_SPECIALIZED=0/1 overrides it per process;
+# docs/performance.md, "The warp-specialized forward").
 FWD_WS_TILES = {int(d): [(int(m), tuple(t)) for m, t in b]
                 for d, b in _DB.get("fwd_ws", {}).items()}
 FWD_WS_DISPATCH = bool(_DB.get("fwd_ws_dispatch", False))
@@ -80,7 +80,7 @@ FWD_WS_DISPATCH = bool(_DB.get("fwd_ws_dispatch", False))
 # fp16/bf16. The dispatcher takes it instead of the dkdv + dq pair only when tiles.json's
 # bwd_atomic_dq_dispatch is true, or it is switched on (SIGMOID_ATTN_ATOMIC_DQ=1,
 # sigmoid_attn.kernel_options(one_pass_backward=True)); measured: hd64 only, off by default
-# (NOTES.md, "The one-pass backward measured").
+# (docs/performance.md, "The one-pass backward").
 BWD_ATOMIC_TILES = {int(d): tuple(t) for d, t in _DB.get("bwd_dkdv_dq", {}).items()}
 BWD_ATOMIC_DQ_DISPATCH = bool(_DB.get("bwd_atomic_dq_dispatch", False))
 # The Gluon forward (sigmoid_attn_fwd_gluon_persistent.py, kind fwd_gluon; fp16/bf16; dense and
