@@ -8,9 +8,6 @@
 #   bash benchmarks/gpu_check.sh latency                 # build + host cost (Python and C++)
 #   bash benchmarks/gpu_check.sh all                     # build + tests + full benchmark
 #   bash benchmarks/gpu_check.sh tune_lpt,bench "causal"  # program-order sweep (--write), then build
-#   bash benchmarks/gpu_check.sh sweeps                  # JIT candidates: the persistent
-#                                                         # warp-specialized forward, the mixed
-#                                                         # sigmoid (no build needed)
 #   bash benchmarks/gpu_check.sh cp,train_multi           # several GPUs: context-parallel bench
 #                                                         # (every GPU, then one) and the
 #                                                         # distributed training example
@@ -55,13 +52,6 @@ has() { case ",$MODE," in *",$1,"*) return 0;; *) return 1;; esac; }
 if has tune_lpt; then  # program order (JIT, before the build, which then compiles the winners)
   timeout 240 python3 benchmarks/tune_forward.py --lpt --write --out "$OUT/tune_fwd_lpt.json" \
     2>&1 | tee "$OUT/tune_lpt.log" | grep -E "geometric|Error" ; cp triton_src/tiles.json "$OUT/"
-fi
-if has sweeps; then  # JIT candidates against production (each writes its JSON as it goes)
-  timeout 150 python3 benchmarks/tune_forward.py --mixed-sigmoid --out "$OUT/tune_fwd_mixed.json" \
-    2>&1 | tee "$OUT/tune_fwd_mixed.log" | grep -E "^D="
-  timeout 400 python3 benchmarks/tune_forward.py --ws-persistent --out "$OUT/tune_fwd_wsp.json" \
-    2>&1 | tee "$OUT/tune_fwd_wsp.log" | grep -E "^D="
-  [ "$MODE" = sweeps ] && exit 0
 fi
 t0=$(date +%s)
 if [ -n "${PREBUILT:-}" ]; then

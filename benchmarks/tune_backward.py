@@ -2,7 +2,6 @@
 
     python benchmarks/tune_backward.py --out tune_bwd.json [--T 4096] [--lean] [--write]
     python benchmarks/tune_backward.py --lpt --out tune_bwd_lpt.json [--write]
-    python benchmarks/tune_backward.py --ws --out tune_bwd_ws.json
     python benchmarks/tune_backward.py --atomic --out tune_bwd_atomic.json
 
 Shapes follow the benchmark protocol (bf16, B*T=16384, H*D=2048). --write stores each kernel's
@@ -93,47 +92,6 @@ def sweep_lpt(out, write):
         V.save_tiles(db)
 
 
-# Warp-specialized dQ candidate tiles (num_warps 4: Triton's Hopper pass makes 3 warpgroups).
-WS_DQ_TILES = {64: [(128, 64, 4, 2), (128, 128, 4, 2), (128, 64, 4, 3)],
-               128: [(128, 64, 4, 2), (128, 64, 4, 3)]}
-
-
-def sweep_ws(out):
-    """The warp-specialized dQ kernel (sigmoid_attn_bwd_dq_ws) against the production dq kernel,
-    both JIT, bf16, B·T = 16k, H·D = 2048, T = 4k and 16k, dense and causal. Each candidate's dQ
-    is checked against production's (relative error) and its thread count recorded (384 =
-    specialized)."""
-    import variants as V
-
-    rows = []
-    for D in (64, 128):
-        for T in (4096, 16384):
-            H, B, (q, k, v, do), _ = protocol_batch(D, T, n=4)
-            for causal in (False, True):
-                flops = 3 * 2.0 * B * H * D * T * T * (0.5 if causal else 1.0)
-                tiles = V.tile_table("bwd_dq", "bf16")[D]
-                base = lambda: jit_launch.backward(do, q, k, v, is_causal=causal, fast_sigmoid=True,
-                                                   tiles_dq=tiles, parts=("dq",))[0]
-                want = base().float()
-                cands = [("production", list(tiles), base)] + [
-                    ("ws", list(t), lambda t=t: jit_launch.backward_dq_ws(
-                        do, q, k, v, is_causal=causal, tiles=t)) for t in WS_DQ_TILES[D]]
-                for name, t, fn in cands:
-                    kernel = None if name != "ws" else lambda t=t: jit_launch.backward_dq_ws(
-                        do, q, k, v, is_causal=causal, tiles=tuple(t), return_kernel=True)
-                    rows.append(check_and_time({"D": D, "T": T, "causal": causal,
-                                                "kernel": name, "tiles": t}, fn, want, flops,
-                                               kernel))
-                print(f"D={D:3d} T={T:5d} causal={causal!s:5}: " + " ".join(
-                    f"{r['kernel']}{tuple(r['tiles'][:4])}:"
-                    + (f"{r['ms']:.3f}ms(err {r['rel_err_vs_production']:.1e})"
-                       if "ms" in r else "failed")
-                    for r in rows if (r["D"], r["T"], r["causal"]) == (D, T, causal)), flush=True)
-    with open(out, "w") as f:
-        json.dump({"device": torch.cuda.get_device_name(), "triton": triton.__version__,
-                   "rows": rows}, f, indent=1)
-
-
 # The atomic-dQ candidate (sigmoid_attn_bwd_dkdv_dq: dK, dV and dQ in one pass) per head dim:
 # (BLOCK_M, BLOCK_N, warps, stages, ATOMIC_DQ), ATOMIC_DQ 1 = fp32 element atomics, 2 = TMA
 # tile reductions. Compiled for sm_90 with Triton 3.6 (ptxas -v), these spill nothing: hd128
@@ -196,8 +154,6 @@ def main():
     ap.add_argument("--lean", action="store_true", help="lean candidates")
     ap.add_argument("--lpt", action="store_true",
                     help="causal program order (CAUSAL_LPT) of each kernel, production tiles")
-    ap.add_argument("--ws", action="store_true",
-                    help="the warp-specialized dQ candidate against production (JIT)")
     ap.add_argument("--atomic", action="store_true",
                     help="the atomic-dQ one-pass backward candidate against production (JIT)")
     ap.add_argument("--write", action="store_true", help="store the winners in triton_src/tiles.json")
@@ -207,9 +163,6 @@ def main():
         return
     if args.lpt:
         sweep_lpt(args.out, args.write)
-        return
-    if args.ws:
-        sweep_ws(args.out)
         return
     rows = []
     T = args.T

@@ -2,9 +2,7 @@
 
     python benchmarks/tune_forward.py --out tune.json [--quick] [--lean] [--tma] [--write]
     python benchmarks/tune_forward.py --small --out tune_small.json [--write]
-    python benchmarks/tune_forward.py --ws --out tune_fwd_ws.json            (candidates, JIT:
-    python benchmarks/tune_forward.py --ws-persistent --out tune_fwd_wsp.json  no --write)
-    python benchmarks/tune_forward.py --mixed-sigmoid --out tune_fwd_mixed.json
+    python benchmarks/tune_forward.py --ws --out tune_fwd_ws.json    (JIT, no --write)
 
 Times every candidate (BLOCK_M, BLOCK_N, num_warps, num_stages, warp_specialize) per head dim,
 causal flag and sequence length at the benchmark protocol's shapes (bf16, B*T=16384, H*D=2048)
@@ -27,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import jit_launch  # noqa: E402
 from timing import check_and_time, cuda_graph_us, protocol_batch  # noqa: E402
 
-# (BLOCK_M, BLOCK_N, warps, stages, warp_specialize[, software_pipeline])
+# (BLOCK_M, BLOCK_N, warps, stages, warp_specialize[, tma])
 CANDIDATES = {
     64: [(128, 64, 4, 3, False), (128, 64, 8, 3, False), (128, 128, 8, 3, False),
          (128, 128, 4, 3, False), (64, 64, 4, 4, False), (128, 64, 4, 4, False),
@@ -35,15 +33,6 @@ CANDIDATES = {
     128: [(128, 64, 8, 2, False), (128, 64, 8, 3, False), (128, 128, 8, 2, False),
           (128, 128, 8, 3, False), (64, 64, 4, 3, False), (128, 64, 4, 3, False),
           (128, 64, 8, 3, True), (128, 128, 8, 2, True)],
-}
-
-
-PIPELINE_CANDIDATES = {
-    64: [(128, 64, 4, 3, False, False), (128, 64, 4, 3, False, True),
-         (128, 64, 4, 2, False, True), (128, 128, 8, 2, False, True), (64, 64, 4, 3, False, True)],
-    128: [(128, 64, 8, 3, False, False), (128, 64, 8, 3, False, True),
-          (128, 64, 8, 2, False, True), (128, 128, 8, 2, False, True),
-          (64, 64, 4, 3, False, False), (64, 64, 4, 3, False, True), (64, 64, 4, 2, False, True)],
 }
 
 # Shared-memory-lean tiles: more resident CTAs per SM (the ncu profile shows 2 CTAs/SM, limited by
@@ -56,15 +45,15 @@ LEAN_CANDIDATES = {
           (128, 32, 4, 3, False), (64, 128, 4, 2, False)],
 }
 
-# K/V through TMA descriptors (7th element), beside the same tiles without. On Triton 3.8 for
+# K/V through TMA descriptors (6th element), beside the same tiles without. On Triton 3.8 for
 # sm_90 it emits UTMALDG loads, but warp_specialize leaves this loop unchanged (no setmaxnreg,
 # identical SASS), so the 5th element is expected not to matter.
 TMA_CANDIDATES = {
-    64: [(128, 32, 4, 4, False, False, False), (128, 32, 4, 4, False, False, True),
-         (128, 64, 4, 3, False, False, True), (128, 32, 4, 3, True, False, True)],
-    128: [(128, 32, 8, 3, False, False, False), (128, 32, 8, 3, False, False, True),
-          (128, 32, 8, 3, True, False, True), (128, 64, 8, 3, False, False, False),
-          (128, 64, 8, 3, False, False, True), (64, 64, 4, 3, False, False, True)],
+    64: [(128, 32, 4, 4, False, False), (128, 32, 4, 4, False, True),
+         (128, 64, 4, 3, False, True), (128, 32, 4, 3, True, True)],
+    128: [(128, 32, 8, 3, False, False), (128, 32, 8, 3, False, True),
+          (128, 32, 8, 3, True, True), (128, 64, 8, 3, False, False),
+          (128, 64, 8, 3, False, True), (64, 64, 4, 3, False, True)],
 }
 
 # Small-problem (latency) tiles: problems whose length tile launches fewer programs than the GPU
@@ -131,7 +120,6 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="tune.json")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--pipeline", action="store_true", help="software-pipelining candidates")
     ap.add_argument("--lean", action="store_true", help="shared-memory-lean candidates")
     ap.add_argument("--tma", action="store_true", help="TMA-descriptor candidates (experimental)")
     ap.add_argument("--lpt", action="store_true",
@@ -139,11 +127,6 @@ def main():
                          "sizes) and padded longest sequence first (LENGTH_LPT)")
     ap.add_argument("--ws", action="store_true",
                     help="the warp-specialized candidate kernel against production (JIT)")
-    ap.add_argument("--ws-persistent", action="store_true",
-                    help="the persistent warp-specialized candidate against the library's "
-                         "kernels (JIT)")
-    ap.add_argument("--mixed-sigmoid", action="store_true",
-                    help="one sigmoid in four off MUFU (candidate) against the shipped forward")
     ap.add_argument("--lpt-from", help="a saved --lpt sweep (JSON): print and --write its choices")
     ap.add_argument("--small", action="store_true",
                     help="small-problem (latency) tiles: GPU time per call in a CUDA graph")
@@ -151,12 +134,6 @@ def main():
     args = ap.parse_args()
     if args.ws:
         sweep_ws(args.out)
-        return
-    if args.ws_persistent:
-        sweep_ws_persistent(args.out)
-        return
-    if args.mixed_sigmoid:
-        sweep_mixed_sigmoid(args.out)
         return
     if args.lpt_from:
         with open(args.lpt_from) as f:
@@ -174,8 +151,7 @@ def main():
         return
     lengths = (4096,) if args.quick else (1024, 4096, 16384)
     rows = []
-    table = (PIPELINE_CANDIDATES if args.pipeline else LEAN_CANDIDATES if args.lean
-             else TMA_CANDIDATES if args.tma else CANDIDATES)
+    table = LEAN_CANDIDATES if args.lean else TMA_CANDIDATES if args.tma else CANDIDATES
     for D, cands in table.items():
         for causal in (False, True):
             for T in lengths:
@@ -187,11 +163,10 @@ def main():
                 flops = 4.0 * B * H * D * T * T * (0.5 if causal else 1.0)
                 for cand in cands:
                     bm, bn, w, s, ws = cand[:5]
-                    sp = len(cand) > 5 and cand[5]
-                    tma = len(cand) > 6 and cand[6]
+                    tma = len(cand) > 5 and cand[5]
                     fn = lambda: jit_launch.forward(q, k, v, is_causal=causal, fast_sigmoid=True,
                                                     tiles=(bm, bn, w, s), warp_specialize=ws,
-                                                    software_pipeline=sp, use_tma=tma)
+                                                    use_tma=tma)
                     try:
                         ms = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
                         tf = flops / ms / 1e9
@@ -241,10 +216,9 @@ def sweep_ws(out):
     """The warp-specialized candidate (sigmoid_attn_fwd_ws) against the production kernel with
     the tiles the dispatcher takes, both through the JIT, bf16, B·T = 16k, H·D = 2048: dense,
     causal, padded (lengths uniform in [T/2, T]), with a score_mod, and the padded batch packed
-    (varlen), at T = 1k, 4k, 16k. Each candidate's output
-    is first checked against the production kernel's (relative error), since the candidate is
-    not in the library and the GPU tests do not cover it; whether the compiled kernel is
-    specialized (384 threads) is recorded too."""
+    (varlen), at T = 1k, 4k, 16k. Each candidate's output is first checked against the
+    production kernel's (relative error), since the JIT tiles are not the library's; whether
+    the compiled kernel is specialized (384 threads) is recorded too."""
     import variants as V
 
     rows = []
@@ -283,88 +257,6 @@ def sweep_ws(out):
                         return_kernel=True, **ins)
                     rows.append(check_and_time({"D": D, "T": T, "mode": mode, "kernel": name,
                                                 "tiles": t}, fn, want, flops, kernel))
-                report_shape(rows, D, T, mode, out)
-
-
-# The persistent warp-specialized candidate: (BLOCK_M, BLOCK_N, warps, stages), and whether the
-# tile loop (True) or the key loop (False) is the specialized one.
-PERSISTENT_TILES = {128: [((256, 64, 4, 2), True), ((256, 64, 4, 2), False),
-                          ((128, 64, 4, 2), True), ((128, 128, 4, 2), True)],
-                    64: [((256, 64, 4, 2), True), ((128, 128, 4, 2), True)]}
-
-
-def sweep_ws_persistent(out):
-    """The persistent warp-specialized candidate (sigmoid_attn_fwd_ws_persistent, one program
-    per SM walking the tiles) against the library's kernels for the same call (the
-    warp-specialized one where tiles.json has fwd_ws, and the production one), JIT, bf16, B·T =
-    16k, H·D = 2048: dense, padded (lengths uniform in [T/2, T]), score_mod and causal at T =
-    1k, 4k, 16k. Where the ncu section of docs/performance.md ("Nsight Compute evidence") says the gap to cuDNN
-    is: each program's fill and drain at 1k and in padded batches. Outputs checked against the
-    production kernel's."""
-    import variants as V
-
-    db = V.load_tiles()
-    rows = []
-    for D in (128, 64):
-        ws_tiles = (db.get("fwd_ws", {}).get(str(D)) or [[0, None]])[0][1]
-        for T in (1024, 4096, 16384):
-            H, B, (q, k, v), lens = protocol_batch(D, T)
-            mod = torch.randn(B, T, device="cuda")
-            for mode in ("dense", "padded", "score_mod", "causal"):
-                causal, lk = mode == "causal", lens if mode == "padded" else None
-                sm = mod if mode == "score_mod" else None
-                ins = dict(seq_lens_q=lk, seq_lens_k=lk, is_causal=causal, score_mod=sm)
-                pairs = (float((lens.double() ** 2).sum()) if mode == "padded"
-                         else B * T * T * (0.5 if causal else 1.0))
-                flops = 4.0 * H * D * pairs
-                tiles = V.fwd_tiles(D, T)
-                base = lambda: jit_launch.forward(q, k, v, fast_sigmoid=True,
-                                                  tiles=tuple(tiles[:4]),
-                                                  use_tma="tma" in tiles, **ins)
-                want = base().float()
-                cands = [("production", list(tiles), base)]
-                if ws_tiles:
-                    cands.append(("ws", list(ws_tiles), lambda: jit_launch.forward_ws(
-                        q, k, v, tiles=tuple(ws_tiles), **ins)))
-                cands += [("persistent_" + ("outer" if o else "inner"), list(t),
-                           lambda t=t, o=o: jit_launch.forward_ws_persistent(
-                               q, k, v, tiles=t, specialize_outer=o, **ins))
-                          for t, o in PERSISTENT_TILES[D]]
-                for name, t, fn in cands:
-                    kernel = None
-                    if name.startswith("persistent"):
-                        kernel = lambda t=t, o=name.endswith("outer"): \
-                            jit_launch.forward_ws_persistent(q, k, v, tiles=tuple(t),
-                                                             specialize_outer=o,
-                                                             return_kernel=True, **ins)
-                    rows.append(check_and_time({"D": D, "T": T, "mode": mode, "kernel": name,
-                                                "tiles": t}, fn, want, flops, kernel))
-                report_shape(rows, D, T, mode, out)
-
-
-def sweep_mixed_sigmoid(out):
-    """The production forward with the mixed sigmoid (FAST_SIGMOID=2: one score in four off
-    MUFU, on the FMA and integer pipes) against the shipped one (tanh.approx for every score),
-    same tiles, JIT, bf16, B·T = 16k, H·D = 2048: hd64 (MUFU-bound: docs/performance.md) and hd128, dense
-    and causal, T = 1k, 4k, 16k. Outputs checked against the shipped kernel's."""
-    import variants as V
-
-    rows = []
-    for D in (64, 128):
-        for T in (4096, 1024, 16384):
-            H, B, (q, k, v), _ = protocol_batch(D, T)
-            for mode in ("dense", "causal"):
-                causal = mode == "causal"
-                flops = 4.0 * H * D * B * T * T * (0.5 if causal else 1.0)
-                tiles = V.fwd_tiles(D, T)
-                run = lambda fast: jit_launch.forward(q, k, v, is_causal=causal,
-                                                      fast_sigmoid=fast, tiles=tuple(tiles[:4]),
-                                                      use_tma="tma" in tiles)
-                want = run(True).float()
-                for name, fast in (("production", True), ("mixed", 2)):
-                    rows.append(check_and_time({"D": D, "T": T, "mode": mode, "kernel": name,
-                                                "tiles": list(tiles)},
-                                               lambda fast=fast: run(fast), want, flops))
                 report_shape(rows, D, T, mode, out)
 
 
@@ -445,15 +337,14 @@ def write_lpt(rows, write, source):
 def write_winners(rows, source):
     """Per head dim: the short-sequence bucket (geometric mean over T < 8192, causal included)
     and, if another tile wins at T >= 8192, a long bucket. Plain tiles, with or without TMA
-    (tiles.json's "tma" flag), can go to the table; warp specialization and software
-    pipelining cannot."""
+    (tiles.json's "tma" flag), can go to the table; warp specialization cannot."""
 
     import variants as V
 
     def key(tiles):
-        return tuple(tiles[:4]) + (("tma",) if len(tiles) > 6 and tiles[6] else ())
+        return tuple(tiles[:4]) + (("tma",) if len(tiles) > 5 and tiles[5] else ())
 
-    plain = [r for r in rows if r["tflops"] and len(r["tiles"]) >= 5 and not any(r["tiles"][4:6])]
+    plain = [r for r in rows if r["tflops"] and len(r["tiles"]) >= 5 and not r["tiles"][4]]
     db = V.load_tiles()
     for D in sorted({r["D"] for r in plain}):
         def best(sel):

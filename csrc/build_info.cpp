@@ -107,7 +107,7 @@ int sigmoid_attn_select_backward_kernel(int dtype, int64_t head_dim, int causal,
 }
 
 // Whether CUDA calls take the warp-specialized forward where one is compiled (default:
-// tiles.json's fwd_ws_dispatch; benchmarks/NOTES.md); set < 0 only reads. Returns the setting
+// tiles.json's fwd_ws_dispatch; docs/performance.md); set < 0 only reads. Returns the setting
 // before the call.
 int sigmoid_attn_warp_specialized(int set) {
   if (set < 0) return sigmoid_attn::warp_specialized_dispatch();

@@ -144,13 +144,6 @@ SCRIPT = textwrap.dedent(r"""
                                           **dict(kw, sigmoid_bias=sbr,
                                                  score_mod=sm.double() if mod else None))
         assert rel_err(out, ref) < 1e-5, ("ws", B, Tq, Tk, causal, lens, bias, rel_err(out, ref))
-        # the persistent candidate: 3 programs walk every tile (and 1000: one tile each)
-        for programs, outer in ((3, True), (3, False), (1000, True)):
-            out = jit_launch.forward_ws_persistent(q, k, v, tiles=(16, 16, 4, 1),
-                                                   programs=programs, specialize_outer=outer,
-                                                   **kw)
-            assert rel_err(out, ref) < 1e-5, ("ws persistent", programs, outer, B, Tq, causal,
-                                              lens, rel_err(out, ref))
         wcases += 1
     # ... and packed varlen: the device-side schedule, an empty sequence, tail rows, GQA,
     # causal, a score_mod whose sequences start at unaligned offsets.
@@ -172,30 +165,6 @@ SCRIPT = textwrap.dedent(r"""
             q.double(), k.double(), v.double(), cq, ck, max(lens_q), max(lens_k),
             is_causal=causal, score_mod=sm.double() if mod else None)
         assert rel_err(out, ref) < 1e-5, ("ws varlen", lens_q, rel_err(out, ref))
-        wcases += 1
-    # ... and the warp-specialized dQ kernel against autograd of the float64 reference: padded
-    # with a zero length, GQA, causal, score_mod, a tensor bias.
-    for (B, Tq, Tk, Hq, Hkv, causal, lens, mod) in [
-        (2, 40, 40, 2, 2, False, None, False),
-        (3, 37, 37, 4, 2, True, [37, 0, 20], True),
-        (2, 33, 52, 2, 1, False, [33, 7], True),
-    ]:
-        q, k, v = make_qkv(B, Tq, Tk, Hq, Hkv, 32, torch.float32, "cpu", g)
-        lq = torch.tensor(lens, dtype=torch.int32) if lens else None
-        lk = torch.tensor([min(x + 3, Tk) for x in lens], dtype=torch.int32) if lens else None
-        sm = torch.randn(B, Tk, generator=g) if mod else None
-        sb = torch.randn(B, generator=g)
-        gout = torch.randn(B, Tq, Hq, 32, generator=g)
-        dq = jit_launch.backward_dq_ws(gout, q, k, v, seq_lens_q=lq, seq_lens_k=lk,
-                                       is_causal=causal, sigmoid_bias=sb, score_mod=sm,
-                                       tiles=(16, 16, 4, 1))
-        qr = q.double().requires_grad_()
-        ref = sigmoid_attention_reference(qr, k.double(), v.double(), seq_lens_q=lq,
-                                          seq_lens_k=lk, is_causal=causal,
-                                          sigmoid_bias=sb.double(),
-                                          score_mod=sm.double() if mod else None)
-        ref.backward(gout.double())
-        assert rel_err(dq, qr.grad) < 1e-5, ("ws dq", B, Tq, Tk, causal, rel_err(dq, qr.grad))
         wcases += 1
     print("interpreted warp-specialized cases:", wcases)
 
@@ -302,4 +271,4 @@ def test_kernel_source_under_interpreter():
     assert "interpreted varlen cases: 2" in r.stdout
     assert "interpreted TMA cases: 3" in r.stdout
     assert "interpreted LPT cases: 12" in r.stdout
-    assert "interpreted warp-specialized cases: 9" in r.stdout
+    assert "interpreted warp-specialized cases: 6" in r.stdout

@@ -299,7 +299,6 @@ def compile_triton(var: V.Variant, arch: int):
         constexprs["WARP_SPECIALIZE"] = True
     elif var.kind == "fwd":
         constexprs["WARP_SPECIALIZE"] = var.warp_specialize
-        constexprs["SOFTWARE_PIPELINE"] = var.software_pipeline
         constexprs["USE_TMA"] = var.tma
         constexprs["CAUSAL_LPT"] = var.causal_lpt
         constexprs["LENGTH_LPT"] = var.length_lpt

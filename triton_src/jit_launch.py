@@ -13,8 +13,7 @@ import triton
 import variants as V
 from sigmoid_attn_bwd import sigmoid_attn_bwd_dkdv, sigmoid_attn_bwd_dkdv_dq, sigmoid_attn_bwd_dq
 from sigmoid_attn_fwd import BIAS_DEFAULT, BIAS_SCALAR, BIAS_TENSOR, sigmoid_attn_fwd
-from sigmoid_attn_bwd_ws import sigmoid_attn_bwd_dq_ws
-from sigmoid_attn_fwd_ws import sigmoid_attn_fwd_ws, sigmoid_attn_fwd_ws_persistent
+from sigmoid_attn_fwd_ws import sigmoid_attn_fwd_ws
 
 
 def _st(t):
@@ -35,12 +34,10 @@ def _geometry(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k):
 
 def forward(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale=None,
             sigmoid_bias=None, score_mod=None, fast_sigmoid=False, tiles=None,
-            warp_specialize=False, software_pipeline=False, cu_seqlens_q=None,
-            cu_seqlens_k=None, max_seqlen_q=0, max_seqlen_k=0, use_tma=False, causal_lpt=0,
-            length_lpt=0, runtime_head_dim=False):
+            warp_specialize=False, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=0,
+            max_seqlen_k=0, use_tma=False, causal_lpt=0, length_lpt=0, runtime_head_dim=False):
     """Dense [B, T, H, D] call, or packed [total, H, D] with cu_seqlens_q/k (varlen).
-    fast_sigmoid: False (exact), True (tanh.approx, what the build compiles for fp16/bf16), or
-    2 (the candidate that takes one sigmoid in four off MUFU; sigmoid_attn_fwd._sigmoid).
+    fast_sigmoid: False (exact) or True (tanh.approx, what the build compiles for fp16/bf16).
     runtime_head_dim: the generic kernel (the head dim a run-time value, BLOCK_D a power of
     two; variants.GENERIC_HEAD_DIMS)."""
     B, Tq, Tk, Hq, Hkv, D, n, max_q, max_k, varlen = _geometry(
@@ -63,9 +60,8 @@ def forward(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale
         x["has_lq"], x["has_lk"], x["bias_mode"], n, max_q, max_k, D,
         HEAD_DIM=block_d if runtime_head_dim else D, BLOCK_D=block_d, BLOCK_M=bm, BLOCK_N=bn,
         IS_CAUSAL=is_causal, HAS_SCORE_MOD=score_mod is not None, FAST_SIGMOID=fast_sigmoid,
-        VARLEN=varlen, WARP_SPECIALIZE=warp_specialize, SOFTWARE_PIPELINE=software_pipeline,
-        USE_TMA=use_tma, CAUSAL_LPT=causal_lpt, LENGTH_LPT=length_lpt,
-        RUNTIME_HEAD_DIM=runtime_head_dim, num_warps=warps,
+        VARLEN=varlen, WARP_SPECIALIZE=warp_specialize, USE_TMA=use_tma, CAUSAL_LPT=causal_lpt,
+        LENGTH_LPT=length_lpt, RUNTIME_HEAD_DIM=runtime_head_dim, num_warps=warps,
         num_stages=stages,
     )
     return out
@@ -75,7 +71,7 @@ def forward_ws(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, sc
                sigmoid_bias=None, score_mod=None, cu_seqlens_q=None, cu_seqlens_k=None,
                max_seqlen_q=0, max_seqlen_k=0, tiles=(128, 64, 4, 2), warp_specialize=True,
                return_kernel=False):
-    """The warp-specialized candidate (sigmoid_attn_fwd_ws): dense/padded [B, T, H, D] inputs,
+    """The warp-specialized forward (sigmoid_attn_fwd_ws): dense/padded [B, T, H, D] inputs,
     or packed [total, H, D] ones with cu_seqlens_q/k (varlen); head dim a power of two.
     score_mod ([B, Tk], or [total_k] packed) is laid out as one float32 row per sequence,
     padded to 16 bytes (the kernel's 1-D descriptors need aligned rows). tiles: (BLOCK_M,
@@ -89,23 +85,6 @@ def forward_ws(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, sc
     return (out, kernel) if return_kernel else out
 
 
-def forward_ws_persistent(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False,
-                          scale=None, sigmoid_bias=None, score_mod=None, tiles=(256, 64, 4, 2),
-                          programs=None, specialize_outer=True, return_kernel=False):
-    """The persistent warp-specialized candidate (sigmoid_attn_fwd_ws_persistent): as
-    forward_ws for dense and padded [B, T, H, D] inputs, over min(tiles, programs) programs
-    (default: one per SM) that each walk the (query block, head, sequence) tiles;
-    specialize_outer: the tile loop is the specialized one (the producer runs a tile ahead),
-    else the key loop is."""
-    out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    if programs is None:
-        programs = torch.cuda.get_device_properties(q.device).multi_processor_count
-    kernel = _ws_call(sigmoid_attn_fwd_ws_persistent, (q, k, v, out), tiles, is_causal, scale,
-                      seq_lens_q, seq_lens_k, sigmoid_bias, score_mod, None, None, 0, 0,
-                      persistent=programs, SPECIALIZE_OUTER=specialize_outer)
-    return (out, kernel) if return_kernel else out
-
-
 def _descriptor_scratch_from_torch(device):
     """Device-side TMA descriptors live in global scratch, taken from torch's allocator."""
     triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8,
@@ -113,13 +92,10 @@ def _descriptor_scratch_from_torch(device):
 
 
 def _ws_call(kernel, tensors, tiles, is_causal, scale, seq_lens_q, seq_lens_k, sigmoid_bias,
-             score_mod, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-             persistent=0, **meta):
-    """Launches a warp-specialized kernel (sigmoid_attn_fwd_ws, sigmoid_attn_bwd_dq_ws,
-    sigmoid_attn_fwd_ws_persistent): their shared ABI is the tensors (q, k, v, then the
-    kernel's own: out, or dO and dQ), lengths, bias, score_mod, the tensors' strides, then the
-    problem's sizes (the persistent kernel's ending in the head count; persistent: its number
-    of programs). Returns Triton's compiled kernel."""
+             score_mod, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, **meta):
+    """Launches the warp-specialized forward (sigmoid_attn_fwd_ws): the tensors (q, k, v, out),
+    lengths, bias, score_mod, the tensors' strides, then the problem's sizes. Returns Triton's
+    compiled kernel."""
     q, k = tensors[0], tensors[1]
     B, Tq, Tk, Hq, Hkv, D, n, max_q, max_k, varlen = _geometry(
         q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
@@ -131,23 +107,19 @@ def _ws_call(kernel, tensors, tiles, is_causal, scale, seq_lens_q, seq_lens_k, s
     x = _extras(q, seq_lens_q, seq_lens_k, sigmoid_bias, score_mod)
     _descriptor_scratch_from_torch(q.device)
     grid = (Tq // bm + n + 1, Hq, 1) if varlen else (triton.cdiv(Tq, bm), Hq, B)
-    sizes = ()
-    if persistent:
-        assert not varlen, f"{kernel.__name__}: dense and padded batches only"
-        grid, sizes = (min(grid[0] * grid[1] * grid[2], persistent),), (Hq,)
     strides = [st for t in tensors for st in _st(t)]
     return kernel[grid](
         *tensors, x["lq"], x["lk"], x["bias_t"], x["mod"], *strides, x["smb"], Tq, Tk,
         Hq // Hkv, 1.0 / math.sqrt(D) if scale is None else scale, x["bias_v"],
         0 if varlen else x["has_lq"], 0 if varlen else x["has_lk"], x["bias_mode"], n, max_q,
-        max_k, *sizes, HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn, IS_CAUSAL=is_causal,
+        max_k, HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn, IS_CAUSAL=is_causal,
         HAS_SCORE_MOD=score_mod is not None, FAST_SIGMOID=q.dtype != torch.float32,
         VARLEN=varlen, num_warps=warps, num_stages=stages, **meta)
 
 
 def _ws_score_mod(score_mod, q, B, Tk, varlen, cu_seqlens_k, n, max_k):
     """score_mod ([B, Tk], or [total_k] packed) as one float32 row per sequence, padded to 16
-    bytes: what the warp-specialized kernels' 1-D descriptors read."""
+    bytes: what the warp-specialized forward's 1-D descriptors read."""
     if score_mod is None:
         return None
     if varlen:  # [total_k] -> [num_seqs, max_seqlen_k], on the device
@@ -161,19 +133,6 @@ def _ws_score_mod(score_mod, q, B, Tk, varlen, cu_seqlens_k, n, max_k):
         padded = torch.zeros(B, (Tk + 3) // 4 * 4, dtype=torch.float32, device=q.device)
         padded[:, :Tk] = score_mod
     return padded
-
-
-def backward_dq_ws(grad, q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False,
-                   scale=None, sigmoid_bias=None, score_mod=None, cu_seqlens_q=None,
-                   cu_seqlens_k=None, max_seqlen_q=0, max_seqlen_k=0, tiles=(128, 64, 4, 2),
-                   return_kernel=False):
-    """dQ by the warp-specialized candidate (sigmoid_attn_bwd_dq_ws), for the same inputs as
-    backward(); tiles and return_kernel as forward_ws."""
-    dq = torch.empty_like(q, memory_format=torch.contiguous_format)
-    kernel = _ws_call(sigmoid_attn_bwd_dq_ws, (q, k, v, grad, dq), tiles, is_causal, scale,
-                      seq_lens_q, seq_lens_k, sigmoid_bias, score_mod, cu_seqlens_q,
-                      cu_seqlens_k, max_seqlen_q, max_seqlen_k)
-    return (dq, kernel) if return_kernel else dq
 
 
 def _dtype_name(t):

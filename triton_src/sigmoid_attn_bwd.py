@@ -213,8 +213,8 @@ def sigmoid_attn_bwd_dkdv_dq(
     ATOMIC_DQ: tl.constexpr = 2,
     RUNTIME_HEAD_DIM: tl.constexpr = False,
 ):
-    """The one-pass backward (kind bwd_dkdv_dq: hd64 in the build, opt-in; benchmarks/NOTES.md,
-    "The one-pass backward measured"): dK, dV and dQ in one pass, 5 matmuls per score element instead of
+    """The one-pass backward (kind bwd_dkdv_dq: hd64 in the build, opt-in; docs/performance.md,
+    "The one-pass backward"): dK, dV and dQ in one pass, 5 matmuls per score element instead of
     the two kernels' 7. dQ's shares from every key block
     are summed in fp32 in DQ_ACC by atomics, in no fixed order: not bitwise deterministic. The
     caller casts DQ_ACC to dQ's dtype. ATOMIC_DQ == 2 needs HEAD_DIM == BLOCK_D (a power of

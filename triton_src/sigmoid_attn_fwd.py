@@ -36,60 +36,9 @@ BIAS_SCALAR = 1  # bias_value
 BIAS_TENSOR = 2  # BIAS[b], float32
 
 
-# FAST == 2 (a candidate for MUFU-bound tiles, JIT only; benchmarks/NOTES.md, "hd64: what an
-# FMA-pipe sigmoid would cost"): of every 4 elements, 3 take tanh.approx (MUFU) and 1 is computed on
-# the FMA and integer pipes: y = -x·log2(e) clamped to [-126, 126], 2^y = 2^round(y) (exponent
-# bits) · p(y - round(y)) with p a degree-3 fit of 2^t on [-1/2, 1/2], then 1/(1 + 2^y) by a
-# magic-constant guess and two Newton steps. Within 8e-5 relative of the exact sigmoid (1.9e-5
-# absolute; emulated in float32 over [-200, 200]); y >= 126 (x <= -87.3, -inf included) gives
-# exactly 0, as tanh.approx does.
-_SIGMOID_MIXED_ASM = tl.constexpr("""{
-.reg .f32 h<3>, y, r, fl, t, p, e, d, nd, q;
-.reg .b32 bi, be;
-.reg .pred big;
-mul.f32 h0, $4, 0f3F000000;
-tanh.approx.f32 h0, h0;
-fma.rn.f32 $0, h0, 0f3F000000, 0f3F000000;
-mul.f32 h1, $5, 0f3F000000;
-tanh.approx.f32 h1, h1;
-fma.rn.f32 $1, h1, 0f3F000000, 0f3F000000;
-mul.f32 h2, $6, 0f3F000000;
-tanh.approx.f32 h2, h2;
-fma.rn.f32 $2, h2, 0f3F000000, 0f3F000000;
-mul.f32 y, $7, 0fBFB8AA3B;
-setp.ge.f32 big, y, 0f42FC0000;
-min.f32 y, y, 0f42FC0000;
-max.f32 y, y, 0fC2FC0000;
-add.f32 r, y, 0f4B400000;
-sub.f32 fl, r, 0f4B400000;
-sub.f32 t, y, fl;
-fma.rn.f32 p, t, 0f3D61A4AC, 0f3E786D32;
-fma.rn.f32 p, p, t, 0f3F317A8D;
-fma.rn.f32 p, p, t, 0f3F7FFB58;
-mov.b32 bi, r;
-shl.b32 bi, bi, 23;
-mov.b32 be, p;
-add.s32 be, be, bi;
-mov.b32 e, be;
-add.f32 d, e, 0f3F800000;
-sub.f32 nd, 0fBF800000, e;
-mov.b32 bi, d;
-sub.s32 bi, 0x7EF311C3, bi;
-mov.b32 q, bi;
-fma.rn.f32 t, nd, q, 0f40000000;
-mul.f32 q, q, t;
-fma.rn.f32 t, nd, q, 0f40000000;
-mul.f32 q, q, t;
-selp.f32 $3, 0f00000000, q, big;
-}""")
-
-
 @triton.jit
 def _sigmoid(x, FAST: tl.constexpr):
-    if FAST == 2:
-        return tl.inline_asm_elementwise(_SIGMOID_MIXED_ASM, "=r,=r,=r,=r,r,r,r,r", [x],
-                                         dtype=tl.float32, is_pure=True, pack=4)
-    elif FAST:
+    if FAST:
         # sigmoid(x) = 0.5 * tanh(x / 2) + 0.5: one MUFU op instead of ex2 + rcp.
         t = tl.inline_asm_elementwise(
             "tanh.approx.f32 $0, $1;", "=r,r", [x * 0.5], dtype=tl.float32, is_pure=True, pack=1
@@ -292,31 +241,6 @@ def _attend_tma(acc, q, k_desc, v_desc, sm_base, n_start, stride_smt, scale, bia
 
 
 @triton.jit
-def _qk(q, k_base, offs_d, n_start, stride_kt, D, PAD_D: tl.constexpr, BLOCK_N: tl.constexpr):
-    offs_n = n_start + tl.arange(0, BLOCK_N)
-    k_ptrs = k_base + offs_n[None, :] * stride_kt + offs_d[:, None]
-    if PAD_D:
-        kT = tl.load(k_ptrs, mask=offs_d[:, None] < D, other=0.0)
-    else:
-        kT = tl.load(k_ptrs)
-    return _dot(q, kT)
-
-
-@triton.jit
-def _pv(acc, qk, v_base, sm_base, offs_d, n_start, stride_vt, stride_smt, scale, bias,
-        D, PAD_D: tl.constexpr, BLOCK_N: tl.constexpr,
-        HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr):
-    offs_n = n_start + tl.arange(0, BLOCK_N)
-    v_ptrs = v_base + offs_n[:, None] * stride_vt + offs_d[None, :]
-    if PAD_D:
-        v = tl.load(v_ptrs, mask=offs_d[None, :] < D, other=0.0)
-    else:
-        v = tl.load(v_ptrs)
-    return _sigmoid_pv(acc, qk, v, sm_base, offs_n, stride_smt, scale, bias, HAS_SCORE_MOD,
-                       FAST_SIGMOID)
-
-
-@triton.jit
 def _longest_first(pid_m, h, b, GROUP_PROGRAMS: tl.constexpr, DESCENDING: tl.constexpr = True):
     """Causal schedule: (block, head, batch) for launch slot (pid_m, h, b), longest first.
 
@@ -356,7 +280,7 @@ def _longest_sequence(r, SEQ_LENS_K, T_K, n_b, MAX_B: tl.constexpr):
     A program's work is proportional to its sequence's key length, so running the sequences
     longest first leaves the short ones for the last wave. Each program ranks all n_b <= MAX_B
     lengths itself (an n_b x n_b comparison, no host sort and no extra launch): a bijection of
-    the grid's batch axis. Measured on the H100 (NOTES.md, "Program order"): the ranking costs
+    the grid's batch axis. Measured on the H100 (docs/performance.md, "Program order"): the ranking costs
     each program more than the tail it saves (-2%), so tiles.json keeps it off
     (fwd_length_lpt 0); kept for the sweep to re-measure."""
     i = tl.arange(0, MAX_B)
@@ -379,7 +303,7 @@ def sigmoid_attn_fwd(
     HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k, head_dim,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr,
-    VARLEN: tl.constexpr, WARP_SPECIALIZE: tl.constexpr, SOFTWARE_PIPELINE: tl.constexpr,
+    VARLEN: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
     USE_TMA: tl.constexpr = False,
     CAUSAL_LPT: tl.constexpr = 0,
     LENGTH_LPT: tl.constexpr = 0,
@@ -440,21 +364,7 @@ def sigmoid_attn_fwd(
         q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0)
 
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    if SOFTWARE_PIPELINE:
-        # Q·Kᵀ of block j+1 is issued before the sigmoid of block j, so that the tensor cores
-        # work while the MUFU unit computes tanh (the two are comparable in cost at hd<=128).
-        if n_full > 0:
-            qk = _qk(q, k_base, offs_d, 0, stride_kt, D, PAD_D, BLOCK_N)
-            for n_start in range(BLOCK_N, n_full, BLOCK_N):
-                qk_next = _qk(q, k_base, offs_d, n_start, stride_kt, D, PAD_D, BLOCK_N)
-                acc = _pv(acc, qk, v_base, sm_base, offs_d, n_start - BLOCK_N, stride_vt,
-                          stride_smt, scale, bias, D, PAD_D, BLOCK_N, HAS_SCORE_MOD,
-                          FAST_SIGMOID)
-                qk = qk_next
-            acc = _pv(acc, qk, v_base, sm_base, offs_d, n_full - BLOCK_N, stride_vt,
-                      stride_smt, scale, bias, D, PAD_D, BLOCK_N, HAS_SCORE_MOD,
-                      FAST_SIGMOID)
-    elif USE_TMA:
+    if USE_TMA:
         # K and V of the unmasked blocks through TMA tensor descriptors (tiles.json's "tma"
         # flag: the long-sequence buckets of hd64/hd128, +4-9% there in the sweeps). Rows past
         # Lk and columns past HEAD_DIM arrive as zeros. The descriptors live in the kernel's

@@ -1,16 +1,39 @@
-"""Persistent variant of the Gluon sigmoid-attention forward (sm_90), with causal masking and
-per-sequence lengths: the library's kind fwd_gluon (triton_src/aot.py compiles it dense and
-causal, HAS_LENGTHS off), and the probe's (benchmarks/gluon_fwd) with every flag.
+"""Forward sigmoid attention as a persistent, hand-scheduled, warp-specialized Gluon kernel for
+Hopper (sm_90), with causal masking and per-sequence lengths: the library's kind fwd_gluon
+(triton_src/aot.py compiles it dense and causal, HAS_LENGTHS off), and the probe's
+(benchmarks/gluon_fwd) with every flag.
 
     O[b, i, h, :] = sum_j sigmoid(scale * <Q[b,i,h,:], K[b,j,g,:]> + bias) * V[b, j, g, :]
     over keys j < Lk[b] (and j <= i when CAUSAL); rows i >= Lq[b] are written as zeros;
-    g = h // kv_group. With HAS_LENGTHS, Lq/Lk = clamp(SEQ_LENS_Q/K[b], 0, T_Q/T_K) and the
-    bias is the library's default -log(max(Lk, 1)) per sequence; without, Lq = T_Q, Lk = T_K and
-    the bias is bias_value.
+    g = h // kv_group (GQA/MQA: kv_group query heads per K/V head). With HAS_LENGTHS,
+    Lq/Lk = clamp(SEQ_LENS_Q/K[b], 0, T_Q/T_K) and the bias is the library's default
+    -log(max(Lk, 1)) per sequence; without, Lq = T_Q, Lk = T_K and the bias is bias_value.
 
-The per-tile work is that of sigmoid_attn_fwd_gluon (same descriptors, same two consumer
-warpgroups of ROWS = BLOCK_M / 2 rows, FA3's intra-warpgroup overlap). What changes:
+Gluon is Triton's explicit dialect: layouts, shared memory, barriers and the warp partitions
+are written out, where sigmoid_attn_fwd_ws leaves them to Triton's Hopper pass. Compiled with
+GluonASTSource, a private Triton module: aot.py builds this kind only with the Triton version it
+is pinned to (variants.GLUON_TRITON).
 
+Layout: Q, O are [B, T_Q, H, D] and K, V [B, T_K, H_KV, D], each seen by a host TMA descriptor
+as a rank-3 tensor [B, T, H*D] (heads packed along each row: head stride D, last dim
+contiguous; any 16-byte multiple row and batch strides), with a [1, rows, D] box at
+(b, row, h*D): TMA fills the rows past T of each sequence with zeros (loads) and drops them
+(stores).
+
+Per tile (BLOCK_M query rows x head x batch), three partitions:
+  * "producer" (1 warp, few registers): loads the tile's two Q halves, then K and V blocks into
+    a NUM_STAGES ring, K and V with their own ready/empty mbarriers so that Q·Kᵀ of a block can
+    start before its V has landed;
+  * "consumer 0" (the default partition, 4 warps) and "consumer 1" (a 4-warp worker), one
+    warpgroup each, own rows [wg*ROWS, (wg+1)*ROWS) of the tile (ROWS = BLOCK_M/2):
+    S = Q·Kᵀ by wgmma (both operands in shared memory), P = sigmoid(S*scale + bias) through
+    tanh.approx.f32 (sigmoid(x) = 0.5*tanh(0.5x) + 0.5), O += P·V by wgmma with P in registers,
+    with FA3's intra-warpgroup overlap: iteration j issues S_j = Q·K_jᵀ and
+    O += P_{j-1}·V_{j-1} back to back, waits for S_j only, computes P_j while the P·V wgmma
+    runs, then waits for that one. Each consumer releases a K (V) slot by one arrive on its
+    empty barrier (count 2: one per consumer warpgroup) once the wgmma that read it has
+    completed.
+Across tiles (the persistent schedule):
   * Grid = (number of programs,), normally the SM count. Program pid walks the tiles
     t = pid, pid + P, pid + 2P, ... of a static schedule over (q-block, head, batch):
       - dense: q-block fastest, then head, then batch (the programs running at one time share
@@ -49,7 +72,11 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
     tma, mbarrier, fence_async_shared, warpgroup_mma, warpgroup_mma_wait)
 
-from sigmoid_attn_fwd_gluon import _tanh_approx
+
+@gluon.jit
+def _tanh_approx(x):
+    return gl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=r,r", [x], dtype=gl.float32,
+                                     is_pure=True, pack=1)
 
 
 @gluon.jit
@@ -351,8 +378,10 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
                                       NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
                                       HAS_LENGTHS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                                       PRODUCER_REGS: gl.constexpr):
-    """grid (P,) with P <= number of tiles (normally the SM count), num_warps=4; descriptors
-    as sigmoid_attn_fwd_gluon's. SEQ_LENS_Q/K: int32 [B] (read only with HAS_LENGTHS)."""
+    """grid (P,) with P <= number of tiles (normally the SM count), num_warps=4 (the default
+    partition is consumer 0); BLOCK_M = 2 * q_desc.block_type.shape[1]. q/o descriptors: rank 3
+    [B, T_Q, H*D], box [1, ROWS, D]; k/v: [B, T_K, H_KV*D], box [1, BLOCK_N, D];
+    kv_group = H / H_KV. SEQ_LENS_Q/K: int32 [B] (read only with HAS_LENGTHS)."""
     ROWS: gl.constexpr = q_desc.block_type.shape[1]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[2]
     BLOCK_N: gl.constexpr = k_desc.block_type.shape[1]

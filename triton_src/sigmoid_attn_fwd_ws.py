@@ -1,5 +1,5 @@
-"""Forward sigmoid attention, warp-specialized (kind fwd_ws; benchmarks/NOTES.md, "Warp
-specialization on Hopper" and "... measured"). Compiled only with Triton >= 3.8
+"""Forward sigmoid attention, warp-specialized (kind fwd_ws; docs/performance.md, "The
+warp-specialized forward"). Compiled only with Triton >= 3.8
 (variants.WS_MIN_TRITON): Triton 3.6's pass left six initialized, never-invalidated mbarriers on
 the first bytes of the 256-row tile's Q buffer, and under GPU time-slicing (8 processes on one
 H200, benchmarks/stress_contention.py) a preemption wrote their state over Q's row 0: NaN in row
@@ -197,41 +197,3 @@ def sigmoid_attn_fwd_ws(
              stride_oh, stride_smb, T_Q, T_K, kv_group, scale, bias_value, HAS_SEQ_LENS_Q,
              HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k, HEAD_DIM, BLOCK_M,
              BLOCK_N, IS_CAUSAL, HAS_SCORE_MOD, FAST_SIGMOID, VARLEN, WARP_SPECIALIZE)
-
-
-@triton.jit
-def sigmoid_attn_fwd_ws_persistent(
-    Q, K, V, O, SEQ_LENS_Q, SEQ_LENS_K, BIAS, SCORE_MOD,
-    stride_qb, stride_qt, stride_qh,
-    stride_kb, stride_kt, stride_kh,
-    stride_vb, stride_vt, stride_vh,
-    stride_ob, stride_ot, stride_oh,
-    stride_smb,
-    T_Q, T_K, kv_group, scale, bias_value,
-    HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k,
-    num_heads,
-    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr = False,
-    FAST_SIGMOID: tl.constexpr = True, VARLEN: tl.constexpr = False,
-    WARP_SPECIALIZE: tl.constexpr = True, SPECIALIZE_OUTER: tl.constexpr = True,
-):
-    """sigmoid_attn_fwd_ws over a persistent grid (candidate, JIT only; benchmarks/NOTES.md,
-    "The one-pass backward measured"): at most one program per SM, each walking tiles pid, pid + grid, ...
-    of the (query block, head, sequence) space, query blocks fastest so that the programs in
-    flight share K/V in L2. With SPECIALIZE_OUTER the tile loop is the specialized one, so the
-    producer warpgroup loads the next tile's Q, K and V while the consumers finish and store
-    the current one (what the 1k and padded rows lack under ncu: each program's fill and drain
-    idle the tensor pipe); otherwise the key loop is, as in sigmoid_attn_fwd_ws. Dense and
-    padded batches only (VARLEN must be False)."""
-    tl.static_assert(not VARLEN, "the persistent candidate takes dense and padded batches")
-    m_blocks = tl.cdiv(T_Q, BLOCK_M)
-    num_tiles = m_blocks * num_heads * num_seqs
-    for tile in tl.range(tl.program_id(0), num_tiles, tl.num_programs(0),
-                         warp_specialize=WARP_SPECIALIZE and SPECIALIZE_OUTER):
-        _ws_tile(Q, K, V, O, SEQ_LENS_Q, SEQ_LENS_K, BIAS, SCORE_MOD, tile % m_blocks,
-                 (tile // m_blocks) % num_heads, tile // (m_blocks * num_heads), stride_qb,
-                 stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt,
-                 stride_vh, stride_ob, stride_ot, stride_oh, stride_smb, T_Q, T_K, kv_group,
-                 scale, bias_value, HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs,
-                 max_seqlen_q, max_seqlen_k, HEAD_DIM, BLOCK_M, BLOCK_N, IS_CAUSAL,
-                 HAS_SCORE_MOD, FAST_SIGMOID, VARLEN, WARP_SPECIALIZE and not SPECIALIZE_OUTER)

@@ -30,7 +30,7 @@ DISPATCH_MAX_BUCKETS = 4
 
 # The fp16/bf16 tiles come from the tuning database tiles.json (written on the GPU by
 # benchmarks/tune_forward.py --write / tune_backward.py --write; the sweeps' raw figures are in
-# benchmarks/results/<device>/tune_*.json and the reasoning in benchmarks/NOTES.md).
+# benchmarks/results/<device>/tune_*.json and the reasoning in docs/performance.md).
 # FWD_TILES: head_dim -> [(min_T, (BLOCK_M, BLOCK_N, num_warps, num_stages[, "tma"])), ...]; the
 # dispatcher takes the entry with the largest min_T <= Tq, so one head dim can use different
 # tiles by length. A bucket with min_T = -1 (SMALL) is the latency tile: taken instead when the
@@ -70,8 +70,8 @@ BWD_DQ_TILES = {int(d): tuple(t) for d, t in _DB["bwd_dq"].items()}
 # The warp-specialized forward (sigmoid_attn_fwd_ws.py; fp16/bf16, head dims that are powers of
 # two): [min_T, tiles] buckets per head dim, num_warps 4 (Triton's Hopper pass makes 3
 # warpgroups of it). The dispatcher takes it, for the variants compiled, when tiles.json's
-# fwd_ws_dispatch is true (SIGMOID_ATTN_WARP_SPECIALIZED=0/1 overrides it per process; NOTES.md,
-# "Warp specialization measured").
+# fwd_ws_dispatch is true (SIGMOID_ATTN_WARP_SPECIALIZED=0/1 overrides it per process;
+# docs/performance.md, "The warp-specialized forward").
 FWD_WS_TILES = {int(d): [(int(m), tuple(t)) for m, t in b]
                 for d, b in _DB.get("fwd_ws", {}).items()}
 FWD_WS_DISPATCH = bool(_DB.get("fwd_ws_dispatch", False))
@@ -80,7 +80,7 @@ FWD_WS_DISPATCH = bool(_DB.get("fwd_ws_dispatch", False))
 # fp16/bf16. The dispatcher takes it instead of the dkdv + dq pair only when tiles.json's
 # bwd_atomic_dq_dispatch is true, or it is switched on (SIGMOID_ATTN_ATOMIC_DQ=1,
 # sigmoid_attn.kernel_options(one_pass_backward=True)); measured: hd64 only, off by default
-# (NOTES.md, "The one-pass backward measured").
+# (docs/performance.md, "The one-pass backward").
 BWD_ATOMIC_TILES = {int(d): tuple(t) for d, t in _DB.get("bwd_dkdv_dq", {}).items()}
 BWD_ATOMIC_DQ_DISPATCH = bool(_DB.get("bwd_atomic_dq_dispatch", False))
 # The Gluon forward (sigmoid_attn_fwd_gluon_persistent.py, kind fwd_gluon, and with per-sequence
@@ -294,7 +294,6 @@ class Variant:
     num_warps: int
     num_stages: int
     warp_specialize: bool = False
-    software_pipeline: bool = False
     tma: bool = False  # forward only: K/V through TMA descriptors (tiles.json's "tma" flag)
     schedule: str = ""  # bwd_gluon only: a key of GLUON_BWD_SCHEDULES (tiles.json's 5th element)
     min_t: int = 0  # smallest sequence length this tile is dispatched for; SMALL: see above
@@ -346,7 +345,7 @@ class Variant:
         dim = f"dmax{self.head_dim}" if self.runtime_head_dim else f"d{self.head_dim}"
         return (f"{self.kind}_{self.dtype}_{dim}{flags}_"
                 f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}"
-                + ("ws" if self.warp_specialize else "") + ("p" if self.software_pipeline else "")
+                + ("ws" if self.warp_specialize else "")
                 + ("tma" if self.tma else "") + (f"_{self.schedule}" if self.schedule else "")
                 + ("_small" if self.min_t == SMALL else f"_t{self.min_t}" if self.min_t else ""))
 

@@ -1,11 +1,10 @@
-"""Compile the Gluon sigmoid-attention forward for sm_90 ahead of time (no GPU needed), for the
-standalone runner (run_on_device.py) and its tuning candidates.
+"""Compile the persistent Gluon sigmoid-attention forward for sm_90 ahead of time (no GPU
+needed), for the standalone runner (run_on_device.py).
 
     python benchmarks/gluon_fwd/compile.py [--only NAME_SUBSTR]
 
-The kernels: triton_src/sigmoid_attn_fwd_gluon.py (non-persistent, the baseline) and
-triton_src/sigmoid_attn_fwd_gluon_persistent.py (the library's kind fwd_gluon, which
-triton_src/aot.py builds into the library); this script compiles more tile shapes and flag
+The kernel: triton_src/sigmoid_attn_fwd_gluon_persistent.py (the library's kind fwd_gluon, which
+triton_src/aot.py builds into the library); this script compiles more head dims and flag
 combinations (lengths) than the library ships. Needs Triton 3.8.0 (GluonASTSource is a private module: pinned). Writes into build/ next to
 this file: <variant>.cubin, .ptx, .ttgir, and variants.json (entry, num_warps, shared memory,
 the PTX parameter list, the tensor-descriptor metadata the host needs to encode the
@@ -29,7 +28,6 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.experimental.gluon import language as gl  # noqa: E402
 from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
 
-from sigmoid_attn_fwd_gluon import sigmoid_attn_fwd_gluon  # noqa: E402
 from sigmoid_attn_fwd_gluon_persistent import sigmoid_attn_fwd_gluon_persistent  # noqa: E402
 
 PINNED = "3.8.0"
@@ -40,50 +38,34 @@ ELEM_BYTES = {"bf16": 2, "fp16": 2}
 
 
 class Variant:
-    """persistent=False: sigmoid_attn_fwd_gluon (grid (cdiv(T, BLOCK_M), H, B)), named gfwd_*;
-    persistent=True: sigmoid_attn_fwd_gluon_persistent (grid (programs,), always the overlap
-    schedule), named pfwd_*_{dense,causal,lens,causal_lens}."""
+    """sigmoid_attn_fwd_gluon_persistent (grid (programs,)), named
+    pfwd_<dtype>_d<D>_m<BLOCK_M>_n<BLOCK_N>_s<stages>_{dense,causal,lens,causal_lens}."""
 
-    def __init__(self, dtype, head_dim, block_m, block_n, stages, overlap, consumer_regs=240,
-                 producer_regs=24, persistent=False, causal=False, lengths=False):
+    def __init__(self, dtype, head_dim, block_m, block_n, stages, consumer_regs=240,
+                 producer_regs=24, causal=False, lengths=False):
         self.dtype, self.head_dim = dtype, head_dim
-        self.block_m, self.block_n, self.stages, self.overlap = block_m, block_n, stages, overlap
+        self.block_m, self.block_n, self.stages = block_m, block_n, stages
         self.consumer_regs, self.producer_regs = consumer_regs, producer_regs
-        self.persistent, self.causal, self.lengths = persistent, causal, lengths
-        assert not (causal or lengths) or persistent
+        self.causal, self.lengths = causal, lengths
 
     @property
     def name(self):
         base = f"{self.dtype}_d{self.head_dim}_m{self.block_m}_n{self.block_n}_s{self.stages}"
-        if self.persistent:
-            mode = "_".join([w for w, on in (("causal", self.causal), ("lens", self.lengths))
-                             if on]) or "dense"
-            return f"pfwd_{base}_{mode}"
-        return f"gfwd_{base}_{'ov' if self.overlap else 'seq'}"
+        mode = "_".join([w for w, on in (("causal", self.causal), ("lens", self.lengths))
+                         if on]) or "dense"
+        return f"pfwd_{base}_{mode}"
 
 
 def variants():
     out = []
-    for dt in ("bf16", "fp16"):
-        # hd128: 2 x 64 rows, 128 keys, intra-warpgroup overlap (FA3-like) -- the main config
-        out.append(Variant(dt, 128, 128, 128, 2, True))
-        out.append(Variant(dt, 64, 128, 128, 2, True))
-    # bf16-only tuning candidates, timed by run_on_device.py
-    out.append(Variant("bf16", 128, 128, 128, 2, False))
-    out.append(Variant("bf16", 128, 128, 64, 3, True))
-    out.append(Variant("bf16", 128, 256, 64, 2, False))
-    out.append(Variant("bf16", 64, 128, 128, 3, True))
-    out.append(Variant("bf16", 64, 256, 64, 2, False))
-    # persistent (bf16): dense, causal, padded (seq lens), both
+    # bf16: dense, causal, padded (seq lens), both
     for d in (128, 64):
         for causal, lengths in ((False, False), (True, False), (False, True), (True, True)):
-            out.append(Variant("bf16", d, 128, 128, 2, True, persistent=True, causal=causal,
-                               lengths=lengths))
+            out.append(Variant("bf16", d, 128, 128, 2, causal=causal, lengths=lengths))
+    # fp16: what the library ships (hd128, dense and causal)
+    for causal in (False, True):
+        out.append(Variant("fp16", 128, 128, 128, 2, causal=causal))
     return out
-
-
-# What run_on_device.py --candidates runs: the persistent variants and their baselines.
-CANDIDATES = ("pfwd_", "gfwd_bf16_d128_m128_n128_s2_ov", "gfwd_bf16_d64_m128_n128_s2_ov")
 
 
 def _entry_params(ptx, entry):
@@ -161,29 +143,6 @@ def compile_variant(v: Variant, out_dir: Path):
     rows = v.block_m // 2
     q_layout = gl.NVMMASharedLayout.get_default_for([1, rows, v.head_dim], ty)
     kv_layout = gl.NVMMASharedLayout.get_default_for([1, v.block_n, v.head_dim], ty)
-    if v.persistent:
-        return _compile_persistent(v, out_dir, ty, rows, q_layout, kv_layout)
-    sig = {
-        "q_desc": f"tensordesc<{v.dtype}[1,{rows},{v.head_dim}],{q_layout!r}>",
-        "k_desc": f"tensordesc<{v.dtype}[1,{v.block_n},{v.head_dim}],{kv_layout!r}>",
-        "v_desc": f"tensordesc<{v.dtype}[1,{v.block_n},{v.head_dim}],{kv_layout!r}>",
-        "o_desc": f"tensordesc<{v.dtype}[1,{rows},{v.head_dim}],{q_layout!r}>",
-        "T_K": "i32",
-        "kv_group": "i32",
-        "scale": "fp32",
-        "bias_value": "fp32",
-        "NUM_STAGES": "constexpr",
-        "OVERLAP": "constexpr",
-        "CONSUMER_REGS": "constexpr",
-        "PRODUCER_REGS": "constexpr",
-    }
-    constexprs = {"NUM_STAGES": v.stages, "OVERLAP": v.overlap,
-                  "CONSUMER_REGS": v.consumer_regs, "PRODUCER_REGS": v.producer_regs}
-    src = GluonASTSource(fn=sigmoid_attn_fwd_gluon, signature=sig, constexprs=constexprs)
-    return _build(v, out_dir, src, sig)
-
-
-def _compile_persistent(v, out_dir, ty, rows, q_layout, kv_layout):
     sig = {
         "q_desc": f"tensordesc<{v.dtype}[1,{rows},{v.head_dim}],{q_layout!r}>",
         "k_desc": f"tensordesc<{v.dtype}[1,{v.block_n},{v.head_dim}],{kv_layout!r}>",
@@ -256,9 +215,9 @@ def _build(v, out_dir, src, sig):
         "name": v.name, "entry": entry, "cubin": f"{v.name}.cubin",
         "dtype": v.dtype, "cu_tensor_dtype": CU_DTYPE[v.dtype], "elem_bytes": ELEM_BYTES[v.dtype],
         "head_dim": v.head_dim, "block_m": v.block_m, "rows_per_warpgroup": rows,
-        "block_n": v.block_n, "num_stages": v.stages, "overlap": v.overlap,
+        "block_n": v.block_n, "num_stages": v.stages,
         "consumer_regs": v.consumer_regs, "producer_regs": v.producer_regs,
-        "persistent": v.persistent, "causal": v.causal, "lengths": v.lengths,
+        "causal": v.causal, "lengths": v.lengths,
         "num_warps": md.num_warps, "threads": 32 * md.num_warps,
         "shared": md.shared,
         "params": layout,
@@ -279,8 +238,6 @@ def _build(v, out_dir, src, sig):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default="")
-    ap.add_argument("--candidates", action="store_true",
-                    help="only what run_on_device.py --candidates runs (CANDIDATES)")
     ap.add_argument("--out-dir", type=Path, default=HERE / "build")
     args = ap.parse_args()
     if triton.__version__ != PINNED:
@@ -291,8 +248,6 @@ def main():
     recs, bad = [], []
     for v in variants():
         if args.only and args.only not in v.name:
-            continue
-        if args.candidates and not any(v.name.startswith(c) for c in CANDIDATES):
             continue
         try:
             rec, missing = compile_variant(v, out_dir)

@@ -1,4 +1,5 @@
-"""Run the ahead-of-time compiled Gluon sigmoid-attention forward on the GPU, without Triton.
+"""Run the ahead-of-time compiled persistent Gluon sigmoid-attention forward on the GPU, without
+Triton.
 
     python3 benchmarks/gluon_fwd/run_on_device.py [--build-dir DIR] [--only SUBSTR] [--quick]
                                                   [--stress N] [--no-bench]
@@ -24,9 +25,6 @@ import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# run_on_device.py --candidates: the persistent variants and their non-persistent baselines
-# (compile.py's CANDIDATES; repeated here, the device has no Triton to import compile.py with).
-CANDIDATES = ("pfwd_", "gfwd_bf16_d128_m128_n128_s2_ov", "gfwd_bf16_d64_m128_n128_s2_ov")
 
 # ----------------------------------------------------------------------------------------------
 # CUDA driver API through ctypes
@@ -217,9 +215,8 @@ class Kernel:
                 seq_lens_k=0, programs=132):
         """Encodes the four descriptors and packs every parameter; returns a launcher
         closure. q/o: data pointers of contiguous [B, T, H, D] tensors, k/v of [B, T, h_kv, D]
-        (h_kv = H unless given; GQA when smaller). Persistent variants: seq_lens_q/k are device
-        pointers to int32 [B] (0 when the variant has no lengths), the grid is
-        min(programs, tiles)."""
+        (h_kv = H unless given; GQA when smaller). seq_lens_q/k: device pointers to int32 [B]
+        (0 when the variant has no lengths). The grid is min(programs, tiles)."""
         rec = self.rec
         assert D == rec["head_dim"], (D, rec["head_dim"])
         h_kv = H if h_kv is None else h_kv
@@ -270,10 +267,7 @@ class Kernel:
         arr = (vp * len(ptrs))(*ptrs)
         keep.append(arr)
         n_m = -(-T // rec["block_m"])
-        if rec.get("persistent"):
-            grid = (max(1, min(programs, n_m * H * B)), 1, 1)
-        else:
-            grid = (n_m, H, B)
+        grid = (max(1, min(programs, n_m * H * B)), 1, 1)
 
         def run(stream):
             self.drv.launch(self.fn, grid, self.threads, self.smem, stream, arr)
@@ -438,7 +432,8 @@ def stress(torch, kern, calls, programs, T_list=(1000, 4096), B=2, H=16):
         if lengths:
             lq, lk = make_lengths(torch, B, T, 1000 + i)
             lens_t = torch.tensor(lq + lk, dtype=torch.int32, device=DEVICE)
-        q, k, v = make_inputs(torch, B, T, H, H, D, torch.bfloat16, 100 + i, 0.5, lq, lk)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[rec["dtype"]]
+        q, k, v = make_inputs(torch, B, T, H, H, D, dtype, 100 + i, 0.5, lq, lk)
         o = torch.empty_like(q)
         kw = {"programs": programs}
         if lengths:
@@ -558,17 +553,13 @@ def main():
     ap.add_argument("--only", default="", help="substring of variant names")
     ap.add_argument("--quick", action="store_true", help="fewer shapes and repetitions")
     ap.add_argument("--no-bench", action="store_true")
-    ap.add_argument("--stress", type=int, default=100,
-                    help="repeat the main hd128 kernel N times at B=4 T=4096 checking for NaN")
+    ap.add_argument("--stress", type=int, default=20,
+                    help="calls per variant with fresh inputs, each launched twice (bitwise "
+                         "equal, finite)")
     ap.add_argument("--dry-run", action="store_true")
-    ap.add_argument("--candidates", action="store_true",
-                    help="only the persistent variants and their non-persistent baselines: "
-                         "checks at T in 1..4096, a 20-call stress each, timing (~2 min)")
     ap.add_argument("--programs", type=int, default=0,
-                    help="persistent grid size (default: the SM count)")
+                    help="grid size (default: the SM count)")
     args = ap.parse_args()
-    if args.candidates:
-        args.stress = 20 if args.stress == 100 else args.stress
 
     try:
         meta = json.loads((args.build_dir / "variants.json").read_text())
@@ -577,8 +568,6 @@ def main():
               "and carry benchmarks/gluon_fwd/build", flush=True)
         return 2
     recs = [r for r in meta["variants"] if args.only in r["name"]]
-    if args.candidates:
-        recs = [r for r in recs if r["name"].startswith(CANDIDATES)]
     if not recs:
         print("SETUP ERROR: no variants selected", flush=True)
         return 2
@@ -587,8 +576,7 @@ def main():
         return 0
 
     result = RESULT
-    result.update({"compiled_with_triton": meta["triton"], "checks": [], "bench": [],
-                   "stress": None})
+    result.update({"compiled_with_triton": meta["triton"], "checks": [], "bench": []})
     try:
         import torch
         if not torch.cuda.is_available():
@@ -616,24 +604,16 @@ def main():
 
     tdt = {"bf16": torch.bfloat16, "fp16": torch.float16}
     n_fail = 0
-    # 1. correctness: main variants on every shape, the others on a short list
+    # 1. correctness
     print("\n== correctness (vs float64; output poisoned with NaN, guard zones around it) ==",
           flush=True)
     for kern in kernels:
         r = kern.rec
-        main_cfg = r["name"].endswith("_m128_n128_s2_ov")
-        if r.get("persistent"):
-            # the edges: one row, one partial block, a block + 1, partial and full tiles, many
-            # tiles per program; GQA (H_KV = 2) at 1000
-            shapes = [(2, T, 8, None) for T in (1, 17, 129, 1000, 1024, 4096)] + \
-                [(2, 1000, 8, 2)]
-            if args.quick:
-                shapes = [(2, 17, 8, None), (2, 1000, 8, None)]
-        elif main_cfg and not args.quick:
-            shapes = [(2, T, 8, None) for T in ((1, 129, 1000, 4096) if args.candidates
-                                                 else (128, 1000, 4096))]
-        else:
-            shapes = [(2, 128, 8, None), (2, 1000, 8, None)]
+        # the edges: one row, one partial block, a block + 1, partial and full tiles, many
+        # tiles per program; GQA (H_KV = 2) at 1000
+        shapes = [(2, T, 8, None) for T in (1, 17, 129, 1000, 1024, 4096)] + [(2, 1000, 8, 2)]
+        if args.quick:
+            shapes = [(2, 17, 8, None), (2, 1000, 8, None)]
         for (B, T, H, h_kv) in shapes:
             try:
                 c = check_one(torch, kern, B, T, H, r["head_dim"], tdt[r["dtype"]], h_kv=h_kv,
@@ -658,12 +638,12 @@ def main():
                       + (f" pad_rows_zero={c['pad_rows_zero']} lens={c['lengths']}"
                          if c["lengths"] else ""), flush=True)
 
-    # 2. repeated calls of the main kernel, looking for NaN (the WS race lesson)
+    # 2. repeated calls, looking for NaN and non-repeatable output (the WS race lesson)
     result["stress_persistent"] = []
     if args.stress:
-        print(f"\n== stress: {args.stress} calls per persistent variant, fresh inputs, each "
-              "launched twice ==", flush=True)
-    for kern in [k for k in kernels if k.rec.get("persistent")] if args.stress else []:
+        print(f"\n== stress: {args.stress} calls per variant, fresh inputs, each launched "
+              "twice ==", flush=True)
+    for kern in kernels if args.stress else []:
         try:
             st = stress(torch, kern, args.stress, programs)
         except Exception as e:  # noqa: BLE001
@@ -675,33 +655,6 @@ def main():
         print(f"  {'FAIL' if bad else 'ok  '} {st}", flush=True)
         if "error" in st and not context_alive(torch):
             return finish(result, 1)
-    main_k = [k for k in kernels if k.name == "gfwd_bf16_d128_m128_n128_s2_ov"]
-    if args.stress and main_k and not args.candidates:
-        kern = main_k[0]
-        B, T, H, D = 4, 4096, 8, 128
-        g = torch.Generator(device=DEVICE).manual_seed(7)
-        q, k, v = (torch.randn(B, T, H, D, device=DEVICE, generator=g).mul(0.5)
-                   .to(torch.bfloat16) for _ in range(3))
-        o = torch.empty_like(q)
-        run = kern.prepare(q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), B, T, H, D,
-                           1 / math.sqrt(D), -math.log(T))
-        stream = torch.cuda.current_stream().cuda_stream
-        bad = torch.zeros((), dtype=torch.int64, device=DEVICE)
-        first = None
-        for i in range(args.stress):
-            o.fill_(float("nan"))
-            run(stream)
-            bad += (~torch.isfinite(o)).any().to(torch.int64)
-            if i == 0:
-                wait_or_die(torch, "stress first call")
-                first = o.clone()
-        wait_or_die(torch, "stress loop")
-        same = bool(torch.equal(first, o))
-        result["stress"] = {"calls": args.stress, "calls_with_non_finite": int(bad),
-                            "last_equals_first": same}
-        print(f"\n== stress: {args.stress} calls, {int(bad)} with non-finite output, "
-              f"deterministic={same} ==", flush=True)
-        n_fail += int(bad) > 0 or not same
 
     # 3. timing vs SDPA cuDNN
     if not args.no_bench:
@@ -712,7 +665,7 @@ def main():
         rows = []
         for dt_name in ("bf16", "fp16"):
             for (B, T, H, D) in cases:
-                if dt_name == "fp16" and (T != 4096 or args.quick or args.candidates):
+                if dt_name == "fp16" and (T != 4096 or args.quick):
                     continue
                 for causal in (False, True):
                     ks = [k for k in kernels if k.rec["head_dim"] == D and
