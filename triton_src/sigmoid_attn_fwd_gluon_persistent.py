@@ -1,7 +1,7 @@
 """Forward sigmoid attention as a persistent, hand-scheduled, warp-specialized Gluon kernel for
-Hopper (sm_90), with causal masking and per-sequence lengths: the library's kind fwd_gluon
-(triton_src/aot.py compiles it dense and causal, HAS_LENGTHS off), and the probe's
-(benchmarks/gluon_fwd) with every flag.
+Hopper (sm_90), with causal masking and per-sequence lengths: the library's kinds fwd_gluon
+(HAS_LENGTHS off) and fwd_gluon_padded (on), each dense and causal (triton_src/aot.py), and the
+probe's (benchmarks/gluon_fwd) with every flag.
 
     O[b, i, h, :] = sum_j sigmoid(scale * <Q[b,i,h,:], K[b,j,g,:]> + bias) * V[b, j, g, :]
     over keys j < Lk[b] (and j <= i when CAUSAL); rows i >= Lq[b] are written as zeros;
