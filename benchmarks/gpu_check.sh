@@ -15,6 +15,9 @@
 #                                                         # .whl/serve: litserve and its stack)
 #   bash benchmarks/gpu_check.sh compat_suite            # triton-sigmoid's own tests through
 #                                                         # the compat module (TS_SUITE: its tests)
+#   bash benchmarks/gpu_check.sh memcheck                # compute-sanitizer memcheck: every
+#                                                         # variant, the Gluon kernels, the
+#                                                         # large-view addressing sweep
 #   bash benchmarks/gpu_check.sh stress                  # contention stress of the default
 #                                                         # forward: 8 processes, >= 20,000 calls
 #                                                         # of the hd128 dense kernel, fewer of
@@ -80,6 +83,16 @@ padded bf16 4096 4 300
 causal fp16 4096 4 300
 varlen bf16 4096 4 300
 dense bf16 8192 2 300}"
+fi
+if has memcheck; then  # compute-sanitizer: every variant and the Gluon kernels, then the
+  # large-view addressing sweep (64-bit offsets), each under memcheck (kernels run ~100x slower)
+  timeout "${MEMCHECK_TIMEOUT:-300}" compute-sanitizer --tool memcheck --print-limit 20 \
+    python3 benchmarks/sanitize_check.py > "$OUT/memcheck.log" 2>&1
+  echo "memcheck (variants, Gluon) rc=$?"; tail -3 "$OUT/memcheck.log"
+  timeout "${MEMCHECK_TIMEOUT:-300}" compute-sanitizer --tool memcheck --print-limit 20 \
+    --target-processes all python3 -m pytest -q -x -p no:xdist tests/test_addressing_gpu.py \
+    > "$OUT/memcheck_addressing.log" 2>&1
+  echo "memcheck (addressing sweep) rc=$?"; tail -3 "$OUT/memcheck_addressing.log"
 fi
 if has latency; then  # host cost per tiny call and cold start: Python (with peers), then C++
   python3 benchmarks/bench_latency.py --out "$OUT/latency.json" 2>&1 | tee "$OUT/latency.log" | tail -12
