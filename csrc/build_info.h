@@ -1,4 +1,4 @@
-// Build facts exported by the ops library (plain C ABI, so the pybind11 module and C++ clients
+// Build facts exported by the ops library (plain C ABI, so Python through ctypes and C++ clients
 // can read them without torch's headers).
 #pragma once
 
