@@ -268,7 +268,7 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
     assert isinstance(db.get("bwd_gluon_dispatch", False), bool)
     assert isinstance(db.get("fwd_ws_dispatch", False), bool)
     assert isinstance(db.get("fwd_ws_causal", True), bool)
-    assert isinstance(db.get("bwd_atomic_dq_dispatch", False), bool)
+    assert isinstance(db.get("bwd_one_pass_dispatch", False), bool)
     for d, tiles in db.get("bwd_dkdv_dq", {}).items():
         assert pow2(int(d)) and len(tiles) == 4 and tiles[2] in (4, 8), (d, tiles)
     # Program order: fwd_causal_lpt holds [min_T, programs per group of heads] buckets per head
@@ -520,7 +520,7 @@ def test_dispatch_switches_round_trip():
     from conftest import library_function
 
     for name in ("sigmoid_attn_warp_specialized", "sigmoid_attn_gluon_forward",
-                 "sigmoid_attn_gluon_backward", "sigmoid_attn_atomic_dq"):
+                 "sigmoid_attn_gluon_backward", "sigmoid_attn_one_pass_backward"):
         f = library_function(name)
         start = f(-1)
         assert start in (0, 1)
@@ -541,7 +541,7 @@ def test_kernel_options_from_python():
     c_api = {"warp_specialized": library_function("sigmoid_attn_warp_specialized"),
              "gluon_forward": library_function("sigmoid_attn_gluon_forward"),
              "gluon_backward": library_function("sigmoid_attn_gluon_backward"),
-             "one_pass_backward": library_function("sigmoid_attn_atomic_dq")}
+             "one_pass_backward": library_function("sigmoid_attn_one_pass_backward")}
     start = sigmoid_attn.current_kernel_options()
     assert start == {name: bool(f(-1)) for name, f in c_api.items()}
     try:

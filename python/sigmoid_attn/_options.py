@@ -29,7 +29,7 @@ class kernel_options:
     one_pass_backward: dK, dV and dQ from one kernel, dQ summed in fp32 by TMA reductions,
         where one is compiled (hd64): 3-4% faster from T = 4k on an H100, but dQ is then not
         bitwise reproducible (not taken in deterministic mode either). Off by default
-        (SIGMOID_ATTN_ATOMIC_DQ=0/1 at load).
+        (SIGMOID_ATTN_ONE_PASS_BACKWARD=0/1 at load).
 
     Not thread-local: a setting made in one thread applies to calls from every thread. Each
     call reads the switches afresh (torch.compile and CUDA graphs included: a captured graph
