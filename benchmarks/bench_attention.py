@@ -108,7 +108,8 @@ def kernel_options_for(column):
 
 
 def one_pass_backward(on):
-    """The library with the one-pass backward on (the sigmoid_attn_atomic_dq column), or as it
+    """The library with the one-pass backward on (the sigmoid_attn_one_pass_backward column),
+    or as it
     is by default (on=False)."""
     return sigmoid_attn.kernel_options(one_pass_backward=True if on else None)
 
@@ -309,7 +310,7 @@ def run_backward(label, D, T, causal, dtype=torch.bfloat16):
 
     providers = {"sigmoid_attn": lambda: make(lambda a, b, c: sigmoid_attention(a, b, c, is_causal=causal))}
     if D in ONE_PASS_DIMS:  # the same call, the one-pass backward (the loop below switches it on)
-        providers["sigmoid_attn_atomic_dq"] = providers["sigmoid_attn"]
+        providers["sigmoid_attn_one_pass_backward"] = providers["sigmoid_attn"]
     if HAS_GLUON_BWD and not causal:  # the same call, the Gluon backward switched on
         providers["sigmoid_attn_gluon"] = providers["sigmoid_attn"]
     for name, backend in (("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION),
@@ -329,7 +330,8 @@ def run_backward(label, D, T, causal, dtype=torch.bfloat16):
             lambda a, b, c: triton_sigmoid.sigmoid_attention(a, b, c, is_causal=causal))
     for name, maker in providers.items():
         try:
-            with one_pass_backward(name == "sigmoid_attn_atomic_dq"), kernel_options_for(name):
+            with (one_pass_backward(name == "sigmoid_attn_one_pass_backward"),
+                  kernel_options_for(name)):
                 ms = bench(maker())
         except Exception as e:  # noqa: BLE001
             row["ms"][name] = None
@@ -424,7 +426,7 @@ def main():
     names += ["sigmoid_attn_no_ws"] if HAS_WS or HAS_GLUON else []
     names += ["sigmoid_attn_no_gluon"] if HAS_GLUON else []
     names += ["sigmoid_attn_gluon"] if HAS_GLUON or HAS_GLUON_BWD else []
-    names += ["sigmoid_attn_atomic_dq"] if HAS_ONE_PASS else []
+    names += ["sigmoid_attn_one_pass_backward"] if HAS_ONE_PASS else []
     print(f"\n{device}  (TFLOPS; ratio = sigmoid_attn / peer)")
     print(f"{'config':30s}" + "".join(f"{n[:19]:>20s}" for n in names) + "   vs cuDNN  vs t-sigmoid")
     for r in rows:

@@ -15,6 +15,9 @@
 #                                                         # .whl/serve: litserve and its stack)
 #   bash benchmarks/gpu_check.sh compat_suite            # triton-sigmoid's own tests through
 #                                                         # the compat module (TS_SUITE: its tests)
+#   bash benchmarks/gpu_check.sh memcheck                # compute-sanitizer memcheck: every
+#                                                         # variant, the Gluon kernels, the
+#                                                         # large-view addressing sweep
 #   bash benchmarks/gpu_check.sh stress                  # contention stress of the default
 #                                                         # forward: 8 processes, >= 20,000 calls
 #                                                         # of the hd128 dense kernel, fewer of
@@ -25,7 +28,8 @@
 #                                                         # a prefix of the JSON files)
 # PREBUILT=archive.tar.xz: instead of building, run a library built elsewhere (e.g. the wheel's
 # ops library from Triton 3.8, which compiles kernels this machine's Triton does not): the
-# archive holds libsigmoid_attn_ops.so, catalog.json and a _C for this Python.
+# archive holds libsigmoid_attn_ops.so and catalog.json (the package binds the library through
+# ctypes, so any Python serves; an older archive's compiled _C modules are left out).
 # Modes combine with commas (tests,latency); TESTS="tests/a.py tests/b.py" narrows the tests.
 # Carry .whl/ (triton_sigmoid-0.1.2-py3-none-any.whl) for the triton-sigmoid peer.
 # The device's copy of the tree has no .git: pass SIGMOID_ATTN_COMMIT=<sha> for the JSON's commit.
@@ -43,7 +47,7 @@ fi
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
 cmake --version | head -1 | tee -a "$OUT/gpu.txt"
-for m in scikit_build_core pybind11 matplotlib pandas numpy hypothesis triton_sigmoid; do
+for m in scikit_build_core matplotlib pandas numpy hypothesis triton_sigmoid; do
   python3 -c "import $m" 2>/dev/null && echo "have $m" || echo "missing $m"; done | tee -a "$OUT/gpu.txt"
 MODE=${1:-all}
 shift || true
@@ -56,7 +60,7 @@ fi
 t0=$(date +%s)
 if [ -n "${PREBUILT:-}" ]; then
   rm -rf /tmp/prebuilt && mkdir -p /tmp/prebuilt && cp -r python/sigmoid_attn /tmp/prebuilt/
-  tar xJf "$PREBUILT" -C /tmp/prebuilt/sigmoid_attn || exit 1
+  tar xJf "$PREBUILT" -C /tmp/prebuilt/sigmoid_attn --exclude='_C.*.so' || exit 1
   export PYTHONPATH=/tmp/prebuilt${PYTHONPATH:+:$PYTHONPATH}
   python3 -c "import sigmoid_attn as s; i = s.info(); print('prebuilt:', i['triton_build'], len(i['variants']), 'kernels')" \
     | tee -a "$OUT/gpu.txt"
@@ -80,6 +84,16 @@ padded bf16 4096 4 300
 causal fp16 4096 4 300
 varlen bf16 4096 4 300
 dense bf16 8192 2 300}"
+fi
+if has memcheck; then  # compute-sanitizer: every variant and the Gluon kernels, then the
+  # large-view addressing sweep (64-bit offsets), each under memcheck (kernels run ~100x slower)
+  timeout "${MEMCHECK_TIMEOUT:-300}" compute-sanitizer --tool memcheck --print-limit 20 \
+    python3 benchmarks/sanitize_check.py > "$OUT/memcheck.log" 2>&1
+  echo "memcheck (variants, Gluon) rc=$?"; tail -3 "$OUT/memcheck.log"
+  timeout "${MEMCHECK_TIMEOUT:-300}" compute-sanitizer --tool memcheck --print-limit 20 \
+    --target-processes all python3 -m pytest -q -x -p no:xdist tests/test_addressing_gpu.py \
+    > "$OUT/memcheck_addressing.log" 2>&1
+  echo "memcheck (addressing sweep) rc=$?"; tail -3 "$OUT/memcheck_addressing.log"
 fi
 if has latency; then  # host cost per tiny call and cold start: Python (with peers), then C++
   python3 benchmarks/bench_latency.py --out "$OUT/latency.json" 2>&1 | tee "$OUT/latency.log" | tail -12

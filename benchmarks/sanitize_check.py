@@ -1,6 +1,7 @@
-"""Every compiled variant once, forward and backward, at small odd shapes: the program that
-compute-sanitizer runs on the device (memcheck: out-of-bounds and misaligned accesses;
-racecheck: shared-memory races).
+"""Every compiled variant once, forward and backward, at small odd shapes, then the Gluon
+kernels (which take only calls with a tile per SM at least) on dense, causal and padded batches:
+the program that compute-sanitizer runs on the device (memcheck: out-of-bounds and misaligned
+accesses; racecheck: shared-memory races).
 
     compute-sanitizer --tool memcheck python benchmarks/sanitize_check.py [--only D]
 """
@@ -17,15 +18,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", type=int, default=0, help="one head dim only")
     args = ap.parse_args()
-    dt = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+    dt = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
     seen = set()
     n = 0
     for var in sigmoid_attn.info()["variants"]:
-        key = (var["dtype"], var["head_dim"], var["causal"], var["score_mod"], var["min_t"])
+        key = (var["dtype"], var["head_dim"], var["runtime_head_dim"], var["causal"],
+               var["score_mod"], var["min_t"])
         if key in seen or (args.only and var["head_dim"] != args.only):
             continue
         seen.add(key)
-        D, dtype = var["head_dim"], dt[var["dtype"]]
+        # a generic kernel serves a head dim below its BLOCK_D that nothing else is compiled for
+        D, dtype = var["head_dim"] - (8 if var["runtime_head_dim"] else 0), dt[var["dtype"]]
         T = max(71, var["min_t"] + 71)
         B, Hq, Hkv = 3, 4, 2
         q = torch.randn(B, T, Hq, D, device="cuda", dtype=dtype, requires_grad=True)
@@ -39,7 +42,27 @@ def main():
         out.float().sum().backward()
         torch.cuda.synchronize()
         n += 1
-    print(f"sanitize_check: ran {n} forward+backward variant groups")
+    gluon = {v["kind"] for v in sigmoid_attn.info()["variants"]} & {
+        "fwd_gluon", "fwd_gluon_padded", "bwd_gluon"}
+    if gluon and (not args.only or args.only in (64, 128)):
+        # Gluon kernels: enough (128-row tile, head, batch) tiles to fill the GPU; T not a
+        # multiple of 128 (the descriptors' zero fill), padded lengths 0 and mid-block.
+        B, T, H = 2, 1000, 72
+        for D in (64, 128):
+            if args.only and D != args.only:
+                continue
+            for dtype in (torch.float16, torch.bfloat16):
+                q, k, v = (torch.randn(B, T, H, D, device="cuda", dtype=dtype,
+                                       requires_grad=True) for _ in range(3))
+                lens = torch.tensor([T, 0], dtype=torch.int32, device="cuda")
+                lens2 = torch.tensor([999, 77], dtype=torch.int32, device="cuda")
+                for kw in ({}, {"is_causal": True}, {"seq_lens_q": lens, "seq_lens_k": lens},
+                           {"seq_lens_q": lens2, "seq_lens_k": lens2, "is_causal": True}):
+                    out = sigmoid_attention(q, k, v, **kw)
+                    out.float().sum().backward()
+                    torch.cuda.synchronize()
+                    n += 1
+    print(f"sanitize_check: ran {n} forward+backward variant groups and Gluon calls")
 
 
 if __name__ == "__main__":

@@ -124,9 +124,9 @@ int sigmoid_attn_gluon_backward(int set) {
   return sigmoid_attn::set_gluon_backward_dispatch(set != 0);
 }
 
-int sigmoid_attn_atomic_dq(int set) {
-  if (set < 0) return sigmoid_attn::atomic_dq_dispatch();
-  return sigmoid_attn::set_atomic_dq_dispatch(set != 0);
+int sigmoid_attn_one_pass_backward(int set) {
+  if (set < 0) return sigmoid_attn::one_pass_backward_dispatch();
+  return sigmoid_attn::set_one_pass_backward_dispatch(set != 0);
 }
 
 }  // extern "C"

@@ -1,4 +1,4 @@
-// Build facts exported by the ops library (plain C ABI, so the pybind11 module and C++ clients
+// Build facts exported by the ops library (plain C ABI, so Python through ctypes and C++ clients
 // can read them without torch's headers).
 #pragma once
 
@@ -47,9 +47,9 @@ SIGMOID_ATTN_API int sigmoid_attn_gluon_forward(int set);
 // Returns the setting before the call.
 SIGMOID_ATTN_API int sigmoid_attn_gluon_backward(int set);
 // Whether CUDA backward calls take the one-pass kernel (dQ summed by fp32 atomics: not bitwise
-// deterministic) where one is compiled (default: tiles.json's bwd_atomic_dq_dispatch); set < 0
+// deterministic) where one is compiled (default: tiles.json's bwd_one_pass_dispatch); set < 0
 // only reads. Returns the setting before the call.
-SIGMOID_ATTN_API int sigmoid_attn_atomic_dq(int set);
+SIGMOID_ATTN_API int sigmoid_attn_one_pass_backward(int set);
 }
 
 namespace sigmoid_attn {

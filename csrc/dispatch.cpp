@@ -245,17 +245,20 @@ std::atomic<int>& gluon_backward_state() {
   return state;
 }
 
-std::atomic<int>& atomic_dq_state() {
-  static std::atomic<int> state{initial_switch("SIGMOID_ATTN_ATOMIC_DQ", kAtomicDqDispatch)};
+std::atomic<int>& one_pass_backward_state() {
+  static std::atomic<int> state{
+      initial_switch("SIGMOID_ATTN_ONE_PASS_BACKWARD", kOnePassBackwardDispatch)};
   return state;
 }
 
 }  // namespace
 
-bool atomic_dq_dispatch() { return atomic_dq_state().load(std::memory_order_relaxed) != 0; }
+bool one_pass_backward_dispatch() {
+  return one_pass_backward_state().load(std::memory_order_relaxed) != 0;
+}
 
-bool set_atomic_dq_dispatch(bool on) {
-  return atomic_dq_state().exchange(on ? 1 : 0, std::memory_order_relaxed) != 0;
+bool set_one_pass_backward_dispatch(bool on) {
+  return one_pass_backward_state().exchange(on ? 1 : 0, std::memory_order_relaxed) != 0;
 }
 
 bool warp_specialized_dispatch() {

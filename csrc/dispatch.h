@@ -63,7 +63,7 @@ int select_forward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool c
 // The kernel that computes a backward's dK and dV (the rest follows from its kind: kBackwardDkDv
 // runs beside kBackwardDq; kBackwardDkDvDq and kBackwardGluon sum dQ themselves, the latter
 // then casting it with kDqCast).
-// one_pass: the one-pass kernel is switched on (atomic_dq_dispatch) and the call may be
+// one_pass: the one-pass kernel is switched on (one_pass_backward_dispatch) and the call may be
 // nondeterministic; take it where one is compiled for the variant.
 // gluon: the call is one the Gluon backward covers beyond its variant flags (switched on, may be
 // nondeterministic, no lengths, no bias tensor, operands TMA can describe: ops_cuda_bwd.cpp's
@@ -94,9 +94,9 @@ bool set_gluon_backward_dispatch(bool on);
 
 // Whether the backward may take the one-pass kernel (KernelKind::kBackwardDkDvDq: dQ summed by
 // atomics in fp32, not bitwise deterministic) where one is compiled: tiles.json's default, or
-// SIGMOID_ATTN_ATOMIC_DQ=0/1 (read once), or the last set_atomic_dq_dispatch().
-bool atomic_dq_dispatch();
+// SIGMOID_ATTN_ONE_PASS_BACKWARD=0/1 (read once), or the last set_one_pass_backward_dispatch().
+bool one_pass_backward_dispatch();
 // Returns the previous setting.
-bool set_atomic_dq_dispatch(bool on);
+bool set_one_pass_backward_dispatch(bool on);
 
 }  // namespace sigmoid_attn

@@ -1,12 +1,14 @@
-// CUDA backward: two kernels on the current stream, each output element with one writer
-// (bitwise deterministic, no atomics). dkdv: grid (key blocks, Hkv, B); dq: (query blocks, Hq, B).
-// Packed (varlen) batches: grids over tiles of real tokens, (total // BLOCK + B + 1, H, 1).
-// Where switched on (atomic_dq_dispatch) and compiled, one kernel instead: dkdv's grid, adding
-// each key block's share of dQ into a zeroed fp32 buffer by TMA reductions, then a cast.
-// Where switched on (gluon_backward_dispatch) and the call is covered, the Gluon backward: a
-// memset of an fp32 dQ buffer, the kernel (grid: key blocks of 128, Hkv, B; dK, dV written
-// directly), then the dq_cast kernel into dQ. Neither atomic path is taken when the caller asks
-// for determinism (torch's deterministic mode, passed by the Python autograd).
+// CUDA backward on the current stream, one of three paths:
+// - the Gluon backward (on by default, gluon_backward_dispatch; dense, non-causal calls it
+//   covers): a memset of an fp32 dQ buffer, the kernel (grid: key blocks of 128, Hkv, B; dK, dV
+//   written directly, dQ added by TMA reductions), then the dq_cast kernel into dQ;
+// - the one-pass backward (opt-in, one_pass_backward_dispatch; where compiled): dkdv's grid,
+//   adding each key block's share of dQ into a zeroed fp32 buffer by TMA reductions, then a cast;
+// - otherwise two kernels, each output element with one writer (bitwise deterministic, no
+//   atomics). dkdv: grid (key blocks, Hkv, B); dq: (query blocks, Hq, B). Packed (varlen)
+//   batches: grids over tiles of real tokens, (total // BLOCK + B + 1, H, 1).
+// Neither atomic path is taken when the caller asks for determinism (torch's deterministic mode,
+// passed by the Python autograd).
 #include <algorithm>
 #include <cmath>
 #include <optional>
@@ -115,7 +117,7 @@ void launch_backward(const ForwardProblem& p, const Tensor& grad_out, const Tens
                            : gluon_operands(p, grad_out, q, k, v, dk, dv,
                                             lens_q.has_value() || lens_k.has_value(),
                                             deterministic);
-  const bool one_pass = atomic_dq_dispatch() && !deterministic;
+  const bool one_pass = one_pass_backward_dispatch() && !deterministic;
   int k_dkdv = select_backward(dt, p.D, is_causal, has_mod, p.varlen, p.max_k, one_pass,
                                g.has_value());
   if (kKernels[k_dkdv].kind == KernelKind::kBackwardGluon) {

@@ -48,7 +48,7 @@ def library_function(name):
     sigmoid_attn_select_forward_kernel (the dispatcher's forward choice, as a catalog index), or
     sigmoid_attn_select_backward_kernel (the kernel that computes a backward's dK and dV), or
     a dispatch switch (sigmoid_attn_warp_specialized, sigmoid_attn_gluon_forward,
-    sigmoid_attn_gluon_backward, sigmoid_attn_atomic_dq: takes 1/0,
+    sigmoid_attn_gluon_backward, sigmoid_attn_one_pass_backward: takes 1/0,
     returns the setting before; -1 only reads)."""
     import ctypes
 

@@ -157,10 +157,10 @@ else:
     ONE_PASS = []
 
 
-def atomic_dq_switch(on):
-    """Sets whether the backward takes the one-pass kernel (tiles.json's bwd_atomic_dq_dispatch
-    or SIGMOID_ATTN_ATOMIC_DQ by default); returns the setting before."""
-    return library_function("sigmoid_attn_atomic_dq")(on)
+def one_pass_switch(on):
+    """Sets whether the backward takes the one-pass kernel (tiles.json's bwd_one_pass_dispatch
+    or SIGMOID_ATTN_ONE_PASS_BACKWARD by default); returns the setting before."""
+    return library_function("sigmoid_attn_one_pass_backward")(on)
 
 
 @pytest.mark.parametrize("var", ONE_PASS, ids=[v["name"] for v in ONE_PASS])
@@ -175,7 +175,7 @@ def test_one_pass_backward_matches_reference(var):
     g = torch.Generator().manual_seed(var["head_dim"] + 3 * var["causal"] + var["score_mod"])
     dtype, D = DT[var["dtype"]], var["head_dim"]
     mk = lambda *s: torch.randn(*s, generator=g).to("cuda", dtype)
-    before = atomic_dq_switch(1)
+    before = one_pass_switch(1)
     try:
         if not var["varlen"]:
             B, Tq, Tk, Hq, Hkv = 4, 200, 233, 4, 2
@@ -190,7 +190,7 @@ def test_one_pass_backward_matches_reference(var):
             for b in range(B):  # padded positions get exactly zero gradient
                 assert (got[0][b, int(lq[b]):] == 0).all()
                 assert (got[1][b, int(lk[b]):] == 0).all()
-            atomic_dq_switch(0)
+            one_pass_switch(0)
             _, other, _ = grads_vs_reference(q, k, v, grad, mod, **kw)
         else:
             lens_q, lens_k = [200, 0, 17, 129, 1], [233, 5, 1, 200, 1]
@@ -217,9 +217,9 @@ def test_one_pass_backward_matches_reference(var):
             for name, a, b in zip("dq dk dv".split(), got, [t.grad for t in ref_ins]):
                 assert rel_err(a, b) < REL_TOL[dtype] * 1.5, f"{name}: rel err {rel_err(a, b)}"
             assert (got[0][int(cq[-1]):] == 0).all()
-            atomic_dq_switch(0)
+            one_pass_switch(0)
             other = run()
     finally:
-        atomic_dq_switch(before)
+        one_pass_switch(before)
     for a, b in zip(got, other):
         assert rel_err(a, b.double()) < REL_TOL[dtype]

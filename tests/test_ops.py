@@ -271,7 +271,7 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
     assert isinstance(db.get("bwd_gluon_dispatch", False), bool)
     assert isinstance(db.get("fwd_ws_dispatch", False), bool)
     assert isinstance(db.get("fwd_ws_causal", True), bool)
-    assert isinstance(db.get("bwd_atomic_dq_dispatch", False), bool)
+    assert isinstance(db.get("bwd_one_pass_dispatch", False), bool)
     for d, tiles in db.get("bwd_dkdv_dq", {}).items():
         assert pow2(int(d)) and len(tiles) == 4 and tiles[2] in (4, 8), (d, tiles)
     # Program order: fwd_causal_lpt holds [min_T, programs per group of heads] buckets per head
@@ -525,7 +525,7 @@ def test_dispatch_switches_round_trip():
     from conftest import library_function
 
     for name in ("sigmoid_attn_warp_specialized", "sigmoid_attn_gluon_forward",
-                 "sigmoid_attn_gluon_backward", "sigmoid_attn_atomic_dq"):
+                 "sigmoid_attn_gluon_backward", "sigmoid_attn_one_pass_backward"):
         f = library_function(name)
         start = f(-1)
         assert start in (0, 1)
@@ -546,7 +546,7 @@ def test_kernel_options_from_python():
     c_api = {"warp_specialized": library_function("sigmoid_attn_warp_specialized"),
              "gluon_forward": library_function("sigmoid_attn_gluon_forward"),
              "gluon_backward": library_function("sigmoid_attn_gluon_backward"),
-             "one_pass_backward": library_function("sigmoid_attn_atomic_dq")}
+             "one_pass_backward": library_function("sigmoid_attn_one_pass_backward")}
     start = sigmoid_attn.current_kernel_options()
     assert start == {name: bool(f(-1)) for name, f in c_api.items()}
     try:
@@ -579,3 +579,53 @@ def test_kernel_options_from_python():
     finally:
         sigmoid_attn.kernel_options(**start)
     assert sigmoid_attn.current_kernel_options() == start
+
+
+def test_binding_is_pure_python():
+    """Python reaches the ops library's C entry points through ctypes (_library.py): the
+    package's directories (the source tree and the install tree of an editable install) hold no
+    compiled Python module, so one wheel serves every CPython >= 3.10. The binding reads the
+    library torch loaded: its build facts and catalog as the library's catalog.json has them."""
+    import glob
+    import json
+
+    from sigmoid_attn import _library
+
+    assert _library.__file__.endswith(".py")
+    compiled = [f for d in sigmoid_attn.__path__
+                for pattern in ("*.cpython-*.so", "*.abi3.so", "_C*.so")
+                for f in glob.glob(os.path.join(d, "**", pattern), recursive=True)]
+    assert not compiled, compiled
+    assert _library.locate() == sigmoid_attn.library_path()
+
+    build = _library.build_info()
+    assert set(build) == {"version", "torch", "triton", "cuda", "arch"}
+    assert all(isinstance(v, str) for v in build.values()), build
+    with open(os.path.join(os.path.dirname(sigmoid_attn.library_path()), "catalog.json")) as f:
+        catalog = json.load(f)
+    assert build["arch"] == f"sm_{catalog['arch']}" and build["triton"] == catalog["triton"]
+    assert build["version"] == sigmoid_attn.__version__
+    kernels = _library.kernel_catalog()
+    assert [k["name"] for k in kernels] == [k["name"] for k in catalog["kernels"]]
+    types = dict.fromkeys(("name", "kind", "dtype"), str)
+    types.update(dict.fromkeys(("causal", "score_mod", "varlen", "runtime_head_dim"), bool))
+    types.update(dict.fromkeys(("head_dim", "block_m", "block_n", "num_warps", "num_stages",
+                                "min_t", "shared_bytes", "num_hidden_params", "cubin_bytes",
+                                "stride_multiple"), int))
+    for k, c in zip(kernels, catalog["kernels"]):
+        assert {f: type(v) for f, v in k.items()} == types, k
+        assert k["kind"] == c["kind"] and k["causal"] == c["causal"], (k, c)
+        assert k["cubin_bytes"] == c["cubin_bytes"] and k["head_dim"] == c["head_dim"], (k, c)
+
+
+def test_dispatch_switch_unknown_name():
+    """An unknown switch name is refused with a ValueError naming the valid ones; nothing
+    changes."""
+    from sigmoid_attn import _library
+
+    start = sigmoid_attn.current_kernel_options()
+    with pytest.raises(ValueError, match=r"unknown switch 'warp_spec'.*'warp_specialized', "
+                       r"'gluon_forward', 'gluon_backward' or 'one_pass_backward'"):
+        _library.dispatch_switch("warp_spec", 1)
+    assert sigmoid_attn.current_kernel_options() == start
+    assert _library.dispatch_switch("one_pass_backward", -1) == start["one_pass_backward"]

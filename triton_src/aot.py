@@ -554,7 +554,8 @@ def kernels_cpp(results, triton_version: str, arch: int, subset: str) -> str:
     lines.append(f"const bool kWarpSpecializedDispatch = {str(V.FWD_WS_DISPATCH).lower()};\n")
     lines.append(f"const bool kGluonForwardDispatch = {str(V.FWD_GLUON_DISPATCH).lower()};\n")
     lines.append(f"const bool kGluonBackwardDispatch = {str(V.BWD_GLUON_DISPATCH).lower()};\n")
-    lines.append(f"const bool kAtomicDqDispatch = {str(V.BWD_ATOMIC_DQ_DISPATCH).lower()};\n\n"
+    lines.append(f"const bool kOnePassBackwardDispatch = "
+                 f"{str(V.BWD_ONE_PASS_DISPATCH).lower()};\n\n"
                  "}  // namespace sigmoid_attn\n")
     return "".join(lines)
 

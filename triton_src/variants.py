@@ -78,11 +78,11 @@ FWD_WS_DISPATCH = bool(_DB.get("fwd_ws_dispatch", False))
 # The one-pass backward (sigmoid_attn_bwd.sigmoid_attn_bwd_dkdv_dq: dK, dV and dQ, dQ summed by
 # TMA tile reductions in fp32, not bitwise deterministic): tiles per head dim (powers of two),
 # fp16/bf16. The dispatcher takes it instead of the dkdv + dq pair only when tiles.json's
-# bwd_atomic_dq_dispatch is true, or it is switched on (SIGMOID_ATTN_ATOMIC_DQ=1,
+# bwd_one_pass_dispatch is true, or it is switched on (SIGMOID_ATTN_ONE_PASS_BACKWARD=1,
 # sigmoid_attn.kernel_options(one_pass_backward=True)); measured: hd64 only, off by default
 # (docs/performance.md, "The one-pass backward").
-BWD_ATOMIC_TILES = {int(d): tuple(t) for d, t in _DB.get("bwd_dkdv_dq", {}).items()}
-BWD_ATOMIC_DQ_DISPATCH = bool(_DB.get("bwd_atomic_dq_dispatch", False))
+BWD_ONE_PASS_TILES = {int(d): tuple(t) for d, t in _DB.get("bwd_dkdv_dq", {}).items()}
+BWD_ONE_PASS_DISPATCH = bool(_DB.get("bwd_one_pass_dispatch", False))
 # The Gluon forward (sigmoid_attn_fwd_gluon_persistent.py, kind fwd_gluon, and with per-sequence
 # lengths kind fwd_gluon_padded; fp16/bf16; dense and causal with T_Q == T_K; no score_mod, no
 # packed batches): [BLOCK_M, BLOCK_N, num_warps, num_stages]
@@ -176,7 +176,7 @@ def tile_table(kind: str, dtype: str):
             "fwd_gluon_padded": {} if fp32 else FWD_GLUON_TILES,
             "bwd_dkdv": BWD_DKDV_TILES_FP32 if fp32 else BWD_DKDV_TILES,
             "bwd_dq": BWD_DQ_TILES_FP32 if fp32 else BWD_DQ_TILES,
-            "bwd_dkdv_dq": {} if fp32 else BWD_ATOMIC_TILES,
+            "bwd_dkdv_dq": {} if fp32 else BWD_ONE_PASS_TILES,
             "bwd_gluon": {} if fp32 else BWD_GLUON_TILES,
             "dq_cast": {} if fp32 else {d: DQ_CAST_TILE for d in BWD_GLUON_TILES}}[kind]
 

@@ -39,13 +39,13 @@ cd "$T/run"
 import os, sys
 import sigmoid_attn, sigmoid_attn._ops as ops, torch
 site = os.path.realpath(sys.argv[1])
-for what, path in (("package", sigmoid_attn.__file__), ("_C", sigmoid_attn._ops._C.__file__),
-                   ("ops library", ops.LIBRARY_PATH)):
+for what, path in (("package", sigmoid_attn.__file__),
+                   ("binding", sigmoid_attn._library.__file__), ("ops library", ops.LIBRARY_PATH)):
     assert os.path.realpath(path).startswith(site + os.sep), f"{what} not from the wheel: {path}"
 assert "triton" not in sys.modules, "importing sigmoid_attn imported triton"
 info = sigmoid_attn.info()
 print("imported from the wheel:", os.path.dirname(sigmoid_attn.__file__))
-print("_C:", os.path.basename(sigmoid_attn._ops._C.__file__), "| built with torch",
+print("Python", sys.version.split()[0], "| built with torch",
       info["torch_build"], "Triton", info["triton_build"], "| running torch", torch.__version__,
       "|", len(info["variants"]), "kernels,", info["arch"], "| device", info["device"])
 PY

@@ -2,10 +2,10 @@
 
     python wheels/verify_wheel.py dist/sigmoid_attn-*.whl
 
-The wheel must serve exactly the CPython versions in SIGMOID_ATTN_WHEEL_PYTHONS (default
-"3.10 3.11 3.12 3.13", as wheels/build_wheel.sh): a cpXY-cpXY tag and a _C.cpython-XY-*.so for
-each, one Python-free ops library with every cubin embedded, and torch>=2.10 and numpy as its only
-run-time requirement (no Triton).
+The wheel must serve every CPython >= 3.10 (as wheels/build_wheel.sh builds it): a
+py3-none-manylinux tag and no compiled Python module (the package reaches the ops library through
+ctypes), one Python-free ops library with every cubin embedded, and torch>=2.10 and numpy as its
+only run-time requirement (no Triton).
 """
 
 import json
@@ -16,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+
+MIN_PYTHON = "3.10"  # pyproject.toml's requires-python
 
 
 def needed_libs(data):
@@ -39,41 +41,34 @@ def main(path):
         if not any(re.search(pattern, n) for n in names):
             problems.append(f"missing {what} ({pattern})")
 
-    # --- the tag: one wheel for the expected CPythons, manylinux --------------------------------
-    want = sorted(os.environ.get("SIGMOID_ATTN_WHEEL_PYTHONS", "3.10 3.11 3.12 3.13").split(),
-                  key=lambda v: tuple(map(int, v.split("."))))
-    want_tags = ["cp" + v.replace(".", "") for v in want]
+    # --- the tag: one wheel for every CPython (no Python ABI), manylinux ------------------------
     m = re.fullmatch(r"(?P<name>[^-]+)-(?P<ver>[^-]+)-(?P<py>[^-]+)-(?P<abi>[^-]+)-(?P<plat>[^-]+)"
                      r"\.whl", os.path.basename(path))
     if m is None:
         problems.append(f"unexpected wheel file name {os.path.basename(path)}")
-        py_tags, plats = [], []
+        plats = []
     else:
-        py_tags, abi_tags = m["py"].split("."), m["abi"].split(".")
         plats = m["plat"].split(".")
-        if sorted(py_tags) != sorted(want_tags) or sorted(abi_tags) != sorted(want_tags):
-            problems.append(f"tag {m['py']}-{m['abi']} is not exactly {'.'.join(want_tags)} "
-                            "for both interpreter and ABI")
+        if (m["py"], m["abi"]) != ("py3", "none"):
+            problems.append(f"tag {m['py']}-{m['abi']} is not py3-none (one wheel for every "
+                            "CPython; pyproject.toml's wheel.py-api)")
         if not all(p.startswith("manylinux_") for p in plats):
             problems.append(f"platform tag {m['plat']} is not manylinux (auditwheel repair?)")
     wheel_file = z.read(next(n for n in names if n.endswith(".dist-info/WHEEL"))).decode()
     listed = sorted(re.findall(r"^Tag: (\S+)$", wheel_file, re.M))
-    expected = sorted(f"{t}-{t}-{p}" for t in py_tags for p in plats)
+    expected = sorted(f"py3-none-{p}" for p in plats)
     if listed != expected:
         problems.append(f"WHEEL lists tags {listed}, file name says {expected}")
+    if not re.search(r"^Root-Is-Purelib: false$", wheel_file, re.M):
+        problems.append("WHEEL must say Root-Is-Purelib: false (the ops library is a binary)")
 
-    # --- _C: one pybind11 module per tagged CPython, no more, no less ---------------------------
-    c_mods = sorted(n for n in names if re.fullmatch(r"sigmoid_attn/_C\.[^/]*\.so", n))
-    c_tags = sorted("cp" + mm.group(1) for n in c_mods
-                    if (mm := re.fullmatch(r"sigmoid_attn/_C\.cpython-(\d+)-[^/]+\.so", n)))
-    if len(c_tags) != len(c_mods) or sorted(c_tags) != sorted(want_tags):
-        problems.append(f"_C modules {c_mods} do not match the tags {want_tags} one to one")
-    for n in c_mods:
-        libs = needed_libs(z.read(n))
-        if libs is not None and any("python" in l or "sigmoid_attn" in l or "torch" in l
-                                    for l in libs):
-            problems.append(f"{n} links {libs}: _C must link neither libpython nor the ops "
-                            "library nor torch (it binds to the ops library at run time)")
+    # --- no compiled Python module: the binding is ctypes (_library.py) -------------------------
+    compiled = sorted(n for n in names if re.search(r"(\.cpython-[^/]*|\.abi3)\.so$", n)
+                      or re.fullmatch(r"sigmoid_attn/_C[^/]*\.so", n))
+    if compiled:
+        problems.append(f"compiled Python modules {compiled}: the wheel must not depend on the "
+                        "CPython version")
+    need(r"^sigmoid_attn/_library\.py$", "the ctypes binding")
 
     # --- the ops library: one, Python-free, every cubin embedded --------------------------------
     need(r"^sigmoid_attn/libsigmoid_attn_ops\.so$", "the ops library")
@@ -116,13 +111,13 @@ def main(path):
                         f"warns at import without numpy), got {requires}")
     if "triton" in " ".join(requires).lower():
         problems.append("triton must not be a run-time requirement")
-    rp = re.search(r"^Requires-Python: >=(\d+)\.(\d+)\s*$", meta, re.M)
-    if rp is None or (int(rp[1]), int(rp[2])) > tuple(map(int, want[0].split("."))):
-        problems.append(f"Requires-Python must be >=X.Y with X.Y <= {want[0]}, the lowest tag")
+    rp = re.search(r"^Requires-Python: (.+?)\s*$", meta, re.M)
+    if rp is None or rp[1] != f">={MIN_PYTHON}":
+        problems.append(f"Requires-Python must be >={MIN_PYTHON}, got {rp and rp[1]}")
 
     version = re.search(r"^Version: (.+)$", meta, re.M).group(1)
-    print(f"{os.path.basename(path)}: version {version}, CPython {' '.join(want)} "
-          f"({len(c_mods)} _C modules), {len(kernels)} kernels (Triton {catalog['triton']}, "
+    print(f"{os.path.basename(path)}: version {version}, CPython >= {MIN_PYTHON} "
+          f"(no compiled Python module), {len(kernels)} kernels (Triton {catalog['triton']}, "
           f"sm_{catalog['arch']}), ops library {ops_info.file_size / 2**20:.1f} MiB, wheel "
           f"{os.path.getsize(path) / 2**20:.1f} MiB, requires {requires}")
     for p in problems:

@@ -1,11 +1,11 @@
 import torch
 
-from . import _C
+from . import _library
 
 
 def info() -> dict:
     """What was built (torch/Triton/CUDA versions, arch, compiled variants) and what runs now."""
-    build = _C.build_info()
+    build = _library.build_info()
     return {
         "version": build["version"],
         "torch_build": build["torch"],
@@ -15,5 +15,5 @@ def info() -> dict:
         "arch": build["arch"],
         "cuda_available": torch.cuda.is_available(),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-        "variants": _C.kernel_catalog(),
+        "variants": _library.kernel_catalog(),
     }

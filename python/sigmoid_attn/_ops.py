@@ -4,11 +4,11 @@ import os
 
 import torch
 
-from . import _C  # built next to libsigmoid_attn_ops.so in the installed package
+from . import _library
 
-LIBRARY_PATH = os.path.join(os.path.dirname(os.path.abspath(_C.__file__)), "libsigmoid_attn_ops.so")
+LIBRARY_PATH = _library.locate()
 torch.ops.load_library(LIBRARY_PATH)
-_C.bind(LIBRARY_PATH)
+_library.bind(LIBRARY_PATH)
 from . import _fake  # noqa: E402,F401  (the ops' shapes for torch.compile / torch.export)
 
 ops = torch.ops.sigmoid_attn

@@ -1,6 +1,6 @@
 """Process-wide kernel choices of the CUDA path: the ops library's dispatch switches."""
 
-from . import _C  # bound to the ops library by _ops
+from . import _library  # bound to the ops library by _ops
 
 _SWITCHES = ("warp_specialized", "gluon_forward", "gluon_backward", "one_pass_backward")
 
@@ -30,7 +30,7 @@ class kernel_options:
     one_pass_backward: dK, dV and dQ from one kernel, dQ summed in fp32 by TMA reductions,
         where one is compiled (hd64): 3-4% faster from T = 4k on an H100, but dQ is then not
         bitwise reproducible (not taken in deterministic mode either). Off by default
-        (SIGMOID_ATTN_ATOMIC_DQ=0/1 at load).
+        (SIGMOID_ATTN_ONE_PASS_BACKWARD=0/1 at load).
 
     Not thread-local: a setting made in one thread applies to calls from every thread. Each
     call reads the switches afresh (torch.compile and CUDA graphs included: a captured graph
@@ -44,19 +44,20 @@ class kernel_options:
             if value is not None and not isinstance(value, bool):
                 raise TypeError(f"kernel_options: {name} must be a bool or None, got "
                                 f"{type(value).__name__} {value!r}")
-        self.previous = {name: bool(_C.dispatch_switch(name, -1 if value is None else int(value)))
-                         for name, value in wanted.items()}
+        self.previous = {
+            name: bool(_library.dispatch_switch(name, -1 if value is None else int(value)))
+            for name, value in wanted.items()}
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         for name, value in self.previous.items():
-            _C.dispatch_switch(name, int(value))
+            _library.dispatch_switch(name, int(value))
         return False
 
 
 def current_kernel_options() -> dict:
     """The switches' settings now: {"warp_specialized": bool, "gluon_forward": bool,
     "gluon_backward": bool, "one_pass_backward": bool}."""
-    return {name: bool(_C.dispatch_switch(name, -1)) for name in _SWITCHES}
+    return {name: bool(_library.dispatch_switch(name, -1)) for name in _SWITCHES}
