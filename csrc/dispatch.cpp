@@ -203,7 +203,8 @@ int select_backward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool 
   if (gluon) {
     const int g = find_kernel(KernelKind::kBackwardGluon, dtype, head_dim, causal, score_mod,
                               varlen, max_k);
-    if (g >= 0 && find_kernel(KernelKind::kDqCast, dtype, head_dim, causal, score_mod, varlen,
+    // (one cast, compiled under the dense key, serves causal calls too)
+    if (g >= 0 && find_kernel(KernelKind::kDqCast, dtype, head_dim, false, false, false,
                               max_k) >= 0) {
       return g;
     }

@@ -1,6 +1,6 @@
 // CUDA backward on the current stream, one of three paths:
-// - the Gluon backward (on by default, gluon_backward_dispatch; dense, non-causal calls it
-//   covers): a memset of an fp32 dQ buffer, the kernel (grid: key blocks of 128, Hkv, B; dK, dV
+// - the Gluon backward (on by default, gluon_backward_dispatch; dense calls it covers, causal
+//   ones with as many keys as queries): a memset of an fp32 dQ buffer, the kernel (grid: key blocks of 128, Hkv, B; dK, dV
 //   written directly, dQ added by TMA reductions), then the dq_cast kernel into dQ;
 // - the one-pass backward (opt-in, one_pass_backward_dispatch; where compiled): dkdv's grid,
 //   adding each key block's share of dQ into a zeroed fp32 buffer by TMA reductions, then a cast;
@@ -112,11 +112,12 @@ void launch_backward(const ForwardProblem& p, const Tensor& grad_out, const Tens
                      bool is_causal, bool deterministic) {
   const bool has_mod = score_mod.has_value();
   const auto dt = q.scalar_type();
+  // (causal: its mask is the top-left diagonal of a square problem)
   const std::optional<GluonOperands> g =
-      is_causal || has_mod ? std::nullopt
-                           : gluon_operands(p, grad_out, q, k, v, dk, dv,
-                                            lens_q.has_value() || lens_k.has_value(),
-                                            deterministic);
+      has_mod || (is_causal && p.Tq != p.Tk)
+          ? std::nullopt
+          : gluon_operands(p, grad_out, q, k, v, dk, dv, lens_q.has_value() || lens_k.has_value(),
+                           deterministic);
   const bool one_pass = one_pass_backward_dispatch() && !deterministic;
   int k_dkdv = select_backward(dt, p.D, is_causal, has_mod, p.varlen, p.max_k, one_pass,
                                g.has_value());

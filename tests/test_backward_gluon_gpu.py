@@ -79,10 +79,13 @@ SHAPES = [(T, B) for T in (1, 17, 129, 1000, 1024, 4096) for B in (1, 3) if T < 
 @pytest.mark.parametrize("T,B", SHAPES, ids=[f"T{T}-B{B}" for T, B in SHAPES])
 @pytest.mark.parametrize("D", DIMS)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
-def test_gluon_backward_matches_reference(dtype, D, T, B, gluon_backward):
-    """GQA 8 query heads on 2 KV heads (the kernel sums dK, dV over each group)."""
-    q, k, v, grad = inputs(B, T, T, 8, 2, D, dtype, seed=T + 7 * B + D)
-    check(q, k, v, grad)
+@pytest.mark.parametrize("causal", [False, True], ids=["dense", "causal"])
+def test_gluon_backward_matches_reference(causal, dtype, D, T, B, gluon_backward):
+    """GQA 8 query heads on 2 KV heads (the kernel sums dK, dV over each group); causal: the
+    query tiles above each key block skipped, the diagonal tiles masked (T = 1, 17, 129: the
+    diagonal inside a partial tile; 1000: key blocks whose first query tile straddles them)."""
+    q, k, v, grad = inputs(B, T, T, 8, 2, D, dtype, seed=T + 7 * B + D + causal)
+    check(q, k, v, grad, is_causal=causal)
 
 
 @requires_gluon_bwd
@@ -106,6 +109,8 @@ def test_gluon_backward_is_the_kernel_launched(gluon_backward):
     with sigmoid_attn.kernel_options(gluon_backward=False):
         off = launched_kernels(lambda: grads(q, k, v, grad))
     assert "sigmoid_attn_bwd_gluon" not in off and "sigmoid_attn_bwd_dkdv" in off, off
+    causal = launched_kernels(lambda: grads(q, k, v, grad, is_causal=True))
+    assert "sigmoid_attn_bwd_gluon" in causal, causal
 
 
 def two_kernel(fn):
@@ -116,8 +121,8 @@ def two_kernel(fn):
 @requires_gluon_bwd
 @pytest.mark.parametrize("D", DIMS)
 def test_gluon_backward_ineligible_calls_take_the_two_kernel_backward(D, gluon_backward):
-    """Causal, lengths, score_mod, a bias tensor, [B, H, T, D] tensors seen as [B, T, H, D]: the
-    switch changes nothing (bitwise the two-kernel backward's gradients, which is deterministic),
+    """Causal with T_Q != T_K, lengths, score_mod, a bias tensor, [B, H, T, D] tensors seen as
+    [B, T, H, D]: the switch changes nothing (bitwise the two-kernel backward's gradients, which is deterministic),
     and they match the reference."""
     dtype = torch.float16
     B, T = 3, 300
@@ -126,7 +131,7 @@ def test_gluon_backward_ineligible_calls_take_the_two_kernel_backward(D, gluon_b
     mod = torch.randn(B, T, device="cuda")
     bias = torch.tensor([-1.0, 0.5, -4.0], device="cuda")
     bhtd = [t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v, grad)]
-    cases = [((q, k, v, grad), dict(is_causal=True)),
+    cases = [((q[:, :T - 50], k, v, grad[:, :T - 50]), dict(is_causal=True)),
              ((q, k, v, grad), dict(seq_lens_q=lens, seq_lens_k=lens)),
              ((q, k, v, grad), dict(seq_lens_k=lens)),
              ((q, k, v, grad), dict(score_mod=mod)),

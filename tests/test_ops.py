@@ -207,12 +207,13 @@ def test_info_lists_compiled_variants():
                       for d in _tiles_db().get("fwd_gluon", {}) for causal in (False, True))
         assert gluon == (want if _gluon_built() else []), kind
     # The Gluon backward (tiles.json bwd_gluon) and its dQ cast, Triton 3.8 only: fp16/bf16,
-    # dense, non-causal, no score_mod, one of each per head dim in the database
-    for kind in ("bwd_gluon", "dq_cast"):
+    # dense, no score_mod, one of each per head dim in the database
+    # (the Gluon backward causal or not; one cast, dense, serves both)
+    for kind, causals in (("bwd_gluon", (False, True)), ("dq_cast", (False,))):
         got = sorted((k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
                      for k in info["variants"] if k["kind"] == kind)
-        want = sorted((dt, int(d), False, False, False) for dt in ("float16", "bfloat16")
-                      for d in _tiles_db().get("bwd_gluon", {}))
+        want = sorted((dt, int(d), False, causal, False) for dt in ("float16", "bfloat16")
+                      for d in _tiles_db().get("bwd_gluon", {}) for causal in causals)
         assert got == (want if _gluon_built() else []), kind
 
 
@@ -484,7 +485,7 @@ def test_dispatch_takes_the_gluon_backward_exactly_where_it_covers_the_call():
     """The backward's dK/dV kernel through the C++ dispatcher, without a GPU: the Gluon backward
     (tiles.json bwd_gluon) for a covered call (gluon flag: switched on, nondeterministic allowed,
     no lengths, no bias tensor, TMA-describable: ops_cuda_bwd.cpp decides it) of a compiled
-    dtype and head dim, dense and non-causal without score_mod; the two-kernel backward
+    dtype and head dim, dense, causal or not, without score_mod; the two-kernel backward
     otherwise, and the one-pass kernel only where asked for and compiled."""
     if _partial_build():
         pytest.skip("walks every head dim of tiles.json: a full build")
@@ -509,7 +510,10 @@ def test_dispatch_takes_the_gluon_backward_exactly_where_it_covers_the_call():
             k = pick(D, dtype)
             assert k["kind"] == ("bwd_gluon" if D in gluon_dims else "bwd_dkdv"), k["name"]
             assert k["head_dim"] == D and not k["causal"] and not k["varlen"]
-            for kw in (dict(causal=True), dict(mod=True), dict(varlen=True), dict(gluon=False)):
+            c = pick(D, dtype, causal=True)
+            assert c["kind"] == ("bwd_gluon" if D in gluon_dims else "bwd_dkdv") and c["causal"]
+            for kw in (dict(mod=True), dict(varlen=True), dict(gluon=False),
+                       dict(causal=True, gluon=False)):
                 assert pick(D, dtype, **kw)["kind"] == "bwd_dkdv", (D, kw)
         assert pick(D, "fp32")["kind"] == "bwd_dkdv"  # (no fp32 Gluon kernel)
         one = pick(D, gluon=False, one_pass=True)["kind"]

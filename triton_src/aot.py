@@ -202,7 +202,7 @@ def compile_gluon_bwd(var: V.Variant, arch: int):
     dq_shared, dq_issue = V.GLUON_BWD_SCHEDULES[var.schedule]
     constexprs = {"NUM_STAGES": var.num_stages, "CONSUMER_REGS": V.GLUON_CONSUMER_REGS,
                   "PRODUCER_REGS": V.GLUON_PRODUCER_REGS, "RCP_NEWTON": False,
-                  "DQ_SHARED": dq_shared, "DQ_ISSUE": dq_issue}
+                  "DQ_SHARED": dq_shared, "DQ_ISSUE": dq_issue, "CAUSAL": var.causal}
     names = list(fn.arg_names)
     if names != [n for n, _ in V.PARAMS[var.kind]] + list(constexprs):
         raise RuntimeError(f"variants.PARAMS[{var.kind!r}] is out of date with the kernel: "

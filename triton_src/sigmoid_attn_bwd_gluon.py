@@ -1,5 +1,5 @@
-"""Backward sigmoid attention as a hand-scheduled, warp-specialized Gluon kernel for dense,
-non-causal calls on Hopper (sm_90). With S = scale·Q·Kᵀ + bias and P = sigmoid(S):
+"""Backward sigmoid attention as a hand-scheduled, warp-specialized Gluon kernel for dense calls,
+causal (top-left, T_Q == T_K) or not, on Hopper (sm_90). With S = scale·Q·Kᵀ + bias and P = sigmoid(S):
 
     dV = Pᵀ·dO,  dP = dO·Vᵀ,  dS = scale·dP·P·(1 − P),  dK = dSᵀ·Q,  dQ = dS·K
 
@@ -29,6 +29,10 @@ of its GQA group, so dK and dV are complete sums with one writer each (no atomic
     of each warpgroup's tile into dQ_acc; it releases a buffer once TMA has read it.
   * epilogue: each consumer writes dK_w, dV_w over its own K_w, V_w shared tiles (no other
     partition reads them) and stores them with TMA.
+
+Causal: a key block's CTA walks only the query tiles from the one holding its first key on (the
+tiles above see none of its keys), and masks P (hence dS) to 0 where a query precedes a key, in
+a branch taken only by the tiles that cross the diagonal.
 
 Padding: keys ≥ T_K and queries ≥ T_Q read zeros (V and dO rows), so their dP, hence dS, is 0,
 and P only reaches dV through dO; tails are masked explicitly anyway (P = 0), in a branch taken
@@ -80,16 +84,28 @@ def _sigmoid_t(st, neg_scale_log2e, neg_bias_log2e, RCP_NEWTON: gl.constexpr):
 
 
 @gluon.jit
-def _tile_coords(it, n_m, h_kv, kv_group, BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr):
-    """Iteration `it` walks query head hq (of the GQA group of h_kv), query block m."""
+def _tile_coords(it, n_m, m0, h_kv, kv_group, BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr):
+    """Iteration `it` walks query head hq (of the GQA group of h_kv), query block m0 + (it mod
+    n_m): the n_m query blocks from m0 on."""
     hq = h_kv * kv_group + it // n_m
-    m = it % n_m
+    m = m0 + it % n_m
     return m * BLOCK_M, hq * HEAD_DIM
 
 
 @gluon.jit
+def _query_tiles(T_Q, BLOCK_M: gl.constexpr, HALF_N: gl.constexpr, CAUSAL: gl.constexpr):
+    """(first query block, number of query blocks) this CTA's key block walks: all of them, or
+    under CAUSAL those from the block holding its first key on (every partition derives the
+    same)."""
+    m0 = 0
+    if CAUSAL:
+        m0 = gl.program_id(0) * (2 * HALF_N) // BLOCK_M
+    return m0, gl.cdiv(T_Q, BLOCK_M) - m0
+
+
+@gluon.jit
 def _producer(q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, kv_bar, ready,
-              empty, T_Q, kv_group, NUM_STAGES: gl.constexpr):
+              empty, T_Q, kv_group, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr):
     BLOCK_M: gl.constexpr = q_desc.block_type.shape[1]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[2]
     HALF_N: gl.constexpr = k_desc.block_type.shape[1]
@@ -102,11 +118,11 @@ def _producer(q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, 
     for w in gl.static_range(2):
         tma.async_load(k_desc, [b, n0 + w * HALF_N, col_kv], kv_bar, k_smem.index(w))
         tma.async_load(v_desc, [b, n0 + w * HALF_N, col_kv], kv_bar, v_smem.index(w))
-    n_m = gl.cdiv(T_Q, BLOCK_M)
+    m0, n_m = _query_tiles(T_Q, BLOCK_M, HALF_N, CAUSAL)
     for it in range(kv_group * n_m):
         s = it % NUM_STAGES
         ph = (it // NUM_STAGES) & 1
-        row, col = _tile_coords(it, n_m, h_kv, kv_group, BLOCK_M, HEAD_DIM)
+        row, col = _tile_coords(it, n_m, m0, h_kv, kv_group, BLOCK_M, HEAD_DIM)
         mbarrier.wait(empty.index(s), ph ^ 1)
         mbarrier.expect(ready.index(s), q_desc.block_type.nbytes + do_desc.block_type.nbytes)
         tma.async_load(q_desc, [b, row, col], ready.index(s), q_smem.index(s))
@@ -114,14 +130,15 @@ def _producer(q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, 
 
 
 @gluon.jit
-def _dq_writer(dq_desc, dq_smem, dq_full, dq_free, T_Q, kv_group, DQ_SHARED: gl.constexpr):
+def _dq_writer(dq_desc, dq_smem, dq_full, dq_free, T_Q, kv_group, HALF_N: gl.constexpr,
+               DQ_SHARED: gl.constexpr, CAUSAL: gl.constexpr):
     BLOCK_M: gl.constexpr = dq_desc.block_type.shape[1]
     HEAD_DIM: gl.constexpr = dq_desc.block_type.shape[2]
     h_kv = gl.program_id(1)
     b = gl.program_id(2)
-    n_m = gl.cdiv(T_Q, BLOCK_M)
+    m0, n_m = _query_tiles(T_Q, BLOCK_M, HALF_N, CAUSAL)
     for it in range(kv_group * n_m):
-        row, col = _tile_coords(it, n_m, h_kv, kv_group, BLOCK_M, HEAD_DIM)
+        row, col = _tile_coords(it, n_m, m0, h_kv, kv_group, BLOCK_M, HEAD_DIM)
         if DQ_SHARED:
             # One tile over all 128 keys per query tile, in buffer it % 2.
             p = it % 2
@@ -172,10 +189,24 @@ def _dq_store_split(dq, dq_smem, ds_free, dq_free, dq_full, j, WG: gl.constexpr,
 
 
 @gluon.jit
+def _causal_mask(pt, row, key0, s_layout: gl.constexpr):
+    """Pᵀ [keys, queries] with 0 where a query precedes a key, for a tile that crosses the
+    diagonal (queries row.. and keys key0.. overlap); others come back untouched."""
+    HALF_N: gl.constexpr = pt.shape[0]
+    BLOCK_M: gl.constexpr = pt.shape[1]
+    if row < key0 + HALF_N:
+        qs = row + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, s_layout))
+        keys = key0 + gl.arange(0, HALF_N, layout=gl.SliceLayout(1, s_layout))
+        pt = gl.where(gl.expand_dims(qs, 0) >= gl.expand_dims(keys, 1), pt, 0.0)
+    return pt
+
+
+@gluon.jit
 def _tile_deferred(it, dk, dv, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem, dq_smem, ready, empty,
-                   dq_full, dq_free, ds_full, ds_free, T_Q, n_m, key_ok, key_tail, scale,
-                   neg_scale_log2e, neg_bias_log2e, s_zero, dq_zero, WG: gl.constexpr,
-                   NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr, WITH_PREV: gl.constexpr):
+                   dq_full, dq_free, ds_full, ds_free, T_Q, n_m, m0, key0, key_ok, key_tail,
+                   scale, neg_scale_log2e, neg_bias_log2e, s_zero, dq_zero, WG: gl.constexpr,
+                   NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr, WITH_PREV: gl.constexpr,
+                   CAUSAL: gl.constexpr):
     """One query tile with the previous tile's dQ queued once this tile's dSᵀ is computed
     (DQ_ISSUE = 2, D = 128): the partner warpgroup's dSᵀ of tile it - 1 is waited for a whole
     tile after it was written, so the two warpgroups may drift apart by up to a tile (one's P
@@ -191,7 +222,7 @@ def _tile_deferred(it, dk, dv, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem, dq_sm
     dtype: gl.constexpr = q_smem.dtype
     s = it % NUM_STAGES
     ph = (it // NUM_STAGES) & 1
-    row = (it % n_m) * BLOCK_M
+    row = (m0 + it % n_m) * BLOCK_M
     mbarrier.wait(ready.index(s), ph)
     q = q_smem.index(s).reshape([BLOCK_M, HEAD_DIM])
     do = do_smem.index(s).reshape([BLOCK_M, HEAD_DIM])
@@ -202,6 +233,8 @@ def _tile_deferred(it, dk, dv, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem, dq_sm
     if key_tail or row + BLOCK_M > T_Q:
         qs = row + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, s_layout))
         pt = gl.where(key_ok & gl.expand_dims(qs < T_Q, 0), pt, 0.0)
+    if CAUSAL:
+        pt = _causal_mask(pt, row, key0, s_layout)
     dpt = warpgroup_mma_wait(0, deps=(dpt, ))
     dst = (dpt * (pt - pt * pt) * scale).to(dtype)
     pt = pt.to(dtype)
@@ -231,7 +264,8 @@ def _tile_deferred(it, dk, dv, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem, dq_sm
 def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
               empty, dq_full, dq_free, ds_full, ds_free, T_Q, T_K, kv_group, scale,
               neg_scale_log2e, neg_bias_log2e, WG: gl.constexpr, NUM_STAGES: gl.constexpr,
-              RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr, DQ_ISSUE: gl.constexpr):
+              RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr, DQ_ISSUE: gl.constexpr,
+              CAUSAL: gl.constexpr):
     BLOCK_M: gl.constexpr = q_smem.shape[2]
     HEAD_DIM: gl.constexpr = q_smem.shape[3]
     HALF_N: gl.constexpr = k_smem.shape[2]
@@ -262,7 +296,7 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
     keys = key0 + gl.arange(0, HALF_N, layout=gl.SliceLayout(1, s_layout))
     key_ok = gl.expand_dims(keys < T_K, 1)
     key_tail = key0 + HALF_N > T_K
-    n_m = gl.cdiv(T_Q, BLOCK_M)
+    m0, n_m = _query_tiles(T_Q, BLOCK_M, HALF_N, CAUSAL)
     DQ_SPLIT_COLS: gl.constexpr = HEAD_DIM == 2 * DQ_CHUNK
     mbarrier.wait(kv_bar, 0)
     n_it = kv_group * n_m
@@ -270,22 +304,22 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
         gl.static_assert(DQ_SHARED and DQ_SPLIT_COLS, "deferred dQ needs the D = 128 exchange")
         # tile 0 is peeled (no previous dQ); the last tile's dQ runs after the loop
         dk, dv = _tile_deferred(0, dk, dv, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem, dq_smem,
-                                ready, empty, dq_full, dq_free, ds_full, ds_free, T_Q, n_m,
-                                key_ok, key_tail, scale, neg_scale_log2e, neg_bias_log2e, s_zero,
-                                dq_zero, WG, NUM_STAGES, RCP_NEWTON, False)
+                                ready, empty, dq_full, dq_free, ds_full, ds_free, T_Q, n_m, m0,
+                                key0, key_ok, key_tail, scale, neg_scale_log2e, neg_bias_log2e,
+                                s_zero, dq_zero, WG, NUM_STAGES, RCP_NEWTON, False, CAUSAL)
         for it in range(1, n_it):
             dk, dv = _tile_deferred(it, dk, dv, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem,
                                     dq_smem, ready, empty, dq_full, dq_free, ds_full, ds_free,
-                                    T_Q, n_m, key_ok, key_tail, scale, neg_scale_log2e,
-                                    neg_bias_log2e, s_zero, dq_zero, WG, NUM_STAGES, RCP_NEWTON,
-                                    True)
+                                    T_Q, n_m, m0, key0, key_ok, key_tail, scale,
+                                    neg_scale_log2e, neg_bias_log2e, s_zero, dq_zero, WG,
+                                    NUM_STAGES, RCP_NEWTON, True, CAUSAL)
         dq = _dq_issue_split(ds_smem, k0, k1, ds_full, dq_zero, n_it - 1, WG, DQ_CHUNK)
         dq = warpgroup_mma_wait(0, deps=(dq, ))
         _dq_store_split(dq, dq_smem, ds_free, dq_free, dq_full, n_it - 1, WG, DQ_CHUNK)
     for it in range(n_it if DQ_ISSUE != 2 else 0):
         s = it % NUM_STAGES
         ph = (it // NUM_STAGES) & 1
-        row = (it % n_m) * BLOCK_M
+        row = (m0 + it % n_m) * BLOCK_M
         mbarrier.wait(ready.index(s), ph)
         q = q_smem.index(s).reshape([BLOCK_M, HEAD_DIM])
         do = do_smem.index(s).reshape([BLOCK_M, HEAD_DIM])
@@ -297,6 +331,8 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
         if key_tail or row + BLOCK_M > T_Q:
             qs = row + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, s_layout))
             pt = gl.where(key_ok & gl.expand_dims(qs < T_Q, 0), pt, 0.0)
+        if CAUSAL:
+            pt = _causal_mask(pt, row, key0, s_layout)
         dpt = warpgroup_mma_wait(0, deps=(dpt, ))
         dst = (dpt * (pt - pt * pt) * scale).to(dtype)
         # dS for dQ = dS·K: the A operand must be [queries, keys], so it goes through shared
@@ -411,20 +447,24 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
 def _consumer0(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
                empty, dq_full, dq_free, ds_full, ds_free, T_Q, T_K, kv_group, scale,
                neg_scale_log2e, neg_bias_log2e, NUM_STAGES: gl.constexpr,
-               RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr, DQ_ISSUE: gl.constexpr):
+               RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr, DQ_ISSUE: gl.constexpr,
+               CAUSAL: gl.constexpr):
     _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
               empty, dq_full, dq_free, ds_full, ds_free, T_Q, T_K, kv_group, scale,
-              neg_scale_log2e, neg_bias_log2e, 0, NUM_STAGES, RCP_NEWTON, DQ_SHARED, DQ_ISSUE)
+              neg_scale_log2e, neg_bias_log2e, 0, NUM_STAGES, RCP_NEWTON, DQ_SHARED, DQ_ISSUE,
+              CAUSAL)
 
 
 @gluon.jit
 def _consumer1(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
                empty, dq_full, dq_free, ds_full, ds_free, T_Q, T_K, kv_group, scale,
                neg_scale_log2e, neg_bias_log2e, NUM_STAGES: gl.constexpr,
-               RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr, DQ_ISSUE: gl.constexpr):
+               RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr, DQ_ISSUE: gl.constexpr,
+               CAUSAL: gl.constexpr):
     _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
               empty, dq_full, dq_free, ds_full, ds_free, T_Q, T_K, kv_group, scale,
-              neg_scale_log2e, neg_bias_log2e, 1, NUM_STAGES, RCP_NEWTON, DQ_SHARED, DQ_ISSUE)
+              neg_scale_log2e, neg_bias_log2e, 1, NUM_STAGES, RCP_NEWTON, DQ_SHARED, DQ_ISSUE,
+              CAUSAL)
 
 
 @gluon.jit
@@ -432,7 +472,7 @@ def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv
                            kv_group, scale, bias_value, NUM_STAGES: gl.constexpr,
                            CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                            RCP_NEWTON: gl.constexpr = False, DQ_SHARED: gl.constexpr = False,
-                           DQ_ISSUE: gl.constexpr = 0):
+                           DQ_ISSUE: gl.constexpr = 0, CAUSAL: gl.constexpr = False):
     """grid (cdiv(T_K, 2 * k_desc.block_type.shape[1]), H_KV, B), num_warps=4 (consumer 0).
     q/do: rank 3 [B, T_Q, H*D], box [1, BLOCK_M, D]; dq: the same in fp32 (reduce-add target,
     zeroed); k/v/dk/dv: [B, T_K, H_KV*D], box [1, 64, D]. kv_group = H / H_KV.
@@ -440,7 +480,8 @@ def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv
     exchange dS (double-buffered ds_smem[parity, warpgroup], ds_full/ds_free) and reduce-add
     one dQ tile over all 128 keys per query tile instead of one per warpgroup. DQ_ISSUE (with
     DQ_SHARED): 0 dQ after dV, dK retire; 1 dQ queued right behind dV, dK; 2 (D = 128) dQ of
-    tile i queued ahead of dV, dK of tile i + 1."""
+    tile i queued ahead of dV, dK of tile i + 1. CAUSAL: top-left causal mask (T_Q == T_K), the
+    query tiles above a key block skipped."""
     BLOCK_M: gl.constexpr = q_desc.block_type.shape[1]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[2]
     HALF_N: gl.constexpr = k_desc.block_type.shape[1]
@@ -491,14 +532,15 @@ def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv
         (_consumer0, (dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar,
                       ready, empty, dq_full, dq_free, ds_full, ds_free, T_Q, T_K, kv_group, scale,
                       neg_scale_log2e, neg_bias_log2e, NUM_STAGES, RCP_NEWTON, DQ_SHARED,
-                      DQ_ISSUE)),
+                      DQ_ISSUE, CAUSAL)),
         (_consumer1, (dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar,
                       ready, empty, dq_full, dq_free, ds_full, ds_free, T_Q, T_K, kv_group, scale,
                       neg_scale_log2e, neg_bias_log2e, NUM_STAGES, RCP_NEWTON, DQ_SHARED,
-                      DQ_ISSUE)),
+                      DQ_ISSUE, CAUSAL)),
         (_producer, (q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, kv_bar,
-                     ready, empty, T_Q, kv_group, NUM_STAGES)),
-        (_dq_writer, (dq_desc, dq_smem, dq_full, dq_free, T_Q, kv_group, DQ_SHARED)),
+                     ready, empty, T_Q, kv_group, NUM_STAGES, CAUSAL)),
+        (_dq_writer, (dq_desc, dq_smem, dq_full, dq_free, T_Q, kv_group, HALF_N, DQ_SHARED,
+                      CAUSAL)),
     ], [4, 1, 1], [CONSUMER_REGS, PRODUCER_REGS, PRODUCER_REGS])
 
     # Every partition has joined: no TMA, wgmma or arrive is in flight on these barriers.

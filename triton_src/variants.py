@@ -97,8 +97,8 @@ BWD_ONE_PASS_DISPATCH = bool(_DB.get("bwd_one_pass_dispatch", False))
 # per process): through the library, 1.06-1.34x the Triton forwards at hd128.
 FWD_GLUON_TILES = {int(d): tuple(t) for d, t in _DB.get("fwd_gluon", {}).items()}
 FWD_GLUON_DISPATCH = bool(_DB.get("fwd_gluon_dispatch", False))
-# The Gluon backward (sigmoid_attn_bwd_gluon.py, kind bwd_gluon; fp16/bf16; dense, non-causal, no
-# score_mod, no lengths, no bias tensor): [BLOCK_M, BLOCK_N, num_warps, num_stages, schedule] per
+# The Gluon backward (sigmoid_attn_bwd_gluon.py, kind bwd_gluon; fp16/bf16; dense, causal (top-left,
+# T_Q == T_K) or not, no score_mod, no lengths, no bias tensor): [BLOCK_M, BLOCK_N, num_warps, num_stages, schedule] per
 # head dim. One program per 128 keys x KV head x batch walks every query tile of its GQA group
 # (dK, dV: one writer each); dQ is summed in an fp32 buffer by TMA reduce-adds, then cast (kind
 # dq_cast): not bitwise reproducible, so deterministic mode keeps the two-kernel backward. The
@@ -308,9 +308,9 @@ class Variant:
 
     @property
     def causal_lpt(self) -> int:
-        # (the warp-specialized forward has no program order: not measured there)
+        # (the warp-specialized and Gluon kernels have no program order: not measured there)
         if (not self.causal or self.varlen or self.dtype == "fp32"
-                or self.kind in ("fwd_ws",) + GLUON_FORWARD_KINDS):
+                or self.kind in ("fwd_ws", "bwd_gluon") + GLUON_FORWARD_KINDS):
             return 0
         if _LPT_OVERRIDES["causal"] is not None:
             return int(_LPT_OVERRIDES["causal"])
@@ -430,10 +430,11 @@ def variants(triton_version: str = None, head_dims=None, dtypes=None, kinds=None
                                 # forwards; no score_mod in the kernel)
                                 if kind in GLUON_FORWARD_KINDS and (varlen or score_mod):
                                     continue
-                                # (dense, non-causal: the Gluon backward has neither masks nor
-                                # lengths; its cast is found by the same key)
-                                if kind in ("bwd_gluon", "dq_cast") and (varlen or causal
-                                                                         or score_mod):
+                                # (dense, causal or not: the Gluon backward takes no lengths
+                                # and no score_mod; one cast serves both)
+                                if kind == "bwd_gluon" and (varlen or score_mod):
+                                    continue
+                                if kind == "dq_cast" and (varlen or causal or score_mod):
                                     continue
                                 if kind == "fwd_ws" and varlen and score_mod:
                                     continue  # packed score_mod: the other forward (dispatch.cpp)

@@ -110,10 +110,11 @@ def signature(v: Variant):
            "dk_desc": kv_t, "dv_desc": kv_t, "T_Q": "i32", "T_K": "i32", "kv_group": "i32",
            "scale": "fp32", "bias_value": "fp32", "NUM_STAGES": "constexpr",
            "CONSUMER_REGS": "constexpr", "PRODUCER_REGS": "constexpr",
-           "RCP_NEWTON": "constexpr", "DQ_SHARED": "constexpr", "DQ_ISSUE": "constexpr"}
+           "RCP_NEWTON": "constexpr", "DQ_SHARED": "constexpr", "DQ_ISSUE": "constexpr",
+           "CAUSAL": "constexpr"}
     constexprs = {"NUM_STAGES": v.stages, "CONSUMER_REGS": v.consumer_regs,
                   "PRODUCER_REGS": v.producer_regs, "RCP_NEWTON": v.rcp_newton,
-                  "DQ_SHARED": v.dq_shared, "DQ_ISSUE": v.dq_issue}
+                  "DQ_SHARED": v.dq_shared, "DQ_ISSUE": v.dq_issue, "CAUSAL": False}
     return sig, constexprs
 
 
