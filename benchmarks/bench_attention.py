@@ -65,6 +65,12 @@ BWD_CONFIGS = [
 ]
 
 
+# Head dims beside the next larger compiled one (forward and backward, T=4k; H = 2048 // D, so
+# H·D is 1920-2048): run only when asked for (--only headdim), not in the default table.
+HEAD_DIM_ROWS = (40, 48, 64, 80, 96, 112, 128, 160, 192, 256)
+HEAD_DIM_CONFIGS = [(f"headdim fwd hd{D} T=4k", D, 4096, False, False) for D in HEAD_DIM_ROWS]
+HEAD_DIM_BWD_CONFIGS = [(f"headdim bwd hd{D} T=4k", D, 4096, False) for D in HEAD_DIM_ROWS]
+
 HAS_WS = any(k["kind"] == "fwd_ws" for k in sigmoid_attn.info()["variants"])
 # head dims with a one-pass backward compiled (tiles.json bwd_dkdv_dq); elsewhere the switch
 # changes nothing and the column is left out
@@ -388,7 +394,8 @@ def main():
     ap.add_argument("--commit", default=os.environ.get("SIGMOID_ATTN_COMMIT", "unknown"))
     ap.add_argument("--quick", action="store_true", help="first two configs only")
     ap.add_argument("--no-backward", action="store_true")
-    ap.add_argument("--only", nargs="+", help="run the configs whose label contains any of these")
+    ap.add_argument("--only", nargs="+", help="run the configs whose label contains any of these "
+                    "(\"headdim\" adds the head-dim rows, hd40-hd256 at T=4k)")
     args = ap.parse_args()
     device = torch.cuda.get_device_name()
     out_dir = os.path.join(args.out_dir, device.replace(" ", "_"))
@@ -414,6 +421,9 @@ def main():
         jobs += [(run_backward, c) for c in (BWD_CONFIGS[:2] if args.quick else BWD_CONFIGS)]
         jobs += [(run_step, c) for c in (STEP_CONFIGS[:1] if args.quick else STEP_CONFIGS)]
     jobs += [(run_varlen, c) for c in (VARLEN_CONFIGS[:1] if args.quick else VARLEN_CONFIGS)]
+    if args.only and any("headdim" in o for o in args.only):
+        jobs += [(run_config, c) for c in HEAD_DIM_CONFIGS]
+        jobs += [] if args.no_backward else [(run_backward, c) for c in HEAD_DIM_BWD_CONFIGS]
     if args.only:
         jobs = [(f, c) for f, c in jobs if any(o in c[0] for o in args.only)]
     for fn, cfg in jobs:

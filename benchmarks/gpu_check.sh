@@ -121,6 +121,14 @@ if has serving; then  # the serving example (LitServe, token-budget packed batch
     && export PYTHONPATH=/tmp/serve${PYTHONPATH:+:$PYTHONPATH}
   timeout "${SERVE_TIMEOUT:-420}" python3 examples/serving/bench.py --server-args "--size base" \
     --out-dir "$OUT/results/serving" ${SERVE_ARGS:-} 2>&1 | tee "$OUT/serving.log" | tail -30
+  # the low-load overhead, no batch wait (examples/serving/overhead.py)
+  python3 examples/serving/server.py --size base --max-wait-ms 0 --port 8199 \
+    > "$OUT/serving_overhead_server.log" 2>&1 &
+  srv=$!
+  for _ in $(seq 120); do curl -sf http://127.0.0.1:8199/health >/dev/null && break; sleep 1; done
+  timeout 120 python3 examples/serving/overhead.py --url http://127.0.0.1:8199 \
+    --out "$OUT/results/serving/overhead_wait0ms.json" 2>&1 | tee -a "$OUT/serving.log"
+  kill "$srv"; wait "$srv" 2>/dev/null
 fi
 if has compat_suite; then  # triton-sigmoid's published tests against the compat module
   timeout "${COMPAT_TIMEOUT:-300}" bash benchmarks/run_triton_sigmoid_suite.sh \

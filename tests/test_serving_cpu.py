@@ -294,3 +294,23 @@ def test_load_report_and_help(servers, cells, tmp_path):
     assert step["latency_ms"]["p99"] >= step["latency_ms"]["p50"] > 0
     with pytest.raises(ValueError, match="loopback"):
         L.loopback("http://10.1.2.3:8000")
+
+
+def test_overhead_probe_splits_the_latency(servers, tmp_path):
+    """overhead.py: one client, requests one after another; every size answered, the server's
+    compute and batch wait within the end-to-end latency; loopback only."""
+    url = servers[1]["sigmoid_packed"]
+    out = tmp_path / "overhead.json"
+    r = subprocess.run([sys.executable, os.path.join(SERVING, "overhead.py"), "--url", url,
+                        "--sizes", "8", "40", "--requests", "10", "--out", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.load(open(out))["rows"]
+    assert [row["genes"] for row in rows] == [8, 40]
+    for row in rows:
+        assert row["p99_ms"] >= row["p50_ms"] > 0
+        assert 0 < row["compute_p50_ms"] < row["p50_ms"]
+        assert row["batch_wait_p50_ms"] >= 0
+    r = subprocess.run([sys.executable, os.path.join(SERVING, "overhead.py"), "--url",
+                        "http://10.1.2.3:8000"], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "loopback" in r.stderr
