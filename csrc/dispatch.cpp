@@ -199,10 +199,12 @@ int select_forward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool c
 }
 
 int select_backward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool causal,
-                    bool score_mod, bool varlen, int64_t max_k, bool one_pass, bool gluon) {
+                    bool score_mod, bool varlen, int64_t max_k, bool one_pass, bool gluon,
+                    bool lengths) {
   if (gluon) {
-    const int g = find_kernel(KernelKind::kBackwardGluon, dtype, head_dim, causal, score_mod,
-                              varlen, max_k);
+    const int g = find_kernel(lengths ? KernelKind::kBackwardGluonPadded
+                                      : KernelKind::kBackwardGluon,
+                              dtype, head_dim, causal, score_mod, varlen, max_k);
     // (one cast, compiled under the dense key, serves causal calls too)
     if (g >= 0 && find_kernel(KernelKind::kDqCast, dtype, head_dim, false, false, false,
                               max_k) >= 0) {

@@ -98,6 +98,50 @@ def test_gluon_backward_cross_lengths_mha_and_scalar_bias(D, gluon_backward):
         check(q, k, v, grad, sigmoid_bias=-2.5, scale=0.3)
 
 
+def nan_padded(t, lens):
+    """A copy of t with the rows past each sequence's length set to NaN."""
+    t = t.clone()
+    for b, L in enumerate(lens):
+        t[b, L:] = float("nan")
+    return t
+
+
+@requires_gluon_bwd
+@pytest.mark.parametrize("T", [129, 1000, 2048])
+@pytest.mark.parametrize("D", DIMS)
+@pytest.mark.parametrize("causal", [False, True], ids=["dense", "causal"])
+def test_gluon_backward_padded_matches_reference(causal, D, T, gluon_backward):
+    """Padded batches (lengths for queries and keys, the default bias per sequence) through the
+    Gluon backward with lengths (kind bwd_gluon_padded; the profiler sees the Gluon kernel):
+    lengths 0, 1, 17, 64, 65, T, and ones ending inside a query tile and a key block; NaN in every
+    padded row of q, k, v and the output gradient (never read: the tail tile's Q and dO rows and
+    the key block's K rows past the lengths are zeroed before a wgmma reads them, dSᵀ is masked);
+    gradients of padded rows exactly zero. The reference runs on the same inputs with zeros in
+    the padding."""
+    dtype = torch.bfloat16
+    lens_list = [min(L, T) for L in (T, 0, 1, 17, 64, 65, T - 3, T // 2 + 5)]
+    B = len(lens_list)
+    q, k, v, grad = inputs(B, T, T, 8, 2, D, dtype, seed=T + D + causal)
+    for t in (q, k, v, grad):
+        for b, L in enumerate(lens_list):
+            t[b, L:] = 0
+    lens = torch.tensor(lens_list, dtype=torch.int32, device="cuda")
+    kw = dict(seq_lens_q=lens, seq_lens_k=lens, is_causal=causal)
+    qn, kn, vn, gn = (nan_padded(t, lens_list) for t in (q, k, v, grad))
+    names = launched_kernels(lambda: grads(qn, kn, vn, gn, **kw))
+    assert "sigmoid_attn_bwd_gluon" in names and "sigmoid_attn_bwd_dkdv" not in names, names
+    got = grads(qn, kn, vn, gn, **kw)
+    want = reference_grads(q, k, v, grad, **kw)
+    for name, a, b in zip(("dq", "dk", "dv"), got, want):
+        assert torch.isfinite(a).all(), f"{name}: NaN from the padding, or unwritten elements"
+        assert rel_err(a, b) < TOL[dtype], f"{name}: rel err {rel_err(a, b):.3e}"
+        for i, L in enumerate(lens_list):
+            assert (a[i, L:] == 0).all(), f"{name}: padded rows of sequence {i} not zero"
+    other = two_kernel(lambda: grads(q, k, v, grad, **kw))
+    for name, a, b in zip(("dq", "dk", "dv"), got, other):
+        assert rel_err(a, b.double()) < TOL[dtype], name
+
+
 @requires_gluon_bwd
 def test_gluon_backward_is_the_kernel_launched(gluon_backward):
     """Switched on, a covered call runs the Gluon kernel and its cast, not the two-kernel
@@ -121,9 +165,10 @@ def two_kernel(fn):
 @requires_gluon_bwd
 @pytest.mark.parametrize("D", DIMS)
 def test_gluon_backward_ineligible_calls_take_the_two_kernel_backward(D, gluon_backward):
-    """Causal with T_Q != T_K, lengths, score_mod, a bias tensor, [B, H, T, D] tensors seen as
-    [B, T, H, D]: the switch changes nothing (bitwise the two-kernel backward's gradients, which is deterministic),
-    and they match the reference."""
+    """Causal with T_Q != T_K, lengths for keys only, lengths with a scalar bias, score_mod, a
+    bias tensor, [B, H, T, D] tensors seen as [B, T, H, D]: the switch changes nothing
+    (bitwise the two-kernel backward's gradients, which is deterministic), and they match the
+    reference."""
     dtype = torch.float16
     B, T = 3, 300
     q, k, v, grad = inputs(B, T, T, 4, 2, D, dtype, seed=D + 1)
@@ -132,7 +177,7 @@ def test_gluon_backward_ineligible_calls_take_the_two_kernel_backward(D, gluon_b
     bias = torch.tensor([-1.0, 0.5, -4.0], device="cuda")
     bhtd = [t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v, grad)]
     cases = [((q[:, :T - 50], k, v, grad[:, :T - 50]), dict(is_causal=True)),
-             ((q, k, v, grad), dict(seq_lens_q=lens, seq_lens_k=lens)),
+             ((q, k, v, grad), dict(seq_lens_q=lens, seq_lens_k=lens, sigmoid_bias=-1.0)),
              ((q, k, v, grad), dict(seq_lens_k=lens)),
              ((q, k, v, grad), dict(score_mod=mod)),
              ((q, k, v, grad), dict(sigmoid_bias=bias)),

@@ -164,14 +164,15 @@ def test_info_lists_compiled_variants():
         # the warp-specialized forwards: 3 warpgroups of 4 warps (Triton's Hopper pass; the
         # Gluon kernel's two consumer partitions and producer)
         warps = (12,) if k["kind"] in ("fwd_ws", "fwd_gluon", "fwd_gluon_padded",
-                                       "bwd_gluon") else (4, 8)
+                                       "bwd_gluon", "bwd_gluon_padded") else (4, 8)
         assert k["cubin_bytes"] > 0 and k["num_warps"] in warps
         dt = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}[k["dtype"]]
         dim = f"dmax{k['head_dim']}" if k["runtime_head_dim"] else f"d{k['head_dim']}"
         assert k["name"].startswith(f"{k['kind']}_{dt}_{dim}")
         assert ("_varlen" in k["name"]) == k["varlen"]
     kinds = {k["kind"] for k in info["variants"]}
-    extra = {"fwd_ws", "fwd_gluon", "fwd_gluon_padded", "bwd_dkdv_dq", "bwd_gluon", "dq_cast"}
+    extra = {"fwd_ws", "fwd_gluon", "fwd_gluon_padded", "bwd_dkdv_dq", "bwd_gluon",
+             "bwd_gluon_padded", "dq_cast"}
     assert kinds - extra == {"fwd", "bwd_dkdv", "bwd_dq"}
     # Every (kind, dtype, head dim) is compiled dense and packed, causal or not, with/without mod.
     # (fp32: the powers of two; the other head dims by the generic kernels)
@@ -209,7 +210,8 @@ def test_info_lists_compiled_variants():
     # The Gluon backward (tiles.json bwd_gluon) and its dQ cast, Triton 3.8 only: fp16/bf16,
     # dense, no score_mod, one of each per head dim in the database
     # (the Gluon backward causal or not; one cast, dense, serves both)
-    for kind, causals in (("bwd_gluon", (False, True)), ("dq_cast", (False,))):
+    for kind, causals in (("bwd_gluon", (False, True)), ("bwd_gluon_padded", (False, True)),
+                          ("dq_cast", (False,))):
         got = sorted((k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
                      for k in info["variants"] if k["kind"] == kind)
         want = sorted((dt, int(d), False, causal, False) for dt in ("float16", "bfloat16")
@@ -306,20 +308,22 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
     # (the warp-specialized forwards are written for 4 warps, and run 3 warpgroups)
     compiled = {(k["kind"], k["head_dim"], k["min_t"], (k["block_m"], k["block_n"],
                  k["num_warps"] // (3 if k["kind"] in ("fwd_ws", "fwd_gluon",
-                                                       "fwd_gluon_padded", "bwd_gluon")
+                                                       "fwd_gluon_padded", "bwd_gluon",
+                                                       "bwd_gluon_padded")
                                     else 1),
                  k["num_stages"])
                  + (("tma",) if "tma" in k["name"] else ())
                  # (the Gluon backward's schedule ends its name: ..._m64n128w4s2_dqx_dqd)
                  + ((k["name"].split(f"s{k['num_stages']}_", 1)[1],)
-                    if k["kind"] == "bwd_gluon" else ()))
+                    if k["kind"] in ("bwd_gluon", "bwd_gluon_padded") else ()))
                 for k in sigmoid_attn.info()["variants"]
                 if k["dtype"] != "float32" and k["kind"] != "dq_cast"}
     # (warp-specialized kernels only from a Triton with the pass's barrier fix, Gluon ones only
     # from the Triton they are pinned to)
     ws_ok = V.warp_specialization_safe(sigmoid_attn.info()["triton_build"])
     kinds = (("fwd",) + (("fwd_ws",) if ws_ok else ())
-             + (("fwd_gluon", "fwd_gluon_padded", "bwd_gluon") if _gluon_built() else ())
+             + (("fwd_gluon", "fwd_gluon_padded", "bwd_gluon", "bwd_gluon_padded")
+                if _gluon_built() else ())
              + ("bwd_dkdv", "bwd_dq", "bwd_dkdv_dq"))
     want = {(kind, int(d), m, tuple(t))
             for kind in kinds

@@ -202,7 +202,8 @@ def compile_gluon_bwd(var: V.Variant, arch: int):
     dq_shared, dq_issue = V.GLUON_BWD_SCHEDULES[var.schedule]
     constexprs = {"NUM_STAGES": var.num_stages, "CONSUMER_REGS": V.GLUON_CONSUMER_REGS,
                   "PRODUCER_REGS": V.GLUON_PRODUCER_REGS, "RCP_NEWTON": False,
-                  "DQ_SHARED": dq_shared, "DQ_ISSUE": dq_issue, "CAUSAL": var.causal}
+                  "DQ_SHARED": dq_shared, "DQ_ISSUE": dq_issue, "CAUSAL": var.causal,
+                  "HAS_LENGTHS": var.kind == "bwd_gluon_padded"}
     names = list(fn.arg_names)
     if names != [n for n, _ in V.PARAMS[var.kind]] + list(constexprs):
         raise RuntimeError(f"variants.PARAMS[{var.kind!r}] is out of date with the kernel: "
@@ -242,7 +243,7 @@ def compile_variant(var: V.Variant, arch: int):
     t0 = time.time()
     if var.kind in V.GLUON_FORWARD_KINDS:
         ck, tensor_maps = compile_gluon(var, arch)
-    elif var.kind == "bwd_gluon":
+    elif var.kind in V.GLUON_BACKWARD_KINDS:
         ck, tensor_maps = compile_gluon_bwd(var, arch)
     elif var.kind == "dq_cast":
         ck, tensor_maps = compile_dq_cast(var, arch), []

@@ -220,10 +220,11 @@ def _step(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, qk
 
 
 @gluon.jit
-def _zero_rows_from(buf, first, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr):
+def _zero_rows_from(buf, first, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                    CHUNK: gl.constexpr):
     """Rows [first, BLOCK_N) of a [BLOCK_N, HEAD_DIM] shared buffer set to zero by this
-    warpgroup, 16 rows at a time (a select, so NaN there goes too)."""
-    CHUNK: gl.constexpr = 16
+    warpgroup, CHUNK rows at a time (a select, so NaN there goes too; CHUNK x HEAD_DIM / 128
+    values per thread in flight)."""
     layout: gl.constexpr = gl.BlockedLayout(size_per_thread=[1, 8], threads_per_warp=[2, 16],
                                             warps_per_cta=[4, 1], order=[1, 0])
     for c in gl.static_range(BLOCK_N // CHUNK):
@@ -286,7 +287,7 @@ def _attend_tile(q, o, it, n_blocks, n_full, k_smem, v_smem, k_ready, k_empty, v
         # both have released it).
         first = Lk - (n_blocks - 1) * BLOCK_N
         if first < BLOCK_N:
-            _zero_rows_from(vj, first, BLOCK_N, HEAD_DIM)
+            _zero_rows_from(vj, first, BLOCK_N, HEAD_DIM, 16)
             fence_async_shared()
             gl.barrier()
     o = warpgroup_mma(p, vj, o, is_async=True)

@@ -97,10 +97,11 @@ BWD_ONE_PASS_DISPATCH = bool(_DB.get("bwd_one_pass_dispatch", False))
 # per process): through the library, 1.06-1.34x the Triton forwards at hd128.
 FWD_GLUON_TILES = {int(d): tuple(t) for d, t in _DB.get("fwd_gluon", {}).items()}
 FWD_GLUON_DISPATCH = bool(_DB.get("fwd_gluon_dispatch", False))
-# The Gluon backward (sigmoid_attn_bwd_gluon.py, kind bwd_gluon; fp16/bf16; dense, causal (top-left,
-# T_Q == T_K) or not, no score_mod, no lengths, no bias tensor): [BLOCK_M, BLOCK_N, num_warps, num_stages, schedule] per
-# head dim. One program per 128 keys x KV head x batch walks every query tile of its GQA group
-# (dK, dV: one writer each); dQ is summed in an fp32 buffer by TMA reduce-adds, then cast (kind
+# The Gluon backward (sigmoid_attn_bwd_gluon.py, kind bwd_gluon, and with per-sequence lengths
+# kind bwd_gluon_padded; fp16/bf16; causal (top-left, T_Q == T_K) or not; no score_mod, no packed
+# batches, no bias tensor): [BLOCK_M, BLOCK_N, num_warps, num_stages, schedule] per head dim.
+# One program per 128 keys x KV head x batch walks every query tile of its GQA group (dK, dV: one
+# writer each); dQ is summed in an fp32 buffer by TMA reduce-adds, then cast (kind
 # dq_cast): not bitwise reproducible, so deterministic mode keeps the two-kernel backward. The
 # schedule names the kernel's constexpr flags (GLUON_BWD_SCHEDULES). Measured on an H200
 # (benchmarks/gluon_bwd, results/NVIDIA_H200/gluon_bwd/; docs/performance.md, "The Gluon
@@ -178,6 +179,7 @@ def tile_table(kind: str, dtype: str):
             "bwd_dq": BWD_DQ_TILES_FP32 if fp32 else BWD_DQ_TILES,
             "bwd_dkdv_dq": {} if fp32 else BWD_ONE_PASS_TILES,
             "bwd_gluon": {} if fp32 else BWD_GLUON_TILES,
+            "bwd_gluon_padded": {} if fp32 else BWD_GLUON_TILES,
             "dq_cast": {} if fp32 else {d: DQ_CAST_TILE for d in BWD_GLUON_TILES}}[kind]
 
 
@@ -239,8 +241,11 @@ DESC_RANK = 3
 # (the dQ accumulator [B, T_Q, H*D] that the kernel reduce-adds into).
 PARAMS["bwd_gluon"] = (("q_desc", "desc"), ("k_desc", "desc"), ("v_desc", "desc"),
                        ("do_desc", "desc"), ("dq_desc", "desc_fp32"), ("dk_desc", "desc"),
-                       ("dv_desc", "desc"), ("T_Q", "i32"), ("T_K", "i32"), ("kv_group", "i32"),
+                       ("dv_desc", "desc"), ("SEQ_LENS_Q", "*i32"), ("SEQ_LENS_K", "*i32"),
+                       ("T_Q", "i32"), ("T_K", "i32"), ("kv_group", "i32"),
                        ("scale", "fp32"), ("bias_value", "fp32"))
+# ... and of padded batches: the same kernel compiled with HAS_LENGTHS (the lengths read).
+PARAMS["bwd_gluon_padded"] = PARAMS["bwd_gluon"]
 PARAMS["dq_cast"] = (("src", "*fp32"), ("dst", "*dt"), ("n", "i32"))
 
 # Every kernel kind, written once: name -> (C++ KernelKind enumerator, module, function). The
@@ -264,9 +269,12 @@ KIND_TABLE = {
     "dq_cast": ("kDqCast", "sigmoid_attn_bwd_gluon", "dq_cast"),
     "fwd_gluon_padded": ("kForwardGluonPadded", "sigmoid_attn_fwd_gluon_persistent",
                          "sigmoid_attn_fwd_gluon_persistent"),
+    "bwd_gluon_padded": ("kBackwardGluonPadded", "sigmoid_attn_bwd_gluon",
+                         "sigmoid_attn_bwd_gluon"),
 }
-# The kinds of the Gluon forward (one kernel source, lengths off and on).
+# The kinds of the Gluon forward and backward (one kernel source each, lengths off and on).
 GLUON_FORWARD_KINDS = ("fwd_gluon", "fwd_gluon_padded")
+GLUON_BACKWARD_KINDS = ("bwd_gluon", "bwd_gluon_padded")
 KINDS = tuple(KIND_TABLE)
 # (module, function) of each kind's kernel.
 SOURCES = {kind: (module, fn) for kind, (_, module, fn) in KIND_TABLE.items()}
@@ -310,7 +318,7 @@ class Variant:
     def causal_lpt(self) -> int:
         # (the warp-specialized and Gluon kernels have no program order: not measured there)
         if (not self.causal or self.varlen or self.dtype == "fp32"
-                or self.kind in ("fwd_ws", "bwd_gluon") + GLUON_FORWARD_KINDS):
+                or self.kind in ("fwd_ws",) + GLUON_FORWARD_KINDS + GLUON_BACKWARD_KINDS):
             return 0
         if _LPT_OVERRIDES["causal"] is not None:
             return int(_LPT_OVERRIDES["causal"])
@@ -408,7 +416,8 @@ def variants(triton_version: str = None, head_dims=None, dtypes=None, kinds=None
     out = []
     for kind in KINDS if kinds is None else [k for k in KINDS if k in kinds]:
         if (kind == "fwd_ws" and not ws_ok
-                or kind in GLUON_FORWARD_KINDS + ("bwd_gluon", "dq_cast") and not gluon_ok):
+                or kind in GLUON_FORWARD_KINDS + GLUON_BACKWARD_KINDS + ("dq_cast",)
+                and not gluon_ok):
             continue
         for dtype in DTYPES if dtypes is None else [d for d in DTYPES if d in dtypes]:
             tables = [(False, tile_table(kind, dtype))]
@@ -432,7 +441,7 @@ def variants(triton_version: str = None, head_dims=None, dtypes=None, kinds=None
                                     continue
                                 # (dense, causal or not: the Gluon backward takes no lengths
                                 # and no score_mod; one cast serves both)
-                                if kind == "bwd_gluon" and (varlen or score_mod):
+                                if kind in GLUON_BACKWARD_KINDS and (varlen or score_mod):
                                     continue
                                 if kind == "dq_cast" and (varlen or causal or score_mod):
                                     continue
