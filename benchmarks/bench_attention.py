@@ -10,7 +10,6 @@ Writes <out-dir>/<device>/attention.json (+ attention.png when matplotlib is pre
 
 import argparse
 import json
-import math
 import os
 import platform
 import time
