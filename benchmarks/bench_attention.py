@@ -10,7 +10,6 @@ Writes <out-dir>/<device>/attention.json (+ attention.png when matplotlib is pre
 
 import argparse
 import json
-import math
 import os
 import platform
 import time
@@ -53,7 +52,8 @@ VARLEN_CONFIGS = [
     ("bwd varlen hd128 T=4k", 128, 4096, False, True),
 ]
 
-# Backward: (label, head_dim, T, causal)
+# Backward: (label, head_dim, T, causal[, padded]); padded rows count the valid pairs only
+# (lengths uniform in [T/2, T]) and have no SDPA peer
 BWD_CONFIGS = [
     ("bwd hd64 T=1k", 64, 1024, False),
     ("bwd hd64 T=4k", 64, 4096, False),
@@ -62,6 +62,7 @@ BWD_CONFIGS = [
     ("bwd hd128 T=4k", 128, 4096, False),
     ("bwd hd128 T=16k", 128, 16384, False),
     ("bwd causal hd128 T=4k", 128, 4096, True),
+    ("bwd padded hd128 T=4k", 128, 4096, False, True),
 ]
 
 
@@ -297,15 +298,19 @@ def run_varlen(label, D, T, causal, backward, dtype=torch.bfloat16):
     return row
 
 
-def run_backward(label, D, T, causal, dtype=torch.bfloat16):
-    """Times the backward alone (autograd.grad over a retained graph), FLOPs = 2.5 x forward."""
+def run_backward(label, D, T, causal, padded=False, dtype=torch.bfloat16):
+    """Times the backward alone (autograd.grad over a retained graph), FLOPs = 2.5 x forward
+    (valid pairs only when padded)."""
     H, B = WIDTH // D, TOKENS // T
     g = torch.Generator(device="cuda").manual_seed(1)
     q, k, v, do = (torch.randn(B, T, H, D, device="cuda", dtype=dtype, generator=g)
                    for _ in range(4))
-    flops = 2.5 * 4.0 * H * D * B * T * T * (0.5 if causal else 1.0)
+    lens = (torch.randint(T // 2, T + 1, (B,), device="cuda", dtype=torch.int32, generator=g)
+            if padded else None)
+    pairs = float((lens.double() ** 2).sum()) if padded else float(B) * T * T
+    flops = 2.5 * 4.0 * H * D * pairs * (0.5 if causal else 1.0)
     row = {"label": label, "head_dim": D, "T": T, "B": B, "H": H, "causal": causal,
-           "padded": False, "flops": flops, "ms": {}, "tflops": {}}
+           "padded": padded, "flops": flops, "ms": {}, "tflops": {}}
 
     def make(fwd, layout_bhtd=False):
         ins = [x.transpose(1, 2).contiguous() if layout_bhtd else x.clone() for x in (q, k, v)]
@@ -314,13 +319,14 @@ def run_backward(label, D, T, causal, dtype=torch.bfloat16):
         grad = do.transpose(1, 2).contiguous() if layout_bhtd else do
         return lambda: torch.autograd.grad(out, ins, grad, retain_graph=True)
 
-    providers = {"sigmoid_attn": lambda: make(lambda a, b, c: sigmoid_attention(a, b, c, is_causal=causal))}
+    providers = {"sigmoid_attn": lambda: make(lambda a, b, c: sigmoid_attention(
+        a, b, c, seq_lens_q=lens, seq_lens_k=lens, is_causal=causal))}
     if D in ONE_PASS_DIMS:  # the same call, the one-pass backward (the loop below switches it on)
         providers["sigmoid_attn_one_pass_backward"] = providers["sigmoid_attn"]
     if HAS_GLUON_BWD and not causal:  # the same call, the Gluon backward switched on
         providers["sigmoid_attn_gluon"] = providers["sigmoid_attn"]
-    for name, backend in (("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION),
-                          ("sdpa_flash", SDPBackend.FLASH_ATTENTION)):
+    for name, backend in (() if padded else (("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION),
+                                             ("sdpa_flash", SDPBackend.FLASH_ATTENTION))):
         def sdpa_make(backend=backend):
             with sdpa_kernel(backend):
                 fn = make(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=causal),
@@ -333,7 +339,9 @@ def run_backward(label, D, T, causal, dtype=torch.bfloat16):
         providers[name] = sdpa_make
     if triton_sigmoid is not None:
         providers["triton_sigmoid"] = lambda: make(
-            lambda a, b, c: triton_sigmoid.sigmoid_attention(a, b, c, is_causal=causal))
+            (lambda a, b, c: triton_sigmoid.sigmoid_attention_padded(
+                a, b, c, seq_lens_k=lens, seq_lens_q=lens, is_causal=causal)) if padded
+            else (lambda a, b, c: triton_sigmoid.sigmoid_attention(a, b, c, is_causal=causal)))
     for name, maker in providers.items():
         try:
             with (one_pass_backward(name == "sigmoid_attn_one_pass_backward"),
