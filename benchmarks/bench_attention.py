@@ -129,6 +129,24 @@ def bench(fn):
     return triton.testing.do_bench(fn, warmup=50, rep=200, return_mode="median")
 
 
+def time_providers(row, providers, flops, makers=False):
+    """Times each provider (makers: a function that builds the timed call, inside the column's
+    kernel options) into row's ms and TFLOPS; a provider that fails records why."""
+    for name, fn in providers.items():
+        try:
+            with (one_pass_backward(name == "sigmoid_attn_one_pass_backward"),
+                  kernel_options_for(name)):
+                ms = bench(fn() if makers else fn)
+        except Exception as e:  # noqa: BLE001 - a peer may not support a shape; record why
+            row["ms"][name] = None
+            row.setdefault("errors", {})[name] = f"{type(e).__name__}: {e}"[:300]
+            continue
+        row["ms"][name] = ms
+        row["tflops"][name] = flops / (ms * 1e-3) / 1e12
+        torch.cuda.empty_cache()
+    return row
+
+
 def run_config(label, D, T, causal, padded, dtype=torch.bfloat16):
     H, B = WIDTH // D, TOKENS // T
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -169,17 +187,7 @@ def run_config(label, D, T, causal, padded, dtype=torch.bfloat16):
         else:
             providers["triton_sigmoid"] = lambda: triton_sigmoid.sigmoid_attention(
                 q, k, v, is_causal=causal)
-    for name, fn in providers.items():
-        try:
-            with kernel_options_for(name):
-                ms = bench(fn)
-        except Exception as e:  # noqa: BLE001 - a peer may not support a shape; record why
-            row["ms"][name] = None
-            row.setdefault("errors", {})[name] = f"{type(e).__name__}: {e}"[:300]
-            continue
-        row["ms"][name] = ms
-        row["tflops"][name] = flops / (ms * 1e-3) / 1e12
-    return row
+    return time_providers(row, providers, flops)
 
 
 def run_step(label, D, T, padded, dtype=torch.bfloat16):
@@ -223,18 +231,7 @@ def run_step(label, D, T, padded, dtype=torch.bfloat16):
             (lambda a, b, c: triton_sigmoid.sigmoid_attention_padded(a, b, c, seq_lens_k=lens,
                                                                      seq_lens_q=lens))
             if padded else triton_sigmoid.sigmoid_attention)
-    for name, fn in providers.items():
-        try:
-            with kernel_options_for(name):
-                ms = bench(fn)
-        except Exception as e:  # noqa: BLE001 - a peer may not support a shape; record why
-            row["ms"][name] = None
-            row.setdefault("errors", {})[name] = f"{type(e).__name__}: {e}"[:300]
-            continue
-        row["ms"][name] = ms
-        row["tflops"][name] = flops / (ms * 1e-3) / 1e12
-        torch.cuda.empty_cache()
-    return row
+    return time_providers(row, providers, flops)
 
 
 def run_varlen(label, D, T, causal, backward, dtype=torch.bfloat16):
@@ -342,19 +339,7 @@ def run_backward(label, D, T, causal, padded=False, dtype=torch.bfloat16):
             (lambda a, b, c: triton_sigmoid.sigmoid_attention_padded(
                 a, b, c, seq_lens_k=lens, seq_lens_q=lens, is_causal=causal)) if padded
             else (lambda a, b, c: triton_sigmoid.sigmoid_attention(a, b, c, is_causal=causal)))
-    for name, maker in providers.items():
-        try:
-            with (one_pass_backward(name == "sigmoid_attn_one_pass_backward"),
-                  kernel_options_for(name)):
-                ms = bench(maker())
-        except Exception as e:  # noqa: BLE001
-            row["ms"][name] = None
-            row.setdefault("errors", {})[name] = f"{type(e).__name__}: {e}"[:300]
-            continue
-        row["ms"][name] = ms
-        row["tflops"][name] = flops / (ms * 1e-3) / 1e12
-        torch.cuda.empty_cache()
-    return row
+    return time_providers(row, providers, flops, makers=True)
 
 
 def tiny_call_latency(n=2000):

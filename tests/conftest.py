@@ -162,3 +162,11 @@ def launched_kernels(fn):
     if not any("sigmoid_attn" in n for n in names):
         pytest.skip("the profiler records no kernels here")
     return names
+
+
+def nan_padded(t, lens):
+    """A copy of t with the rows past each sequence's length set to NaN."""
+    t = t.clone()
+    for b, L in enumerate(lens):
+        t[b, L:] = float("nan")
+    return t

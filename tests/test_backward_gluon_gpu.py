@@ -6,7 +6,7 @@ or H200; skipped without CUDA or without a Triton 3.8 build)."""
 import pytest
 import torch
 
-from conftest import REL_TOL, launched_kernels, rel_err
+from conftest import REL_TOL, launched_kernels, nan_padded, rel_err
 
 pytestmark = pytest.mark.gpu
 
@@ -96,14 +96,6 @@ def test_gluon_backward_cross_lengths_mha_and_scalar_bias(D, gluon_backward):
         q, k, v, grad = inputs(2, Tq, Tk, Hq, Hkv, D, torch.bfloat16, seed=Tq + Tk)
         check(q, k, v, grad)
         check(q, k, v, grad, sigmoid_bias=-2.5, scale=0.3)
-
-
-def nan_padded(t, lens):
-    """A copy of t with the rows past each sequence's length set to NaN."""
-    t = t.clone()
-    for b, L in enumerate(lens):
-        t[b, L:] = float("nan")
-    return t
 
 
 @requires_gluon_bwd

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import (REL_TOL, dtype_code, heads_to_fill, launched_kernels, library_function,
-                      rel_err,
+                      nan_padded, rel_err,
                       served_head_dim)
 
 pytestmark = pytest.mark.gpu
@@ -350,14 +350,6 @@ def test_gluon_forward_matches_reference(causal, T, B, D, dtype, gluon_dispatch)
     assert rel_err(out, other.double()) < REL_TOL[dtype]
     check(q, k, v, REL_TOL[dtype], is_causal=causal, sigmoid_bias=-1.5, scale=0.07)
     check(q, k, v, REL_TOL[dtype], is_causal=causal, sigmoid_bias=0.25)
-
-
-def nan_padded(t, lens):
-    """A copy of t with the rows past each sequence's length set to NaN."""
-    t = t.clone()
-    for b, L in enumerate(lens):
-        t[b, L:] = float("nan")
-    return t
 
 
 @requires_gluon

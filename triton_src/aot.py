@@ -133,34 +133,30 @@ def _tensor_maps(var: V.Variant, md):
     return out
 
 
-def compile_gluon(var: V.Variant, arch: int):
-    """The persistent Gluon forward: descriptor types carry the box and the shared-memory layout
-    (128-byte swizzle for the 64-column boxes of bf16/fp16), and the warp partitions' register
-    split. HAS_LENGTHS: kind fwd_gluon_padded (the launcher passes the lengths); fwd_gluon is
-    compiled without, and its launcher passes null SEQ_LENS_Q/K."""
+def _compile_gluon_kind(var: V.Variant, arch: int, rows: dict, constexprs: dict):
+    """A Gluon kernel of var's kind: each "desc" argument a tensordesc type with a [1, rows, D]
+    box (rows[name]) and the default NVMMA shared layout of its dtype (128-byte swizzle for the
+    64-column 16-bit boxes), the constexprs checked against the kernel's own argument names,
+    compiled with maxnreg GLUON_MAXNREG (the partitions' register split is a constexpr)."""
+    import importlib
+
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    import importlib
-
     module, fn_name = V.SOURCES[var.kind]
     fn = getattr(importlib.import_module(module), fn_name)
-    ty = {"fp16": gl.float16, "bf16": gl.bfloat16}[var.dtype]
-    rows = var.block_m // 2  # one half of the query tile per consumer warpgroup
-    boxes = {"q_desc": rows, "o_desc": rows, "k_desc": var.block_n, "v_desc": var.block_n}
+    gl_dtype = {"fp16": gl.float16, "bf16": gl.bfloat16, "fp32": gl.float32}
     signature = {}
     for name, t in V.PARAMS[var.kind]:
-        if t == "desc":
-            box = [1, boxes[name], var.head_dim]
-            layout = gl.NVMMASharedLayout.get_default_for(box, ty)
-            signature[name] = f"tensordesc<{var.dtype}[{','.join(map(str, box))}],{layout!r}>"
+        if t.startswith("desc"):
+            dtype = _desc_dtype(t, var.dtype)
+            box = [1, rows[name], var.head_dim]
+            layout = gl.NVMMASharedLayout.get_default_for(box, gl_dtype[dtype])
+            signature[name] = f"tensordesc<{dtype}[{','.join(map(str, box))}],{layout!r}>"
         else:
             signature[name] = t
-    constexprs = {"NUM_STAGES": var.num_stages, "CAUSAL": var.causal,
-                  "HAS_LENGTHS": var.kind == "fwd_gluon_padded",
-                  "CONSUMER_REGS": V.GLUON_CONSUMER_REGS, "PRODUCER_REGS": V.GLUON_PRODUCER_REGS}
     names = list(fn.arg_names)
     if names != [n for n, _ in V.PARAMS[var.kind]] + list(constexprs):
         raise RuntimeError(f"variants.PARAMS[{var.kind!r}] is out of date with the kernel: "
@@ -170,6 +166,18 @@ def compile_gluon(var: V.Variant, arch: int):
     ck = triton.compile(src, target=GPUTarget("cuda", arch, 32),
                         options={"num_warps": var.num_warps, "maxnreg": V.GLUON_MAXNREG})
     return ck, _tensor_maps(var, ck.metadata)
+
+
+def compile_gluon(var: V.Variant, arch: int):
+    """The persistent Gluon forward: Q and O boxes of one consumer warpgroup's half of the query
+    tile, K and V of BLOCK_N keys. HAS_LENGTHS: kind fwd_gluon_padded (the launcher passes the
+    lengths); fwd_gluon is compiled without, and its launcher passes null SEQ_LENS_Q/K."""
+    rows = var.block_m // 2  # one half of the query tile per consumer warpgroup
+    boxes = {"q_desc": rows, "o_desc": rows, "k_desc": var.block_n, "v_desc": var.block_n}
+    constexprs = {"NUM_STAGES": var.num_stages, "CAUSAL": var.causal,
+                  "HAS_LENGTHS": var.kind == "fwd_gluon_padded",
+                  "CONSUMER_REGS": V.GLUON_CONSUMER_REGS, "PRODUCER_REGS": V.GLUON_PRODUCER_REGS}
+    return _compile_gluon_kind(var, arch, boxes, constexprs)
 
 
 def compile_gluon_bwd(var: V.Variant, arch: int):
@@ -177,42 +185,15 @@ def compile_gluon_bwd(var: V.Variant, arch: int):
     dO boxes of BLOCK_M rows, K, V, dK, dV of the 64 keys of one consumer warpgroup, the fp32 dQ
     accumulator's of BLOCK_M rows; the schedule's constexpr flags from variants.GLUON_BWD_SCHEDULES.
     Compiled with num_warps 4 (the default partition) and maxnreg 168, as the forward."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon._runtime import GluonASTSource
-
-    import importlib
-
-    module, fn_name = V.SOURCES[var.kind]
-    fn = getattr(importlib.import_module(module), fn_name)
     half_n = var.block_n // 2  # keys per consumer warpgroup (wgmma M = 64)
     rows = {"q_desc": var.block_m, "do_desc": var.block_m, "dq_desc": var.block_m,
             "k_desc": half_n, "v_desc": half_n, "dk_desc": half_n, "dv_desc": half_n}
-    signature = {}
-    for name, t in V.PARAMS[var.kind]:
-        if t.startswith("desc"):
-            dtype = _desc_dtype(t, var.dtype)
-            box = [1, rows[name], var.head_dim]
-            layout = gl.NVMMASharedLayout.get_default_for(
-                box, {"fp16": gl.float16, "bf16": gl.bfloat16, "fp32": gl.float32}[dtype])
-            signature[name] = f"tensordesc<{dtype}[{','.join(map(str, box))}],{layout!r}>"
-        else:
-            signature[name] = t
     dq_shared, dq_issue = V.GLUON_BWD_SCHEDULES[var.schedule]
     constexprs = {"NUM_STAGES": var.num_stages, "CONSUMER_REGS": V.GLUON_CONSUMER_REGS,
                   "PRODUCER_REGS": V.GLUON_PRODUCER_REGS, "RCP_NEWTON": False,
                   "DQ_SHARED": dq_shared, "DQ_ISSUE": dq_issue, "CAUSAL": var.causal,
                   "HAS_LENGTHS": var.kind == "bwd_gluon_padded"}
-    names = list(fn.arg_names)
-    if names != [n for n, _ in V.PARAMS[var.kind]] + list(constexprs):
-        raise RuntimeError(f"variants.PARAMS[{var.kind!r}] is out of date with the kernel: "
-                           f"{names}")
-    signature.update({n: "constexpr" for n in constexprs})
-    src = GluonASTSource(fn=fn, signature=signature, constexprs=constexprs)
-    ck = triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                        options={"num_warps": var.num_warps, "maxnreg": V.GLUON_MAXNREG})
-    return ck, _tensor_maps(var, ck.metadata)
+    return _compile_gluon_kind(var, arch, rows, constexprs)
 
 
 def compile_dq_cast(var: V.Variant, arch: int):

@@ -14,8 +14,6 @@ import os
 import statistics
 import sys
 import time
-import urllib.parse
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import load as L  # noqa: E402
@@ -30,13 +28,14 @@ def main(argv=None):
     ap.add_argument("--requests", type=int, default=200, help="per size, after 20 warm-up ones")
     ap.add_argument("--out", help="JSON of the figures (default: print only)")
     args = ap.parse_args(argv)
-    url = urllib.parse.urlparse(args.url)
-    if url.hostname not in ("127.0.0.1", "localhost", "::1"):
-        raise SystemExit(f"overhead.py: sends to loopback addresses only, got {url.hostname}")
-    info = json.load(urllib.request.urlopen(args.url + "/info", timeout=30))
+    try:
+        host, port = L.loopback(args.url)
+    except ValueError as e:
+        raise SystemExit(f"overhead.py: {e}")
+    info = L.get_json(args.url, "/info", timeout=30)
     genes = info["model"]["genes"]
     limit = min(len(genes), info["model"]["max_cell_tokens"])
-    conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=60)
+    conn = http.client.HTTPConnection(host, port, timeout=60)
     rows = []
     for n in sorted({min(s, limit) for s in args.sizes}):
         body = json.dumps({"genes": genes[:n], "bins": [1] * n}).encode()
