@@ -74,6 +74,7 @@ bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops,
   SA_CHECK(spec.num_tensor_maps == kMaps, "sigmoid_attn: kernel ", spec.name, " has ",
            spec.num_tensor_maps, " descriptors, the launcher encodes ", kMaps);
   TensorMapArg maps[kMaps];
+  const DeviceContext ctx(device);  // (the driver encodes descriptors only in a context)
   for (int i = 0; i < kMaps; ++i) {
     if (!tensor_map_arg(&maps[i], spec.tensor_maps[i], *rows[i])) return false;
   }

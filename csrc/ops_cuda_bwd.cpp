@@ -90,6 +90,8 @@ bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops,
   SA_CHECK(spec.num_tensor_maps == kMaps, "sigmoid_attn: kernel ", spec.name, " has ",
            spec.num_tensor_maps, " descriptors, the launcher encodes ", kMaps);
   TensorMapArg maps[kMaps];
+  const int device = q.get_device_index();
+  const DeviceContext ctx(device);  // (the driver encodes descriptors only in a context)
   for (int i = 0; i < kMaps; ++i) {
     if (!tensor_map_arg(&maps[i], spec.tensor_maps[i], *rows[i])) return false;
   }
@@ -97,7 +99,6 @@ bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops,
   // derives it per sequence and ignores bias_value.
   const double bias = p.bias_mode == kBiasScalar ? p.bias_value
                                                  : -std::log(static_cast<double>(p.Tk));
-  const int device = q.get_device_index();
   const CUstream stream = current_stream(device);
   const int64_t n = p.B * p.Tq * p.Hq * p.D;
   // Every launch below is on the same stream: the kernel's reduce-adds see the zeroed buffer,

@@ -15,8 +15,9 @@ if torch.cuda.is_available():
     from sigmoid_attn import sigmoid_attention, sigmoid_attention_reference
 
     GLUON_BWD = [v for v in sigmoid_attn.info()["variants"] if v["kind"] == "bwd_gluon"]
+    GLUON_FWD = [v for v in sigmoid_attn.info()["variants"] if v["kind"] == "fwd_gluon"]
 else:
-    GLUON_BWD = []
+    GLUON_BWD = GLUON_FWD = []
 
 DIMS = sorted({v["head_dim"] for v in GLUON_BWD})
 requires_gluon_bwd = pytest.mark.skipif(not GLUON_BWD,
@@ -203,6 +204,52 @@ def test_deterministic_mode_keeps_the_two_kernel_backward(gluon_backward):
     b = ops.backward(grad, q, k, v, None, None, False, deterministic=True)
     for x, y in zip(a[:3], b[:3]):
         assert torch.equal(x, y)
+
+
+def thread_context():
+    """Whether the calling thread has a current CUDA driver context (ctypes: cuCtxGetCurrent)."""
+    import ctypes
+
+    ctx = ctypes.c_void_p()
+    ctypes.CDLL("libcuda.so.1").cuCtxGetCurrent(ctypes.byref(ctx))
+    return ctx.value is not None
+
+
+@requires_gluon_bwd
+def test_gluon_kernels_from_a_thread_without_a_context(gluon_backward):
+    """A thread torch starts need not have a current driver context (autograd's device thread:
+    the first backward of a training run is called there), and the driver encodes TMA
+    descriptors only in one: the Gluon kernels are launched from such a thread all the same
+    (the launcher makes the device's context current), with the gradients of the main thread's
+    call. The ops are called first thing in a fresh thread, on tensors made beforehand, so the
+    caching allocator serves them without a cudaMalloc that would bind a context."""
+    import threading
+
+    q, k, v, grad = inputs(1, 4096, 4096, 8, 8, 128, torch.bfloat16, seed=11)
+    ops = torch.ops.sigmoid_attn
+    want = ops.backward(grad, q, k, v, None, None, False)
+    want_out = ops.forward(q, k, v, None, None, False, None, None, None, None)
+    del want_out  # its block is cached for the thread's forward
+    seen = {}
+
+    def work():
+        seen["context before"] = thread_context()
+        seen["out"] = ops.forward(q, k, v, None, None, False, None, None, None, None)
+        seen["grads"] = ops.backward(grad, q, k, v, None, None, False)
+
+    def run():
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+
+    names = launched_kernels(run)
+    assert {"sigmoid_attn_bwd_gluon", "dq_cast"} <= names, (names, seen["context before"])
+    if GLUON_FWD:
+        assert "sigmoid_attn_fwd_gluon_persistent" in names, (names, seen["context before"])
+    ref = sigmoid_attention_reference(q.double(), k.double(), v.double())
+    assert rel_err(seen["out"], ref) < REL_TOL[torch.bfloat16]
+    for name, a, b in zip(("dq", "dk", "dv"), seen["grads"][:3], want[:3]):
+        assert rel_err(a, b.double()) < TOL[torch.bfloat16], name
 
 
 @requires_gluon_bwd
