@@ -169,7 +169,8 @@ int select_kernel(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t 
 
 int select_forward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool causal,
                    bool score_mod, bool varlen, int64_t max_q, int64_t Tq, int64_t B,
-                   int64_t Hq, int sm_count, bool warp_specialized, bool gluon) {
+                   int64_t Hq, int sm_count, bool warp_specialized, bool gluon,
+                   bool lengths) {
   const int kernel =
       select_kernel(KernelKind::kForward, dtype, head_dim, causal, score_mod, varlen, max_q);
   const auto programs = [&](int k) {
@@ -179,8 +180,9 @@ int select_forward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool c
     // Persistent, one program per tile up to the SM count: under one wave of its 128-row tiles
     // the SMs it leaves idle cost more than its schedule gains, and there the small-problem
     // tile (more, shorter programs) is the better choice. programs(g) counts its tiles.
-    const int g = find_kernel(KernelKind::kForwardGluon, dtype, head_dim, causal, score_mod,
-                              varlen, max_q);
+    const int g = find_kernel(lengths ? KernelKind::kForwardGluonPadded
+                                      : KernelKind::kForwardGluon,
+                              dtype, head_dim, causal, score_mod, varlen, max_q);
     if (g >= 0 && programs(g) >= uint64_t(sm_count)) return g;
   }
   if (programs(kernel) < uint64_t(sm_count)) {
@@ -197,11 +199,14 @@ int select_forward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool c
 }
 
 int select_backward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool causal,
-                    bool score_mod, bool varlen, int64_t max_k, bool one_pass, bool gluon) {
+                    bool score_mod, bool varlen, int64_t max_k, bool one_pass, bool gluon,
+                    bool lengths) {
   if (gluon) {
-    const int g = find_kernel(KernelKind::kBackwardGluon, dtype, head_dim, causal, score_mod,
-                              varlen, max_k);
-    if (g >= 0 && find_kernel(KernelKind::kDqCast, dtype, head_dim, causal, score_mod, varlen,
+    const int g = find_kernel(lengths ? KernelKind::kBackwardGluonPadded
+                                      : KernelKind::kBackwardGluon,
+                              dtype, head_dim, causal, score_mod, varlen, max_k);
+    // (one cast, compiled under the dense key, serves causal calls too)
+    if (g >= 0 && find_kernel(KernelKind::kDqCast, dtype, head_dim, false, false, false,
                               max_k) >= 0) {
       return g;
     }

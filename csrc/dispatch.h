@@ -51,12 +51,14 @@ inline unsigned forward_grid_x(const KernelSpec& s, bool varlen, int64_t Tq, int
 // one is compiled for the length, instead of the length's tile (never instead of the
 // small-problem tile).
 // gluon: the call is one the Gluon forward covers beyond its variant flags (switched on, no
-// lengths, no bias tensor, causal only with Tq == Tk, operands TMA can describe: ops_cuda.cpp's
-// gluon_operands); take it (KernelKind::kForwardGluon, persistent) where one is compiled for the
-// variant and it has at least as many tiles as the GPU has SMs.
+// bias tensor, causal only with Tq == Tk, operands TMA can describe: ops_cuda.cpp's
+// gluon_operands); take it (persistent: KernelKind::kForwardGluonPadded where the call has
+// lengths, kForwardGluon where it has none) where one is compiled for the variant and it has at
+// least as many tiles as the GPU has SMs.
 int select_forward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool causal,
                    bool score_mod, bool varlen, int64_t max_q, int64_t Tq, int64_t B,
-                   int64_t Hq, int sm_count, bool warp_specialized = false, bool gluon = false);
+                   int64_t Hq, int sm_count, bool warp_specialized = false, bool gluon = false,
+                   bool lengths = false);
 
 // The kernel that computes a backward's dK and dV (the rest follows from its kind: kBackwardDkDv
 // runs beside kBackwardDq; kBackwardDkDvDq and kBackwardGluon sum dQ themselves, the latter
@@ -64,11 +66,13 @@ int select_forward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool c
 // one_pass: the one-pass kernel is switched on (one_pass_backward_dispatch) and the call may be
 // nondeterministic; take it where one is compiled for the variant.
 // gluon: the call is one the Gluon backward covers beyond its variant flags (switched on, may be
-// nondeterministic, no lengths, no bias tensor, operands TMA can describe: ops_cuda_bwd.cpp's
-// gluon_operands); take it where it and its dQ cast are compiled for the variant. It takes
-// precedence over one_pass.
+// nondeterministic, lengths for both queries and keys or none, no bias tensor, operands TMA can
+// describe: ops_cuda_bwd.cpp's gluon_operands); take it (kBackwardGluonPadded where the call has
+// lengths) where it and its dQ cast are compiled for the variant. It takes precedence over
+// one_pass.
 int select_backward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool causal,
-                    bool score_mod, bool varlen, int64_t max_k, bool one_pass, bool gluon);
+                    bool score_mod, bool varlen, int64_t max_k, bool one_pass, bool gluon,
+                    bool lengths = false);
 
 // Whether the dispatcher may take warp-specialized forward kernels: tiles.json's default, or
 // SIGMOID_ATTN_WARP_SPECIALIZED=0/1 (read once), or the last set_warp_specialized().

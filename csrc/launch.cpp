@@ -86,21 +86,29 @@ int sm_count(int device) {
   return device_modules(device)->sm_count;
 }
 
-void memset_d32(int device, CUstream stream, CUdeviceptr ptr, unsigned value, size_t n) {
+DeviceContext::DeviceContext(int device) {
   SA_CHECK(device >= 0 && device < kMaxDevices, "sigmoid_attn: CUDA device index ", device,
            " out of range [0, ", kMaxDevices, ")");
   DeviceModules* dm = device_modules(device);
   const CudaDriver& cu = cuda_driver();
   CUcontext current = nullptr;
   cu.cuCtxGetCurrent(&current);
-  const bool switch_ctx = current != dm->ctx;
-  if (switch_ctx) check_cu(cu.cuCtxPushCurrent(dm->ctx), "cuCtxPushCurrent");
-  const CUresult r = cu.cuMemsetD32Async(ptr, value, n, stream);
-  if (switch_ctx) {
-    CUcontext popped = nullptr;
-    cu.cuCtxPopCurrent(&popped);
+  if (current != dm->ctx) {
+    check_cu(cu.cuCtxPushCurrent(dm->ctx), "cuCtxPushCurrent");
+    pushed_ = true;
   }
-  check_cu(r, "cuMemsetD32Async");
+}
+
+DeviceContext::~DeviceContext() {
+  if (pushed_) {
+    CUcontext popped = nullptr;
+    cuda_driver().cuCtxPopCurrent(&popped);
+  }
+}
+
+void memset_d32(int device, CUstream stream, CUdeviceptr ptr, unsigned value, size_t n) {
+  const DeviceContext ctx(device);
+  check_cu(cuda_driver().cuMemsetD32Async(ptr, value, n, stream), "cuMemsetD32Async");
 }
 
 void launch_kernel(int kernel, KernelKind kind, int num_params, int num_hidden, int device,

@@ -25,6 +25,21 @@ void launch(int kernel, int device, CUstream stream, unsigned grid_x, unsigned g
                 grid_y, grid_z, params.data());
 }
 
+// Makes the device's primary context current in the calling thread for the scope's life where
+// another one (or none) is: the driver calls that take no stream (cuTensorMapEncodeTiled,
+// cuMemsetD32Async's context check) refuse to run without one (CUDA_ERROR_INVALID_CONTEXT), and
+// a thread torch starts, such as autograd's device thread, need not have one.
+class DeviceContext {
+ public:
+  explicit DeviceContext(int device);
+  ~DeviceContext();
+  DeviceContext(const DeviceContext&) = delete;
+  DeviceContext& operator=(const DeviceContext&) = delete;
+
+ private:
+  bool pushed_ = false;
+};
+
 // Sets n 32-bit words at ptr to value on the stream, in the device's primary context (as
 // launch_kernel). No host synchronization.
 void memset_d32(int device, CUstream stream, CUdeviceptr ptr, unsigned value, size_t n);

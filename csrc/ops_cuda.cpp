@@ -23,17 +23,19 @@ struct GluonOperands {
 };
 
 // Whether a call is one the Gluon forward covers beyond its variant flags (select_forward
-// checks those, the compiled head dims and the grid size): dense, no lengths (it is compiled
-// without them: its descriptors end at T, not at a sequence's length), no bias tensor (it takes
-// one scalar bias), at least one key (with none its pipeline would wait for a first key block
-// that never comes), causal only with as many keys as queries (its causal schedule and masks
-// assume Tq == Tk), and q, k, v, out readable as [B, T, H*D] by TMA; anything else takes the
-// other forwards.
+// checks those, the compiled head dims and the grid size): a [B, T, H, D] batch (packed ones take
+// the other forwards: its descriptors are [B, T, H*D]); lengths either for both queries and keys
+// with the default bias (kind kForwardGluonPadded, which derives -log(Lk) per sequence) or for
+// neither; no bias tensor (it takes one scalar bias); at least one key (with none its pipeline
+// would wait for a first key block that never comes); causal only with as many keys as queries
+// (its causal schedule and masks assume Tq == Tk); q, k, v, out readable as [B, T, H*D] by TMA.
+// Anything else takes the other forwards.
 std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tensor& q,
                                             const Tensor& k, const Tensor& v, const Tensor& out,
-                                            bool has_lens, bool is_causal) {
-  if (p.varlen || has_lens || p.bias_mode == kBiasTensor || p.Tk < 1 ||
-      (is_causal && p.Tq != p.Tk) || !gluon_forward_dispatch()) {
+                                            bool has_lens_q, bool has_lens_k, bool is_causal) {
+  if (p.varlen || has_lens_q != has_lens_k || (has_lens_q && p.bias_mode != kBiasDefault) ||
+      p.bias_mode == kBiasTensor || p.Tk < 1 || (is_causal && p.Tq != p.Tk) ||
+      !gluon_forward_dispatch()) {
     return std::nullopt;
   }
   constexpr int kElemBytes = 2;  // fp16 / bf16: the only dtypes it is compiled for
@@ -47,37 +49,52 @@ std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tenso
   return GluonOperands{*rq, *rk, *rv, *ro};
 }
 
+// The argument struct of either Gluon forward kind (the same fields: one kernel source).
+template <typename Args>
+Args gluon_args(const TensorMapArg* maps, const ForwardProblem& p, CUdeviceptr lens_q,
+                CUdeviceptr lens_k, double bias) {
+  return Args{.q_desc = maps[0], .k_desc = maps[1], .v_desc = maps[2], .o_desc = maps[3],
+              .SEQ_LENS_Q = lens_q, .SEQ_LENS_K = lens_k,
+              .T_Q = static_cast<int32_t>(p.Tq), .T_K = static_cast<int32_t>(p.Tk),
+              .H = static_cast<int32_t>(p.Hq), .B = static_cast<int32_t>(p.B),
+              .kv_group = static_cast<int32_t>(p.Hq / p.Hkv),
+              .scale = static_cast<float>(p.scale), .bias_value = static_cast<float>(bias)};
+}
+
 // Encodes the kernel's four descriptors on the host and launches it; false (nothing launched)
-// when the driver refuses a descriptor. No allocation, no synchronization: the arguments live on
-// this stack frame, and cuLaunchKernel copies them.
-bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops, int device) {
+// when the driver refuses a descriptor. lens_q/lens_k: int32 lengths on the device for
+// kForwardGluonPadded, 0 for kForwardGluon (compiled without lengths: never read). No
+// allocation, no synchronization: the arguments live on this stack frame, and cuLaunchKernel
+// copies them.
+bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops, int device,
+                  CUdeviceptr lens_q, CUdeviceptr lens_k) {
   const KernelSpec& spec = kKernels[kernel];
   const TmaRows* rows[] = {&ops.q, &ops.k, &ops.v, &ops.o};  // the descriptors, in order
   constexpr int kMaps = sizeof(rows) / sizeof(rows[0]);
   SA_CHECK(spec.num_tensor_maps == kMaps, "sigmoid_attn: kernel ", spec.name, " has ",
            spec.num_tensor_maps, " descriptors, the launcher encodes ", kMaps);
   TensorMapArg maps[kMaps];
+  const DeviceContext ctx(device);  // (the driver encodes descriptors only in a context)
   for (int i = 0; i < kMaps; ++i) {
     if (!tensor_map_arg(&maps[i], spec.tensor_maps[i], *rows[i])) return false;
   }
-  // The default bias, -log(valid key count), is -log(Tk) here: no lengths.
+  // Without lengths the default bias, -log(valid key count), is -log(Tk); with them the kernel
+  // derives it per sequence and ignores bias_value.
   const double bias = p.bias_mode == kBiasScalar ? p.bias_value
                                                  : -std::log(static_cast<double>(p.Tk));
-  // Compiled with HAS_LENGTHS=False: the kernel never reads the lengths.
-  const CUdeviceptr no_lengths = 0;
-  ForwardGluonArgs args{.q_desc = maps[0], .k_desc = maps[1], .v_desc = maps[2],
-                        .o_desc = maps[3], .SEQ_LENS_Q = no_lengths, .SEQ_LENS_K = no_lengths,
-                        .T_Q = static_cast<int32_t>(p.Tq), .T_K = static_cast<int32_t>(p.Tk),
-                        .H = static_cast<int32_t>(p.Hq), .B = static_cast<int32_t>(p.B),
-                        .kv_group = static_cast<int32_t>(p.Hq / p.Hkv),
-                        .scale = static_cast<float>(p.scale),
-                        .bias_value = static_cast<float>(bias)};
   // Persistent: one program per SM at most, each walking the (query block, head, batch) tiles
   // pid, pid + grid, ... (the kernel's _tile/_schedule); fewer when there are fewer tiles.
   const uint64_t tiles = uint64_t(cdiv(p.Tq, spec.block_m)) * p.Hq * p.B;
   const uint64_t programs = std::min<uint64_t>(tiles, uint64_t(sm_count(device)));
   if (programs == 0) return false;
-  launch(kernel, device, current_stream(device), static_cast<unsigned>(programs), 1, 1, args);
+  const CUstream stream = current_stream(device);
+  if (spec.kind == KernelKind::kForwardGluonPadded) {
+    auto args = gluon_args<ForwardGluonPaddedArgs>(maps, p, lens_q, lens_k, bias);
+    launch(kernel, device, stream, static_cast<unsigned>(programs), 1, 1, args);
+  } else {
+    auto args = gluon_args<ForwardGluonArgs>(maps, p, 0, 0, bias);
+    launch(kernel, device, stream, static_cast<unsigned>(programs), 1, 1, args);
+  }
   return true;
 }
 
@@ -89,14 +106,20 @@ void launch_forward(const ForwardProblem& p, const Tensor& q, const Tensor& k, c
                     const std::optional<Tensor>& score_mod, bool is_causal) {
   const int device = q.get_device_index();
   if (!score_mod.has_value()) {
-    const auto g = gluon_operands(p, q, k, v, out, lens_q.has_value() || lens_k.has_value(),
+    const bool padded = lens_q.has_value() && lens_k.has_value();
+    const auto g = gluon_operands(p, q, k, v, out, lens_q.has_value(), lens_k.has_value(),
                                   is_causal);
     if (g.has_value()) {
       const int kernel = select_forward(p.dtype, p.D, is_causal, false, false, p.max_q, p.Tq,
-                                        p.B, p.Hq, sm_count(device), false, true);
-      if (kKernels[kernel].kind == KernelKind::kForwardGluon &&
-          launch_gluon(kernel, p, *g, device)) {
-        return;
+                                        p.B, p.Hq, sm_count(device), false, true, padded);
+      const KernelKind kind = kKernels[kernel].kind;
+      if (kind == KernelKind::kForwardGluon || kind == KernelKind::kForwardGluonPadded) {
+        // int32 lengths (converted on the device when given otherwise); they outlive the
+        // launch, which is all stream order needs.
+        const Extras e = padded ? extras(lens_q, lens_k, std::nullopt, std::nullopt,
+                                         p.bias_mode, p.max_k)
+                                : Extras{};
+        if (launch_gluon(kernel, p, *g, device, e.p_lens_q, e.p_lens_k)) return;
       }
     }
   }

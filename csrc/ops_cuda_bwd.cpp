@@ -1,6 +1,6 @@
 // CUDA backward on the current stream, one of three paths:
-// - the Gluon backward (on by default, gluon_backward_dispatch; dense, non-causal calls it
-//   covers): a memset of an fp32 dQ buffer, the kernel (grid: key blocks of 128, Hkv, B; dK, dV
+// - the Gluon backward (on by default, gluon_backward_dispatch; dense calls it covers, causal
+//   ones with as many keys as queries): a memset of an fp32 dQ buffer, the kernel (grid: key blocks of 128, Hkv, B; dK, dV
 //   written directly, dQ added by TMA reductions), then the dq_cast kernel into dQ;
 // - the one-pass backward (opt-in, one_pass_backward_dispatch; where compiled): dkdv's grid,
 //   adding each key block's share of dQ into a zeroed fp32 buffer by TMA reductions, then a cast;
@@ -35,17 +35,19 @@ struct GluonOperands {
 
 // Whether a call is one the Gluon backward covers beyond its variant flags (select_backward
 // checks those and that it and its cast are compiled): switched on; the caller allows a
-// nondeterministic dQ (fp32 reduce-adds in arrival order); dense, no lengths (compiled without
-// them: its descriptors end at T); no bias tensor (it takes one scalar bias); at least one query
-// and one key (its pipeline waits for tiles that would never come); dQ's element count within
-// the cast's int32 index; q, k, v, grad_out, dk, dv readable as [B, T, H*D] by TMA. Anything
-// else takes the two-kernel backward.
+// nondeterministic dQ (fp32 reduce-adds in arrival order); a [B, T, H, D] batch, with lengths
+// for both queries and keys and the default bias (kind kBackwardGluonPadded, which derives
+// -log(Lk) per sequence) or with none; no bias tensor (it takes one scalar bias); at least one
+// query and one key (its pipeline waits for tiles that would never come); dQ's element count
+// within the cast's int32 index; q, k, v, grad_out, dk, dv readable as [B, T, H*D] by TMA.
+// Anything else takes the two-kernel backward.
 std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tensor& grad_out,
                                             const Tensor& q, const Tensor& k, const Tensor& v,
-                                            const Tensor& dk, const Tensor& dv, bool has_lens,
-                                            bool deterministic) {
-  if (!gluon_backward_dispatch() || deterministic || p.varlen || has_lens ||
-      p.bias_mode == kBiasTensor || p.Tq < 1 || p.Tk < 1 ||
+                                            const Tensor& dk, const Tensor& dv, bool has_lens_q,
+                                            bool has_lens_k, bool deterministic) {
+  if (!gluon_backward_dispatch() || deterministic || p.varlen || has_lens_q != has_lens_k ||
+      (has_lens_q && p.bias_mode != kBiasDefault) || p.bias_mode == kBiasTensor || p.Tq < 1 ||
+      p.Tk < 1 ||
       p.B * p.Tq * p.Hq * p.D >= (int64_t(1) << 31)) {
     return std::nullopt;
   }
@@ -58,11 +60,24 @@ std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tenso
   return GluonOperands{*rq, *rk, *rv, *rdo, *rdk, *rdv};
 }
 
+// The argument struct of either Gluon backward kind (the same fields: one kernel source).
+template <typename Args>
+Args gluon_args(const TensorMapArg* maps, const ForwardProblem& p, CUdeviceptr lens_q,
+                CUdeviceptr lens_k, double bias) {
+  return Args{.q_desc = maps[0], .k_desc = maps[1], .v_desc = maps[2], .do_desc = maps[3],
+              .dq_desc = maps[4], .dk_desc = maps[5], .dv_desc = maps[6],
+              .SEQ_LENS_Q = lens_q, .SEQ_LENS_K = lens_k,
+              .T_Q = static_cast<int32_t>(p.Tq), .T_K = static_cast<int32_t>(p.Tk),
+              .kv_group = static_cast<int32_t>(p.Hq / p.Hkv),
+              .scale = static_cast<float>(p.scale), .bias_value = static_cast<float>(bias)};
+}
+
 // Zeroes a fresh fp32 dQ buffer, runs the Gluon backward into it (dK, dV directly) and casts it
-// into dq; false (nothing launched) when the driver refuses a descriptor. One allocation (the
-// buffer, from torch's caching allocator: capturable), no synchronization.
+// into dq; false (nothing launched) when the driver refuses a descriptor. lens_q/lens_k: int32
+// lengths on the device for kBackwardGluonPadded, 0 for kBackwardGluon (never read). One
+// allocation (the buffer, from torch's caching allocator: capturable), no synchronization.
 bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops, const Tensor& q,
-                  const Tensor& dq) {
+                  const Tensor& dq, CUdeviceptr lens_q, CUdeviceptr lens_k) {
   const KernelSpec& spec = kKernels[kernel];
   const int cast = find_kernel(KernelKind::kDqCast, p.dtype, p.D, false, false, false, p.max_k);
   if (cast < 0) return false;
@@ -75,27 +90,29 @@ bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops,
   SA_CHECK(spec.num_tensor_maps == kMaps, "sigmoid_attn: kernel ", spec.name, " has ",
            spec.num_tensor_maps, " descriptors, the launcher encodes ", kMaps);
   TensorMapArg maps[kMaps];
+  const int device = q.get_device_index();
+  const DeviceContext ctx(device);  // (the driver encodes descriptors only in a context)
   for (int i = 0; i < kMaps; ++i) {
     if (!tensor_map_arg(&maps[i], spec.tensor_maps[i], *rows[i])) return false;
   }
-  // The default bias, -log(valid key count), is -log(Tk) here: no lengths.
+  // Without lengths the default bias, -log(valid key count), is -log(Tk); with them the kernel
+  // derives it per sequence and ignores bias_value.
   const double bias = p.bias_mode == kBiasScalar ? p.bias_value
                                                  : -std::log(static_cast<double>(p.Tk));
-  BackwardGluonArgs args{.q_desc = maps[0], .k_desc = maps[1], .v_desc = maps[2],
-                         .do_desc = maps[3], .dq_desc = maps[4], .dk_desc = maps[5],
-                         .dv_desc = maps[6], .T_Q = static_cast<int32_t>(p.Tq),
-                         .T_K = static_cast<int32_t>(p.Tk),
-                         .kv_group = static_cast<int32_t>(p.Hq / p.Hkv),
-                         .scale = static_cast<float>(p.scale),
-                         .bias_value = static_cast<float>(bias)};
-  const int device = q.get_device_index();
   const CUstream stream = current_stream(device);
   const int64_t n = p.B * p.Tq * p.Hq * p.D;
   // Every launch below is on the same stream: the kernel's reduce-adds see the zeroed buffer,
   // and the cast sees every reduce-add (the kernel's TMA stores complete before it exits).
   memset_d32(device, stream, dptr(dq_acc), 0u, static_cast<size_t>(n));
-  launch(kernel, device, stream, cdiv(p.Tk, spec.block_n), static_cast<unsigned>(p.Hkv),
-         static_cast<unsigned>(p.B), args);
+  const unsigned gx = cdiv(p.Tk, spec.block_n), gy = static_cast<unsigned>(p.Hkv),
+                 gz = static_cast<unsigned>(p.B);
+  if (spec.kind == KernelKind::kBackwardGluonPadded) {
+    auto args = gluon_args<BackwardGluonPaddedArgs>(maps, p, lens_q, lens_k, bias);
+    launch(kernel, device, stream, gx, gy, gz, args);
+  } else {
+    auto args = gluon_args<BackwardGluonArgs>(maps, p, 0, 0, bias);
+    launch(kernel, device, stream, gx, gy, gz, args);
+  }
   DqCastArgs cast_args{.src = dptr(dq_acc), .dst = dptr(dq),
                        .n = static_cast<int32_t>(n)};
   launch(cast, device, stream, cdiv(n, kKernels[cast].block_m), 1, 1, cast_args);
@@ -112,16 +129,23 @@ void launch_backward(const ForwardProblem& p, const Tensor& grad_out, const Tens
                      bool is_causal, bool deterministic) {
   const bool has_mod = score_mod.has_value();
   const auto dt = q.scalar_type();
+  // (causal: its mask is the top-left diagonal of a square problem)
+  const bool padded = lens_q.has_value() && lens_k.has_value();
   const std::optional<GluonOperands> g =
-      is_causal || has_mod ? std::nullopt
-                           : gluon_operands(p, grad_out, q, k, v, dk, dv,
-                                            lens_q.has_value() || lens_k.has_value(),
-                                            deterministic);
+      has_mod || (is_causal && p.Tq != p.Tk)
+          ? std::nullopt
+          : gluon_operands(p, grad_out, q, k, v, dk, dv, lens_q.has_value(), lens_k.has_value(),
+                           deterministic);
   const bool one_pass = one_pass_backward_dispatch() && !deterministic;
   int k_dkdv = select_backward(dt, p.D, is_causal, has_mod, p.varlen, p.max_k, one_pass,
-                               g.has_value());
-  if (kKernels[k_dkdv].kind == KernelKind::kBackwardGluon) {
-    if (launch_gluon(k_dkdv, p, *g, q, dq)) return;
+                               g.has_value(), padded);
+  const KernelKind kind = kKernels[k_dkdv].kind;
+  if (kind == KernelKind::kBackwardGluon || kind == KernelKind::kBackwardGluonPadded) {
+    // int32 lengths (converted on the device when given otherwise), alive past the launches
+    const Extras e = padded ? extras(lens_q, lens_k, std::nullopt, std::nullopt, p.bias_mode,
+                                     p.max_k)
+                            : Extras{};
+    if (launch_gluon(k_dkdv, p, *g, q, dq, e.p_lens_q, e.p_lens_k)) return;
     k_dkdv = select_backward(dt, p.D, is_causal, has_mod, p.varlen, p.max_k, one_pass, false);
   }
   const int k_one = kKernels[k_dkdv].kind == KernelKind::kBackwardDkDvDq ? k_dkdv : -1;

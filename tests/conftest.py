@@ -149,3 +149,24 @@ def run_ranks(worker, world: int, timeout_s: float, load):
                 if p.is_alive():
                     p.kill()
         return [load(out_dir, r) for r in range(world)]
+
+
+def launched_kernels(fn):
+    """Names of the CUDA kernels fn launches (the profiler's view), or skip where it sees none."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    names = {e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA}
+    if not any("sigmoid_attn" in n for n in names):
+        pytest.skip("the profiler records no kernels here")
+    return names
+
+
+def nan_padded(t, lens):
+    """A copy of t with the rows past each sequence's length set to NaN."""
+    t = t.clone()
+    for b, L in enumerate(lens):
+        t[b, L:] = float("nan")
+    return t

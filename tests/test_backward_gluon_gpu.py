@@ -6,7 +6,7 @@ or H200; skipped without CUDA or without a Triton 3.8 build)."""
 import pytest
 import torch
 
-from conftest import REL_TOL, rel_err
+from conftest import REL_TOL, launched_kernels, nan_padded, rel_err
 
 pytestmark = pytest.mark.gpu
 
@@ -15,8 +15,9 @@ if torch.cuda.is_available():
     from sigmoid_attn import sigmoid_attention, sigmoid_attention_reference
 
     GLUON_BWD = [v for v in sigmoid_attn.info()["variants"] if v["kind"] == "bwd_gluon"]
+    GLUON_FWD = [v for v in sigmoid_attn.info()["variants"] if v["kind"] == "fwd_gluon"]
 else:
-    GLUON_BWD = []
+    GLUON_BWD = GLUON_FWD = []
 
 DIMS = sorted({v["head_dim"] for v in GLUON_BWD})
 requires_gluon_bwd = pytest.mark.skipif(not GLUON_BWD,
@@ -71,19 +72,6 @@ def inputs(B, Tq, Tk, Hq, Hkv, D, dtype, seed):
     return mk(B, Tq, Hq, D), mk(B, Tk, Hkv, D), mk(B, Tk, Hkv, D), mk(B, Tq, Hq, D)
 
 
-def launched_kernels(fn):
-    """Names of the CUDA kernels fn launches (the profiler's view), or skip where it sees none."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    names = {e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA}
-    if not any("sigmoid_attn" in n for n in names):
-        pytest.skip("the profiler records no kernels here")
-    return names
-
-
 # (T, B): every length at B = 1 and 3 but 4096 (B = 1: the float64 reference's [B, H, T, T]).
 SHAPES = [(T, B) for T in (1, 17, 129, 1000, 1024, 4096) for B in (1, 3) if T < 4096 or B == 1]
 
@@ -92,10 +80,13 @@ SHAPES = [(T, B) for T in (1, 17, 129, 1000, 1024, 4096) for B in (1, 3) if T < 
 @pytest.mark.parametrize("T,B", SHAPES, ids=[f"T{T}-B{B}" for T, B in SHAPES])
 @pytest.mark.parametrize("D", DIMS)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
-def test_gluon_backward_matches_reference(dtype, D, T, B, gluon_backward):
-    """GQA 8 query heads on 2 KV heads (the kernel sums dK, dV over each group)."""
-    q, k, v, grad = inputs(B, T, T, 8, 2, D, dtype, seed=T + 7 * B + D)
-    check(q, k, v, grad)
+@pytest.mark.parametrize("causal", [False, True], ids=["dense", "causal"])
+def test_gluon_backward_matches_reference(causal, dtype, D, T, B, gluon_backward):
+    """GQA 8 query heads on 2 KV heads (the kernel sums dK, dV over each group); causal: the
+    query tiles above each key block skipped, the diagonal tiles masked (T = 1, 17, 129: the
+    diagonal inside a partial tile; 1000: key blocks whose first query tile straddles them)."""
+    q, k, v, grad = inputs(B, T, T, 8, 2, D, dtype, seed=T + 7 * B + D + causal)
+    check(q, k, v, grad, is_causal=causal)
 
 
 @requires_gluon_bwd
@@ -109,6 +100,42 @@ def test_gluon_backward_cross_lengths_mha_and_scalar_bias(D, gluon_backward):
 
 
 @requires_gluon_bwd
+@pytest.mark.parametrize("T", [129, 1000, 2048])
+@pytest.mark.parametrize("D", DIMS)
+@pytest.mark.parametrize("causal", [False, True], ids=["dense", "causal"])
+def test_gluon_backward_padded_matches_reference(causal, D, T, gluon_backward):
+    """Padded batches (lengths for queries and keys, the default bias per sequence) through the
+    Gluon backward with lengths (kind bwd_gluon_padded; the profiler sees the Gluon kernel):
+    lengths 0, 1, 17, 64, 65, T, and ones ending inside a query tile and a key block; NaN in every
+    padded row of q, k, v and the output gradient (never read: the tail tile's Q and dO rows and
+    the key block's K rows past the lengths are zeroed before a wgmma reads them, dSᵀ is masked);
+    gradients of padded rows exactly zero. The reference runs on the same inputs with zeros in
+    the padding."""
+    dtype = torch.bfloat16
+    lens_list = [min(L, T) for L in (T, 0, 1, 17, 64, 65, T - 3, T // 2 + 5)]
+    B = len(lens_list)
+    q, k, v, grad = inputs(B, T, T, 8, 2, D, dtype, seed=T + D + causal)
+    for t in (q, k, v, grad):
+        for b, L in enumerate(lens_list):
+            t[b, L:] = 0
+    lens = torch.tensor(lens_list, dtype=torch.int32, device="cuda")
+    kw = dict(seq_lens_q=lens, seq_lens_k=lens, is_causal=causal)
+    qn, kn, vn, gn = (nan_padded(t, lens_list) for t in (q, k, v, grad))
+    names = launched_kernels(lambda: grads(qn, kn, vn, gn, **kw))
+    assert "sigmoid_attn_bwd_gluon" in names and "sigmoid_attn_bwd_dkdv" not in names, names
+    got = grads(qn, kn, vn, gn, **kw)
+    want = reference_grads(q, k, v, grad, **kw)
+    for name, a, b in zip(("dq", "dk", "dv"), got, want):
+        assert torch.isfinite(a).all(), f"{name}: NaN from the padding, or unwritten elements"
+        assert rel_err(a, b) < TOL[dtype], f"{name}: rel err {rel_err(a, b):.3e}"
+        for i, L in enumerate(lens_list):
+            assert (a[i, L:] == 0).all(), f"{name}: padded rows of sequence {i} not zero"
+    other = two_kernel(lambda: grads(q, k, v, grad, **kw))
+    for name, a, b in zip(("dq", "dk", "dv"), got, other):
+        assert rel_err(a, b.double()) < TOL[dtype], name
+
+
+@requires_gluon_bwd
 def test_gluon_backward_is_the_kernel_launched(gluon_backward):
     """Switched on, a covered call runs the Gluon kernel and its cast, not the two-kernel
     backward; switched off, the two-kernel backward."""
@@ -119,6 +146,8 @@ def test_gluon_backward_is_the_kernel_launched(gluon_backward):
     with sigmoid_attn.kernel_options(gluon_backward=False):
         off = launched_kernels(lambda: grads(q, k, v, grad))
     assert "sigmoid_attn_bwd_gluon" not in off and "sigmoid_attn_bwd_dkdv" in off, off
+    causal = launched_kernels(lambda: grads(q, k, v, grad, is_causal=True))
+    assert "sigmoid_attn_bwd_gluon" in causal, causal
 
 
 def two_kernel(fn):
@@ -129,9 +158,10 @@ def two_kernel(fn):
 @requires_gluon_bwd
 @pytest.mark.parametrize("D", DIMS)
 def test_gluon_backward_ineligible_calls_take_the_two_kernel_backward(D, gluon_backward):
-    """Causal, lengths, score_mod, a bias tensor, [B, H, T, D] tensors seen as [B, T, H, D]: the
-    switch changes nothing (bitwise the two-kernel backward's gradients, which is deterministic),
-    and they match the reference."""
+    """Causal with T_Q != T_K, lengths for keys only, lengths with a scalar bias, score_mod, a
+    bias tensor, [B, H, T, D] tensors seen as [B, T, H, D]: the switch changes nothing
+    (bitwise the two-kernel backward's gradients, which is deterministic), and they match the
+    reference."""
     dtype = torch.float16
     B, T = 3, 300
     q, k, v, grad = inputs(B, T, T, 4, 2, D, dtype, seed=D + 1)
@@ -139,8 +169,8 @@ def test_gluon_backward_ineligible_calls_take_the_two_kernel_backward(D, gluon_b
     mod = torch.randn(B, T, device="cuda")
     bias = torch.tensor([-1.0, 0.5, -4.0], device="cuda")
     bhtd = [t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v, grad)]
-    cases = [((q, k, v, grad), dict(is_causal=True)),
-             ((q, k, v, grad), dict(seq_lens_q=lens, seq_lens_k=lens)),
+    cases = [((q[:, :T - 50], k, v, grad[:, :T - 50]), dict(is_causal=True)),
+             ((q, k, v, grad), dict(seq_lens_q=lens, seq_lens_k=lens, sigmoid_bias=-1.0)),
              ((q, k, v, grad), dict(seq_lens_k=lens)),
              ((q, k, v, grad), dict(score_mod=mod)),
              ((q, k, v, grad), dict(sigmoid_bias=bias)),
@@ -174,6 +204,52 @@ def test_deterministic_mode_keeps_the_two_kernel_backward(gluon_backward):
     b = ops.backward(grad, q, k, v, None, None, False, deterministic=True)
     for x, y in zip(a[:3], b[:3]):
         assert torch.equal(x, y)
+
+
+def thread_context():
+    """Whether the calling thread has a current CUDA driver context (ctypes: cuCtxGetCurrent)."""
+    import ctypes
+
+    ctx = ctypes.c_void_p()
+    ctypes.CDLL("libcuda.so.1").cuCtxGetCurrent(ctypes.byref(ctx))
+    return ctx.value is not None
+
+
+@requires_gluon_bwd
+def test_gluon_kernels_from_a_thread_without_a_context(gluon_backward):
+    """A thread torch starts need not have a current driver context (autograd's device thread:
+    the first backward of a training run is called there), and the driver encodes TMA
+    descriptors only in one: the Gluon kernels are launched from such a thread all the same
+    (the launcher makes the device's context current), with the gradients of the main thread's
+    call. The ops are called first thing in a fresh thread, on tensors made beforehand, so the
+    caching allocator serves them without a cudaMalloc that would bind a context."""
+    import threading
+
+    q, k, v, grad = inputs(1, 4096, 4096, 8, 8, 128, torch.bfloat16, seed=11)
+    ops = torch.ops.sigmoid_attn
+    want = ops.backward(grad, q, k, v, None, None, False)
+    want_out = ops.forward(q, k, v, None, None, False, None, None, None, None)
+    del want_out  # its block is cached for the thread's forward
+    seen = {}
+
+    def work():
+        seen["context before"] = thread_context()
+        seen["out"] = ops.forward(q, k, v, None, None, False, None, None, None, None)
+        seen["grads"] = ops.backward(grad, q, k, v, None, None, False)
+
+    def run():
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+
+    names = launched_kernels(run)
+    assert {"sigmoid_attn_bwd_gluon", "dq_cast"} <= names, (names, seen["context before"])
+    if GLUON_FWD:
+        assert "sigmoid_attn_fwd_gluon_persistent" in names, (names, seen["context before"])
+    ref = sigmoid_attention_reference(q.double(), k.double(), v.double())
+    assert rel_err(seen["out"], ref) < REL_TOL[torch.bfloat16]
+    for name, a, b in zip(("dq", "dk", "dv"), seen["grads"][:3], want[:3]):
+        assert rel_err(a, b.double()) < TOL[torch.bfloat16], name
 
 
 @requires_gluon_bwd

@@ -5,7 +5,8 @@ output's size just before each call, so an unwritten element shows up as NaN."""
 import pytest
 import torch
 
-from conftest import (REL_TOL, dtype_code, heads_to_fill, library_function, rel_err,
+from conftest import (REL_TOL, dtype_code, heads_to_fill, launched_kernels, library_function,
+                      nan_padded, rel_err,
                       served_head_dim)
 
 pytestmark = pytest.mark.gpu
@@ -352,6 +353,53 @@ def test_gluon_forward_matches_reference(causal, T, B, D, dtype, gluon_dispatch)
 
 
 @requires_gluon
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("D", GLUON_DIMS)
+@pytest.mark.parametrize("T", [129, 1024, 2048])
+@pytest.mark.parametrize("causal", [False, True], ids=["dense", "causal"])
+def test_gluon_forward_padded_matches_reference(causal, T, D, dtype, gluon_dispatch):
+    """Padded batches (lengths for queries and keys, the default bias -log(Lk) per sequence)
+    through the Gluon forward with lengths (kind fwd_gluon_padded: the profiler sees the Gluon
+    kernel, not the Triton forwards): lengths 0, 1, 17, 129, T and ones ending inside a key
+    block, NaN in every padded row of q, k and v (never read: the last key block's V rows past
+    Lk are zeroed before P·V), poisoned outputs; rows past a length exactly zero. The reference
+    and the other forward run on the same inputs with zeros in the padding."""
+    g = torch.Generator().manual_seed(T + D + causal)
+    lens_list = [min(L, T) for L in (T, 0, 1, 17, 129, T - 3, T // 2 + 5, 100)]
+    B = len(lens_list)
+    H = gluon_heads(B, T, D)
+    lens = torch.tensor(lens_list, dtype=torch.int32, device="cuda")
+    q, k, v = (torch.randn(B, T, H, D, generator=g).to("cuda", dtype) for _ in range(3))
+    for t in (q, k, v):
+        for b, L in enumerate(lens_list):
+            t[b, L:] = 0
+    qn, kn, vn = (nan_padded(t, lens_list) for t in (q, k, v))
+    run = lambda: sigmoid_attention(qn, kn, vn, seq_lens_q=lens, seq_lens_k=lens,
+                                    is_causal=causal)
+    names = launched_kernels(run)
+    assert "sigmoid_attn_fwd_gluon_persistent" in names, names
+    poison_like(q.shape, dtype)
+    out = run()
+    torch.cuda.synchronize()
+    assert not torch.isnan(out).any(), "NaN from the padding, or unwritten output elements"
+    ref = ref64(q, k, v, seq_lens_q=lens, seq_lens_k=lens, is_causal=causal)
+    assert rel_err(out, ref) < REL_TOL[dtype]
+    for b, L in enumerate(lens_list):
+        assert (out[b, L:] == 0).all(), "padded rows must be exactly zero"
+    other = other_forward(lambda: sigmoid_attention(q, k, v, seq_lens_q=lens, seq_lens_k=lens,
+                                                    is_causal=causal))
+    assert rel_err(out, other.double()) < REL_TOL[dtype]
+    # int64 lengths (converted on the device) take it too; a scalar bias does not (the kernel
+    # derives the default bias per sequence), nor lengths for keys only: both still right.
+    out64 = sigmoid_attention(qn, kn, vn, seq_lens_q=lens.long(), seq_lens_k=lens.long(),
+                              is_causal=causal)
+    assert torch.equal(out64, out)
+    check(q, k, v, REL_TOL[dtype], seq_lens_q=lens, seq_lens_k=lens, is_causal=causal,
+          sigmoid_bias=-2.0)
+    check(q, k, v, REL_TOL[dtype], seq_lens_k=lens)
+
+
+@requires_gluon
 @pytest.mark.parametrize("D", GLUON_DIMS)
 def test_gluon_forward_gqa_cross_lengths_and_strided_rows(D, gluon_dispatch):
     """What it covers beyond the plain case: GQA and MQA (K/V head h // kv_group, no expansion),
@@ -382,7 +430,8 @@ def test_gluon_forward_gqa_cross_lengths_and_strided_rows(D, gluon_dispatch):
 @pytest.mark.parametrize("D", GLUON_DIMS)
 def test_gluon_forward_ineligible_calls_take_the_other_kernel(D, gluon_dispatch):
     """With the Gluon forward on, the calls it does not cover are still right (they take the
-    other forwards): lengths (causal too), causal with Tq != Tk, score_mod, a bias tensor, SDPA's
+    other forwards, or with lengths for both its padded kind): lengths (causal too), lengths for
+    keys only, causal with Tq != Tk, score_mod, a bias tensor, SDPA's
     [B, H, T, D] tensors seen as [B, T, H, D] (head stride T*D, not D), a misaligned base, an
     empty key set, fewer tiles than SMs."""
     g = torch.Generator().manual_seed(D + 1)

@@ -83,8 +83,9 @@ def test_gluon_backward_schedule_in_ptx(compiled, name):
     assert rec["spill_store_bytes"] == 0 and rec["spill_load_bytes"] == 0, rec["ptxas_v"]
     # 7 descriptors (CUtensorMap + 3 shape + 3 stride each), 5 scalars, 2 hidden pointers
     roles = [p["role"] for p in rec["params"]]
-    assert roles.count("tensormap") == 7 and roles.count("scalar") == 5
-    assert len(roles) == 7 * 7 + 5 + roles.count("hidden_ptr")
+    # (scalars: the lengths' two pointers, T_Q, T_K, kv_group, scale, bias_value)
+    assert roles.count("tensormap") == 7 and roles.count("scalar") == 7
+    assert len(roles) == 7 * 7 + 7 + roles.count("hidden_ptr")
     # the dQ accumulator is fp32 with a 128-byte-swizzle box of 32 columns
     dq_meta = rec["tensordesc_meta"][rec["descs"].index("dq_desc")]
     assert dq_meta["elem_size"] == 4 and dq_meta["block_size"] == [1, v.block_m, 32]
@@ -136,7 +137,7 @@ def test_library_gluon_backward_abi(var):
     V, aot = _library_build()
     assert var.schedule == {128: "dqx_dqd", 64: "dqx"}[var.head_dim]
     r = aot.compile_variant(var, 90)
-    assert r["num_params"] == 7 * 7 + 5 and r["num_hidden_params"] == 2
+    assert r["num_params"] == 7 * 7 + 7 and r["num_hidden_params"] == 2
     assert r["num_warps"] == 12
     assert r["shared"] == {128: 229824, 64: 131520}[var.head_dim]
     half = {"fp16": 6, "bf16": 9}[var.dtype]
@@ -148,8 +149,10 @@ def test_library_gluon_backward_abi(var):
             assert (m["box"], m["elem_bytes"], m["data_type"]) == ([1, 64, 32], 4, 7), m
         else:
             assert (m["box"], m["elem_bytes"], m["data_type"]) == ([1, 64, 64], 2, half), m
-    assert r["signature"][7 * 7:] == [("T_Q", "i32"), ("T_K", "i32"), ("kv_group", "i32"),
-                                      ("scale", "f32"), ("bias_value", "f32")]
+    assert r["signature"][7 * 7:] == [("SEQ_LENS_Q", "!tt.ptr<i32>"),
+                                      ("SEQ_LENS_K", "!tt.ptr<i32>"), ("T_Q", "i32"),
+                                      ("T_K", "i32"), ("kv_group", "i32"), ("scale", "f32"),
+                                      ("bias_value", "f32")]
 
 
 @pytest.mark.parametrize("var", _library_variants("dq_cast")[:1], ids=lambda v: v.name)

@@ -163,14 +163,16 @@ def test_info_lists_compiled_variants():
     for k in info["variants"]:
         # the warp-specialized forwards: 3 warpgroups of 4 warps (Triton's Hopper pass; the
         # Gluon kernel's two consumer partitions and producer)
-        warps = (12,) if k["kind"] in ("fwd_ws", "fwd_gluon", "bwd_gluon") else (4, 8)
+        warps = (12,) if k["kind"] in ("fwd_ws", "fwd_gluon", "fwd_gluon_padded",
+                                       "bwd_gluon", "bwd_gluon_padded") else (4, 8)
         assert k["cubin_bytes"] > 0 and k["num_warps"] in warps
         dt = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}[k["dtype"]]
         dim = f"dmax{k['head_dim']}" if k["runtime_head_dim"] else f"d{k['head_dim']}"
         assert k["name"].startswith(f"{k['kind']}_{dt}_{dim}")
         assert ("_varlen" in k["name"]) == k["varlen"]
     kinds = {k["kind"] for k in info["variants"]}
-    extra = {"fwd_ws", "fwd_gluon", "bwd_dkdv_dq", "bwd_gluon", "dq_cast"}
+    extra = {"fwd_ws", "fwd_gluon", "fwd_gluon_padded", "bwd_dkdv_dq", "bwd_gluon",
+             "bwd_gluon_padded", "dq_cast"}
     assert kinds - extra == {"fwd", "bwd_dkdv", "bwd_dq"}
     # Every (kind, dtype, head dim) is compiled dense and packed, causal or not, with/without mod.
     # (fp32: the powers of two; the other head dims by the generic kernels)
@@ -197,19 +199,23 @@ def test_info_lists_compiled_variants():
     assert {d for _, d, *_ in one} == one_dims and all(d & (d - 1) == 0 for d in one_dims)
     assert len(one) == 2 * len(one_dims) * 8 and all(dt != "float32" for dt, *_ in one)
     # The Gluon forward (tiles.json fwd_gluon), built with Triton 3.8 only: fp16/bf16, dense,
-    # causal or not, no score_mod, one kernel per head dim in the database and causal flag
-    gluon = sorted((k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
-                   for k in info["variants"] if k["kind"] == "fwd_gluon")
-    want = sorted((dt, int(d), False, causal, False) for dt in ("float16", "bfloat16")
-                  for d in _tiles_db().get("fwd_gluon", {}) for causal in (False, True))
-    assert gluon == (want if _gluon_built() else [])
+    # causal or not, no score_mod, one kernel per head dim in the database and causal flag;
+    # the same again with lengths (kind fwd_gluon_padded, the same tiles)
+    for kind in ("fwd_gluon", "fwd_gluon_padded"):
+        gluon = sorted((k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
+                       for k in info["variants"] if k["kind"] == kind)
+        want = sorted((dt, int(d), False, causal, False) for dt in ("float16", "bfloat16")
+                      for d in _tiles_db().get("fwd_gluon", {}) for causal in (False, True))
+        assert gluon == (want if _gluon_built() else []), kind
     # The Gluon backward (tiles.json bwd_gluon) and its dQ cast, Triton 3.8 only: fp16/bf16,
-    # dense, non-causal, no score_mod, one of each per head dim in the database
-    for kind in ("bwd_gluon", "dq_cast"):
+    # dense, no score_mod, one of each per head dim in the database
+    # (the Gluon backward causal or not; one cast, dense, serves both)
+    for kind, causals in (("bwd_gluon", (False, True)), ("bwd_gluon_padded", (False, True)),
+                          ("dq_cast", (False,))):
         got = sorted((k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
                      for k in info["variants"] if k["kind"] == kind)
-        want = sorted((dt, int(d), False, False, False) for dt in ("float16", "bfloat16")
-                      for d in _tiles_db().get("bwd_gluon", {}))
+        want = sorted((dt, int(d), False, causal, False) for dt in ("float16", "bfloat16")
+                      for d in _tiles_db().get("bwd_gluon", {}) for causal in causals)
         assert got == (want if _gluon_built() else []), kind
 
 
@@ -301,24 +307,28 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
     # (a TMA variant's tile token ends in "tma": fwd_bf16_d128_m128n64w8s3tma_t8192)
     # (the warp-specialized forwards are written for 4 warps, and run 3 warpgroups)
     compiled = {(k["kind"], k["head_dim"], k["min_t"], (k["block_m"], k["block_n"],
-                 k["num_warps"] // (3 if k["kind"] in ("fwd_ws", "fwd_gluon", "bwd_gluon")
+                 k["num_warps"] // (3 if k["kind"] in ("fwd_ws", "fwd_gluon",
+                                                       "fwd_gluon_padded", "bwd_gluon",
+                                                       "bwd_gluon_padded")
                                     else 1),
                  k["num_stages"])
                  + (("tma",) if "tma" in k["name"] else ())
                  # (the Gluon backward's schedule ends its name: ..._m64n128w4s2_dqx_dqd)
                  + ((k["name"].split(f"s{k['num_stages']}_", 1)[1],)
-                    if k["kind"] == "bwd_gluon" else ()))
+                    if k["kind"] in ("bwd_gluon", "bwd_gluon_padded") else ()))
                 for k in sigmoid_attn.info()["variants"]
                 if k["dtype"] != "float32" and k["kind"] != "dq_cast"}
     # (warp-specialized kernels only from a Triton with the pass's barrier fix, Gluon ones only
     # from the Triton they are pinned to)
     ws_ok = V.warp_specialization_safe(sigmoid_attn.info()["triton_build"])
     kinds = (("fwd",) + (("fwd_ws",) if ws_ok else ())
-             + (("fwd_gluon", "bwd_gluon") if _gluon_built() else ())
+             + (("fwd_gluon", "fwd_gluon_padded", "bwd_gluon", "bwd_gluon_padded")
+                if _gluon_built() else ())
              + ("bwd_dkdv", "bwd_dq", "bwd_dkdv_dq"))
     want = {(kind, int(d), m, tuple(t))
             for kind in kinds
-            for d, entry in db.get(kind, {}).items()
+            # (fwd_gluon_padded: fwd_gluon's tiles)
+            for d, entry in db.get(kind.replace("_padded", ""), {}).items()
             for m, t in (entry if kind in ("fwd", "fwd_ws") else [[0, entry]])}
     assert compiled == want
 
@@ -479,7 +489,7 @@ def test_dispatch_takes_the_gluon_backward_exactly_where_it_covers_the_call():
     """The backward's dK/dV kernel through the C++ dispatcher, without a GPU: the Gluon backward
     (tiles.json bwd_gluon) for a covered call (gluon flag: switched on, nondeterministic allowed,
     no lengths, no bias tensor, TMA-describable: ops_cuda_bwd.cpp decides it) of a compiled
-    dtype and head dim, dense and non-causal without score_mod; the two-kernel backward
+    dtype and head dim, dense, causal or not, without score_mod; the two-kernel backward
     otherwise, and the one-pass kernel only where asked for and compiled."""
     if _partial_build():
         pytest.skip("walks every head dim of tiles.json: a full build")
@@ -504,7 +514,10 @@ def test_dispatch_takes_the_gluon_backward_exactly_where_it_covers_the_call():
             k = pick(D, dtype)
             assert k["kind"] == ("bwd_gluon" if D in gluon_dims else "bwd_dkdv"), k["name"]
             assert k["head_dim"] == D and not k["causal"] and not k["varlen"]
-            for kw in (dict(causal=True), dict(mod=True), dict(varlen=True), dict(gluon=False)):
+            c = pick(D, dtype, causal=True)
+            assert c["kind"] == ("bwd_gluon" if D in gluon_dims else "bwd_dkdv") and c["causal"]
+            for kw in (dict(mod=True), dict(varlen=True), dict(gluon=False),
+                       dict(causal=True, gluon=False)):
                 assert pick(D, dtype, **kw)["kind"] == "bwd_dkdv", (D, kw)
         assert pick(D, "fp32")["kind"] == "bwd_dkdv"  # (no fp32 Gluon kernel)
         one = pick(D, gluon=False, one_pass=True)["kind"]

@@ -170,11 +170,12 @@ def _compile_gluon_kind(var: V.Variant, arch: int, rows: dict, constexprs: dict)
 
 def compile_gluon(var: V.Variant, arch: int):
     """The persistent Gluon forward: Q and O boxes of one consumer warpgroup's half of the query
-    tile, K and V of BLOCK_N keys. HAS_LENGTHS is off in every library variant (padded calls take
-    the other forwards), so the launcher passes null SEQ_LENS_Q/K."""
+    tile, K and V of BLOCK_N keys. HAS_LENGTHS: kind fwd_gluon_padded (the launcher passes the
+    lengths); fwd_gluon is compiled without, and its launcher passes null SEQ_LENS_Q/K."""
     rows = var.block_m // 2  # one half of the query tile per consumer warpgroup
     boxes = {"q_desc": rows, "o_desc": rows, "k_desc": var.block_n, "v_desc": var.block_n}
-    constexprs = {"NUM_STAGES": var.num_stages, "CAUSAL": var.causal, "HAS_LENGTHS": False,
+    constexprs = {"NUM_STAGES": var.num_stages, "CAUSAL": var.causal,
+                  "HAS_LENGTHS": var.kind == "fwd_gluon_padded",
                   "CONSUMER_REGS": V.GLUON_CONSUMER_REGS, "PRODUCER_REGS": V.GLUON_PRODUCER_REGS}
     return _compile_gluon_kind(var, arch, boxes, constexprs)
 
@@ -190,7 +191,8 @@ def compile_gluon_bwd(var: V.Variant, arch: int):
     dq_shared, dq_issue = V.GLUON_BWD_SCHEDULES[var.schedule]
     constexprs = {"NUM_STAGES": var.num_stages, "CONSUMER_REGS": V.GLUON_CONSUMER_REGS,
                   "PRODUCER_REGS": V.GLUON_PRODUCER_REGS, "RCP_NEWTON": False,
-                  "DQ_SHARED": dq_shared, "DQ_ISSUE": dq_issue}
+                  "DQ_SHARED": dq_shared, "DQ_ISSUE": dq_issue, "CAUSAL": var.causal,
+                  "HAS_LENGTHS": var.kind == "bwd_gluon_padded"}
     return _compile_gluon_kind(var, arch, rows, constexprs)
 
 
@@ -220,9 +222,9 @@ def compile_dq_cast(var: V.Variant, arch: int):
 
 def compile_variant(var: V.Variant, arch: int):
     t0 = time.time()
-    if var.kind == "fwd_gluon":
+    if var.kind in V.GLUON_FORWARD_KINDS:
         ck, tensor_maps = compile_gluon(var, arch)
-    elif var.kind == "bwd_gluon":
+    elif var.kind in V.GLUON_BACKWARD_KINDS:
         ck, tensor_maps = compile_gluon_bwd(var, arch)
     elif var.kind == "dq_cast":
         ck, tensor_maps = compile_dq_cast(var, arch), []
@@ -629,9 +631,9 @@ def cmd_compile(args):
     if not kinds:
         raise SystemExit(f"aot: {args.module} is not a kernel source of variants.SOURCES")
     if "fwd_gluon" in kinds and not V.gluon_supported(triton.__version__):
-        print(f"aot: Triton {triton.__version__}: the Gluon forward (fwd_gluon) is written for "
-              f"Triton {V.GLUON_TRITON} (GluonASTSource is private API); not compiled, its calls "
-              f"take the other forwards")
+        print(f"aot: Triton {triton.__version__}: the Gluon forward (fwd_gluon, "
+              f"fwd_gluon_padded) is written for Triton {V.GLUON_TRITON} (GluonASTSource is "
+              f"private API); not compiled, its calls take the other forwards")
     if "bwd_gluon" in kinds and not V.gluon_supported(triton.__version__):
         print(f"aot: Triton {triton.__version__}: the Gluon backward (bwd_gluon, dq_cast) is "
               f"written for Triton {V.GLUON_TRITON}; not compiled, its calls take the two-kernel "

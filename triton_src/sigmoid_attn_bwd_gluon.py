@@ -1,5 +1,5 @@
-"""Backward sigmoid attention as a hand-scheduled, warp-specialized Gluon kernel for dense,
-non-causal calls on Hopper (sm_90). With S = scale·Q·Kᵀ + bias and P = sigmoid(S):
+"""Backward sigmoid attention as a hand-scheduled, warp-specialized Gluon kernel for dense calls,
+causal (top-left, T_Q == T_K) or not, on Hopper (sm_90). With S = scale·Q·Kᵀ + bias and P = sigmoid(S):
 
     dV = Pᵀ·dO,  dP = dO·Vᵀ,  dS = scale·dP·P·(1 − P),  dK = dSᵀ·Q,  dQ = dS·K
 
@@ -30,6 +30,19 @@ of its GQA group, so dK and dV are complete sums with one writer each (no atomic
   * epilogue: each consumer writes dK_w, dV_w over its own K_w, V_w shared tiles (no other
     partition reads them) and stores them with TMA.
 
+Causal: a key block's CTA walks only the query tiles from the one holding its first key on (the
+tiles above see none of its keys), and masks P (hence dS) to 0 where a query precedes a key, in
+a branch taken only by the tiles that cross the diagonal.
+
+Lengths (HAS_LENGTHS, padded batches): per sequence Lq, Lk = clamp(SEQ_LENS_Q/K[b], 0, T) and
+the default bias -log(max(Lk, 1)); the walk stops at the query tile holding Lq, a key block past
+Lk walks nothing (its dK, dV are stored as zeros), and the masks use Lq, Lk. Nothing past the
+lengths may reach a result even if it is NaN (0·NaN is NaN in a wgmma): each consumer zeroes the
+rows past Lq of the tail tile's Q and dO, and its own K half's rows past Lk, in shared memory
+before a wgmma reads them (the partner warpgroup reads that K half for dQ only after the dS
+exchange's barrier, which orders it after the zeroing), and dSᵀ is masked like Pᵀ (dPᵀ sees V
+and dO rows past the lengths).
+
 Padding: keys ≥ T_K and queries ≥ T_Q read zeros (V and dO rows), so their dP, hence dS, is 0,
 and P only reaches dV through dO; tails are masked explicitly anyway (P = 0), in a branch taken
 only by tail tiles, so the result does not depend on what the loads return past T.
@@ -44,6 +57,8 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
     tma, mbarrier, fence_async_shared, warpgroup_mma, warpgroup_mma_wait)
+
+from sigmoid_attn_fwd_gluon_persistent import _zero_rows_from
 
 LOG2E = gl.constexpr(1.4426950408889634)
 
@@ -80,16 +95,47 @@ def _sigmoid_t(st, neg_scale_log2e, neg_bias_log2e, RCP_NEWTON: gl.constexpr):
 
 
 @gluon.jit
-def _tile_coords(it, n_m, h_kv, kv_group, BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr):
-    """Iteration `it` walks query head hq (of the GQA group of h_kv), query block m."""
+def _tile_coords(it, n_m, m0, h_kv, kv_group, BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr):
+    """Iteration `it` walks query head hq (of the GQA group of h_kv), query block m0 + (it mod
+    n_m): the n_m query blocks from m0 on."""
     hq = h_kv * kv_group + it // n_m
-    m = it % n_m
+    m = m0 + it % n_m
     return m * BLOCK_M, hq * HEAD_DIM
 
 
 @gluon.jit
+def _lengths(SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, HAS_LENGTHS: gl.constexpr):
+    """(Lq, Lk) of this CTA's sequence: its lengths clamped to [0, T], or T_Q, T_K."""
+    Lq = T_Q
+    Lk = T_K
+    if HAS_LENGTHS:
+        b = gl.program_id(2)
+        Lq = gl.minimum(gl.maximum(gl.load(SEQ_LENS_Q + b), 0), T_Q)
+        Lk = gl.minimum(gl.maximum(gl.load(SEQ_LENS_K + b), 0), T_K)
+    return Lq, Lk
+
+
+@gluon.jit
+def _query_tiles(Lq, Lk, BLOCK_M: gl.constexpr, HALF_N: gl.constexpr, CAUSAL: gl.constexpr,
+                 HAS_LENGTHS: gl.constexpr):
+    """(first query block, number of query blocks) this CTA's key block walks: those below Lq,
+    under CAUSAL from the block holding its first key on; none for a key block past Lk (every
+    partition derives the same)."""
+    n0 = gl.program_id(0) * (2 * HALF_N)
+    m0 = 0
+    if CAUSAL:
+        m0 = n0 // BLOCK_M
+    n_m = gl.maximum(gl.cdiv(Lq, BLOCK_M) - m0, 0)
+    if HAS_LENGTHS:
+        if n0 >= Lk:
+            n_m = 0
+    return m0, n_m
+
+
+@gluon.jit
 def _producer(q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, kv_bar, ready,
-              empty, T_Q, kv_group, NUM_STAGES: gl.constexpr):
+              empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, kv_group, NUM_STAGES: gl.constexpr,
+              CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr):
     BLOCK_M: gl.constexpr = q_desc.block_type.shape[1]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[2]
     HALF_N: gl.constexpr = k_desc.block_type.shape[1]
@@ -102,11 +148,12 @@ def _producer(q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, 
     for w in gl.static_range(2):
         tma.async_load(k_desc, [b, n0 + w * HALF_N, col_kv], kv_bar, k_smem.index(w))
         tma.async_load(v_desc, [b, n0 + w * HALF_N, col_kv], kv_bar, v_smem.index(w))
-    n_m = gl.cdiv(T_Q, BLOCK_M)
+    Lq, Lk = _lengths(SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, HAS_LENGTHS)
+    m0, n_m = _query_tiles(Lq, Lk, BLOCK_M, HALF_N, CAUSAL, HAS_LENGTHS)
     for it in range(kv_group * n_m):
         s = it % NUM_STAGES
         ph = (it // NUM_STAGES) & 1
-        row, col = _tile_coords(it, n_m, h_kv, kv_group, BLOCK_M, HEAD_DIM)
+        row, col = _tile_coords(it, n_m, m0, h_kv, kv_group, BLOCK_M, HEAD_DIM)
         mbarrier.wait(empty.index(s), ph ^ 1)
         mbarrier.expect(ready.index(s), q_desc.block_type.nbytes + do_desc.block_type.nbytes)
         tma.async_load(q_desc, [b, row, col], ready.index(s), q_smem.index(s))
@@ -114,14 +161,17 @@ def _producer(q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, 
 
 
 @gluon.jit
-def _dq_writer(dq_desc, dq_smem, dq_full, dq_free, T_Q, kv_group, DQ_SHARED: gl.constexpr):
+def _dq_writer(dq_desc, dq_smem, dq_full, dq_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, kv_group,
+               HALF_N: gl.constexpr, DQ_SHARED: gl.constexpr, CAUSAL: gl.constexpr,
+               HAS_LENGTHS: gl.constexpr):
     BLOCK_M: gl.constexpr = dq_desc.block_type.shape[1]
     HEAD_DIM: gl.constexpr = dq_desc.block_type.shape[2]
     h_kv = gl.program_id(1)
     b = gl.program_id(2)
-    n_m = gl.cdiv(T_Q, BLOCK_M)
+    Lq, Lk = _lengths(SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, HAS_LENGTHS)
+    m0, n_m = _query_tiles(Lq, Lk, BLOCK_M, HALF_N, CAUSAL, HAS_LENGTHS)
     for it in range(kv_group * n_m):
-        row, col = _tile_coords(it, n_m, h_kv, kv_group, BLOCK_M, HEAD_DIM)
+        row, col = _tile_coords(it, n_m, m0, h_kv, kv_group, BLOCK_M, HEAD_DIM)
         if DQ_SHARED:
             # One tile over all 128 keys per query tile, in buffer it % 2.
             p = it % 2
@@ -172,10 +222,39 @@ def _dq_store_split(dq, dq_smem, ds_free, dq_free, dq_full, j, WG: gl.constexpr,
 
 
 @gluon.jit
+def _zero_query_tail(q_smem, do_smem, s, row, Lq, BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr):
+    """The tail tile's Q and dO rows past Lq, in ring slot s, set to zero by this warpgroup
+    before its wgmmas read them (both warpgroups write the same zeros; the producer refills the
+    slot only after both released it)."""
+    if row + BLOCK_M > Lq:
+        # (8 rows at a time: dK, dV and the tile's Sᵀ, dPᵀ leave few registers free)
+        _zero_rows_from(q_smem.index(s).reshape([BLOCK_M, HEAD_DIM]), Lq - row, BLOCK_M, HEAD_DIM,
+                        8)
+        _zero_rows_from(do_smem.index(s).reshape([BLOCK_M, HEAD_DIM]), Lq - row, BLOCK_M,
+                        HEAD_DIM, 8)
+        fence_async_shared()
+        gl.barrier()
+
+
+@gluon.jit
+def _causal_mask(pt, row, key0, s_layout: gl.constexpr):
+    """Pᵀ [keys, queries] with 0 where a query precedes a key, for a tile that crosses the
+    diagonal (queries row.. and keys key0.. overlap); others come back untouched."""
+    HALF_N: gl.constexpr = pt.shape[0]
+    BLOCK_M: gl.constexpr = pt.shape[1]
+    if row < key0 + HALF_N:
+        qs = row + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, s_layout))
+        keys = key0 + gl.arange(0, HALF_N, layout=gl.SliceLayout(1, s_layout))
+        pt = gl.where(gl.expand_dims(qs, 0) >= gl.expand_dims(keys, 1), pt, 0.0)
+    return pt
+
+
+@gluon.jit
 def _tile_deferred(it, dk, dv, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem, dq_smem, ready, empty,
-                   dq_full, dq_free, ds_full, ds_free, T_Q, n_m, key_ok, key_tail, scale,
-                   neg_scale_log2e, neg_bias_log2e, s_zero, dq_zero, WG: gl.constexpr,
-                   NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr, WITH_PREV: gl.constexpr):
+                   dq_full, dq_free, ds_full, ds_free, Lq, n_m, m0, key0, key_ok, key_tail,
+                   scale, neg_scale_log2e, neg_bias_log2e, s_zero, dq_zero, WG: gl.constexpr,
+                   NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr, WITH_PREV: gl.constexpr,
+                   CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr):
     """One query tile with the previous tile's dQ queued once this tile's dSᵀ is computed
     (DQ_ISSUE = 2, D = 128): the partner warpgroup's dSᵀ of tile it - 1 is waited for a whole
     tile after it was written, so the two warpgroups may drift apart by up to a tile (one's P
@@ -191,19 +270,27 @@ def _tile_deferred(it, dk, dv, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem, dq_sm
     dtype: gl.constexpr = q_smem.dtype
     s = it % NUM_STAGES
     ph = (it // NUM_STAGES) & 1
-    row = (it % n_m) * BLOCK_M
+    row = (m0 + it % n_m) * BLOCK_M
     mbarrier.wait(ready.index(s), ph)
+    if HAS_LENGTHS:
+        _zero_query_tail(q_smem, do_smem, s, row, Lq, BLOCK_M, HEAD_DIM)
     q = q_smem.index(s).reshape([BLOCK_M, HEAD_DIM])
     do = do_smem.index(s).reshape([BLOCK_M, HEAD_DIM])
     st = warpgroup_mma(k_w, q.permute((1, 0)), s_zero, use_acc=False, is_async=True)
     dpt = warpgroup_mma(v_w, do.permute((1, 0)), s_zero, use_acc=False, is_async=True)
     st = warpgroup_mma_wait(1, deps=(st, ))
     pt = _sigmoid_t(st, neg_scale_log2e, neg_bias_log2e, RCP_NEWTON)
-    if key_tail or row + BLOCK_M > T_Q:
+    if key_tail or row + BLOCK_M > Lq:
         qs = row + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, s_layout))
-        pt = gl.where(key_ok & gl.expand_dims(qs < T_Q, 0), pt, 0.0)
+        pt = gl.where(key_ok & gl.expand_dims(qs < Lq, 0), pt, 0.0)
+    if CAUSAL:
+        pt = _causal_mask(pt, row, key0, s_layout)
     dpt = warpgroup_mma_wait(0, deps=(dpt, ))
-    dst = (dpt * (pt - pt * pt) * scale).to(dtype)
+    dst = dpt * (pt - pt * pt) * scale
+    if HAS_LENGTHS:
+        if key_tail:  # (dPᵀ rows of keys past Lk read V past the sequence)
+            dst = gl.where(key_ok, dst, 0.0)
+    dst = dst.to(dtype)
     pt = pt.to(dtype)
     # dSᵀ pair p was last read by both warpgroups' dQ of tile it - 2 (issued in tile it - 1).
     p = it % 2
@@ -229,9 +316,10 @@ def _tile_deferred(it, dk, dv, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem, dq_sm
 
 @gluon.jit
 def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
-              empty, dq_full, dq_free, ds_full, ds_free, T_Q, T_K, kv_group, scale,
-              neg_scale_log2e, neg_bias_log2e, WG: gl.constexpr, NUM_STAGES: gl.constexpr,
-              RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr, DQ_ISSUE: gl.constexpr):
+              empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K,
+              kv_group, scale, neg_scale_log2e, neg_bias_log2e, WG: gl.constexpr,
+              NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr,
+              DQ_ISSUE: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr):
     BLOCK_M: gl.constexpr = q_smem.shape[2]
     HEAD_DIM: gl.constexpr = q_smem.shape[3]
     HALF_N: gl.constexpr = k_smem.shape[2]
@@ -259,34 +347,46 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
                                                         instr_shape=[16, DQ_CHUNK, 16])
     dq_zero = gl.zeros([BLOCK_M, DQ_CHUNK], gl.float32, dq_layout)
     s_zero = gl.zeros([HALF_N, BLOCK_M], gl.float32, s_layout)
+    Lq, Lk = _lengths(SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, HAS_LENGTHS)
+    if HAS_LENGTHS:  # the default bias of the sequence, -log(max(Lk, 1))
+        neg_bias_log2e = gl.log2(gl.maximum(Lk, 1).to(gl.float32))
     keys = key0 + gl.arange(0, HALF_N, layout=gl.SliceLayout(1, s_layout))
-    key_ok = gl.expand_dims(keys < T_K, 1)
-    key_tail = key0 + HALF_N > T_K
-    n_m = gl.cdiv(T_Q, BLOCK_M)
+    key_ok = gl.expand_dims(keys < Lk, 1)
+    key_tail = key0 + HALF_N > Lk
+    m0, n_m = _query_tiles(Lq, Lk, BLOCK_M, HALF_N, CAUSAL, HAS_LENGTHS)
     DQ_SPLIT_COLS: gl.constexpr = HEAD_DIM == 2 * DQ_CHUNK
     mbarrier.wait(kv_bar, 0)
     n_it = kv_group * n_m
+    if HAS_LENGTHS:
+        if key_tail:  # this warpgroup's K rows past Lk (read by both warpgroups' dQ)
+            _zero_rows_from(k_w, Lk - key0, HALF_N, HEAD_DIM, 8)
+            fence_async_shared()
+            gl.barrier()
     if DQ_ISSUE == 2:
         gl.static_assert(DQ_SHARED and DQ_SPLIT_COLS, "deferred dQ needs the D = 128 exchange")
-        # tile 0 is peeled (no previous dQ); the last tile's dQ runs after the loop
-        dk, dv = _tile_deferred(0, dk, dv, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem, dq_smem,
-                                ready, empty, dq_full, dq_free, ds_full, ds_free, T_Q, n_m,
-                                key_ok, key_tail, scale, neg_scale_log2e, neg_bias_log2e, s_zero,
-                                dq_zero, WG, NUM_STAGES, RCP_NEWTON, False)
-        for it in range(1, n_it):
-            dk, dv = _tile_deferred(it, dk, dv, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem,
+        if n_it > 0:  # (none: a key block past Lk)
+            # tile 0 is peeled (no previous dQ); the last tile's dQ runs after the loop
+            dk, dv = _tile_deferred(0, dk, dv, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem,
                                     dq_smem, ready, empty, dq_full, dq_free, ds_full, ds_free,
-                                    T_Q, n_m, key_ok, key_tail, scale, neg_scale_log2e,
+                                    Lq, n_m, m0, key0, key_ok, key_tail, scale, neg_scale_log2e,
                                     neg_bias_log2e, s_zero, dq_zero, WG, NUM_STAGES, RCP_NEWTON,
-                                    True)
-        dq = _dq_issue_split(ds_smem, k0, k1, ds_full, dq_zero, n_it - 1, WG, DQ_CHUNK)
-        dq = warpgroup_mma_wait(0, deps=(dq, ))
-        _dq_store_split(dq, dq_smem, ds_free, dq_free, dq_full, n_it - 1, WG, DQ_CHUNK)
+                                    False, CAUSAL, HAS_LENGTHS)
+            for it in range(1, n_it):
+                dk, dv = _tile_deferred(it, dk, dv, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem,
+                                        dq_smem, ready, empty, dq_full, dq_free, ds_full,
+                                        ds_free, Lq, n_m, m0, key0, key_ok, key_tail, scale,
+                                        neg_scale_log2e, neg_bias_log2e, s_zero, dq_zero, WG,
+                                        NUM_STAGES, RCP_NEWTON, True, CAUSAL, HAS_LENGTHS)
+            dq = _dq_issue_split(ds_smem, k0, k1, ds_full, dq_zero, n_it - 1, WG, DQ_CHUNK)
+            dq = warpgroup_mma_wait(0, deps=(dq, ))
+            _dq_store_split(dq, dq_smem, ds_free, dq_free, dq_full, n_it - 1, WG, DQ_CHUNK)
     for it in range(n_it if DQ_ISSUE != 2 else 0):
         s = it % NUM_STAGES
         ph = (it // NUM_STAGES) & 1
-        row = (it % n_m) * BLOCK_M
+        row = (m0 + it % n_m) * BLOCK_M
         mbarrier.wait(ready.index(s), ph)
+        if HAS_LENGTHS:
+            _zero_query_tail(q_smem, do_smem, s, row, Lq, BLOCK_M, HEAD_DIM)
         q = q_smem.index(s).reshape([BLOCK_M, HEAD_DIM])
         do = do_smem.index(s).reshape([BLOCK_M, HEAD_DIM])
         st = warpgroup_mma(k_w, q.permute((1, 0)), s_zero, use_acc=False, is_async=True)
@@ -294,11 +394,17 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
         # wgmma groups retire in order: <= 1 outstanding means Sᵀ is done; P overlaps dPᵀ.
         st = warpgroup_mma_wait(1, deps=(st, ))
         pt = _sigmoid_t(st, neg_scale_log2e, neg_bias_log2e, RCP_NEWTON)
-        if key_tail or row + BLOCK_M > T_Q:
+        if key_tail or row + BLOCK_M > Lq:
             qs = row + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, s_layout))
-            pt = gl.where(key_ok & gl.expand_dims(qs < T_Q, 0), pt, 0.0)
+            pt = gl.where(key_ok & gl.expand_dims(qs < Lq, 0), pt, 0.0)
+        if CAUSAL:
+            pt = _causal_mask(pt, row, key0, s_layout)
         dpt = warpgroup_mma_wait(0, deps=(dpt, ))
-        dst = (dpt * (pt - pt * pt) * scale).to(dtype)
+        dst = dpt * (pt - pt * pt) * scale
+        if HAS_LENGTHS:
+            if key_tail:  # (dPᵀ rows of keys past Lk read V past the sequence)
+                dst = gl.where(key_ok, dst, 0.0)
+        dst = dst.to(dtype)
         # dS for dQ = dS·K: the A operand must be [queries, keys], so it goes through shared
         # memory and is read back transposed.
         if DQ_SHARED:
@@ -395,7 +501,8 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
 
     if DQ_SHARED:
         # The other warpgroup reads K_w for dQ: its last ds_free arrive says it no longer does.
-        mbarrier.wait(ds_free.index((n_it - 1) % 2), ((n_it - 1) // 2) & 1)
+        if n_it > 0:
+            mbarrier.wait(ds_free.index((n_it - 1) % 2), ((n_it - 1) // 2) & 1)
     # Epilogue: only this warpgroup ever read K_w, V_w, and all its wgmmas have retired.
     k_buf = k_smem.index(WG)
     v_buf = v_smem.index(WG)
@@ -409,30 +516,36 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
 
 @gluon.jit
 def _consumer0(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
-               empty, dq_full, dq_free, ds_full, ds_free, T_Q, T_K, kv_group, scale,
-               neg_scale_log2e, neg_bias_log2e, NUM_STAGES: gl.constexpr,
-               RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr, DQ_ISSUE: gl.constexpr):
+               empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K,
+               kv_group, scale, neg_scale_log2e, neg_bias_log2e, NUM_STAGES: gl.constexpr,
+               RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr, DQ_ISSUE: gl.constexpr,
+               CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr):
     _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
-              empty, dq_full, dq_free, ds_full, ds_free, T_Q, T_K, kv_group, scale,
-              neg_scale_log2e, neg_bias_log2e, 0, NUM_STAGES, RCP_NEWTON, DQ_SHARED, DQ_ISSUE)
+              empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K,
+              kv_group, scale, neg_scale_log2e, neg_bias_log2e, 0, NUM_STAGES, RCP_NEWTON,
+              DQ_SHARED, DQ_ISSUE, CAUSAL, HAS_LENGTHS)
 
 
 @gluon.jit
 def _consumer1(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
-               empty, dq_full, dq_free, ds_full, ds_free, T_Q, T_K, kv_group, scale,
-               neg_scale_log2e, neg_bias_log2e, NUM_STAGES: gl.constexpr,
-               RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr, DQ_ISSUE: gl.constexpr):
+               empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K,
+               kv_group, scale, neg_scale_log2e, neg_bias_log2e, NUM_STAGES: gl.constexpr,
+               RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr, DQ_ISSUE: gl.constexpr,
+               CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr):
     _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
-              empty, dq_full, dq_free, ds_full, ds_free, T_Q, T_K, kv_group, scale,
-              neg_scale_log2e, neg_bias_log2e, 1, NUM_STAGES, RCP_NEWTON, DQ_SHARED, DQ_ISSUE)
+              empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K,
+              kv_group, scale, neg_scale_log2e, neg_bias_log2e, 1, NUM_STAGES, RCP_NEWTON,
+              DQ_SHARED, DQ_ISSUE, CAUSAL, HAS_LENGTHS)
 
 
 @gluon.jit
-def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv_desc, T_Q, T_K,
-                           kv_group, scale, bias_value, NUM_STAGES: gl.constexpr,
+def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv_desc,
+                           SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, kv_group, scale, bias_value,
+                           NUM_STAGES: gl.constexpr,
                            CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                            RCP_NEWTON: gl.constexpr = False, DQ_SHARED: gl.constexpr = False,
-                           DQ_ISSUE: gl.constexpr = 0):
+                           DQ_ISSUE: gl.constexpr = 0, CAUSAL: gl.constexpr = False,
+                           HAS_LENGTHS: gl.constexpr = False):
     """grid (cdiv(T_K, 2 * k_desc.block_type.shape[1]), H_KV, B), num_warps=4 (consumer 0).
     q/do: rank 3 [B, T_Q, H*D], box [1, BLOCK_M, D]; dq: the same in fp32 (reduce-add target,
     zeroed); k/v/dk/dv: [B, T_K, H_KV*D], box [1, 64, D]. kv_group = H / H_KV.
@@ -440,7 +553,9 @@ def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv
     exchange dS (double-buffered ds_smem[parity, warpgroup], ds_full/ds_free) and reduce-add
     one dQ tile over all 128 keys per query tile instead of one per warpgroup. DQ_ISSUE (with
     DQ_SHARED): 0 dQ after dV, dK retire; 1 dQ queued right behind dV, dK; 2 (D = 128) dQ of
-    tile i queued ahead of dV, dK of tile i + 1."""
+    tile i queued ahead of dV, dK of tile i + 1. CAUSAL: top-left causal mask (T_Q == T_K), the
+    query tiles above a key block skipped. HAS_LENGTHS: SEQ_LENS_Q/K int32 [B] (read only then),
+    the default bias per sequence (bias_value ignored)."""
     BLOCK_M: gl.constexpr = q_desc.block_type.shape[1]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[2]
     HALF_N: gl.constexpr = k_desc.block_type.shape[1]
@@ -489,16 +604,18 @@ def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv
     neg_bias_log2e = -bias_value * LOG2E
     gl.warp_specialize([
         (_consumer0, (dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar,
-                      ready, empty, dq_full, dq_free, ds_full, ds_free, T_Q, T_K, kv_group, scale,
-                      neg_scale_log2e, neg_bias_log2e, NUM_STAGES, RCP_NEWTON, DQ_SHARED,
-                      DQ_ISSUE)),
+                      ready, empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K,
+                      T_Q, T_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, NUM_STAGES,
+                      RCP_NEWTON, DQ_SHARED, DQ_ISSUE, CAUSAL, HAS_LENGTHS)),
         (_consumer1, (dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar,
-                      ready, empty, dq_full, dq_free, ds_full, ds_free, T_Q, T_K, kv_group, scale,
-                      neg_scale_log2e, neg_bias_log2e, NUM_STAGES, RCP_NEWTON, DQ_SHARED,
-                      DQ_ISSUE)),
+                      ready, empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K,
+                      T_Q, T_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, NUM_STAGES,
+                      RCP_NEWTON, DQ_SHARED, DQ_ISSUE, CAUSAL, HAS_LENGTHS)),
         (_producer, (q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, kv_bar,
-                     ready, empty, T_Q, kv_group, NUM_STAGES)),
-        (_dq_writer, (dq_desc, dq_smem, dq_full, dq_free, T_Q, kv_group, DQ_SHARED)),
+                     ready, empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, kv_group, NUM_STAGES, CAUSAL,
+                     HAS_LENGTHS)),
+        (_dq_writer, (dq_desc, dq_smem, dq_full, dq_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K,
+                      kv_group, HALF_N, DQ_SHARED, CAUSAL, HAS_LENGTHS)),
     ], [4, 1, 1], [CONSUMER_REGS, PRODUCER_REGS, PRODUCER_REGS])
 
     # Every partition has joined: no TMA, wgmma or arrive is in flight on these barriers.

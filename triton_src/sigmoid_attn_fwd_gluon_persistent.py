@@ -1,7 +1,7 @@
 """Forward sigmoid attention as a persistent, hand-scheduled, warp-specialized Gluon kernel for
-Hopper (sm_90), with causal masking and per-sequence lengths: the library's kind fwd_gluon
-(triton_src/aot.py compiles it dense and causal, HAS_LENGTHS off), and the probe's
-(benchmarks/gluon_fwd) with every flag.
+Hopper (sm_90), with causal masking and per-sequence lengths: the library's kinds fwd_gluon
+(HAS_LENGTHS off) and fwd_gluon_padded (on), each dense and causal (triton_src/aot.py), and the
+probe's (benchmarks/gluon_fwd) with every flag.
 
     O[b, i, h, :] = sum_j sigmoid(scale * <Q[b,i,h,:], K[b,j,g,:]> + bias) * V[b, j, g, :]
     over keys j < Lk[b] (and j <= i when CAUSAL); rows i >= Lq[b] are written as zeros;
@@ -58,9 +58,10 @@ Across tiles (the persistent schedule):
     A tile whose first row is at or past Lq loads its Q (keeps the Q phases uniform), no K/V,
     and stores zeros.
 
-Preconditions: T_Q == T_K when CAUSAL (top-left diagonal, as the library's forward); with
-HAS_LENGTHS, V's rows in [Lk, T_K) must be finite (the boundary block multiplies them by P = 0;
-the library's padded inputs are finite). T_K >= 1.
+Preconditions: T_Q == T_K when CAUSAL (top-left diagonal, as the library's forward); T_K >= 1.
+With HAS_LENGTHS, nothing past a sequence's lengths reaches its output: K rows past Lk give
+masked scores (P = 0 exactly, NaN included), and V rows past Lk in the last key block, which P = 0
+would still multiply, are zeroed in shared memory before that block's P·V.
 
 Barriers: q_ready/q_empty[2], k_ready/k_empty/v_ready/v_empty[NUM_STAGES], own allocations,
 invalidated after the warp_specialize region joins.
@@ -219,11 +220,28 @@ def _step(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, qk
 
 
 @gluon.jit
+def _zero_rows_from(buf, first, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                    CHUNK: gl.constexpr):
+    """Rows [first, BLOCK_N) of a [BLOCK_N, HEAD_DIM] shared buffer set to zero by this
+    warpgroup, CHUNK rows at a time (a select, so NaN there goes too; CHUNK x HEAD_DIM / 128
+    values per thread in flight)."""
+    layout: gl.constexpr = gl.BlockedLayout(size_per_thread=[1, 8], threads_per_warp=[2, 16],
+                                            warps_per_cta=[4, 1], order=[1, 0])
+    for c in gl.static_range(BLOCK_N // CHUNK):
+        if (c + 1) * CHUNK > first:
+            part = buf.slice(c * CHUNK, CHUNK)
+            x = part.load(layout)
+            rows = c * CHUNK + gl.arange(0, CHUNK, layout=gl.SliceLayout(1, layout))
+            x = gl.where(gl.expand_dims(rows >= first, 1), gl.zeros_like(x), x)
+            part.store(x)
+
+
+@gluon.jit
 def _attend_tile(q, o, it, n_blocks, n_full, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty,
                  qk_scale_half, bias_half, row_start, Lk, s_layout: gl.constexpr,
                  p_layout: gl.constexpr, dtype: gl.constexpr, ROWS: gl.constexpr,
                  BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
-                 MASKABLE: gl.constexpr, CAUSAL: gl.constexpr):
+                 MASKABLE: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr):
     """O over key blocks [0, n_blocks) (n_blocks >= 1) from ring position it; returns (O, it)."""
     s_zero = gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout)
     # Prologue: P_0.
@@ -261,6 +279,17 @@ def _attend_tile(q, o, it, n_blocks, n_full, k_smem, v_smem, k_ready, k_empty, v
     sv = (it - 1) % NUM_STAGES
     mbarrier.wait(v_ready.index(sv), ((it - 1) // NUM_STAGES) & 1)
     vj = v_smem.index(sv).reshape([BLOCK_N, HEAD_DIM])
+    if HAS_LENGTHS:
+        # The block holding Lk is the last one. Its V rows in [Lk, T_K) are memory past the
+        # sequence (the descriptor ends at T_K), which may hold NaN: P is 0 there, but 0 * NaN
+        # is NaN in the wgmma. Each consumer zeroes them before its P·V (both write zeros, so
+        # the other's reads see zeros either way; the producer refills the slot only after
+        # both have released it).
+        first = Lk - (n_blocks - 1) * BLOCK_N
+        if first < BLOCK_N:
+            _zero_rows_from(vj, first, BLOCK_N, HEAD_DIM, 16)
+            fence_async_shared()
+            gl.barrier()
     o = warpgroup_mma(p, vj, o, is_async=True)
     o, p = warpgroup_mma_wait(0, deps=(o, p))
     mbarrier.arrive(v_empty.index(sv), count=1)
@@ -307,7 +336,7 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                 o, it = _attend_tile(q, o, it, n_blocks, n_full, k_smem, v_smem, k_ready,
                                      k_empty, v_ready, v_empty, qk_scale_half, bias_t,
                                      row_start, Lk, s_layout, p_layout, dtype, ROWS, BLOCK_N,
-                                     HEAD_DIM, NUM_STAGES, MASKABLE, CAUSAL)
+                                     HEAD_DIM, NUM_STAGES, MASKABLE, CAUSAL, HAS_LENGTHS)
             # Every wgmma that read this Q buffer has completed.
             mbarrier.arrive(q_empty.index(qs), count=1)
             if HAS_LENGTHS:

@@ -83,8 +83,9 @@ FWD_WS_DISPATCH = bool(_DB.get("fwd_ws_dispatch", False))
 # (docs/performance.md, "The one-pass backward").
 BWD_ONE_PASS_TILES = {int(d): tuple(t) for d, t in _DB.get("bwd_dkdv_dq", {}).items()}
 BWD_ONE_PASS_DISPATCH = bool(_DB.get("bwd_one_pass_dispatch", False))
-# The Gluon forward (sigmoid_attn_fwd_gluon_persistent.py, kind fwd_gluon; fp16/bf16; dense and
-# causal with T_Q == T_K; no score_mod, no lengths): [BLOCK_M, BLOCK_N, num_warps, num_stages]
+# The Gluon forward (sigmoid_attn_fwd_gluon_persistent.py, kind fwd_gluon, and with per-sequence
+# lengths kind fwd_gluon_padded; fp16/bf16; dense and causal with T_Q == T_K; no score_mod, no
+# packed batches): [BLOCK_M, BLOCK_N, num_warps, num_stages]
 # per head dim, num_warps 4 (the default partition; the kernel adds a consumer warpgroup and a
 # producer: 384 threads). Persistent: one program per SM walks a static tile schedule, always
 # with FA3's intra-warpgroup overlap of S_j with P_{j-1}·V_{j-1}; causal needs BLOCK_M ==
@@ -96,10 +97,11 @@ BWD_ONE_PASS_DISPATCH = bool(_DB.get("bwd_one_pass_dispatch", False))
 # per process): through the library, 1.06-1.34x the Triton forwards at hd128.
 FWD_GLUON_TILES = {int(d): tuple(t) for d, t in _DB.get("fwd_gluon", {}).items()}
 FWD_GLUON_DISPATCH = bool(_DB.get("fwd_gluon_dispatch", False))
-# The Gluon backward (sigmoid_attn_bwd_gluon.py, kind bwd_gluon; fp16/bf16; dense, non-causal, no
-# score_mod, no lengths, no bias tensor): [BLOCK_M, BLOCK_N, num_warps, num_stages, schedule] per
-# head dim. One program per 128 keys x KV head x batch walks every query tile of its GQA group
-# (dK, dV: one writer each); dQ is summed in an fp32 buffer by TMA reduce-adds, then cast (kind
+# The Gluon backward (sigmoid_attn_bwd_gluon.py, kind bwd_gluon, and with per-sequence lengths
+# kind bwd_gluon_padded; fp16/bf16; causal (top-left, T_Q == T_K) or not; no score_mod, no packed
+# batches, no bias tensor): [BLOCK_M, BLOCK_N, num_warps, num_stages, schedule] per head dim.
+# One program per 128 keys x KV head x batch walks every query tile of its GQA group (dK, dV: one
+# writer each); dQ is summed in an fp32 buffer by TMA reduce-adds, then cast (kind
 # dq_cast): not bitwise reproducible, so deterministic mode keeps the two-kernel backward. The
 # schedule names the kernel's constexpr flags (GLUON_BWD_SCHEDULES). Measured on an H200
 # (benchmarks/gluon_bwd, results/NVIDIA_H200/gluon_bwd/; docs/performance.md, "The Gluon
@@ -172,10 +174,12 @@ def tile_table(kind: str, dtype: str):
     return {"fwd": FWD_TILES_FP32 if fp32 else FWD_TILES,
             "fwd_ws": {} if fp32 else FWD_WS_TILES,
             "fwd_gluon": {} if fp32 else FWD_GLUON_TILES,
+            "fwd_gluon_padded": {} if fp32 else FWD_GLUON_TILES,
             "bwd_dkdv": BWD_DKDV_TILES_FP32 if fp32 else BWD_DKDV_TILES,
             "bwd_dq": BWD_DQ_TILES_FP32 if fp32 else BWD_DQ_TILES,
             "bwd_dkdv_dq": {} if fp32 else BWD_ONE_PASS_TILES,
             "bwd_gluon": {} if fp32 else BWD_GLUON_TILES,
+            "bwd_gluon_padded": {} if fp32 else BWD_GLUON_TILES,
             "dq_cast": {} if fp32 else {d: DQ_CAST_TILE for d in BWD_GLUON_TILES}}[kind]
 
 
@@ -229,13 +233,19 @@ PARAMS["fwd_gluon"] = (("q_desc", "desc"), ("k_desc", "desc"), ("v_desc", "desc"
                        ("o_desc", "desc"), ("SEQ_LENS_Q", "*i32"), ("SEQ_LENS_K", "*i32"),
                        ("T_Q", "i32"), ("T_K", "i32"), ("H", "i32"), ("B", "i32"),
                        ("kv_group", "i32"), ("scale", "fp32"), ("bias_value", "fp32"))
+# The Gluon forward of padded batches: the same kernel compiled with HAS_LENGTHS, so the same
+# arguments, SEQ_LENS_Q/K read.
+PARAMS["fwd_gluon_padded"] = PARAMS["fwd_gluon"]
 DESC_RANK = 3
 # The Gluon backward's: "desc_fp32" is a descriptor of an fp32 tensor whatever the variant's dtype
 # (the dQ accumulator [B, T_Q, H*D] that the kernel reduce-adds into).
 PARAMS["bwd_gluon"] = (("q_desc", "desc"), ("k_desc", "desc"), ("v_desc", "desc"),
                        ("do_desc", "desc"), ("dq_desc", "desc_fp32"), ("dk_desc", "desc"),
-                       ("dv_desc", "desc"), ("T_Q", "i32"), ("T_K", "i32"), ("kv_group", "i32"),
+                       ("dv_desc", "desc"), ("SEQ_LENS_Q", "*i32"), ("SEQ_LENS_K", "*i32"),
+                       ("T_Q", "i32"), ("T_K", "i32"), ("kv_group", "i32"),
                        ("scale", "fp32"), ("bias_value", "fp32"))
+# ... and of padded batches: the same kernel compiled with HAS_LENGTHS (the lengths read).
+PARAMS["bwd_gluon_padded"] = PARAMS["bwd_gluon"]
 PARAMS["dq_cast"] = (("src", "*fp32"), ("dst", "*dt"), ("n", "i32"))
 
 # Every kernel kind, written once: name -> (C++ KernelKind enumerator, module, function). The
@@ -244,7 +254,9 @@ PARAMS["dq_cast"] = (("src", "*fp32"), ("dst", "*dt"), ("n", "i32"))
 # (kernel_args.h, from PARAMS). kForwardWS: the warp-specialized forward; kBackwardDkDvDq: the
 # one-pass backward (dkdv plus dQ by fp32 TMA reductions); kForwardGluon: the Gluon forward
 # (persistent, host TMA descriptors; dense calls, causal ones with T_Q == T_K); kBackwardGluon:
-# the Gluon backward (host TMA descriptors, dQ into an fp32 buffer) and kDqCast its dQ cast.
+# the Gluon backward (host TMA descriptors, dQ into an fp32 buffer) and kDqCast its dQ cast;
+# kForwardGluonPadded: the Gluon forward with per-sequence lengths (padded batches, the default
+# bias), the tiles of kForwardGluon.
 KIND_TABLE = {
     "fwd": ("kForward", "sigmoid_attn_fwd", "sigmoid_attn_fwd"),
     "fwd_ws": ("kForwardWS", "sigmoid_attn_fwd_ws", "sigmoid_attn_fwd_ws"),
@@ -255,7 +267,14 @@ KIND_TABLE = {
     "bwd_dkdv_dq": ("kBackwardDkDvDq", "sigmoid_attn_bwd", "sigmoid_attn_bwd_dkdv_dq"),
     "bwd_gluon": ("kBackwardGluon", "sigmoid_attn_bwd_gluon", "sigmoid_attn_bwd_gluon"),
     "dq_cast": ("kDqCast", "sigmoid_attn_bwd_gluon", "dq_cast"),
+    "fwd_gluon_padded": ("kForwardGluonPadded", "sigmoid_attn_fwd_gluon_persistent",
+                         "sigmoid_attn_fwd_gluon_persistent"),
+    "bwd_gluon_padded": ("kBackwardGluonPadded", "sigmoid_attn_bwd_gluon",
+                         "sigmoid_attn_bwd_gluon"),
 }
+# The kinds of the Gluon forward and backward (one kernel source each, lengths off and on).
+GLUON_FORWARD_KINDS = ("fwd_gluon", "fwd_gluon_padded")
+GLUON_BACKWARD_KINDS = ("bwd_gluon", "bwd_gluon_padded")
 KINDS = tuple(KIND_TABLE)
 # (module, function) of each kind's kernel.
 SOURCES = {kind: (module, fn) for kind, (_, module, fn) in KIND_TABLE.items()}
@@ -297,9 +316,9 @@ class Variant:
 
     @property
     def causal_lpt(self) -> int:
-        # (the warp-specialized forward has no program order: not measured there)
+        # (the warp-specialized and Gluon kernels have no program order: not measured there)
         if (not self.causal or self.varlen or self.dtype == "fp32"
-                or self.kind in ("fwd_ws", "fwd_gluon")):
+                or self.kind in ("fwd_ws",) + GLUON_FORWARD_KINDS + GLUON_BACKWARD_KINDS):
             return 0
         if _LPT_OVERRIDES["causal"] is not None:
             return int(_LPT_OVERRIDES["causal"])
@@ -397,7 +416,8 @@ def variants(triton_version: str = None, head_dims=None, dtypes=None, kinds=None
     out = []
     for kind in KINDS if kinds is None else [k for k in KINDS if k in kinds]:
         if (kind == "fwd_ws" and not ws_ok
-                or kind in ("fwd_gluon", "bwd_gluon", "dq_cast") and not gluon_ok):
+                or kind in GLUON_FORWARD_KINDS + GLUON_BACKWARD_KINDS + ("dq_cast",)
+                and not gluon_ok):
             continue
         for dtype in DTYPES if dtypes is None else [d for d in DTYPES if d in dtypes]:
             tables = [(False, tile_table(kind, dtype))]
@@ -415,15 +435,15 @@ def variants(triton_version: str = None, head_dims=None, dtypes=None, kinds=None
                     for varlen in (False, True):
                         for causal in (False, True):
                             for score_mod in (False, True):
-                                # (compiled with HAS_LENGTHS=False: descriptors end at T, and
-                                # padded or packed calls take the other forwards; no score_mod
-                                # in the kernel)
-                                if kind == "fwd_gluon" and (varlen or score_mod):
+                                # (descriptors over [B, T, H*D]: packed calls take the other
+                                # forwards; no score_mod in the kernel)
+                                if kind in GLUON_FORWARD_KINDS and (varlen or score_mod):
                                     continue
-                                # (dense, non-causal: the Gluon backward has neither masks nor
-                                # lengths; its cast is found by the same key)
-                                if kind in ("bwd_gluon", "dq_cast") and (varlen or causal
-                                                                         or score_mod):
+                                # (dense, causal or not: the Gluon backward takes no lengths
+                                # and no score_mod; one cast serves both)
+                                if kind in GLUON_BACKWARD_KINDS and (varlen or score_mod):
+                                    continue
+                                if kind == "dq_cast" and (varlen or causal or score_mod):
                                     continue
                                 if kind == "fwd_ws" and varlen and score_mod:
                                     continue  # packed score_mod: the other forward (dispatch.cpp)

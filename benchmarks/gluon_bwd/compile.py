@@ -107,13 +107,16 @@ def signature(v: Variant):
     kv_t = f"tensordesc<{v.dtype}[1,{HALF_N},{v.head_dim}],{kv_l!r}>"
     dq_t = f"tensordesc<fp32[1,{v.block_m},{v.head_dim}],{dq_l!r}>"
     sig = {"q_desc": q_t, "k_desc": kv_t, "v_desc": kv_t, "do_desc": q_t, "dq_desc": dq_t,
-           "dk_desc": kv_t, "dv_desc": kv_t, "T_Q": "i32", "T_K": "i32", "kv_group": "i32",
+           "dk_desc": kv_t, "dv_desc": kv_t, "SEQ_LENS_Q": "*i32", "SEQ_LENS_K": "*i32",
+           "T_Q": "i32", "T_K": "i32", "kv_group": "i32",
            "scale": "fp32", "bias_value": "fp32", "NUM_STAGES": "constexpr",
            "CONSUMER_REGS": "constexpr", "PRODUCER_REGS": "constexpr",
-           "RCP_NEWTON": "constexpr", "DQ_SHARED": "constexpr", "DQ_ISSUE": "constexpr"}
+           "RCP_NEWTON": "constexpr", "DQ_SHARED": "constexpr", "DQ_ISSUE": "constexpr",
+           "CAUSAL": "constexpr", "HAS_LENGTHS": "constexpr"}
     constexprs = {"NUM_STAGES": v.stages, "CONSUMER_REGS": v.consumer_regs,
                   "PRODUCER_REGS": v.producer_regs, "RCP_NEWTON": v.rcp_newton,
-                  "DQ_SHARED": v.dq_shared, "DQ_ISSUE": v.dq_issue}
+                  "DQ_SHARED": v.dq_shared, "DQ_ISSUE": v.dq_issue, "CAUSAL": False,
+                  "HAS_LENGTHS": False}
     return sig, constexprs
 
 

@@ -107,7 +107,9 @@ class Kernel:
             keep.append(blob)
         scalars = {"T_Q": ctypes.c_int32(T_Q), "T_K": ctypes.c_int32(T_K),
                    "kv_group": ctypes.c_int32(H // H_KV), "scale": ctypes.c_float(scale),
-                   "bias_value": ctypes.c_float(bias)}
+                   "bias_value": ctypes.c_float(bias),
+                   # (compiled without lengths: never read)
+                   "SEQ_LENS_Q": ctypes.c_uint64(0), "SEQ_LENS_K": ctypes.c_uint64(0)}
         addrs = []
         for p in rec["params"]:
             role = p["role"]
@@ -328,7 +330,8 @@ def dry_run(recs, build_dir):
             run(0)
             assert run.grid == (-(-T_K // 128), H_KV, B), run.grid
             arr = run.keep[-1]
-            want_scalar = {"T_Q": T_Q, "T_K": T_K, "kv_group": H // H_KV}
+            want_scalar = {"T_Q": T_Q, "T_K": T_K, "kv_group": H // H_KV, "SEQ_LENS_Q": 0,
+                           "SEQ_LENS_K": 0}
             # Read every parameter back through the void* array, as cuLaunchKernel will.
             for p, ptr in zip(rec["params"], arr):
                 raw = ctypes.string_at(ptr, p["size"])

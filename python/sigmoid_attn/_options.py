@@ -13,17 +13,19 @@ class kernel_options:
     warp_specialized: the warp-specialized forward where one is compiled (hd128, non-causal).
         On by default (tiles.json fwd_ws_dispatch; SIGMOID_ATTN_WARP_SPECIALIZED=0/1 at load).
     gluon_forward: the Gluon forward (hand-scheduled, warp-specialized, persistent; fp16/bf16
-        hd128) for the calls it covers: dense [B, T, H, D] batches without lengths,
-        causal ones only with as many keys as queries, no score_mod, no bias tensor, heads
+        hd128) for the calls it covers: [B, T, H, D] batches without lengths or with lengths
+        for both queries and keys and the default bias, causal ones only with as many keys as
+        queries, no score_mod, no bias tensor, heads
         packed along each row (head stride D), at least one 128-row tile per SM. It takes
         precedence over warp_specialized there. On by default (tiles.json fwd_gluon_dispatch;
         SIGMOID_ATTN_GLUON_FORWARD=0/1 at load); built only with Triton 3.8, otherwise a no-op.
     gluon_backward: the Gluon backward (hand-scheduled, warp-specialized; fp16/bf16 hd64 and
         hd128; dK and dV summed over the GQA group in registers, dQ added in fp32 by TMA
-        reductions, then cast) for the calls it covers: dense [B, T, H, D] batches without
-        lengths, non-causal, no score_mod, no bias tensor, heads packed along each row. dQ is not
-        bitwise reproducible, so with torch.use_deterministic_algorithms(True) the backward stays
-        on the two-kernel path. It takes precedence over one_pass_backward. On by default
+        reductions, then cast) for the calls it covers: [B, T, H, D] batches without lengths or
+        with lengths for both queries and keys and the default bias, causal ones only with as
+        many keys as queries, no score_mod, no bias tensor, heads packed along each row. dQ is
+        not bitwise reproducible, so with torch.use_deterministic_algorithms(True) the backward
+        stays on the two-kernel path. It takes precedence over one_pass_backward. On by default
         (tiles.json bwd_gluon_dispatch; SIGMOID_ATTN_GLUON_BACKWARD=0/1 at load); built only
         with Triton 3.8, otherwise a no-op.
     one_pass_backward: dK, dV and dQ from one kernel, dQ summed in fp32 by TMA reductions,
