@@ -8,6 +8,8 @@
 #   bash benchmarks/gpu_check.sh latency                 # build + host cost (Python and C++)
 #   bash benchmarks/gpu_check.sh all                     # build + tests + full benchmark
 #   bash benchmarks/gpu_check.sh tune_lpt,bench "causal"  # program-order sweep (--write), then build
+#   PREBUILT=... bash benchmarks/gpu_check.sh tune_hd    # tiles of the other head dims (JIT
+#                                                         # sweeps, --write; tiles.json to $OUT)
 #   bash benchmarks/gpu_check.sh cp,train_multi           # several GPUs: context-parallel bench
 #                                                         # (every GPU, then one) and the
 #                                                         # distributed training example
@@ -56,6 +58,15 @@ has() { case ",$MODE," in *",$1,"*) return 0;; *) return 1;; esac; }
 if has tune_lpt; then  # program order (JIT, before the build, which then compiles the winners)
   timeout 240 python3 benchmarks/tune_forward.py --lpt --write --out "$OUT/tune_fwd_lpt.json" \
     2>&1 | tee "$OUT/tune_lpt.log" | grep -E "geometric|Error" ; cp triton_src/tiles.json "$OUT/"
+fi
+if has tune_hd; then  # tiles of the head dims beside 64 and 128 (JIT sweeps, --write); the
+  # winners come back in $OUT/tiles.json for a build elsewhere
+  HD=${TUNE_HEAD_DIMS:-40 48 80 96 112 160 192 256}
+  timeout "${TUNE_FWD_TIMEOUT:-280}" python3 benchmarks/tune_forward.py --head-dims $HD --write \
+    --out "$OUT/tune_fwd_head_dims.json" 2>&1 | tee "$OUT/tune_fwd_head_dims.log" | grep -E "best|tiles.json"
+  timeout "${TUNE_BWD_TIMEOUT:-280}" python3 benchmarks/tune_backward.py --head-dims $HD --write \
+    --out "$OUT/tune_bwd_head_dims.json" 2>&1 | tee "$OUT/tune_bwd_head_dims.log" | grep -E "best|tiles.json"
+  cp triton_src/tiles.json "$OUT/"
 fi
 t0=$(date +%s)
 if [ -n "${PREBUILT:-}" ]; then
@@ -121,14 +132,18 @@ if has serving; then  # the serving example (LitServe, token-budget packed batch
     && export PYTHONPATH=/tmp/serve${PYTHONPATH:+:$PYTHONPATH}
   timeout "${SERVE_TIMEOUT:-420}" python3 examples/serving/bench.py --server-args "--size base" \
     --out-dir "$OUT/results/serving" ${SERVE_ARGS:-} 2>&1 | tee "$OUT/serving.log" | tail -30
-  # the low-load overhead, no batch wait (examples/serving/overhead.py)
-  python3 examples/serving/server.py --size base --max-wait-ms 0 --port 8199 \
-    > "$OUT/serving_overhead_server.log" 2>&1 &
-  srv=$!
-  for _ in $(seq 120); do curl -sf http://127.0.0.1:8199/health >/dev/null && break; sleep 1; done
-  timeout 120 python3 examples/serving/overhead.py --url http://127.0.0.1:8199 \
-    --out "$OUT/results/serving/overhead_wait0ms.json" 2>&1 | tee -a "$OUT/serving.log"
-  kill "$srv"; wait "$srv" 2>/dev/null
+  # the low-load overhead, no batch wait (examples/serving/overhead.py), eager and from CUDA
+  # graphs: "name: server arguments" per line
+  while IFS=: read -r name sargs; do
+    python3 examples/serving/server.py --size base --port 8199 $sargs < /dev/null \
+      > "$OUT/serving_${name}_server.log" 2>&1 &
+    srv=$!
+    for _ in $(seq 120); do curl -sf http://127.0.0.1:8199/health >/dev/null && break; sleep 1; done
+    timeout 120 python3 examples/serving/overhead.py --url http://127.0.0.1:8199 < /dev/null \
+      --out "$OUT/results/serving/overhead_${name}.json" 2>&1 | tee -a "$OUT/serving.log"
+    kill "$srv"; wait "$srv" 2>/dev/null
+  done <<< "${OVERHEAD_CASES:-wait0ms: --max-wait-ms 0
+wait0ms_graphs: --max-wait-ms 0 --cuda-graphs 4096}"
 fi
 if has compat_suite; then  # triton-sigmoid's published tests against the compat module
   timeout "${COMPAT_TIMEOUT:-300}" bash benchmarks/run_triton_sigmoid_suite.sh \

@@ -29,6 +29,17 @@ CANDIDATES = {
           (32, 64, 4, 2), (64, 32, 4, 2), (128, 128, 8, 1), (32, 128, 4, 2)],
 }
 
+# Head dims other than 64 and 128 (--head-dims): by BLOCK_D, the power of two the kernels round
+# the head dim up to.
+HEAD_DIM_CANDIDATES = {
+    32: [(64, 64, 4, 2), (64, 64, 4, 3), (64, 128, 4, 2), (128, 64, 8, 2), (128, 128, 8, 2)],
+    64: [(64, 64, 4, 2), (64, 64, 4, 3), (128, 64, 8, 3), (64, 128, 8, 2), (128, 32, 8, 3)],
+    128: [(64, 64, 4, 2), (64, 64, 8, 2), (64, 64, 4, 3), (128, 64, 8, 2), (128, 64, 8, 3),
+          (64, 128, 8, 2), (128, 32, 8, 3), (32, 64, 4, 2)],
+    256: [(64, 32, 8, 1), (64, 64, 8, 1), (64, 64, 8, 2), (64, 32, 4, 2), (32, 64, 4, 2),
+          (128, 32, 8, 1), (32, 32, 4, 2), (64, 64, 4, 1), (128, 64, 8, 1)],
+}
+
 # Shared-memory- and register-lean tiles (ncu: both kernels held to 2 CTAs/SM), with the current
 # winner (64, 64, 4, 2) as the baseline.
 LEAN_CANDIDATES = {
@@ -156,6 +167,9 @@ def main():
                     help="causal program order (CAUSAL_LPT) of each kernel, production tiles")
     ap.add_argument("--atomic", action="store_true",
                     help="the atomic-dQ one-pass backward candidate against production (JIT)")
+    ap.add_argument("--head-dims", type=int, nargs="+",
+                    help="sweep these head dims (multiples of 8 up to 256) over the candidates of "
+                         "their BLOCK_D (HEAD_DIM_CANDIDATES)")
     ap.add_argument("--write", action="store_true", help="store the winners in triton_src/tiles.json")
     args = ap.parse_args()
     if args.atomic:
@@ -166,7 +180,10 @@ def main():
         return
     rows = []
     T = args.T
-    for D, cands in (LEAN_CANDIDATES if args.lean else CANDIDATES).items():
+    table = LEAN_CANDIDATES if args.lean else CANDIDATES
+    if args.head_dims:
+        table = {D: HEAD_DIM_CANDIDATES[1 << (D - 1).bit_length()] for D in args.head_dims}
+    for D, cands in table.items():
         H, B = 2048 // D, 16384 // T
         q, k, v, do = (torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
                        for _ in range(4))
@@ -201,7 +218,10 @@ def main():
                     win = min(ok, key=lambda r: r["ms"])["tiles"]
                     db[f"bwd_{part}"][str(D)] = list(win)
                     print(f"tiles.json: bwd_{part} hd{D} <- {win}")
-        db.setdefault("sources", {})["bwd_dkdv"] = db["sources"]["bwd_dq"] = args.out
+        if args.head_dims:
+            db.setdefault("sources", {})["bwd_head_dims"] = args.out
+        else:
+            db.setdefault("sources", {})["bwd_dkdv"] = db["sources"]["bwd_dq"] = args.out
         db["device"] = torch.cuda.get_device_name()
         V.save_tiles(db)
 

@@ -48,6 +48,21 @@ LEAN_CANDIDATES = {
 # K/V through TMA descriptors (6th element), beside the same tiles without. On Triton 3.8 for
 # sm_90 it emits UTMALDG loads, but warp_specialize leaves this loop unchanged (no setmaxnreg,
 # identical SASS), so the 5th element is expected not to matter.
+# Head dims other than 64 and 128 (--head-dims): by BLOCK_D, the power of two the kernel rounds
+# the head dim up to (80-128 -> 128, 136-256 -> 256), no warp specialization, no TMA.
+HEAD_DIM_CANDIDATES = {
+    32: [(128, 64, 4, 3, False), (128, 128, 4, 3, False), (128, 64, 4, 4, False),
+         (64, 64, 4, 3, False), (128, 128, 8, 2, False)],
+    64: [(128, 64, 4, 3, False), (128, 32, 4, 4, False), (128, 64, 8, 3, False),
+         (128, 128, 8, 2, False), (64, 64, 4, 3, False)],
+    128: [(128, 64, 8, 2, False), (128, 64, 8, 3, False), (128, 32, 8, 3, False),
+          (128, 128, 8, 2, False), (64, 64, 4, 3, False), (128, 64, 4, 3, False),
+          (64, 128, 4, 2, False)],
+    256: [(64, 64, 4, 2, False), (64, 64, 8, 2, False), (128, 64, 8, 2, False),
+          (128, 32, 8, 2, False), (64, 32, 4, 2, False), (128, 64, 8, 1, False),
+          (64, 128, 8, 2, False), (128, 128, 8, 1, False)],
+}
+
 TMA_CANDIDATES = {
     64: [(128, 32, 4, 4, False, False), (128, 32, 4, 4, False, True),
          (128, 64, 4, 3, False, True), (128, 32, 4, 3, True, True)],
@@ -130,6 +145,9 @@ def main():
     ap.add_argument("--lpt-from", help="a saved --lpt sweep (JSON): print and --write its choices")
     ap.add_argument("--small", action="store_true",
                     help="small-problem (latency) tiles: GPU time per call in a CUDA graph")
+    ap.add_argument("--head-dims", type=int, nargs="+",
+                    help="sweep these head dims (multiples of 8 up to 256) over the candidates of "
+                         "their BLOCK_D (HEAD_DIM_CANDIDATES), dense and causal at T = 4k")
     ap.add_argument("--write", action="store_true", help="store the winners in triton_src/tiles.json")
     args = ap.parse_args()
     if args.ws:
@@ -149,9 +167,11 @@ def main():
                        "triton": triton.__version__, "shapes": SMALL_SHAPES, "rows": rows}, f,
                       indent=1)
         return
-    lengths = (4096,) if args.quick else (1024, 4096, 16384)
+    lengths = (4096,) if args.quick or args.head_dims else (1024, 4096, 16384)
     rows = []
     table = LEAN_CANDIDATES if args.lean else TMA_CANDIDATES if args.tma else CANDIDATES
+    if args.head_dims:
+        table = {D: HEAD_DIM_CANDIDATES[1 << (D - 1).bit_length()] for D in args.head_dims}
     for D, cands in table.items():
         for causal in (False, True):
             for T in lengths:
@@ -187,7 +207,7 @@ def main():
         json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                    "triton": triton.__version__, "rows": rows}, f, indent=1)
     if args.write:
-        write_winners(rows, args.out)
+        write_winners(rows, args.out, head_dims=bool(args.head_dims))
 
 
 # Warp-specialized candidate tiles (BLOCK_M, BLOCK_N, num_warps, num_stages): num_warps 4 is
@@ -334,7 +354,7 @@ def write_lpt(rows, write, source):
         V.save_tiles(db)
 
 
-def write_winners(rows, source):
+def write_winners(rows, source, head_dims=False):
     """Per head dim: the short-sequence bucket (geometric mean over T < 8192, causal included)
     and, if another tile wins at T >= 8192, a long bucket. Plain tiles, with or without TMA
     (tiles.json's "tma" flag), can go to the table; warp specialization cannot."""
@@ -356,12 +376,14 @@ def write_winners(rows, source):
             full = {t: sum(v) / len(v) for t, v in score.items() if len(v) == n}
             return max(full, key=full.get) if full else None
         short, long = best(lambda r: r["T"] < 8192), best(lambda r: r["T"] >= 8192)
-        entry = [[0, list(short or long)]]
+        # (the latency bucket, swept apart by --small, is kept)
+        entry = [b for b in db["fwd"].get(str(D), []) if b[0] == V.SMALL]
+        entry.append([0, list(short or long)])
         if long and short and long != short:
             entry.append([8192, list(long)])
         db["fwd"][str(D)] = entry
         print(f"tiles.json: fwd hd{D} <- {entry}")
-    db.setdefault("sources", {})["fwd"] = source
+    db.setdefault("sources", {})["fwd_head_dims" if head_dims else "fwd"] = source
     db["device"] = torch.cuda.get_device_name()
     V.save_tiles(db)
 

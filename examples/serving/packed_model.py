@@ -93,3 +93,95 @@ class PackedEncoder(nn.Module):
         h = self.encode(p).float()
         sums = h.new_zeros(p.lens.shape[0], h.shape[1]).index_add_(0, p.cell, h)
         return sums / p.lens.clamp_min(1).unsqueeze(1)
+
+
+class GraphedEncoder:
+    """PackedEncoder.embed_cells replayed from CUDA graphs: one graph per (token bucket, cell
+    bucket), both powers of two, captured on first use into static buffers. A batch is copied
+    into its bucket's buffers and the graph replayed: one launch instead of the model's few
+    dozen, which is what a tiny cell's latency is made of (the host's launches, the GPU idle
+    between them).
+
+    The bucket's spare rows are inert: its spare cells have zero tokens (cu_seqlens repeats the
+    batch's total), and its spare tokens lie past cu_seqlens[-1], where the attention op leaves
+    its output zero; they are pooled into one extra cell row that is dropped. Only attention and
+    pooling see across tokens, so the real cells' embeddings are the eager ones up to float
+    rounding. max_seqlen is the bucket's token count (an upper bound, as the op allows).
+
+    Batches above max_tokens tokens run eagerly: there the kernels' time dominates."""
+
+    def __init__(self, encoder: PackedEncoder, device, dtype, max_tokens: int = 4096,
+                 max_cells: int = 256, min_tokens: int = 256):
+        self.encoder, self.device, self.dtype = encoder, torch.device(device), dtype
+        self.max_tokens, self.max_cells, self.min_tokens = max_tokens, max_cells, min_tokens
+        self.graphs = {}  # (tokens, cells) -> (graph, static inputs, static output)
+        self.pool = None  # one memory pool shared by every graph (replays never overlap)
+
+    @staticmethod
+    def _bucket(n: int, least: int) -> int:
+        return max(least, 1 << max(0, n - 1).bit_length())
+
+    def capture_all(self) -> None:
+        """Captures every bucket: tokens min_tokens..max_tokens, cells 1..min(tokens, max_cells)."""
+        t = self._bucket(self.min_tokens, 1)
+        while t <= self.max_tokens:
+            c = 1
+            while c <= min(t, self.max_cells):
+                if (t, c) not in self.graphs:
+                    self.graphs[(t, c)] = self._capture(t, c)
+                c *= 2
+            t *= 2
+
+    def covers(self, p: PackedCells) -> bool:
+        return (int(p.cu_seqlens[-1]) <= self.max_tokens
+                and self._bucket(p.lens.shape[0], 1) <= self.max_cells)
+
+    def _capture(self, n_tok: int, n_cells: int):
+        dev = self.device
+        # the inputs as three device buffers, each filled by one copy from its pinned twin:
+        # genes, bins, pos, cell as rows of one int64 [4, n_tok]; lens; cu_seqlens
+        ints = torch.zeros(4, n_tok, dtype=torch.int64, device=dev)
+        lens = torch.zeros(n_cells + 1, dtype=torch.float32, device=dev)
+        cu = torch.zeros(n_cells + 2, dtype=torch.int32, device=dev)
+        static = PackedCells(genes=ints[0], bins=ints[1], pos=ints[2], cell=ints[3], lens=lens,
+                             cu_seqlens=cu, max_len=n_tok)
+        host = tuple(torch.zeros_like(t, device="cpu").pin_memory() for t in (ints, lens, cu))
+
+        def run():
+            # (no autocast cache: torch.cuda.graph's advice for capture under autocast)
+            with torch.autocast(dev.type, dtype=self.dtype, enabled=self.dtype is not None,
+                                cache_enabled=False):
+                return self.encoder.embed_cells(static)
+
+        side = torch.cuda.Stream(dev)  # warm-up off the capture stream, as torch.cuda.graph asks
+        side.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(side):
+            run()
+        torch.cuda.current_stream(dev).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            out = run()
+        self.pool = graph.pool()
+        return graph, host, (ints, lens, cu), out
+
+    def embed_cells(self, p: PackedCells) -> torch.Tensor:
+        """p on the host (pack()'s tensors); returns [B, dim] float32 on the device. The pinned
+        staging buffers are reused: the caller synchronizes (reads the result) before the next
+        call, as the server's predict does."""
+        n, b = int(p.cu_seqlens[-1]), p.lens.shape[0]
+        key = (self._bucket(n, self.min_tokens), self._bucket(b, 1))
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(*key)
+        graph, (h_ints, h_lens, h_cu), dev_bufs, out = self.graphs[key]
+        for row, t in enumerate((p.genes, p.bins, p.pos, p.cell)):
+            h_ints[row, :n] = t
+        h_ints[:3, n:] = 0
+        h_ints[3, n:] = key[1]  # spare tokens: the dropped extra cell
+        h_lens[:b] = p.lens
+        h_lens[b:] = 0
+        h_cu[:b + 1] = p.cu_seqlens
+        h_cu[b + 1:] = n  # spare cells: no tokens
+        for dst, src in zip(dev_bufs, (h_ints, h_lens, h_cu)):
+            dst.copy_(src, non_blocking=True)
+        graph.replay()
+        return out[:b]

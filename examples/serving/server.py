@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
 
 import checkpoint as C  # noqa: E402
 from batching import TokenBudgetLoop  # noqa: E402
-from packed_model import PackedEncoder, pack, pad  # noqa: E402
+from packed_model import GraphedEncoder, PackedEncoder, pack, pad  # noqa: E402
 
 MODES = tuple(C.KINDS)
 
@@ -108,11 +108,12 @@ def tokenize_request(req: CellRequest, panel: dict, max_tokens: int) -> Cell:
 
 class CellEmbeddingAPI(ls.LitAPI):
     def __init__(self, mode: str, checkpoint_path: str, max_cell_tokens: int, token_budget: int,
-                 max_wait_s: float, max_cells: int, threads: int):
+                 max_wait_s: float, max_cells: int, threads: int, graph_tokens: int = 0):
         super().__init__(max_batch_size=max_cells, loop=TokenBudgetLoop(
             token_budget, max_wait_s, padded=mode != "sigmoid_packed"))
         self.mode, self.checkpoint_path = mode, checkpoint_path
         self.max_cell_tokens, self.threads = max_cell_tokens, threads
+        self.graph_tokens, self.max_cells = graph_tokens, max_cells
 
     def setup(self, device):
         self.torch_device = torch.device(device)
@@ -132,6 +133,13 @@ class CellEmbeddingAPI(ls.LitAPI):
         self.encoder = PackedEncoder(model) if self.packed else model
         # bf16 on CUDA as in training (the CUDA kernels take fp16/bf16); fp32 on the CPU.
         self.dtype = torch.bfloat16 if self.torch_device.type == "cuda" else None
+        self.graphed = None
+        if self.graph_tokens and self.packed and self.torch_device.type == "cuda":
+            # every bucket captured now, so no request pays a capture
+            self.graphed = GraphedEncoder(self.encoder, self.torch_device, self.dtype,
+                                          max_tokens=self.graph_tokens,
+                                          max_cells=min(self.max_cells, self.graph_tokens))
+            self.graphed.capture_all()
         g = np.arange(C.D.N_SPECIAL, C.D.N_SPECIAL + 8)
         self.predict(self.batch([Cell(g[:3], np.ones(3, np.int64), 3),
                                  Cell(g, np.ones(8, np.int64), 8)]))  # loads the kernels
@@ -147,7 +155,10 @@ class CellEmbeddingAPI(ls.LitAPI):
     def predict(self, x):
         dev = self.torch_device
         with torch.autocast(dev.type, dtype=self.dtype, enabled=self.dtype is not None):
-            if self.packed:
+            if self.graphed is not None and self.graphed.covers(x):
+                emb = self.graphed.embed_cells(x)
+                tokens = x.lens.int().tolist()
+            elif self.packed:
                 emb = self.encoder.embed_cells(x.to(dev))
                 tokens = x.lens.int().tolist()
             else:
@@ -279,6 +290,10 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=0,
                     help="torch threads of the inference worker (0: all cores but one on the "
                          "CPU, torch's default on CUDA)")
+    ap.add_argument("--cuda-graphs", type=int, default=0, metavar="TOKENS",
+                    help="sigmoid_packed on CUDA: replay batches of up to TOKENS tokens from CUDA "
+                         "graphs captured at start, one per (token, cell) bucket of powers of two "
+                         "(0: off)")
     ap.add_argument("--api-servers", type=int, default=1, help="HTTP server processes")
     ap.add_argument("--log-level", default="warning", help="uvicorn/LitServe log level")
     return ap.parse_args(argv)
@@ -292,12 +307,14 @@ def main(argv=None) -> None:
     cfg = ckpt["config"]
     max_cell_tokens = min(args.max_cell_tokens or cfg["max_positions"], cfg["max_positions"])
     api = CellEmbeddingAPI(args.mode, path, max_cell_tokens, args.token_budget,
-                           args.max_wait_ms / 1e3, args.max_cells, args.threads)
+                           args.max_wait_ms / 1e3, args.max_cells, args.threads,
+                           args.cuda_graphs)
     info = {"mode": args.mode, "attention": kind, "device": device_name(args.device),
             "device_type": device.type, "checkpoint": os.path.relpath(path, HERE),
             "model": cfg, "trained": ckpt["trained"], "token_budget": args.token_budget,
             "max_wait_ms": args.max_wait_ms, "max_cells": args.max_cells,
             "max_cell_tokens": max_cell_tokens, "max_body_bytes": int(args.max_body_mb * 2**20),
+            "cuda_graph_tokens": args.cuda_graphs,
             "inference_threads": args.threads or (
                 max(1, len(os.sched_getaffinity(0)) - 1) if device.type == "cpu" else None),
             "n_bins": cfg["n_bins"], "genes": ckpt["genes"],
