@@ -73,11 +73,6 @@ HEAD_DIM_CONFIGS = [(f"headdim fwd hd{D} T=4k", D, 4096, False, False) for D in 
 HEAD_DIM_BWD_CONFIGS = [(f"headdim bwd hd{D} T=4k", D, 4096, False) for D in HEAD_DIM_ROWS]
 
 HAS_WS = any(k["kind"] == "fwd_ws" for k in sigmoid_attn.info()["variants"])
-# head dims with a one-pass backward compiled (tiles.json bwd_dkdv_dq); elsewhere the switch
-# changes nothing and the column is left out
-ONE_PASS_DIMS = {k["head_dim"] for k in sigmoid_attn.info()["variants"]
-                 if k["kind"] == "bwd_dkdv_dq"}
-HAS_ONE_PASS = bool(ONE_PASS_DIMS)
 
 
 # Training step: forward + backward of one call, FLOPs 3.5x the forward; padded rows count the
@@ -114,13 +109,6 @@ def kernel_options_for(column):
     return sigmoid_attn.kernel_options()
 
 
-def one_pass_backward(on):
-    """The library with the one-pass backward on (the sigmoid_attn_one_pass_backward column),
-    or as it
-    is by default (on=False)."""
-    return sigmoid_attn.kernel_options(one_pass_backward=True if on else None)
-
-
 def bench(fn):
     import triton.testing
 
@@ -134,8 +122,7 @@ def time_providers(row, providers, flops, makers=False):
     kernel options) into row's ms and TFLOPS; a provider that fails records why."""
     for name, fn in providers.items():
         try:
-            with (one_pass_backward(name == "sigmoid_attn_one_pass_backward"),
-                  kernel_options_for(name)):
+            with kernel_options_for(name):
                 ms = bench(fn() if makers else fn)
         except Exception as e:  # noqa: BLE001 - a peer may not support a shape; record why
             row["ms"][name] = None
@@ -318,9 +305,7 @@ def run_backward(label, D, T, causal, padded=False, dtype=torch.bfloat16):
 
     providers = {"sigmoid_attn": lambda: make(lambda a, b, c: sigmoid_attention(
         a, b, c, seq_lens_q=lens, seq_lens_k=lens, is_causal=causal))}
-    if D in ONE_PASS_DIMS:  # the same call, the one-pass backward (the loop below switches it on)
-        providers["sigmoid_attn_one_pass_backward"] = providers["sigmoid_attn"]
-    if HAS_GLUON_BWD and not causal:  # the same call, the Gluon backward switched on
+    if HAS_GLUON_BWD:  # the same call, the Gluon backward switched on
         providers["sigmoid_attn_gluon"] = providers["sigmoid_attn"]
     for name, backend in (() if padded else (("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION),
                                              ("sdpa_flash", SDPBackend.FLASH_ATTENTION))):
@@ -429,7 +414,6 @@ def main():
     names += ["sigmoid_attn_no_ws"] if HAS_WS or HAS_GLUON else []
     names += ["sigmoid_attn_no_gluon"] if HAS_GLUON else []
     names += ["sigmoid_attn_gluon"] if HAS_GLUON or HAS_GLUON_BWD else []
-    names += ["sigmoid_attn_one_pass_backward"] if HAS_ONE_PASS else []
     print(f"\n{device}  (TFLOPS; ratio = sigmoid_attn / peer)")
     print(f"{'config':30s}" + "".join(f"{n[:19]:>20s}" for n in names) + "   vs cuDNN  vs t-sigmoid")
     for r in rows:

@@ -5,12 +5,10 @@ kernels; process-wide, so the backward's kernels, launched from autograd's worke
     python benchmarks/ncu_workloads.py {ours,cudnn}-{fwd,bwd}-hd{64,128}-T{4096,16384}
     python benchmarks/ncu_workloads.py ours-{padded,causal}-hd{64,128}-T4096
     python benchmarks/ncu_workloads.py jit-causal-hd128-T4096-lpt528
-    python benchmarks/ncu_workloads.py jit-bwd-hd128-T16384-atomic64x128x8x2
 
 jit-...-lptN: the Triton JIT of the same kernel with the production tiles and N programs per
 group of heads in longest-first order (CAUSAL_LPT; 0 = launch order), to profile an order
-without rebuilding (needs Triton on the machine). jit-bwd-...-atomicMxNxWxS: the one-pass
-backward candidate (dQ by TMA reductions) with that dkdv tile, whether the build has it or not.
+without rebuilding (needs Triton on the machine).
 
 padded: lengths uniform in [T/2, T] (bench_attention.py's padded rows, same seed); causal: the
 causal forward (SDPA's is_causal for cudnn).
@@ -45,11 +43,6 @@ def main(name):
                                         "triton_src"))
         import jit_launch
 
-        if kind == "bwd":  # the one-pass candidate: dkdv + dQ reductions, then the cast
-            tiles = tuple(int(x) for x in rest[0][len("atomic"):].split("x"))
-            step = lambda: jit_launch.backward(do, q, k, v, fast_sigmoid=True, tiles=tiles,
-                                               atomic_dq=2)
-            kind = "jit-bwd"
         lpt = int(rest[0][3:]) if rest and rest[0].startswith("lpt") else 0
         fwd = lambda a, b, c: jit_launch.forward(a, b, c, seq_lens_q=lens, seq_lens_k=lens,
                                                  is_causal=causal, fast_sigmoid=True,
@@ -64,9 +57,7 @@ def main(name):
         def fwd(a, b, c):
             with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
                 return F.scaled_dot_product_attention(a, b, c, is_causal=causal)
-    if kind == "jit-bwd":
-        pass
-    elif kind == "bwd":
+    if kind == "bwd":
         ins = [x.requires_grad_() for x in (q, k, v)]
         out = fwd(*ins)  # the backward kernels follow the forward that built the graph
         step = lambda: torch.autograd.grad(out, ins, do, retain_graph=True)

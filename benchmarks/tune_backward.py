@@ -2,7 +2,6 @@
 
     python benchmarks/tune_backward.py --out tune_bwd.json [--T 4096] [--lean] [--write]
     python benchmarks/tune_backward.py --lpt --out tune_bwd_lpt.json [--write]
-    python benchmarks/tune_backward.py --atomic --out tune_bwd_atomic.json
 
 Shapes follow the benchmark protocol (bf16, B*T=16384, H*D=2048). --write stores each kernel's
 fastest tile per head dim in the tuning database triton_src/tiles.json (bwd_dkdv, bwd_dq), which
@@ -20,7 +19,7 @@ import triton.testing
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "triton_src"))
 import jit_launch  # noqa: E402
-from timing import check_and_time, protocol_batch  # noqa: E402
+from timing import protocol_batch  # noqa: E402
 
 CANDIDATES = {
     64: [(64, 64, 4, 2), (64, 64, 4, 3), (64, 128, 4, 2), (64, 128, 8, 2), (128, 64, 8, 2),
@@ -103,61 +102,6 @@ def sweep_lpt(out, write):
         V.save_tiles(db)
 
 
-# The atomic-dQ candidate (sigmoid_attn_bwd_dkdv_dq: dK, dV and dQ in one pass) per head dim:
-# (BLOCK_M, BLOCK_N, warps, stages, ATOMIC_DQ), ATOMIC_DQ 1 = fp32 element atomics, 2 = TMA
-# tile reductions. Compiled for sm_90 with Triton 3.6 (ptxas -v), these spill nothing: hd128
-# 64x128x8 (254 registers) and 64x64x8 (222); hd64 64x64x4 (230) and 64x128x8 (190). The
-# production dkdv tiles are there too for reference (hd128 64x64x4 spills ~100-180 bytes).
-ATOMIC_TILES = {
-    128: [(64, 128, 8, 2, 2), (64, 128, 8, 2, 1), (64, 64, 8, 2, 2), (64, 64, 4, 2, 2),
-          (64, 128, 8, 1, 2)],
-    64: [(64, 64, 4, 3, 2), (64, 64, 4, 3, 1), (64, 128, 8, 2, 2), (64, 128, 8, 2, 1)],
-}
-
-
-def sweep_atomic(out):
-    """The whole backward, production (dkdv + dq kernels, the dispatcher's tiles) against the
-    atomic-dQ candidate (one dkdv pass adding scaled dQ shares into a zeroed fp32 buffer, then
-    a cast, all timed), JIT, bf16, B·T = 16k, H·D = 2048, T = 4k and 16k, dense and causal.
-    Each candidate's dQ and dK are checked against production's (relative error: the summation
-    order differs, and so do the tiles)."""
-    import variants as V
-
-    rows = []
-    for D in (128, 64):
-        for T in (16384, 4096):
-            H, B, (q, k, v, do), _ = protocol_batch(D, T, n=4)
-            for causal in (False, True):
-                flops = 2.5 * 4.0 * B * H * D * T * T * (0.5 if causal else 1.0)
-                prod = (V.tile_table("bwd_dkdv", "bf16")[D], V.tile_table("bwd_dq", "bf16")[D])
-                base = lambda: jit_launch.backward(do, q, k, v, is_causal=causal,
-                                                   fast_sigmoid=True, tiles=prod[0],
-                                                   tiles_dq=prod[1])
-                want = base()
-                want_dq, want_dk = want[0].float(), want[1].float()
-                cands = [("production", list(prod[0]) + list(prod[1]), base)] + [
-                    ("atomic", list(t), lambda t=t: jit_launch.backward(
-                        do, q, k, v, is_causal=causal, fast_sigmoid=True, tiles=t[:4],
-                        atomic_dq=t[4])) for t in ATOMIC_TILES[D]]
-                for name, t, fn in cands:
-                    # (timed: the whole backward, of which dQ is the output checked)
-                    row = check_and_time({"D": D, "T": T, "causal": causal, "kernel": name,
-                                          "tiles": t}, lambda fn=fn: fn()[0], want_dq, flops)
-                    if "error" not in row:
-                        dk = fn()[1].float()
-                        row["dk_rel_err_vs_production"] = float(
-                            (dk - want_dk).norm() / want_dk.norm().clamp_min(1e-30))
-                    rows.append(row)
-                print(f"D={D:3d} T={T:5d} causal={causal!s:5}: " + " ".join(
-                    f"{r['kernel']}{tuple(r['tiles'])}:"
-                    + (f"{r['tflops']:.0f}TF(dq err {r['rel_err_vs_production']:.1e})"
-                       if "tflops" in r else "failed " + r.get("error", "")[:80])
-                    for r in rows if (r["D"], r["T"], r["causal"]) == (D, T, causal)), flush=True)
-                with open(out, "w") as f:  # after each shape: a cut-off sweep keeps its rows
-                    json.dump({"device": torch.cuda.get_device_name(),
-                               "triton": triton.__version__, "rows": rows}, f, indent=1)
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="tune_bwd.json")
@@ -165,16 +109,11 @@ def main():
     ap.add_argument("--lean", action="store_true", help="lean candidates")
     ap.add_argument("--lpt", action="store_true",
                     help="causal program order (CAUSAL_LPT) of each kernel, production tiles")
-    ap.add_argument("--atomic", action="store_true",
-                    help="the atomic-dQ one-pass backward candidate against production (JIT)")
     ap.add_argument("--head-dims", type=int, nargs="+",
                     help="sweep these head dims (multiples of 8 up to 256) over the candidates of "
                          "their BLOCK_D (HEAD_DIM_CANDIDATES)")
     ap.add_argument("--write", action="store_true", help="store the winners in triton_src/tiles.json")
     args = ap.parse_args()
-    if args.atomic:
-        sweep_atomic(args.out)
-        return
     if args.lpt:
         sweep_lpt(args.out, args.write)
         return

@@ -93,13 +93,12 @@ int sigmoid_attn_select_forward_kernel(int dtype, int64_t head_dim, int causal, 
 
 // The dispatcher's backward choice for a problem (select_backward), as a catalog index, or -1.
 int sigmoid_attn_select_backward_kernel(int dtype, int64_t head_dim, int causal, int score_mod,
-                                        int varlen, int64_t max_k, int one_pass,
-                                        int gluon_backward) {
+                                        int varlen, int64_t max_k, int gluon_backward) {
   if (dtype < 0 || dtype >= sigmoid_attn::kNumDTypes) return -1;
   try {
     const auto type = sigmoid_attn::scalar_type(static_cast<sigmoid_attn::DType>(dtype));
     return sigmoid_attn::select_backward(type, head_dim, causal, score_mod, varlen, max_k,
-                                         one_pass != 0, gluon_backward != 0);
+                                         gluon_backward != 0);
   } catch (const std::exception& e) {
     sigmoid_attn::set_last_error(e.what());
     return -1;
@@ -122,11 +121,6 @@ int sigmoid_attn_gluon_forward(int set) {
 int sigmoid_attn_gluon_backward(int set) {
   if (set < 0) return sigmoid_attn::gluon_backward_dispatch();
   return sigmoid_attn::set_gluon_backward_dispatch(set != 0);
-}
-
-int sigmoid_attn_one_pass_backward(int set) {
-  if (set < 0) return sigmoid_attn::one_pass_backward_dispatch();
-  return sigmoid_attn::set_one_pass_backward_dispatch(set != 0);
 }
 
 }  // extern "C"

@@ -29,13 +29,11 @@ SIGMOID_ATTN_API int sigmoid_attn_select_forward_kernel(int dtype, int64_t head_
                                                         int gluon_forward);
 // The dispatcher's backward choice: the kernel that computes dK and dV (its kind says what runs
 // beside it: dispatch.h's select_backward), as a kernel index (-1: none compiled).
-// one_pass: the one-pass kernel is switched on and the call may be nondeterministic;
 // gluon_backward: the call is one the Gluon backward covers beyond its variant (switched on, may
 // be nondeterministic, no lengths, no bias tensor, TMA-describable operands).
 SIGMOID_ATTN_API int sigmoid_attn_select_backward_kernel(int dtype, int64_t head_dim, int causal,
                                                          int score_mod, int varlen,
-                                                         int64_t max_k, int one_pass,
-                                                         int gluon_backward);
+                                                         int64_t max_k, int gluon_backward);
 // Whether CUDA calls take the warp-specialized forward (default: tiles.json's
 // fwd_ws_dispatch); set < 0 only reads. Returns the setting before the call.
 SIGMOID_ATTN_API int sigmoid_attn_warp_specialized(int set);
@@ -46,10 +44,6 @@ SIGMOID_ATTN_API int sigmoid_attn_gluon_forward(int set);
 // did not ask for determinism (default: tiles.json's bwd_gluon_dispatch); set < 0 only reads.
 // Returns the setting before the call.
 SIGMOID_ATTN_API int sigmoid_attn_gluon_backward(int set);
-// Whether CUDA backward calls take the one-pass kernel (dQ summed by fp32 atomics: not bitwise
-// deterministic) where one is compiled (default: tiles.json's bwd_one_pass_dispatch); set < 0
-// only reads. Returns the setting before the call.
-SIGMOID_ATTN_API int sigmoid_attn_one_pass_backward(int set);
 }
 
 namespace sigmoid_attn {

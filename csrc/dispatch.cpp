@@ -199,8 +199,7 @@ int select_forward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool c
 }
 
 int select_backward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool causal,
-                    bool score_mod, bool varlen, int64_t max_k, bool one_pass, bool gluon,
-                    bool lengths) {
+                    bool score_mod, bool varlen, int64_t max_k, bool gluon, bool lengths) {
   if (gluon) {
     const int g = find_kernel(lengths ? KernelKind::kBackwardGluonPadded
                                       : KernelKind::kBackwardGluon,
@@ -210,11 +209,6 @@ int select_backward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool 
                               max_k) >= 0) {
       return g;
     }
-  }
-  if (one_pass) {
-    const int k = find_kernel(KernelKind::kBackwardDkDvDq, dtype, head_dim, causal, score_mod,
-                              varlen, max_k);
-    if (k >= 0) return k;
   }
   return select_kernel(KernelKind::kBackwardDkDv, dtype, head_dim, causal, score_mod, varlen,
                        max_k);
@@ -248,21 +242,7 @@ std::atomic<int>& gluon_backward_state() {
   return state;
 }
 
-std::atomic<int>& one_pass_backward_state() {
-  static std::atomic<int> state{
-      initial_switch("SIGMOID_ATTN_ONE_PASS_BACKWARD", kOnePassBackwardDispatch)};
-  return state;
-}
-
 }  // namespace
-
-bool one_pass_backward_dispatch() {
-  return one_pass_backward_state().load(std::memory_order_relaxed) != 0;
-}
-
-bool set_one_pass_backward_dispatch(bool on) {
-  return one_pass_backward_state().exchange(on ? 1 : 0, std::memory_order_relaxed) != 0;
-}
 
 bool warp_specialized_dispatch() {
   return ws_dispatch_state().load(std::memory_order_relaxed) != 0;

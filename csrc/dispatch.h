@@ -61,17 +61,13 @@ int select_forward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool c
                    bool lengths = false);
 
 // The kernel that computes a backward's dK and dV (the rest follows from its kind: kBackwardDkDv
-// runs beside kBackwardDq; kBackwardDkDvDq and kBackwardGluon sum dQ themselves, the latter
-// then casting it with kDqCast).
-// one_pass: the one-pass kernel is switched on (one_pass_backward_dispatch) and the call may be
-// nondeterministic; take it where one is compiled for the variant.
+// runs beside kBackwardDq; kBackwardGluon(Padded) sums dQ itself, then casts it with kDqCast).
 // gluon: the call is one the Gluon backward covers beyond its variant flags (switched on, may be
 // nondeterministic, lengths for both queries and keys or none, no bias tensor, operands TMA can
 // describe: ops_cuda_bwd.cpp's gluon_operands); take it (kBackwardGluonPadded where the call has
-// lengths) where it and its dQ cast are compiled for the variant. It takes precedence over
-// one_pass.
+// lengths) where it and its dQ cast are compiled for the variant.
 int select_backward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool causal,
-                    bool score_mod, bool varlen, int64_t max_k, bool one_pass, bool gluon,
+                    bool score_mod, bool varlen, int64_t max_k, bool gluon,
                     bool lengths = false);
 
 // Whether the dispatcher may take warp-specialized forward kernels: tiles.json's default, or
@@ -93,12 +89,5 @@ bool set_gluon_forward_dispatch(bool on);
 bool gluon_backward_dispatch();
 // Returns the previous setting.
 bool set_gluon_backward_dispatch(bool on);
-
-// Whether the backward may take the one-pass kernel (KernelKind::kBackwardDkDvDq: dQ summed by
-// atomics in fp32, not bitwise deterministic) where one is compiled: tiles.json's default, or
-// SIGMOID_ATTN_ONE_PASS_BACKWARD=0/1 (read once), or the last set_one_pass_backward_dispatch().
-bool one_pass_backward_dispatch();
-// Returns the previous setting.
-bool set_one_pass_backward_dispatch(bool on);
 
 }  // namespace sigmoid_attn

@@ -70,9 +70,6 @@ extern const bool kGluonForwardDispatch;
 // tiles.json's bwd_gluon_dispatch: whether the backward takes the Gluon kernel (kBackwardGluon)
 // for the calls it covers (SIGMOID_ATTN_GLUON_BACKWARD=0/1 overrides it, read once).
 extern const bool kGluonBackwardDispatch;
-// tiles.json's bwd_one_pass_dispatch: whether the backward takes the one-pass kernel
-// (kBackwardDkDvDq) by default (SIGMOID_ATTN_ONE_PASS_BACKWARD=0/1 overrides it, read once).
-extern const bool kOnePassBackwardDispatch;
 
 // What the dispatch table must hold of a catalog, for the generated table's static_asserts
 // (compile-time loops over a few hundred kernels).

@@ -1,14 +1,12 @@
-// CUDA backward on the current stream, one of three paths:
-// - the Gluon backward (on by default, gluon_backward_dispatch; dense calls it covers, causal
-//   ones with as many keys as queries): a memset of an fp32 dQ buffer, the kernel (grid: key blocks of 128, Hkv, B; dK, dV
-//   written directly, dQ added by TMA reductions), then the dq_cast kernel into dQ;
-// - the one-pass backward (opt-in, one_pass_backward_dispatch; where compiled): dkdv's grid,
-//   adding each key block's share of dQ into a zeroed fp32 buffer by TMA reductions, then a cast;
+// CUDA backward on the current stream, one of two paths:
+// - the Gluon backward (on by default, gluon_backward_dispatch; the [B, T, H, D] calls it
+//   covers, with or without lengths, causal ones with as many keys as queries): a memset of an
+//   fp32 dQ buffer, the kernel (grid: key blocks of 128, Hkv, B; dK, dV written directly, dQ
+//   added by TMA reductions), then the dq_cast kernel into dQ; not taken when the caller asks
+//   for determinism (torch's deterministic mode, passed by the Python autograd);
 // - otherwise two kernels, each output element with one writer (bitwise deterministic, no
 //   atomics). dkdv: grid (key blocks, Hkv, B); dq: (query blocks, Hq, B). Packed (varlen)
 //   batches: grids over tiles of real tokens, (total // BLOCK + B + 1, H, 1).
-// Neither atomic path is taken when the caller asks for determinism (torch's deterministic mode,
-// passed by the Python autograd).
 #include <algorithm>
 #include <cmath>
 #include <optional>
@@ -136,9 +134,8 @@ void launch_backward(const ForwardProblem& p, const Tensor& grad_out, const Tens
           ? std::nullopt
           : gluon_operands(p, grad_out, q, k, v, dk, dv, lens_q.has_value(), lens_k.has_value(),
                            deterministic);
-  const bool one_pass = one_pass_backward_dispatch() && !deterministic;
-  int k_dkdv = select_backward(dt, p.D, is_causal, has_mod, p.varlen, p.max_k, one_pass,
-                               g.has_value(), padded);
+  int k_dkdv = select_backward(dt, p.D, is_causal, has_mod, p.varlen, p.max_k, g.has_value(),
+                               padded);
   const KernelKind kind = kKernels[k_dkdv].kind;
   if (kind == KernelKind::kBackwardGluon || kind == KernelKind::kBackwardGluonPadded) {
     // int32 lengths (converted on the device when given otherwise), alive past the launches
@@ -146,9 +143,8 @@ void launch_backward(const ForwardProblem& p, const Tensor& grad_out, const Tens
                                      p.max_k)
                             : Extras{};
     if (launch_gluon(k_dkdv, p, *g, q, dq, e.p_lens_q, e.p_lens_k)) return;
-    k_dkdv = select_backward(dt, p.D, is_causal, has_mod, p.varlen, p.max_k, one_pass, false);
+    k_dkdv = select_backward(dt, p.D, is_causal, has_mod, p.varlen, p.max_k, false);
   }
-  const int k_one = kKernels[k_dkdv].kind == KernelKind::kBackwardDkDvDq ? k_dkdv : -1;
   const int k_dq = select_kernel(KernelKind::kBackwardDq, dt, p.D, is_causal, has_mod, p.varlen,
                                  p.max_q);
   // (both kernels read the same operands: the stricter stride promise of the two)
@@ -178,33 +174,6 @@ void launch_backward(const ForwardProblem& p, const Tensor& grad_out, const Tens
   const KernelSpec& spec_kv = kKernels[k_dkdv];
   const unsigned grid_kv = p.varlen ? static_cast<unsigned>(p.Tk / spec_kv.block_n + p.B + 1)
                                     : cdiv(p.Tk, spec_kv.block_n);
-  if (k_one >= 0) {  // dkdv's arguments, the fp32 dQ buffer after stride_smt
-    Tensor dq_acc = p.varlen ? empty_cuda(q, {p.Tq, p.Hq, p.D}, ScalarType::Float)
-                             : empty_cuda(q, {p.B, p.Tq, p.Hq, p.D}, ScalarType::Float);
-    torch::stable::zero_(dq_acc);
-    const Operand oacc = operand(dq_acc, p.max_q);
-    BackwardDkDvDqArgs args{
-        .Q = oq.ptr, .K = ok.ptr, .V = ov.ptr, .DO = odo.ptr, .DK = odk.ptr, .DV = odv.ptr,
-        .DMOD = dmod, .SEQ_LENS_Q = e.p_lens_q, .SEQ_LENS_K = e.p_lens_k, .BIAS = e.p_bias,
-        .SCORE_MOD = e.p_mod,
-        .stride_qb = oq.sb, .stride_qt = oq.st, .stride_qh = oq.sh,
-        .stride_kb = ok.sb, .stride_kt = ok.st, .stride_kh = ok.sh,
-        .stride_vb = ov.sb, .stride_vt = ov.st, .stride_vh = ov.sh,
-        .stride_dob = odo.sb, .stride_dot = odo.st, .stride_doh = odo.sh,
-        .stride_dkb = odk.sb, .stride_dkt = odk.st, .stride_dkh = odk.sh,
-        .stride_dvb = odv.sb, .stride_dvt = odv.st, .stride_dvh = odv.sh,
-        .stride_dmb = dmb, .stride_dmh = dmh, .stride_smb = e.mod_sb, .stride_smt = e.mod_st,
-        .DQ_ACC = oacc.ptr, .stride_dqab = oacc.sb, .stride_dqat = oacc.st,
-        .stride_dqah = oacc.sh,
-        .T_Q = t_q, .T_K = t_k, .kv_group = kv_group, .scale = scale, .bias_value = bias_value,
-        .HAS_SEQ_LENS_Q = has_lq, .HAS_SEQ_LENS_K = has_lk, .BIAS_MODE = p.bias_mode,
-        .num_seqs = num_seqs, .max_seqlen_q = max_q, .max_seqlen_k = max_k,
-        .head_dim = static_cast<int32_t>(p.D)};
-    launch(k_dkdv, device, stream, grid_kv, static_cast<unsigned>(p.Hkv), grid_z, args);
-    Tensor dq_out = dq;  // (a handle to the same storage)
-    torch::stable::copy_(dq_out, dq_acc);  // fp32 -> dQ's dtype, on the current stream
-    return;
-  }
   {
     BackwardDkDvArgs args{
         .Q = oq.ptr, .K = ok.ptr, .V = ov.ptr, .DO = odo.ptr, .DK = odk.ptr, .DV = odv.ptr,

@@ -26,7 +26,7 @@ void check_cuda_forward_kernel(const ForwardProblem& p, bool is_causal, bool sco
 }
 
 void check_cuda_backward_kernel(const ForwardProblem& p, bool is_causal, bool score_mod) {
-  select_backward(p.dtype, p.D, is_causal, score_mod, p.varlen, p.max_k, false, false);
+  select_backward(p.dtype, p.D, is_causal, score_mod, p.varlen, p.max_k, false);
 }
 
 }  // namespace

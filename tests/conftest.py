@@ -48,7 +48,7 @@ def library_function(name):
     sigmoid_attn_select_forward_kernel (the dispatcher's forward choice, as a catalog index), or
     sigmoid_attn_select_backward_kernel (the kernel that computes a backward's dK and dV), or
     a dispatch switch (sigmoid_attn_warp_specialized, sigmoid_attn_gluon_forward,
-    sigmoid_attn_gluon_backward, sigmoid_attn_one_pass_backward: takes 1/0,
+    sigmoid_attn_gluon_backward: takes 1/0,
     returns the setting before; -1 only reads)."""
     import ctypes
 
@@ -61,7 +61,7 @@ def library_function(name):
         f.argtypes = [i32, i64, i32, i32, i32, i64, i64, i64, i64, i32, i32, i32]
     elif name == "sigmoid_attn_select_backward_kernel":
         i32, i64 = ctypes.c_int, ctypes.c_int64
-        f.argtypes = [i32, i64, i32, i32, i32, i64, i32, i32]
+        f.argtypes = [i32, i64, i32, i32, i32, i64, i32]
     else:
         f.argtypes = [ctypes.c_int]
     return f

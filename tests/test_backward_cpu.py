@@ -96,7 +96,7 @@ def test_torch_compile_backward_no_graph_break():
 def test_autograd_passes_torch_deterministic_mode(monkeypatch):
     """The backward ops cannot read torch's deterministic mode (the stable ABI has no query), so
     the autograd passes it as `deterministic`: every backward (padded, plain, packed) with the
-    mode off and on. On CUDA it keeps the atomic-dQ kernels (Gluon, one-pass) out."""
+    mode off and on. On CUDA it keeps the atomic-dQ kernel (Gluon) out."""
     import sigmoid_attn._autograd as autograd
     from sigmoid_attn import sigmoid_attention_varlen
 

@@ -27,7 +27,7 @@ TOL = {torch.float16: REL_TOL[torch.float16] * 1.5, torch.bfloat16: REL_TOL[torc
 
 @pytest.fixture
 def gluon_backward():
-    with sigmoid_attn.kernel_options(gluon_backward=True, one_pass_backward=False):
+    with sigmoid_attn.kernel_options(gluon_backward=True):
         yield
 
 

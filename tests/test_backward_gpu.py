@@ -4,7 +4,7 @@
 import pytest
 import torch
 
-from conftest import REL_TOL, library_function, rel_err, served_head_dim
+from conftest import REL_TOL, rel_err, served_head_dim
 
 pytestmark = pytest.mark.gpu
 
@@ -108,14 +108,17 @@ def test_compile_fullgraph_forward_backward_cuda():
     fn(q, k, v).backward()
     ref_in = [t.detach().clone().requires_grad_() for t in (q, k, v)]
     sigmoid_attention(*ref_in, is_causal=True).float().square().sum().backward()
-    for a, b in zip((q, k, v), ref_in):
-        assert torch.equal(a.grad, b.grad)
+    # (the Gluon backward sums dQ in arrival order: equal within rounding, dK and dV bitwise)
+    for name, a, b in zip("qkv", (q, k, v), ref_in):
+        assert (rel_err(a.grad, b.grad.double()) < 1e-2 if name == "q"
+                else torch.equal(a.grad, b.grad)), name
 
 
 def test_cuda_graph_forward_backward_replay_with_new_lengths():
     """Forward and backward captured in one CUDA graph, replayed with new lengths written into
-    the same buffers: each replay equals eager calls (bitwise: both paths are deterministic) and
-    matches the float64 reference."""
+    the same buffers: each replay equals eager calls bitwise and matches the float64 reference.
+    (Bitwise also through the Gluon backward's fp32 dQ reductions: 200 keys are two key blocks,
+    and two additions onto zero give the same sum in either order.)"""
     g = torch.Generator().manual_seed(29)
     mk = lambda *s: torch.randn(*s, generator=g).to("cuda", torch.bfloat16)
     B, T, H, D = 3, 200, 4, 64
@@ -151,75 +154,3 @@ def test_cuda_graph_forward_backward_replay_with_new_lengths():
             assert e < REL_TOL[torch.bfloat16] * 1.5, f"{name}: rel err {e:.3e} ({new})"
 
 
-if torch.cuda.is_available():
-    ONE_PASS = [v for v in sigmoid_attn.info()["variants"] if v["kind"] == "bwd_dkdv_dq"]
-else:
-    ONE_PASS = []
-
-
-def one_pass_switch(on):
-    """Sets whether the backward takes the one-pass kernel (tiles.json's bwd_one_pass_dispatch
-    or SIGMOID_ATTN_ONE_PASS_BACKWARD by default); returns the setting before."""
-    return library_function("sigmoid_attn_one_pass_backward")(on)
-
-
-@pytest.mark.parametrize("var", ONE_PASS, ids=[v["name"] for v in ONE_PASS])
-def test_one_pass_backward_matches_reference(var):
-    """The one-pass backward (dK, dV and dQ from one kernel, dQ summed by fp32 TMA reductions)
-    with the switch on: odd and zero lengths, GQA, causal, score_mod, packed batches with tail
-    rows; poisoned allocator. Its dK and dV come from other tiles than the two-kernel path's
-    and its dQ in another order: both paths within the tolerance of the float64 reference, and
-    close to each other."""
-    from sigmoid_attn import sigmoid_attention_varlen, sigmoid_attention_varlen_reference
-
-    g = torch.Generator().manual_seed(var["head_dim"] + 3 * var["causal"] + var["score_mod"])
-    dtype, D = DT[var["dtype"]], var["head_dim"]
-    mk = lambda *s: torch.randn(*s, generator=g).to("cuda", dtype)
-    before = one_pass_switch(1)
-    try:
-        if not var["varlen"]:
-            B, Tq, Tk, Hq, Hkv = 4, 200, 233, 4, 2
-            q, k, v, grad = mk(B, Tq, Hq, D), mk(B, Tk, Hkv, D), mk(B, Tk, Hkv, D), mk(B, Tq, Hq, D)
-            lq = torch.tensor([Tq, 0, 17, 129], dtype=torch.int32, device="cuda")
-            lk = torch.tensor([Tk, 5, 1, 200], dtype=torch.int32, device="cuda")
-            mod = torch.randn(B, Tk, generator=g).cuda() if var["score_mod"] else None
-            kw = dict(seq_lens_q=lq, seq_lens_k=lk, is_causal=var["causal"])
-            ins, got, errs = grads_vs_reference(q, k, v, grad, mod, **kw)
-            for name, e in zip("dq dk dv dmod".split(), errs):
-                assert e < REL_TOL[dtype] * 1.5, f"{name}: rel err {e:.3e}"
-            for b in range(B):  # padded positions get exactly zero gradient
-                assert (got[0][b, int(lq[b]):] == 0).all()
-                assert (got[1][b, int(lk[b]):] == 0).all()
-            one_pass_switch(0)
-            _, other, _ = grads_vs_reference(q, k, v, grad, mod, **kw)
-        else:
-            lens_q, lens_k = [200, 0, 17, 129, 1], [233, 5, 1, 200, 1]
-            cu = lambda L: torch.tensor([0] + torch.tensor(L).cumsum(0).tolist(),
-                                        dtype=torch.int32, device="cuda")
-            cq, ck = cu(lens_q), cu(lens_k)
-            Hq, Hkv = 4, 2
-            q0, grad = mk(sum(lens_q) + 5, Hq, D), mk(sum(lens_q) + 5, Hq, D)
-            k0, v0 = mk(sum(lens_k) + 3, Hkv, D), mk(sum(lens_k) + 3, Hkv, D)
-
-            def run():
-                ins = [t.clone().requires_grad_() for t in (q0, k0, v0)]
-                torch.empty_like(q0).fill_(float("nan"))
-                out = sigmoid_attention_varlen(*ins, cq, ck, max(lens_q), max(lens_k),
-                                               is_causal=var["causal"])
-                out.backward(grad)
-                return [t.grad for t in ins]
-
-            got = run()
-            ref_ins = [t.double().requires_grad_() for t in (q0, k0, v0)]
-            ref = sigmoid_attention_varlen_reference(*ref_ins, cq, ck, max(lens_q), max(lens_k),
-                                                     is_causal=var["causal"])
-            ref.backward(grad.double())
-            for name, a, b in zip("dq dk dv".split(), got, [t.grad for t in ref_ins]):
-                assert rel_err(a, b) < REL_TOL[dtype] * 1.5, f"{name}: rel err {rel_err(a, b)}"
-            assert (got[0][int(cq[-1]):] == 0).all()
-            one_pass_switch(0)
-            other = run()
-    finally:
-        one_pass_switch(before)
-    for a, b in zip(got, other):
-        assert rel_err(a, b.double()) < REL_TOL[dtype]

@@ -171,8 +171,8 @@ def test_info_lists_compiled_variants():
         assert k["name"].startswith(f"{k['kind']}_{dt}_{dim}")
         assert ("_varlen" in k["name"]) == k["varlen"]
     kinds = {k["kind"] for k in info["variants"]}
-    extra = {"fwd_ws", "fwd_gluon", "fwd_gluon_padded", "bwd_dkdv_dq", "bwd_gluon",
-             "bwd_gluon_padded", "dq_cast"}
+    extra = {"fwd_ws", "fwd_gluon", "fwd_gluon_padded", "bwd_gluon", "bwd_gluon_padded",
+             "dq_cast"}
     assert kinds - extra == {"fwd", "bwd_dkdv", "bwd_dq"}
     # Every (kind, dtype, head dim) is compiled dense and packed, causal or not, with/without mod.
     # (fp32: the powers of two; the other head dims by the generic kernels)
@@ -191,13 +191,6 @@ def test_info_lists_compiled_variants():
     per_dim = 6 if _tiles_db().get("fwd_ws_causal", True) else 3
     assert len(ws) == 2 * len(ws_dims) * per_dim and all(dt != "float32" for dt, *_ in ws)
     assert not any(varlen and mod for _, _, varlen, _, mod in ws)
-    # The one-pass backward (tiles.json bwd_dkdv_dq): fp16/bf16, every flag combination, the
-    # head dims it has tiles for (powers of two: TMA reductions of whole rows)
-    one = {(k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
-           for k in info["variants"] if k["kind"] == "bwd_dkdv_dq"}
-    one_dims = {int(d) for d in _tiles_db().get("bwd_dkdv_dq", {})}
-    assert {d for _, d, *_ in one} == one_dims and all(d & (d - 1) == 0 for d in one_dims)
-    assert len(one) == 2 * len(one_dims) * 8 and all(dt != "float32" for dt, *_ in one)
     # The Gluon forward (tiles.json fwd_gluon), built with Triton 3.8 only: fp16/bf16, dense,
     # causal or not, no score_mod, one kernel per head dim in the database and causal flag;
     # the same again with lengths (kind fwd_gluon_padded, the same tiles)
@@ -274,9 +267,6 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
     assert isinstance(db.get("bwd_gluon_dispatch", False), bool)
     assert isinstance(db.get("fwd_ws_dispatch", False), bool)
     assert isinstance(db.get("fwd_ws_causal", True), bool)
-    assert isinstance(db.get("bwd_one_pass_dispatch", False), bool)
-    for d, tiles in db.get("bwd_dkdv_dq", {}).items():
-        assert pow2(int(d)) and len(tiles) == 4 and tiles[2] in (4, 8), (d, tiles)
     # Program order: fwd_causal_lpt holds [min_T, programs per group of heads] buckets per head
     # dim (0: launch order), fwd_length_lpt a batch-size cutoff (tl.arange: a power of two) or 0.
     for d, buckets in db.get("fwd_causal_lpt", {}).items():
@@ -293,9 +283,8 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
         if var.kind == "fwd":
             buckets = db.get("fwd_causal_lpt", {}).get(str(var.head_dim), [])
             want = max(((m, n) for m, n in buckets if m <= var.min_t), default=(0, 0))[1]
-        else:  # (the one-pass backward runs dkdv's programs: dkdv's order)
-            kind = "bwd_dkdv" if var.kind == "bwd_dkdv_dq" else var.kind
-            want = db.get(f"{kind}_causal_lpt", {}).get(str(var.head_dim), 0)
+        else:
+            want = db.get(f"{var.kind}_causal_lpt", {}).get(str(var.head_dim), 0)
         dense_causal = var.causal and not var.varlen and var.dtype != "fp32"
         assert var.causal_lpt == (want if dense_causal else 0), var.name
     path = tmp_path / "tiles.json"
@@ -324,7 +313,7 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
     kinds = (("fwd",) + (("fwd_ws",) if ws_ok else ())
              + (("fwd_gluon", "fwd_gluon_padded", "bwd_gluon", "bwd_gluon_padded")
                 if _gluon_built() else ())
-             + ("bwd_dkdv", "bwd_dq", "bwd_dkdv_dq"))
+             + ("bwd_dkdv", "bwd_dq"))
     want = {(kind, int(d), m, tuple(t))
             for kind in kinds
             # (fwd_gluon_padded: fwd_gluon's tiles)
@@ -490,7 +479,7 @@ def test_dispatch_takes_the_gluon_backward_exactly_where_it_covers_the_call():
     (tiles.json bwd_gluon) for a covered call (gluon flag: switched on, nondeterministic allowed,
     no lengths, no bias tensor, TMA-describable: ops_cuda_bwd.cpp decides it) of a compiled
     dtype and head dim, dense, causal or not, without score_mod; the two-kernel backward
-    otherwise, and the one-pass kernel only where asked for and compiled."""
+    otherwise."""
     if _partial_build():
         pytest.skip("walks every head dim of tiles.json: a full build")
     from conftest import TRITON_SRC, dtype_code, library_function
@@ -503,8 +492,8 @@ def test_dispatch_takes_the_gluon_backward_exactly_where_it_covers_the_call():
     f = library_function("sigmoid_attn_select_backward_kernel")
     catalog = sigmoid_attn.info()["variants"]
 
-    def pick(D, dtype="bf16", causal=False, mod=False, varlen=False, one_pass=False, gluon=True):
-        i = f(dtype_code(dtype), D, causal, mod, varlen, 4096, one_pass, gluon)
+    def pick(D, dtype="bf16", causal=False, mod=False, varlen=False, gluon=True):
+        i = f(dtype_code(dtype), D, causal, mod, varlen, 4096, gluon)
         assert i >= 0, (D, dtype)
         return catalog[i]
 
@@ -520,20 +509,15 @@ def test_dispatch_takes_the_gluon_backward_exactly_where_it_covers_the_call():
                        dict(causal=True, gluon=False)):
                 assert pick(D, dtype, **kw)["kind"] == "bwd_dkdv", (D, kw)
         assert pick(D, "fp32")["kind"] == "bwd_dkdv"  # (no fp32 Gluon kernel)
-        one = pick(D, gluon=False, one_pass=True)["kind"]
-        assert one == ("bwd_dkdv_dq" if str(D) in V.load_tiles().get("bwd_dkdv_dq", {})
-                       else "bwd_dkdv"), D
-        if D in gluon_dims:  # (it takes precedence over the one-pass kernel)
-            assert pick(D, one_pass=True)["kind"] == "bwd_gluon"
 
 
 def test_dispatch_switches_round_trip():
-    """The C API switches of the experimental kernels (warp-specialized forwards, one-pass
-    backward): set returns the previous setting, a negative value only reads."""
+    """The C API dispatch switches (warp-specialized forward, Gluon forward and backward): set
+    returns the previous setting, a negative value only reads."""
     from conftest import library_function
 
     for name in ("sigmoid_attn_warp_specialized", "sigmoid_attn_gluon_forward",
-                 "sigmoid_attn_gluon_backward", "sigmoid_attn_one_pass_backward"):
+                 "sigmoid_attn_gluon_backward"):
         f = library_function(name)
         start = f(-1)
         assert start in (0, 1)
@@ -553,25 +537,23 @@ def test_kernel_options_from_python():
 
     c_api = {"warp_specialized": library_function("sigmoid_attn_warp_specialized"),
              "gluon_forward": library_function("sigmoid_attn_gluon_forward"),
-             "gluon_backward": library_function("sigmoid_attn_gluon_backward"),
-             "one_pass_backward": library_function("sigmoid_attn_one_pass_backward")}
+             "gluon_backward": library_function("sigmoid_attn_gluon_backward")}
     start = sigmoid_attn.current_kernel_options()
     assert start == {name: bool(f(-1)) for name, f in c_api.items()}
     try:
-        with sigmoid_attn.kernel_options(one_pass_backward=not start["one_pass_backward"]) as o:
+        with sigmoid_attn.kernel_options(gluon_forward=not start["gluon_forward"]) as o:
             assert o.previous == start
-            assert bool(c_api["one_pass_backward"](-1)) != start["one_pass_backward"]
+            assert bool(c_api["gluon_forward"](-1)) != start["gluon_forward"]
             assert bool(c_api["warp_specialized"](-1)) == start["warp_specialized"]  # untouched
-            assert bool(c_api["gluon_forward"](-1)) == start["gluon_forward"]
+            assert bool(c_api["gluon_backward"](-1)) == start["gluon_backward"]
         assert sigmoid_attn.current_kernel_options() == start
-        o = sigmoid_attn.kernel_options(warp_specialized=False, gluon_forward=False,
-                                        gluon_backward=False, one_pass_backward=True)
+        o = sigmoid_attn.kernel_options(warp_specialized=False, gluon_forward=True,
+                                        gluon_backward=False)
         assert o.previous == start
-        now = lambda: tuple(c_api[n](-1) for n in ("warp_specialized", "gluon_forward",
-                                                     "one_pass_backward"))
-        assert now() == (0, 0, 1) and c_api["gluon_backward"](-1) == 0
+        now = lambda: tuple(c_api[n](-1) for n in ("warp_specialized", "gluon_forward"))
+        assert now() == (0, 1) and c_api["gluon_backward"](-1) == 0
         with sigmoid_attn.kernel_options(gluon_backward=True):
-            assert c_api["gluon_backward"](-1) == 1 and now() == (0, 0, 1)
+            assert c_api["gluon_backward"](-1) == 1 and now() == (0, 1)
             assert sigmoid_attn.current_kernel_options()["gluon_backward"] is True
         assert c_api["gluon_backward"](-1) == 0
         with pytest.raises(TypeError, match=r"gluon_backward must be a bool or None, got int"):
@@ -580,10 +562,10 @@ def test_kernel_options_from_python():
             sigmoid_attn.kernel_options(warp_specialized=1)
         with pytest.raises(TypeError, match=r"gluon_forward must be a bool or None, got str"):
             sigmoid_attn.kernel_options(gluon_forward="on")
-        assert now() == (0, 0, 1)
-        with sigmoid_attn.kernel_options(gluon_forward=True):
-            assert now() == (0, 1, 1)
-        assert now() == (0, 0, 1)
+        assert now() == (0, 1)
+        with sigmoid_attn.kernel_options(gluon_forward=False):
+            assert now() == (0, 0)
+        assert now() == (0, 1)
     finally:
         sigmoid_attn.kernel_options(**start)
     assert sigmoid_attn.current_kernel_options() == start
@@ -633,7 +615,7 @@ def test_dispatch_switch_unknown_name():
 
     start = sigmoid_attn.current_kernel_options()
     with pytest.raises(ValueError, match=r"unknown switch 'warp_spec'.*'warp_specialized', "
-                       r"'gluon_forward', 'gluon_backward' or 'one_pass_backward'"):
+                       r"'gluon_forward' or 'gluon_backward'"):
         _library.dispatch_switch("warp_spec", 1)
     assert sigmoid_attn.current_kernel_options() == start
-    assert _library.dispatch_switch("one_pass_backward", -1) == start["one_pass_backward"]
+    assert _library.dispatch_switch("gluon_backward", -1) == start["gluon_backward"]

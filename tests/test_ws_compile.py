@@ -83,32 +83,3 @@ def test_row_offsets_are_block_local():
     bad = re.findall(r"start_m \+ tl \. arange|tl \. arange \( [^)]* \) \+ start_m|offs_m",
                      code)
     assert not bad, f"{name}: row offsets built as start_m + arange: {bad}"
-
-
-def test_atomic_dq_candidate_uses_tma_reductions():
-    """The one-pass backward candidate (sigmoid_attn_bwd_dkdv_dq, ATOMIC_DQ=2) compiles for
-    sm_90 and adds dQ tiles with TMA reductions (cp.reduce.async.bulk.tensor), not element
-    atomics; with ATOMIC_DQ=1 it uses element atomics (red/atom). Its math runs under the
-    interpreter (test_triton_interpret.py, ATOMIC_DQ=1)."""
-    sys.path.insert(0, TRITON_SRC)
-    try:
-        from sigmoid_attn_bwd import sigmoid_attn_bwd_dkdv_dq
-    finally:
-        sys.path.remove(TRITON_SRC)
-    fn = sigmoid_attn_bwd_dkdv_dq
-    pointers = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "DO": "*bf16", "DK": "*bf16",
-                "DV": "*bf16", "DMOD": "*fp32", "DQ_ACC": "*fp32", "SEQ_LENS_Q": "*i32",
-                "SEQ_LENS_K": "*i32", "BIAS": "*fp32", "SCORE_MOD": "*fp32"}
-    import re
-
-    element_atomics = re.compile(r"\b(red|atom)\.global")
-    for mode in (2, 1):
-        constexprs = {"HEAD_DIM": 128, "BLOCK_D": 128, "BLOCK_M": 64, "BLOCK_N": 128,
-                      "IS_CAUSAL": True, "HAS_SCORE_MOD": False, "FAST_SIGMOID": True,
-                      "VARLEN": False, "CAUSAL_LPT": 0, "ATOMIC_DQ": mode,
-                      "RUNTIME_HEAD_DIM": False}
-        kernel = compile_sm90(fn, constexprs, pointers, num_warps=8, num_stages=2)
-        ptx = kernel.asm["ptx"]
-        tma = "cp.reduce.async.bulk.tensor" in ptx
-        assert tma == (mode == 2), f"ATOMIC_DQ={mode}: TMA reductions {tma}"
-        assert bool(element_atomics.search(ptx)) == (mode == 1), f"ATOMIC_DQ={mode}: atomics"

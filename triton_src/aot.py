@@ -286,11 +286,6 @@ def compile_triton(var: V.Variant, arch: int):
         constexprs["LENGTH_LPT"] = var.length_lpt
     else:
         constexprs["CAUSAL_LPT"] = var.causal_lpt
-        if var.kind == "bwd_dkdv_dq":  # dQ by TMA tile reductions: a power-of-two head dim
-            if var.block_d != var.head_dim:
-                raise RuntimeError(f"{var.name}: the one-pass backward needs a power-of-two "
-                                   f"head dim")
-            constexprs["ATOMIC_DQ"] = 2
     if var.runtime_head_dim and var.kind not in V.GENERIC_KINDS:
         raise RuntimeError(f"{var.name}: only {V.GENERIC_KINDS} have generic kernels")
     if var.kind != "fwd_ws":
@@ -535,9 +530,7 @@ def kernels_cpp(results, triton_version: str, arch: int, subset: str) -> str:
     lines.append(f"const char* const kBuildSubset = \"{subset}\";\n")
     lines.append(f"const bool kWarpSpecializedDispatch = {str(V.FWD_WS_DISPATCH).lower()};\n")
     lines.append(f"const bool kGluonForwardDispatch = {str(V.FWD_GLUON_DISPATCH).lower()};\n")
-    lines.append(f"const bool kGluonBackwardDispatch = {str(V.BWD_GLUON_DISPATCH).lower()};\n")
-    lines.append(f"const bool kOnePassBackwardDispatch = "
-                 f"{str(V.BWD_ONE_PASS_DISPATCH).lower()};\n\n"
+    lines.append(f"const bool kGluonBackwardDispatch = {str(V.BWD_GLUON_DISPATCH).lower()};\n\n"
                  "}  // namespace sigmoid_attn\n")
     return "".join(lines)
 

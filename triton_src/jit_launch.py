@@ -11,7 +11,7 @@ import torch
 import triton
 
 import variants as V
-from sigmoid_attn_bwd import sigmoid_attn_bwd_dkdv, sigmoid_attn_bwd_dkdv_dq, sigmoid_attn_bwd_dq
+from sigmoid_attn_bwd import sigmoid_attn_bwd_dkdv, sigmoid_attn_bwd_dq
 from sigmoid_attn_fwd import BIAS_DEFAULT, BIAS_SCALAR, BIAS_TENSOR, sigmoid_attn_fwd
 from sigmoid_attn_fwd_ws import sigmoid_attn_fwd_ws
 
@@ -162,14 +162,12 @@ def _extras(q, seq_lens_q, seq_lens_k, sigmoid_bias, score_mod):
 def backward(grad, q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale=None,
              sigmoid_bias=None, score_mod=None, fast_sigmoid=False, tiles=None, tiles_dq=None,
              parts=("dkdv", "dq"), cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=0,
-             max_seqlen_k=0, causal_lpt=(0, 0), atomic_dq=0, runtime_head_dim=False):
+             max_seqlen_k=0, causal_lpt=(0, 0), runtime_head_dim=False):
     """Returns (dq, dk, dv, dscore_mod or None), like torch.ops.sigmoid_attn.backward.
     tiles / tiles_dq: (BLOCK_M, BLOCK_N, warps, stages) of the dkdv / dq kernels (tiles_dq
     defaults to tiles); parts: which kernels to run (for timing them apart); causal_lpt: the
-    CAUSAL_LPT program order of (dkdv, dq). atomic_dq (the candidate
-    sigmoid_attn_bwd_dkdv_dq, one pass): 1 adds each key block's share of dQ with fp32
-    atomics, 2 with TMA tile reductions, into a zeroed fp32 buffer that is then cast; the dq
-    kernel does not run. runtime_head_dim: the generic kernels (as forward's)."""
+    CAUSAL_LPT program order of (dkdv, dq). runtime_head_dim: the generic kernels (as
+    forward's)."""
     B, Tq, Tk, Hq, Hkv, D, n, max_q, max_k, varlen = _geometry(
         q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     explicit = tiles is not None
@@ -194,18 +192,6 @@ def backward(grad, q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False
             max_q, max_k, D)
     dmb = 0 if varlen else dmod.stride(0)
     grid_kv = (Tk // tiles[1] + n + 1, Hkv, 1) if varlen else (triton.cdiv(Tk, tiles[1]), Hkv, B)
-    if atomic_dq:
-        assert atomic_dq == 1 or block_d == D, "TMA reductions need a power-of-two head dim"
-        if atomic_dq == 2:
-            _descriptor_scratch_from_torch(q.device)
-        dq_acc = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
-        sigmoid_attn_bwd_dkdv_dq[grid_kv](
-            q, k, v, grad, dk, dv, dmod, x["lq"], x["lk"], x["bias_t"], x["mod"],
-            *_st(q), *_st(k), *_st(v), *_st(grad), *_st(dk), *_st(dv),
-            dmb, dmod.stride(1), x["smb"], x["smt"], dq_acc, *_st(dq_acc), *tail,
-            ATOMIC_DQ=atomic_dq, **meta(tiles, causal_lpt[0]))
-        dq = dq_acc.to(q.dtype)
-        parts = ()
     if "dkdv" in parts:
         sigmoid_attn_bwd_dkdv[grid_kv](
             q, k, v, grad, dk, dv, dmod, x["lq"], x["lk"], x["bias_t"], x["mod"],

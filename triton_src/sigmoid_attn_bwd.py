@@ -29,11 +29,11 @@ def _load_rows(base, offs, limit, stride, offs_d, D, PAD_D: tl.constexpr):
 
 
 @triton.jit
-def _dkdv_block(dk, dv, dmod, k, v, q_base, do_base, dq_target, m_start, offs_n, offs_d, Lq,
-                stride_qt, stride_dot, stride_dqat, scale, bias_col,
+def _dkdv_block(dk, dv, dmod, k, v, q_base, do_base, m_start, offs_n, offs_d, Lq,
+                stride_qt, stride_dot, scale, bias_col,
                 D, PAD_D: tl.constexpr, BLOCK_M: tl.constexpr,
                 CAUSAL_MASK: tl.constexpr, HAS_SCORE_MOD: tl.constexpr,
-                FAST_SIGMOID: tl.constexpr, ATOMIC_DQ: tl.constexpr):
+                FAST_SIGMOID: tl.constexpr):
     offs_m = m_start + tl.arange(0, BLOCK_M)
     q = _load_rows(q_base, offs_m, Lq, stride_qt, offs_d, D, PAD_D)
     do = _load_rows(do_base, offs_m, Lq, stride_dot, offs_d, D, PAD_D)
@@ -44,24 +44,14 @@ def _dkdv_block(dk, dv, dmod, k, v, q_base, do_base, dq_target, m_start, offs_n,
     dv += _dot(pT.to(do.dtype), do)
     dpT = _dot(v, tl.trans(do))
     dsT = dpT * pT * (1.0 - pT)
-    ds_lo = dsT.to(q.dtype)
-    dk += _dot(ds_lo, q)
-    if ATOMIC_DQ == 1:  # this key block's share of dQ, added element-wise in fp32
-        dq_part = _dot(tl.trans(ds_lo), k) * scale  # [BLOCK_M, BLOCK_D]
-        mask = offs_m[:, None] < Lq
-        if PAD_D:
-            mask = mask & (offs_d[None, :] < D)
-        tl.atomic_add(dq_target + offs_m[:, None] * stride_dqat + offs_d[None, :], dq_part,
-                      mask=mask, sem="relaxed")
-    if ATOMIC_DQ == 2:  # ... added as one tile by a TMA reduction (rows past Lq dropped)
-        dq_target.atomic_add([m_start, 0], _dot(tl.trans(ds_lo), k) * scale)
+    dk += _dot(dsT.to(q.dtype), q)
     if HAS_SCORE_MOD:
         dmod += tl.sum(dsT, 1)
     return dk, dv, dmod
 
 
 @triton.jit
-def _dkdv_program(
+def sigmoid_attn_bwd_dkdv(
     Q, K, V, DO, DK, DV, DMOD, SEQ_LENS_Q, SEQ_LENS_K, BIAS, SCORE_MOD,
     stride_qb, stride_qt, stride_qh,
     stride_kb, stride_kt, stride_kh,
@@ -70,17 +60,15 @@ def _dkdv_program(
     stride_dkb, stride_dkt, stride_dkh,
     stride_dvb, stride_dvt, stride_dvh,
     stride_dmb, stride_dmh, stride_smb, stride_smt,
-    DQ_ACC, stride_dqab, stride_dqat, stride_dqah,
     T_Q, T_K, kv_group, scale, bias_value,
     HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k, head_dim,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr,
-    VARLEN: tl.constexpr, CAUSAL_LPT: tl.constexpr, ATOMIC_DQ: tl.constexpr,
-    RUNTIME_HEAD_DIM: tl.constexpr,
+    VARLEN: tl.constexpr, CAUSAL_LPT: tl.constexpr = 0,
+    RUNTIME_HEAD_DIM: tl.constexpr = False,
 ):
-    """One key block's dK, dV (and d score_mod) over the q heads of its GQA group; with
-    ATOMIC_DQ (1: element-wise fp32 atomics, 2: TMA tile reductions) also its share of dQ
-    (scaled), added into DQ_ACC (fp32, zeroed by the caller, same layout as Q)."""
+    """One key block's dK, dV (and d score_mod) over the q heads of its GQA group.
+    grid: (cdiv(T_K, BLOCK_N), Hkv, B), or (T_K // BLOCK_N + num_seqs + 1, Hkv, 1) when VARLEN."""
     pid_n = tl.program_id(0)
     hk = tl.program_id(1)
     b_dense = tl.program_id(2)
@@ -129,22 +117,15 @@ def _dkdv_program(
         h64 = hk64 * kv_group + g
         q_base = Q + b64 * stride_qb + q_off64 * stride_qt + h64 * stride_qh
         do_base = DO + b64 * stride_dob + q_off64 * stride_dot + h64 * stride_doh
-        dq_target = DQ_ACC + b64 * stride_dqab + q_off64 * stride_dqat + h64 * stride_dqah
-        if ATOMIC_DQ == 2:  # a compile-time branch: this head's fp32 rows as a TMA target
-            dq_target = tl.make_tensor_descriptor(dq_target, shape=[tl.maximum(Lq, 1), D],
-                                                  strides=[stride_dqat, 1],
-                                                  block_shape=[BLOCK_M, BLOCK_D])
         if IS_CAUSAL:
             for m_start in range(m_lo, tl.minimum(m_diag_end, Lq), BLOCK_M):
-                dk, dv, dmod = _dkdv_block(dk, dv, dmod, k, v, q_base, do_base, dq_target,
-                                           m_start, offs_n, offs_d, Lq, stride_qt, stride_dot,
-                                           stride_dqat, scale, bias_col, D, PAD_D,
-                                           BLOCK_M, True, HAS_SCORE_MOD, FAST_SIGMOID, ATOMIC_DQ)
+                dk, dv, dmod = _dkdv_block(dk, dv, dmod, k, v, q_base, do_base, m_start, offs_n,
+                                           offs_d, Lq, stride_qt, stride_dot, scale, bias_col, D,
+                                           PAD_D, BLOCK_M, True, HAS_SCORE_MOD, FAST_SIGMOID)
         for m_start in range(m_diag_end, Lq, BLOCK_M):
-            dk, dv, dmod = _dkdv_block(dk, dv, dmod, k, v, q_base, do_base, dq_target,
-                                       m_start, offs_n, offs_d, Lq, stride_qt, stride_dot,
-                                       stride_dqat, scale, bias_col, D, PAD_D, BLOCK_M,
-                                       False, HAS_SCORE_MOD, FAST_SIGMOID, ATOMIC_DQ)
+            dk, dv, dmod = _dkdv_block(dk, dv, dmod, k, v, q_base, do_base, m_start, offs_n,
+                                       offs_d, Lq, stride_qt, stride_dot, scale, bias_col, D,
+                                       PAD_D, BLOCK_M, False, HAS_SCORE_MOD, FAST_SIGMOID)
 
     key_ok = offs_n < Lk
     dv = tl.where(key_ok[:, None], dv, 0.0)
@@ -160,77 +141,6 @@ def _dkdv_program(
     if HAS_SCORE_MOD:
         dmod = tl.where(key_ok, dmod, 0.0)
         tl.store(DMOD + b64 * stride_dmb + hk64 * stride_dmh + rows, dmod, mask=offs_n < owned)
-
-
-
-@triton.jit
-def sigmoid_attn_bwd_dkdv(
-    Q, K, V, DO, DK, DV, DMOD, SEQ_LENS_Q, SEQ_LENS_K, BIAS, SCORE_MOD,
-    stride_qb, stride_qt, stride_qh,
-    stride_kb, stride_kt, stride_kh,
-    stride_vb, stride_vt, stride_vh,
-    stride_dob, stride_dot, stride_doh,
-    stride_dkb, stride_dkt, stride_dkh,
-    stride_dvb, stride_dvt, stride_dvh,
-    stride_dmb, stride_dmh, stride_smb, stride_smt,
-    T_Q, T_K, kv_group, scale, bias_value,
-    HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k, head_dim,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr,
-    VARLEN: tl.constexpr, CAUSAL_LPT: tl.constexpr = 0,
-    RUNTIME_HEAD_DIM: tl.constexpr = False,
-):
-    # grid: (cdiv(T_K, BLOCK_N), Hkv, B), or (T_K // BLOCK_N + num_seqs + 1, Hkv, 1) when VARLEN
-    _dkdv_program(
-        Q, K, V, DO, DK, DV, DMOD, SEQ_LENS_Q, SEQ_LENS_K, BIAS, SCORE_MOD,
-        stride_qb, stride_qt, stride_qh, stride_kb, stride_kt, stride_kh,
-        stride_vb, stride_vt, stride_vh, stride_dob, stride_dot, stride_doh,
-        stride_dkb, stride_dkt, stride_dkh, stride_dvb, stride_dvt, stride_dvh,
-        stride_dmb, stride_dmh, stride_smb, stride_smt,
-        DK, 0, 0, 0,  # no dQ here: the dq kernel computes it (deterministic)
-        T_Q, T_K, kv_group, scale, bias_value,
-        HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k, head_dim,
-        HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, IS_CAUSAL, HAS_SCORE_MOD, FAST_SIGMOID, VARLEN,
-        CAUSAL_LPT, 0, RUNTIME_HEAD_DIM)
-
-
-@triton.jit
-def sigmoid_attn_bwd_dkdv_dq(
-    Q, K, V, DO, DK, DV, DMOD, SEQ_LENS_Q, SEQ_LENS_K, BIAS, SCORE_MOD,
-    stride_qb, stride_qt, stride_qh,
-    stride_kb, stride_kt, stride_kh,
-    stride_vb, stride_vt, stride_vh,
-    stride_dob, stride_dot, stride_doh,
-    stride_dkb, stride_dkt, stride_dkh,
-    stride_dvb, stride_dvt, stride_dvh,
-    stride_dmb, stride_dmh, stride_smb, stride_smt,
-    DQ_ACC, stride_dqab, stride_dqat, stride_dqah,
-    T_Q, T_K, kv_group, scale, bias_value,
-    HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k, head_dim,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr,
-    VARLEN: tl.constexpr, CAUSAL_LPT: tl.constexpr = 0,
-    ATOMIC_DQ: tl.constexpr = 2,
-    RUNTIME_HEAD_DIM: tl.constexpr = False,
-):
-    """The one-pass backward (kind bwd_dkdv_dq: hd64 in the build, opt-in; docs/performance.md,
-    "The one-pass backward"): dK, dV and dQ in one pass, 5 matmuls per score element instead of
-    the two kernels' 7. dQ's shares from every key block
-    are summed in fp32 in DQ_ACC by atomics, in no fixed order: not bitwise deterministic. The
-    caller casts DQ_ACC to dQ's dtype. ATOMIC_DQ == 2 needs HEAD_DIM == BLOCK_D (a power of
-    two)."""
-    tl.static_assert(ATOMIC_DQ == 1 or HEAD_DIM == BLOCK_D)
-    _dkdv_program(
-        Q, K, V, DO, DK, DV, DMOD, SEQ_LENS_Q, SEQ_LENS_K, BIAS, SCORE_MOD,
-        stride_qb, stride_qt, stride_qh, stride_kb, stride_kt, stride_kh,
-        stride_vb, stride_vt, stride_vh, stride_dob, stride_dot, stride_doh,
-        stride_dkb, stride_dkt, stride_dkh, stride_dvb, stride_dvt, stride_dvh,
-        stride_dmb, stride_dmh, stride_smb, stride_smt,
-        DQ_ACC, stride_dqab, stride_dqat, stride_dqah,
-        T_Q, T_K, kv_group, scale, bias_value,
-        HAS_SEQ_LENS_Q, HAS_SEQ_LENS_K, BIAS_MODE, num_seqs, max_seqlen_q, max_seqlen_k, head_dim,
-        HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, IS_CAUSAL, HAS_SCORE_MOD, FAST_SIGMOID, VARLEN,
-        CAUSAL_LPT, ATOMIC_DQ, RUNTIME_HEAD_DIM)
 
 
 @triton.jit

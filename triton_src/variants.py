@@ -75,14 +75,6 @@ BWD_DQ_TILES = {int(d): tuple(t) for d, t in _DB["bwd_dq"].items()}
 FWD_WS_TILES = {int(d): [(int(m), tuple(t)) for m, t in b]
                 for d, b in _DB.get("fwd_ws", {}).items()}
 FWD_WS_DISPATCH = bool(_DB.get("fwd_ws_dispatch", False))
-# The one-pass backward (sigmoid_attn_bwd.sigmoid_attn_bwd_dkdv_dq: dK, dV and dQ, dQ summed by
-# TMA tile reductions in fp32, not bitwise deterministic): tiles per head dim (powers of two),
-# fp16/bf16. The dispatcher takes it instead of the dkdv + dq pair only when tiles.json's
-# bwd_one_pass_dispatch is true, or it is switched on (SIGMOID_ATTN_ONE_PASS_BACKWARD=1,
-# sigmoid_attn.kernel_options(one_pass_backward=True)); measured: hd64 only, off by default
-# (docs/performance.md, "The one-pass backward").
-BWD_ONE_PASS_TILES = {int(d): tuple(t) for d, t in _DB.get("bwd_dkdv_dq", {}).items()}
-BWD_ONE_PASS_DISPATCH = bool(_DB.get("bwd_one_pass_dispatch", False))
 # The Gluon forward (sigmoid_attn_fwd_gluon_persistent.py, kind fwd_gluon, and with per-sequence
 # lengths kind fwd_gluon_padded; fp16/bf16; dense and causal with T_Q == T_K; no score_mod, no
 # packed batches): [BLOCK_M, BLOCK_N, num_warps, num_stages]
@@ -177,7 +169,6 @@ def tile_table(kind: str, dtype: str):
             "fwd_gluon_padded": {} if fp32 else FWD_GLUON_TILES,
             "bwd_dkdv": BWD_DKDV_TILES_FP32 if fp32 else BWD_DKDV_TILES,
             "bwd_dq": BWD_DQ_TILES_FP32 if fp32 else BWD_DQ_TILES,
-            "bwd_dkdv_dq": {} if fp32 else BWD_ONE_PASS_TILES,
             "bwd_gluon": {} if fp32 else BWD_GLUON_TILES,
             "bwd_gluon_padded": {} if fp32 else BWD_GLUON_TILES,
             "dq_cast": {} if fp32 else {d: DQ_CAST_TILE for d in BWD_GLUON_TILES}}[kind]
@@ -214,12 +205,6 @@ PARAMS = {
     + _strides("q") + _strides("k") + _strides("v") + _strides("do") + _strides("dk")
     + _strides("dv") + (("stride_dmb", "i64"), ("stride_dmh", "i64"), ("stride_smb", "i64"),
                         ("stride_smt", "i32")) + _TAIL + _HEAD_DIM,
-    "bwd_dkdv_dq": (("Q", "*dt"), ("K", "*dt"), ("V", "*dt"), ("DO", "*dt"), ("DK", "*dt"),
-                    ("DV", "*dt"), ("DMOD", "*fp32")) + _LENS_BIAS_MOD
-    + _strides("q") + _strides("k") + _strides("v") + _strides("do") + _strides("dk")
-    + _strides("dv") + (("stride_dmb", "i64"), ("stride_dmh", "i64"), ("stride_smb", "i64"),
-                        ("stride_smt", "i32"), ("DQ_ACC", "*fp32")) + _strides("dqa") + _TAIL
-    + _HEAD_DIM,
     "bwd_dq": (("Q", "*dt"), ("K", "*dt"), ("V", "*dt"), ("DO", "*dt"), ("DQ", "*dt"))
     + _LENS_BIAS_MOD + _strides("q") + _strides("k") + _strides("v") + _strides("do")
     + _strides("dq") + (("stride_smb", "i64"), ("stride_smt", "i32")) + _TAIL + _HEAD_DIM,
@@ -251,12 +236,11 @@ PARAMS["dq_cast"] = (("src", "*fp32"), ("dst", "*dt"), ("n", "i32"))
 # Every kernel kind, written once: name -> (C++ KernelKind enumerator, module, function). The
 # order is the kind code of C++ (KernelKind), of the catalog and of the build order; aot.py emits
 # the enum and the names into sigmoid_attn_constants.h and one argument struct per kind
-# (kernel_args.h, from PARAMS). kForwardWS: the warp-specialized forward; kBackwardDkDvDq: the
-# one-pass backward (dkdv plus dQ by fp32 TMA reductions); kForwardGluon: the Gluon forward
+# (kernel_args.h, from PARAMS). kForwardWS: the warp-specialized forward; kForwardGluon: the Gluon forward
 # (persistent, host TMA descriptors; dense calls, causal ones with T_Q == T_K); kBackwardGluon:
 # the Gluon backward (host TMA descriptors, dQ into an fp32 buffer) and kDqCast its dQ cast;
-# kForwardGluonPadded: the Gluon forward with per-sequence lengths (padded batches, the default
-# bias), the tiles of kForwardGluon.
+# kForwardGluonPadded / kBackwardGluonPadded: the Gluon kernels with per-sequence lengths
+# (padded batches, the default bias), with the tiles of the ones without.
 KIND_TABLE = {
     "fwd": ("kForward", "sigmoid_attn_fwd", "sigmoid_attn_fwd"),
     "fwd_ws": ("kForwardWS", "sigmoid_attn_fwd_ws", "sigmoid_attn_fwd_ws"),
@@ -264,7 +248,6 @@ KIND_TABLE = {
                   "sigmoid_attn_fwd_gluon_persistent"),
     "bwd_dkdv": ("kBackwardDkDv", "sigmoid_attn_bwd", "sigmoid_attn_bwd_dkdv"),
     "bwd_dq": ("kBackwardDq", "sigmoid_attn_bwd", "sigmoid_attn_bwd_dq"),
-    "bwd_dkdv_dq": ("kBackwardDkDvDq", "sigmoid_attn_bwd", "sigmoid_attn_bwd_dkdv_dq"),
     "bwd_gluon": ("kBackwardGluon", "sigmoid_attn_bwd_gluon", "sigmoid_attn_bwd_gluon"),
     "dq_cast": ("kDqCast", "sigmoid_attn_bwd_gluon", "dq_cast"),
     "fwd_gluon_padded": ("kForwardGluonPadded", "sigmoid_attn_fwd_gluon_persistent",
@@ -323,9 +306,7 @@ class Variant:
         if _LPT_OVERRIDES["causal"] is not None:
             return int(_LPT_OVERRIDES["causal"])
         if self.kind != "fwd":
-            # (the one-pass backward has dkdv's programs: its order)
-            kind = "bwd_dkdv" if self.kind == "bwd_dkdv_dq" else self.kind
-            return BWD_CAUSAL_LPT[kind].get(self.head_dim, 0)
+            return BWD_CAUSAL_LPT[self.kind].get(self.head_dim, 0)
         return next((n for m, n in reversed(CAUSAL_LPT.get(self.head_dim, []))
                      if m <= self.min_t), 0)
 

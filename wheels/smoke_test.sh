@@ -59,13 +59,13 @@ except RuntimeError as e:
 m.bind(lib)
 build, catalog = m.build_info(), m.kernel_catalog()
 assert len(catalog) == kernels, (len(catalog), kernels)
-before = m.dispatch_switch("one_pass_backward", 1)
-assert m.dispatch_switch("one_pass_backward", before) == 1
+before = m.dispatch_switch("gluon_backward", 0)
+assert m.dispatch_switch("gluon_backward", before) == 0
 try:
-    m.dispatch_switch("one_pass", 1)
+    m.dispatch_switch("gluon", 1)
     raise SystemExit("an unknown switch was not refused")
 except ValueError as e:
-    assert "'one_pass_backward'" in str(e), e
+    assert "'gluon_backward'" in str(e), e
 assert "torch" not in sys.modules
 print(f"CPython {sys.version.split()[0]} ({sys.executable}): {len(files)} package files compile, "
       f"_library bound the ops library: {len(catalog)} kernels, torch {build['torch']}, "

@@ -15,8 +15,8 @@ only calls that need one pay for the kernel.
 Without Python (libtorch), the ops have no autograd: a C++ caller that needs gradients calls
 `backward` / `backward_varlen` itself.
 
-Determinism: the backward ops take `deterministic`, which keeps them off the kernels that sum dQ
-by fp32 atomics (the Gluon backward, the one-pass backward) whatever the dispatch switches say.
+Determinism: the backward ops take `deterministic`, which keeps them off the kernel that sums dQ
+by fp32 atomics (the Gluon backward) whatever the dispatch switches say.
 The ops library cannot read torch's deterministic mode (the stable ABI has no query for it), so
 every backward here passes torch.are_deterministic_algorithms_enabled(); under torch.compile the
 value is read when the backward is traced, and Dynamo's global-state guard retraces when the

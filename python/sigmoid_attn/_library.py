@@ -24,7 +24,6 @@ _FUNCTIONS = {
     "sigmoid_attn_kernel_label": (_str, [_int, _str]),
     # the dispatch switches: set 1/0, < 0 only reads; each returns the setting before
     "sigmoid_attn_warp_specialized": (_int, [_int]),
-    "sigmoid_attn_one_pass_backward": (_int, [_int]),
     "sigmoid_attn_gluon_forward": (_int, [_int]),
     "sigmoid_attn_gluon_backward": (_int, [_int]),
 }
@@ -33,7 +32,6 @@ _SWITCHES = {
     "warp_specialized": "sigmoid_attn_warp_specialized",
     "gluon_forward": "sigmoid_attn_gluon_forward",
     "gluon_backward": "sigmoid_attn_gluon_backward",
-    "one_pass_backward": "sigmoid_attn_one_pass_backward",
 }
 _INT_FIELDS = ("head_dim", "block_m", "block_n", "num_warps", "num_stages", "min_t",
                "shared_bytes", "num_hidden_params", "cubin_bytes", "stride_multiple")
@@ -105,8 +103,7 @@ def dispatch_switch(name, value):
     a = _bound()
     if name not in _SWITCHES:
         raise ValueError(f"sigmoid_attn._library.dispatch_switch: unknown switch {name!r}, "
-                         "expected 'warp_specialized', 'gluon_forward', 'gluon_backward' or "
-                         "'one_pass_backward'")
+                         "expected 'warp_specialized', 'gluon_forward' or 'gluon_backward'")
     return a[_SWITCHES[name]](value)
 
 

@@ -2,7 +2,7 @@
 
 from . import _library  # bound to the ops library by _ops
 
-_SWITCHES = ("warp_specialized", "gluon_forward", "gluon_backward", "one_pass_backward")
+_SWITCHES = ("warp_specialized", "gluon_forward", "gluon_backward")
 
 
 class kernel_options:
@@ -25,22 +25,16 @@ class kernel_options:
         with lengths for both queries and keys and the default bias, causal ones only with as
         many keys as queries, no score_mod, no bias tensor, heads packed along each row. dQ is
         not bitwise reproducible, so with torch.use_deterministic_algorithms(True) the backward
-        stays on the two-kernel path. It takes precedence over one_pass_backward. On by default
-        (tiles.json bwd_gluon_dispatch; SIGMOID_ATTN_GLUON_BACKWARD=0/1 at load); built only
-        with Triton 3.8, otherwise a no-op.
-    one_pass_backward: dK, dV and dQ from one kernel, dQ summed in fp32 by TMA reductions,
-        where one is compiled (hd64): 3-4% faster from T = 4k on an H100, but dQ is then not
-        bitwise reproducible (not taken in deterministic mode either). Off by default
-        (SIGMOID_ATTN_ONE_PASS_BACKWARD=0/1 at load).
+        stays on the two-kernel path. On by default (tiles.json bwd_gluon_dispatch;
+        SIGMOID_ATTN_GLUON_BACKWARD=0/1 at load); built only with Triton 3.8, otherwise a no-op.
 
     Not thread-local: a setting made in one thread applies to calls from every thread. Each
     call reads the switches afresh (torch.compile and CUDA graphs included: a captured graph
     keeps the kernels it captured)."""
 
-    def __init__(self, *, warp_specialized=None, gluon_forward=None, gluon_backward=None,
-                 one_pass_backward=None):
+    def __init__(self, *, warp_specialized=None, gluon_forward=None, gluon_backward=None):
         wanted = {"warp_specialized": warp_specialized, "gluon_forward": gluon_forward,
-                  "gluon_backward": gluon_backward, "one_pass_backward": one_pass_backward}
+                  "gluon_backward": gluon_backward}
         for name, value in wanted.items():
             if value is not None and not isinstance(value, bool):
                 raise TypeError(f"kernel_options: {name} must be a bool or None, got "
@@ -60,5 +54,5 @@ class kernel_options:
 
 def current_kernel_options() -> dict:
     """The switches' settings now: {"warp_specialized": bool, "gluon_forward": bool,
-    "gluon_backward": bool, "one_pass_backward": bool}."""
+    "gluon_backward": bool}."""
     return {name: bool(_library.dispatch_switch(name, -1)) for name in _SWITCHES}
