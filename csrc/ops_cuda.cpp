@@ -2,6 +2,7 @@
 // current stream. No host synchronization: lengths (or cu_seqlens) stay on the device, so the
 // call is CUDA-graph capturable.
 #include <algorithm>
+#include <climits>
 #include <cmath>
 
 #include <torch/csrc/stable/ops.h>
@@ -35,9 +36,11 @@ struct GluonOperands {
 std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tensor& q,
                                             const Tensor& k, const Tensor& v, const Tensor& out,
                                             bool has_lens_q, bool has_lens_k, bool is_causal) {
+  // (its row coordinates and lengths are int32: a tile's last row, up to 256 past T, included)
+  constexpr int64_t kMaxRows = INT32_MAX - 512;
   if (has_lens_q != has_lens_k || (has_lens_q && p.bias_mode != kBiasDefault) ||
       p.bias_mode == kBiasTensor || p.Tk < 1 || (is_causal && !p.varlen && p.Tq != p.Tk) ||
-      !gluon_forward_dispatch()) {
+      p.Tq > kMaxRows || p.Tk > kMaxRows || !gluon_forward_dispatch()) {
     return std::nullopt;
   }
   constexpr int kElemBytes = 2;  // fp16 / bf16: the only dtypes it is compiled for
