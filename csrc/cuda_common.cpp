@@ -107,11 +107,13 @@ Operand operand(const Tensor& t, int64_t max_rows, int stride_multiple) {
 
 std::optional<TmaRows> tma_rows(const Tensor& t, int elem_bytes) {
   Layout l(t);
-  if (l.packed()) return std::nullopt;
-  const int64_t B = l.sizes[0], T = l.sizes[1], H = l.sizes[2], D = l.sizes[3];
+  // A packed [total, H, D] tensor is seen as one batch entry of total rows.
+  const int o = l.packed() ? 1 : 0;  // (dims of [B, T, H, D] the tensor lacks)
+  const int64_t B = l.packed() ? 1 : l.sizes[0], T = l.sizes[1 - o], H = l.sizes[2 - o],
+                D = l.sizes[3 - o];
   if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return std::nullopt;
-  if ((D > 1 && l.strides[3] != 1) || (H > 1 && l.strides[2] != D)) return std::nullopt;
-  const int64_t st = T > 1 ? l.strides[1] : H * D;
+  if ((D > 1 && l.strides[3 - o] != 1) || (H > 1 && l.strides[2 - o] != D)) return std::nullopt;
+  const int64_t st = T > 1 ? l.strides[1 - o] : H * D;
   const int64_t sb = B > 1 ? l.strides[0] : T * st;
   constexpr int64_t kMaxStrideBytes = int64_t(1) << 40;
   constexpr int64_t kMaxExtent = (int64_t(1) << 32) - 1;

@@ -34,7 +34,8 @@ struct Operand {
 Operand operand(const Tensor& t, int64_t max_rows = -1, int stride_multiple = 16);
 
 // A [B, T, H, D] operand as the rank-3 tensor [B, T, H*D] that a TMA descriptor describes
-// (the Gluon forward's view): base pointer, extents and strides in elements, size-1 dims given
+// (the Gluon kernels' view; a packed [total, H, D] one as [1, total, H*D]): base pointer,
+// extents and strides in elements, size-1 dims given
 // the strides of a dense layout (their stride is never used, but the descriptor needs a valid
 // one).
 struct TmaRows {

@@ -2,6 +2,7 @@
 // current stream. No host synchronization: lengths (or cu_seqlens) stay on the device, so the
 // call is CUDA-graph capturable.
 #include <algorithm>
+#include <climits>
 #include <cmath>
 
 #include <torch/csrc/stable/ops.h>
@@ -23,19 +24,23 @@ struct GluonOperands {
 };
 
 // Whether a call is one the Gluon forward covers beyond its variant flags (select_forward
-// checks those, the compiled head dims and the grid size): a [B, T, H, D] batch (packed ones take
-// the other forwards: its descriptors are [B, T, H*D]); lengths either for both queries and keys
-// with the default bias (kind kForwardGluonPadded, which derives -log(Lk) per sequence) or for
-// neither; no bias tensor (it takes one scalar bias); at least one key (with none its pipeline
-// would wait for a first key block that never comes); causal only with as many keys as queries
-// (its causal schedule and masks assume Tq == Tk); q, k, v, out readable as [B, T, H*D] by TMA.
-// Anything else takes the other forwards.
+// checks those, the compiled head dims and the grid size): a [B, T, H, D] batch with lengths
+// either for both queries and keys with the default bias (kind kForwardGluonPadded, which
+// derives -log(Lk) per sequence) or for neither, or a packed batch with the default bias (kind
+// kForwardGluonPadded compiled for packed rows: cu_seqlens read in the kernel); no bias tensor
+// (it takes one scalar bias); at least one key (with none its pipeline would wait for a first
+// key block that never comes); a dense causal call only with as many keys as queries (its
+// causal schedule and masks are per batch entry; packed causal calls align each sequence
+// top-left, as the other forwards); q, k, v, out readable by TMA ([B, T, H*D], or [1, total,
+// H*D] packed). Anything else takes the other forwards.
 std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tensor& q,
                                             const Tensor& k, const Tensor& v, const Tensor& out,
                                             bool has_lens_q, bool has_lens_k, bool is_causal) {
-  if (p.varlen || has_lens_q != has_lens_k || (has_lens_q && p.bias_mode != kBiasDefault) ||
-      p.bias_mode == kBiasTensor || p.Tk < 1 || (is_causal && p.Tq != p.Tk) ||
-      !gluon_forward_dispatch()) {
+  // (its row coordinates and lengths are int32: a tile's last row, up to 256 past T, included)
+  constexpr int64_t kMaxRows = INT32_MAX - 512;
+  if (has_lens_q != has_lens_k || (has_lens_q && p.bias_mode != kBiasDefault) ||
+      p.bias_mode == kBiasTensor || p.Tk < 1 || (is_causal && !p.varlen && p.Tq != p.Tk) ||
+      p.Tq > kMaxRows || p.Tk > kMaxRows || !gluon_forward_dispatch()) {
     return std::nullopt;
   }
   constexpr int kElemBytes = 2;  // fp16 / bf16: the only dtypes it is compiled for
@@ -50,11 +55,13 @@ std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tenso
 }
 
 // The argument struct of either Gluon forward kind (the same fields: one kernel source).
+// o_ptr, o_stride: the output and its row stride (elements) for a packed call's masked stores;
+// 0 otherwise (not read).
 template <typename Args>
 Args gluon_args(const TensorMapArg* maps, const ForwardProblem& p, CUdeviceptr lens_q,
-                CUdeviceptr lens_k, double bias) {
+                CUdeviceptr lens_k, double bias, CUdeviceptr o_ptr = 0, int32_t o_stride = 0) {
   return Args{.q_desc = maps[0], .k_desc = maps[1], .v_desc = maps[2], .o_desc = maps[3],
-              .SEQ_LENS_Q = lens_q, .SEQ_LENS_K = lens_k,
+              .SEQ_LENS_Q = lens_q, .SEQ_LENS_K = lens_k, .O = o_ptr, .stride_ot = o_stride,
               .T_Q = static_cast<int32_t>(p.Tq), .T_K = static_cast<int32_t>(p.Tk),
               .H = static_cast<int32_t>(p.Hq), .B = static_cast<int32_t>(p.B),
               .kv_group = static_cast<int32_t>(p.Hq / p.Hkv),
@@ -83,13 +90,20 @@ bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops,
   const double bias = p.bias_mode == kBiasScalar ? p.bias_value
                                                  : -std::log(static_cast<double>(p.Tk));
   // Persistent: one program per SM at most, each walking the (query block, head, batch) tiles
-  // pid, pid + grid, ... (the kernel's _tile/_schedule); fewer when there are fewer tiles.
-  const uint64_t tiles = uint64_t(cdiv(p.Tq, spec.block_m)) * p.Hq * p.B;
+  // pid, pid + grid, ... (the kernel's _tile/_schedule); fewer when there are fewer tiles. A
+  // packed batch's tile count is the kernel's to find (from cu_seqlens); this bounds it: each
+  // sequence's tiles are at most its rows / block_m + 1, and the tail's too.
+  const uint64_t tiles = p.varlen
+                             ? uint64_t(p.Tq / spec.block_m + p.B + 1) * p.Hq
+                             : uint64_t(cdiv(p.Tq, spec.block_m)) * p.Hq * p.B;
   const uint64_t programs = std::min<uint64_t>(tiles, uint64_t(sm_count(device)));
   if (programs == 0) return false;
   const CUstream stream = current_stream(device);
   if (spec.kind == KernelKind::kForwardGluonPadded) {
-    auto args = gluon_args<ForwardGluonPaddedArgs>(maps, p, lens_q, lens_k, bias);
+    auto args = p.varlen ? gluon_args<ForwardGluonPaddedArgs>(maps, p, lens_q, lens_k, bias,
+                                                              ops.o.ptr,
+                                                              static_cast<int32_t>(ops.o.st))
+                         : gluon_args<ForwardGluonPaddedArgs>(maps, p, lens_q, lens_k, bias);
     launch(kernel, device, stream, static_cast<unsigned>(programs), 1, 1, args);
   } else {
     auto args = gluon_args<ForwardGluonArgs>(maps, p, 0, 0, bias);
@@ -110,8 +124,8 @@ void launch_forward(const ForwardProblem& p, const Tensor& q, const Tensor& k, c
     const auto g = gluon_operands(p, q, k, v, out, lens_q.has_value(), lens_k.has_value(),
                                   is_causal);
     if (g.has_value()) {
-      const int kernel = select_forward(p.dtype, p.D, is_causal, false, false, p.max_q, p.Tq,
-                                        p.B, p.Hq, sm_count(device), false, true, padded);
+      const int kernel = select_forward(p.dtype, p.D, is_causal, false, p.varlen, p.max_q,
+                                        p.Tq, p.B, p.Hq, sm_count(device), false, true, padded);
       const KernelKind kind = kKernels[kernel].kind;
       if (kind == KernelKind::kForwardGluon || kind == KernelKind::kForwardGluonPadded) {
         // int32 lengths (converted on the device when given otherwise); they outlive the

@@ -193,12 +193,14 @@ def test_info_lists_compiled_variants():
     assert not any(varlen and mod for _, _, varlen, _, mod in ws)
     # The Gluon forward (tiles.json fwd_gluon), built with Triton 3.8 only: fp16/bf16, dense,
     # causal or not, no score_mod, one kernel per head dim in the database and causal flag;
-    # the same again with lengths (kind fwd_gluon_padded, the same tiles)
-    for kind in ("fwd_gluon", "fwd_gluon_padded"):
+    # the same again with lengths, [B, T, H, D] and packed (kind fwd_gluon_padded, the same
+    # tiles)
+    for kind, varlens in (("fwd_gluon", (False,)), ("fwd_gluon_padded", (False, True))):
         gluon = sorted((k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
                        for k in info["variants"] if k["kind"] == kind)
-        want = sorted((dt, int(d), False, causal, False) for dt in ("float16", "bfloat16")
-                      for d in _tiles_db().get("fwd_gluon", {}) for causal in (False, True))
+        want = sorted((dt, int(d), varlen, causal, False) for dt in ("float16", "bfloat16")
+                      for d in _tiles_db().get("fwd_gluon", {}) for causal in (False, True)
+                      for varlen in varlens)
         assert gluon == (want if _gluon_built() else []), kind
     # The Gluon backward (tiles.json bwd_gluon) and its dQ cast, Triton 3.8 only: fp16/bf16,
     # dense, no score_mod, one of each per head dim in the database

@@ -61,11 +61,65 @@ def test_varlen_forward_variant(var):
     g = torch.Generator().manual_seed(var["head_dim"] * 7 + var["causal"] * 3 + var["score_mod"])
     q, k, v, cu_q, cu_k, mq, mk, dtype, kw = problem(var, g)
     torch.empty(q.shape, dtype=dtype, device="cuda").fill_(float("nan"))  # poison
-    out = sigmoid_attention_varlen(q, k, v, cu_q, cu_k, mq, mk, **kw)
+    # (the Gluon forward would take the hd128 calls: this tests the Triton variant)
+    with sigmoid_attn.kernel_options(gluon_forward=False):
+        out = sigmoid_attention_varlen(q, k, v, cu_q, cu_k, mq, mk, **kw)
     torch.cuda.synchronize()
     assert not torch.isnan(out).any(), "unwritten (poisoned) output elements"
     assert rel_err(out, ref64(q, k, v, cu_q, cu_k, mq, mk, **kw)) < REL_TOL[dtype]
     assert (out[int(cu_q[-1]):] == 0).all()
+
+
+GLUON_VARLEN = [v for v in VARIANTS if v["kind"] == "fwd_gluon_padded" and v["varlen"]] \
+    if torch.cuda.is_available() else []
+
+
+@pytest.mark.skipif(not GLUON_VARLEN, reason="no packed Gluon forward in this build (Triton 3.8)")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("causal", [False, True], ids=["dense", "causal"])
+def test_gluon_forward_varlen_matches_reference(causal, dtype):
+    """Packed batches through the Gluon forward (kind fwd_gluon_padded compiled for packed rows:
+    the tiles of each sequence from cu_seqlens, the tail past cu_seqlens[B] written as zeros,
+    TMA stores for whole row blocks and masked stores where a sequence ends mid-block, so the
+    next sequence's rows are never touched): lengths 0, 1, 17, 64, 65, 127, 128, 129 and long
+    ones, queries and keys of different lengths, GQA; NaN in the tail rows of q, k and v (a
+    tile reading past its sequence must not let them through); poisoned output; the profiler
+    sees the Gluon kernel; against float64 and the Triton forward."""
+    from conftest import launched_kernels
+
+    g = torch.Generator().manual_seed(11 + causal)
+    lens_q = [2000, 0, 1, 17, 64, 65, 127, 128, 129, 1500, 777, 3000]
+    lens_k = [2000, 3, 1, 17, 70, 65, 127, 129, 128, 1400, 900, 3000]
+    if causal:  # (top-left per sequence: keys may outnumber queries and the reverse)
+        lens_k = lens_q[:2] + lens_k[2:]
+    Hq, Hkv, D, tail = 8, 2, 128, 37
+    mk = lambda *s: torch.randn(*s, generator=g).to("cuda", dtype)
+    q = mk(sum(lens_q) + tail, Hq, D)
+    k, v = mk(sum(lens_k) + tail, Hkv, D), mk(sum(lens_k) + tail, Hkv, D)
+    for t, n in ((q, sum(lens_q)), (k, sum(lens_k)), (v, sum(lens_k))):
+        t[n:] = float("nan")
+    cu_q, cu_k = cu_of(lens_q), cu_of(lens_k)
+    mq, mkl = max(lens_q), max(lens_k)
+
+    def run():
+        torch.empty(q.shape, dtype=dtype, device="cuda").fill_(float("nan"))  # poison
+        return sigmoid_attention_varlen(q, k, v, cu_q, cu_k, mq, mkl, is_causal=causal)
+
+    names = launched_kernels(run)
+    assert "sigmoid_attn_fwd_gluon_persistent" in names, names
+    out = run()
+    torch.cuda.synchronize()
+    n = sum(lens_q)
+    assert not torch.isnan(out).any(), "unwritten output elements, or NaN from the tail"
+    assert (out[n:] == 0).all(), "tail rows past cu_seqlens[B] not zero"
+    clean = [t.clone() for t in (q, k, v)]
+    for t, m in zip(clean, (n, sum(lens_k), sum(lens_k))):
+        t[m:] = 0
+    want = ref64(*clean, cu_q, cu_k, mq, mkl, is_causal=causal)
+    assert rel_err(out[:n], want[:n]) < REL_TOL[dtype]
+    with sigmoid_attn.kernel_options(gluon_forward=False):
+        other = sigmoid_attention_varlen(*clean, cu_q, cu_k, mq, mkl, is_causal=causal)
+    assert rel_err(out[:n], other[:n].double()) < REL_TOL[dtype]
 
 
 @pytest.mark.parametrize("var", BWD, ids=[v["name"] for v in BWD])

@@ -156,7 +156,7 @@ def _compile_gluon_kind(var: V.Variant, arch: int, rows: dict, constexprs: dict)
             layout = gl.NVMMASharedLayout.get_default_for(box, gl_dtype[dtype])
             signature[name] = f"tensordesc<{dtype}[{','.join(map(str, box))}],{layout!r}>"
         else:
-            signature[name] = t
+            signature[name] = t.replace("*dt", f"*{var.dtype}")
     names = list(fn.arg_names)
     if names != [n for n, _ in V.PARAMS[var.kind]] + list(constexprs):
         raise RuntimeError(f"variants.PARAMS[{var.kind!r}] is out of date with the kernel: "
@@ -176,7 +176,8 @@ def compile_gluon(var: V.Variant, arch: int):
     boxes = {"q_desc": rows, "o_desc": rows, "k_desc": var.block_n, "v_desc": var.block_n}
     constexprs = {"NUM_STAGES": var.num_stages, "CAUSAL": var.causal,
                   "HAS_LENGTHS": var.kind == "fwd_gluon_padded",
-                  "CONSUMER_REGS": V.GLUON_CONSUMER_REGS, "PRODUCER_REGS": V.GLUON_PRODUCER_REGS}
+                  "CONSUMER_REGS": V.GLUON_CONSUMER_REGS, "PRODUCER_REGS": V.GLUON_PRODUCER_REGS,
+                  "VARLEN": var.varlen}
     return _compile_gluon_kind(var, arch, boxes, constexprs)
 
 

@@ -216,6 +216,7 @@ PARAMS = {
 # one sits and how to encode it (box, swizzle, element type) in the KernelSpec.
 PARAMS["fwd_gluon"] = (("q_desc", "desc"), ("k_desc", "desc"), ("v_desc", "desc"),
                        ("o_desc", "desc"), ("SEQ_LENS_Q", "*i32"), ("SEQ_LENS_K", "*i32"),
+                       ("O", "*dt"), ("stride_ot", "i32"),
                        ("T_Q", "i32"), ("T_K", "i32"), ("H", "i32"), ("B", "i32"),
                        ("kv_group", "i32"), ("scale", "fp32"), ("bias_value", "fp32"))
 # The Gluon forward of padded batches: the same kernel compiled with HAS_LENGTHS, so the same
@@ -416,9 +417,10 @@ def variants(triton_version: str = None, head_dims=None, dtypes=None, kinds=None
                     for varlen in (False, True):
                         for causal in (False, True):
                             for score_mod in (False, True):
-                                # (descriptors over [B, T, H*D]: packed calls take the other
-                                # forwards; no score_mod in the kernel)
-                                if kind in GLUON_FORWARD_KINDS and (varlen or score_mod):
+                                # (packed calls through the kind with lengths: cu_seqlens
+                                # read in the kernel; no score_mod in the kernel)
+                                if kind == "fwd_gluon" and varlen or (
+                                        kind in GLUON_FORWARD_KINDS and score_mod):
                                     continue
                                 # (dense, causal or not: the Gluon backward takes no lengths
                                 # and no score_mod; one cast serves both)

@@ -150,6 +150,8 @@ def compile_variant(v: Variant, out_dir: Path):
         "o_desc": f"tensordesc<{v.dtype}[1,{rows},{v.head_dim}],{q_layout!r}>",
         "SEQ_LENS_Q": "*i32",
         "SEQ_LENS_K": "*i32",
+        "O": f"*{v.dtype}",
+        "stride_ot": "i32",
         "T_Q": "i32",
         "T_K": "i32",
         "H": "i32",
@@ -162,9 +164,11 @@ def compile_variant(v: Variant, out_dir: Path):
         "HAS_LENGTHS": "constexpr",
         "CONSUMER_REGS": "constexpr",
         "PRODUCER_REGS": "constexpr",
+        "VARLEN": "constexpr",
     }
     constexprs = {"NUM_STAGES": v.stages, "CAUSAL": v.causal, "HAS_LENGTHS": v.lengths,
-                  "CONSUMER_REGS": v.consumer_regs, "PRODUCER_REGS": v.producer_regs}
+                  "CONSUMER_REGS": v.consumer_regs, "PRODUCER_REGS": v.producer_regs,
+                  "VARLEN": False}
     src = GluonASTSource(fn=sigmoid_attn_fwd_gluon_persistent, signature=sig,
                          constexprs=constexprs)
     return _build(v, out_dir, src, sig)

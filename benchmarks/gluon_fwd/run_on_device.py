@@ -242,7 +242,8 @@ class Kernel:
                    "B": ctypes.c_int32(B), "kv_group": ctypes.c_int32(H // h_kv),
                    "scale": ctypes.c_float(scale), "bias_value": ctypes.c_float(bias),
                    "SEQ_LENS_Q": ctypes.c_uint64(seq_lens_q),
-                   "SEQ_LENS_K": ctypes.c_uint64(seq_lens_k)}
+                   "SEQ_LENS_K": ctypes.c_uint64(seq_lens_k),
+                   "O": ctypes.c_uint64(0), "stride_ot": ctypes.c_int32(0)}  # (packed only)
         ptrs = []
         for p in rec["params"]:
             role = p["role"]
