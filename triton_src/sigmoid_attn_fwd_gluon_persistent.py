@@ -192,16 +192,23 @@ def _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, B, HAS_LENGTHS: gl.constexpr,
 
 
 @gluon.jit
+def _packed_blocks(CU, bb, B, total, BLOCK_M: gl.constexpr):
+    """Row blocks of packed sequence bb, [cu[bb], cu[bb+1]) clamped to [0, total]; bb == B is
+    the tail [cu[B], total)."""
+    off = gl.minimum(gl.maximum(gl.load(CU + bb), 0), total)
+    end = total
+    if bb < B:
+        end = gl.minimum(gl.maximum(gl.load(CU + bb + 1), off), total)
+    return gl.cdiv(end - off, BLOCK_M)
+
+
+@gluon.jit
 def _varlen_tiles(CU_Q, total, H, B, BLOCK_M: gl.constexpr):
     """Tiles of a packed batch: cdiv(length, BLOCK_M) per sequence and head, the tail
     [cu[B], total) as one more sequence (its rows are written as zeros)."""
     n = 0
     for bb in range(B + 1):
-        off = gl.minimum(gl.maximum(gl.load(CU_Q + bb), 0), total)
-        end = total
-        if bb < B:
-            end = gl.minimum(gl.maximum(gl.load(CU_Q + bb + 1), off), total)
-        n += gl.cdiv(end - off, BLOCK_M) * H
+        n += _packed_blocks(CU_Q, bb, B, total, BLOCK_M) * H
     return n
 
 
@@ -215,11 +222,7 @@ def _schedule_varlen(t, CU_Q, total, H, B, BLOCK_M: gl.constexpr):
     b = 0
     start = 0
     for bb in range(B + 1):
-        off = gl.minimum(gl.maximum(gl.load(CU_Q + bb), 0), total)
-        end = total
-        if bb < B:
-            end = gl.minimum(gl.maximum(gl.load(CU_Q + bb + 1), off), total)
-        cnt = gl.cdiv(end - off, BLOCK_M)
+        cnt = _packed_blocks(CU_Q, bb, B, total, BLOCK_M)
         if (t >= start) & (t < start + cnt * H):
             local = t - start
             h = local // cnt
