@@ -38,6 +38,13 @@ std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tenso
                                             bool has_lens_q, bool has_lens_k, bool is_causal) {
   // (its row coordinates and lengths are int32: a tile's last row, up to 256 past T, included)
   constexpr int64_t kMaxRows = INT32_MAX - 512;
+  // Each tile of a packed batch finds its sequence by walking cu_seqlens (B + 1 scalar loads per
+  // tile and partition): measured at 4 sequences (+41% over the Triton forward), not beyond;
+  // with hundreds of short cells the walk would cost more than a short tile's keys. Up to
+  // kMaxPackedSequences sequences here; more take the Triton forward, whose programs count
+  // their sequence 256 entries per vector load.
+  constexpr int64_t kMaxPackedSequences = 16;
+  if (p.varlen && p.B > kMaxPackedSequences) return std::nullopt;
   if (has_lens_q != has_lens_k || (has_lens_q && p.bias_mode != kBiasDefault) ||
       p.bias_mode == kBiasTensor || p.Tk < 1 || (is_causal && !p.varlen && p.Tq != p.Tk) ||
       p.Tq > kMaxRows || p.Tk > kMaxRows || !gluon_forward_dispatch()) {
