@@ -14,9 +14,9 @@ class kernel_options:
         On by default (tiles.json fwd_ws_dispatch; SIGMOID_ATTN_WARP_SPECIALIZED=0/1 at load).
     gluon_forward: the Gluon forward (hand-scheduled, warp-specialized, persistent; fp16/bf16
         hd128) for the calls it covers: [B, T, H, D] batches without lengths or with lengths
-        for both queries and keys and the default bias (dense causal ones only with as many
-        keys as queries), packed batches of up to 16 sequences with the default bias, no
-        score_mod, no bias tensor,
+        for both queries and keys and the default bias (non-causal ones of up to 16
+        sequences; causal ones only with as many keys as queries), packed batches of up to 16
+        sequences with the default bias, no score_mod, no bias tensor,
         heads
         packed along each row (head stride D), at least one 128-row tile per SM. It takes
         precedence over warp_specialized there. On by default (tiles.json fwd_gluon_dispatch;
