@@ -43,7 +43,7 @@ std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tenso
   // with hundreds of short cells the walk would cost more than a short tile's keys. Up to
   // kMaxPackedSequences sequences here; more take the Triton forward, whose programs count
   // their sequence 256 entries per vector load.
-  constexpr int64_t kMaxPackedSequences = 16;
+  constexpr int64_t kMaxPackedSequences = 1024;
   if (p.varlen && p.B > kMaxPackedSequences) return std::nullopt;
   if (has_lens_q != has_lens_k || (has_lens_q && p.bias_mode != kBiasDefault) ||
       p.bias_mode == kBiasTensor || p.Tk < 1 || (is_causal && !p.varlen && p.Tq != p.Tk) ||

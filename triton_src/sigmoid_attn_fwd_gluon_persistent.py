@@ -213,23 +213,18 @@ def _varlen_tiles(CU_Q, total, H, B, BLOCK_M: gl.constexpr):
 
 
 @gluon.jit
-def _schedule_varlen(t, CU_Q, total, H, B, BLOCK_M: gl.constexpr):
-    """(q-block, head, sequence) of tile t of a packed batch: sequence by sequence (the tail
-    last), head by head, q-blocks fastest (as _schedule_lengths); a bijection of
-    [0, _varlen_tiles)."""
-    m = 0
-    h = 0
-    b = 0
-    start = 0
-    for bb in range(B + 1):
-        cnt = _packed_blocks(CU_Q, bb, B, total, BLOCK_M)
-        if (t >= start) & (t < start + cnt * H):
-            local = t - start
-            h = local // cnt
-            m = local % cnt
-            b = bb
-        start += cnt * H
-    return m, h, b
+def _advance(t, cur_b, cur_start, cur_cnt, CU_Q, total, H, B, BLOCK_M: gl.constexpr):
+    """The packed schedule's cursor moved to the sequence holding tile t: tiles go sequence by
+    sequence (the tail last), head by head, q-blocks fastest, and each program meets its tiles
+    in increasing order (t = i * P + slot, slot < P, the causal snake included), so the cursor
+    (sequence, its first tile, its row blocks) only moves forward: B + 1 steps per program in
+    all, not per tile. Returns (cursor..., q-block, head)."""
+    while t >= cur_start + cur_cnt * H:
+        cur_start += cur_cnt * H
+        cur_b += 1
+        cur_cnt = _packed_blocks(CU_Q, cur_b, B, total, BLOCK_M)
+    local = t - cur_start
+    return cur_b, cur_start, cur_cnt, local % cur_cnt, local // cur_cnt
 
 
 @gluon.jit
@@ -262,6 +257,9 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, 
     heads = H * B
     if VARLEN:
         n_tiles = _varlen_tiles(SEQ_LENS_Q, T_Q, H, B, 2 * ROWS)
+        cur_b = 0  # the packed schedule's cursor (_advance)
+        cur_start = 0
+        cur_cnt = _packed_blocks(SEQ_LENS_Q, 0, B, T_Q, 2 * ROWS)
     else:
         n_tiles = n_m * heads
     it = 0  # K/V blocks queued so far (ring position and phase)
@@ -270,7 +268,9 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, 
         t = _tile(i, pid, n_prog, CAUSAL)
         if t < n_tiles:
             if VARLEN:
-                m, h, b = _schedule_varlen(t, SEQ_LENS_Q, T_Q, H, B, 2 * ROWS)
+                cur_b, cur_start, cur_cnt, m, h = _advance(t, cur_b, cur_start, cur_cnt,
+                                                           SEQ_LENS_Q, T_Q, H, B, 2 * ROWS)
+                b = cur_b
                 bd = 0  # (the descriptors' one batch entry: the packed rows)
             else:
                 m, h, b = _tile_coords(t, SEQ_LENS_Q, T_Q, n_m, H, B, heads, 2 * ROWS, CAUSAL,
@@ -448,6 +448,9 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
     heads = H * B
     if VARLEN:
         n_tiles = _varlen_tiles(SEQ_LENS_Q, T_Q, H, B, 2 * ROWS)
+        cur_b = 0  # the packed schedule's cursor (_advance)
+        cur_start = 0
+        cur_cnt = _packed_blocks(SEQ_LENS_Q, 0, B, T_Q, 2 * ROWS)
     else:
         n_tiles = n_m * heads
     o_buf = o_smem.index(WG)
@@ -456,7 +459,9 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
         t = _tile(i, pid, n_prog, CAUSAL)
         if t < n_tiles:
             if VARLEN:
-                m, h, b = _schedule_varlen(t, SEQ_LENS_Q, T_Q, H, B, 2 * ROWS)
+                cur_b, cur_start, cur_cnt, m, h = _advance(t, cur_b, cur_start, cur_cnt,
+                                                           SEQ_LENS_Q, T_Q, H, B, 2 * ROWS)
+                b = cur_b
             else:
                 m, h, b = _tile_coords(t, SEQ_LENS_Q, T_Q, n_m, H, B, heads, 2 * ROWS, CAUSAL,
                                        HAS_LENGTHS, BUCKET)
