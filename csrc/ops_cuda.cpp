@@ -38,13 +38,11 @@ std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tenso
                                             bool has_lens_q, bool has_lens_k, bool is_causal) {
   // (its row coordinates and lengths are int32: a tile's last row, up to 256 past T, included)
   constexpr int64_t kMaxRows = INT32_MAX - 512;
-  // With per-sequence lengths, each tile of a packed batch, and of a non-causal padded one (its
-  // length-aware order), finds its place by walking the B lengths (B + 1 scalar loads per tile
-  // and partition): measured at 4 sequences (+41% packed, +11% padded), not beyond; with
-  // hundreds of short sequences the walk would cost more than a short tile's keys. Up to
-  // kMaxWalkedSequences sequences here; more take the Triton forwards (whose packed programs
-  // count their sequence 256 entries per vector load).
-  constexpr int64_t kMaxWalkedSequences = 16;
+  // With per-sequence lengths, a packed batch's tiles, and a non-causal padded one's (its
+  // length-aware order), find their sequences with a cursor each program carries forward over
+  // the B lengths (O(B) per program). Up to kMaxWalkedSequences sequences here; more take the
+  // Triton forwards (whose packed programs count their sequence 256 entries per vector load).
+  constexpr int64_t kMaxWalkedSequences = 1024;
   const bool walks = p.varlen || (has_lens_q && !is_causal);
   if (walks && p.B > kMaxWalkedSequences) return std::nullopt;
   if (has_lens_q != has_lens_k || (has_lens_q && p.bias_mode != kBiasDefault) ||

@@ -39,8 +39,10 @@ Across tiles (the persistent schedule):
       - dense: q-block fastest, then head, then batch (the programs running at one time share
         the K/V of few heads: L2);
       - with lengths (not causal): the same order over the tiles holding rows below their
-        sequence's length first, then the tiles past it, which only store zeros
-        (_schedule_lengths);
+        sequence's length first, then the tiles past it, which only store zeros (_segment);
+      - packed: sequence by sequence in the same order, the tail past cu_seqlens[B] last;
+      - with lengths or packed, a program finds its tiles' sequences with a cursor that only
+        moves forward (_advance): O(B) per program, not per tile;
       - causal: longest first: buckets of 8 consecutive q-blocks, the heaviest bucket first,
         inside a bucket head by head with the q-blocks descending; program pid takes slot pid
         of even waves and slot P-1-pid of odd ones (a snake), which evens out the programs'
@@ -112,54 +114,30 @@ def _schedule(t, n_m, H, heads, CAUSAL: gl.constexpr, BUCKET: gl.constexpr):
 
 
 @gluon.jit
-def _schedule_lengths(t, SEQ_LENS_Q, T_Q, n_m, H, B, BLOCK_M: gl.constexpr):
-    """(q-block, head, batch) of tile t with per-sequence lengths (non-causal): first every tile
-    holding a row below its sequence's length, batch by batch, head by head, q-blocks fastest
-    (as _schedule: the programs running at one time share the K/V of few heads); then the tiles
-    past the lengths, which only store zeros. A bijection of [0, n_m * H * B). With lengths
-    uniform in [T/2, T], dense order leaves the empty tiles spread over every wave and the last
-    wave full of full tiles; here the last waves are the cheap ones (a Python model of the
-    static round-robin walk: 0.82 -> 0.90 of the SMs' time useful at T = 4k). Two walks over
-    the B lengths per tile (B loads, cached): small beside a tile's key loop."""
-    n_full_tiles = 0
-    for bb in range(B):
-        lq = gl.minimum(gl.maximum(gl.load(SEQ_LENS_Q + bb), 0), T_Q)
-        n_full_tiles += gl.cdiv(lq, BLOCK_M) * H
-    full = t < n_full_tiles
-    r = t
-    if not full:
-        r = t - n_full_tiles
-    m = 0
-    h = 0
-    b = 0
-    start = 0
-    for bb in range(B):
-        lq = gl.minimum(gl.maximum(gl.load(SEQ_LENS_Q + bb), 0), T_Q)
-        n_b = gl.cdiv(lq, BLOCK_M)  # tiles of batch bb holding rows below lq, per head
-        cnt = n_b
+def _segment(s, LENS, T_Q, n_m, B, BLOCK_M: gl.constexpr, VARLEN: gl.constexpr):
+    """(sequence, first q-block, q-blocks per head) of segment s of a length-aware order. The
+    tiles go segment by segment, head by head inside a segment, q-blocks fastest (the programs
+    running at one time share the K/V of few heads).
+    Packed (VARLEN, LENS = cu_seqlens, T_Q the token total): segment s < B is sequence s, and
+    segment B the tail [cu[B], total) (its rows are written as zeros).
+    Padded (LENS = lengths): segments s < B are each sequence's tiles holding a row below its
+    length, then segments B + b its tiles past the length, which only store zeros. With lengths
+    uniform in [T/2, T], the dense order leaves those cheap tiles spread over every wave and the
+    last wave full of full tiles; here the last waves are the cheap ones (a Python model of the
+    static round-robin walk: 0.82 -> 0.90 of the SMs' time useful at T = 4k)."""
+    if VARLEN:
+        b = s
         first = 0
-        if not full:
-            cnt = n_m - n_b
-            first = n_b
-        if (r >= start) & (r < start + cnt * H):
-            local = r - start
-            h = local // cnt
-            m = first + local % cnt
-            b = bb
-        start += cnt * H
-    return m, h, b
-
-
-@gluon.jit
-def _tile_coords(t, SEQ_LENS_Q, T_Q, n_m, H, B, heads, BLOCK_M: gl.constexpr,
-                 CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr, BUCKET: gl.constexpr):
-    """(q-block, head, batch) of tile t: _schedule_lengths for padded non-causal calls,
-    _schedule otherwise (the causal order already puts the heavy buckets first)."""
-    if HAS_LENGTHS and not CAUSAL:
-        m, h, b = _schedule_lengths(t, SEQ_LENS_Q, T_Q, n_m, H, B, BLOCK_M)
+        cnt = _packed_blocks(LENS, s, B, T_Q, BLOCK_M)
     else:
-        m, h, b = _schedule(t, n_m, H, heads, CAUSAL, BUCKET)
-    return m, h, b
+        b = s % B
+        n_b = gl.cdiv(gl.minimum(gl.maximum(gl.load(LENS + b), 0), T_Q), BLOCK_M)
+        first = 0
+        cnt = n_b
+        if s >= B:
+            first = n_b
+            cnt = n_m - n_b
+    return b, first, cnt
 
 
 @gluon.jit
@@ -213,23 +191,20 @@ def _varlen_tiles(CU_Q, total, H, B, BLOCK_M: gl.constexpr):
 
 
 @gluon.jit
-def _schedule_varlen(t, CU_Q, total, H, B, BLOCK_M: gl.constexpr):
-    """(q-block, head, sequence) of tile t of a packed batch: sequence by sequence (the tail
-    last), head by head, q-blocks fastest (as _schedule_lengths); a bijection of
-    [0, _varlen_tiles)."""
-    m = 0
-    h = 0
-    b = 0
-    start = 0
-    for bb in range(B + 1):
-        cnt = _packed_blocks(CU_Q, bb, B, total, BLOCK_M)
-        if (t >= start) & (t < start + cnt * H):
-            local = t - start
-            h = local // cnt
-            m = local % cnt
-            b = bb
-        start += cnt * H
-    return m, h, b
+def _advance(t, cur_s, cur_start, cur_b, cur_first, cur_cnt, LENS, T_Q, n_m, H, B,
+             BLOCK_M: gl.constexpr, VARLEN: gl.constexpr):
+    """A length-aware order's cursor (segment, its first tile, and _segment's triple) moved to
+    the segment holding tile t; returns the cursor and (q-block, head, sequence) of t. Each
+    program meets its tiles in increasing order (t = i * P + slot, the causal snake included),
+    so the cursor only moves forward: 2B + 1 segments per program in all, not a walk over the
+    B lengths per tile (which cost more than a short tile's keys with hundreds of cells)."""
+    while t >= cur_start + cur_cnt * H:
+        cur_start += cur_cnt * H
+        cur_s += 1
+        cur_b, cur_first, cur_cnt = _segment(cur_s, LENS, T_Q, n_m, B, BLOCK_M, VARLEN)
+    local = t - cur_start
+    return (cur_s, cur_start, cur_b, cur_first, cur_cnt,
+            cur_first + local % cur_cnt, local // cur_cnt, cur_b)
 
 
 @gluon.jit
@@ -260,22 +235,27 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, 
     n_prog = gl.num_programs(0)
     n_m = gl.cdiv(T_Q, 2 * ROWS)
     heads = H * B
+    n_tiles = n_m * heads
     if VARLEN:
         n_tiles = _varlen_tiles(SEQ_LENS_Q, T_Q, H, B, 2 * ROWS)
-    else:
-        n_tiles = n_m * heads
+    # the length-aware orders' cursor (_advance): segment, its first tile, _segment(segment)
+    cur_s = 0
+    cur_start = 0
+    cur_b, cur_first, cur_cnt = _segment(0, SEQ_LENS_Q, T_Q, n_m, B, 2 * ROWS, VARLEN)
     it = 0  # K/V blocks queued so far (ring position and phase)
     # i: tiles taken so far (Q buffer and phase); only the last wave can have no tile
     for i in range(gl.cdiv(n_tiles, n_prog)):
         t = _tile(i, pid, n_prog, CAUSAL)
         if t < n_tiles:
-            if VARLEN:
-                m, h, b = _schedule_varlen(t, SEQ_LENS_Q, T_Q, H, B, 2 * ROWS)
-                bd = 0  # (the descriptors' one batch entry: the packed rows)
+            if VARLEN or (HAS_LENGTHS and not CAUSAL):
+                cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b = _advance(
+                    t, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H, B,
+                    2 * ROWS, VARLEN)
             else:
-                m, h, b = _tile_coords(t, SEQ_LENS_Q, T_Q, n_m, H, B, heads, 2 * ROWS, CAUSAL,
-                                       HAS_LENGTHS, BUCKET)
-                bd = b
+                m, h, b = _schedule(t, n_m, H, heads, CAUSAL, BUCKET)
+            bd = b
+            if VARLEN:
+                bd = 0  # (the descriptors' one batch entry: the packed rows)
             row0 = m * (2 * ROWS)
             q_off, Lq, k_off, Lk = _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, B, HAS_LENGTHS,
                                              VARLEN)
@@ -446,20 +426,24 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
     n_prog = gl.num_programs(0)
     n_m = gl.cdiv(T_Q, 2 * ROWS)
     heads = H * B
+    n_tiles = n_m * heads
     if VARLEN:
         n_tiles = _varlen_tiles(SEQ_LENS_Q, T_Q, H, B, 2 * ROWS)
-    else:
-        n_tiles = n_m * heads
+    # the length-aware orders' cursor (_advance): segment, its first tile, _segment(segment)
+    cur_s = 0
+    cur_start = 0
+    cur_b, cur_first, cur_cnt = _segment(0, SEQ_LENS_Q, T_Q, n_m, B, 2 * ROWS, VARLEN)
     o_buf = o_smem.index(WG)
     it = 0
     for i in range(gl.cdiv(n_tiles, n_prog)):
         t = _tile(i, pid, n_prog, CAUSAL)
         if t < n_tiles:
-            if VARLEN:
-                m, h, b = _schedule_varlen(t, SEQ_LENS_Q, T_Q, H, B, 2 * ROWS)
+            if VARLEN or (HAS_LENGTHS and not CAUSAL):
+                cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b = _advance(
+                    t, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H, B,
+                    2 * ROWS, VARLEN)
             else:
-                m, h, b = _tile_coords(t, SEQ_LENS_Q, T_Q, n_m, H, B, heads, 2 * ROWS, CAUSAL,
-                                       HAS_LENGTHS, BUCKET)
+                m, h, b = _schedule(t, n_m, H, heads, CAUSAL, BUCKET)
             row0 = m * (2 * ROWS)
             row_start = row0 + WG * ROWS
             q_off, Lq, k_off, Lk = _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, B, HAS_LENGTHS,
