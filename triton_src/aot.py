@@ -291,6 +291,9 @@ def compile_triton(var: V.Variant, arch: int):
         raise RuntimeError(f"{var.name}: only {V.GENERIC_KINDS} have generic kernels")
     if var.kind != "fwd_ws":
         constexprs["RUNTIME_HEAD_DIM"] = var.runtime_head_dim
+    if var.kind == "fwd":  # (80, 96, 160, 192, 48: two power-of-two column ranges)
+        split = not var.runtime_head_dim and not var.tma
+        constexprs["D_LO"] = V.split_head_dim(var.head_dim) if split else 0
     params = V.PARAMS[var.kind]
     divisible = V.divisible_16(var.kind)
     own = dict(params)

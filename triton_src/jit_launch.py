@@ -35,11 +35,13 @@ def _geometry(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k):
 def forward(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale=None,
             sigmoid_bias=None, score_mod=None, fast_sigmoid=False, tiles=None,
             warp_specialize=False, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=0,
-            max_seqlen_k=0, use_tma=False, causal_lpt=0, length_lpt=0, runtime_head_dim=False):
+            max_seqlen_k=0, use_tma=False, causal_lpt=0, length_lpt=0, runtime_head_dim=False,
+            split_head_dim=None):
     """Dense [B, T, H, D] call, or packed [total, H, D] with cu_seqlens_q/k (varlen).
     fast_sigmoid: False (exact) or True (tanh.approx, what the build compiles for fp16/bf16).
     runtime_head_dim: the generic kernel (the head dim a run-time value, BLOCK_D a power of
-    two; variants.GENERIC_HEAD_DIMS)."""
+    two; variants.GENERIC_HEAD_DIMS). split_head_dim: the head dim in two power-of-two column
+    ranges where it is their sum (variants.split_head_dim; None: as the build compiles it)."""
     B, Tq, Tk, Hq, Hkv, D, n, max_q, max_k, varlen = _geometry(
         q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     tiles = tiles or V.fwd_tiles(D, max_q, _dtype_name(q))
@@ -53,6 +55,9 @@ def forward(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale
     if use_tma:
         _descriptor_scratch_from_torch(q.device)
     grid = (Tq // bm + n + 1, Hq, 1) if varlen else (triton.cdiv(Tq, bm), Hq, B)
+    if split_head_dim is None:
+        split_head_dim = not runtime_head_dim and not use_tma
+    d_lo = V.split_head_dim(D) if split_head_dim else 0
     sigmoid_attn_fwd[grid](
         q, k, v, out, x["lq"], x["lk"], x["bias_t"], x["mod"],
         *_st(q), *_st(k), *_st(v), *_st(out), x["smb"], x["smt"],
@@ -61,7 +66,7 @@ def forward(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale
         HEAD_DIM=block_d if runtime_head_dim else D, BLOCK_D=block_d, BLOCK_M=bm, BLOCK_N=bn,
         IS_CAUSAL=is_causal, HAS_SCORE_MOD=score_mod is not None, FAST_SIGMOID=fast_sigmoid,
         VARLEN=varlen, WARP_SPECIALIZE=warp_specialize, USE_TMA=use_tma, CAUSAL_LPT=causal_lpt,
-        LENGTH_LPT=length_lpt, RUNTIME_HEAD_DIM=runtime_head_dim, num_warps=warps,
+        LENGTH_LPT=length_lpt, RUNTIME_HEAD_DIM=runtime_head_dim, D_LO=d_lo, num_warps=warps,
         num_stages=stages,
     )
     return out

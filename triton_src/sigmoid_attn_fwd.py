@@ -220,6 +220,47 @@ def _attend(
 
 
 @triton.jit
+def _attend_split(
+    acc_lo, acc_hi, q_lo, q_hi, k_base, v_base, sm_base, offs_m, n_start, Lk,
+    stride_kt, stride_vt, stride_smt, scale, bias,
+    D_LO: tl.constexpr, D_HI: tl.constexpr, BLOCK_N: tl.constexpr,
+    MASKED: tl.constexpr, IS_CAUSAL: tl.constexpr, HAS_SCORE_MOD: tl.constexpr,
+    FAST_SIGMOID: tl.constexpr,
+):
+    """_attend for a head dim that is the sum of two powers of two, D_LO + D_HI (80 = 64 + 16,
+    96 = 64 + 32, 160 = 128 + 32, 192 = 128 + 64, 48 = 32 + 16): Q·Kᵀ as two products over the
+    two column ranges, P·V into two accumulators, so no product multiplies the zero columns a
+    BLOCK_D rounded up to the next power of two would carry (20-37% of the work there)."""
+    offs_n = n_start + tl.arange(0, BLOCK_N)
+    offs_lo = tl.arange(0, D_LO)
+    offs_hi = D_LO + tl.arange(0, D_HI)
+    key_ok = offs_n < Lk
+    kT_lo = tl.load(k_base + offs_n[None, :] * stride_kt + offs_lo[:, None],
+                    mask=key_ok[None, :] if MASKED else None, other=0.0 if MASKED else None)
+    kT_hi = tl.load(k_base + offs_n[None, :] * stride_kt + offs_hi[:, None],
+                    mask=key_ok[None, :] if MASKED else None, other=0.0 if MASKED else None)
+    s = (_dot(q_lo, kT_lo) + _dot(q_hi, kT_hi)) * scale + bias
+    if HAS_SCORE_MOD:
+        if MASKED:
+            mod = tl.load(sm_base + offs_n * stride_smt, mask=key_ok, other=0.0)
+        else:
+            mod = tl.load(sm_base + offs_n * stride_smt)
+        s += mod[None, :]
+    p = _sigmoid(s, FAST_SIGMOID)
+    if MASKED:
+        keep = key_ok[None, :]
+        if IS_CAUSAL:
+            keep = keep & (offs_n[None, :] <= offs_m[:, None])
+        p = tl.where(keep, p, 0.0)
+    v_lo = tl.load(v_base + offs_n[:, None] * stride_vt + offs_lo[None, :],
+                   mask=key_ok[:, None] if MASKED else None, other=0.0 if MASKED else None)
+    v_hi = tl.load(v_base + offs_n[:, None] * stride_vt + offs_hi[None, :],
+                   mask=key_ok[:, None] if MASKED else None, other=0.0 if MASKED else None)
+    p = p.to(v_lo.dtype)
+    return acc_lo + _dot(p, v_lo), acc_hi + _dot(p, v_hi)
+
+
+@triton.jit
 def _sigmoid_pv(acc, qk, v, sm_base, offs_n, stride_smt, scale, bias,
                 HAS_SCORE_MOD: tl.constexpr, FAST_SIGMOID: tl.constexpr):
     """acc + sigmoid(qk * scale + bias + score_mod) @ v for a block of valid keys (no mask)."""
@@ -308,8 +349,12 @@ def sigmoid_attn_fwd(
     CAUSAL_LPT: tl.constexpr = 0,
     LENGTH_LPT: tl.constexpr = 0,
     RUNTIME_HEAD_DIM: tl.constexpr = False,
+    D_LO: tl.constexpr = 0,
 ):
     # grid: (cdiv(T_Q, BLOCK_M), H, B), or (T_Q // BLOCK_M + num_seqs + 1, H, 1) when VARLEN
+    # D_LO > 0: the head dim HEAD_DIM = D_LO + (HEAD_DIM - D_LO), both powers of two, in two
+    # column ranges (_attend_split) instead of one BLOCK_D-wide padded one; no TMA then.
+    tl.static_assert(D_LO == 0 or (not USE_TMA and not RUNTIME_HEAD_DIM))
     pid_m = tl.program_id(0)
     h = tl.program_id(1)
     b_dense = tl.program_id(2)
@@ -357,6 +402,33 @@ def sigmoid_attn_fwd(
     # 64-bit rows: a packed batch's tail program stores rows up to the buffer's end, past any
     # sequence length the host bounds (a CUDA-graph buffer far larger than its batch).
     rows64 = offs_m.to(tl.int64)
+    if D_LO > 0:
+        D_HI: tl.constexpr = HEAD_DIM - D_LO
+        offs_lo = tl.arange(0, D_LO)
+        offs_hi = D_LO + tl.arange(0, D_HI)
+        q_lo = tl.load(q_base + rows64[:, None] * stride_qt + offs_lo[None, :],
+                       mask=row_ok[:, None], other=0.0)
+        q_hi = tl.load(q_base + rows64[:, None] * stride_qt + offs_hi[None, :],
+                       mask=row_ok[:, None], other=0.0)
+        acc_lo = tl.zeros([BLOCK_M, D_LO], dtype=tl.float32)
+        acc_hi = tl.zeros([BLOCK_M, D_HI], dtype=tl.float32)
+        for n_start in tl.range(0, n_full, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
+            acc_lo, acc_hi = _attend_split(
+                acc_lo, acc_hi, q_lo, q_hi, k_base, v_base, sm_base, offs_m, n_start, Lk,
+                stride_kt, stride_vt, stride_smt, scale, bias,
+                D_LO, D_HI, BLOCK_N, False, IS_CAUSAL, HAS_SCORE_MOD, FAST_SIGMOID)
+        for n_start in range(n_full, hi, BLOCK_N):
+            acc_lo, acc_hi = _attend_split(
+                acc_lo, acc_hi, q_lo, q_hi, k_base, v_base, sm_base, offs_m, n_start, Lk,
+                stride_kt, stride_vt, stride_smt, scale, bias,
+                D_LO, D_HI, BLOCK_N, True, IS_CAUSAL, HAS_SCORE_MOD, FAST_SIGMOID)
+        out_mask = (offs_m < owned)[:, None]
+        o_rows = o_base + rows64[:, None] * stride_ot
+        tl.store(o_rows + offs_lo[None, :],
+                 tl.where(row_ok[:, None], acc_lo, 0.0).to(O.dtype.element_ty), mask=out_mask)
+        tl.store(o_rows + offs_hi[None, :],
+                 tl.where(row_ok[:, None], acc_hi, 0.0).to(O.dtype.element_ty), mask=out_mask)
+        return
     q_ptrs = q_base + rows64[:, None] * stride_qt + offs_d[None, :]
     if PAD_D:
         q = tl.load(q_ptrs, mask=row_ok[:, None] & (offs_d[None, :] < D), other=0.0)

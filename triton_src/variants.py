@@ -365,6 +365,15 @@ def gluon_supported(triton_version: str) -> bool:
 # the largest of these is served, the compiled ones by their own kernels (a constant head dim,
 # unchanged). Their tiles are the BLOCK_D head dim's, without TMA (GENERIC_KINDS' tile tables).
 GENERIC_HEAD_DIMS = (32, 64, 128, 256)
+
+
+def split_head_dim(head_dim: int) -> int:
+    """D_LO of the forward's split head dim (sigmoid_attn_fwd, _attend_split): the larger of
+    two powers of two that sum to head_dim, the smaller at least 16 (a tl.dot's inner size);
+    0 where there is none (powers of two, 40, 112, ...: one padded BLOCK_D range)."""
+    lo = 1 << (head_dim.bit_length() - 1)
+    hi = head_dim - lo
+    return lo if hi >= 16 and hi & (hi - 1) == 0 else 0
 GENERIC_KINDS = ("fwd", "bwd_dkdv", "bwd_dq")
 # Run-time head dims are multiples of this (the kernels' D masks rely on it: _head_dim).
 HEAD_DIM_MULTIPLE = 8
