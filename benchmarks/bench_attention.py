@@ -47,10 +47,11 @@ CONFIGS = [
 # and our padded API on the same sequences: (label, head_dim, T, causal, backward)
 VARLEN_CONFIGS = [
     ("fwd varlen hd128 T=4k", 128, 4096, False, False),
-    # short cells: 32 and 64 sequences of 128-512 / 64-256 tokens (the serving and single-cell
-    # batches' shape)
+    # short cells: 32, 64 and 128 sequences of 256-512 / 128-256 / 64-128 tokens (the serving
+    # and single-cell batches' shape)
     ("fwd varlen hd128 T=512", 128, 512, False, False),
     ("fwd varlen hd128 T=256", 128, 256, False, False),
+    ("fwd varlen hd128 T=128", 128, 128, False, False),
     ("fwd varlen hd64 T=4k", 64, 4096, False, False),
     ("fwd varlen causal hd128 T=4k", 128, 4096, True, False),
     ("bwd varlen hd128 T=4k", 128, 4096, False, True),
