@@ -133,6 +133,9 @@ def _tensor_maps(var: V.Variant, md):
     return out
 
 
+_ELEM_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4}
+
+
 def _compile_gluon_kind(var: V.Variant, arch: int, rows: dict, constexprs: dict):
     """A Gluon kernel of var's kind: each "desc" argument a tensordesc type with a [1, rows, D]
     box (rows[name]) and the default NVMMA shared layout of its dtype (128-byte swizzle for the
@@ -162,7 +165,12 @@ def _compile_gluon_kind(var: V.Variant, arch: int, rows: dict, constexprs: dict)
         raise RuntimeError(f"variants.PARAMS[{var.kind!r}] is out of date with the kernel: "
                            f"{names}")
     signature.update({n: "constexpr" for n in constexprs})
-    src = GluonASTSource(fn=fn, signature=signature, constexprs=constexprs)
+    # The output of a packed forward's masked stores: its descriptor's rules (cuda_common.cpp
+    # tma_rows: a 16-byte aligned base, rows a multiple of 16 bytes apart) hold for the pointer
+    # and row stride the launcher passes beside it, so the stores can be 16 bytes wide.
+    aligned = {"O": 16, "stride_ot": 16 // _ELEM_BYTES[var.dtype]}
+    attrs = {(i,): [["tt.divisibility", aligned[n]]] for i, n in enumerate(names) if n in aligned}
+    src = GluonASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
     ck = triton.compile(src, target=GPUTarget("cuda", arch, 32),
                         options={"num_warps": var.num_warps, "maxnreg": V.GLUON_MAXNREG})
     return ck, _tensor_maps(var, ck.metadata)

@@ -181,30 +181,26 @@ def _packed_blocks(CU, bb, B, total, BLOCK_M: gl.constexpr):
 
 
 @gluon.jit
-def _varlen_tiles(CU_Q, total, H, B, BLOCK_M: gl.constexpr):
-    """Tiles of a packed batch: cdiv(length, BLOCK_M) per sequence and head, the tail
-    [cu[B], total) as one more sequence (its rows are written as zeros)."""
-    n = 0
-    for bb in range(B + 1):
-        n += _packed_blocks(CU_Q, bb, B, total, BLOCK_M) * H
-    return n
-
-
-@gluon.jit
 def _advance(t, cur_s, cur_start, cur_b, cur_first, cur_cnt, LENS, T_Q, n_m, H, B,
              BLOCK_M: gl.constexpr, VARLEN: gl.constexpr):
     """A length-aware order's cursor (segment, its first tile, and _segment's triple) moved to
-    the segment holding tile t; returns the cursor and (q-block, head, sequence) of t. Each
-    program meets its tiles in increasing order (t = i * P + slot, the causal snake included),
-    so the cursor only moves forward: 2B + 1 segments per program in all, not a walk over the
-    B lengths per tile (which cost more than a short tile's keys with hundreds of cells)."""
-    while t >= cur_start + cur_cnt * H:
+    the segment holding tile t; returns the cursor, (q-block, head, sequence) of t, and whether
+    t exists (the packed loop runs to a bound, not to the count of tiles, which would be a walk
+    over the lengths before the first tile). Each program meets its tiles in increasing order
+    (t = i * P + slot, the causal snake included), so the cursor only moves forward: 2B + 1
+    segments per program in all, not a walk over the B lengths per tile (which cost more than a
+    short tile's keys with hundreds of cells)."""
+    last = 2 * B - 1
+    if VARLEN:
+        last = B
+    while (t >= cur_start + cur_cnt * H) & (cur_s < last):
         cur_start += cur_cnt * H
         cur_s += 1
         cur_b, cur_first, cur_cnt = _segment(cur_s, LENS, T_Q, n_m, B, BLOCK_M, VARLEN)
     local = t - cur_start
+    cnt = gl.maximum(cur_cnt, 1)
     return (cur_s, cur_start, cur_b, cur_first, cur_cnt,
-            cur_first + local % cur_cnt, local // cur_cnt, cur_b)
+            cur_first + local % cnt, local // cnt, cur_b, t < cur_start + cur_cnt * H)
 
 
 @gluon.jit
@@ -237,22 +233,25 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, 
     heads = H * B
     n_tiles = n_m * heads
     if VARLEN:
-        n_tiles = _varlen_tiles(SEQ_LENS_Q, T_Q, H, B, 2 * ROWS)
+        # a bound, not the count (which would be a walk over the B lengths before the first
+        # tile): the cursor says which tiles exist (_advance)
+        n_tiles = (n_m + B + 1) * H
     # the length-aware orders' cursor (_advance): segment, its first tile, _segment(segment)
     cur_s = 0
     cur_start = 0
     cur_b, cur_first, cur_cnt = _segment(0, SEQ_LENS_Q, T_Q, n_m, B, 2 * ROWS, VARLEN)
     it = 0  # K/V blocks queued so far (ring position and phase)
-    # i: tiles taken so far (Q buffer and phase); only the last wave can have no tile
+    # i: tiles taken so far (Q buffer and phase); only the last waves can have no tile
     for i in range(gl.cdiv(n_tiles, n_prog)):
         t = _tile(i, pid, n_prog, CAUSAL)
-        if t < n_tiles:
-            if VARLEN or (HAS_LENGTHS and not CAUSAL):
-                cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b = _advance(
-                    t, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H, B,
-                    2 * ROWS, VARLEN)
-            else:
-                m, h, b = _schedule(t, n_m, H, heads, CAUSAL, BUCKET)
+        if VARLEN or (HAS_LENGTHS and not CAUSAL):
+            cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, valid = _advance(
+                t, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H, B,
+                2 * ROWS, VARLEN)
+        else:
+            m, h, b = _schedule(t, n_m, H, heads, CAUSAL, BUCKET)
+            valid = t < n_tiles
+        if valid:
             bd = b
             if VARLEN:
                 bd = 0  # (the descriptors' one batch entry: the packed rows)
@@ -421,6 +420,11 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, HEAD_DIM, 16])
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    # the masked store's layout: 8 consecutive columns (16 bytes) per thread, a row per
+    # HEAD_DIM // 8 threads
+    gl.static_assert(HEAD_DIM // 8 <= 32)
+    st_layout: gl.constexpr = gl.BlockedLayout([1, 8], [32 // (HEAD_DIM // 8), HEAD_DIM // 8],
+                                               [4, 1], [1, 0])
 
     pid = gl.program_id(0)
     n_prog = gl.num_programs(0)
@@ -428,7 +432,9 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
     heads = H * B
     n_tiles = n_m * heads
     if VARLEN:
-        n_tiles = _varlen_tiles(SEQ_LENS_Q, T_Q, H, B, 2 * ROWS)
+        # a bound, not the count (which would be a walk over the B lengths before the first
+        # tile): the cursor says which tiles exist (_advance)
+        n_tiles = (n_m + B + 1) * H
     # the length-aware orders' cursor (_advance): segment, its first tile, _segment(segment)
     cur_s = 0
     cur_start = 0
@@ -437,13 +443,14 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
     it = 0
     for i in range(gl.cdiv(n_tiles, n_prog)):
         t = _tile(i, pid, n_prog, CAUSAL)
-        if t < n_tiles:
-            if VARLEN or (HAS_LENGTHS and not CAUSAL):
-                cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b = _advance(
-                    t, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H, B,
-                    2 * ROWS, VARLEN)
-            else:
-                m, h, b = _schedule(t, n_m, H, heads, CAUSAL, BUCKET)
+        if VARLEN or (HAS_LENGTHS and not CAUSAL):
+            cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, valid = _advance(
+                t, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H, B,
+                2 * ROWS, VARLEN)
+        else:
+            m, h, b = _schedule(t, n_m, H, heads, CAUSAL, BUCKET)
+            valid = t < n_tiles
+        if valid:
             row0 = m * (2 * ROWS)
             row_start = row0 + WG * ROWS
             q_off, Lq, k_off, Lk = _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, B, HAS_LENGTHS,
@@ -476,12 +483,20 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                     tma.async_store(o_desc, [0, q_off + row_start, h * HEAD_DIM], o_buf)
                 elif row_start < Lq:
                     # The sequence ends inside these rows and the next one's begin there, which
-                    # another tile writes: a TMA box cannot stop at the end, so a masked store.
-                    cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
-                    rows_g = (q_off + rows).to(gl.int64) * stride_ot
+                    # another tile writes: a TMA box cannot stop at the end, so a masked store,
+                    # through shared memory into 16-byte row segments (the wgmma layout's own
+                    # rows would store 4 bytes per thread into half-used sectors: with short
+                    # cells, where most tiles end a sequence, that store outweighed the tile).
+                    tma.store_wait(0)
+                    o_tile = o_buf.reshape([ROWS, HEAD_DIM])
+                    o_tile.store(o.to(dtype))
+                    o_st = o_tile.load(st_layout)
+                    rows_s = row_start + gl.arange(0, ROWS, layout=gl.SliceLayout(1, st_layout))
+                    cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, st_layout))
+                    rows_g = (q_off + rows_s).to(gl.int64) * stride_ot
                     ptrs = O + gl.expand_dims(rows_g, 1) + gl.expand_dims(h * HEAD_DIM + cols, 0)
-                    keep = gl.expand_dims(rows < Lq, 1) & gl.expand_dims(cols < HEAD_DIM, 0)
-                    gl.store(ptrs, o.to(dtype), mask=keep)
+                    keep = gl.expand_dims(rows_s < Lq, 1) & gl.expand_dims(cols < HEAD_DIM, 0)
+                    gl.store(ptrs, o_st, mask=keep)
             else:
                 # Epilogue: the previous tile's store has finished reading o_buf before it is
                 # rewritten.
