@@ -40,8 +40,9 @@ std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tenso
   constexpr int64_t kMaxRows = INT32_MAX - 512;
   // With per-sequence lengths, a packed batch's tiles, and a non-causal padded one's (its
   // length-aware order), find their sequences with a cursor each program carries forward over
-  // the B lengths (O(B) per program). Up to kMaxWalkedSequences sequences here; more take the
-  // Triton forwards (whose packed programs count their sequence 256 entries per vector load).
+  // the lengths: O(B) per program. Measured from 4 to 128 packed sequences (ahead of the Triton
+  // forward at each: 1.19-1.57x); beyond kMaxWalkedSequences the Triton forwards take the call
+  // (their packed programs count their sequence 256 entries per vector load).
   constexpr int64_t kMaxWalkedSequences = 1024;
   const bool walks = p.varlen || (has_lens_q && !is_causal);
   if (walks && p.B > kMaxWalkedSequences) return std::nullopt;

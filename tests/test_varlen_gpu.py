@@ -122,6 +122,59 @@ def test_gluon_forward_varlen_matches_reference(causal, dtype):
     assert rel_err(out[:n], other[:n].double()) < REL_TOL[dtype]
 
 
+@pytest.mark.skipif(not GLUON_VARLEN, reason="no packed Gluon forward in this build (Triton 3.8)")
+@pytest.mark.parametrize("causal", [False, True], ids=["dense", "causal"])
+def test_gluon_forward_many_short_sequences(causal):
+    """Hundreds of short cells (the serving batch's shape) through the Gluon forward, packed and
+    padded: each program finds its tiles' sequences with a cursor carried from tile to tile
+    over the lengths, so a wrong step skips or repeats a sequence. Lengths 0 to 300 with runs of
+    empty ones, tail rows; poisoned output; against float64."""
+    from conftest import launched_kernels
+
+    g = torch.Generator().manual_seed(5 + causal)
+    lens = torch.randint(0, 301, (300,), generator=g)
+    lens[10:14] = 0  # a run of empty sequences
+    lens[50], lens[51], lens[52] = 1, 128, 129
+    lens = lens.tolist()
+    H, D, tail = 4, 128, 9
+    mk = lambda *s: torch.randn(*s, generator=g).to("cuda", torch.bfloat16)
+    n = sum(lens)
+    q, k, v = mk(n + tail, H, D), mk(n + tail, H, D), mk(n + tail, H, D)
+    cu = cu_of(lens)
+
+    def run():
+        torch.empty(q.shape, dtype=q.dtype, device="cuda").fill_(float("nan"))  # poison
+        return sigmoid_attention_varlen(q, k, v, cu, cu, max(lens), max(lens), is_causal=causal)
+
+    assert "sigmoid_attn_fwd_gluon_persistent" in launched_kernels(run)
+    out = run()
+    torch.cuda.synchronize()
+    assert not torch.isnan(out).any(), "unwritten output elements"
+    assert (out[n:] == 0).all(), "tail rows past cu_seqlens[B] not zero"
+    want = ref64(q, k, v, cu, cu, max(lens), max(lens), is_causal=causal)
+    assert rel_err(out[:n], want[:n]) < REL_TOL[torch.bfloat16]
+
+    # the same cells padded to [B, T] (the non-causal padded order walks them with the cursor)
+    T = max(lens)
+    pad = lambda x: torch.nn.utils.rnn.pad_sequence(list(x[:n].split(lens)), batch_first=True)
+    qp, kp, vp = pad(q), pad(k), pad(v)
+    L = torch.tensor(lens, dtype=torch.int32, device="cuda")
+
+    def run_padded():
+        torch.empty(qp.shape, dtype=qp.dtype, device="cuda").fill_(float("nan"))
+        return sigmoid_attention(qp, kp, vp, seq_lens_q=L, seq_lens_k=L, is_causal=causal)
+
+    assert "sigmoid_attn_fwd_gluon_persistent" in launched_kernels(run_padded)
+    outp = run_padded()
+    torch.cuda.synchronize()
+    assert not torch.isnan(outp).any(), "unwritten output elements (padded)"
+    assert outp.shape == (len(lens), T, H, D)
+    for b, Lb in enumerate(lens):
+        assert (outp[b, Lb:] == 0).all(), f"rows past sequence {b}'s length not zero"
+    packed = torch.cat([outp[b, :Lb] for b, Lb in enumerate(lens)])
+    assert rel_err(packed, want[:n]) < REL_TOL[torch.bfloat16]
+
+
 @pytest.mark.parametrize("var", BWD, ids=[v["name"] for v in BWD])
 def test_varlen_backward_variant(var):
     g = torch.Generator().manual_seed(var["head_dim"] + 5 * var["causal"] + var["score_mod"])
