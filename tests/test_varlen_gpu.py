@@ -175,6 +175,38 @@ def test_gluon_forward_many_short_sequences(causal):
     assert rel_err(packed, want[:n]) < REL_TOL[torch.bfloat16]
 
 
+@pytest.mark.parametrize("gluon", [True, False], ids=["gluon", "triton"])
+@pytest.mark.parametrize("causal", [False, True], ids=["dense", "causal"])
+def test_max_seqlen_cuts_longer_sequences_on_the_gpu(causal, gluon):
+    """A max_seqlen below a sequence's length cuts it, as documented and as the CPU path does:
+    the rows past it get zero output and zero gradients, the keys past it are not attended;
+    the Gluon kernels (hd128) and the Triton ones alike, forward and backward."""
+    lens = [300, 100, 257]
+    H, D, cut = 4, 128, 200
+    g = torch.Generator().manual_seed(41 + causal)
+    mk = lambda *s: torch.randn(*s, generator=g).to("cuda", torch.bfloat16)  # noqa: E731
+    n = sum(lens)
+    q, k, v, grad = mk(n, H, D), mk(n, H, D), mk(n, H, D), mk(n, H, D)
+    cu = cu_of(lens)
+    opts = dict(gluon_forward=gluon, gluon_backward=gluon)
+    ins = [t.clone().requires_grad_() for t in (q, k, v)]
+    with sigmoid_attn.kernel_options(**opts):
+        out = sigmoid_attention_varlen(*ins, cu, cu, cut, cut, is_causal=causal)
+        out.backward(grad)
+    ref_ins = [t.double().requires_grad_() for t in (q, k, v)]
+    want = ref64(*ref_ins, cu, cu, cut, cut, is_causal=causal)
+    want.backward(grad.double())
+    assert rel_err(out, want) < REL_TOL[torch.bfloat16]
+    for name, a, b in zip(("dq", "dk", "dv"), [t.grad for t in ins], [t.grad for t in ref_ins]):
+        assert torch.isfinite(a).all(), name
+        assert rel_err(a, b) < REL_TOL[torch.bfloat16] * 1.5, name
+    for s, L in zip(cu.tolist()[:-1], lens):
+        if L > cut:
+            assert (out[s + cut:s + L] == 0).all(), "output rows past max_seqlen not zero"
+            for t in ins:
+                assert (t.grad[s + cut:s + L] == 0).all(), "gradient rows past max_seqlen"
+
+
 @pytest.mark.parametrize("var", BWD, ids=[v["name"] for v in BWD])
 def test_varlen_backward_variant(var):
     g = torch.Generator().manual_seed(var["head_dim"] + 5 * var["causal"] + var["score_mod"])

@@ -141,13 +141,15 @@ def _segment(s, LENS, T_Q, n_m, B, BLOCK_M: gl.constexpr, VARLEN: gl.constexpr):
 
 
 @gluon.jit
-def _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, B, HAS_LENGTHS: gl.constexpr,
+def _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K, B, HAS_LENGTHS: gl.constexpr,
               VARLEN: gl.constexpr):
-    """(first query row, Lq, first key row, Lk) of sequence b. Dense: rows of batch entry b,
-    the whole T_Q/T_K; with lengths: Lq/Lk = SEQ_LENS_Q/K[b] clamped to [0, T]; packed
+    """(first query row, Lq, rows owned, first key row, Lk) of sequence b. Dense: rows of batch
+    entry b, the whole T_Q/T_K; with lengths: Lq/Lk = SEQ_LENS_Q/K[b] clamped to [0, T]; packed
     (VARLEN, SEQ_LENS_Q/K are cu_seqlens, T_Q/T_K the token totals): [cu[b], cu[b+1]) clamped
-    to [0, total] (an ill-formed cu_seqlens gives wrong rows, never an access out of bounds),
-    and b == B is the tail [cu[B], total): rows of no sequence, no keys, written as zeros."""
+    to [0, total], its lengths cut to MAX_Q/MAX_K (the caller's max_seqlen: the rows past it
+    are owned, written as zeros, as the Triton kernels do; an ill-formed cu_seqlens gives wrong
+    rows, never an access out of bounds), and b == B is the tail [cu[B], total): rows of no
+    sequence, no keys, written as zeros. The rows a tile may store: [0, owned)."""
     q_off = 0
     k_off = 0
     Lq = T_Q
@@ -162,11 +164,14 @@ def _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, B, HAS_LENGTHS: gl.constexpr,
             q_end = T_Q
             k_end = k_off
         Lq = q_end - q_off
-        Lk = k_end - k_off
+        Lk = gl.minimum(k_end - k_off, MAX_K)
     elif HAS_LENGTHS:
         Lq = gl.minimum(gl.maximum(gl.load(SEQ_LENS_Q + b), 0), T_Q)
         Lk = gl.minimum(gl.maximum(gl.load(SEQ_LENS_K + b), 0), T_K)
-    return q_off, Lq, k_off, Lk
+    owned = Lq
+    if VARLEN:
+        Lq = gl.minimum(Lq, MAX_Q)
+    return q_off, Lq, owned, k_off, Lk
 
 
 @gluon.jit
@@ -223,7 +228,7 @@ def _extent(row0, Lq, Lk, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, CAUSAL: 
 
 @gluon.jit
 def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, k_empty,
-              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, H, B, kv_group,
+              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K, H, B, kv_group,
               ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
               NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
               BUCKET: gl.constexpr, VARLEN: gl.constexpr):
@@ -256,7 +261,8 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, 
             if VARLEN:
                 bd = 0  # (the descriptors' one batch entry: the packed rows)
             row0 = m * (2 * ROWS)
-            q_off, Lq, k_off, Lk = _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, B, HAS_LENGTHS,
+            q_off, Lq, owned, k_off, Lk = _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
+                                                    MAX_K, B, HAS_LENGTHS,
                                              VARLEN)
             n_blocks, n_full = _extent(row0, Lq, Lk, 2 * ROWS, BLOCK_N, CAUSAL, HAS_LENGTHS)
             qs = i % 2
@@ -408,7 +414,7 @@ def _attend_tile(q, o, it, n_blocks, n_full, k_smem, v_smem, k_ready, k_empty, v
 
 @gluon.jit
 def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, H, B,
+              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, MAX_Q, MAX_K, H, B,
               qk_scale_half, bias_half, WG: gl.constexpr, ROWS: gl.constexpr,
               BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
               CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr, BUCKET: gl.constexpr,
@@ -453,7 +459,8 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
         if valid:
             row0 = m * (2 * ROWS)
             row_start = row0 + WG * ROWS
-            q_off, Lq, k_off, Lk = _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, B, HAS_LENGTHS,
+            q_off, Lq, owned, k_off, Lk = _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
+                                                    MAX_K, B, HAS_LENGTHS,
                                              VARLEN)
             n_blocks, n_full = _extent(row0, Lq, Lk, 2 * ROWS, BLOCK_N, CAUSAL, HAS_LENGTHS)
             bias_t = bias_half
@@ -474,14 +481,14 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                 rows = row_start + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
                 o = gl.where(gl.expand_dims(rows < Lq, 1), o, 0.0)
             if VARLEN:
-                if row_start + ROWS <= Lq:
+                if row_start + ROWS <= owned:
                     # Epilogue: the previous tile's store has finished reading o_buf before it
                     # is rewritten.
                     tma.store_wait(0)
                     o_buf.reshape([ROWS, HEAD_DIM]).store(o.to(dtype))
                     fence_async_shared()
                     tma.async_store(o_desc, [0, q_off + row_start, h * HEAD_DIM], o_buf)
-                elif row_start < Lq:
+                elif row_start < owned:
                     # The sequence ends inside these rows and the next one's begin there, which
                     # another tile writes: a TMA box cannot stop at the end, so a masked store,
                     # through shared memory into 16-byte row segments (the wgmma layout's own
@@ -495,7 +502,7 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                     cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, st_layout))
                     rows_g = (q_off + rows_s).to(gl.int64) * stride_ot
                     ptrs = O + gl.expand_dims(rows_g, 1) + gl.expand_dims(h * HEAD_DIM + cols, 0)
-                    keep = gl.expand_dims(rows_s < Lq, 1) & gl.expand_dims(cols < HEAD_DIM, 0)
+                    keep = gl.expand_dims(rows_s < owned, 1) & gl.expand_dims(cols < HEAD_DIM, 0)
                     gl.store(ptrs, o_st, mask=keep)
             else:
                 # Epilogue: the previous tile's store has finished reading o_buf before it is
@@ -509,24 +516,24 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
 
 @gluon.jit
 def _consumer1(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, H, B,
+               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, MAX_Q, MAX_K, H, B,
                qk_scale_half, bias_half, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
                HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
                HAS_LENGTHS: gl.constexpr, BUCKET: gl.constexpr, VARLEN: gl.constexpr):
     _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, H, B,
+              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, MAX_Q, MAX_K, H, B,
               qk_scale_half, bias_half, 1, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL,
               HAS_LENGTHS, BUCKET, VARLEN)
 
 
 @gluon.jit
 def _consumer0(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, H, B,
+               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, MAX_Q, MAX_K, H, B,
                qk_scale_half, bias_half, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
                HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
                HAS_LENGTHS: gl.constexpr, BUCKET: gl.constexpr, VARLEN: gl.constexpr):
     _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, H, B,
+              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, MAX_Q, MAX_K, H, B,
               qk_scale_half, bias_half, 0, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL,
               HAS_LENGTHS, BUCKET, VARLEN)
 
@@ -534,7 +541,7 @@ def _consumer0(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready
 @gluon.jit
 def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q, SEQ_LENS_K,
                                       O, stride_ot, T_Q, T_K, H, B, kv_group, scale, bias_value,
-                                      NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
+                                      MAX_Q, MAX_K, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
                                       HAS_LENGTHS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                                       PRODUCER_REGS: gl.constexpr, VARLEN: gl.constexpr = False):
     """grid (P,) with P <= number of tiles (normally the SM count), num_warps=4 (the default
@@ -544,7 +551,8 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
     VARLEN (with HAS_LENGTHS): a packed batch, B sequences: the descriptors are [1, total, H*D],
     SEQ_LENS_Q/K are int32 cu_seqlens [B + 1], T_Q/T_K the token totals, and O (the output's
     first element, rows stride_ot elements apart) takes the masked stores of the tiles in which
-    a sequence ends. Without VARLEN, O is not read (null)."""
+    a sequence ends; MAX_Q/MAX_K (the caller's max_seqlen) cut longer sequences, as the Triton
+    kernels do. Without VARLEN, O is not read (null) and MAX_Q/MAX_K neither."""
     ROWS: gl.constexpr = q_desc.block_type.shape[1]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[2]
     BLOCK_N: gl.constexpr = k_desc.block_type.shape[1]
@@ -580,17 +588,17 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
 
     gl.warp_specialize([
         (_consumer0, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-                      v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, H, B,
-                      qk_scale_half, bias_half, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL,
-                      HAS_LENGTHS, BUCKET, VARLEN)),
+                      v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, MAX_Q,
+                      MAX_K, H, B, qk_scale_half, bias_half, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
+                      CAUSAL, HAS_LENGTHS, BUCKET, VARLEN)),
         (_consumer1, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-                      v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, H, B,
-                      qk_scale_half, bias_half, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL,
-                      HAS_LENGTHS, BUCKET, VARLEN)),
+                      v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, MAX_Q,
+                      MAX_K, H, B, qk_scale_half, bias_half, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
+                      CAUSAL, HAS_LENGTHS, BUCKET, VARLEN)),
         (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready,
-                     k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, H, B,
-                     kv_group, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS, BUCKET,
-                     VARLEN)),
+                     k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K,
+                     H, B, kv_group, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
+                     BUCKET, VARLEN)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
     for i in gl.static_range(2):
