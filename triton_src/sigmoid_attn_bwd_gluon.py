@@ -163,8 +163,8 @@ def _query_tiles(Lq, Lk, BLOCK_M: gl.constexpr, HALF_N: gl.constexpr, CAUSAL: gl
 @gluon.jit
 def _producer(q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, kv_bar, ready,
               empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K, kv_group,
-              NUM_STAGES: gl.constexpr,
-              CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr, VARLEN: gl.constexpr):
+              NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
+              VARLEN: gl.constexpr):
     BLOCK_M: gl.constexpr = q_desc.block_type.shape[1]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[2]
     HALF_N: gl.constexpr = k_desc.block_type.shape[1]
@@ -191,8 +191,7 @@ def _producer(q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, 
 
 @gluon.jit
 def _dq_writer(dq_desc, dq_smem, dq_full, dq_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K,
-               kv_group,
-               HALF_N: gl.constexpr, DQ_SHARED: gl.constexpr, CAUSAL: gl.constexpr,
+               kv_group, HALF_N: gl.constexpr, DQ_SHARED: gl.constexpr, CAUSAL: gl.constexpr,
                HAS_LENGTHS: gl.constexpr, VARLEN: gl.constexpr):
     BLOCK_M: gl.constexpr = dq_desc.block_type.shape[1]
     HEAD_DIM: gl.constexpr = dq_desc.block_type.shape[2]
@@ -351,8 +350,7 @@ def _tile_deferred(it, dk, dv, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem, dq_sm
 @gluon.jit
 def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
               empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
-              MAX_K,
-              kv_group, scale, neg_scale_log2e, neg_bias_log2e, WG: gl.constexpr,
+              MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, WG: gl.constexpr,
               NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr,
               DQ_ISSUE: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
               VARLEN: gl.constexpr, DK, DV, stride_kt):
@@ -624,30 +622,26 @@ def _zero_tail(DK, DV, stride_kt, k_off, n_tail, h_kv, WG: gl.constexpr, HALF_N:
 @gluon.jit
 def _consumer0(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
                empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
-               MAX_K,
-               kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK, DV, stride_kt,
+               MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK, DV, stride_kt,
                NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr,
                DQ_ISSUE: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
                VARLEN: gl.constexpr):
     _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
               empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
-              MAX_K,
-              kv_group, scale, neg_scale_log2e, neg_bias_log2e, 0, NUM_STAGES, RCP_NEWTON,
+              MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, 0, NUM_STAGES, RCP_NEWTON,
               DQ_SHARED, DQ_ISSUE, CAUSAL, HAS_LENGTHS, VARLEN, DK, DV, stride_kt)
 
 
 @gluon.jit
 def _consumer1(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
                empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
-               MAX_K,
-               kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK, DV, stride_kt,
+               MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK, DV, stride_kt,
                NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr,
                DQ_ISSUE: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
                VARLEN: gl.constexpr):
     _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
               empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
-              MAX_K,
-              kv_group, scale, neg_scale_log2e, neg_bias_log2e, 1, NUM_STAGES, RCP_NEWTON,
+              MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, 1, NUM_STAGES, RCP_NEWTON,
               DQ_SHARED, DQ_ISSUE, CAUSAL, HAS_LENGTHS, VARLEN, DK, DV, stride_kt)
 
 
@@ -723,22 +717,18 @@ def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv
         (_consumer0, (dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar,
                       ready, empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K,
                       T_Q, T_K, MAX_Q, MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK,
-                      DV,
-                      stride_kt, NUM_STAGES, RCP_NEWTON, DQ_SHARED, DQ_ISSUE, CAUSAL,
+                      DV, stride_kt, NUM_STAGES, RCP_NEWTON, DQ_SHARED, DQ_ISSUE, CAUSAL,
                       HAS_LENGTHS, VARLEN)),
         (_consumer1, (dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar,
                       ready, empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K,
                       T_Q, T_K, MAX_Q, MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK,
-                      DV,
-                      stride_kt, NUM_STAGES, RCP_NEWTON, DQ_SHARED, DQ_ISSUE, CAUSAL,
+                      DV, stride_kt, NUM_STAGES, RCP_NEWTON, DQ_SHARED, DQ_ISSUE, CAUSAL,
                       HAS_LENGTHS, VARLEN)),
         (_producer, (q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, kv_bar,
                      ready, empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K, kv_group,
-                     NUM_STAGES, CAUSAL,
-                     HAS_LENGTHS, VARLEN)),
+                     NUM_STAGES, CAUSAL, HAS_LENGTHS, VARLEN)),
         (_dq_writer, (dq_desc, dq_smem, dq_full, dq_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
-                      MAX_K,
-                      kv_group, HALF_N, DQ_SHARED, CAUSAL, HAS_LENGTHS, VARLEN)),
+                      MAX_K, kv_group, HALF_N, DQ_SHARED, CAUSAL, HAS_LENGTHS, VARLEN)),
     ], [4, 1, 1], [CONSUMER_REGS, PRODUCER_REGS, PRODUCER_REGS])
 
     # Every partition has joined: no TMA, wgmma or arrive is in flight on these barriers.
