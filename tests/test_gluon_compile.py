@@ -116,3 +116,31 @@ def test_library_gluon_forward_abi_mismatch_is_refused(monkeypatch):
     monkeypatch.setitem(V.PARAMS, "fwd_gluon", V.PARAMS["fwd_gluon"][:-2])
     with pytest.raises(RuntimeError, match="out of date with the kernel"):
         aot.compile_variant(var, 90)
+
+
+def _variants_with_lengths():
+    V, _ = _library_build()
+    return [v for v in V.variants(triton.__version__)
+            if v.kind in ("fwd_gluon_padded", "bwd_gluon_padded")]
+
+
+@pytest.mark.parametrize("var", _variants_with_lengths(), ids=lambda v: v.name)
+def test_library_gluon_kernels_with_lengths_keep_their_schedule(var):
+    """The Gluon kernels compiled with lengths, padded and packed (kinds fwd_gluon_padded and
+    bwd_gluon_padded), as aot.py compiles them, keep the hand schedule: wgmma, TMA bulk-tensor
+    copies, mbarrier waits, registers moved between the partitions. The packed forward's masked
+    stores (where a sequence ends inside a tile) are 16 bytes wide, from the alignment its output
+    pointer and row stride are promised (aot.py): without it Triton stores 2 bytes at a time,
+    which with short cells cost as much as the tile's products."""
+    import re
+
+    _, aot = _library_build()
+    compile_kind = aot.compile_gluon if var.kind == "fwd_gluon_padded" else aot.compile_gluon_bwd
+    ck, _ = compile_kind(var, 90)
+    ptx = ck.asm["ptx"]
+    assert "wgmma.mma_async" in ptx and "cp.async.bulk.tensor" in ptx
+    assert "mbarrier.try_wait" in ptx
+    assert "setmaxnreg.inc" in ptx and "setmaxnreg.dec" in ptx
+    if var.kind == "fwd_gluon_padded" and var.varlen:
+        assert "st.global.v4" in ptx
+        assert not re.search(r"st\.global(\.[a-z0-9:]+)*\.b16\b", ptx)
