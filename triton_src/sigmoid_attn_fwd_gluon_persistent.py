@@ -40,7 +40,8 @@ Across tiles (the persistent schedule):
         the K/V of few heads: L2);
       - with lengths (not causal): the same order over the tiles holding rows below their
         sequence's length first, then the tiles past it, which only store zeros (_segment);
-      - packed: sequence by sequence in the same order, the tail past cu_seqlens[B] last;
+      - packed: sequence by sequence in the same order (causal: each sequence's q-blocks
+        from its last, the heaviest), the tail past cu_seqlens[B] last;
       - with lengths or packed, a program finds its tiles' sequences with a cursor that only
         moves forward (_advance): O(B) per program, not per tile;
       - causal: longest first: buckets of 8 consecutive q-blocks, the heaviest bucket first,
@@ -187,14 +188,15 @@ def _packed_blocks(CU, bb, B, total, BLOCK_M: gl.constexpr):
 
 @gluon.jit
 def _advance(t, cur_s, cur_start, cur_b, cur_first, cur_cnt, LENS, T_Q, n_m, H, B,
-             BLOCK_M: gl.constexpr, VARLEN: gl.constexpr):
+             BLOCK_M: gl.constexpr, VARLEN: gl.constexpr, DESCENDING: gl.constexpr):
     """A length-aware order's cursor (segment, its first tile, and _segment's triple) moved to
     the segment holding tile t; returns the cursor, (q-block, head, sequence) of t, and whether
     t exists (the packed loop runs to a bound, not to the count of tiles, which would be a walk
     over the lengths before the first tile). Each program meets its tiles in increasing order
     (t = i * P + slot, the causal snake included), so the cursor only moves forward: 2B + 1
     segments per program in all, not a walk over the B lengths per tile (which cost more than a
-    short tile's keys with hundreds of cells)."""
+    short tile's keys with hundreds of cells). DESCENDING (packed causal): a sequence's
+    q-blocks from its last, the heaviest, so that the schedule ends on the light ones."""
     last = 2 * B - 1
     if VARLEN:
         last = B
@@ -204,8 +206,11 @@ def _advance(t, cur_s, cur_start, cur_b, cur_first, cur_cnt, LENS, T_Q, n_m, H, 
         cur_b, cur_first, cur_cnt = _segment(cur_s, LENS, T_Q, n_m, B, BLOCK_M, VARLEN)
     local = t - cur_start
     cnt = gl.maximum(cur_cnt, 1)
-    return (cur_s, cur_start, cur_b, cur_first, cur_cnt,
-            cur_first + local % cnt, local // cnt, cur_b, t < cur_start + cur_cnt * H)
+    m = local % cnt
+    if DESCENDING:
+        m = cnt - 1 - m
+    return (cur_s, cur_start, cur_b, cur_first, cur_cnt, cur_first + m, local // cnt, cur_b,
+            t < cur_start + cur_cnt * H)
 
 
 @gluon.jit
@@ -252,7 +257,7 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, 
         if VARLEN or (HAS_LENGTHS and not CAUSAL):
             cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, valid = _advance(
                 t, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H, B,
-                2 * ROWS, VARLEN)
+                2 * ROWS, VARLEN, CAUSAL)
         else:
             m, h, b = _schedule(t, n_m, H, heads, CAUSAL, BUCKET)
             valid = t < n_tiles
@@ -452,7 +457,7 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
         if VARLEN or (HAS_LENGTHS and not CAUSAL):
             cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, valid = _advance(
                 t, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H, B,
-                2 * ROWS, VARLEN)
+                2 * ROWS, VARLEN, CAUSAL)
         else:
             m, h, b = _schedule(t, n_m, H, heads, CAUSAL, BUCKET)
             valid = t < n_tiles
