@@ -15,6 +15,8 @@
 #                                                         # distributed training example
 #   bash benchmarks/gpu_check.sh serving                 # the serving example under load (carry
 #                                                         # .whl/serve: litserve and its stack)
+#   bash benchmarks/gpu_check.sh probe_fwd               # the Gluon forward probe's carried
+#                                                         # cubins (PROBE_ARGS="--only d64")
 #   bash benchmarks/gpu_check.sh compat_suite            # triton-sigmoid's own tests through
 #                                                         # the compat module (TS_SUITE: its tests)
 #   bash benchmarks/gpu_check.sh memcheck                # compute-sanitizer memcheck: every
@@ -144,6 +146,13 @@ if has serving; then  # the serving example (LitServe, token-budget packed batch
     kill "$srv"; wait "$srv" 2>/dev/null
   done <<< "${OVERHEAD_CASES:-wait0ms: --max-wait-ms 0
 wait0ms_graphs: --max-wait-ms 0 --cuda-graphs 4096}"
+fi
+if has probe_fwd; then  # the standalone Gluon forward probe (benchmarks/gluon_fwd): its cubins,
+  # compiled here by `python benchmarks/gluon_fwd/compile.py [--only ...]`, carried in
+  # benchmarks/gluon_fwd/build; checked against float64, stress-repeated, timed beside cuDNN
+  # (its JSON goes to $OUT)
+  timeout "${PROBE_TIMEOUT:-300}" python3 benchmarks/gluon_fwd/run_on_device.py \
+    ${PROBE_ARGS:-} 2>&1 | tee "$OUT/probe_fwd.log" | tail -30
 fi
 if has compat_suite; then  # triton-sigmoid's published tests against the compat module
   timeout "${COMPAT_TIMEOUT:-300}" bash benchmarks/run_triton_sigmoid_suite.sh \
