@@ -96,6 +96,14 @@ def random_lengths(B: int, T: int, gen: torch.Generator, low: int = 0) -> torch.
     return torch.randint(low, T + 1, (B,), generator=gen, dtype=torch.int32)
 
 
+def cu_of(lengths, device="cpu") -> torch.Tensor:
+    """int32 cu_seqlens [B + 1] of a packed batch of these sequence lengths."""
+    c = [0]
+    for L in lengths:
+        c.append(c[-1] + L)
+    return torch.tensor(c, dtype=torch.int32, device=device)
+
+
 def make_qkv(B, Tq, Tk, Hq, Hkv, D, dtype, device, gen):
     q = torch.randn(B, Tq, Hq, D, generator=gen).to(dtype=dtype, device=device)
     k = torch.randn(B, Tk, Hkv, D, generator=gen).to(dtype=dtype, device=device)

@@ -6,7 +6,7 @@ or H200; skipped without CUDA or without a Triton 3.8 build)."""
 import pytest
 import torch
 
-from conftest import REL_TOL, launched_kernels, nan_padded, rel_err
+from conftest import REL_TOL, cu_of, launched_kernels, nan_padded, rel_err
 
 pytestmark = pytest.mark.gpu
 
@@ -139,11 +139,6 @@ def test_gluon_backward_padded_matches_reference(causal, D, T, gluon_backward):
         assert rel_err(a, b.double()) < TOL[dtype], name
 
 
-def cu_of(lengths):
-    return torch.tensor([0] + torch.tensor(lengths).cumsum(0).tolist(), dtype=torch.int32,
-                        device="cuda")
-
-
 @pytest.mark.skipif(not GLUON_BWD_PACKED, reason="no packed Gluon backward in this build")
 @pytest.mark.parametrize("D", DIMS)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
@@ -169,7 +164,7 @@ def test_gluon_backward_packed_matches_reference(causal, dtype, D, gluon_backwar
         t[n:] = 0
     for t, n in zip((q, k, v, grad), (nq, nk, nk, nq)):
         t[n:] = float("nan")
-    cu_q, cu_k = cu_of(lens_q), cu_of(lens_k)
+    cu_q, cu_k = cu_of(lens_q, "cuda"), cu_of(lens_k, "cuda")
     args = (cu_q, cu_k, max(lens_q), max(lens_k))
 
     def run(q, k, v, grad):

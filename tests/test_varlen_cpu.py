@@ -5,17 +5,10 @@ torch.compile, strict mode and bad inputs."""
 import pytest
 import torch
 
-from conftest import REL_TOL, rel_err
+from conftest import REL_TOL, cu_of, rel_err
 from sigmoid_attn import (sigmoid_attention, sigmoid_attention_varlen,
                           sigmoid_attention_varlen_reference)
 from sigmoid_attn._ops import ops
-
-
-def cu_of(lengths):
-    c = [0]
-    for L in lengths:
-        c.append(c[-1] + L)
-    return torch.tensor(c, dtype=torch.int32)
 
 
 def packed(lens_q, lens_k, Hq, Hkv, D, dtype, g, tail_q=0, tail_k=0):

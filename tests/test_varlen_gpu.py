@@ -6,6 +6,7 @@ values; agreement with the dense padded API. Skipped without CUDA."""
 import pytest
 import torch
 
+import conftest
 from conftest import REL_TOL, heads_to_fill, rel_err
 
 pytestmark = pytest.mark.gpu
@@ -25,10 +26,7 @@ DT = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.flo
 
 
 def cu_of(lengths):
-    c = [0]
-    for L in lengths:
-        c.append(c[-1] + L)
-    return torch.tensor(c, dtype=torch.int32, device="cuda")
+    return conftest.cu_of(lengths, device="cuda")
 
 
 def ref64(q, k, v, cu_q, cu_k, mq, mk, **kw):

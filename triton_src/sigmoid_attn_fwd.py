@@ -230,7 +230,7 @@ def _attend_split(
     """_attend for a head dim that is the sum of two powers of two, D_LO + D_HI (80 = 64 + 16,
     96 = 64 + 32, 160 = 128 + 32, 192 = 128 + 64, 48 = 32 + 16): Q·Kᵀ as two products over the
     two column ranges, P·V into two accumulators, so no product multiplies the zero columns a
-    BLOCK_D rounded up to the next power of two would carry (20-37% of the work there)."""
+    BLOCK_D rounded up to the next power of two would carry (25-37% of the work there)."""
     offs_n = n_start + tl.arange(0, BLOCK_N)
     offs_lo = tl.arange(0, D_LO)
     offs_hi = D_LO + tl.arange(0, D_HI)

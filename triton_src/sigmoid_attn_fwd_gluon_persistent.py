@@ -148,8 +148,8 @@ def _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K, B, HAS_LENGTHS:
     entry b, the whole T_Q/T_K; with lengths: Lq/Lk = SEQ_LENS_Q/K[b] clamped to [0, T]; packed
     (VARLEN, SEQ_LENS_Q/K are cu_seqlens, T_Q/T_K the token totals): [cu[b], cu[b+1]) clamped
     to [0, total], its lengths cut to MAX_Q/MAX_K (the caller's max_seqlen: the rows past it
-    are owned, written as zeros, as the Triton kernels do; an ill-formed cu_seqlens gives wrong
-    rows, never an access out of bounds), and b == B is the tail [cu[B], total): rows of no
+    are owned, written as zeros, where the Triton kernels leave them unwritten; an ill-formed
+    cu_seqlens gives wrong rows, never an access out of bounds), and b == B is the tail [cu[B], total): rows of no
     sequence, no keys, written as zeros. The rows a tile may store: [0, owned)."""
     q_off = 0
     k_off = 0
@@ -214,6 +214,36 @@ def _advance(t, cur_s, cur_start, cur_b, cur_first, cur_cnt, LENS, T_Q, n_m, H, 
 
 
 @gluon.jit
+def _walk_start(SEQ_LENS_Q, T_Q, n_m, H, B, BLOCK_M: gl.constexpr, VARLEN: gl.constexpr):
+    """A program's walk over the tiles: a bound on the tile indices (packed: a bound, not the
+    count, which would be a walk over the B lengths before the first tile; _advance says which
+    tiles exist) and the length-aware orders' cursor at segment 0 (segment, its first tile,
+    _segment(segment))."""
+    n_tiles = n_m * (H * B)
+    if VARLEN:
+        n_tiles = (n_m + B + 1) * H
+    cur_b, cur_first, cur_cnt = _segment(0, SEQ_LENS_Q, T_Q, n_m, B, BLOCK_M, VARLEN)
+    return n_tiles, 0, 0, cur_b, cur_first, cur_cnt
+
+
+@gluon.jit
+def _tile_at(t, n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H,
+             B, heads, BLOCK_M: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
+             BUCKET: gl.constexpr, VARLEN: gl.constexpr):
+    """(cursor, q-block, head, sequence, whether the tile exists) of tile t: the length-aware
+    orders through the cursor (packed, and padded non-causal), _schedule otherwise. The producer
+    and both consumers walk the same tiles through this one function."""
+    if VARLEN or (HAS_LENGTHS and not CAUSAL):
+        cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, valid = _advance(
+            t, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H, B, BLOCK_M,
+            VARLEN, CAUSAL)
+    else:
+        m, h, b = _schedule(t, n_m, H, heads, CAUSAL, BUCKET)
+        valid = t < n_tiles
+    return cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, valid
+
+
+@gluon.jit
 def _extent(row0, Lq, Lk, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr,
             HAS_LENGTHS: gl.constexpr):
     """Key blocks of a tile: (n_blocks, n_full)."""
@@ -241,26 +271,15 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, 
     n_prog = gl.num_programs(0)
     n_m = gl.cdiv(T_Q, 2 * ROWS)
     heads = H * B
-    n_tiles = n_m * heads
-    if VARLEN:
-        # a bound, not the count (which would be a walk over the B lengths before the first
-        # tile): the cursor says which tiles exist (_advance)
-        n_tiles = (n_m + B + 1) * H
-    # the length-aware orders' cursor (_advance): segment, its first tile, _segment(segment)
-    cur_s = 0
-    cur_start = 0
-    cur_b, cur_first, cur_cnt = _segment(0, SEQ_LENS_Q, T_Q, n_m, B, 2 * ROWS, VARLEN)
+    n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt = _walk_start(
+        SEQ_LENS_Q, T_Q, n_m, H, B, 2 * ROWS, VARLEN)
     it = 0  # K/V blocks queued so far (ring position and phase)
     # i: tiles taken so far (Q buffer and phase); only the last waves can have no tile
     for i in range(gl.cdiv(n_tiles, n_prog)):
         t = _tile(i, pid, n_prog, CAUSAL)
-        if VARLEN or (HAS_LENGTHS and not CAUSAL):
-            cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, valid = _advance(
-                t, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H, B,
-                2 * ROWS, VARLEN, CAUSAL)
-        else:
-            m, h, b = _schedule(t, n_m, H, heads, CAUSAL, BUCKET)
-            valid = t < n_tiles
+        cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, valid = _tile_at(
+            t, n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H, B,
+            heads, 2 * ROWS, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN)
         if valid:
             bd = b
             if VARLEN:
@@ -403,9 +422,9 @@ def _attend_tile(q, o, it, n_blocks, n_full, k_smem, v_smem, k_ready, k_empty, v
     if HAS_LENGTHS:
         # The block holding Lk is the last one. Its V rows past Lk are memory past the
         # sequence (padding up to T_K, or in a packed batch the next sequence's keys and the
-        # tail), which may hold NaN: P is 0 there, but 0 * NaN is NaN in the wgmma. Each consumer zeroes them before its P·V (both write zeros, so
-        # the other's reads see zeros either way; the producer refills the slot only after
-        # both have released it).
+        # tail), which may hold NaN: P is 0 there, but 0 * NaN is NaN in the wgmma. Each
+        # consumer zeroes them before its P·V (both write zeros, so the other's reads see zeros
+        # either way; the producer refills the slot only after both have released it).
         first = Lk - (n_blocks - 1) * BLOCK_N
         if first < BLOCK_N:
             _zero_rows_from(vj, first, BLOCK_N, HEAD_DIM, 16)
@@ -441,26 +460,15 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
     n_prog = gl.num_programs(0)
     n_m = gl.cdiv(T_Q, 2 * ROWS)
     heads = H * B
-    n_tiles = n_m * heads
-    if VARLEN:
-        # a bound, not the count (which would be a walk over the B lengths before the first
-        # tile): the cursor says which tiles exist (_advance)
-        n_tiles = (n_m + B + 1) * H
-    # the length-aware orders' cursor (_advance): segment, its first tile, _segment(segment)
-    cur_s = 0
-    cur_start = 0
-    cur_b, cur_first, cur_cnt = _segment(0, SEQ_LENS_Q, T_Q, n_m, B, 2 * ROWS, VARLEN)
+    n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt = _walk_start(
+        SEQ_LENS_Q, T_Q, n_m, H, B, 2 * ROWS, VARLEN)
     o_buf = o_smem.index(WG)
     it = 0
     for i in range(gl.cdiv(n_tiles, n_prog)):
         t = _tile(i, pid, n_prog, CAUSAL)
-        if VARLEN or (HAS_LENGTHS and not CAUSAL):
-            cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, valid = _advance(
-                t, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H, B,
-                2 * ROWS, VARLEN, CAUSAL)
-        else:
-            m, h, b = _schedule(t, n_m, H, heads, CAUSAL, BUCKET)
-            valid = t < n_tiles
+        cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, valid = _tile_at(
+            t, n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H, B,
+            heads, 2 * ROWS, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN)
         if valid:
             row0 = m * (2 * ROWS)
             row_start = row0 + WG * ROWS
@@ -485,15 +493,21 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
             if HAS_LENGTHS:
                 rows = row_start + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
                 o = gl.where(gl.expand_dims(rows < Lq, 1), o, 0.0)
+            # Whole row blocks by TMA; a packed tile in which a sequence ends otherwise.
+            whole = True
+            bd = b
             if VARLEN:
-                if row_start + ROWS <= owned:
-                    # Epilogue: the previous tile's store has finished reading o_buf before it
-                    # is rewritten.
-                    tma.store_wait(0)
-                    o_buf.reshape([ROWS, HEAD_DIM]).store(o.to(dtype))
-                    fence_async_shared()
-                    tma.async_store(o_desc, [0, q_off + row_start, h * HEAD_DIM], o_buf)
-                elif row_start < owned:
+                whole = row_start + ROWS <= owned
+                bd = 0  # (the descriptors' one batch entry: the packed rows)
+            if whole:
+                # Epilogue: the previous tile's store has finished reading o_buf before it is
+                # rewritten.
+                tma.store_wait(0)
+                o_buf.reshape([ROWS, HEAD_DIM]).store(o.to(dtype))
+                fence_async_shared()
+                tma.async_store(o_desc, [bd, q_off + row_start, h * HEAD_DIM], o_buf)
+            elif VARLEN:
+                if row_start < owned:
                     # The sequence ends inside these rows and the next one's begin there, which
                     # another tile writes: a TMA box cannot stop at the end, so a masked store,
                     # through shared memory into 16-byte row segments (the wgmma layout's own
@@ -509,13 +523,6 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                     ptrs = O + gl.expand_dims(rows_g, 1) + gl.expand_dims(h * HEAD_DIM + cols, 0)
                     keep = gl.expand_dims(rows_s < owned, 1) & gl.expand_dims(cols < HEAD_DIM, 0)
                     gl.store(ptrs, o_st, mask=keep)
-            else:
-                # Epilogue: the previous tile's store has finished reading o_buf before it is
-                # rewritten.
-                tma.store_wait(0)
-                o_buf.reshape([ROWS, HEAD_DIM]).store(o.to(dtype))
-                fence_async_shared()
-                tma.async_store(o_desc, [b, row_start, h * HEAD_DIM], o_buf)
     tma.store_wait(0)
 
 

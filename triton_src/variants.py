@@ -76,8 +76,8 @@ FWD_WS_TILES = {int(d): [(int(m), tuple(t)) for m, t in b]
                 for d, b in _DB.get("fwd_ws", {}).items()}
 FWD_WS_DISPATCH = bool(_DB.get("fwd_ws_dispatch", False))
 # The Gluon forward (sigmoid_attn_fwd_gluon_persistent.py, kind fwd_gluon, and with per-sequence
-# lengths kind fwd_gluon_padded; fp16/bf16; dense and causal with T_Q == T_K; no score_mod, no
-# packed batches): [BLOCK_M, BLOCK_N, num_warps, num_stages]
+# lengths kind fwd_gluon_padded, padded and packed; fp16/bf16; dense and causal with T_Q ==
+# T_K; no score_mod): [BLOCK_M, BLOCK_N, num_warps, num_stages]
 # per head dim, num_warps 4 (the default partition; the kernel adds a consumer warpgroup and a
 # producer: 384 threads). Persistent: one program per SM walks a static tile schedule, always
 # with FA3's intra-warpgroup overlap of S_j with P_{j-1}·V_{j-1}; causal needs BLOCK_M ==
@@ -240,8 +240,9 @@ PARAMS["dq_cast"] = (("src", "*fp32"), ("dst", "*dt"), ("n", "i32"))
 # Every kernel kind, written once: name -> (C++ KernelKind enumerator, module, function). The
 # order is the kind code of C++ (KernelKind), of the catalog and of the build order; aot.py emits
 # the enum and the names into sigmoid_attn_constants.h and one argument struct per kind
-# (kernel_args.h, from PARAMS). kForwardWS: the warp-specialized forward; kForwardGluon: the Gluon forward
-# (persistent, host TMA descriptors; dense calls, causal ones with T_Q == T_K); kBackwardGluon:
+# (kernel_args.h, from PARAMS). kForwardWS: the warp-specialized forward; kForwardGluon: the
+# Gluon forward (persistent, host TMA descriptors; dense calls, causal ones with T_Q == T_K);
+# kBackwardGluon:
 # the Gluon backward (host TMA descriptors, dQ into an fp32 buffer) and kDqCast its dQ cast;
 # kForwardGluonPadded / kBackwardGluonPadded: the Gluon kernels with per-sequence lengths
 # (padded batches, the default bias), with the tiles of the ones without.
@@ -377,6 +378,8 @@ def split_head_dim(head_dim: int) -> int:
     lo = 1 << (head_dim.bit_length() - 1)
     hi = head_dim - lo
     return lo if hi >= 16 and hi & (hi - 1) == 0 else 0
+
+
 GENERIC_KINDS = ("fwd", "bwd_dkdv", "bwd_dq")
 # Run-time head dims are multiples of this (the kernels' D masks rely on it: _head_dim).
 HEAD_DIM_MULTIPLE = 8
