@@ -58,7 +58,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
     tma, mbarrier, fence_async_shared, warpgroup_mma, warpgroup_mma_wait)
 
-from sigmoid_attn_fwd_gluon_persistent import _zero_rows_from
+from sigmoid_attn_fwd_gluon_persistent import _store_layout, _zero_rows_from
 
 LOG2E = gl.constexpr(1.4426950408889634)
 
@@ -573,13 +573,6 @@ def _store_rows(dk, dv, k_buf, v_buf, dk_desc, dv_desc, row, h_kv, HALF_N: gl.co
     tma.async_store(dk_desc, [b, row, h_kv * HEAD_DIM], k_buf)
     tma.async_store(dv_desc, [b, row, h_kv * HEAD_DIM], v_buf)
     tma.store_wait(0)
-
-
-@gluon.jit
-def _store_layout(HEAD_DIM: gl.constexpr):
-    """Rows of 16-byte segments (8 columns per thread), a warpgroup's 4 warps along the rows."""
-    gl.static_assert(HEAD_DIM // 8 <= 32)
-    return gl.BlockedLayout([1, 8], [32 // (HEAD_DIM // 8), HEAD_DIM // 8], [4, 1], [1, 0])
 
 
 @gluon.jit

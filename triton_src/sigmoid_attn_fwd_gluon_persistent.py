@@ -360,6 +360,14 @@ def _step(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, qk
 
 
 @gluon.jit
+def _store_layout(HEAD_DIM: gl.constexpr):
+    """A warpgroup's layout for masked global stores: rows of 16-byte segments (8 consecutive
+    columns per thread, a row per HEAD_DIM // 8 threads), its 4 warps along the rows."""
+    gl.static_assert(HEAD_DIM // 8 <= 32)
+    return gl.BlockedLayout([1, 8], [32 // (HEAD_DIM // 8), HEAD_DIM // 8], [4, 1], [1, 0])
+
+
+@gluon.jit
 def _zero_rows_from(buf, first, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                     CHUNK: gl.constexpr):
     """Rows [first, BLOCK_N) of a [BLOCK_N, HEAD_DIM] shared buffer set to zero by this
@@ -450,11 +458,7 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, HEAD_DIM, 16])
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
-    # the masked store's layout: 8 consecutive columns (16 bytes) per thread, a row per
-    # HEAD_DIM // 8 threads
-    gl.static_assert(HEAD_DIM // 8 <= 32)
-    st_layout: gl.constexpr = gl.BlockedLayout([1, 8], [32 // (HEAD_DIM // 8), HEAD_DIM // 8],
-                                               [4, 1], [1, 0])
+    st_layout: gl.constexpr = _store_layout(HEAD_DIM)  # (the masked store's)
 
     pid = gl.program_id(0)
     n_prog = gl.num_programs(0)
