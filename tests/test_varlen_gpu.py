@@ -182,7 +182,9 @@ def test_max_seqlen_cuts_longer_sequences_on_the_gpu(causal, gluon):
     ones. The rows past it are unspecified (the Triton kernels leave them unwritten, their
     32-bit row offsets bounded by max_seqlen); the Gluon kernels write zeros there."""
     lens = [300, 100, 257]
-    H, D, cut = 4, 128, 200
+    # 32 heads: enough tiles for the packed Gluon forward (under one wave of them the dispatcher
+    # takes the small-problem Triton tile, which leaves the rows past the cut unwritten)
+    H, D, cut = 32, 128, 200
     g = torch.Generator().manual_seed(41 + causal)
     mk = lambda *s: torch.randn(*s, generator=g).to("cuda", torch.bfloat16)  # noqa: E731
     n = sum(lens)
@@ -206,6 +208,14 @@ def test_max_seqlen_cuts_longer_sequences_on_the_gpu(causal, gluon):
             assert (a[past.cuda()] == 0).all(), f"{name}: rows past max_seqlen not zero"
     if gluon:
         assert (out[past.cuda()] == 0).all(), "output rows past max_seqlen not zero"
+        from conftest import launched_kernels
+
+        fresh = [t.clone().requires_grad_() for t in (q, k, v)]
+        with sigmoid_attn.kernel_options(**opts):
+            names = launched_kernels(lambda: sigmoid_attention_varlen(
+                *fresh, cu, cu, cut, cut, is_causal=causal).backward(grad))
+        assert any("fwd_gluon" in n for n in names), names
+        assert any("bwd_gluon" in n for n in names), names
 
 
 @pytest.mark.parametrize("var", BWD, ids=[v["name"] for v in BWD])
