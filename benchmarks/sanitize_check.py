@@ -63,8 +63,9 @@ def main():
                     out.float().sum().backward()
                     torch.cuda.synchronize()
                     n += 1
-        # packed batches of many short cells (sequences ending mid-block: masked stores), a
-        # tail past cu_seqlens[B], and the same cells padded (the cursor over the lengths)
+        # packed batches of many short cells (sequences ending mid-block: masked stores, in the
+        # forward and the backward), a tail past cu_seqlens[B], and the same cells padded (the
+        # cursor over the lengths)
         g = torch.Generator().manual_seed(0)
         lens = torch.randint(0, 300, (200,), generator=g)
         lens[:3] = torch.tensor([0, 1, 129])
@@ -73,9 +74,11 @@ def main():
         cu = cu.cuda()
         total, H = int(cu[-1]) + 7, 8
         for dtype in (torch.float16, torch.bfloat16):
-            q, k, v = (torch.randn(total, H, 128, device="cuda", dtype=dtype) for _ in range(3))
-            for causal in (False, True):
-                sigmoid_attention_varlen(q, k, v, cu, cu, 300, 300, is_causal=causal)
+            q, k, v = (torch.randn(total, H, 128, device="cuda", dtype=dtype,
+                                   requires_grad=True) for _ in range(3))
+            for causal in (False, True):  # (forward and backward through the Gluon kernels)
+                out = sigmoid_attention_varlen(q, k, v, cu, cu, 300, 300, is_causal=causal)
+                out.float().sum().backward()
                 torch.cuda.synchronize()
                 n += 1
             qp, kp, vp = (torch.randn(200, 300, H, 128, device="cuda", dtype=dtype)

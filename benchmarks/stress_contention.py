@@ -156,24 +156,39 @@ def backward_worker(args):
         q, k, v, do = (torch.empty(B, T, H, D, dtype=dt, device=dev).normal_(0, 0.5, generator=g)
                        for _ in range(4))
         lens = None
-        if args.case == "padded":
+        if args.case in ("padded", "varlen"):
             lens = torch.randint(T // 2, T + 1, (B,), generator=g, device=dev, dtype=torch.int32)
-        q.requires_grad_(), k.requires_grad_(), v.requires_grad_()
-        out = sa.sigmoid_attention(q, k, v, seq_lens_q=lens, seq_lens_k=lens, is_causal=causal)
-        poison = [torch.full_like(q, SENTINEL) for _ in range(3)]
-        del poison  # freed: the blocks the backward's gradients get
-        grads = torch.autograd.grad(out, (q, k, v), do)
         b = stats["calls"] % B
+        if args.case == "varlen":  # packed: the padded tensors' valid rows, back to back
+            keep = (torch.arange(T, device=dev)[None, :] < lens[:, None]).flatten()
+            cu = torch.zeros(B + 1, dtype=torch.int32, device=dev)
+            cu[1:] = torch.cumsum(lens, 0)
+            ins = [t.reshape(B * T, H, D)[keep].requires_grad_() for t in (q, k, v)]
+            out = sa.sigmoid_attention_varlen(*ins, cu, cu, T, T)
+            poison = [torch.full_like(t, SENTINEL) for t in ins]
+            del poison
+            grads = torch.autograd.grad(out, ins, do.reshape(B * T, H, D)[keep])
+            s0, n = int(cu[b]), int(lens[b])
+            entry = [t[s0:s0 + n] for t in grads]  # sequence b's rows
+        else:
+            q.requires_grad_(), k.requires_grad_(), v.requires_grad_()
+            out = sa.sigmoid_attention(q, k, v, seq_lens_q=lens, seq_lens_k=lens,
+                                       is_causal=causal)
+            poison = [torch.full_like(q, SENTINEL) for _ in range(3)]
+            del poison  # freed: the blocks the backward's gradients get
+            grads = torch.autograd.grad(out, (q, k, v), do)
+            n = T
+            entry = [t[b] for t in grads]
         qb, kb, vb = (t[b:b + 1].detach().float().requires_grad_() for t in (q, k, v))
         ref = _reference(qb, kb, vb, None if lens is None else lens[b:b + 1], causal, 0)
         refs = torch.autograd.grad(ref, (qb, kb, vb), do[b].float())
         nan = unwritten = wrong = 0
-        for got, want in zip(grads, refs):
+        for got, part, want in zip(grads, entry, refs):
             nan += int(torch.isnan(got).sum())
             unwritten += int((got == SENTINEL).sum())
-            want = want[0]
+            want = want[0][:n]
             tol = 3e-2 * want.abs().amax() + 2e-2 * want.abs()
-            wrong += int(((got[b].float() - want).abs() > tol).sum())
+            wrong += int(((part.float() - want).abs() > tol).sum())
         flags = [nan > 0, unwritten > 0, wrong > 0]
         stats["calls"] += 1
         stats["nan_calls"] += flags[0]
@@ -254,13 +269,12 @@ def main():
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backward", action="store_true",
-                   help="stress the backward (library targets; cases dense, padded, causal)")
+                   help="stress the backward (library targets)")
     p.add_argument("--json", default=None)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.backward and (not args.target.startswith("lib") or args.case == "varlen"):
-        raise SystemExit("stress_contention: --backward takes a library target and the cases "
-                         "dense, padded or causal")
+    if args.backward and not args.target.startswith("lib"):
+        raise SystemExit("stress_contention: --backward takes a library target")
     if args.worker:
         return backward_worker(args) if args.backward else worker(args)
 

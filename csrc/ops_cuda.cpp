@@ -64,7 +64,8 @@ std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tenso
 
 // The argument struct of either Gluon forward kind (the same fields: one kernel source).
 // o_ptr, o_stride: the output and its row stride (elements) for a packed call's masked stores;
-// 0 otherwise (not read).
+// 0 otherwise (not read). MAX_Q/MAX_K: a packed call's max_seqlen (longer sequences are cut to
+// it, as in the Triton kernels).
 template <typename Args>
 Args gluon_args(const TensorMapArg* maps, const ForwardProblem& p, CUdeviceptr lens_q,
                 CUdeviceptr lens_k, double bias, CUdeviceptr o_ptr = 0, int32_t o_stride = 0) {
@@ -73,7 +74,8 @@ Args gluon_args(const TensorMapArg* maps, const ForwardProblem& p, CUdeviceptr l
               .T_Q = static_cast<int32_t>(p.Tq), .T_K = static_cast<int32_t>(p.Tk),
               .H = static_cast<int32_t>(p.Hq), .B = static_cast<int32_t>(p.B),
               .kv_group = static_cast<int32_t>(p.Hq / p.Hkv),
-              .scale = static_cast<float>(p.scale), .bias_value = static_cast<float>(bias)};
+              .scale = static_cast<float>(p.scale), .bias_value = static_cast<float>(bias),
+              .MAX_Q = static_cast<int32_t>(p.max_q), .MAX_K = static_cast<int32_t>(p.max_k)};
 }
 
 // Encodes the kernel's four descriptors on the host and launches it; false (nothing launched)

@@ -35,7 +35,8 @@ struct GluonOperands {
 // checks those and that it and its cast are compiled): switched on; the caller allows a
 // nondeterministic dQ (fp32 reduce-adds in arrival order); a [B, T, H, D] batch, with lengths
 // for both queries and keys and the default bias (kind kBackwardGluonPadded, which derives
-// -log(Lk) per sequence) or with none; no bias tensor (it takes one scalar bias); at least one
+// -log(Lk) per sequence) or with none, or a packed one with the default bias (the same kind
+// compiled for packed rows); no bias tensor (it takes one scalar bias); at least one
 // query and one key (its pipeline waits for tiles that would never come); dQ's element count
 // within the cast's int32 index; q, k, v, grad_out, dk, dv readable as [B, T, H*D] by TMA.
 // Anything else takes the two-kernel backward.
@@ -43,10 +44,13 @@ std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tenso
                                             const Tensor& q, const Tensor& k, const Tensor& v,
                                             const Tensor& dk, const Tensor& dv, bool has_lens_q,
                                             bool has_lens_k, bool deterministic) {
-  if (!gluon_backward_dispatch() || deterministic || p.varlen || has_lens_q != has_lens_k ||
+  // (row coordinates and lengths are int32 in the kernel: a tile's last row included)
+  constexpr int64_t kMaxRows = INT32_MAX - 512;
+  const int64_t dq_elems = (p.varlen ? 1 : p.B) * p.Tq * p.Hq * p.D;
+  if (!gluon_backward_dispatch() || deterministic || has_lens_q != has_lens_k ||
       (has_lens_q && p.bias_mode != kBiasDefault) || p.bias_mode == kBiasTensor || p.Tq < 1 ||
-      p.Tk < 1 ||
-      p.B * p.Tq * p.Hq * p.D >= (int64_t(1) << 31)) {
+      p.Tk < 1 || p.Tq > kMaxRows || p.Tk > kMaxRows || dq_elems >= (int64_t(1) << 31) ||
+      (p.varlen && p.max_k < 1)) {
     return std::nullopt;
   }
   constexpr int kElemBytes = 2;  // fp16 / bf16: the only dtypes it is compiled for
@@ -59,15 +63,21 @@ std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tenso
 }
 
 // The argument struct of either Gluon backward kind (the same fields: one kernel source).
+// dk_ptr, dv_ptr, dk_stride: a packed call's dK, dV and their row stride (elements) for the
+// masked stores where a sequence ends inside a warpgroup's keys and the tail's zeros; 0 otherwise
+// (not read). MAX_Q/MAX_K: a packed call's max_seqlen (longer sequences are cut to it).
 template <typename Args>
 Args gluon_args(const TensorMapArg* maps, const ForwardProblem& p, CUdeviceptr lens_q,
-                CUdeviceptr lens_k, double bias) {
+                CUdeviceptr lens_k, double bias, CUdeviceptr dk_ptr = 0, CUdeviceptr dv_ptr = 0,
+                int32_t dk_stride = 0) {
   return Args{.q_desc = maps[0], .k_desc = maps[1], .v_desc = maps[2], .do_desc = maps[3],
               .dq_desc = maps[4], .dk_desc = maps[5], .dv_desc = maps[6],
               .SEQ_LENS_Q = lens_q, .SEQ_LENS_K = lens_k,
               .T_Q = static_cast<int32_t>(p.Tq), .T_K = static_cast<int32_t>(p.Tk),
               .kv_group = static_cast<int32_t>(p.Hq / p.Hkv),
-              .scale = static_cast<float>(p.scale), .bias_value = static_cast<float>(bias)};
+              .scale = static_cast<float>(p.scale), .bias_value = static_cast<float>(bias),
+              .DK = dk_ptr, .DV = dv_ptr, .stride_kt = dk_stride,
+              .MAX_Q = static_cast<int32_t>(p.max_q), .MAX_K = static_cast<int32_t>(p.max_k)};
 }
 
 // Zeroes a fresh fp32 dQ buffer, runs the Gluon backward into it (dK, dV directly) and casts it
@@ -79,7 +89,8 @@ bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops,
   const KernelSpec& spec = kKernels[kernel];
   const int cast = find_kernel(KernelKind::kDqCast, p.dtype, p.D, false, false, false, p.max_k);
   if (cast < 0) return false;
-  Tensor dq_acc = empty_cuda(q, {p.B, p.Tq, p.Hq, p.D}, ScalarType::Float);
+  Tensor dq_acc = p.varlen ? empty_cuda(q, {p.Tq, p.Hq, p.D}, ScalarType::Float)
+                           : empty_cuda(q, {p.B, p.Tq, p.Hq, p.D}, ScalarType::Float);
   const auto racc = tma_rows(dq_acc, 4);
   if (!racc) return false;
   // The descriptors in the kernel's order (variants.PARAMS["bwd_gluon"]).
@@ -98,14 +109,20 @@ bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops,
   const double bias = p.bias_mode == kBiasScalar ? p.bias_value
                                                  : -std::log(static_cast<double>(p.Tk));
   const CUstream stream = current_stream(device);
-  const int64_t n = p.B * p.Tq * p.Hq * p.D;
+  const int64_t n = (p.varlen ? 1 : p.B) * p.Tq * p.Hq * p.D;
   // Every launch below is on the same stream: the kernel's reduce-adds see the zeroed buffer,
   // and the cast sees every reduce-add (the kernel's TMA stores complete before it exits).
   memset_d32(device, stream, dptr(dq_acc), 0u, static_cast<size_t>(n));
-  const unsigned gx = cdiv(p.Tk, spec.block_n), gy = static_cast<unsigned>(p.Hkv),
-                 gz = static_cast<unsigned>(p.B);
+  // Packed: a CTA per key block of max_seqlen_k per sequence (the blocks past a sequence's
+  // length exit at once), and z = B the tail past cu_seqlens_k[B], whose dK, dV rows it zeroes.
+  const unsigned gx = cdiv(p.varlen ? p.max_k : p.Tk, spec.block_n),
+                 gy = static_cast<unsigned>(p.Hkv),
+                 gz = static_cast<unsigned>(p.varlen ? p.B + 1 : p.B);
   if (spec.kind == KernelKind::kBackwardGluonPadded) {
-    auto args = gluon_args<BackwardGluonPaddedArgs>(maps, p, lens_q, lens_k, bias);
+    auto args = p.varlen ? gluon_args<BackwardGluonPaddedArgs>(
+                               maps, p, lens_q, lens_k, bias, ops.dk.ptr, ops.dv.ptr,
+                               static_cast<int32_t>(ops.dk.st))
+                         : gluon_args<BackwardGluonPaddedArgs>(maps, p, lens_q, lens_k, bias);
     launch(kernel, device, stream, gx, gy, gz, args);
   } else {
     auto args = gluon_args<BackwardGluonArgs>(maps, p, 0, 0, bias);
@@ -130,7 +147,7 @@ void launch_backward(const ForwardProblem& p, const Tensor& grad_out, const Tens
   // (causal: its mask is the top-left diagonal of a square problem)
   const bool padded = lens_q.has_value() && lens_k.has_value();
   const std::optional<GluonOperands> g =
-      has_mod || (is_causal && p.Tq != p.Tk)
+      has_mod || (is_causal && !p.varlen && p.Tq != p.Tk)
           ? std::nullopt
           : gluon_operands(p, grad_out, q, k, v, dk, dv, lens_q.has_value(), lens_k.has_value(),
                            deterministic);

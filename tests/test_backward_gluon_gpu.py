@@ -6,7 +6,7 @@ or H200; skipped without CUDA or without a Triton 3.8 build)."""
 import pytest
 import torch
 
-from conftest import REL_TOL, launched_kernels, nan_padded, rel_err
+from conftest import REL_TOL, cu_of, launched_kernels, nan_padded, rel_err
 
 pytestmark = pytest.mark.gpu
 
@@ -14,10 +14,14 @@ if torch.cuda.is_available():
     import sigmoid_attn
     from sigmoid_attn import sigmoid_attention, sigmoid_attention_reference
 
+    from sigmoid_attn import sigmoid_attention_varlen, sigmoid_attention_varlen_reference
+
     GLUON_BWD = [v for v in sigmoid_attn.info()["variants"] if v["kind"] == "bwd_gluon"]
     GLUON_FWD = [v for v in sigmoid_attn.info()["variants"] if v["kind"] == "fwd_gluon"]
+    GLUON_BWD_PACKED = [v for v in sigmoid_attn.info()["variants"]
+                        if v["kind"] == "bwd_gluon_padded" and v["varlen"]]
 else:
-    GLUON_BWD = GLUON_FWD = []
+    GLUON_BWD = GLUON_FWD = GLUON_BWD_PACKED = []
 
 DIMS = sorted({v["head_dim"] for v in GLUON_BWD})
 requires_gluon_bwd = pytest.mark.skipif(not GLUON_BWD,
@@ -133,6 +137,57 @@ def test_gluon_backward_padded_matches_reference(causal, D, T, gluon_backward):
     other = two_kernel(lambda: grads(q, k, v, grad, **kw))
     for name, a, b in zip(("dq", "dk", "dv"), got, other):
         assert rel_err(a, b.double()) < TOL[dtype], name
+
+
+@pytest.mark.skipif(not GLUON_BWD_PACKED, reason="no packed Gluon backward in this build")
+@pytest.mark.parametrize("D", DIMS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("causal", [False, True], ids=["dense", "causal"])
+def test_gluon_backward_packed_matches_reference(causal, dtype, D, gluon_backward):
+    """Packed batches (cu_seqlens) through the Gluon backward compiled for packed rows (the
+    profiler sees it, not the two-kernel backward): lengths 0, 1, 17, 64, 65, 127, 128, 129 and
+    longer, queries and keys of different lengths, GQA; NaN in the rows past cu_seqlens[B] of
+    q, k, v and the output gradient; poisoned outputs. A key block where a sequence ends writes
+    only its own rows (the next sequence's dK, dV come from another CTA), the tail's dK, dV
+    rows are zeroed by their own CTAs, and the tail tile's dQ rows past a sequence add exactly
+    zero to the next one's: against float64 autograd and the two-kernel backward."""
+    lens_q = [700, 0, 1, 17, 64, 65, 127, 128, 129, 300]
+    lens_k = [700, 3, 1, 17, 70, 65, 127, 129, 128, 250]
+    Hq, Hkv, tail = 8, 2, 37
+    g = torch.Generator().manual_seed(D + causal + (dtype == torch.float16))
+    mk = lambda *s: torch.randn(*s, generator=g).to("cuda", dtype)  # noqa: E731
+    nq, nk = sum(lens_q), sum(lens_k)
+    q, grad = mk(nq + tail, Hq, D), mk(nq + tail, Hq, D)
+    k, v = mk(nk + tail, Hkv, D), mk(nk + tail, Hkv, D)
+    clean = [t.clone() for t in (q, k, v, grad)]
+    for t, n in zip(clean, (nq, nk, nk, nq)):
+        t[n:] = 0
+    for t, n in zip((q, k, v, grad), (nq, nk, nk, nq)):
+        t[n:] = float("nan")
+    cu_q, cu_k = cu_of(lens_q, "cuda"), cu_of(lens_k, "cuda")
+    args = (cu_q, cu_k, max(lens_q), max(lens_k))
+
+    def run(q, k, v, grad):
+        ins = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+        out = sigmoid_attention_varlen(*ins, *args, is_causal=causal)
+        poison_allocator((q.shape, q.dtype), (k.shape, k.dtype), (v.shape, v.dtype),
+                         (q.shape, torch.float32))
+        out.backward(grad)
+        return [t.grad for t in ins]
+
+    names = launched_kernels(lambda: run(q, k, v, grad))
+    assert "sigmoid_attn_bwd_gluon" in names and "sigmoid_attn_bwd_dkdv" not in names, names
+    got = run(q, k, v, grad)
+    ref = [t.double().requires_grad_() for t in clean[:3]]
+    sigmoid_attention_varlen_reference(*ref, *args, is_causal=causal).backward(
+        clean[3].double())
+    other = two_kernel(lambda: run(*clean))
+    for name, a, want, b, n in zip(("dq", "dk", "dv"), got, ref, other, (nq, nk, nk)):
+        assert torch.isfinite(a).all(), f"{name}: NaN from the tail, or unwritten elements"
+        assert (a[n:] == 0).all(), f"{name}: rows past cu_seqlens[B] not zero"
+        e = rel_err(a[:n], want.grad[:n])
+        assert e < TOL[dtype], f"{name}: rel err {e:.3e}"
+        assert rel_err(a[:n], b[:n].double()) < TOL[dtype], f"{name} vs the two-kernel backward"
 
 
 @requires_gluon_bwd

@@ -81,11 +81,12 @@ def test_gluon_backward_schedule_in_ptx(compiled, name):
     assert rec["ptx_counts"]["cp.reduce.async.bulk.tensor"] == d // 32 * (1 if v.dq_shared else 2)
     assert rec["shared"] <= 227 * 1024
     assert rec["spill_store_bytes"] == 0 and rec["spill_load_bytes"] == 0, rec["ptxas_v"]
-    # 7 descriptors (CUtensorMap + 3 shape + 3 stride each), 5 scalars, 2 hidden pointers
+    # 7 descriptors (CUtensorMap + 3 shape + 3 stride each), 12 scalars, 2 hidden pointers
     roles = [p["role"] for p in rec["params"]]
-    # (scalars: the lengths' two pointers, T_Q, T_K, kv_group, scale, bias_value)
-    assert roles.count("tensormap") == 7 and roles.count("scalar") == 7
-    assert len(roles) == 7 * 7 + 7 + roles.count("hidden_ptr")
+    # (scalars: the lengths' two pointers, T_Q, T_K, kv_group, scale, bias_value, and a packed
+    # call's dK, dV pointers, their row stride, MAX_Q, MAX_K)
+    assert roles.count("tensormap") == 7 and roles.count("scalar") == 12
+    assert len(roles) == 7 * 7 + 12 + roles.count("hidden_ptr")
     # the dQ accumulator is fp32 with a 128-byte-swizzle box of 32 columns
     dq_meta = rec["tensordesc_meta"][rec["descs"].index("dq_desc")]
     assert dq_meta["elem_size"] == 4 and dq_meta["block_size"] == [1, v.block_m, 32]
@@ -132,12 +133,13 @@ def test_library_gluon_backward_abi(var):
     """Each bwd_gluon kernel the library builds (tiles.json bwd_gluon), as aot.py compiles it:
     the probe's schedule for its head dim (hd128 dS exchanged and dQ one tile late, hd64 dS
     exchanged), 7 descriptors of which dq_desc is fp32 (the reduce-add target, 32-column boxes
-    of the 128-byte swizzle), then T_Q, T_K, kv_group, scale, bias_value and only hidden
-    pointers; 384 threads and the probe's shared memory."""
+    of the 128-byte swizzle), then the lengths, T_Q, T_K, kv_group, scale, bias_value, a packed
+    call's dK, dV, their row stride and max_seqlen, and only hidden pointers; 384 threads and
+    the probe's shared memory."""
     V, aot = _library_build()
     assert var.schedule == {128: "dqx_dqd", 64: "dqx"}[var.head_dim]
     r = aot.compile_variant(var, 90)
-    assert r["num_params"] == 7 * 7 + 7 and r["num_hidden_params"] == 2
+    assert r["num_params"] == 7 * 7 + 12 and r["num_hidden_params"] == 2
     assert r["num_warps"] == 12
     assert r["shared"] == {128: 229824, 64: 131520}[var.head_dim]
     half = {"fp16": 6, "bf16": 9}[var.dtype]
@@ -149,10 +151,12 @@ def test_library_gluon_backward_abi(var):
             assert (m["box"], m["elem_bytes"], m["data_type"]) == ([1, 64, 32], 4, 7), m
         else:
             assert (m["box"], m["elem_bytes"], m["data_type"]) == ([1, 64, 64], 2, half), m
+    elem = {"fp16": "!tt.ptr<f16>", "bf16": "!tt.ptr<bf16>"}[var.dtype]
     assert r["signature"][7 * 7:] == [("SEQ_LENS_Q", "!tt.ptr<i32>"),
                                       ("SEQ_LENS_K", "!tt.ptr<i32>"), ("T_Q", "i32"),
                                       ("T_K", "i32"), ("kv_group", "i32"), ("scale", "f32"),
-                                      ("bias_value", "f32")]
+                                      ("bias_value", "f32"), ("DK", elem), ("DV", elem),
+                                      ("stride_kt", "i32"), ("MAX_Q", "i32"), ("MAX_K", "i32")]
 
 
 @pytest.mark.parametrize("var", _library_variants("dq_cast")[:1], ids=lambda v: v.name)

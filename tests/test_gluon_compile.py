@@ -74,14 +74,15 @@ def test_library_gluon_forward_abi(var):
     dense and causal), as aot.py compiles it: the PTX entry takes, per descriptor, a 64-byte
     aligned 128-byte CUtensorMap then 3 u32 shape and 3 u64 stride scalars, then the two length
     pointers, the output pointer (packed calls' masked stores), stride_ot, T_Q, T_K, H, B,
-    kv_group, scale, bias_value, then only hidden pointers; the
+    kv_group, scale, bias_value, MAX_Q, MAX_K (a packed call's max_seqlen), then only hidden
+    pointers; the
     KernelSpec records each CUtensorMap's position and its encoding from the compiled metadata
     (box [1, rows, 64] of the 128-byte swizzle, element type)."""
     V, aot = _library_build()
     assert V.SOURCES["fwd_gluon"] == ("sigmoid_attn_fwd_gluon_persistent",
                                       "sigmoid_attn_fwd_gluon_persistent")
     r = aot.compile_variant(var, 90)
-    assert r["num_params"] == 4 * 7 + 11 and r["num_hidden_params"] == 2
+    assert r["num_params"] == 4 * 7 + 13 and r["num_hidden_params"] == 2
     assert r["num_warps"] == 12 and r["shared"] <= 227 * 1024
     rows = {"q_desc": var.block_m // 2, "o_desc": var.block_m // 2, "k_desc": var.block_n,
             "v_desc": var.block_n}
@@ -94,7 +95,7 @@ def test_library_gluon_forward_abi(var):
     ck, _ = aot.compile_gluon(var, 90)  # (Triton's cache: the same kernel)
     params = aot._entry_params(ck.asm["ptx"], r["entry"])
     assert params[0] == (128, 64) and params[1:4] == [(4, 4)] * 3 and params[4:7] == [(8, 8)] * 3
-    assert params[28:31] == [(8, 8)] * 3 and params[31:39] == [(4, 4)] * 8
+    assert params[28:31] == [(8, 8)] * 3 and params[31:41] == [(4, 4)] * 10
     # the persistent schedule: register reallocation, every barrier invalidated
     ptx = ck.asm["ptx"]
     assert "setmaxnreg.inc" in ptx and "setmaxnreg.dec" in ptx

@@ -203,14 +203,16 @@ def test_info_lists_compiled_variants():
                       for varlen in varlens)
         assert gluon == (want if _gluon_built() else []), kind
     # The Gluon backward (tiles.json bwd_gluon) and its dQ cast, Triton 3.8 only: fp16/bf16,
-    # dense, no score_mod, one of each per head dim in the database
-    # (the Gluon backward causal or not; one cast, dense, serves both)
-    for kind, causals in (("bwd_gluon", (False, True)), ("bwd_gluon_padded", (False, True)),
-                          ("dq_cast", (False,))):
+    # no score_mod, one of each per head dim in the database
+    # (the Gluon backward causal or not, with lengths also packed; one cast, dense, serves all)
+    for kind, causals, varlens in (("bwd_gluon", (False, True), (False,)),
+                                   ("bwd_gluon_padded", (False, True), (False, True)),
+                                   ("dq_cast", (False,), (False,))):
         got = sorted((k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
                      for k in info["variants"] if k["kind"] == kind)
-        want = sorted((dt, int(d), False, causal, False) for dt in ("float16", "bfloat16")
-                      for d in _tiles_db().get("bwd_gluon", {}) for causal in causals)
+        want = sorted((dt, int(d), varlen, causal, False) for dt in ("float16", "bfloat16")
+                      for d in _tiles_db().get("bwd_gluon", {}) for causal in causals
+                      for varlen in varlens)
         assert got == (want if _gluon_built() else []), kind
 
 

@@ -173,6 +173,51 @@ def test_gluon_forward_many_short_sequences(causal):
     assert rel_err(packed, want[:n]) < REL_TOL[torch.bfloat16]
 
 
+@pytest.mark.parametrize("gluon", [True, False], ids=["gluon", "triton"])
+@pytest.mark.parametrize("causal", [False, True], ids=["dense", "causal"])
+def test_max_seqlen_cuts_longer_sequences_on_the_gpu(causal, gluon):
+    """A max_seqlen below a sequence's length (ill-formed input, which strict mode rejects) cuts
+    it, as the CPU path does: the keys past it are not attended and the rows up to it match the
+    reference's cut, forward and backward, through the Gluon kernels (hd128) and the Triton
+    ones. The rows past it are unspecified (the Triton kernels leave them unwritten, their
+    32-bit row offsets bounded by max_seqlen); the Gluon kernels write zeros there."""
+    lens = [300, 100, 257]
+    # 32 heads: enough tiles for the packed Gluon forward (under one wave of them the dispatcher
+    # takes the small-problem Triton tile, which leaves the rows past the cut unwritten)
+    H, D, cut = 32, 128, 200
+    g = torch.Generator().manual_seed(41 + causal)
+    mk = lambda *s: torch.randn(*s, generator=g).to("cuda", torch.bfloat16)  # noqa: E731
+    n = sum(lens)
+    q, k, v, grad = mk(n, H, D), mk(n, H, D), mk(n, H, D), mk(n, H, D)
+    cu = cu_of(lens)
+    starts = cu.tolist()[:-1]
+    kept = torch.cat([torch.arange(s, s + min(L, cut)) for s, L in zip(starts, lens)]).cuda()
+    past = torch.cat([torch.arange(s + cut, s + L) for s, L in zip(starts, lens) if L > cut])
+    opts = dict(gluon_forward=gluon, gluon_backward=gluon)
+    ins = [t.clone().requires_grad_() for t in (q, k, v)]
+    with sigmoid_attn.kernel_options(**opts):
+        out = sigmoid_attention_varlen(*ins, cu, cu, cut, cut, is_causal=causal)
+        out.backward(grad)
+    ref_ins = [t.double().requires_grad_() for t in (q, k, v)]
+    want = ref64(*ref_ins, cu, cu, cut, cut, is_causal=causal)
+    want.backward(grad.double())
+    assert rel_err(out[kept], want[kept]) < REL_TOL[torch.bfloat16]
+    for name, a, b in zip(("dq", "dk", "dv"), [t.grad for t in ins], [t.grad for t in ref_ins]):
+        assert rel_err(a[kept], b[kept]) < REL_TOL[torch.bfloat16] * 1.5, name
+        if gluon:
+            assert (a[past.cuda()] == 0).all(), f"{name}: rows past max_seqlen not zero"
+    if gluon:
+        assert (out[past.cuda()] == 0).all(), "output rows past max_seqlen not zero"
+        from conftest import launched_kernels
+
+        fresh = [t.clone().requires_grad_() for t in (q, k, v)]
+        with sigmoid_attn.kernel_options(**opts):
+            names = launched_kernels(lambda: sigmoid_attention_varlen(
+                *fresh, cu, cu, cut, cut, is_causal=causal).backward(grad))
+        assert any("fwd_gluon" in n for n in names), names
+        assert any("bwd_gluon" in n for n in names), names
+
+
 @pytest.mark.parametrize("var", BWD, ids=[v["name"] for v in BWD])
 def test_varlen_backward_variant(var):
     g = torch.Generator().manual_seed(var["head_dim"] + 5 * var["causal"] + var["score_mod"])

@@ -165,10 +165,12 @@ def _compile_gluon_kind(var: V.Variant, arch: int, rows: dict, constexprs: dict)
         raise RuntimeError(f"variants.PARAMS[{var.kind!r}] is out of date with the kernel: "
                            f"{names}")
     signature.update({n: "constexpr" for n in constexprs})
-    # The output of a packed forward's masked stores: its descriptor's rules (cuda_common.cpp
-    # tma_rows: a 16-byte aligned base, rows a multiple of 16 bytes apart) hold for the pointer
-    # and row stride the launcher passes beside it, so the stores can be 16 bytes wide.
-    aligned = {"O": 16, "stride_ot": 16 // _ELEM_BYTES[var.dtype]}
+    # The outputs of the packed kernels' masked stores (O; dK, dV): their descriptors' rules
+    # (cuda_common.cpp tma_rows: a 16-byte aligned base, rows a multiple of 16 bytes apart) hold
+    # for the pointers and row strides the launchers pass beside them, so the stores can be 16
+    # bytes wide.
+    step = 16 // _ELEM_BYTES[var.dtype]
+    aligned = {"O": 16, "stride_ot": step, "DK": 16, "DV": 16, "stride_kt": step}
     attrs = {(i,): [["tt.divisibility", aligned[n]]] for i, n in enumerate(names) if n in aligned}
     src = GluonASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
     ck = triton.compile(src, target=GPUTarget("cuda", arch, 32),
@@ -201,7 +203,7 @@ def compile_gluon_bwd(var: V.Variant, arch: int):
     constexprs = {"NUM_STAGES": var.num_stages, "CONSUMER_REGS": V.GLUON_CONSUMER_REGS,
                   "PRODUCER_REGS": V.GLUON_PRODUCER_REGS, "RCP_NEWTON": False,
                   "DQ_SHARED": dq_shared, "DQ_ISSUE": dq_issue, "CAUSAL": var.causal,
-                  "HAS_LENGTHS": var.kind == "bwd_gluon_padded"}
+                  "HAS_LENGTHS": var.kind == "bwd_gluon_padded", "VARLEN": var.varlen}
     return _compile_gluon_kind(var, arch, rows, constexprs)
 
 

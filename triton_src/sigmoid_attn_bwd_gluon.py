@@ -58,7 +58,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
     tma, mbarrier, fence_async_shared, warpgroup_mma, warpgroup_mma_wait)
 
-from sigmoid_attn_fwd_gluon_persistent import _zero_rows_from
+from sigmoid_attn_fwd_gluon_persistent import _store_layout, _zero_rows_from
 
 LOG2E = gl.constexpr(1.4426950408889634)
 
@@ -104,15 +104,43 @@ def _tile_coords(it, n_m, m0, h_kv, kv_group, BLOCK_M: gl.constexpr, HEAD_DIM: g
 
 
 @gluon.jit
-def _lengths(SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, HAS_LENGTHS: gl.constexpr):
-    """(Lq, Lk) of this CTA's sequence: its lengths clamped to [0, T], or T_Q, T_K."""
+def _sequence(SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K, HAS_LENGTHS: gl.constexpr,
+              VARLEN: gl.constexpr):
+    """(descriptor batch entry, first query row, Lq, first key row, Lk, key rows owned) of this
+    CTA's sequence:
+    dense, batch entry program_id(2) and T_Q, T_K; with lengths, SEQ_LENS_Q/K[b] clamped to
+    [0, T]; packed (VARLEN, SEQ_LENS_Q/K = cu_seqlens, T_Q/T_K the token totals, one descriptor
+    entry), sequence b's rows [cu[b], cu[b+1]) clamped to [0, total] and its lengths cut to
+    MAX_Q/MAX_K (the caller's max_seqlen, as in the forward: the key rows past it are owned and
+    get zero dK, dV), and b == B (the grid's last z) the tail [cu_k[B], total_k): no queries,
+    keys whose dK, dV are written as zeros."""
+    b = gl.program_id(2)
+    bd = b
+    q_off = 0
+    k_off = 0
     Lq = T_Q
     Lk = T_K
-    if HAS_LENGTHS:
-        b = gl.program_id(2)
+    if VARLEN:
+        B = gl.num_programs(2) - 1
+        nb = gl.minimum(b + 1, B)
+        bd = 0
+        q_off = gl.minimum(gl.maximum(gl.load(SEQ_LENS_Q + b), 0), T_Q)
+        q_end = gl.minimum(gl.maximum(gl.load(SEQ_LENS_Q + nb), q_off), T_Q)
+        k_off = gl.minimum(gl.maximum(gl.load(SEQ_LENS_K + b), 0), T_K)
+        k_end = gl.minimum(gl.maximum(gl.load(SEQ_LENS_K + nb), k_off), T_K)
+        if b >= B:
+            q_end = q_off
+            k_end = T_K
+        Lq = gl.minimum(q_end - q_off, MAX_Q)
+        Lk = k_end - k_off
+    elif HAS_LENGTHS:
         Lq = gl.minimum(gl.maximum(gl.load(SEQ_LENS_Q + b), 0), T_Q)
         Lk = gl.minimum(gl.maximum(gl.load(SEQ_LENS_K + b), 0), T_K)
-    return Lq, Lk
+    owned_k = Lk
+    if VARLEN:
+        if b < gl.num_programs(2) - 1:
+            Lk = gl.minimum(Lk, MAX_K)
+    return bd, q_off, Lq, k_off, Lk, owned_k
 
 
 @gluon.jit
@@ -134,21 +162,22 @@ def _query_tiles(Lq, Lk, BLOCK_M: gl.constexpr, HALF_N: gl.constexpr, CAUSAL: gl
 
 @gluon.jit
 def _producer(q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, kv_bar, ready,
-              empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, kv_group, NUM_STAGES: gl.constexpr,
-              CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr):
+              empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K, kv_group,
+              NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
+              VARLEN: gl.constexpr):
     BLOCK_M: gl.constexpr = q_desc.block_type.shape[1]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[2]
     HALF_N: gl.constexpr = k_desc.block_type.shape[1]
     pid_n = gl.program_id(0)
     h_kv = gl.program_id(1)
-    b = gl.program_id(2)
     n0 = pid_n * (2 * HALF_N)
     col_kv = h_kv * HEAD_DIM
+    b, q_off, Lq, k_off, Lk, owned_k = _sequence(SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K,
+                                                 HAS_LENGTHS, VARLEN)
     mbarrier.expect(kv_bar, 2 * k_desc.block_type.nbytes + 2 * v_desc.block_type.nbytes)
     for w in gl.static_range(2):
-        tma.async_load(k_desc, [b, n0 + w * HALF_N, col_kv], kv_bar, k_smem.index(w))
-        tma.async_load(v_desc, [b, n0 + w * HALF_N, col_kv], kv_bar, v_smem.index(w))
-    Lq, Lk = _lengths(SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, HAS_LENGTHS)
+        tma.async_load(k_desc, [b, k_off + n0 + w * HALF_N, col_kv], kv_bar, k_smem.index(w))
+        tma.async_load(v_desc, [b, k_off + n0 + w * HALF_N, col_kv], kv_bar, v_smem.index(w))
     m0, n_m = _query_tiles(Lq, Lk, BLOCK_M, HALF_N, CAUSAL, HAS_LENGTHS)
     for it in range(kv_group * n_m):
         s = it % NUM_STAGES
@@ -156,22 +185,26 @@ def _producer(q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, 
         row, col = _tile_coords(it, n_m, m0, h_kv, kv_group, BLOCK_M, HEAD_DIM)
         mbarrier.wait(empty.index(s), ph ^ 1)
         mbarrier.expect(ready.index(s), q_desc.block_type.nbytes + do_desc.block_type.nbytes)
-        tma.async_load(q_desc, [b, row, col], ready.index(s), q_smem.index(s))
-        tma.async_load(do_desc, [b, row, col], ready.index(s), do_smem.index(s))
+        tma.async_load(q_desc, [b, q_off + row, col], ready.index(s), q_smem.index(s))
+        tma.async_load(do_desc, [b, q_off + row, col], ready.index(s), do_smem.index(s))
 
 
 @gluon.jit
-def _dq_writer(dq_desc, dq_smem, dq_full, dq_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, kv_group,
-               HALF_N: gl.constexpr, DQ_SHARED: gl.constexpr, CAUSAL: gl.constexpr,
-               HAS_LENGTHS: gl.constexpr):
+def _dq_writer(dq_desc, dq_smem, dq_full, dq_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K,
+               kv_group, HALF_N: gl.constexpr, DQ_SHARED: gl.constexpr, CAUSAL: gl.constexpr,
+               HAS_LENGTHS: gl.constexpr, VARLEN: gl.constexpr):
     BLOCK_M: gl.constexpr = dq_desc.block_type.shape[1]
     HEAD_DIM: gl.constexpr = dq_desc.block_type.shape[2]
     h_kv = gl.program_id(1)
-    b = gl.program_id(2)
-    Lq, Lk = _lengths(SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, HAS_LENGTHS)
+    b, q_off, Lq, k_off, Lk, owned_k = _sequence(SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K,
+                                                 HAS_LENGTHS, VARLEN)
     m0, n_m = _query_tiles(Lq, Lk, BLOCK_M, HALF_N, CAUSAL, HAS_LENGTHS)
     for it in range(kv_group * n_m):
         row, col = _tile_coords(it, n_m, m0, h_kv, kv_group, BLOCK_M, HEAD_DIM)
+        # (packed: the tail tile's rows past Lq are the next sequence's, and their dQ here is
+        # exactly zero: P and dS masked, dO rows zeroed, K rows past Lk zeroed, so adding it
+        # changes nothing)
+        row = q_off + row
         if DQ_SHARED:
             # One tile over all 128 keys per query tile, in buffer it % 2.
             p = it % 2
@@ -316,10 +349,11 @@ def _tile_deferred(it, dk, dv, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem, dq_sm
 
 @gluon.jit
 def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
-              empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K,
-              kv_group, scale, neg_scale_log2e, neg_bias_log2e, WG: gl.constexpr,
+              empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
+              MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, WG: gl.constexpr,
               NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr,
-              DQ_ISSUE: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr):
+              DQ_ISSUE: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
+              VARLEN: gl.constexpr, DK, DV, stride_kt):
     BLOCK_M: gl.constexpr = q_smem.shape[2]
     HEAD_DIM: gl.constexpr = q_smem.shape[3]
     HALF_N: gl.constexpr = k_smem.shape[2]
@@ -333,7 +367,6 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
 
     pid_n = gl.program_id(0)
     h_kv = gl.program_id(1)
-    b = gl.program_id(2)
     key0 = pid_n * (2 * HALF_N) + WG * HALF_N
     k_w = k_smem.index(WG).reshape([HALF_N, HEAD_DIM])
     v_w = v_smem.index(WG).reshape([HALF_N, HEAD_DIM])
@@ -347,7 +380,8 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
                                                         instr_shape=[16, DQ_CHUNK, 16])
     dq_zero = gl.zeros([BLOCK_M, DQ_CHUNK], gl.float32, dq_layout)
     s_zero = gl.zeros([HALF_N, BLOCK_M], gl.float32, s_layout)
-    Lq, Lk = _lengths(SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, HAS_LENGTHS)
+    b, q_off, Lq, k_off, Lk, owned_k = _sequence(SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K,
+                                                 HAS_LENGTHS, VARLEN)
     if HAS_LENGTHS:  # the default bias of the sequence, -log(max(Lk, 1))
         neg_bias_log2e = gl.log2(gl.maximum(Lk, 1).to(gl.float32))
     keys = key0 + gl.arange(0, HALF_N, layout=gl.SliceLayout(1, s_layout))
@@ -506,46 +540,112 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
     # Epilogue: only this warpgroup ever read K_w, V_w, and all its wgmmas have retired.
     k_buf = k_smem.index(WG)
     v_buf = v_smem.index(WG)
+    if VARLEN:
+        if gl.program_id(2) == gl.num_programs(2) - 1:
+            # The tail [cu_k[B], total_k): no sequence's keys; the tail programs write its dK,
+            # dV rows as zeros, key blocks pid_n, pid_n + grid x, ...
+            _zero_tail(DK, DV, stride_kt, k_off, Lk, h_kv, WG, HALF_N, HEAD_DIM, dtype)
+        else:
+            if key0 + HALF_N <= Lk:
+                _store_rows(dk, dv, k_buf, v_buf, dk_desc, dv_desc, k_off + key0, h_kv, HALF_N,
+                            HEAD_DIM, dtype)
+            elif key0 < Lk:
+                # The sequence ends inside these keys and the next one's begin there, which
+                # another CTA writes: a TMA box cannot stop at the end, so a masked store.
+                _store_rows_masked(dk, dv, k_buf, v_buf, DK, DV, stride_kt, k_off + key0,
+                                   Lk - key0, h_kv, HALF_N, HEAD_DIM, dtype)
+            # Keys past max_seqlen_k (a longer sequence is cut to it): zero dK, dV, as the
+            # tail's (no rows unless the caller's max_seqlen_k understates a length).
+            _zero_tail(DK, DV, stride_kt, k_off + Lk, owned_k - Lk, h_kv, WG, HALF_N, HEAD_DIM,
+                       dtype)
+    else:
+        _store_rows(dk, dv, k_buf, v_buf, dk_desc, dv_desc, key0, h_kv, HALF_N, HEAD_DIM,
+                    dtype, b)
+
+
+@gluon.jit
+def _store_rows(dk, dv, k_buf, v_buf, dk_desc, dv_desc, row, h_kv, HALF_N: gl.constexpr,
+                HEAD_DIM: gl.constexpr, dtype: gl.constexpr, b=0):
+    """dK_w, dV_w through this warpgroup's K, V shared tiles and TMA at (b, row)."""
     k_buf.reshape([HALF_N, HEAD_DIM]).store(dk.to(dtype))
     v_buf.reshape([HALF_N, HEAD_DIM]).store(dv.to(dtype))
     fence_async_shared()
-    tma.async_store(dk_desc, [b, key0, h_kv * HEAD_DIM], k_buf)
-    tma.async_store(dv_desc, [b, key0, h_kv * HEAD_DIM], v_buf)
+    tma.async_store(dk_desc, [b, row, h_kv * HEAD_DIM], k_buf)
+    tma.async_store(dv_desc, [b, row, h_kv * HEAD_DIM], v_buf)
     tma.store_wait(0)
 
 
 @gluon.jit
+def _store_rows_masked(dk, dv, k_buf, v_buf, DK, DV, stride_kt, row, n_rows, h_kv,
+                       HALF_N: gl.constexpr, HEAD_DIM: gl.constexpr, dtype: gl.constexpr):
+    """The first n_rows of dK_w, dV_w at packed row `row` on: through shared memory into
+    16-byte row segments, masked."""
+    layout: gl.constexpr = _store_layout(HEAD_DIM)
+    k_tile = k_buf.reshape([HALF_N, HEAD_DIM])
+    v_tile = v_buf.reshape([HALF_N, HEAD_DIM])
+    k_tile.store(dk.to(dtype))
+    v_tile.store(dv.to(dtype))
+    rows = gl.arange(0, HALF_N, layout=gl.SliceLayout(1, layout))
+    cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, layout))
+    offs = (gl.expand_dims((row + rows).to(gl.int64) * stride_kt, 1)
+            + gl.expand_dims(h_kv * HEAD_DIM + cols, 0))
+    keep = gl.expand_dims(rows < n_rows, 1) & gl.expand_dims(cols < HEAD_DIM, 0)
+    gl.store(DK + offs, k_tile.load(layout), mask=keep)
+    gl.store(DV + offs, v_tile.load(layout), mask=keep)
+
+
+@gluon.jit
+def _zero_tail(DK, DV, stride_kt, k_off, n_tail, h_kv, WG: gl.constexpr, HALF_N: gl.constexpr,
+               HEAD_DIM: gl.constexpr, dtype: gl.constexpr):
+    """Zeros into dK, dV rows [k_off, k_off + n_tail) of head h_kv: this warpgroup's half of
+    key blocks pid_n, pid_n + grid x, ... of those rows."""
+    layout: gl.constexpr = _store_layout(HEAD_DIM)
+    rows = gl.arange(0, HALF_N, layout=gl.SliceLayout(1, layout))
+    cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, layout))
+    zeros = gl.zeros([HALF_N, HEAD_DIM], dtype, layout)
+    step = gl.num_programs(0) * (2 * HALF_N)
+    for r0 in range(gl.program_id(0) * (2 * HALF_N) + WG * HALF_N, n_tail, step):
+        offs = (gl.expand_dims((k_off + r0 + rows).to(gl.int64) * stride_kt, 1)
+                + gl.expand_dims(h_kv * HEAD_DIM + cols, 0))
+        keep = gl.expand_dims(r0 + rows < n_tail, 1) & gl.expand_dims(cols < HEAD_DIM, 0)
+        gl.store(DK + offs, zeros, mask=keep)
+        gl.store(DV + offs, zeros, mask=keep)
+
+
+@gluon.jit
 def _consumer0(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
-               empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K,
-               kv_group, scale, neg_scale_log2e, neg_bias_log2e, NUM_STAGES: gl.constexpr,
-               RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr, DQ_ISSUE: gl.constexpr,
-               CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr):
+               empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
+               MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK, DV, stride_kt,
+               NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr,
+               DQ_ISSUE: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
+               VARLEN: gl.constexpr):
     _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
-              empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K,
-              kv_group, scale, neg_scale_log2e, neg_bias_log2e, 0, NUM_STAGES, RCP_NEWTON,
-              DQ_SHARED, DQ_ISSUE, CAUSAL, HAS_LENGTHS)
+              empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
+              MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, 0, NUM_STAGES, RCP_NEWTON,
+              DQ_SHARED, DQ_ISSUE, CAUSAL, HAS_LENGTHS, VARLEN, DK, DV, stride_kt)
 
 
 @gluon.jit
 def _consumer1(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
-               empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K,
-               kv_group, scale, neg_scale_log2e, neg_bias_log2e, NUM_STAGES: gl.constexpr,
-               RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr, DQ_ISSUE: gl.constexpr,
-               CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr):
+               empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
+               MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK, DV, stride_kt,
+               NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr,
+               DQ_ISSUE: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
+               VARLEN: gl.constexpr):
     _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
-              empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K,
-              kv_group, scale, neg_scale_log2e, neg_bias_log2e, 1, NUM_STAGES, RCP_NEWTON,
-              DQ_SHARED, DQ_ISSUE, CAUSAL, HAS_LENGTHS)
+              empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
+              MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, 1, NUM_STAGES, RCP_NEWTON,
+              DQ_SHARED, DQ_ISSUE, CAUSAL, HAS_LENGTHS, VARLEN, DK, DV, stride_kt)
 
 
 @gluon.jit
 def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv_desc,
                            SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, kv_group, scale, bias_value,
-                           NUM_STAGES: gl.constexpr,
+                           DK, DV, stride_kt, MAX_Q, MAX_K, NUM_STAGES: gl.constexpr,
                            CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                            RCP_NEWTON: gl.constexpr = False, DQ_SHARED: gl.constexpr = False,
                            DQ_ISSUE: gl.constexpr = 0, CAUSAL: gl.constexpr = False,
-                           HAS_LENGTHS: gl.constexpr = False):
+                           HAS_LENGTHS: gl.constexpr = False, VARLEN: gl.constexpr = False):
     """grid (cdiv(T_K, 2 * k_desc.block_type.shape[1]), H_KV, B), num_warps=4 (consumer 0).
     q/do: rank 3 [B, T_Q, H*D], box [1, BLOCK_M, D]; dq: the same in fp32 (reduce-add target,
     zeroed); k/v/dk/dv: [B, T_K, H_KV*D], box [1, 64, D]. kv_group = H / H_KV.
@@ -555,7 +655,11 @@ def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv
     DQ_SHARED): 0 dQ after dV, dK retire; 1 dQ queued right behind dV, dK; 2 (D = 128) dQ of
     tile i queued ahead of dV, dK of tile i + 1. CAUSAL: top-left causal mask (T_Q == T_K), the
     query tiles above a key block skipped. HAS_LENGTHS: SEQ_LENS_Q/K int32 [B] (read only then),
-    the default bias per sequence (bias_value ignored)."""
+    the default bias per sequence (bias_value ignored). VARLEN (with HAS_LENGTHS): a packed
+    batch of B sequences, SEQ_LENS_Q/K int32 cu_seqlens [B + 1], T_Q/T_K the token totals,
+    descriptors [1, total, heads*D]; grid (cdiv(max_seqlen_k, 128), H_KV, B + 1), z = B the
+    tail past cu_seqlens_k[B]; DK, DV (row stride stride_kt) take the masked stores where a
+    sequence ends inside a warpgroup's 64 keys and the tail's zeros (null otherwise)."""
     BLOCK_M: gl.constexpr = q_desc.block_type.shape[1]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[2]
     HALF_N: gl.constexpr = k_desc.block_type.shape[1]
@@ -605,17 +709,19 @@ def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv
     gl.warp_specialize([
         (_consumer0, (dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar,
                       ready, empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K,
-                      T_Q, T_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, NUM_STAGES,
-                      RCP_NEWTON, DQ_SHARED, DQ_ISSUE, CAUSAL, HAS_LENGTHS)),
+                      T_Q, T_K, MAX_Q, MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK,
+                      DV, stride_kt, NUM_STAGES, RCP_NEWTON, DQ_SHARED, DQ_ISSUE, CAUSAL,
+                      HAS_LENGTHS, VARLEN)),
         (_consumer1, (dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar,
                       ready, empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K,
-                      T_Q, T_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, NUM_STAGES,
-                      RCP_NEWTON, DQ_SHARED, DQ_ISSUE, CAUSAL, HAS_LENGTHS)),
+                      T_Q, T_K, MAX_Q, MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK,
+                      DV, stride_kt, NUM_STAGES, RCP_NEWTON, DQ_SHARED, DQ_ISSUE, CAUSAL,
+                      HAS_LENGTHS, VARLEN)),
         (_producer, (q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, kv_bar,
-                     ready, empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, kv_group, NUM_STAGES, CAUSAL,
-                     HAS_LENGTHS)),
-        (_dq_writer, (dq_desc, dq_smem, dq_full, dq_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K,
-                      kv_group, HALF_N, DQ_SHARED, CAUSAL, HAS_LENGTHS)),
+                     ready, empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K, kv_group,
+                     NUM_STAGES, CAUSAL, HAS_LENGTHS, VARLEN)),
+        (_dq_writer, (dq_desc, dq_smem, dq_full, dq_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
+                      MAX_K, kv_group, HALF_N, DQ_SHARED, CAUSAL, HAS_LENGTHS, VARLEN)),
     ], [4, 1, 1], [CONSUMER_REGS, PRODUCER_REGS, PRODUCER_REGS])
 
     # Every partition has joined: no TMA, wgmma or arrive is in flight on these barriers.

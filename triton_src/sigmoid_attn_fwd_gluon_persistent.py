@@ -40,7 +40,8 @@ Across tiles (the persistent schedule):
         the K/V of few heads: L2);
       - with lengths (not causal): the same order over the tiles holding rows below their
         sequence's length first, then the tiles past it, which only store zeros (_segment);
-      - packed: sequence by sequence in the same order, the tail past cu_seqlens[B] last;
+      - packed: sequence by sequence in the same order (causal: each sequence's q-blocks
+        from its last, the heaviest), the tail past cu_seqlens[B] last;
       - with lengths or packed, a program finds its tiles' sequences with a cursor that only
         moves forward (_advance): O(B) per program, not per tile;
       - causal: longest first: buckets of 8 consecutive q-blocks, the heaviest bucket first,
@@ -141,13 +142,15 @@ def _segment(s, LENS, T_Q, n_m, B, BLOCK_M: gl.constexpr, VARLEN: gl.constexpr):
 
 
 @gluon.jit
-def _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, B, HAS_LENGTHS: gl.constexpr,
+def _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K, B, HAS_LENGTHS: gl.constexpr,
               VARLEN: gl.constexpr):
-    """(first query row, Lq, first key row, Lk) of sequence b. Dense: rows of batch entry b,
-    the whole T_Q/T_K; with lengths: Lq/Lk = SEQ_LENS_Q/K[b] clamped to [0, T]; packed
+    """(first query row, Lq, rows owned, first key row, Lk) of sequence b. Dense: rows of batch
+    entry b, the whole T_Q/T_K; with lengths: Lq/Lk = SEQ_LENS_Q/K[b] clamped to [0, T]; packed
     (VARLEN, SEQ_LENS_Q/K are cu_seqlens, T_Q/T_K the token totals): [cu[b], cu[b+1]) clamped
-    to [0, total] (an ill-formed cu_seqlens gives wrong rows, never an access out of bounds),
-    and b == B is the tail [cu[B], total): rows of no sequence, no keys, written as zeros."""
+    to [0, total], its lengths cut to MAX_Q/MAX_K (the caller's max_seqlen: the rows past it
+    are owned, written as zeros, where the Triton kernels leave them unwritten; an ill-formed
+    cu_seqlens gives wrong rows, never an access out of bounds), and b == B is the tail [cu[B], total): rows of no
+    sequence, no keys, written as zeros. The rows a tile may store: [0, owned)."""
     q_off = 0
     k_off = 0
     Lq = T_Q
@@ -162,11 +165,14 @@ def _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, B, HAS_LENGTHS: gl.constexpr,
             q_end = T_Q
             k_end = k_off
         Lq = q_end - q_off
-        Lk = k_end - k_off
+        Lk = gl.minimum(k_end - k_off, MAX_K)
     elif HAS_LENGTHS:
         Lq = gl.minimum(gl.maximum(gl.load(SEQ_LENS_Q + b), 0), T_Q)
         Lk = gl.minimum(gl.maximum(gl.load(SEQ_LENS_K + b), 0), T_K)
-    return q_off, Lq, k_off, Lk
+    owned = Lq
+    if VARLEN:
+        Lq = gl.minimum(Lq, MAX_Q)
+    return q_off, Lq, owned, k_off, Lk
 
 
 @gluon.jit
@@ -182,14 +188,15 @@ def _packed_blocks(CU, bb, B, total, BLOCK_M: gl.constexpr):
 
 @gluon.jit
 def _advance(t, cur_s, cur_start, cur_b, cur_first, cur_cnt, LENS, T_Q, n_m, H, B,
-             BLOCK_M: gl.constexpr, VARLEN: gl.constexpr):
+             BLOCK_M: gl.constexpr, VARLEN: gl.constexpr, DESCENDING: gl.constexpr):
     """A length-aware order's cursor (segment, its first tile, and _segment's triple) moved to
     the segment holding tile t; returns the cursor, (q-block, head, sequence) of t, and whether
     t exists (the packed loop runs to a bound, not to the count of tiles, which would be a walk
     over the lengths before the first tile). Each program meets its tiles in increasing order
     (t = i * P + slot, the causal snake included), so the cursor only moves forward: 2B + 1
     segments per program in all, not a walk over the B lengths per tile (which cost more than a
-    short tile's keys with hundreds of cells)."""
+    short tile's keys with hundreds of cells). DESCENDING (packed causal): a sequence's
+    q-blocks from its last, the heaviest, so that the schedule ends on the light ones."""
     last = 2 * B - 1
     if VARLEN:
         last = B
@@ -199,8 +206,11 @@ def _advance(t, cur_s, cur_start, cur_b, cur_first, cur_cnt, LENS, T_Q, n_m, H, 
         cur_b, cur_first, cur_cnt = _segment(cur_s, LENS, T_Q, n_m, B, BLOCK_M, VARLEN)
     local = t - cur_start
     cnt = gl.maximum(cur_cnt, 1)
-    return (cur_s, cur_start, cur_b, cur_first, cur_cnt,
-            cur_first + local % cnt, local // cnt, cur_b, t < cur_start + cur_cnt * H)
+    m = local % cnt
+    if DESCENDING:
+        m = cnt - 1 - m
+    return (cur_s, cur_start, cur_b, cur_first, cur_cnt, cur_first + m, local // cnt, cur_b,
+            t < cur_start + cur_cnt * H)
 
 
 @gluon.jit
@@ -226,7 +236,7 @@ def _tile_at(t, n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q
     if VARLEN or (HAS_LENGTHS and not CAUSAL):
         cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, valid = _advance(
             t, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H, B, BLOCK_M,
-            VARLEN)
+            VARLEN, CAUSAL)
     else:
         m, h, b = _schedule(t, n_m, H, heads, CAUSAL, BUCKET)
         valid = t < n_tiles
@@ -253,7 +263,7 @@ def _extent(row0, Lq, Lk, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, CAUSAL: 
 
 @gluon.jit
 def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, k_empty,
-              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, H, B, kv_group,
+              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K, H, B, kv_group,
               ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
               NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
               BUCKET: gl.constexpr, VARLEN: gl.constexpr):
@@ -275,7 +285,8 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, 
             if VARLEN:
                 bd = 0  # (the descriptors' one batch entry: the packed rows)
             row0 = m * (2 * ROWS)
-            q_off, Lq, k_off, Lk = _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, B, HAS_LENGTHS,
+            q_off, Lq, owned, k_off, Lk = _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
+                                                    MAX_K, B, HAS_LENGTHS,
                                              VARLEN)
             n_blocks, n_full = _extent(row0, Lq, Lk, 2 * ROWS, BLOCK_N, CAUSAL, HAS_LENGTHS)
             qs = i % 2
@@ -346,6 +357,14 @@ def _step(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, qk
     o, p = warpgroup_mma_wait(0, deps=(o, p))
     mbarrier.arrive(v_empty.index(sv), count=1)
     return o, p_next
+
+
+@gluon.jit
+def _store_layout(HEAD_DIM: gl.constexpr):
+    """A warpgroup's layout for masked global stores: rows of 16-byte segments (8 consecutive
+    columns per thread, a row per HEAD_DIM // 8 threads), its 4 warps along the rows."""
+    gl.static_assert(HEAD_DIM // 8 <= 32)
+    return gl.BlockedLayout([1, 8], [32 // (HEAD_DIM // 8), HEAD_DIM // 8], [4, 1], [1, 0])
 
 
 @gluon.jit
@@ -427,7 +446,7 @@ def _attend_tile(q, o, it, n_blocks, n_full, k_smem, v_smem, k_ready, k_empty, v
 
 @gluon.jit
 def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, H, B,
+              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, MAX_Q, MAX_K, H, B,
               qk_scale_half, bias_half, WG: gl.constexpr, ROWS: gl.constexpr,
               BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
               CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr, BUCKET: gl.constexpr,
@@ -439,11 +458,7 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, HEAD_DIM, 16])
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
-    # the masked store's layout: 8 consecutive columns (16 bytes) per thread, a row per
-    # HEAD_DIM // 8 threads
-    gl.static_assert(HEAD_DIM // 8 <= 32)
-    st_layout: gl.constexpr = gl.BlockedLayout([1, 8], [32 // (HEAD_DIM // 8), HEAD_DIM // 8],
-                                               [4, 1], [1, 0])
+    st_layout: gl.constexpr = _store_layout(HEAD_DIM)  # (the masked store's)
 
     pid = gl.program_id(0)
     n_prog = gl.num_programs(0)
@@ -461,7 +476,8 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
         if valid:
             row0 = m * (2 * ROWS)
             row_start = row0 + WG * ROWS
-            q_off, Lq, k_off, Lk = _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, B, HAS_LENGTHS,
+            q_off, Lq, owned, k_off, Lk = _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
+                                                    MAX_K, B, HAS_LENGTHS,
                                              VARLEN)
             n_blocks, n_full = _extent(row0, Lq, Lk, 2 * ROWS, BLOCK_N, CAUSAL, HAS_LENGTHS)
             bias_t = bias_half
@@ -485,7 +501,7 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
             whole = True
             bd = b
             if VARLEN:
-                whole = row_start + ROWS <= Lq
+                whole = row_start + ROWS <= owned
                 bd = 0  # (the descriptors' one batch entry: the packed rows)
             if whole:
                 # Epilogue: the previous tile's store has finished reading o_buf before it is
@@ -495,7 +511,7 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                 fence_async_shared()
                 tma.async_store(o_desc, [bd, q_off + row_start, h * HEAD_DIM], o_buf)
             elif VARLEN:
-                if row_start < Lq:
+                if row_start < owned:
                     # The sequence ends inside these rows and the next one's begin there, which
                     # another tile writes: a TMA box cannot stop at the end, so a masked store,
                     # through shared memory into 16-byte row segments (the wgmma layout's own
@@ -509,31 +525,31 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                     cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, st_layout))
                     rows_g = (q_off + rows_s).to(gl.int64) * stride_ot
                     ptrs = O + gl.expand_dims(rows_g, 1) + gl.expand_dims(h * HEAD_DIM + cols, 0)
-                    keep = gl.expand_dims(rows_s < Lq, 1) & gl.expand_dims(cols < HEAD_DIM, 0)
+                    keep = gl.expand_dims(rows_s < owned, 1) & gl.expand_dims(cols < HEAD_DIM, 0)
                     gl.store(ptrs, o_st, mask=keep)
     tma.store_wait(0)
 
 
 @gluon.jit
 def _consumer1(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, H, B,
+               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, MAX_Q, MAX_K, H, B,
                qk_scale_half, bias_half, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
                HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
                HAS_LENGTHS: gl.constexpr, BUCKET: gl.constexpr, VARLEN: gl.constexpr):
     _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, H, B,
+              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, MAX_Q, MAX_K, H, B,
               qk_scale_half, bias_half, 1, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL,
               HAS_LENGTHS, BUCKET, VARLEN)
 
 
 @gluon.jit
 def _consumer0(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, H, B,
+               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, MAX_Q, MAX_K, H, B,
                qk_scale_half, bias_half, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
                HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
                HAS_LENGTHS: gl.constexpr, BUCKET: gl.constexpr, VARLEN: gl.constexpr):
     _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, H, B,
+              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, MAX_Q, MAX_K, H, B,
               qk_scale_half, bias_half, 0, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL,
               HAS_LENGTHS, BUCKET, VARLEN)
 
@@ -541,7 +557,7 @@ def _consumer0(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready
 @gluon.jit
 def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q, SEQ_LENS_K,
                                       O, stride_ot, T_Q, T_K, H, B, kv_group, scale, bias_value,
-                                      NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
+                                      MAX_Q, MAX_K, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
                                       HAS_LENGTHS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                                       PRODUCER_REGS: gl.constexpr, VARLEN: gl.constexpr = False):
     """grid (P,) with P <= number of tiles (normally the SM count), num_warps=4 (the default
@@ -551,7 +567,8 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
     VARLEN (with HAS_LENGTHS): a packed batch, B sequences: the descriptors are [1, total, H*D],
     SEQ_LENS_Q/K are int32 cu_seqlens [B + 1], T_Q/T_K the token totals, and O (the output's
     first element, rows stride_ot elements apart) takes the masked stores of the tiles in which
-    a sequence ends. Without VARLEN, O is not read (null)."""
+    a sequence ends; MAX_Q/MAX_K (the caller's max_seqlen) cut longer sequences, as the Triton
+    kernels do. Without VARLEN, O is not read (null) and MAX_Q/MAX_K neither."""
     ROWS: gl.constexpr = q_desc.block_type.shape[1]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[2]
     BLOCK_N: gl.constexpr = k_desc.block_type.shape[1]
@@ -587,17 +604,17 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
 
     gl.warp_specialize([
         (_consumer0, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-                      v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, H, B,
-                      qk_scale_half, bias_half, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL,
-                      HAS_LENGTHS, BUCKET, VARLEN)),
+                      v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, MAX_Q,
+                      MAX_K, H, B, qk_scale_half, bias_half, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
+                      CAUSAL, HAS_LENGTHS, BUCKET, VARLEN)),
         (_consumer1, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-                      v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, H, B,
-                      qk_scale_half, bias_half, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL,
-                      HAS_LENGTHS, BUCKET, VARLEN)),
+                      v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, MAX_Q,
+                      MAX_K, H, B, qk_scale_half, bias_half, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
+                      CAUSAL, HAS_LENGTHS, BUCKET, VARLEN)),
         (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready,
-                     k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, H, B,
-                     kv_group, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS, BUCKET,
-                     VARLEN)),
+                     k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K,
+                     H, B, kv_group, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
+                     BUCKET, VARLEN)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
     for i in gl.static_range(2):

@@ -218,7 +218,8 @@ PARAMS["fwd_gluon"] = (("q_desc", "desc"), ("k_desc", "desc"), ("v_desc", "desc"
                        ("o_desc", "desc"), ("SEQ_LENS_Q", "*i32"), ("SEQ_LENS_K", "*i32"),
                        ("O", "*dt"), ("stride_ot", "i32"),
                        ("T_Q", "i32"), ("T_K", "i32"), ("H", "i32"), ("B", "i32"),
-                       ("kv_group", "i32"), ("scale", "fp32"), ("bias_value", "fp32"))
+                       ("kv_group", "i32"), ("scale", "fp32"), ("bias_value", "fp32"),
+                       ("MAX_Q", "i32"), ("MAX_K", "i32"))
 # The Gluon forward of padded batches: the same kernel compiled with HAS_LENGTHS, so the same
 # arguments, SEQ_LENS_Q/K read.
 PARAMS["fwd_gluon_padded"] = PARAMS["fwd_gluon"]
@@ -229,7 +230,9 @@ PARAMS["bwd_gluon"] = (("q_desc", "desc"), ("k_desc", "desc"), ("v_desc", "desc"
                        ("do_desc", "desc"), ("dq_desc", "desc_fp32"), ("dk_desc", "desc"),
                        ("dv_desc", "desc"), ("SEQ_LENS_Q", "*i32"), ("SEQ_LENS_K", "*i32"),
                        ("T_Q", "i32"), ("T_K", "i32"), ("kv_group", "i32"),
-                       ("scale", "fp32"), ("bias_value", "fp32"))
+                       ("scale", "fp32"), ("bias_value", "fp32"),
+                       ("DK", "*dt"), ("DV", "*dt"), ("stride_kt", "i32"),
+                       ("MAX_Q", "i32"), ("MAX_K", "i32"))
 # ... and of padded batches: the same kernel compiled with HAS_LENGTHS (the lengths read).
 PARAMS["bwd_gluon_padded"] = PARAMS["bwd_gluon"]
 PARAMS["dq_cast"] = (("src", "*fp32"), ("dst", "*dt"), ("n", "i32"))
@@ -436,7 +439,10 @@ def variants(triton_version: str = None, head_dims=None, dtypes=None, kinds=None
                                     continue
                                 # (dense, causal or not: the Gluon backward takes no lengths
                                 # and no score_mod; one cast serves both)
-                                if kind in GLUON_BACKWARD_KINDS and (varlen or score_mod):
+                                # (packed calls through the kind with lengths, as the
+                                # forward)
+                                if kind in GLUON_BACKWARD_KINDS and (
+                                        score_mod or varlen and kind == "bwd_gluon"):
                                     continue
                                 if kind == "dq_cast" and (varlen or causal or score_mod):
                                     continue

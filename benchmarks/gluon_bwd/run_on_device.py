@@ -108,8 +108,11 @@ class Kernel:
         scalars = {"T_Q": ctypes.c_int32(T_Q), "T_K": ctypes.c_int32(T_K),
                    "kv_group": ctypes.c_int32(H // H_KV), "scale": ctypes.c_float(scale),
                    "bias_value": ctypes.c_float(bias),
-                   # (compiled without lengths: never read)
-                   "SEQ_LENS_Q": ctypes.c_uint64(0), "SEQ_LENS_K": ctypes.c_uint64(0)}
+                   # (compiled without lengths, not packed: never read)
+                   "SEQ_LENS_Q": ctypes.c_uint64(0), "SEQ_LENS_K": ctypes.c_uint64(0),
+                   "DK": ctypes.c_uint64(0), "DV": ctypes.c_uint64(0),
+                   "stride_kt": ctypes.c_int32(0), "MAX_Q": ctypes.c_int32(T_Q),
+                   "MAX_K": ctypes.c_int32(T_K)}
         addrs = []
         for p in rec["params"]:
             role = p["role"]
@@ -331,7 +334,8 @@ def dry_run(recs, build_dir):
             assert run.grid == (-(-T_K // 128), H_KV, B), run.grid
             arr = run.keep[-1]
             want_scalar = {"T_Q": T_Q, "T_K": T_K, "kv_group": H // H_KV, "SEQ_LENS_Q": 0,
-                           "SEQ_LENS_K": 0}
+                           "SEQ_LENS_K": 0, "DK": 0, "DV": 0, "stride_kt": 0, "MAX_Q": T_Q,
+                           "MAX_K": T_K}
             # Read every parameter back through the void* array, as cuLaunchKernel will.
             for p, ptr in zip(rec["params"], arr):
                 raw = ctypes.string_at(ptr, p["size"])

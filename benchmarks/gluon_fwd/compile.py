@@ -159,6 +159,8 @@ def compile_variant(v: Variant, out_dir: Path):
         "kv_group": "i32",
         "scale": "fp32",
         "bias_value": "fp32",
+        "MAX_Q": "i32",
+        "MAX_K": "i32",
         "NUM_STAGES": "constexpr",
         "CAUSAL": "constexpr",
         "HAS_LENGTHS": "constexpr",

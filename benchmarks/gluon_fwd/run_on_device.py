@@ -243,7 +243,8 @@ class Kernel:
                    "scale": ctypes.c_float(scale), "bias_value": ctypes.c_float(bias),
                    "SEQ_LENS_Q": ctypes.c_uint64(seq_lens_q),
                    "SEQ_LENS_K": ctypes.c_uint64(seq_lens_k),
-                   "O": ctypes.c_uint64(0), "stride_ot": ctypes.c_int32(0)}  # (packed only)
+                   "O": ctypes.c_uint64(0), "stride_ot": ctypes.c_int32(0),  # (packed only)
+                   "MAX_Q": ctypes.c_int32(T), "MAX_K": ctypes.c_int32(T)}
         ptrs = []
         for p in rec["params"]:
             role = p["role"]
