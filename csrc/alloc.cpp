@@ -4,6 +4,7 @@
 
 #include <torch/csrc/inductor/aoti_torch/c/shim.h>
 #include <torch/csrc/stable/macros.h>
+#include <torch/headeronly/util/shim_utils.h>
 
 #include "check.h"
 
@@ -30,7 +31,11 @@ torch::stable::Tensor empty_contiguous(int32_t device_type, int32_t device_index
     // stable ABI's error path recovers it.
     std::string torch_message;
     try {
+#ifdef TORCH_DYNAMIC_VERSION_CALL_2_13_0  // headers of torch >= 2.13: torch's message
       torch::stable::detail::throw_exception("aoti_torch_empty_strided", __FILE__, __LINE__);
+#else  // older headers (a source build against torch 2.10-2.12): the call's name only
+      torch::headeronly::detail::throw_exception("aoti_torch_empty_strided", __FILE__, __LINE__);
+#endif
     } catch (const std::exception& e) {
       torch_message = e.what();
     }

@@ -3,6 +3,13 @@
 #include <array>
 
 #include <torch/csrc/stable/ops.h>
+#include <torch/headeronly/util/shim_utils.h>
+
+// Headers of torch 2.10-2.12 (a source build against them) predate the stable variant of the
+// check, which recovers torch's own message.
+#ifndef STABLE_TORCH_ERROR_CODE_CHECK
+#define STABLE_TORCH_ERROR_CODE_CHECK TORCH_ERROR_CODE_CHECK
+#endif
 
 namespace sigmoid_attn::cpu {
 
