@@ -33,7 +33,6 @@ class TokenBudgetLoop(LitLoop):
         # one long cell among short ones makes a padded batch small, never a huge tensor.
         self.padded = padded
         self._carry = None  # a decoded request that did not fit the last batch
-        self._last_end = 0.0  # time.monotonic() when the last batch was answered
 
     def cost(self, n_cells: int, longest: int, total: int) -> int:
         return n_cells * longest if self.padded else total
@@ -47,19 +46,21 @@ class TokenBudgetLoop(LitLoop):
     def collect(self, lit_api, request_queue, transport) -> tuple:
         """Returns (batch, stop): batch is a list of (rq, uid, arrived, cell)."""
         batch, longest, total, deadline = [], 0, 0, None
+        idle_from = None  # when the worker began waiting on an empty queue for this batch
         while True:
             if self._carry is not None:
                 item, self._carry = self._carry, None
             else:
                 try:
                     if not batch:
+                        idle_from = time.monotonic()
                         raw = request_queue.get(timeout=1.0)
                     else:
                         left = deadline - time.monotonic()
-                        if left <= 0 and batch[0][2] >= self._last_end:
-                            # Past the deadline, and the oldest request came to an idle worker:
-                            # nothing queued behind a running batch, so run now. Looking costs a
-                            # round trip to LitServe's queue process (~0.1 ms at low load).
+                        if left <= 0 and idle_from is not None and batch[0][2] >= idle_from:
+                            # Past the deadline, and the oldest request came to a worker waiting
+                            # on an empty queue: no backlog behind it, so run now. Looking costs
+                            # a round trip to LitServe's queue process (~0.1 ms at low load).
                             return batch, False
                         # Past the deadline, still take what is already queued (up to the budget):
                         # under load the batch fills from the backlog without waiting.
@@ -128,7 +129,6 @@ class TokenBudgetLoop(LitLoop):
                 batch, stop = self.collect(lit_api, request_queue, transport)
                 if batch:
                     self.run_batch(lit_api, batch, transport)
-                    self._last_end = time.monotonic()
                 if stop:
                     if self._carry is not None:
                         rq, uid, _, _ = self._carry
