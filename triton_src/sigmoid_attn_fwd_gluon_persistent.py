@@ -40,8 +40,8 @@ Across tiles (the persistent schedule):
         the K/V of few heads: L2);
       - with lengths (not causal): the same order over the tiles holding rows below their
         sequence's length first, then the tiles past it, which only store zeros (_segment);
-      - packed: sequence by sequence in the same order (causal: each sequence's q-blocks
-        from its last, the heaviest), the tail past cu_seqlens[B] last;
+      - packed: sequence by sequence in the same order, the tail past cu_seqlens[B] last;
+        causal: by q-block levels over every sequence, the highest (heaviest) first (_segment);
       - with lengths or packed, a program finds its tiles' sequences with a cursor that only
         moves forward (_advance): O(B) per program, not per tile;
       - causal: longest first: buckets of 8 consecutive q-blocks, the heaviest bucket first,
