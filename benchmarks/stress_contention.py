@@ -24,7 +24,8 @@ Targets:
   jit_fwd:BM,BN,W,S[,tma]     sigmoid_attn_fwd through Triton's JIT (tma: K/V by descriptors)
   A JIT target's flag keepscratch gives the kernels' global scratch (device-side TMA
   descriptors) from one buffer that is never freed, instead of a fresh allocation per launch.
-Cases: dense, padded (lengths in [T/2, T]), causal, varlen (packed, lengths in [T/2, T]).
+Cases: dense, padded (lengths in [T/2, T]), causal, varlen (packed, lengths in [T/2, T]),
+varlen_causal (the same, causal).
 
 Prints one JSON object (totals and the first bad calls' patterns); --json writes it too.
 Exit status 1 when any call was bad.
@@ -150,16 +151,16 @@ def backward_worker(args):
     dt = {"fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     g = torch.Generator(device=dev).manual_seed(args.seed)
     B, T, H, D = args.batch, args.seqlen, args.heads, args.head_dim
-    causal = args.case == "causal"
+    causal = args.case in ("causal", "varlen_causal")
     stats = {"calls": 0, "nan_calls": 0, "unwritten_calls": 0, "wrong_calls": 0, "bad": []}
     for _ in range(args.calls):
         q, k, v, do = (torch.empty(B, T, H, D, dtype=dt, device=dev).normal_(0, 0.5, generator=g)
                        for _ in range(4))
         lens = None
-        if args.case in ("padded", "varlen"):
+        if args.case in ("padded", "varlen", "varlen_causal"):
             lens = torch.randint(T // 2, T + 1, (B,), generator=g, device=dev, dtype=torch.int32)
         b = stats["calls"] % B
-        if args.case == "varlen":  # packed: the padded tensors' valid rows, back to back
+        if args.case.startswith("varlen"):  # packed: the padded tensors' valid rows, back to back
             keep = (torch.arange(T, device=dev)[None, :] < lens[:, None]).flatten()
             cu = torch.zeros(B + 1, dtype=torch.int32, device=dev)
             cu[1:] = torch.cumsum(lens, 0)
@@ -209,17 +210,17 @@ def worker(args):
     run, poisonable = _make_runner(args.target, dev)
     g = torch.Generator(device=dev).manual_seed(args.seed)
     B, T, H, D = args.batch, args.seqlen, args.heads, args.head_dim
-    causal = args.case == "causal"
+    causal = args.case in ("causal", "varlen_causal")
     stats = {"calls": 0, "nan_calls": 0, "unwritten_calls": 0, "wrong_calls": 0, "bad": []}
     for _ in range(args.calls):
         q, k, v = (torch.empty(B, T, H, D, dtype=dt, device=dev).normal_(0, 0.5, generator=g)
                    for _ in range(3))
         lens = cu = None
         max_len = T
-        if args.case in ("padded", "varlen"):
+        if args.case in ("padded", "varlen", "varlen_causal"):
             lens = torch.randint(T // 2, T + 1, (B,), generator=g, device=dev, dtype=torch.int32)
         out = torch.full_like(q, SENTINEL)
-        if args.case == "varlen":  # packed: the padded tensors' valid rows, back to back
+        if args.case.startswith("varlen"):  # packed: the padded tensors' valid rows, back to back
             keep = (torch.arange(T, device=dev)[None, :] < lens[:, None]).flatten()
             cu = torch.zeros(B + 1, dtype=torch.int32, device=dev)
             cu[1:] = torch.cumsum(lens, 0)
@@ -259,7 +260,8 @@ def worker(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--target", default="lib")
-    p.add_argument("--case", default="dense", choices=["dense", "padded", "causal", "varlen"])
+    p.add_argument("--case", default="dense",
+                   choices=["dense", "padded", "causal", "varlen", "varlen_causal"])
     p.add_argument("--dtype", default="bf16", choices=["fp16", "bf16"])
     p.add_argument("--procs", type=int, default=8)
     p.add_argument("--calls", type=int, default=400, help="calls per process")

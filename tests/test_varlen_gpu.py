@@ -173,6 +173,43 @@ def test_gluon_forward_many_short_sequences(causal):
     assert rel_err(packed, want[:n]) < REL_TOL[torch.bfloat16]
 
 
+@pytest.mark.skipif(not GLUON_VARLEN, reason="no packed Gluon forward in this build (Triton 3.8)")
+@pytest.mark.parametrize("mix", ["long_tail", "many"])
+def test_gluon_forward_packed_causal_orders(mix):
+    """The packed causal forward's two tile orders: by levels over every sequence (long_tail: 40
+    sequences, two of them 2-4k tokens among short ones, 16 buckets x 40 segments) and, past
+    1,024 segments, sequence by sequence (many: 600 sequences of up to 600 tokens, 3 buckets x
+    600). A tile skipped or taken twice shows as poison, NaN or a wrong row; against float64."""
+    from conftest import launched_kernels
+
+    g = torch.Generator().manual_seed(17 + len(mix))
+    if mix == "long_tail":
+        lens = torch.randint(0, 301, (40,), generator=g)
+        lens[7], lens[30] = 4000, 2100
+        lens[12:15] = 0
+    else:
+        lens = torch.randint(0, 601, (600,), generator=g)
+        lens[100:103] = 0
+    lens = lens.tolist()
+    H, D, tail = 4, 128, 5
+    mk = lambda *s: torch.randn(*s, generator=g).to("cuda", torch.bfloat16)  # noqa: E731
+    n = sum(lens)
+    q, k, v = mk(n + tail, H, D), mk(n + tail, H, D), mk(n + tail, H, D)
+    cu = cu_of(lens)
+
+    def run():
+        torch.empty(q.shape, dtype=q.dtype, device="cuda").fill_(float("nan"))  # poison
+        return sigmoid_attention_varlen(q, k, v, cu, cu, max(lens), max(lens), is_causal=True)
+
+    assert "sigmoid_attn_fwd_gluon_persistent" in launched_kernels(run)
+    out = run()
+    torch.cuda.synchronize()
+    assert not torch.isnan(out).any(), "unwritten output elements"
+    assert (out[n:] == 0).all(), "tail rows past cu_seqlens[B] not zero"
+    want = ref64(q, k, v, cu, cu, max(lens), max(lens), is_causal=True)
+    assert rel_err(out[:n], want[:n]) < REL_TOL[torch.bfloat16]
+
+
 @pytest.mark.parametrize("gluon", [True, False], ids=["gluon", "triton"])
 @pytest.mark.parametrize("causal", [False, True], ids=["dense", "causal"])
 def test_max_seqlen_cuts_longer_sequences_on_the_gpu(causal, gluon):

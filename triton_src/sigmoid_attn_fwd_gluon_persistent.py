@@ -40,8 +40,8 @@ Across tiles (the persistent schedule):
         the K/V of few heads: L2);
       - with lengths (not causal): the same order over the tiles holding rows below their
         sequence's length first, then the tiles past it, which only store zeros (_segment);
-      - packed: sequence by sequence in the same order (causal: each sequence's q-blocks
-        from its last, the heaviest), the tail past cu_seqlens[B] last;
+      - packed: sequence by sequence in the same order, the tail past cu_seqlens[B] last;
+        causal: by q-block levels over every sequence, the highest (heaviest) first (_segment);
       - with lengths or packed, a program finds its tiles' sequences with a cursor that only
         moves forward (_advance): O(B) per program, not per tile;
       - causal: longest first: buckets of 8 consecutive q-blocks, the heaviest bucket first,
@@ -77,6 +77,13 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
     tma, mbarrier, fence_async_shared, warpgroup_mma, warpgroup_mma_wait)
+
+
+# The packed causal order by levels (_segment): levels per bucket. Over lengths uniform in
+# [T/2, T] at T = 1k / 4k / 16k, a Python model of the static snake puts the busiest program's
+# work at 1.00-1.09x the mean with 2, 1.03-1.29x with 8 (sequence by sequence: 1.15-1.48x);
+# fewer would spread the programs running at one time over more heads' K/V (L2).
+LEVEL_BUCKET = gl.constexpr(2)
 
 
 @gluon.jit
@@ -115,7 +122,8 @@ def _schedule(t, n_m, H, heads, CAUSAL: gl.constexpr, BUCKET: gl.constexpr):
 
 
 @gluon.jit
-def _segment(s, LENS, T_Q, n_m, B, BLOCK_M: gl.constexpr, VARLEN: gl.constexpr):
+def _segment(s, LENS, T_Q, n_m, B, top, n_buckets, BLOCK_M: gl.constexpr, VARLEN: gl.constexpr,
+             BUCKET: gl.constexpr):
     """(sequence, first q-block, q-blocks per head) of segment s of a length-aware order. The
     tiles go segment by segment, head by head inside a segment, q-blocks fastest (the programs
     running at one time share the K/V of few heads).
@@ -125,11 +133,31 @@ def _segment(s, LENS, T_Q, n_m, B, BLOCK_M: gl.constexpr, VARLEN: gl.constexpr):
     length, then segments B + b its tiles past the length, which only store zeros. With lengths
     uniform in [T/2, T], the dense order leaves those cheap tiles spread over every wave and the
     last wave full of full tiles; here the last waves are the cheap ones (a Python model of the
-    static round-robin walk: 0.82 -> 0.90 of the SMs' time useful at T = 4k)."""
+    static round-robin walk: 0.82 -> 0.90 of the SMs' time useful at T = 4k).
+    Packed causal by levels (n_buckets > 0, _levels): a tile's work grows with its q-block index
+    inside its sequence, so the q-blocks go by levels, the highest first, over every sequence:
+    segment s < n_buckets * B is sequence b = s % B's q-blocks in bucket k = s // B, levels
+    [top - (k+1) * BUCKET, top - k * BUCKET) (bucket 0 also takes every level above top: the
+    blocks of a sequence longer than max_seqlen, which store zeros), and segment n_buckets * B
+    the tail. Sequence by sequence, a late long sequence's heavy tiles would end the schedule."""
     if VARLEN:
         b = s
         first = 0
-        cnt = _packed_blocks(LENS, s, B, T_Q, BLOCK_M)
+        if n_buckets > 0:
+            b = s % B
+            k = s // B
+            n_b = _packed_blocks(LENS, b, B, T_Q, BLOCK_M)
+            hi = top - k * BUCKET
+            if k == 0:
+                hi = gl.maximum(hi, n_b)
+            first = gl.maximum(top - (k + 1) * BUCKET, 0)
+            cnt = gl.maximum(gl.minimum(hi, n_b) - first, 0)
+            if k >= n_buckets:
+                b = B
+                first = 0
+                cnt = _packed_blocks(LENS, B, B, T_Q, BLOCK_M)
+        else:
+            cnt = _packed_blocks(LENS, s, B, T_Q, BLOCK_M)
     else:
         b = s % B
         n_b = gl.cdiv(gl.minimum(gl.maximum(gl.load(LENS + b), 0), T_Q), BLOCK_M)
@@ -149,8 +177,9 @@ def _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K, B, HAS_LENGTHS:
     (VARLEN, SEQ_LENS_Q/K are cu_seqlens, T_Q/T_K the token totals): [cu[b], cu[b+1]) clamped
     to [0, total], its lengths cut to MAX_Q/MAX_K (the caller's max_seqlen: the rows past it
     are owned, written as zeros, where the Triton kernels leave them unwritten; an ill-formed
-    cu_seqlens gives wrong rows, never an access out of bounds), and b == B is the tail [cu[B], total): rows of no
-    sequence, no keys, written as zeros. The rows a tile may store: [0, owned)."""
+    cu_seqlens gives wrong rows, never an access out of bounds), and b == B is the tail
+    [cu[B], total): rows of no sequence, no keys, written as zeros. The rows a tile may store:
+    [0, owned)."""
     q_off = 0
     k_off = 0
     Lq = T_Q
@@ -187,8 +216,27 @@ def _packed_blocks(CU, bb, B, total, BLOCK_M: gl.constexpr):
 
 
 @gluon.jit
-def _advance(t, cur_s, cur_start, cur_b, cur_first, cur_cnt, LENS, T_Q, n_m, H, B,
-             BLOCK_M: gl.constexpr, VARLEN: gl.constexpr, DESCENDING: gl.constexpr):
+def _levels(MAX_Q, T_Q, B, BLOCK_M: gl.constexpr, BUCKET: gl.constexpr, VARLEN: gl.constexpr,
+            CAUSAL: gl.constexpr):
+    """(top, n_buckets) of the packed causal order by levels (_segment): top = the q-blocks of a
+    max_seqlen sequence, n_buckets = its buckets of BUCKET levels; n_buckets = 0 (sequence by
+    sequence) where that order is not taken: not packed causal, or more than 1,024 segments (a
+    program's cursor visits each segment once: with many long-tailed sequences that walk would
+    cost more than the balance gains)."""
+    top = 0
+    n_buckets = 0
+    if VARLEN and CAUSAL:
+        top = gl.cdiv(gl.maximum(gl.minimum(MAX_Q, T_Q), 1), BLOCK_M)
+        n_buckets = gl.cdiv(top, BUCKET)
+        if n_buckets * B > 1024:
+            n_buckets = 0
+    return top, n_buckets
+
+
+@gluon.jit
+def _advance(t, cur_s, cur_start, cur_b, cur_first, cur_cnt, LENS, T_Q, n_m, H, B, top,
+             n_buckets, BLOCK_M: gl.constexpr, VARLEN: gl.constexpr, DESCENDING: gl.constexpr,
+             BUCKET: gl.constexpr):
     """A length-aware order's cursor (segment, its first tile, and _segment's triple) moved to
     the segment holding tile t; returns the cursor, (q-block, head, sequence) of t, and whether
     t exists (the packed loop runs to a bound, not to the count of tiles, which would be a walk
@@ -200,10 +248,13 @@ def _advance(t, cur_s, cur_start, cur_b, cur_first, cur_cnt, LENS, T_Q, n_m, H, 
     last = 2 * B - 1
     if VARLEN:
         last = B
+        if n_buckets > 0:
+            last = n_buckets * B
     while (t >= cur_start + cur_cnt * H) & (cur_s < last):
         cur_start += cur_cnt * H
         cur_s += 1
-        cur_b, cur_first, cur_cnt = _segment(cur_s, LENS, T_Q, n_m, B, BLOCK_M, VARLEN)
+        cur_b, cur_first, cur_cnt = _segment(cur_s, LENS, T_Q, n_m, B, top, n_buckets, BLOCK_M,
+                                             VARLEN, BUCKET)
     local = t - cur_start
     cnt = gl.maximum(cur_cnt, 1)
     m = local % cnt
@@ -214,7 +265,8 @@ def _advance(t, cur_s, cur_start, cur_b, cur_first, cur_cnt, LENS, T_Q, n_m, H, 
 
 
 @gluon.jit
-def _walk_start(SEQ_LENS_Q, T_Q, n_m, H, B, BLOCK_M: gl.constexpr, VARLEN: gl.constexpr):
+def _walk_start(SEQ_LENS_Q, T_Q, n_m, H, B, top, n_buckets, BLOCK_M: gl.constexpr,
+                VARLEN: gl.constexpr, BUCKET: gl.constexpr):
     """A program's walk over the tiles: a bound on the tile indices (packed: a bound, not the
     count, which would be a walk over the B lengths before the first tile; _advance says which
     tiles exist) and the length-aware orders' cursor at segment 0 (segment, its first tile,
@@ -222,21 +274,23 @@ def _walk_start(SEQ_LENS_Q, T_Q, n_m, H, B, BLOCK_M: gl.constexpr, VARLEN: gl.co
     n_tiles = n_m * (H * B)
     if VARLEN:
         n_tiles = (n_m + B + 1) * H
-    cur_b, cur_first, cur_cnt = _segment(0, SEQ_LENS_Q, T_Q, n_m, B, BLOCK_M, VARLEN)
+    cur_b, cur_first, cur_cnt = _segment(0, SEQ_LENS_Q, T_Q, n_m, B, top, n_buckets, BLOCK_M,
+                                         VARLEN, BUCKET)
     return n_tiles, 0, 0, cur_b, cur_first, cur_cnt
 
 
 @gluon.jit
 def _tile_at(t, n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H,
-             B, heads, BLOCK_M: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
-             BUCKET: gl.constexpr, VARLEN: gl.constexpr):
+             B, heads, top, n_buckets, BLOCK_M: gl.constexpr, CAUSAL: gl.constexpr,
+             HAS_LENGTHS: gl.constexpr, BUCKET: gl.constexpr, VARLEN: gl.constexpr,
+             LEVEL_BUCKET: gl.constexpr):
     """(cursor, q-block, head, sequence, whether the tile exists) of tile t: the length-aware
     orders through the cursor (packed, and padded non-causal), _schedule otherwise. The producer
     and both consumers walk the same tiles through this one function."""
     if VARLEN or (HAS_LENGTHS and not CAUSAL):
         cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, valid = _advance(
-            t, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H, B, BLOCK_M,
-            VARLEN, CAUSAL)
+            t, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H, B, top,
+            n_buckets, BLOCK_M, VARLEN, CAUSAL, LEVEL_BUCKET)
     else:
         m, h, b = _schedule(t, n_m, H, heads, CAUSAL, BUCKET)
         valid = t < n_tiles
@@ -271,15 +325,16 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, 
     n_prog = gl.num_programs(0)
     n_m = gl.cdiv(T_Q, 2 * ROWS)
     heads = H * B
+    top, n_buckets = _levels(MAX_Q, T_Q, B, 2 * ROWS, LEVEL_BUCKET, VARLEN, CAUSAL)
     n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt = _walk_start(
-        SEQ_LENS_Q, T_Q, n_m, H, B, 2 * ROWS, VARLEN)
+        SEQ_LENS_Q, T_Q, n_m, H, B, top, n_buckets, 2 * ROWS, VARLEN, LEVEL_BUCKET)
     it = 0  # K/V blocks queued so far (ring position and phase)
     # i: tiles taken so far (Q buffer and phase); only the last waves can have no tile
     for i in range(gl.cdiv(n_tiles, n_prog)):
         t = _tile(i, pid, n_prog, CAUSAL)
         cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, valid = _tile_at(
             t, n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H, B,
-            heads, 2 * ROWS, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN)
+            heads, top, n_buckets, 2 * ROWS, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, LEVEL_BUCKET)
         if valid:
             bd = b
             if VARLEN:
@@ -464,15 +519,16 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
     n_prog = gl.num_programs(0)
     n_m = gl.cdiv(T_Q, 2 * ROWS)
     heads = H * B
+    top, n_buckets = _levels(MAX_Q, T_Q, B, 2 * ROWS, LEVEL_BUCKET, VARLEN, CAUSAL)
     n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt = _walk_start(
-        SEQ_LENS_Q, T_Q, n_m, H, B, 2 * ROWS, VARLEN)
+        SEQ_LENS_Q, T_Q, n_m, H, B, top, n_buckets, 2 * ROWS, VARLEN, LEVEL_BUCKET)
     o_buf = o_smem.index(WG)
     it = 0
     for i in range(gl.cdiv(n_tiles, n_prog)):
         t = _tile(i, pid, n_prog, CAUSAL)
         cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, valid = _tile_at(
             t, n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H, B,
-            heads, 2 * ROWS, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN)
+            heads, top, n_buckets, 2 * ROWS, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, LEVEL_BUCKET)
         if valid:
             row0 = m * (2 * ROWS)
             row_start = row0 + WG * ROWS
