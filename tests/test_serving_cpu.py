@@ -86,12 +86,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(mode: str, checkpoint: str, log_path: str):
+def start(mode: str, checkpoint: str, log_path: str, *extra: str):
     port = free_port()
     cmd = [sys.executable, os.path.join(SERVING, "server.py"), "--mode", mode, "--device", "cpu",
            "--checkpoint", checkpoint, "--port", str(port), "--threads", "1",
            "--token-budget", str(BUDGET), "--max-wait-ms", "20", "--max-cell-tokens",
-           str(MAX_TOKENS), "--max-body-mb", "1", "--log-level", "error"]
+           str(MAX_TOKENS), "--max-body-mb", "1", "--log-level", "error", *extra]
     log = open(log_path, "w")
     # Its own process group (setsid): the server's workers are its children, and teardown can check them all.
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -134,8 +134,11 @@ def stop(procs: dict, logs: dict) -> None:
 def servers(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serving")
     path, ckpt = C.get_checkpoint("tiny", "sigmoid", torch.device("cpu"), str(tmp / "tiny.pt"))
-    logs = {m: str(tmp / f"{m}.log") for m in ("sigmoid_packed", "sigmoid_padded")}
-    started = {m: start(m, path, log) for m, log in logs.items()}
+    # (the packed mode once more with --direct-queues: pipes instead of LitServe's queues)
+    spec = {"sigmoid_packed": ("sigmoid_packed",), "sigmoid_padded": ("sigmoid_padded",),
+            "direct": ("sigmoid_packed", "--direct-queues")}
+    logs = {m: str(tmp / f"{m}.log") for m in spec}
+    started = {m: start(spec[m][0], path, log, *spec[m][1:]) for m, log in logs.items()}
     try:
         for m, (proc, url) in started.items():
             try:
@@ -273,6 +276,23 @@ def test_bad_requests_get_4xx_alone_and_the_server_keeps_serving(servers, cells)
     conn.close()
     s, rec = L.run_step(url, good[:4], None, 2, 10.0, 8, keep=True)
     assert s["ok"] == 8
+
+
+def test_direct_queues_serve_the_same_answers(servers, cells):
+    """--direct-queues (plain pipes between the HTTP and inference processes in place of
+    LitServe's Manager-proxied queues): every answer as offline, under concurrency, bad requests
+    still answered alone with their 4xx, and (the fixture's teardown) a clean stop."""
+    ckpt, urls = servers
+    url = urls["direct"]
+    assert L.get_json(url, "/info")["model"]["direct_queues"] is True
+    ref = offline_embeddings(ckpt, cells)
+    s, recs = L.run_step(url, cells, None, 16, 30.0, 200, seed=7, keep=True)
+    assert s["requests"] == 200 and s["ok"] == 200, s
+    check_embeddings(recs, cells, ref)
+    for body, status, phrase in bad_requests(len(ckpt["genes"])):
+        s, rec = L.run_step(url, [(body, 0, None)], None, 1, 10.0, 1, keep=True)
+        assert rec[0]["status"] == status and phrase in json.dumps(rec[0]["response"]), \
+            (body[:80], rec[0])
 
 
 def test_load_report_and_help(servers, cells, tmp_path):
