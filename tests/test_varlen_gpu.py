@@ -120,22 +120,14 @@ def test_gluon_forward_varlen_matches_reference(causal, dtype):
     assert rel_err(out[:n], other[:n].double()) < REL_TOL[dtype]
 
 
-@pytest.mark.skipif(not GLUON_VARLEN, reason="no packed Gluon forward in this build (Triton 3.8)")
-@pytest.mark.parametrize("causal", [False, True], ids=["dense", "causal"])
-def test_gluon_forward_many_short_sequences(causal):
-    """Hundreds of short cells (the serving batch's shape) through the Gluon forward, packed and
-    padded: each program finds its tiles' sequences with a cursor carried from tile to tile
-    over the lengths, so a wrong step skips or repeats a sequence. Lengths 0 to 300 with runs of
-    empty ones, tail rows; poisoned output; against float64."""
+def check_packed_gluon_forward(lens, causal, g, tail):
+    """Packed sequences of these lengths (H=4, D=128, bf16, tail rows past cu_seqlens[B])
+    through the Gluon forward into a poisoned allocator: every row written, the tail zero, the
+    rest against float64. Returns (q, k, v, out, n, the float64 reference)."""
     from conftest import launched_kernels
 
-    g = torch.Generator().manual_seed(5 + causal)
-    lens = torch.randint(0, 301, (300,), generator=g)
-    lens[10:14] = 0  # a run of empty sequences
-    lens[50], lens[51], lens[52] = 1, 128, 129
-    lens = lens.tolist()
-    H, D, tail = 4, 128, 9
-    mk = lambda *s: torch.randn(*s, generator=g).to("cuda", torch.bfloat16)
+    H, D = 4, 128
+    mk = lambda *s: torch.randn(*s, generator=g).to("cuda", torch.bfloat16)  # noqa: E731
     n = sum(lens)
     q, k, v = mk(n + tail, H, D), mk(n + tail, H, D), mk(n + tail, H, D)
     cu = cu_of(lens)
@@ -151,6 +143,25 @@ def test_gluon_forward_many_short_sequences(causal):
     assert (out[n:] == 0).all(), "tail rows past cu_seqlens[B] not zero"
     want = ref64(q, k, v, cu, cu, max(lens), max(lens), is_causal=causal)
     assert rel_err(out[:n], want[:n]) < REL_TOL[torch.bfloat16]
+    return q, k, v, out, n, want
+
+
+@pytest.mark.skipif(not GLUON_VARLEN, reason="no packed Gluon forward in this build (Triton 3.8)")
+@pytest.mark.parametrize("causal", [False, True], ids=["dense", "causal"])
+def test_gluon_forward_many_short_sequences(causal):
+    """Hundreds of short cells (the serving batch's shape) through the Gluon forward, packed and
+    padded: each program finds its tiles' sequences with a cursor carried from tile to tile
+    over the lengths, so a wrong step skips or repeats a sequence. Lengths 0 to 300 with runs of
+    empty ones, tail rows; poisoned output; against float64."""
+    from conftest import launched_kernels
+
+    g = torch.Generator().manual_seed(5 + causal)
+    lens = torch.randint(0, 301, (300,), generator=g)
+    lens[10:14] = 0  # a run of empty sequences
+    lens[50], lens[51], lens[52] = 1, 128, 129
+    lens = lens.tolist()
+    q, k, v, out, n, want = check_packed_gluon_forward(lens, causal, g, tail=9)
+    H, D = q.shape[1:]
 
     # the same cells padded to [B, T] (the non-causal padded order walks them with the cursor)
     T = max(lens)
@@ -180,8 +191,6 @@ def test_gluon_forward_packed_causal_orders(mix):
     sequences, two of them 2-4k tokens among short ones, 16 buckets x 40 segments) and, past
     1,024 segments, sequence by sequence (many: 600 sequences of up to 600 tokens, 3 buckets x
     600). A tile skipped or taken twice shows as poison, NaN or a wrong row; against float64."""
-    from conftest import launched_kernels
-
     g = torch.Generator().manual_seed(17 + len(mix))
     if mix == "long_tail":
         lens = torch.randint(0, 301, (40,), generator=g)
@@ -190,24 +199,7 @@ def test_gluon_forward_packed_causal_orders(mix):
     else:
         lens = torch.randint(0, 601, (600,), generator=g)
         lens[100:103] = 0
-    lens = lens.tolist()
-    H, D, tail = 4, 128, 5
-    mk = lambda *s: torch.randn(*s, generator=g).to("cuda", torch.bfloat16)  # noqa: E731
-    n = sum(lens)
-    q, k, v = mk(n + tail, H, D), mk(n + tail, H, D), mk(n + tail, H, D)
-    cu = cu_of(lens)
-
-    def run():
-        torch.empty(q.shape, dtype=q.dtype, device="cuda").fill_(float("nan"))  # poison
-        return sigmoid_attention_varlen(q, k, v, cu, cu, max(lens), max(lens), is_causal=True)
-
-    assert "sigmoid_attn_fwd_gluon_persistent" in launched_kernels(run)
-    out = run()
-    torch.cuda.synchronize()
-    assert not torch.isnan(out).any(), "unwritten output elements"
-    assert (out[n:] == 0).all(), "tail rows past cu_seqlens[B] not zero"
-    want = ref64(q, k, v, cu, cu, max(lens), max(lens), is_causal=True)
-    assert rel_err(out[:n], want[:n]) < REL_TOL[torch.bfloat16]
+    check_packed_gluon_forward(lens.tolist(), True, g, tail=5)
 
 
 @pytest.mark.parametrize("gluon", [True, False], ids=["gluon", "triton"])
