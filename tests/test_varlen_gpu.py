@@ -202,6 +202,29 @@ def test_gluon_forward_packed_causal_orders(mix):
     check_packed_gluon_forward(lens.tolist(), True, g, tail=5)
 
 
+@pytest.mark.skipif(not GLUON_VARLEN, reason="no packed Gluon forward in this build (Triton 3.8)")
+@pytest.mark.parametrize("causal", [False, True], ids=["dense", "causal"])
+def test_gluon_forward_no_sequences_only_tail(causal):
+    """cu_seqlens = [0] (B = 0) over 4,096 rows: every row is tail, written as zeros by the
+    packed Gluon forward (enough tiles for it: 32 heads), into a poisoned allocator. (The
+    packed causal order by levels divides by B: B = 0 takes the sequence-by-sequence order.)"""
+    from conftest import launched_kernels
+
+    g = torch.Generator().manual_seed(23 + causal)
+    q, k, v = (torch.randn(4096, 32, 128, generator=g).to("cuda", torch.bfloat16)
+               for _ in range(3))
+    cu = torch.zeros(1, dtype=torch.int32, device="cuda")
+
+    def run():
+        torch.empty(q.shape, dtype=q.dtype, device="cuda").fill_(float("nan"))  # poison
+        return sigmoid_attention_varlen(q, k, v, cu, cu, 1, 1, is_causal=causal)
+
+    assert "sigmoid_attn_fwd_gluon_persistent" in launched_kernels(run)
+    out = run()
+    torch.cuda.synchronize()
+    assert (out == 0).all(), "rows past cu_seqlens[B] not zero"
+
+
 @pytest.mark.parametrize("gluon", [True, False], ids=["gluon", "triton"])
 @pytest.mark.parametrize("causal", [False, True], ids=["dense", "causal"])
 def test_max_seqlen_cuts_longer_sequences_on_the_gpu(causal, gluon):

@@ -220,15 +220,16 @@ def _levels(MAX_Q, T_Q, B, BLOCK_M: gl.constexpr, BUCKET: gl.constexpr, VARLEN: 
             CAUSAL: gl.constexpr):
     """(top, n_buckets) of the packed causal order by levels (_segment): top = the q-blocks of a
     max_seqlen sequence, n_buckets = its buckets of BUCKET levels; n_buckets = 0 (sequence by
-    sequence) where that order is not taken: not packed causal, or more than 1,024 segments (a
-    program's cursor visits each segment once: with many long-tailed sequences that walk would
-    cost more than the balance gains)."""
+    sequence) where that order is not taken: not packed causal, no sequence (B = 0: only the
+    tail, and _segment divides by B), or more than 1,024 segments (a program's cursor visits
+    each segment once: with many long-tailed sequences that walk would cost more than the
+    balance gains)."""
     top = 0
     n_buckets = 0
     if VARLEN and CAUSAL:
         top = gl.cdiv(gl.maximum(gl.minimum(MAX_Q, T_Q), 1), BLOCK_M)
         n_buckets = gl.cdiv(top, BUCKET)
-        if n_buckets * B > 1024:
+        if (n_buckets * B > 1024) or (B < 1):
             n_buckets = 0
     return top, n_buckets
 
