@@ -17,6 +17,9 @@
 #                                                         # .whl/serve: litserve and its stack)
 #   bash benchmarks/gpu_check.sh probe_fwd               # the Gluon forward probe's carried
 #                                                         # cubins (PROBE_ARGS="--only d64")
+#   bash benchmarks/gpu_check.sh lengths                 # padded and packed rows over several
+#                                                         # draws of lengths, dense beside each
+#                                                         # (bench_lengths.py; LENGTHS_ARGS)
 #   bash benchmarks/gpu_check.sh compat_suite            # triton-sigmoid's own tests through
 #                                                         # the compat module (TS_SUITE: its tests)
 #   bash benchmarks/gpu_check.sh memcheck                # compute-sanitizer memcheck: every
@@ -153,6 +156,10 @@ if has probe_fwd; then  # the standalone Gluon forward probe (benchmarks/gluon_f
   # (its JSON goes to $OUT)
   timeout "${PROBE_TIMEOUT:-300}" python3 benchmarks/gluon_fwd/run_on_device.py \
     ${PROBE_ARGS:-} 2>&1 | tee "$OUT/probe_fwd.log" | tail -30
+fi
+if has lengths; then  # padded/packed against dense over draws of lengths (bench_lengths.py)
+  timeout "${LENGTHS_TIMEOUT:-240}" python3 benchmarks/bench_lengths.py --out "$OUT/lengths.json" \
+    ${LENGTHS_ARGS:-} 2>&1 | tee "$OUT/lengths.log" | tail -12
 fi
 if has compat_suite; then  # triton-sigmoid's published tests against the compat module
   timeout "${COMPAT_TIMEOUT:-300}" bash benchmarks/run_triton_sigmoid_suite.sh \
