@@ -16,7 +16,8 @@
 #   bash benchmarks/gpu_check.sh serving                 # the serving example under load (carry
 #                                                         # .whl/serve: litserve and its stack)
 #   bash benchmarks/gpu_check.sh probe_fwd               # the Gluon forward probe's carried
-#                                                         # cubins (PROBE_ARGS="--only d64")
+#                                                         # cubins (PROBE_ARGS="--only d64");
+#                                                         # alone, it builds no library
 #   bash benchmarks/gpu_check.sh lengths                 # padded and packed rows over several
 #                                                         # draws of lengths, dense beside each
 #                                                         # (bench_lengths.py; LENGTHS_ARGS)
@@ -74,7 +75,9 @@ if has tune_hd; then  # tiles of the head dims beside 64 and 128 (JIT sweeps, --
   cp triton_src/tiles.json "$OUT/"
 fi
 t0=$(date +%s)
-if [ -n "${PREBUILT:-}" ]; then
+if [ "$MODE" = probe_fwd ]; then  # the probe runs its own cubins: no library needed
+  :
+elif [ -n "${PREBUILT:-}" ]; then
   rm -rf /tmp/prebuilt && mkdir -p /tmp/prebuilt && cp -r python/sigmoid_attn /tmp/prebuilt/
   tar xJf "$PREBUILT" -C /tmp/prebuilt/sigmoid_attn --exclude='_C.*.so' || exit 1
   export PYTHONPATH=/tmp/prebuilt${PYTHONPATH:+:$PYTHONPATH}
