@@ -58,7 +58,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
     tma, mbarrier, fence_async_shared, warpgroup_mma, warpgroup_mma_wait)
 
-from sigmoid_attn_fwd_gluon_persistent import _store_layout, _zero_rows_from
+from sigmoid_attn_fwd_gluon_persistent import _packed_span, _store_layout, _zero_rows_from
 
 LOG2E = gl.constexpr(1.4426950408889634)
 
@@ -122,15 +122,11 @@ def _sequence(SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K, HAS_LENGTHS: gl.co
     Lk = T_K
     if VARLEN:
         B = gl.num_programs(2) - 1
-        nb = gl.minimum(b + 1, B)
         bd = 0
-        q_off = gl.minimum(gl.maximum(gl.load(SEQ_LENS_Q + b), 0), T_Q)
-        q_end = gl.minimum(gl.maximum(gl.load(SEQ_LENS_Q + nb), q_off), T_Q)
-        k_off = gl.minimum(gl.maximum(gl.load(SEQ_LENS_K + b), 0), T_K)
-        k_end = gl.minimum(gl.maximum(gl.load(SEQ_LENS_K + nb), k_off), T_K)
+        q_off, q_end = _packed_span(SEQ_LENS_Q, b, B, T_Q)
+        k_off, k_end = _packed_span(SEQ_LENS_K, b, B, T_K)
         if b >= B:
             q_end = q_off
-            k_end = T_K
         Lq = gl.minimum(q_end - q_off, MAX_Q)
         Lk = k_end - k_off
     elif HAS_LENGTHS:

@@ -170,6 +170,17 @@ def _segment(s, LENS, T_Q, n_m, B, top, n_buckets, BLOCK_M: gl.constexpr, VARLEN
 
 
 @gluon.jit
+def _packed_span(CU, b, B, total):
+    """Rows [cu[b], cu[b+1]) of packed sequence b clamped to [0, total] (an ill-formed
+    cu_seqlens gives wrong rows, never rows out of bounds); b == B: the tail [cu[B], total)."""
+    off = gl.minimum(gl.maximum(gl.load(CU + b), 0), total)
+    end = gl.minimum(gl.maximum(gl.load(CU + gl.minimum(b + 1, B)), off), total)
+    if b >= B:
+        end = total
+    return off, end
+
+
+@gluon.jit
 def _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K, B, HAS_LENGTHS: gl.constexpr,
               VARLEN: gl.constexpr):
     """(first query row, Lq, rows owned, first key row, Lk) of sequence b. Dense: rows of batch
@@ -185,13 +196,9 @@ def _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K, B, HAS_LENGTHS:
     Lq = T_Q
     Lk = T_K
     if VARLEN:
-        nb = gl.minimum(b + 1, B)
-        q_off = gl.minimum(gl.maximum(gl.load(SEQ_LENS_Q + b), 0), T_Q)
-        q_end = gl.minimum(gl.maximum(gl.load(SEQ_LENS_Q + nb), q_off), T_Q)
-        k_off = gl.minimum(gl.maximum(gl.load(SEQ_LENS_K + b), 0), T_K)
-        k_end = gl.minimum(gl.maximum(gl.load(SEQ_LENS_K + nb), k_off), T_K)
+        q_off, q_end = _packed_span(SEQ_LENS_Q, b, B, T_Q)
+        k_off, k_end = _packed_span(SEQ_LENS_K, b, B, T_K)
         if b >= B:
-            q_end = T_Q
             k_end = k_off
         Lq = q_end - q_off
         Lk = gl.minimum(k_end - k_off, MAX_K)
@@ -207,7 +214,8 @@ def _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K, B, HAS_LENGTHS:
 @gluon.jit
 def _packed_blocks(CU, bb, B, total, BLOCK_M: gl.constexpr):
     """Row blocks of packed sequence bb, [cu[bb], cu[bb+1]) clamped to [0, total]; bb == B is
-    the tail [cu[B], total)."""
+    the tail [cu[B], total). (_packed_span's rows, in the form the cursor's loop takes: the
+    second load only for a sequence.)"""
     off = gl.minimum(gl.maximum(gl.load(CU + bb), 0), total)
     end = total
     if bb < B:
