@@ -18,17 +18,10 @@ import math
 import torch
 
 import sigmoid_attn
+from bench_attention import bench
 from sigmoid_attn import sigmoid_attention, sigmoid_attention_varlen
 
 TOKENS, WIDTH, TILE = 16384, 2048, 128
-
-
-def bench(fn):
-    import triton.testing
-
-    fn()
-    torch.cuda.synchronize()
-    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
 
 
 def tile_share(lens):
@@ -48,10 +41,10 @@ def run(D, T, draws, backward):
 
     def timed(fn, ins, grad):
         if not backward:
-            return bench(lambda: fn(*ins))
+            return bench(lambda: fn(*ins), rep=100)
         ins = [x.clone().requires_grad_() for x in ins]
         out = fn(*ins)
-        return bench(lambda: torch.autograd.grad(out, ins, grad, retain_graph=True))
+        return bench(lambda: torch.autograd.grad(out, ins, grad, retain_graph=True), rep=100)
 
     mult = 2.5 if backward else 1.0
     dense_flops = mult * 4.0 * H * D * B * T * T
