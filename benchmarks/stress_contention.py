@@ -110,6 +110,17 @@ def _make_runner(target, device):
     raise SystemExit(f"stress_contention: unknown target {target!r}")
 
 
+def _packing(lens, T):
+    """(keep, cu_seqlens) of the packed batch made of [B, T] rows' first lens[b] rows: keep
+    selects them from the rows flattened to [B * T]."""
+    import torch
+
+    keep = (torch.arange(T, device=lens.device)[None, :] < lens[:, None]).flatten()
+    cu = torch.zeros(lens.numel() + 1, dtype=torch.int32, device=lens.device)
+    cu[1:] = torch.cumsum(lens, 0)
+    return keep, cu
+
+
 def _reference(q, k, v, lens, causal, b):
     """float32 reference of batch entry b of a dense/padded [B, T, H, D] call (TF32 matmuls:
     ~1e-3 relative)."""
@@ -161,11 +172,9 @@ def backward_worker(args):
             lens = torch.randint(T // 2, T + 1, (B,), generator=g, device=dev, dtype=torch.int32)
         b = stats["calls"] % B
         if args.case.startswith("varlen"):  # packed: the padded tensors' valid rows, back to back
-            keep = (torch.arange(T, device=dev)[None, :] < lens[:, None]).flatten()
-            cu = torch.zeros(B + 1, dtype=torch.int32, device=dev)
-            cu[1:] = torch.cumsum(lens, 0)
+            keep, cu = _packing(lens, T)
             ins = [t.reshape(B * T, H, D)[keep].requires_grad_() for t in (q, k, v)]
-            out = sa.sigmoid_attention_varlen(*ins, cu, cu, T, T)
+            out = sa.sigmoid_attention_varlen(*ins, cu, cu, T, T, is_causal=causal)
             poison = [torch.full_like(t, SENTINEL) for t in ins]
             del poison
             grads = torch.autograd.grad(out, ins, do.reshape(B * T, H, D)[keep])
@@ -221,9 +230,7 @@ def worker(args):
             lens = torch.randint(T // 2, T + 1, (B,), generator=g, device=dev, dtype=torch.int32)
         out = torch.full_like(q, SENTINEL)
         if args.case.startswith("varlen"):  # packed: the padded tensors' valid rows, back to back
-            keep = (torch.arange(T, device=dev)[None, :] < lens[:, None]).flatten()
-            cu = torch.zeros(B + 1, dtype=torch.int32, device=dev)
-            cu[1:] = torch.cumsum(lens, 0)
+            keep, cu = _packing(lens, T)
             qp, kp, vp = (t.flatten(0, 1)[keep] for t in (q, k, v))
             outp = torch.full_like(qp, SENTINEL)
             del out
