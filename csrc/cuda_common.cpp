@@ -113,6 +113,7 @@ std::optional<TmaRows> tma_rows(const Tensor& t, int elem_bytes) {
                 D = l.sizes[3 - o];
   if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return std::nullopt;
   if ((D > 1 && l.strides[3 - o] != 1) || (H > 1 && l.strides[2 - o] != D)) return std::nullopt;
+  const int64_t sh = D;
   const int64_t st = T > 1 ? l.strides[1 - o] : H * D;
   const int64_t sb = B > 1 ? l.strides[0] : T * st;
   constexpr int64_t kMaxStrideBytes = int64_t(1) << 40;
@@ -120,27 +121,30 @@ std::optional<TmaRows> tma_rows(const Tensor& t, int elem_bytes) {
   const auto stride_ok = [&](int64_t s) {
     return s > 0 && s < kMaxStrideBytes / elem_bytes && (s * elem_bytes) % 16 == 0;
   };
-  if (reinterpret_cast<uintptr_t>(l.data) % 16 != 0 || !stride_ok(st) || !stride_ok(sb) ||
-      B > kMaxExtent || T > kMaxExtent || H * D > kMaxExtent) {
+  if (reinterpret_cast<uintptr_t>(l.data) % 16 != 0 || !stride_ok(sh) || !stride_ok(st) ||
+      !stride_ok(sb) || B > kMaxExtent || T > kMaxExtent || H > kMaxExtent || D > kMaxExtent) {
     return std::nullopt;
   }
-  return TmaRows{reinterpret_cast<CUdeviceptr>(l.data), uint64_t(B), uint64_t(T),
-                 uint64_t(H * D), uint64_t(sb), uint64_t(st)};
+  return TmaRows{reinterpret_cast<CUdeviceptr>(l.data), uint64_t(B), uint64_t(T), uint64_t(H),
+                 uint64_t(D), uint64_t(sb), uint64_t(st), uint64_t(sh)};
 }
 
 bool encode_tensor_map(CUtensorMap* map, const TensorMapSpec& spec, const TmaRows& rows) {
   const CudaDriver& cu = cuda_driver();
   if (cu.cuTensorMapEncodeTiled == nullptr) return false;
-  static_assert(kTensorMapRank == 3, "the [B, T, H*D] view is rank 3");
+  static_assert(kTensorMapRank == 4, "the [B, T, H, D] view is rank 4");
   // The driver takes dims innermost first, and the strides of all but the innermost in bytes.
-  const cuuint64_t dims[3] = {rows.HD, rows.T, rows.B};
-  const cuuint64_t strides[2] = {rows.st * spec.elem_bytes, rows.sb * spec.elem_bytes};
-  const cuuint32_t box[3] = {spec.box[2], spec.box[1], spec.box[0]};
-  const cuuint32_t element_strides[3] = {1, 1, 1};
+  const cuuint64_t dims[4] = {rows.D, rows.H, rows.T, rows.B};
+  const cuuint64_t strides[3] = {rows.sh * spec.elem_bytes, rows.st * spec.elem_bytes,
+                                 rows.sb * spec.elem_bytes};
+  const cuuint32_t box[4] = {spec.box[3], spec.box[2], spec.box[1], spec.box[0]};
+  const cuuint32_t element_strides[4] = {1, 1, 1, 1};
   // OOB_FILL_NONE reads zeros past each sequence's T (what the kernel's unmasked tail relies
-  // on); L2 promotion as Triton's own launcher encodes its descriptors.
+  // on) and past D (a kernel compiled for more columns than the tensor has computes them as
+  // zeros; its stores and reductions drop them); L2 promotion as Triton's own launcher encodes
+  // its descriptors.
   return cu.cuTensorMapEncodeTiled(
-             map, static_cast<CUtensorMapDataType>(spec.data_type), 3,
+             map, static_cast<CUtensorMapDataType>(spec.data_type), 4,
              reinterpret_cast<void*>(rows.ptr), dims, strides, box, element_strides,
              CU_TENSOR_MAP_INTERLEAVE_NONE, static_cast<CUtensorMapSwizzle>(spec.swizzle),
              CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) ==
@@ -149,8 +153,9 @@ bool encode_tensor_map(CUtensorMap* map, const TensorMapSpec& spec, const TmaRow
 
 bool tensor_map_arg(TensorMapArg* a, const TensorMapSpec& m, const TmaRows& rows) {
   if (!encode_tensor_map(&a->map, m, rows)) return false;
-  const uint32_t shape[] = {uint32_t(rows.B), uint32_t(rows.T), uint32_t(rows.HD)};
-  const uint64_t stride[] = {rows.sb, rows.st, 1};
+  const uint32_t shape[] = {uint32_t(rows.B), uint32_t(rows.T), uint32_t(rows.H),
+                            uint32_t(rows.D)};
+  const uint64_t stride[] = {rows.sb, rows.st, rows.sh, 1};
   for (int d = 0; d < kTensorMapRank; ++d) {
     a->shape[d] = shape[d];
     a->stride[d] = stride[d];

@@ -33,21 +33,20 @@ struct Operand {
 // (default: the tensor's T).
 Operand operand(const Tensor& t, int64_t max_rows = -1, int stride_multiple = 16);
 
-// A [B, T, H, D] operand as the rank-3 tensor [B, T, H*D] that a TMA descriptor describes
-// (the Gluon kernels' view; a packed [total, H, D] one as [1, total, H*D]): base pointer,
-// extents and strides in elements, size-1 dims given
-// the strides of a dense layout (their stride is never used, but the descriptor needs a valid
-// one).
+// A [B, T, H, D] operand as the rank-4 tensor a TMA descriptor describes (the Gluon kernels'
+// view; a packed [total, H, D] one as [1, total, H, D]): base pointer, extents and strides in
+// elements, size-1 dims given the strides of a dense layout (their stride is never used, but the
+// descriptor needs a valid one).
 struct TmaRows {
   CUdeviceptr ptr;
-  uint64_t B, T, HD;
-  uint64_t sb, st;
+  uint64_t B, T, H, D;
+  uint64_t sb, st, sh;
 };
 
 // The view, when TMA can read t through it: heads packed along each row (head stride D, or one
-// head) with a contiguous last dim, a 16-byte aligned base, positive row and batch strides that
-// are multiples of 16 bytes below 2^40 bytes (cuTensorMapEncodeTiled's rules), and extents below
-// 2^32. std::nullopt otherwise (the call then takes another forward).
+// head) with a contiguous last dim, a 16-byte aligned base, positive head, row and batch strides
+// that are multiples of 16 bytes below 2^40 bytes (cuTensorMapEncodeTiled's rules), and extents
+// below 2^32. std::nullopt otherwise (the call then takes another kernel).
 std::optional<TmaRows> tma_rows(const Tensor& t, int elem_bytes);
 
 // Encodes the descriptor `spec` of a kernel (box, swizzle, element type: from the compiled
@@ -56,8 +55,8 @@ std::optional<TmaRows> tma_rows(const Tensor& t, int elem_bytes);
 bool encode_tensor_map(CUtensorMap* map, const TensorMapSpec& spec, const TmaRows& rows);
 
 // One descriptor argument of a Gluon kernel: the CUtensorMap encoded on the host and the
-// [B, T, H*D] shape and [sb, st, 1] strides (elements) the kernel takes after it; false when the
-// driver refuses it.
+// [B, T, H, D] shape and [sb, st, sh, 1] strides (elements) the kernel takes after it; false when
+// the driver refuses it.
 bool tensor_map_arg(TensorMapArg* a, const TensorMapSpec& spec, const TmaRows& rows);
 
 // Lengths (int32), bias tensor and score_mod (float32), dense as the kernels index them.

@@ -166,6 +166,23 @@ int select_kernel(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t 
   return idx;
 }
 
+namespace {
+
+// The Gluon kernel of `kind` for head_dim: the one compiled for it, else the one compiled for
+// the next power of two (its descriptors read the columns past head_dim as zeros, which add
+// nothing to the scores, and its stores and reductions drop them) where head_dim fills at least
+// min_fill of its columns and is a multiple of 8 (TMA's 16-byte strides); -1 otherwise.
+int find_gluon(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t head_dim,
+               bool causal, bool score_mod, bool varlen, int64_t seq_len, double min_fill) {
+  const int own = find_kernel(kind, dtype, head_dim, causal, score_mod, varlen, seq_len);
+  if (own >= 0 || head_dim <= 0 || head_dim % 8 != 0) return own;
+  int64_t block = 8;
+  while (block < head_dim) block *= 2;
+  if (static_cast<double>(head_dim) < min_fill * static_cast<double>(block)) return -1;
+  return find_kernel(kind, dtype, block, causal, score_mod, varlen, seq_len);
+}
+
+}  // namespace
 
 int select_forward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool causal,
                    bool score_mod, bool varlen, int64_t max_q, int64_t Tq, int64_t B,
@@ -180,9 +197,10 @@ int select_forward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool c
     // Persistent, one program per tile up to the SM count: under one wave of its 128-row tiles
     // the SMs it leaves idle cost more than its schedule gains, and there the small-problem
     // tile (more, shorter programs) is the better choice. programs(g) counts its tiles.
-    const int g = find_kernel(lengths ? KernelKind::kForwardGluonPadded
-                                      : KernelKind::kForwardGluon,
-                              dtype, head_dim, causal, score_mod, varlen, max_q);
+    const int g = find_gluon(lengths ? KernelKind::kForwardGluonPadded
+                                     : KernelKind::kForwardGluon,
+                             dtype, head_dim, causal, score_mod, varlen, max_q,
+                             kGluonForwardMinFill);
     if (g >= 0 && programs(g) >= uint64_t(sm_count)) return g;
   }
   if (programs(kernel) < uint64_t(sm_count)) {
@@ -201,12 +219,13 @@ int select_forward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool c
 int select_backward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool causal,
                     bool score_mod, bool varlen, int64_t max_k, bool gluon, bool lengths) {
   if (gluon) {
-    const int g = find_kernel(lengths ? KernelKind::kBackwardGluonPadded
-                                      : KernelKind::kBackwardGluon,
-                              dtype, head_dim, causal, score_mod, varlen, max_k);
+    const int g = find_gluon(lengths ? KernelKind::kBackwardGluonPadded
+                                     : KernelKind::kBackwardGluon,
+                             dtype, head_dim, causal, score_mod, varlen, max_k,
+                             kGluonBackwardMinFill);
     // (one cast, compiled under the dense key, serves causal calls too)
-    if (g >= 0 && find_kernel(KernelKind::kDqCast, dtype, head_dim, false, false, false,
-                              max_k) >= 0) {
+    if (g >= 0 && find_kernel(KernelKind::kDqCast, dtype, kKernels[g].head_dim, false, false,
+                              false, max_k) >= 0) {
       return g;
     }
   }

@@ -70,6 +70,11 @@ extern const bool kGluonForwardDispatch;
 // tiles.json's bwd_gluon_dispatch: whether the backward takes the Gluon kernel (kBackwardGluon)
 // for the calls it covers (SIGMOID_ATTN_GLUON_BACKWARD=0/1 overrides it, read once).
 extern const bool kGluonBackwardDispatch;
+// tiles.json's fwd_gluon_min_fill / bwd_gluon_min_fill: a head dim with no Gluon kernel of its
+// own takes the one of the next power of two (the columns past it zero-filled) when it is at
+// least this share of that kernel's columns.
+extern const double kGluonForwardMinFill;
+extern const double kGluonBackwardMinFill;
 
 // What the dispatch table must hold of a catalog, for the generated table's static_asserts
 // (compile-time loops over a few hundred kernels).

@@ -31,8 +31,8 @@ struct GluonOperands {
 // (it takes one scalar bias); at least one key (with none its pipeline would wait for a first
 // key block that never comes); a dense causal call only with as many keys as queries (its
 // causal schedule and masks are per batch entry; packed causal calls align each sequence
-// top-left, as the other forwards); q, k, v, out readable by TMA ([B, T, H*D], or [1, total,
-// H*D] packed). Anything else takes the other forwards.
+// top-left, as the other forwards); q, k, v, out readable by TMA ([B, T, H, D], or [1, total,
+// H, D] packed). Anything else takes the other forwards.
 std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tensor& q,
                                             const Tensor& k, const Tensor& v, const Tensor& out,
                                             bool has_lens_q, bool has_lens_k, bool is_causal) {
@@ -71,6 +71,7 @@ Args gluon_args(const TensorMapArg* maps, const ForwardProblem& p, CUdeviceptr l
                 CUdeviceptr lens_k, double bias, CUdeviceptr o_ptr = 0, int32_t o_stride = 0) {
   return Args{.q_desc = maps[0], .k_desc = maps[1], .v_desc = maps[2], .o_desc = maps[3],
               .SEQ_LENS_Q = lens_q, .SEQ_LENS_K = lens_k, .O = o_ptr, .stride_ot = o_stride,
+              .D = static_cast<int32_t>(p.D),
               .T_Q = static_cast<int32_t>(p.Tq), .T_K = static_cast<int32_t>(p.Tk),
               .H = static_cast<int32_t>(p.Hq), .B = static_cast<int32_t>(p.B),
               .kv_group = static_cast<int32_t>(p.Hq / p.Hkv),

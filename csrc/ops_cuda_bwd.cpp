@@ -26,7 +26,7 @@ using torch::headeronly::ScalarType;
 
 namespace {
 
-// The Gluon backward's operands as TMA sees them ([B, T, H*D]), when each can be seen so.
+// The Gluon backward's operands as TMA sees them ([B, T, H, D]), when each can be seen so.
 struct GluonOperands {
   TmaRows q, k, v, grad_out, dk, dv;
 };
@@ -38,7 +38,8 @@ struct GluonOperands {
 // -log(Lk) per sequence) or with none, or a packed one with the default bias (the same kind
 // compiled for packed rows); no bias tensor (it takes one scalar bias); at least one
 // query and one key (its pipeline waits for tiles that would never come); dQ's element count
-// within the cast's int32 index; q, k, v, grad_out, dk, dv readable as [B, T, H*D] by TMA.
+// within the cast's int32 index and a multiple of 16 (its 16-byte loads); q, k, v, grad_out,
+// dk, dv readable as [B, T, H, D] by TMA.
 // Anything else takes the two-kernel backward.
 std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tensor& grad_out,
                                             const Tensor& q, const Tensor& k, const Tensor& v,
@@ -50,6 +51,7 @@ std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tenso
   if (!gluon_backward_dispatch() || deterministic || has_lens_q != has_lens_k ||
       (has_lens_q && p.bias_mode != kBiasDefault) || p.bias_mode == kBiasTensor || p.Tq < 1 ||
       p.Tk < 1 || p.Tq > kMaxRows || p.Tk > kMaxRows || dq_elems >= (int64_t(1) << 31) ||
+      dq_elems % 16 != 0 ||
       (p.varlen && p.max_k < 1)) {
     return std::nullopt;
   }
@@ -77,6 +79,7 @@ Args gluon_args(const TensorMapArg* maps, const ForwardProblem& p, CUdeviceptr l
               .kv_group = static_cast<int32_t>(p.Hq / p.Hkv),
               .scale = static_cast<float>(p.scale), .bias_value = static_cast<float>(bias),
               .DK = dk_ptr, .DV = dv_ptr, .stride_kt = dk_stride,
+              .D = static_cast<int32_t>(p.D),
               .MAX_Q = static_cast<int32_t>(p.max_q), .MAX_K = static_cast<int32_t>(p.max_k)};
 }
 
@@ -87,7 +90,9 @@ Args gluon_args(const TensorMapArg* maps, const ForwardProblem& p, CUdeviceptr l
 bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops, const Tensor& q,
                   const Tensor& dq, CUdeviceptr lens_q, CUdeviceptr lens_k) {
   const KernelSpec& spec = kKernels[kernel];
-  const int cast = find_kernel(KernelKind::kDqCast, p.dtype, p.D, false, false, false, p.max_k);
+  // (the cast compiled beside the kernel's head dim: elementwise, it serves any D)
+  const int cast = find_kernel(KernelKind::kDqCast, p.dtype, spec.head_dim, false, false, false,
+                               p.max_k);
   if (cast < 0) return false;
   Tensor dq_acc = p.varlen ? empty_cuda(q, {p.Tq, p.Hq, p.D}, ScalarType::Float)
                            : empty_cuda(q, {p.B, p.Tq, p.Hq, p.D}, ScalarType::Float);

@@ -62,9 +62,9 @@ def test_gluon_backward_schedule_in_ptx(compiled, name):
     assert "wgmma.wait_group.sync.aligned 1" in ptx  # P is computed while dPᵀ runs
     # dQ queued behind dV, dK: those two retire (<= 2 groups left) before dQ does
     assert ("wgmma.wait_group.sync.aligned 2" in ptx) == (v.dq_issue and v.head_dim == 128)
-    assert "cp.async.bulk.tensor.3d.shared::cta.global.mbarrier::complete_tx::bytes" in ptx
-    assert "cp.async.bulk.tensor.3d.global.shared::cta" in ptx  # dK, dV stores
-    assert re.search(r"cp\.reduce\.async\.bulk\.tensor\.3d\.global\.shared::cta\.add", ptx)
+    assert "cp.async.bulk.tensor.4d.shared::cta.global.mbarrier::complete_tx::bytes" in ptx
+    assert "cp.async.bulk.tensor.4d.global.shared::cta" in ptx  # dK, dV stores
+    assert re.search(r"cp\.reduce\.async\.bulk\.tensor\.4d\.global\.shared::cta\.add", ptx)
     assert "cp.async.bulk.wait_group.read" in ptx  # the writer frees a dQ buffer once read
     assert "mbarrier.try_wait" in ptx and "ex2.approx" in ptx
     # MUFU.RCP, unless 1/(1 + e) is computed by Newton steps (integer first guess)
@@ -177,6 +177,6 @@ def test_library_gluon_backward_fp32_descriptor_is_checked(monkeypatch):
     ck, _ = aot.compile_gluon_bwd(var, 90)  # (Triton's cache: the library's kernel)
     params = tuple((n, "desc" if n == "dq_desc" else t) for n, t in V.PARAMS["bwd_gluon"])
     monkeypatch.setitem(V.PARAMS, "bwd_gluon", params)
-    with pytest.raises(RuntimeError, match=f"descriptor dq_desc is not a tiled rank-3 "
+    with pytest.raises(RuntimeError, match=f"descriptor dq_desc is not a tiled rank-4 "
                                            f"{var.dtype} map"):
         aot._tensor_maps(var, ck.metadata)

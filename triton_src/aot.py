@@ -137,8 +137,8 @@ _ELEM_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4}
 
 
 def _compile_gluon_kind(var: V.Variant, arch: int, rows: dict, constexprs: dict):
-    """A Gluon kernel of var's kind: each "desc" argument a tensordesc type with a [1, rows, D]
-    box (rows[name]) and the default NVMMA shared layout of its dtype (128-byte swizzle for the
+    """A Gluon kernel of var's kind: each "desc" argument a tensordesc type with a
+    [1, rows, 1, HEAD_DIM] box (rows[name]) over a [B, T, H, D] tensor and the default NVMMA shared layout of its dtype (128-byte swizzle for the
     64-column 16-bit boxes), the constexprs checked against the kernel's own argument names,
     compiled with maxnreg GLUON_MAXNREG (the partitions' register split is a constexpr)."""
     import importlib
@@ -155,7 +155,7 @@ def _compile_gluon_kind(var: V.Variant, arch: int, rows: dict, constexprs: dict)
     for name, t in V.PARAMS[var.kind]:
         if t.startswith("desc"):
             dtype = _desc_dtype(t, var.dtype)
-            box = [1, rows[name], var.head_dim]
+            box = [1, rows[name], 1, var.head_dim]
             layout = gl.NVMMASharedLayout.get_default_for(box, gl_dtype[dtype])
             signature[name] = f"tensordesc<{dtype}[{','.join(map(str, box))}],{layout!r}>"
         else:
@@ -544,7 +544,9 @@ def kernels_cpp(results, triton_version: str, arch: int, subset: str) -> str:
     lines.append(f"const char* const kBuildSubset = \"{subset}\";\n")
     lines.append(f"const bool kWarpSpecializedDispatch = {str(V.FWD_WS_DISPATCH).lower()};\n")
     lines.append(f"const bool kGluonForwardDispatch = {str(V.FWD_GLUON_DISPATCH).lower()};\n")
-    lines.append(f"const bool kGluonBackwardDispatch = {str(V.BWD_GLUON_DISPATCH).lower()};\n\n"
+    lines.append(f"const bool kGluonBackwardDispatch = {str(V.BWD_GLUON_DISPATCH).lower()};\n")
+    lines.append(f"const double kGluonForwardMinFill = {V.FWD_GLUON_MIN_FILL!r};\n")
+    lines.append(f"const double kGluonBackwardMinFill = {V.BWD_GLUON_MIN_FILL!r};\n\n"
                  "}  // namespace sigmoid_attn\n")
     return "".join(lines)
 

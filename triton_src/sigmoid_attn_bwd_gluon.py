@@ -95,12 +95,12 @@ def _sigmoid_t(st, neg_scale_log2e, neg_bias_log2e, RCP_NEWTON: gl.constexpr):
 
 
 @gluon.jit
-def _tile_coords(it, n_m, m0, h_kv, kv_group, BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr):
+def _tile_coords(it, n_m, m0, h_kv, kv_group, BLOCK_M: gl.constexpr):
     """Iteration `it` walks query head hq (of the GQA group of h_kv), query block m0 + (it mod
-    n_m): the n_m query blocks from m0 on."""
+    n_m): the n_m query blocks from m0 on. Returns its first row and hq."""
     hq = h_kv * kv_group + it // n_m
     m = m0 + it % n_m
-    return m * BLOCK_M, hq * HEAD_DIM
+    return m * BLOCK_M, hq
 
 
 @gluon.jit
@@ -162,27 +162,26 @@ def _producer(q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, 
               NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
               VARLEN: gl.constexpr):
     BLOCK_M: gl.constexpr = q_desc.block_type.shape[1]
-    HEAD_DIM: gl.constexpr = q_desc.block_type.shape[2]
+    HEAD_DIM: gl.constexpr = q_desc.block_type.shape[3]
     HALF_N: gl.constexpr = k_desc.block_type.shape[1]
     pid_n = gl.program_id(0)
     h_kv = gl.program_id(1)
     n0 = pid_n * (2 * HALF_N)
-    col_kv = h_kv * HEAD_DIM
     b, q_off, Lq, k_off, Lk, owned_k = _sequence(SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K,
                                                  HAS_LENGTHS, VARLEN)
     mbarrier.expect(kv_bar, 2 * k_desc.block_type.nbytes + 2 * v_desc.block_type.nbytes)
     for w in gl.static_range(2):
-        tma.async_load(k_desc, [b, k_off + n0 + w * HALF_N, col_kv], kv_bar, k_smem.index(w))
-        tma.async_load(v_desc, [b, k_off + n0 + w * HALF_N, col_kv], kv_bar, v_smem.index(w))
+        tma.async_load(k_desc, [b, k_off + n0 + w * HALF_N, h_kv, 0], kv_bar, k_smem.index(w))
+        tma.async_load(v_desc, [b, k_off + n0 + w * HALF_N, h_kv, 0], kv_bar, v_smem.index(w))
     m0, n_m = _query_tiles(Lq, Lk, BLOCK_M, HALF_N, CAUSAL, HAS_LENGTHS)
     for it in range(kv_group * n_m):
         s = it % NUM_STAGES
         ph = (it // NUM_STAGES) & 1
-        row, col = _tile_coords(it, n_m, m0, h_kv, kv_group, BLOCK_M, HEAD_DIM)
+        row, hq = _tile_coords(it, n_m, m0, h_kv, kv_group, BLOCK_M)
         mbarrier.wait(empty.index(s), ph ^ 1)
         mbarrier.expect(ready.index(s), q_desc.block_type.nbytes + do_desc.block_type.nbytes)
-        tma.async_load(q_desc, [b, q_off + row, col], ready.index(s), q_smem.index(s))
-        tma.async_load(do_desc, [b, q_off + row, col], ready.index(s), do_smem.index(s))
+        tma.async_load(q_desc, [b, q_off + row, hq, 0], ready.index(s), q_smem.index(s))
+        tma.async_load(do_desc, [b, q_off + row, hq, 0], ready.index(s), do_smem.index(s))
 
 
 @gluon.jit
@@ -190,13 +189,13 @@ def _dq_writer(dq_desc, dq_smem, dq_full, dq_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, 
                kv_group, HALF_N: gl.constexpr, DQ_SHARED: gl.constexpr, CAUSAL: gl.constexpr,
                HAS_LENGTHS: gl.constexpr, VARLEN: gl.constexpr):
     BLOCK_M: gl.constexpr = dq_desc.block_type.shape[1]
-    HEAD_DIM: gl.constexpr = dq_desc.block_type.shape[2]
+    HEAD_DIM: gl.constexpr = dq_desc.block_type.shape[3]
     h_kv = gl.program_id(1)
     b, q_off, Lq, k_off, Lk, owned_k = _sequence(SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K,
                                                  HAS_LENGTHS, VARLEN)
     m0, n_m = _query_tiles(Lq, Lk, BLOCK_M, HALF_N, CAUSAL, HAS_LENGTHS)
     for it in range(kv_group * n_m):
-        row, col = _tile_coords(it, n_m, m0, h_kv, kv_group, BLOCK_M, HEAD_DIM)
+        row, hq = _tile_coords(it, n_m, m0, h_kv, kv_group, BLOCK_M)
         # (packed: the tail tile's rows past Lq are the next sequence's, and their dQ here is
         # exactly zero: P and dS masked, dO rows zeroed, K rows past Lk zeroed, so adding it
         # changes nothing)
@@ -205,14 +204,14 @@ def _dq_writer(dq_desc, dq_smem, dq_full, dq_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, 
             # One tile over all 128 keys per query tile, in buffer it % 2.
             p = it % 2
             mbarrier.wait(dq_full.index(p), (it // 2) & 1)
-            tma.async_atomic_add(dq_desc, [b, row, col], dq_smem.index(p))
+            tma.async_atomic_add(dq_desc, [b, row, hq, 0], dq_smem.index(p))
             tma.store_wait(0)
             mbarrier.arrive(dq_free.index(p), count=1)
         else:
             mbarrier.wait(dq_full.index(0), it & 1)
-            tma.async_atomic_add(dq_desc, [b, row, col], dq_smem.index(0))
+            tma.async_atomic_add(dq_desc, [b, row, hq, 0], dq_smem.index(0))
             mbarrier.wait(dq_full.index(1), it & 1)
-            tma.async_atomic_add(dq_desc, [b, row, col], dq_smem.index(1))
+            tma.async_atomic_add(dq_desc, [b, row, hq, 0], dq_smem.index(1))
             # Bulk groups retire in order: <= 1 pending means buffer 0 has been read.
             tma.store_wait(1)
             mbarrier.arrive(dq_free.index(0), count=1)
@@ -242,7 +241,7 @@ def _dq_store_split(dq, dq_smem, ds_free, dq_free, dq_full, j, WG: gl.constexpr,
     pph = (j // 2) & 1
     mbarrier.arrive(ds_free.index(p), count=1)
     BLOCK_M: gl.constexpr = dq_smem.shape[2]
-    HEAD_DIM: gl.constexpr = dq_smem.shape[3]
+    HEAD_DIM: gl.constexpr = dq_smem.shape[4]
     mbarrier.wait(dq_free.index(p), pph ^ 1)
     dq_smem.index(p).reshape([BLOCK_M, HEAD_DIM]).slice(WG * DQ_CHUNK, DQ_CHUNK,
                                                         dim=1).store(dq)
@@ -291,7 +290,7 @@ def _tile_deferred(it, dk, dv, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem, dq_sm
     instead (P computed under two wgmmas) needs 224 accumulator registers: ptxas serializes
     every wgmma and spills 392 B."""
     BLOCK_M: gl.constexpr = q_smem.shape[2]
-    HEAD_DIM: gl.constexpr = q_smem.shape[3]
+    HEAD_DIM: gl.constexpr = q_smem.shape[4]
     DQ_CHUNK: gl.constexpr = dq_zero.shape[1]
     s_layout: gl.constexpr = s_zero.type.layout
     acc_layout: gl.constexpr = dk.type.layout
@@ -349,9 +348,9 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
               MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, WG: gl.constexpr,
               NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr,
               DQ_ISSUE: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
-              VARLEN: gl.constexpr, DK, DV, stride_kt):
+              VARLEN: gl.constexpr, DK, DV, stride_kt, D):
     BLOCK_M: gl.constexpr = q_smem.shape[2]
-    HEAD_DIM: gl.constexpr = q_smem.shape[3]
+    HEAD_DIM: gl.constexpr = q_smem.shape[4]
     HALF_N: gl.constexpr = k_smem.shape[2]
     dtype: gl.constexpr = dk_desc.dtype
     # Sᵀ, dPᵀ: [HALF_N keys, BLOCK_M queries]; dK, dV, dQ: [64 rows, HEAD_DIM].
@@ -540,7 +539,7 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
         if gl.program_id(2) == gl.num_programs(2) - 1:
             # The tail [cu_k[B], total_k): no sequence's keys; the tail programs write its dK,
             # dV rows as zeros, key blocks pid_n, pid_n + grid x, ...
-            _zero_tail(DK, DV, stride_kt, k_off, Lk, h_kv, WG, HALF_N, HEAD_DIM, dtype)
+            _zero_tail(DK, DV, stride_kt, D, k_off, Lk, h_kv, WG, HALF_N, HEAD_DIM, dtype)
         else:
             if key0 + HALF_N <= Lk:
                 _store_rows(dk, dv, k_buf, v_buf, dk_desc, dv_desc, k_off + key0, h_kv, HALF_N,
@@ -548,11 +547,11 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
             elif key0 < Lk:
                 # The sequence ends inside these keys and the next one's begin there, which
                 # another CTA writes: a TMA box cannot stop at the end, so a masked store.
-                _store_rows_masked(dk, dv, k_buf, v_buf, DK, DV, stride_kt, k_off + key0,
+                _store_rows_masked(dk, dv, k_buf, v_buf, DK, DV, stride_kt, D, k_off + key0,
                                    Lk - key0, h_kv, HALF_N, HEAD_DIM, dtype)
             # Keys past max_seqlen_k (a longer sequence is cut to it): zero dK, dV, as the
             # tail's (no rows unless the caller's max_seqlen_k understates a length).
-            _zero_tail(DK, DV, stride_kt, k_off + Lk, owned_k - Lk, h_kv, WG, HALF_N, HEAD_DIM,
+            _zero_tail(DK, DV, stride_kt, D, k_off + Lk, owned_k - Lk, h_kv, WG, HALF_N, HEAD_DIM,
                        dtype)
     else:
         _store_rows(dk, dv, k_buf, v_buf, dk_desc, dv_desc, key0, h_kv, HALF_N, HEAD_DIM,
@@ -566,13 +565,13 @@ def _store_rows(dk, dv, k_buf, v_buf, dk_desc, dv_desc, row, h_kv, HALF_N: gl.co
     k_buf.reshape([HALF_N, HEAD_DIM]).store(dk.to(dtype))
     v_buf.reshape([HALF_N, HEAD_DIM]).store(dv.to(dtype))
     fence_async_shared()
-    tma.async_store(dk_desc, [b, row, h_kv * HEAD_DIM], k_buf)
-    tma.async_store(dv_desc, [b, row, h_kv * HEAD_DIM], v_buf)
+    tma.async_store(dk_desc, [b, row, h_kv, 0], k_buf)
+    tma.async_store(dv_desc, [b, row, h_kv, 0], v_buf)
     tma.store_wait(0)
 
 
 @gluon.jit
-def _store_rows_masked(dk, dv, k_buf, v_buf, DK, DV, stride_kt, row, n_rows, h_kv,
+def _store_rows_masked(dk, dv, k_buf, v_buf, DK, DV, stride_kt, D, row, n_rows, h_kv,
                        HALF_N: gl.constexpr, HEAD_DIM: gl.constexpr, dtype: gl.constexpr):
     """The first n_rows of dK_w, dV_w at packed row `row` on: through shared memory into
     16-byte row segments, masked."""
@@ -584,14 +583,14 @@ def _store_rows_masked(dk, dv, k_buf, v_buf, DK, DV, stride_kt, row, n_rows, h_k
     rows = gl.arange(0, HALF_N, layout=gl.SliceLayout(1, layout))
     cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, layout))
     offs = (gl.expand_dims((row + rows).to(gl.int64) * stride_kt, 1)
-            + gl.expand_dims(h_kv * HEAD_DIM + cols, 0))
-    keep = gl.expand_dims(rows < n_rows, 1) & gl.expand_dims(cols < HEAD_DIM, 0)
+            + gl.expand_dims(h_kv * D + cols, 0))
+    keep = gl.expand_dims(rows < n_rows, 1) & gl.expand_dims(cols < D, 0)
     gl.store(DK + offs, k_tile.load(layout), mask=keep)
     gl.store(DV + offs, v_tile.load(layout), mask=keep)
 
 
 @gluon.jit
-def _zero_tail(DK, DV, stride_kt, k_off, n_tail, h_kv, WG: gl.constexpr, HALF_N: gl.constexpr,
+def _zero_tail(DK, DV, stride_kt, D, k_off, n_tail, h_kv, WG: gl.constexpr, HALF_N: gl.constexpr,
                HEAD_DIM: gl.constexpr, dtype: gl.constexpr):
     """Zeros into dK, dV rows [k_off, k_off + n_tail) of head h_kv: this warpgroup's half of
     key blocks pid_n, pid_n + grid x, ... of those rows."""
@@ -602,8 +601,8 @@ def _zero_tail(DK, DV, stride_kt, k_off, n_tail, h_kv, WG: gl.constexpr, HALF_N:
     step = gl.num_programs(0) * (2 * HALF_N)
     for r0 in range(gl.program_id(0) * (2 * HALF_N) + WG * HALF_N, n_tail, step):
         offs = (gl.expand_dims((k_off + r0 + rows).to(gl.int64) * stride_kt, 1)
-                + gl.expand_dims(h_kv * HEAD_DIM + cols, 0))
-        keep = gl.expand_dims(r0 + rows < n_tail, 1) & gl.expand_dims(cols < HEAD_DIM, 0)
+                + gl.expand_dims(h_kv * D + cols, 0))
+        keep = gl.expand_dims(r0 + rows < n_tail, 1) & gl.expand_dims(cols < D, 0)
         gl.store(DK + offs, zeros, mask=keep)
         gl.store(DV + offs, zeros, mask=keep)
 
@@ -611,40 +610,42 @@ def _zero_tail(DK, DV, stride_kt, k_off, n_tail, h_kv, WG: gl.constexpr, HALF_N:
 @gluon.jit
 def _consumer0(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
                empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
-               MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK, DV, stride_kt,
+               MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK, DV, stride_kt, D,
                NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr,
                DQ_ISSUE: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
                VARLEN: gl.constexpr):
     _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
               empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
               MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, 0, NUM_STAGES, RCP_NEWTON,
-              DQ_SHARED, DQ_ISSUE, CAUSAL, HAS_LENGTHS, VARLEN, DK, DV, stride_kt)
+              DQ_SHARED, DQ_ISSUE, CAUSAL, HAS_LENGTHS, VARLEN, DK, DV, stride_kt, D)
 
 
 @gluon.jit
 def _consumer1(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
                empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
-               MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK, DV, stride_kt,
+               MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK, DV, stride_kt, D,
                NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr,
                DQ_ISSUE: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
                VARLEN: gl.constexpr):
     _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
               empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
               MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, 1, NUM_STAGES, RCP_NEWTON,
-              DQ_SHARED, DQ_ISSUE, CAUSAL, HAS_LENGTHS, VARLEN, DK, DV, stride_kt)
+              DQ_SHARED, DQ_ISSUE, CAUSAL, HAS_LENGTHS, VARLEN, DK, DV, stride_kt, D)
 
 
 @gluon.jit
 def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv_desc,
                            SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, kv_group, scale, bias_value,
-                           DK, DV, stride_kt, MAX_Q, MAX_K, NUM_STAGES: gl.constexpr,
+                           DK, DV, stride_kt, D, MAX_Q, MAX_K, NUM_STAGES: gl.constexpr,
                            CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                            RCP_NEWTON: gl.constexpr = False, DQ_SHARED: gl.constexpr = False,
                            DQ_ISSUE: gl.constexpr = 0, CAUSAL: gl.constexpr = False,
                            HAS_LENGTHS: gl.constexpr = False, VARLEN: gl.constexpr = False):
     """grid (cdiv(T_K, 2 * k_desc.block_type.shape[1]), H_KV, B), num_warps=4 (consumer 0).
-    q/do: rank 3 [B, T_Q, H*D], box [1, BLOCK_M, D]; dq: the same in fp32 (reduce-add target,
-    zeroed); k/v/dk/dv: [B, T_K, H_KV*D], box [1, 64, D]. kv_group = H / H_KV.
+    q/do: rank 4 [B, T_Q, H, D], box [1, BLOCK_M, 1, HEAD_DIM]; dq: the same in fp32 (reduce-add
+    target, zeroed); k/v/dk/dv: [B, T_K, H_KV, D], box [1, 64, 1, HEAD_DIM]. D <= HEAD_DIM (a
+    multiple of 8): the columns past D load as zeros and are stored and reduced nowhere; D, the
+    tensors' head dim, also places the packed masked stores. kv_group = H / H_KV.
     RCP_NEWTON: 1/(1 + e) on the FMA pipe instead of MUFU.RCP. DQ_SHARED: the warpgroups
     exchange dS (double-buffered ds_smem[parity, warpgroup], ds_full/ds_free) and reduce-add
     one dQ tile over all 128 keys per query tile instead of one per warpgroup. DQ_ISSUE (with
@@ -653,11 +654,11 @@ def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv
     query tiles above a key block skipped. HAS_LENGTHS: SEQ_LENS_Q/K int32 [B] (read only then),
     the default bias per sequence (bias_value ignored). VARLEN (with HAS_LENGTHS): a packed
     batch of B sequences, SEQ_LENS_Q/K int32 cu_seqlens [B + 1], T_Q/T_K the token totals,
-    descriptors [1, total, heads*D]; grid (cdiv(max_seqlen_k, 128), H_KV, B + 1), z = B the
+    descriptors [1, total, heads, D]; grid (cdiv(max_seqlen_k, 128), H_KV, B + 1), z = B the
     tail past cu_seqlens_k[B]; DK, DV (row stride stride_kt) take the masked stores where a
     sequence ends inside a warpgroup's 64 keys and the tail's zeros (null otherwise)."""
     BLOCK_M: gl.constexpr = q_desc.block_type.shape[1]
-    HEAD_DIM: gl.constexpr = q_desc.block_type.shape[2]
+    HEAD_DIM: gl.constexpr = q_desc.block_type.shape[3]
     HALF_N: gl.constexpr = k_desc.block_type.shape[1]
     dtype: gl.constexpr = q_desc.dtype
     gl.static_assert(HALF_N == 64, "each consumer warpgroup owns 64 keys (wgmma M = 64)")
@@ -706,12 +707,12 @@ def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv
         (_consumer0, (dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar,
                       ready, empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K,
                       T_Q, T_K, MAX_Q, MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK,
-                      DV, stride_kt, NUM_STAGES, RCP_NEWTON, DQ_SHARED, DQ_ISSUE, CAUSAL,
+                      DV, stride_kt, D, NUM_STAGES, RCP_NEWTON, DQ_SHARED, DQ_ISSUE, CAUSAL,
                       HAS_LENGTHS, VARLEN)),
         (_consumer1, (dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar,
                       ready, empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K,
                       T_Q, T_K, MAX_Q, MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK,
-                      DV, stride_kt, NUM_STAGES, RCP_NEWTON, DQ_SHARED, DQ_ISSUE, CAUSAL,
+                      DV, stride_kt, D, NUM_STAGES, RCP_NEWTON, DQ_SHARED, DQ_ISSUE, CAUSAL,
                       HAS_LENGTHS, VARLEN)),
         (_producer, (q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, kv_bar,
                      ready, empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K, kv_group,

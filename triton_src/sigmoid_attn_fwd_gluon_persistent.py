@@ -356,21 +356,21 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, 
             qs = i % 2
             mbarrier.wait(q_empty.index(qs), ((i // 2) & 1) ^ 1)
             mbarrier.expect(q_ready.index(qs), 2 * q_desc.block_type.nbytes)
-            tma.async_load(q_desc, [bd, q_off + row0, h * HEAD_DIM], q_ready.index(qs),
+            tma.async_load(q_desc, [bd, q_off + row0, h, 0], q_ready.index(qs),
                            q_smem.index(2 * qs))
-            tma.async_load(q_desc, [bd, q_off + row0 + ROWS, h * HEAD_DIM], q_ready.index(qs),
+            tma.async_load(q_desc, [bd, q_off + row0 + ROWS, h, 0], q_ready.index(qs),
                            q_smem.index(2 * qs + 1))
-            col = (h // kv_group) * HEAD_DIM
+            h_kv = h // kv_group
             for j in range(n_blocks):
                 s = it % NUM_STAGES
                 ph = (it // NUM_STAGES) & 1
                 mbarrier.wait(k_empty.index(s), ph ^ 1)
                 mbarrier.expect(k_ready.index(s), k_desc.block_type.nbytes)
-                tma.async_load(k_desc, [bd, k_off + j * BLOCK_N, col], k_ready.index(s),
+                tma.async_load(k_desc, [bd, k_off + j * BLOCK_N, h_kv, 0], k_ready.index(s),
                                k_smem.index(s))
                 mbarrier.wait(v_empty.index(s), ph ^ 1)
                 mbarrier.expect(v_ready.index(s), v_desc.block_type.nbytes)
-                tma.async_load(v_desc, [bd, k_off + j * BLOCK_N, col], v_ready.index(s),
+                tma.async_load(v_desc, [bd, k_off + j * BLOCK_N, h_kv, 0], v_ready.index(s),
                                v_smem.index(s))
                 it += 1
 
@@ -510,7 +510,7 @@ def _attend_tile(q, o, it, n_blocks, n_full, k_smem, v_smem, k_ready, k_empty, v
 
 @gluon.jit
 def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, MAX_Q, MAX_K, H, B,
+              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K, H, B,
               qk_scale_half, bias_half, WG: gl.constexpr, ROWS: gl.constexpr,
               BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
               CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr, BUCKET: gl.constexpr,
@@ -574,7 +574,7 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                 tma.store_wait(0)
                 o_buf.reshape([ROWS, HEAD_DIM]).store(o.to(dtype))
                 fence_async_shared()
-                tma.async_store(o_desc, [bd, q_off + row_start, h * HEAD_DIM], o_buf)
+                tma.async_store(o_desc, [bd, q_off + row_start, h, 0], o_buf)
             elif VARLEN:
                 if row_start < owned:
                     # The sequence ends inside these rows and the next one's begin there, which
@@ -589,53 +589,55 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                     rows_s = row_start + gl.arange(0, ROWS, layout=gl.SliceLayout(1, st_layout))
                     cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, st_layout))
                     rows_g = (q_off + rows_s).to(gl.int64) * stride_ot
-                    ptrs = O + gl.expand_dims(rows_g, 1) + gl.expand_dims(h * HEAD_DIM + cols, 0)
-                    keep = gl.expand_dims(rows_s < owned, 1) & gl.expand_dims(cols < HEAD_DIM, 0)
+                    ptrs = O + gl.expand_dims(rows_g, 1) + gl.expand_dims(h * D + cols, 0)
+                    keep = gl.expand_dims(rows_s < owned, 1) & gl.expand_dims(cols < D, 0)
                     gl.store(ptrs, o_st, mask=keep)
     tma.store_wait(0)
 
 
 @gluon.jit
 def _consumer1(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, MAX_Q, MAX_K, H, B,
+               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K, H, B,
                qk_scale_half, bias_half, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
                HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
                HAS_LENGTHS: gl.constexpr, BUCKET: gl.constexpr, VARLEN: gl.constexpr):
     _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, MAX_Q, MAX_K, H, B,
+              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K, H, B,
               qk_scale_half, bias_half, 1, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL,
               HAS_LENGTHS, BUCKET, VARLEN)
 
 
 @gluon.jit
 def _consumer0(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, MAX_Q, MAX_K, H, B,
+               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K, H, B,
                qk_scale_half, bias_half, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
                HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
                HAS_LENGTHS: gl.constexpr, BUCKET: gl.constexpr, VARLEN: gl.constexpr):
     _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, MAX_Q, MAX_K, H, B,
+              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K, H, B,
               qk_scale_half, bias_half, 0, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL,
               HAS_LENGTHS, BUCKET, VARLEN)
 
 
 @gluon.jit
 def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q, SEQ_LENS_K,
-                                      O, stride_ot, T_Q, T_K, H, B, kv_group, scale, bias_value,
+                                      O, stride_ot, D, T_Q, T_K, H, B, kv_group, scale, bias_value,
                                       MAX_Q, MAX_K, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
                                       HAS_LENGTHS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                                       PRODUCER_REGS: gl.constexpr, VARLEN: gl.constexpr = False):
     """grid (P,) with P <= number of tiles (normally the SM count), num_warps=4 (the default
-    partition is consumer 0); BLOCK_M = 2 * q_desc.block_type.shape[1]. q/o descriptors: rank 3
-    [B, T_Q, H*D], box [1, ROWS, D]; k/v: [B, T_K, H_KV*D], box [1, BLOCK_N, D];
-    kv_group = H / H_KV. SEQ_LENS_Q/K: int32 [B] (read only with HAS_LENGTHS).
-    VARLEN (with HAS_LENGTHS): a packed batch, B sequences: the descriptors are [1, total, H*D],
+    partition is consumer 0); BLOCK_M = 2 * q_desc.block_type.shape[1]. q/o descriptors: rank 4
+    [B, T_Q, H, D], box [1, ROWS, 1, HEAD_DIM]; k/v: [B, T_K, H_KV, D], box
+    [1, BLOCK_N, 1, HEAD_DIM]; D <= HEAD_DIM (a multiple of 8): the columns past D load as zeros,
+    add nothing to the scores, and their outputs are stored nowhere. kv_group = H / H_KV.
+    SEQ_LENS_Q/K: int32 [B] (read only with HAS_LENGTHS).
+    VARLEN (with HAS_LENGTHS): a packed batch, B sequences: the descriptors are [1, total, H, D],
     SEQ_LENS_Q/K are int32 cu_seqlens [B + 1], T_Q/T_K the token totals, and O (the output's
     first element, rows stride_ot elements apart) takes the masked stores of the tiles in which
     a sequence ends; MAX_Q/MAX_K (the caller's max_seqlen) cut longer sequences, as the Triton
     kernels do. Without VARLEN, O is not read (null) and MAX_Q/MAX_K neither."""
     ROWS: gl.constexpr = q_desc.block_type.shape[1]
-    HEAD_DIM: gl.constexpr = q_desc.block_type.shape[2]
+    HEAD_DIM: gl.constexpr = q_desc.block_type.shape[3]
     BLOCK_N: gl.constexpr = k_desc.block_type.shape[1]
     dtype: gl.constexpr = q_desc.dtype
     BUCKET: gl.constexpr = 8  # causal schedule: q-blocks per bucket (see _schedule)
@@ -669,11 +671,11 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
 
     gl.warp_specialize([
         (_consumer0, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-                      v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, MAX_Q,
+                      v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q,
                       MAX_K, H, B, qk_scale_half, bias_half, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
                       CAUSAL, HAS_LENGTHS, BUCKET, VARLEN)),
         (_consumer1, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-                      v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, T_Q, T_K, MAX_Q,
+                      v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q,
                       MAX_K, H, B, qk_scale_half, bias_half, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
                       CAUSAL, HAS_LENGTHS, BUCKET, VARLEN)),
         (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready,

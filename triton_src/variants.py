@@ -104,6 +104,13 @@ FWD_GLUON_DISPATCH = bool(_DB.get("fwd_gluon_dispatch", False))
 # determinism.
 BWD_GLUON_TILES = {int(d): tuple(t) for d, t in _DB.get("bwd_gluon", {}).items()}
 BWD_GLUON_DISPATCH = bool(_DB.get("bwd_gluon_dispatch", False))
+# Head dims without a Gluon kernel of their own (a multiple of 8): the dispatcher takes the Gluon
+# kernel of the next power of two, whose descriptors read the columns past D as zeros and whose
+# stores drop them, when D is at least this share of its columns (tiles.json's
+# fwd_gluon_min_fill / bwd_gluon_min_fill; 1.0: only the compiled head dims). The padded columns
+# cost their share of the matmuls: these are where that still beats the Triton kernels.
+FWD_GLUON_MIN_FILL = float(_DB.get("fwd_gluon_min_fill", 1.0))
+BWD_GLUON_MIN_FILL = float(_DB.get("bwd_gluon_min_fill", 1.0))
 # schedule -> the kernel's (DQ_SHARED, DQ_ISSUE): "dqx" exchanges dS between the two consumer
 # warpgroups and reduce-adds one dQ tile per query tile; "dqx_dqd" also queues tile i's dQ
 # behind tile i + 1's dV, dK (D = 128 only; benchmarks/gluon_bwd/README.md, "Candidates").
@@ -210,28 +217,31 @@ PARAMS = {
     + _strides("dq") + (("stride_smb", "i64"), ("stride_smt", "i32")) + _TAIL + _HEAD_DIM,
 }
 
-# The Gluon forward's arguments: "desc" is a rank-3 TMA descriptor [B, T, H*D] of the tensor
+# The Gluon forward's arguments: "desc" is a rank-4 TMA descriptor [B, T, H, D] of the tensor
 # dtype, which the PTX entry takes as a by-value 128-byte CUtensorMap followed by the
-# descriptor's 3 shape (u32) and 3 stride (u64, elements) scalars; aot.py records where each
-# one sits and how to encode it (box, swizzle, element type) in the KernelSpec.
+# descriptor's 4 shape (u32) and 4 stride (u64, elements) scalars; aot.py records where each
+# one sits and how to encode it (box, swizzle, element type) in the KernelSpec. The box is
+# [1, rows, 1, HEAD_DIM] with HEAD_DIM the compiled head dim: a tensor's D may be smaller (a
+# multiple of 8), its columns past D read as zeros and stored nowhere; D is the tensors' own
+# head dim, for the packed kernels' masked stores.
 PARAMS["fwd_gluon"] = (("q_desc", "desc"), ("k_desc", "desc"), ("v_desc", "desc"),
                        ("o_desc", "desc"), ("SEQ_LENS_Q", "*i32"), ("SEQ_LENS_K", "*i32"),
-                       ("O", "*dt"), ("stride_ot", "i32"),
+                       ("O", "*dt"), ("stride_ot", "i32"), ("D", "i32"),
                        ("T_Q", "i32"), ("T_K", "i32"), ("H", "i32"), ("B", "i32"),
                        ("kv_group", "i32"), ("scale", "fp32"), ("bias_value", "fp32"),
                        ("MAX_Q", "i32"), ("MAX_K", "i32"))
 # The Gluon forward of padded batches: the same kernel compiled with HAS_LENGTHS, so the same
 # arguments, SEQ_LENS_Q/K read.
 PARAMS["fwd_gluon_padded"] = PARAMS["fwd_gluon"]
-DESC_RANK = 3
+DESC_RANK = 4
 # The Gluon backward's: "desc_fp32" is a descriptor of an fp32 tensor whatever the variant's dtype
-# (the dQ accumulator [B, T_Q, H*D] that the kernel reduce-adds into).
+# (the dQ accumulator [B, T_Q, H, D] that the kernel reduce-adds into).
 PARAMS["bwd_gluon"] = (("q_desc", "desc"), ("k_desc", "desc"), ("v_desc", "desc"),
                        ("do_desc", "desc"), ("dq_desc", "desc_fp32"), ("dk_desc", "desc"),
                        ("dv_desc", "desc"), ("SEQ_LENS_Q", "*i32"), ("SEQ_LENS_K", "*i32"),
                        ("T_Q", "i32"), ("T_K", "i32"), ("kv_group", "i32"),
                        ("scale", "fp32"), ("bias_value", "fp32"),
-                       ("DK", "*dt"), ("DV", "*dt"), ("stride_kt", "i32"),
+                       ("DK", "*dt"), ("DV", "*dt"), ("stride_kt", "i32"), ("D", "i32"),
                        ("MAX_Q", "i32"), ("MAX_K", "i32"))
 # ... and of padded batches: the same kernel compiled with HAS_LENGTHS (the lengths read).
 PARAMS["bwd_gluon_padded"] = PARAMS["bwd_gluon"]
