@@ -103,12 +103,13 @@ def gluon_options():
 
 def kernel_options_for(column):
     """The library as a column runs it: sigmoid_attn_no_ws without either warp-specialized
-    forward (the Triton one nor the Gluon one), sigmoid_attn_no_gluon without the Gluon one
-    (what the call took before it), any other as it is by default."""
+    forward (the Triton one nor the Gluon one), sigmoid_attn_no_gluon without the Gluon kernels
+    (what the call took before them), any other as it is by default."""
     if column == "sigmoid_attn_no_ws":
         return sigmoid_attn.kernel_options(warp_specialized=False, gluon_forward=False)
     if column == "sigmoid_attn_no_gluon":
-        return sigmoid_attn.kernel_options(gluon_forward=False)
+        return sigmoid_attn.kernel_options(
+            gluon_forward=False, **({"gluon_backward": False} if HAS_GLUON_BWD else {}))
     if column == "sigmoid_attn_gluon":
         return gluon_options()
     return sigmoid_attn.kernel_options()
@@ -321,8 +322,9 @@ def run_backward(label, D, T, causal, padded=False, dtype=torch.bfloat16):
 
     providers = {"sigmoid_attn": lambda: make(lambda a, b, c: sigmoid_attention(
         a, b, c, seq_lens_q=lens, seq_lens_k=lens, is_causal=causal))}
-    if HAS_GLUON_BWD:  # the same call, the Gluon backward switched on
+    if HAS_GLUON_BWD:  # the same call, the Gluon backward switched on, and off
         providers["sigmoid_attn_gluon"] = providers["sigmoid_attn"]
+        providers["sigmoid_attn_no_gluon"] = providers["sigmoid_attn"]
     for name, backend in (() if padded else (("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION),
                                              ("sdpa_flash", SDPBackend.FLASH_ATTENTION))):
         def sdpa_make(backend=backend):

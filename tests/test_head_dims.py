@@ -83,10 +83,11 @@ def test_dispatcher_takes_the_compiled_kernel_for_a_compiled_head_dim(causal):
         assert k["kind"] == "fwd"
 
 
-@pytest.mark.parametrize("ws,gluon", [(False, False), (True, True)])
+@pytest.mark.parametrize("ws,gluon", [(False, False), (True, False)])
 def test_dispatcher_takes_the_generic_kernel_for_other_multiples_of_8(ws, gluon):
-    """D = 24: the generic kernel of BLOCK_D 32; never a warp-specialized or Gluon kernel (their
-    TMA boxes need the exact head dim), whatever the switches say."""
+    """D = 24: the generic kernel of BLOCK_D 32; never a warp-specialized kernel (its TMA boxes
+    need the exact head dim), whatever the switch says. (The Gluon kernels' wider boxes:
+    test_gluon_kernels_serve_head_dims_by_zero_filled_columns.)"""
     if not _generic_built():
         pytest.skip("no generic kernels in this build")
     own = _built_dims("fwd")
@@ -175,3 +176,45 @@ def test_kernel_source_masks_head_dims_under_the_interpreter():
                        timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     assert "interpreted head dim cases: 10" in r.stdout
+
+
+def test_gluon_kernels_serve_head_dims_by_zero_filled_columns():
+    """A head dim with no Gluon kernel of its own takes the Gluon kernel of the next power of two
+    (its descriptors read the columns past D as zeros) when D is a multiple of 8 and fills at
+    least tiles.json's fwd_gluon_min_fill / bwd_gluon_min_fill of its columns; every other head
+    dim takes the Triton kernels, forward and backward."""
+    if _subset():
+        pytest.skip(f"a partial build ({_subset()})")
+    with open(os.path.join(TRITON_SRC, "tiles.json")) as f:
+        tiles = json.load(f)
+    own = {kind: {v["head_dim"] for v in _catalog()
+                  if v["kind"] == kind and v["dtype"] == "bfloat16"}
+           for kind in ("fwd_gluon", "bwd_gluon")}
+    if not own["fwd_gluon"] and not own["bwd_gluon"]:
+        pytest.skip("no Gluon kernels in this build (Triton 3.8 only)")
+    select_bwd = library_function("sigmoid_attn_select_backward_kernel")
+
+    def expected(kind, fill, D):
+        block = 8
+        while block < D:
+            block *= 2
+        if D in own[kind]:
+            return D
+        return block if block in own[kind] and D >= fill * block else None
+
+    served = 0
+    for D in range(8, 257, 8):
+        want = expected("fwd_gluon", tiles.get("fwd_gluon_min_fill", 1.0), D)
+        v = _pick(D, gluon=True, T=4096, B=4, H=16)
+        got = v["head_dim"] if v is not None and v["kind"] == "fwd_gluon" else None
+        assert got == want, (D, v and v["name"])
+        want_b = expected("bwd_gluon", tiles.get("bwd_gluon_min_fill", 1.0), D)
+        i = select_bwd(dtype_code("bf16"), D, 0, 0, 0, 4096, 1)
+        vb = _catalog()[i] if i >= 0 else None
+        got_b = vb["head_dim"] if vb is not None and vb["kind"] == "bwd_gluon" else None
+        assert got_b == want_b, (D, vb and vb["name"])
+        # switched off (the Gluon backward not allowed), the Triton kernels
+        i = select_bwd(dtype_code("bf16"), D, 0, 0, 0, 4096, 0)
+        assert i < 0 or _catalog()[i]["kind"] != "bwd_gluon"
+        served += (want is not None and want != D) + (want_b is not None and want_b != D)
+    assert served == 0 or served >= 2  # (the rule is exercised whenever tiles.json enables it)
