@@ -81,15 +81,26 @@ def test_gluon_backward_schedule_in_ptx(compiled, name):
     assert rec["ptx_counts"]["cp.reduce.async.bulk.tensor"] == d // 32 * (1 if v.dq_shared else 2)
     assert rec["shared"] <= 227 * 1024
     assert rec["spill_store_bytes"] == 0 and rec["spill_load_bytes"] == 0, rec["ptxas_v"]
-    # 7 descriptors (CUtensorMap + 3 shape + 3 stride each), 12 scalars, 2 hidden pointers
+    # 7 rank-4 descriptors (CUtensorMap + 4 shape + 4 stride each), 13 scalars, 2 hidden
+    # pointers
     roles = [p["role"] for p in rec["params"]]
     # (scalars: the lengths' two pointers, T_Q, T_K, kv_group, scale, bias_value, and a packed
-    # call's dK, dV pointers, their row stride, MAX_Q, MAX_K)
-    assert roles.count("tensormap") == 7 and roles.count("scalar") == 12
-    assert len(roles) == 7 * 7 + 12 + roles.count("hidden_ptr")
-    # the dQ accumulator is fp32 with a 128-byte-swizzle box of 32 columns
+    # call's dK, dV pointers, their row stride, the tensors' head dim D, MAX_Q, MAX_K)
+    assert roles.count("tensormap") == 7 and roles.count("scalar") == 13
+    assert roles.count("desc_shape") == roles.count("desc_stride") == 7 * 4
+    assert len(roles) == 7 * 9 + 13 + roles.count("hidden_ptr")
+    scalars = [p["arg"] for p in rec["params"] if p["role"] == "scalar"]
+    assert scalars[scalars.index("stride_kt"):] == ["stride_kt", "D", "MAX_Q", "MAX_K"]
+    # the dQ accumulator is fp32 with a 128-byte-swizzle box of 32 columns, the 16-bit
+    # tensors' of 64; one head per box ([B, T, H, D])
     dq_meta = rec["tensordesc_meta"][rec["descs"].index("dq_desc")]
-    assert dq_meta["elem_size"] == 4 and dq_meta["block_size"] == [1, v.block_m, 32]
+    assert dq_meta["elem_size"] == 4 and dq_meta["block_size"] == [1, v.block_m, 1, 32]
+    boxes = {n: m["block_size"] for n, m in zip(rec["descs"], rec["tensordesc_meta"])}
+    assert boxes == {"q_desc": [1, v.block_m, 1, 64], "do_desc": [1, v.block_m, 1, 64],
+                     "dq_desc": [1, v.block_m, 1, 32], "k_desc": [1, 64, 1, 64],
+                     "v_desc": [1, 64, 1, 64], "dk_desc": [1, 64, 1, 64],
+                     "dv_desc": [1, 64, 1, 64]}
+    assert "bulk.tensor.3d" not in ptx
 
 
 def test_runner_packs_compiled_kernels(compiled, capsys):
@@ -132,31 +143,36 @@ def _library_variants(kind):
 def test_library_gluon_backward_abi(var):
     """Each bwd_gluon kernel the library builds (tiles.json bwd_gluon), as aot.py compiles it:
     the probe's schedule for its head dim (hd128 dS exchanged and dQ one tile late, hd64 dS
-    exchanged), 7 descriptors of which dq_desc is fp32 (the reduce-add target, 32-column boxes
-    of the 128-byte swizzle), then the lengths, T_Q, T_K, kv_group, scale, bias_value, a packed
-    call's dK, dV, their row stride and max_seqlen, and only hidden pointers; 384 threads and
+    exchanged), 7 rank-4 descriptors ([B, T, H, D]: a CUtensorMap, 4 shapes, 4 strides each)
+    of which dq_desc is fp32 (the reduce-add target, 32-column boxes of the 128-byte swizzle),
+    then the lengths, T_Q, T_K, kv_group, scale, bias_value, a packed call's dK, dV, their row
+    stride, the tensors' head dim D and max_seqlen, and only hidden pointers; 384 threads and
     the probe's shared memory."""
     V, aot = _library_build()
     assert var.schedule == {128: "dqx_dqd", 64: "dqx"}[var.head_dim]
     r = aot.compile_variant(var, 90)
-    assert r["num_params"] == 7 * 7 + 12 and r["num_hidden_params"] == 2
+    assert r["num_params"] == 7 * 9 + 13 and r["num_hidden_params"] == 2
     assert r["num_warps"] == 12
-    assert r["shared"] == {128: 229824, 64: 131520}[var.head_dim]
+    # (the rank-4 kernels' Triton scratch ahead of the barriers is 16 bytes more than the
+    # rank-3 kernels' 229824 / 131520; the data buffers are the same)
+    assert r["shared"] == {128: 229840, 64: 131536}[var.head_dim]
     half = {"fp16": 6, "bf16": 9}[var.dtype]
     names = ["q_desc", "k_desc", "v_desc", "do_desc", "dq_desc", "dk_desc", "dv_desc"]
     assert [m["arg"] for m in r["tensor_maps"]] == names
     for i, m in enumerate(r["tensor_maps"]):
-        assert m["param"] == 7 * i and m["swizzle"] == 3, m
+        assert m["param"] == 9 * i and m["swizzle"] == 3, m
         if m["arg"] == "dq_desc":  # fp32: 32 columns = 128 bytes
-            assert (m["box"], m["elem_bytes"], m["data_type"]) == ([1, 64, 32], 4, 7), m
+            assert (m["box"], m["elem_bytes"], m["data_type"]) == ([1, 64, 1, 32], 4, 7), m
         else:
-            assert (m["box"], m["elem_bytes"], m["data_type"]) == ([1, 64, 64], 2, half), m
+            assert (m["box"], m["elem_bytes"], m["data_type"]) == ([1, 64, 1, 64], 2, half), m
+    assert r["ptx_param_bytes"][:9] == [128] + [4] * 4 + [8] * 4
     elem = {"fp16": "!tt.ptr<f16>", "bf16": "!tt.ptr<bf16>"}[var.dtype]
-    assert r["signature"][7 * 7:] == [("SEQ_LENS_Q", "!tt.ptr<i32>"),
+    assert r["signature"][7 * 9:] == [("SEQ_LENS_Q", "!tt.ptr<i32>"),
                                       ("SEQ_LENS_K", "!tt.ptr<i32>"), ("T_Q", "i32"),
                                       ("T_K", "i32"), ("kv_group", "i32"), ("scale", "f32"),
                                       ("bias_value", "f32"), ("DK", elem), ("DV", elem),
-                                      ("stride_kt", "i32"), ("MAX_Q", "i32"), ("MAX_K", "i32")]
+                                      ("stride_kt", "i32"), ("D", "i32"), ("MAX_Q", "i32"),
+                                      ("MAX_K", "i32")]
 
 
 @pytest.mark.parametrize("var", _library_variants("dq_cast")[:1], ids=lambda v: v.name)

@@ -48,6 +48,22 @@ def test_persistent_gluon_forward_compiles_for_sm90(tmp_path, name):
     assert (tmp_path / f"{name}.cubin").stat().st_size > 0
     # two Q buffers (ready, empty) and four barriers per ring stage, all invalidated
     assert counts["mbarrier.inval"] == 4 + 4 * v.stages, counts
+    # rank-4 descriptors [B, T, H, D]: 4d TMA loads and O stores, none of rank 3; each box is
+    # [1, rows, 1, 64] (64 16-bit columns = the 128-byte swizzle; hd128 takes two per tile)
+    assert counts[c.TMA_LOAD_4D] > 0 and counts[c.TMA_STORE_4D] > 0, counts
+    ptx = (tmp_path / f"{name}.ptx").read_text()
+    assert "bulk.tensor.3d" not in ptx
+    rows = v.block_m // 2
+    assert [m["block_size"] for m in rec["tensordesc_meta"]] == [
+        [1, rows, 1, 64], [1, v.block_n, 1, 64], [1, v.block_n, 1, 64], [1, rows, 1, 64]]
+    # per descriptor a CUtensorMap, 4 shapes and 4 strides; D (the tensors' head dim) after
+    # stride_ot
+    roles = [p["role"] for p in rec["params"]]
+    assert (roles.count("tensormap"), roles.count("desc_shape"),
+            roles.count("desc_stride")) == (4, 16, 16)
+    assert [p["arg"] for p in rec["params"] if p["role"] == "scalar"] == [
+        "SEQ_LENS_Q", "SEQ_LENS_K", "O", "stride_ot", "D", "T_Q", "T_K", "H", "B", "kv_group",
+        "scale", "bias_value", "MAX_Q", "MAX_K"]
 
 
 def _library_build():
@@ -72,30 +88,40 @@ def _gluon_variants():
 def test_library_gluon_forward_abi(var):
     """Each fwd_gluon kernel the library builds (tiles.json fwd_gluon: the persistent kernel,
     dense and causal), as aot.py compiles it: the PTX entry takes, per descriptor, a 64-byte
-    aligned 128-byte CUtensorMap then 3 u32 shape and 3 u64 stride scalars, then the two length
-    pointers, the output pointer (packed calls' masked stores), stride_ot, T_Q, T_K, H, B,
-    kv_group, scale, bias_value, MAX_Q, MAX_K (a packed call's max_seqlen), then only hidden
-    pointers; the
-    KernelSpec records each CUtensorMap's position and its encoding from the compiled metadata
-    (box [1, rows, 64] of the 128-byte swizzle, element type)."""
+    aligned 128-byte CUtensorMap then 4 u32 shape and 4 u64 stride scalars (rank 4,
+    [B, T, H, D]), then the two length pointers, the output pointer (packed calls' masked
+    stores), stride_ot, D (the tensors' head dim), T_Q, T_K, H, B, kv_group, scale, bias_value,
+    MAX_Q, MAX_K (a packed call's max_seqlen), then only hidden pointers; the KernelSpec records
+    each CUtensorMap's position and its encoding from the compiled metadata (box
+    [1, rows, 1, 64] of the 128-byte swizzle, element type)."""
     V, aot = _library_build()
     assert V.SOURCES["fwd_gluon"] == ("sigmoid_attn_fwd_gluon_persistent",
                                       "sigmoid_attn_fwd_gluon_persistent")
+    assert V.DESC_RANK == 4
     r = aot.compile_variant(var, 90)
-    assert r["num_params"] == 4 * 7 + 13 and r["num_hidden_params"] == 2
+    assert r["num_params"] == 4 * 9 + 14 and r["num_hidden_params"] == 2
     assert r["num_warps"] == 12 and r["shared"] <= 227 * 1024
     rows = {"q_desc": var.block_m // 2, "o_desc": var.block_m // 2, "k_desc": var.block_n,
             "v_desc": var.block_n}
     cu_type = {"fp16": 6, "bf16": 9}[var.dtype]  # CU_TENSOR_MAP_DATA_TYPE_FLOAT16 / BFLOAT16
     assert [m["arg"] for m in r["tensor_maps"]] == ["q_desc", "k_desc", "v_desc", "o_desc"]
     for i, m in enumerate(r["tensor_maps"]):
-        assert m["param"] == 7 * i
-        assert m["box"] == [1, rows[m["arg"]], 64], m  # 64 bf16/fp16 columns = 128 bytes
+        assert m["param"] == 9 * i
+        assert m["box"] == [1, rows[m["arg"]], 1, 64], m  # 64 bf16/fp16 columns = 128 bytes
         assert (m["swizzle"], m["elem_bytes"], m["data_type"]) == (3, 2, cu_type), m
     ck, _ = aot.compile_gluon(var, 90)  # (Triton's cache: the same kernel)
     params = aot._entry_params(ck.asm["ptx"], r["entry"])
-    assert params[0] == (128, 64) and params[1:4] == [(4, 4)] * 3 and params[4:7] == [(8, 8)] * 3
-    assert params[28:31] == [(8, 8)] * 3 and params[31:41] == [(4, 4)] * 10
+    assert params[0] == (128, 64) and params[1:5] == [(4, 4)] * 4 and params[5:9] == [(8, 8)] * 4
+    assert params[9] == (128, 64) and params[27] == (128, 64)  # k_desc, o_desc
+    assert params[36:39] == [(8, 8)] * 3 and params[39:50] == [(4, 4)] * 11
+    assert params[50:] == [(8, 8)] * 2
+    elem = {"fp16": "!tt.ptr<f16>", "bf16": "!tt.ptr<bf16>"}[var.dtype]
+    assert r["signature"][4 * 9:] == [("SEQ_LENS_Q", "!tt.ptr<i32>"),
+                                      ("SEQ_LENS_K", "!tt.ptr<i32>"), ("O", elem),
+                                      ("stride_ot", "i32"), ("D", "i32"), ("T_Q", "i32"),
+                                      ("T_K", "i32"), ("H", "i32"), ("B", "i32"),
+                                      ("kv_group", "i32"), ("scale", "f32"),
+                                      ("bias_value", "f32"), ("MAX_Q", "i32"), ("MAX_K", "i32")]
     # the persistent schedule: register reallocation, every barrier invalidated
     ptx = ck.asm["ptx"]
     assert "setmaxnreg.inc" in ptx and "setmaxnreg.dec" in ptx
@@ -128,10 +154,11 @@ def _variants_with_lengths():
 def test_library_gluon_kernels_with_lengths_keep_their_schedule(var):
     """The Gluon kernels compiled with lengths, padded and packed (kinds fwd_gluon_padded and
     bwd_gluon_padded), as aot.py compiles them, keep the hand schedule: wgmma, TMA bulk-tensor
-    copies, mbarrier waits, registers moved between the partitions. The packed forward's masked
-    stores (where a sequence ends inside a tile) are 16 bytes wide, from the alignment its output
-    pointer and row stride are promised (aot.py): without it Triton stores 2 bytes at a time,
-    which with short cells cost as much as the tile's products."""
+    copies, mbarrier waits, registers moved between the partitions. The packed kernels' masked
+    stores (the forward's O, the backward's dK, dV where a sequence ends inside a tile) are 16
+    bytes wide, from the alignment their pointer, row stride and head dim D are promised
+    (aot.py): without it Triton stores 2 bytes at a time, which with short cells cost as much as
+    the tile's products."""
     import re
 
     _, aot = _library_build()
@@ -141,6 +168,50 @@ def test_library_gluon_kernels_with_lengths_keep_their_schedule(var):
     assert "wgmma.mma_async" in ptx and "cp.async.bulk.tensor" in ptx
     assert "mbarrier.try_wait" in ptx
     assert "setmaxnreg.inc" in ptx and "setmaxnreg.dec" in ptx
-    if var.kind == "fwd_gluon_padded" and var.varlen:
+    if var.varlen:
         assert "st.global.v4" in ptx
         assert not re.search(r"st\.global(\.[a-z0-9:]+)*\.b16\b", ptx)
+
+
+def _library_gluon_variants():
+    V, _ = _library_build()
+    return [v for v in V.variants(triton.__version__)
+            if v.kind in V.GLUON_FORWARD_KINDS + V.GLUON_BACKWARD_KINDS]
+
+
+@pytest.mark.parametrize("var", _library_gluon_variants(), ids=lambda v: v.name)
+def test_library_gluon_tensor_maps_are_rank4(var):
+    """Every Gluon kernel the library builds (forward and backward, with and without lengths)
+    takes rank-4 descriptors over [B, T, H, D] tensors: the compiled tensordesc types are
+    [1, rows, 1, head dim], the tensor maps the KernelSpec records (what the C++ launcher
+    encodes) have boxes [1, rows, 1, 64] of the 16-bit tensors and [1, rows, 1, 32] of the fp32
+    dQ accumulator (128 bytes of columns: the 128-byte swizzle), each CUtensorMap followed by 4
+    shape and 4 stride parameters, and the PTX's TMA copies are 4d; the generated C++
+    constants agree (kTensorMapRank)."""
+    V, aot = _library_build()
+    assert V.DESC_RANK == 4
+    assert "constexpr int kTensorMapRank = 4;" in aot.constants_header()
+    if var.kind in V.GLUON_FORWARD_KINDS:
+        ck, maps = aot.compile_gluon(var, 90)
+        half = var.block_m // 2
+        rows = {"q_desc": half, "o_desc": half, "k_desc": var.block_n, "v_desc": var.block_n}
+    else:
+        ck, maps = aot.compile_gluon_bwd(var, 90)
+        half = var.block_n // 2
+        rows = {"q_desc": var.block_m, "do_desc": var.block_m, "dq_desc": var.block_m,
+                "k_desc": half, "v_desc": half, "dk_desc": half, "dv_desc": half}
+    assert sorted(m["arg"] for m in maps) == sorted(rows)
+    for i, m in enumerate(maps):
+        cols = 32 if m["arg"] == "dq_desc" else 64
+        assert m["box"] == [1, rows[m["arg"]], 1, cols], m
+        assert m["elem_bytes"] * cols == 128 and m["swizzle"] == 3, m
+        assert m["param"] == 9 * i, m  # the descriptors lead, 1 + 4 + 4 parameters each
+    sig = dict(aot.compiled_signature(ck))
+    for name, r in rows.items():
+        assert sig[name].startswith(f"!tt.tensordesc<1x{r}x1x{var.head_dim}x"), sig[name]
+        assert [sig.get(f"{name}.{what}.{d}") for what in ("shape", "stride")
+                for d in range(5)] == ["i32"] * 4 + [None] + ["i64"] * 4 + [None]
+    ptx = ck.asm["ptx"]
+    assert "cp.async.bulk.tensor.4d.shared::cta.global" in ptx  # loads
+    assert "cp.async.bulk.tensor.4d.global.shared::cta" in ptx  # O; dK, dV stores
+    assert "bulk.tensor.3d" not in ptx and "bulk.tensor.5d" not in ptx

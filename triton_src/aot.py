@@ -138,9 +138,10 @@ _ELEM_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4}
 
 def _compile_gluon_kind(var: V.Variant, arch: int, rows: dict, constexprs: dict):
     """A Gluon kernel of var's kind: each "desc" argument a tensordesc type with a
-    [1, rows, 1, HEAD_DIM] box (rows[name]) over a [B, T, H, D] tensor and the default NVMMA shared layout of its dtype (128-byte swizzle for the
-    64-column 16-bit boxes), the constexprs checked against the kernel's own argument names,
-    compiled with maxnreg GLUON_MAXNREG (the partitions' register split is a constexpr)."""
+    [1, rows, 1, HEAD_DIM] box (rows[name]) over a [B, T, H, D] tensor and the default NVMMA
+    shared layout of its dtype (128-byte swizzle for the 64-column 16-bit boxes), the
+    constexprs checked against the kernel's own argument names, compiled with maxnreg
+    GLUON_MAXNREG (the partitions' register split is a constexpr)."""
     import importlib
 
     import triton
@@ -166,11 +167,11 @@ def _compile_gluon_kind(var: V.Variant, arch: int, rows: dict, constexprs: dict)
                            f"{names}")
     signature.update({n: "constexpr" for n in constexprs})
     # The outputs of the packed kernels' masked stores (O; dK, dV): their descriptors' rules
-    # (cuda_common.cpp tma_rows: a 16-byte aligned base, rows a multiple of 16 bytes apart) hold
-    # for the pointers and row strides the launchers pass beside them, so the stores can be 16
-    # bytes wide.
+    # (cuda_common.cpp tma_rows: a 16-byte aligned base, rows and heads a multiple of 16 bytes
+    # apart) hold for the pointers, row strides and head dim D the launchers pass beside them,
+    # so the stores (at h * D + column) can be 16 bytes wide.
     step = 16 // _ELEM_BYTES[var.dtype]
-    aligned = {"O": 16, "stride_ot": step, "DK": 16, "DV": 16, "stride_kt": step}
+    aligned = {"O": 16, "stride_ot": step, "DK": 16, "DV": 16, "stride_kt": step, "D": step}
     attrs = {(i,): [["tt.divisibility", aligned[n]]] for i, n in enumerate(names) if n in aligned}
     src = GluonASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
     ck = triton.compile(src, target=GPUTarget("cuda", arch, 32),

@@ -3,11 +3,13 @@ standalone runner (run_on_device.py).
 
     python benchmarks/gluon_bwd/compile.py [--only NAME_SUBSTR] [--out-dir DIR]
 
-Needs Triton 3.8.0 (GluonASTSource is a private module: pinned). Writes into build/ next to
-this file: <variant>.cubin, .ptx, and variants.json (entry, num_warps, shared memory, the PTX
-parameter list with each parameter's role, the tensor-descriptor metadata the host needs to
-encode the CUtensorMaps, register and spill counts from ptxas -v), and fails when the PTX lacks
-an instruction the schedule is made of.
+Needs Triton 3.8.0 (GluonASTSource is a private module: pinned). The descriptors are rank 4,
+[B, T, heads, D] with [1, rows, 1, head_dim] boxes, as the library's (triton_src/variants.py
+DESC_RANK); D, the tensors' head dim, is an argument. Writes into build/ next to this file:
+<variant>.cubin, .ptx, and variants.json (entry, num_warps, shared memory, the PTX parameter
+list with each parameter's role, the tensor-descriptor metadata the host needs to encode the
+CUtensorMaps, register and spill counts from ptxas -v), and fails when the PTX lacks an
+instruction the schedule is made of.
 """
 
 import argparse
@@ -45,13 +47,15 @@ CU_DTYPE = {"bf16": 9, "fp16": 6}  # host CUtensorMapDataType
 HALF_N = 64  # keys per consumer warpgroup; BLOCK_N = 128 per CTA
 
 # Instructions the schedule is made of; REQUIRED ones missing fail the build (and the test).
+# The TMA copies are of rank-4 descriptors: loads (Q, dO, K, V), dK/dV stores, dQ reduce-adds.
+TMA_4D = [_fwd.TMA_LOAD_4D, _fwd.TMA_STORE_4D, "cp.reduce.async.bulk.tensor.4d.global.shared"]
 CHECKS = ["wgmma.mma_async", "wgmma.wait_group", "cp.async.bulk.tensor",
           "cp.reduce.async.bulk.tensor", "cp.async.bulk.wait_group", "setmaxnreg",
           "mbarrier.try_wait", "mbarrier.arrive", "mbarrier.inval", "ex2.approx",
-          "rcp.approx.ftz.f32", "fence.proxy.async", "bar.sync"]
+          "rcp.approx.ftz.f32", "fence.proxy.async", "bar.sync"] + TMA_4D
 REQUIRED = ["wgmma.mma_async", "cp.async.bulk.tensor", "cp.reduce.async.bulk.tensor",
             "setmaxnreg", "mbarrier.try_wait", "mbarrier.inval", "ex2.approx",
-            "fence.proxy.async"]
+            "fence.proxy.async"] + TMA_4D
 
 
 class Variant:
@@ -99,18 +103,19 @@ def variants():
 
 
 def signature(v: Variant):
+    """Rank-4 descriptors [B, T, heads, D] with [1, rows, 1, head_dim] boxes (the forward
+    probe's desc_type), then the scalars; D is the tensors' head dim (the packed kernels'
+    masked stores)."""
     ty = DTYPES[v.dtype]
-    q_l = gl.NVMMASharedLayout.get_default_for([1, v.block_m, v.head_dim], ty)
-    kv_l = gl.NVMMASharedLayout.get_default_for([1, HALF_N, v.head_dim], ty)
-    dq_l = gl.NVMMASharedLayout.get_default_for([1, v.block_m, v.head_dim], gl.float32)
-    q_t = f"tensordesc<{v.dtype}[1,{v.block_m},{v.head_dim}],{q_l!r}>"
-    kv_t = f"tensordesc<{v.dtype}[1,{HALF_N},{v.head_dim}],{kv_l!r}>"
-    dq_t = f"tensordesc<fp32[1,{v.block_m},{v.head_dim}],{dq_l!r}>"
+    q_t = _fwd.desc_type(v.dtype, ty, [1, v.block_m, 1, v.head_dim])
+    kv_t = _fwd.desc_type(v.dtype, ty, [1, HALF_N, 1, v.head_dim])
+    dq_t = _fwd.desc_type("fp32", gl.float32, [1, v.block_m, 1, v.head_dim])
     sig = {"q_desc": q_t, "k_desc": kv_t, "v_desc": kv_t, "do_desc": q_t, "dq_desc": dq_t,
            "dk_desc": kv_t, "dv_desc": kv_t, "SEQ_LENS_Q": "*i32", "SEQ_LENS_K": "*i32",
            "T_Q": "i32", "T_K": "i32", "kv_group": "i32",
            "scale": "fp32", "bias_value": "fp32", "DK": f"*{v.dtype}", "DV": f"*{v.dtype}",
-           "stride_kt": "i32", "MAX_Q": "i32", "MAX_K": "i32", "NUM_STAGES": "constexpr",
+           "stride_kt": "i32", "D": "i32", "MAX_Q": "i32", "MAX_K": "i32",
+           "NUM_STAGES": "constexpr",
            "CONSUMER_REGS": "constexpr", "PRODUCER_REGS": "constexpr",
            "RCP_NEWTON": "constexpr", "DQ_SHARED": "constexpr", "DQ_ISSUE": "constexpr",
            "CAUSAL": "constexpr", "HAS_LENGTHS": "constexpr", "VARLEN": "constexpr"}
@@ -156,7 +161,8 @@ def compile_variant(v: Variant, out_dir: Path, with_ptxas=True):
     md = k.metadata
     ptx = k.asm["ptx"]
     params = _entry_params(ptx, md.name)
-    layout = _classify(params, [(n, t) for n, t in sig.items() if t != "constexpr"], 3)
+    layout = _classify(params, [(n, t) for n, t in sig.items() if t != "constexpr"],
+                       _fwd.DESC_RANK)
     counts = {c: ptx.count(c) for c in CHECKS}
     missing = [c for c in v.required if counts[c] == 0]
     tdm = getattr(md, "tensordesc_meta", None)

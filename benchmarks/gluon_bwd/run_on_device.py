@@ -83,9 +83,8 @@ class Kernel:
                 raise RuntimeError(f"{self.name}: unsupported descriptor kind {m}")
 
     def shapes(self, B, T_Q, T_K, H, H_KV, D):
-        """Gluon order (outermost first): [B, T, heads*D], strides in elements."""
-        return {"q": ([B, T_Q, H * D], [T_Q * H * D, H * D, 1]),
-                "k": ([B, T_K, H_KV * D], [T_K * H_KV * D, H_KV * D, 1])}
+        """Gluon order (outermost first): [B, T, heads, D], strides in elements (rank 4)."""
+        return {"q": _fwd.desc_layout(B, T_Q, H, D), "k": _fwd.desc_layout(B, T_K, H_KV, D)}
 
     def prepare(self, ptrs, B, T_Q, T_K, H, H_KV, D, scale, bias):
         """ptrs: desc name -> data pointer of a contiguous [B, T, heads, D] tensor (dq_desc:
@@ -100,9 +99,7 @@ class Kernel:
             dtype = DESC_DTYPE.get(name, rec["cu_tensor_dtype"])
             eb = HOST_ELEM_BYTES[dtype]
             blob = AlignedBlob(128, 64)
-            self.drv.encode_tiled(blob, dtype, ptrs[name], list(reversed(shape)),
-                                  [s * eb for s in reversed(strides)][1:],
-                                  list(reversed(m["block_size"])), m["swizzle"])
+            _fwd.encode_desc(self.drv, blob, dtype, eb, ptrs[name], shape, strides, m)
             blobs[name] = blob
             keep.append(blob)
         scalars = {"T_Q": ctypes.c_int32(T_Q), "T_K": ctypes.c_int32(T_K),
@@ -111,8 +108,9 @@ class Kernel:
                    # (compiled without lengths, not packed: never read)
                    "SEQ_LENS_Q": ctypes.c_uint64(0), "SEQ_LENS_K": ctypes.c_uint64(0),
                    "DK": ctypes.c_uint64(0), "DV": ctypes.c_uint64(0),
-                   "stride_kt": ctypes.c_int32(0), "MAX_Q": ctypes.c_int32(T_Q),
-                   "MAX_K": ctypes.c_int32(T_K)}
+                   "stride_kt": ctypes.c_int32(0),
+                   "D": ctypes.c_int32(D),  # the tensors' head dim (the box's: asserted above)
+                   "MAX_Q": ctypes.c_int32(T_Q), "MAX_K": ctypes.c_int32(T_K)}
         addrs = []
         for p in rec["params"]:
             role = p["role"]
@@ -334,8 +332,8 @@ def dry_run(recs, build_dir):
             assert run.grid == (-(-T_K // 128), H_KV, B), run.grid
             arr = run.keep[-1]
             want_scalar = {"T_Q": T_Q, "T_K": T_K, "kv_group": H // H_KV, "SEQ_LENS_Q": 0,
-                           "SEQ_LENS_K": 0, "DK": 0, "DV": 0, "stride_kt": 0, "MAX_Q": T_Q,
-                           "MAX_K": T_K}
+                           "SEQ_LENS_K": 0, "DK": 0, "DV": 0, "stride_kt": 0, "D": D,
+                           "MAX_Q": T_Q, "MAX_K": T_K}
             # Read every parameter back through the void* array, as cuLaunchKernel will.
             for p, ptr in zip(rec["params"], arr):
                 raw = ctypes.string_at(ptr, p["size"])
@@ -354,6 +352,15 @@ def dry_run(recs, build_dir):
                     assert abs(got - want) <= 1e-6 * max(1.0, abs(want)), (p, got, want)
                 elif p["role"] == "hidden_ptr":
                     assert raw == b"\0" * 8
+            # the descriptors as the driver gets them, innermost first: {D, heads, T, B}
+            encs = [c for c in drv.calls if c[0] == "encode"][-len(rec["descs"]):]
+            for name, c in zip(rec["descs"], encs):
+                T, heads = (T_Q, H) if DESC_SEQ[name] == "q" else (T_K, H_KV)
+                eb = HOST_ELEM_BYTES[DESC_DTYPE.get(name, rec["cu_tensor_dtype"])]
+                rows, cols = kern.meta[name]["block_size"][1], kern.meta[name]["block_size"][3]
+                assert kern.meta[name]["block_size"] == [1, rows, 1, cols], (name, c)
+                assert c[2] == [D, heads, T, B] and c[4] == [cols, 1, rows, 1], (name, c)
+                assert c[3] == [D * eb, heads * D * eb, T * heads * D * eb], (name, c)
         enc = [c for c in drv.calls if c[0] == "encode"][-len(rec["descs"]):]
         print(f"{rec['name']}: {len(rec['params'])} params OK; grid {run.grid} x "
               f"{rec['threads']} threads, {rec['shared']} B smem; descriptors "

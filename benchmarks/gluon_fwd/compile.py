@@ -5,10 +5,12 @@ needed), for the standalone runner (run_on_device.py).
 
 The kernel: triton_src/sigmoid_attn_fwd_gluon_persistent.py (the library's kind fwd_gluon, which
 triton_src/aot.py builds into the library); this script compiles more head dims and flag
-combinations (lengths) than the library ships. Needs Triton 3.8.0 (GluonASTSource is a private module: pinned). Writes into build/ next to
-this file: <variant>.cubin, .ptx, .ttgir, and variants.json (entry, num_warps, shared memory,
-the PTX parameter list, the tensor-descriptor metadata the host needs to encode the
-CUtensorMaps, hidden scratch parameters), and checks the PTX for the schedule's instructions.
+combinations (lengths) than the library ships. Needs Triton 3.8.0 (GluonASTSource is a
+private module: pinned). The descriptors are rank 4, [B, T, H, D] with a [1, rows, 1, head_dim]
+box, as the library's (triton_src/variants.py DESC_RANK). Writes into build/ next to this file:
+<variant>.cubin, .ptx, .ttgir, and variants.json (entry, num_warps, shared memory, the PTX
+parameter list, the tensor-descriptor metadata the host needs to encode the CUtensorMaps,
+hidden scratch parameters), and checks the PTX for the schedule's instructions.
 """
 
 import argparse
@@ -31,6 +33,8 @@ from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
 from sigmoid_attn_fwd_gluon_persistent import sigmoid_attn_fwd_gluon_persistent  # noqa: E402
 
 PINNED = "3.8.0"
+# The descriptors' rank: [B, T, H, D] (the library's variants.DESC_RANK)
+DESC_RANK = 4
 DTYPES = {"bf16": gl.bfloat16, "fp16": gl.float16}
 # host CUtensorMapDataType
 CU_DTYPE = {"bf16": 9, "fp16": 6}
@@ -131,27 +135,39 @@ def _classify(params, sig_names, tensordesc_rank):
     return out
 
 
-CHECKS = ["wgmma.mma_async", "wgmma.wait_group", "cp.async.bulk.tensor",
-          "cp.async.bulk.tensor.3d.global.shared", "setmaxnreg", "mbarrier.inval",
-          "mbarrier.try_wait", "mbarrier.arrive", "tanh.approx.f32", "bar.sync", "bar.arrive"]
-REQUIRED = ["wgmma.mma_async", "cp.async.bulk.tensor", "setmaxnreg", "mbarrier.inval",
-            "tanh.approx.f32"]
+# TMA loads and O stores of the rank-4 descriptors
+TMA_LOAD_4D = "cp.async.bulk.tensor.4d.shared::cta.global"
+TMA_STORE_4D = "cp.async.bulk.tensor.4d.global.shared"
+CHECKS = ["wgmma.mma_async", "wgmma.wait_group", "cp.async.bulk.tensor", TMA_LOAD_4D,
+          TMA_STORE_4D, "setmaxnreg", "mbarrier.inval", "mbarrier.try_wait", "mbarrier.arrive",
+          "tanh.approx.f32", "bar.sync", "bar.arrive"]
+REQUIRED = ["wgmma.mma_async", "cp.async.bulk.tensor", TMA_LOAD_4D, TMA_STORE_4D, "setmaxnreg",
+            "mbarrier.inval", "tanh.approx.f32"]
+
+
+def desc_type(dtype, gl_type, box):
+    """The signature type of a descriptor with this box (outermost first) and the default NVMMA
+    shared layout of its dtype, as triton_src/aot.py declares the library's."""
+    assert len(box) == DESC_RANK, box
+    layout = gl.NVMMASharedLayout.get_default_for(box, gl_type)
+    return f"tensordesc<{dtype}[{','.join(map(str, box))}],{layout!r}>"
 
 
 def compile_variant(v: Variant, out_dir: Path):
     ty = DTYPES[v.dtype]
     rows = v.block_m // 2
-    q_layout = gl.NVMMASharedLayout.get_default_for([1, rows, v.head_dim], ty)
-    kv_layout = gl.NVMMASharedLayout.get_default_for([1, v.block_n, v.head_dim], ty)
+    q_t = desc_type(v.dtype, ty, [1, rows, 1, v.head_dim])
+    kv_t = desc_type(v.dtype, ty, [1, v.block_n, 1, v.head_dim])
     sig = {
-        "q_desc": f"tensordesc<{v.dtype}[1,{rows},{v.head_dim}],{q_layout!r}>",
-        "k_desc": f"tensordesc<{v.dtype}[1,{v.block_n},{v.head_dim}],{kv_layout!r}>",
-        "v_desc": f"tensordesc<{v.dtype}[1,{v.block_n},{v.head_dim}],{kv_layout!r}>",
-        "o_desc": f"tensordesc<{v.dtype}[1,{rows},{v.head_dim}],{q_layout!r}>",
+        "q_desc": q_t,
+        "k_desc": kv_t,
+        "v_desc": kv_t,
+        "o_desc": q_t,
         "SEQ_LENS_Q": "*i32",
         "SEQ_LENS_K": "*i32",
         "O": f"*{v.dtype}",
         "stride_ot": "i32",
+        "D": "i32",
         "T_Q": "i32",
         "T_K": "i32",
         "H": "i32",
@@ -205,7 +221,7 @@ def _build(v, out_dir, src, sig):
     entry = md.name
     params = _entry_params(ptx, entry)
     sig_args = [(n, t) for n, t in sig.items() if t != "constexpr"]
-    layout = _classify(params, sig_args, 3)
+    layout = _classify(params, sig_args, DESC_RANK)
     counts = {c: ptx.count(c) for c in CHECKS}
     missing = [c for c in REQUIRED if counts[c] == 0]
     maxnreg = re.findall(r"setmaxnreg\.(inc|dec)\.sync\.aligned\.u32\s+(\d+)", ptx)

@@ -190,6 +190,27 @@ class FakeDriver:
 # The kernel's argument list, built from the compiled PTX parameter list (build/variants.json)
 # ----------------------------------------------------------------------------------------------
 
+DESC_RANK = 4  # the descriptors are [B, T, heads, D] (triton_src/variants.py DESC_RANK)
+
+
+def desc_layout(B, T, heads, D):
+    """A contiguous [B, T, heads, D] tensor as its rank-4 descriptor sees it, outermost first
+    (Gluon's order): (shape, strides in elements)."""
+    return [B, T, heads, D], [T * heads * D, heads * D, D, 1]
+
+
+def encode_desc(drv, blob, cu_dtype, elem_bytes, addr, shape, strides, meta):
+    """Encodes one descriptor into blob as the driver wants it, innermost first: dims
+    {D, heads, T, B}, the 3 outer strides in bytes {D, heads·D, T·heads·D} · elem_bytes, and the
+    box of the compiled metadata ([1, rows, 1, columns] outermost first) reversed."""
+    if len(shape) != DESC_RANK or len(meta["block_size"]) != DESC_RANK:
+        raise RuntimeError(f"rank-{DESC_RANK} descriptor expected: shape {shape}, box "
+                           f"{meta['block_size']}")
+    dims = list(reversed(shape))
+    sbytes = [s * elem_bytes for s in reversed(strides)][1:]
+    box = list(reversed(meta["block_size"]))
+    drv.encode_tiled(blob, cu_dtype, addr, dims, sbytes, box, meta["swizzle"])
+
 class Kernel:
     def __init__(self, drv, rec, build_dir):
         self.drv, self.rec = drv, rec
@@ -222,20 +243,16 @@ class Kernel:
         h_kv = H if h_kv is None else h_kv
         assert H % h_kv == 0
         eb = rec["elem_bytes"]
-        # Gluon order (outermost first): [B, T, heads*D], strides in elements
-        shapes = {"q_desc": [B, T, H * D], "o_desc": [B, T, H * D],
-                  "k_desc": [B, T, h_kv * D], "v_desc": [B, T, h_kv * D]}
-        strides = {n: [T * sh[2], sh[2], 1] for n, sh in shapes.items()}
+        layouts = {"q_desc": desc_layout(B, T, H, D), "o_desc": desc_layout(B, T, H, D),
+                   "k_desc": desc_layout(B, T, h_kv, D), "v_desc": desc_layout(B, T, h_kv, D)}
+        shapes = {n: sh for n, (sh, _) in layouts.items()}
+        strides = {n: st for n, (_, st) in layouts.items()}
         keep = []
         values = {}
         for name, ptr in zip(self.descs, (q, k, v, o)):
-            m = self.meta[name]
             blob = AlignedBlob(128, 64)
-            box = list(reversed(m["block_size"]))       # innermost first
-            dims = list(reversed(shapes[name]))
-            sbytes = [s * eb for s in reversed(strides[name])][1:]
-            self.drv.encode_tiled(blob, rec["cu_tensor_dtype"], ptr, dims, sbytes, box,
-                                  m["swizzle"])
+            encode_desc(self.drv, blob, rec["cu_tensor_dtype"], eb, ptr, shapes[name],
+                        strides[name], self.meta[name])
             values[name] = blob
             keep.append(blob)
         scalars = {"T_K": ctypes.c_int32(T), "T_Q": ctypes.c_int32(T), "H": ctypes.c_int32(H),
@@ -244,6 +261,7 @@ class Kernel:
                    "SEQ_LENS_Q": ctypes.c_uint64(seq_lens_q),
                    "SEQ_LENS_K": ctypes.c_uint64(seq_lens_k),
                    "O": ctypes.c_uint64(0), "stride_ot": ctypes.c_int32(0),  # (packed only)
+                   "D": ctypes.c_int32(D),  # the tensors' head dim (the box's: asserted above)
                    "MAX_Q": ctypes.c_int32(T), "MAX_K": ctypes.c_int32(T)}
         ptrs = []
         for p in rec["params"]:
@@ -531,17 +549,27 @@ def dry_run(recs, build_dir):
                 if p["role"] == "tensormap":
                     assert ptr % 64 == 0 and raw == b"\xab" * 128, p
                 elif p["role"] == "desc_shape":
-                    assert int.from_bytes(raw, "little") == [B, T, H * D][p["dim"]], p
+                    assert int.from_bytes(raw, "little") == [B, T, H, D][p["dim"]], p
                 elif p["role"] == "desc_stride":
-                    assert int.from_bytes(raw, "little") == [T * H * D, H * D, 1][p["dim"]], p
-                elif p["role"] == "scalar" and p["arg"] in ("T_K", "T_Q", "H", "B", "kv_group"):
-                    want = {"T_K": T, "T_Q": T, "H": H, "B": B, "kv_group": 1}[p["arg"]]
+                    want = [T * H * D, H * D, D, 1][p["dim"]]
+                    assert int.from_bytes(raw, "little") == want, p
+                elif p["role"] == "scalar" and p["arg"] in ("T_K", "T_Q", "H", "B", "kv_group",
+                                                            "D"):
+                    want = {"T_K": T, "T_Q": T, "H": H, "B": B, "kv_group": 1, "D": D}[p["arg"]]
                     assert int.from_bytes(raw, "little") == want, p
                 elif p["role"] == "scalar" and p["arg"] == "SEQ_LENS_K":
                     want = 0x50000 + 4 * B if rec.get("lengths") else 0
                     assert int.from_bytes(raw, "little") == want, p
                 elif p["role"] == "hidden_ptr":
                     assert raw == b"\0" * 8
+            # the four descriptors as the driver gets them, innermost first
+            eb = rec["elem_bytes"]
+            for c, m in zip([c for c in drv.calls if c[0] == "encode"][-4:],
+                            rec["tensordesc_meta"]):
+                rows, cols = m["block_size"][1], m["block_size"][3]
+                assert c[2] == [D, H, T, B], c
+                assert c[3] == [D * eb, H * D * eb, T * H * D * eb], c
+                assert c[4] == [cols, 1, rows, 1] and m["block_size"] == [1, rows, 1, cols], c
         enc = [c for c in drv.calls if c[0] == "encode"][-4:]
         print(f"{rec['name']}: {len(rec['params'])} params OK; grid {run.grid} x "
               f"{rec['threads']} threads, {rec['shared']} B smem; descriptors "
