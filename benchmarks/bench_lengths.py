@@ -94,9 +94,10 @@ def main():
     ap.add_argument("--seqlen", type=int, default=4096)
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--out", default="lengths.json")
+    ap.add_argument("--no-backward", action="store_true", help="the forward rows only")
     args = ap.parse_args()
     res = {"device": torch.cuda.get_device_name(), "library": sigmoid_attn.info().get("commit"),
-           "runs": [run(args.head_dim, args.seqlen, args.draws, bw) for bw in (False, True)]}
+           "runs": [run(args.head_dim, args.seqlen, args.draws, bw) for bw in ((False,) if args.no_backward else (False, True))]}
     with open(args.out, "w") as f:
         json.dump(res, f, indent=1)
 
