@@ -45,14 +45,16 @@ def main():
         n += 1
     gluon = {v["kind"] for v in sigmoid_attn.info()["variants"]} & {
         "fwd_gluon", "fwd_gluon_padded", "bwd_gluon"}
-    if gluon and (not args.only or args.only in (64, 128)):
+    if gluon and (not args.only or args.only in (48, 64, 80, 128)):
         # Gluon kernels: enough (128-row tile, head, batch) tiles to fill the GPU; T not a
-        # multiple of 128 (the descriptors' zero fill), padded lengths 0 and mid-block.
+        # multiple of 128 (the descriptors' zero fill), padded lengths 0 and mid-block; hd48
+        # and hd80 through the kernels of the next power of two (the columns past D zero-filled,
+        # stored nowhere), in bf16.
         B, T, H = 2, 1000, 72
-        for D in (64, 128):
+        for D in (64, 128, 48, 80):
             if args.only and D != args.only:
                 continue
-            for dtype in (torch.float16, torch.bfloat16):
+            for dtype in (torch.float16, torch.bfloat16) if D in (64, 128) else (torch.bfloat16,):
                 q, k, v = (torch.randn(B, T, H, D, device="cuda", dtype=dtype,
                                        requires_grad=True) for _ in range(3))
                 lens = torch.tensor([T, 0], dtype=torch.int32, device="cuda")
@@ -73,15 +75,15 @@ def main():
         cu[1:] = lens.cumsum(0)
         cu = cu.cuda()
         total, H = int(cu[-1]) + 7, 8
-        for dtype in (torch.float16, torch.bfloat16):
-            q, k, v = (torch.randn(total, H, 128, device="cuda", dtype=dtype,
+        for dtype, D in ((torch.float16, 128), (torch.bfloat16, 128), (torch.bfloat16, 96)):
+            q, k, v = (torch.randn(total, H, D, device="cuda", dtype=dtype,
                                    requires_grad=True) for _ in range(3))
             for causal in (False, True):  # (forward and backward through the Gluon kernels)
                 out = sigmoid_attention_varlen(q, k, v, cu, cu, 300, 300, is_causal=causal)
                 out.float().sum().backward()
                 torch.cuda.synchronize()
                 n += 1
-            qp, kp, vp = (torch.randn(200, 300, H, 128, device="cuda", dtype=dtype)
+            qp, kp, vp = (torch.randn(200, 300, H, D, device="cuda", dtype=dtype)
                           for _ in range(3))
             lp = lens.to("cuda", torch.int32)
             sigmoid_attention(qp, kp, vp, seq_lens_q=lp, seq_lens_k=lp)
