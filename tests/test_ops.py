@@ -473,9 +473,16 @@ def test_dispatch_takes_the_gluon_forward_exactly_where_it_covers_the_call():
         # T = 1 and odd lengths: one query block per (head, batch)
         assert pick(D, 200, 1, 1)["kind"] == "fwd_gluon"
         assert pick(D, 3, 4097, 48)["kind"] == "fwd_gluon"
-    # head dims without a Gluon kernel: the other forwards
+    # head dims without a Gluon kernel: the other forwards, or the Gluon kernel of the next power
+    # of two where D fills enough of its columns (test_head_dims.py walks that rule)
+    fill = V.load_tiles().get("fwd_gluon_min_fill", 1.0)
     for D in {32, 96, 256} - {int(d) for d in db}:
-        assert pick(D, 16, 4096, 16)["kind"] != "fwd_gluon"
+        block = 1 << (D - 1).bit_length()
+        k = pick(D, 16, 4096, 16)
+        if str(block) in db and D >= fill * block:
+            assert (k["kind"], k["head_dim"]) == ("fwd_gluon", block), (D, k["name"])
+        else:
+            assert k["kind"] != "fwd_gluon", (D, k["name"])
 
 
 def test_dispatch_takes_the_gluon_backward_exactly_where_it_covers_the_call():
@@ -502,13 +509,18 @@ def test_dispatch_takes_the_gluon_backward_exactly_where_it_covers_the_call():
         return catalog[i]
 
     gluon_dims = {int(d) for d in V.load_tiles().get("bwd_gluon", {})} if _gluon_built() else set()
+    fill = V.load_tiles().get("bwd_gluon_min_fill", 1.0)
     for D in (32, 64, 96, 128, 256):
+        # its own Gluon kernel, else the next power of two's where D fills enough of its columns
+        block = 1 << (D - 1).bit_length()
+        served = D if D in gluon_dims else (
+            block if block in gluon_dims and D >= fill * block else None)
         for dtype in ("fp16", "bf16"):
             k = pick(D, dtype)
-            assert k["kind"] == ("bwd_gluon" if D in gluon_dims else "bwd_dkdv"), k["name"]
-            assert k["head_dim"] == D and not k["causal"] and not k["varlen"]
+            assert k["kind"] == ("bwd_gluon" if served else "bwd_dkdv"), k["name"]
+            assert k["head_dim"] == (served or D) and not k["causal"] and not k["varlen"]
             c = pick(D, dtype, causal=True)
-            assert c["kind"] == ("bwd_gluon" if D in gluon_dims else "bwd_dkdv") and c["causal"]
+            assert c["kind"] == ("bwd_gluon" if served else "bwd_dkdv") and c["causal"]
             for kw in (dict(mod=True), dict(varlen=True), dict(gluon=False),
                        dict(causal=True, gluon=False)):
                 assert pick(D, dtype, **kw)["kind"] == "bwd_dkdv", (D, kw)
