@@ -97,7 +97,8 @@ def main():
     ap.add_argument("--no-backward", action="store_true", help="the forward rows only")
     args = ap.parse_args()
     res = {"device": torch.cuda.get_device_name(), "library": sigmoid_attn.info().get("commit"),
-           "runs": [run(args.head_dim, args.seqlen, args.draws, bw) for bw in ((False,) if args.no_backward else (False, True))]}
+           "runs": [run(args.head_dim, args.seqlen, args.draws, bw)
+                    for bw in ((False,) if args.no_backward else (False, True))]}
     with open(args.out, "w") as f:
         json.dump(res, f, indent=1)
 

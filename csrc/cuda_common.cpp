@@ -112,8 +112,10 @@ std::optional<TmaRows> tma_rows(const Tensor& t, int elem_bytes) {
   const int64_t B = l.packed() ? 1 : l.sizes[0], T = l.sizes[1 - o], H = l.sizes[2 - o],
                 D = l.sizes[3 - o];
   if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return std::nullopt;
-  if ((D > 1 && l.strides[3 - o] != 1) || (H > 1 && l.strides[2 - o] != D)) return std::nullopt;
-  const int64_t sh = D;
+  if (D > 1 && l.strides[3 - o] != 1) return std::nullopt;
+  // Any head stride TMA can step by: heads packed along a row (D), or SDPA's [B, H, T, D]
+  // seen as [B, T, H, D] (T*D), or the heads of a fused projection.
+  const int64_t sh = H > 1 ? l.strides[2 - o] : D;
   const int64_t st = T > 1 ? l.strides[1 - o] : H * D;
   const int64_t sb = B > 1 ? l.strides[0] : T * st;
   constexpr int64_t kMaxStrideBytes = int64_t(1) << 40;

@@ -43,10 +43,11 @@ struct TmaRows {
   uint64_t sb, st, sh;
 };
 
-// The view, when TMA can read t through it: heads packed along each row (head stride D, or one
-// head) with a contiguous last dim, a 16-byte aligned base, positive head, row and batch strides
-// that are multiples of 16 bytes below 2^40 bytes (cuTensorMapEncodeTiled's rules), and extents
-// below 2^32. std::nullopt otherwise (the call then takes another kernel).
+// The view, when TMA can read t through it: a contiguous last dim, a 16-byte aligned base,
+// positive head, row and batch strides that are multiples of 16 bytes below 2^40 bytes
+// (cuTensorMapEncodeTiled's rules; any order: SDPA's [B, H, T, D] seen as [B, T, H, D]
+// qualifies), and extents below 2^32. std::nullopt otherwise (the call then takes another
+// kernel).
 std::optional<TmaRows> tma_rows(const Tensor& t, int elem_bytes);
 
 // Encodes the descriptor `spec` of a kernel (box, swizzle, element type: from the compiled

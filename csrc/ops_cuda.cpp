@@ -59,6 +59,8 @@ std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tenso
   auto rq = tma_rows(q, kElemBytes), rk = tma_rows(k, kElemBytes), rv = tma_rows(v, kElemBytes),
        ro = tma_rows(out, kElemBytes);
   if (!rq || !rk || !rv || !ro) return std::nullopt;
+  // (a packed call's masked stores place head h at h * D of a row: out is allocated so)
+  if (p.varlen && ro->sh != uint64_t(p.D)) return std::nullopt;
   return GluonOperands{*rq, *rk, *rv, *ro};
 }
 

@@ -61,6 +61,11 @@ std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tenso
        rdo = tma_rows(grad_out, kElemBytes), rdk = tma_rows(dk, kElemBytes),
        rdv = tma_rows(dv, kElemBytes);
   if (!rq || !rk || !rv || !rdo || !rdk || !rdv) return std::nullopt;
+  // (a packed call's masked stores place head h at h * D of a row, one row stride for dK and
+  // dV: they are allocated so)
+  if (p.varlen && (rdk->sh != uint64_t(p.D) || rdv->sh != uint64_t(p.D) || rdk->st != rdv->st)) {
+    return std::nullopt;
+  }
   return GluonOperands{*rq, *rk, *rv, *rdo, *rdk, *rdv};
 }
 

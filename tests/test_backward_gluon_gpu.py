@@ -357,3 +357,43 @@ def test_gluon_backward_compile_fullgraph(gluon_backward):
     loss(*eager).backward()
     assert torch.equal(ins[1].grad, eager[1].grad) and torch.equal(ins[2].grad, eager[2].grad)
     assert rel_err(ins[0].grad, eager[0].grad) < TOL[torch.bfloat16]
+
+
+@requires_gluon_bwd
+@pytest.mark.parametrize("causal", [False, True], ids=["dense", "causal"])
+def test_gluon_kernels_take_sdpa_layout(causal, gluon_backward):
+    """SDPA's [B, H, T, D] tensors (the SDPA-style function transposes them to [B, T, H, D]
+    views, head stride T*D) through the Gluon forward and backward: their rank-4 descriptors
+    step over any 16-byte head stride, so no copy and no fallback (profiler), GQA; against
+    float64 autograd and the Triton kernels on the same inputs."""
+    from sigmoid_attn import scaled_dot_product_sigmoid_attention as sdpa
+
+    g = torch.Generator().manual_seed(7 + causal)
+    B, T, Hq, Hkv, D, dtype = 2, 1000, 16, 4, DIMS[-1], torch.bfloat16
+    mk = lambda *s: torch.randn(*s, generator=g).to("cuda", dtype)  # noqa: E731
+    q, k, v, grad = mk(B, Hq, T, D), mk(B, Hkv, T, D), mk(B, Hkv, T, D), mk(B, Hq, T, D)
+    fn = lambda a, b, c: sdpa(a, b, c, is_causal=causal)  # noqa: E731
+
+    def run(q, k, v):
+        ins = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+        out = fn(*ins)
+        poison_allocator((q.shape, q.dtype), (k.shape, k.dtype), (v.shape, v.dtype),
+                         (q.shape, torch.float32))
+        out.backward(grad)
+        return [out] + [t.grad for t in ins]
+
+    names = launched_kernels(lambda: run(q, k, v))
+    assert "sigmoid_attn_fwd_gluon_persistent" in names, names
+    assert "sigmoid_attn_bwd_gluon" in names and "sigmoid_attn_bwd_dkdv" not in names, names
+    got = run(q, k, v)
+    ins = [t.double().requires_grad_() for t in (q, k, v)]
+    ref = sigmoid_attention_reference(*(t.transpose(1, 2) for t in ins),
+                                      is_causal=causal).transpose(1, 2)
+    ref.backward(grad.double())
+    want = [ref.detach()] + [t.grad for t in ins]
+    with sigmoid_attn.kernel_options(gluon_forward=False, gluon_backward=False):
+        other = run(q, k, v)
+    for name, a, b, c in zip(("out", "dq", "dk", "dv"), got, want, other):
+        assert torch.isfinite(a).all(), f"{name}: unwritten or NaN elements"
+        assert rel_err(a, b) < TOL[dtype], f"{name}: rel err {rel_err(a, b):.3e}"
+        assert rel_err(a, c.double()) < TOL[dtype], f"{name} vs the Triton kernels"

@@ -432,7 +432,8 @@ def test_gluon_forward_ineligible_calls_take_the_other_kernel(D, gluon_dispatch)
     """With the Gluon forward on, the calls it does not cover are still right (they take the
     other forwards, or with lengths for both its padded kind): lengths (causal too), lengths for
     keys only, causal with Tq != Tk, score_mod, a bias tensor, SDPA's
-    [B, H, T, D] tensors seen as [B, T, H, D] (head stride T*D, not D), a misaligned base, an
+    [B, H, T, D] tensors seen as [B, T, H, D] (head stride T*D: the Gluon forward's rank-4
+    descriptors take it too), a misaligned base, an
     empty key set, fewer tiles than SMs."""
     g = torch.Generator().manual_seed(D + 1)
     dtype = torch.float16

@@ -1,5 +1,6 @@
 """Backward sigmoid attention as a hand-scheduled, warp-specialized Gluon kernel for dense calls,
-causal (top-left, T_Q == T_K) or not, on Hopper (sm_90). With S = scale·Q·Kᵀ + bias and P = sigmoid(S):
+causal (top-left, T_Q == T_K) or not, on Hopper (sm_90). With S = scale·Q·Kᵀ + bias and
+P = sigmoid(S):
 
     dV = Pᵀ·dO,  dP = dO·Vᵀ,  dS = scale·dP·P·(1 − P),  dK = dSᵀ·Q,  dQ = dS·K
 
@@ -162,7 +163,6 @@ def _producer(q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, 
               NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
               VARLEN: gl.constexpr):
     BLOCK_M: gl.constexpr = q_desc.block_type.shape[1]
-    HEAD_DIM: gl.constexpr = q_desc.block_type.shape[3]
     HALF_N: gl.constexpr = k_desc.block_type.shape[1]
     pid_n = gl.program_id(0)
     h_kv = gl.program_id(1)
@@ -189,7 +189,6 @@ def _dq_writer(dq_desc, dq_smem, dq_full, dq_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, 
                kv_group, HALF_N: gl.constexpr, DQ_SHARED: gl.constexpr, CAUSAL: gl.constexpr,
                HAS_LENGTHS: gl.constexpr, VARLEN: gl.constexpr):
     BLOCK_M: gl.constexpr = dq_desc.block_type.shape[1]
-    HEAD_DIM: gl.constexpr = dq_desc.block_type.shape[3]
     h_kv = gl.program_id(1)
     b, q_off, Lq, k_off, Lk, owned_k = _sequence(SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K,
                                                  HAS_LENGTHS, VARLEN)
