@@ -25,7 +25,9 @@ Targets:
   A JIT target's flag keepscratch gives the kernels' global scratch (device-side TMA
   descriptors) from one buffer that is never freed, instead of a fresh allocation per launch.
 Cases: dense, padded (lengths in [T/2, T]), causal, varlen (packed, lengths in [T/2, T]),
-varlen_causal (the same, causal).
+varlen_causal (the same, causal), masked (a random key mask as score_mod and the bias tensor
+-log(attended keys), as the SDPA-style function passes them; forward only, the library's
+targets).
 
 Prints one JSON object (totals and the first bad calls' patterns); --json writes it too.
 Exit status 1 when any call was bad.
@@ -66,7 +68,7 @@ def _make_runner(target, device):
             sa.kernel_options(warp_specialized=kind == "lib_ws", gluon_forward=gluon,
                               gluon_backward=gluon)
 
-        def run(q, k, v, out, lens, cu, max_len, causal):
+        def run(q, k, v, out, lens, cu, max_len, causal, mod=None, bias=None):
             # The op allocates its own output: hand its allocation the poisoned block (the
             # caching allocator gives the same block back to the next request of that size).
             del out
@@ -74,7 +76,7 @@ def _make_runner(target, device):
                 return sa.sigmoid_attention_varlen(q, k, v, cu, cu, max_len, max_len,
                                                    is_causal=causal)
             return sa.sigmoid_attention(q, k, v, seq_lens_q=lens, seq_lens_k=lens,
-                                        is_causal=causal)
+                                        is_causal=causal, score_mod=mod, sigmoid_bias=bias)
         return run, kind != "lib"
 
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
@@ -121,16 +123,19 @@ def _packing(lens, T):
     return keep, cu
 
 
-def _reference(q, k, v, lens, causal, b):
+def _reference(q, k, v, lens, causal, b, mod=None, bias=None):
     """float32 reference of batch entry b of a dense/padded [B, T, H, D] call (TF32 matmuls:
-    ~1e-3 relative)."""
+    ~1e-3 relative); mod: a [B, T] score_mod, bias: a [B] bias tensor."""
     import torch
 
     B, T, H, D = q.shape
     i = torch.arange(T, device=q.device)
     L = T if lens is None else int(lens[b])
     qb, kb, vb = (t[b].transpose(0, 1).float() for t in (q, k, v))
-    s = qb @ kb.transpose(1, 2) / math.sqrt(D) - math.log(max(L, 1))
+    s = qb @ kb.transpose(1, 2) / math.sqrt(D)
+    s = s - math.log(max(L, 1)) if bias is None else s + bias[b]
+    if mod is not None:
+        s = s + mod[b]
     keep = (i[None, :] < L) & (i[:, None] < L)
     if causal:
         keep = keep & (i[None, :] <= i[:, None])
@@ -224,8 +229,12 @@ def worker(args):
     for _ in range(args.calls):
         q, k, v = (torch.empty(B, T, H, D, dtype=dt, device=dev).normal_(0, 0.5, generator=g)
                    for _ in range(3))
-        lens = cu = None
+        lens = cu = mod = bias = None
         max_len = T
+        if args.case == "masked":  # a key mask as score_mod and a bias tensor (SDPA's masks)
+            keep_k = torch.rand(B, T, generator=g, device=dev) > 0.3
+            mod = torch.zeros(B, T, device=dev).masked_fill(~keep_k, float("-inf"))
+            bias = -torch.log(keep_k.sum(-1).float().clamp_min(1.0))
         if args.case in ("padded", "varlen", "varlen_causal"):
             lens = torch.randint(T // 2, T + 1, (B,), generator=g, device=dev, dtype=torch.int32)
         out = torch.full_like(q, SENTINEL)
@@ -242,13 +251,14 @@ def worker(args):
             if not poisonable:
                 del out
                 torch.full_like(q, SENTINEL)  # freed at once: the op's output block
-            got = run(q, k, v, out if poisonable else None, lens, None, max_len, causal)
+            got = run(q, k, v, out if poisonable else None, lens, None, max_len, causal,
+                      **({} if mod is None else {"mod": mod, "bias": bias}))
         # Every element is checked for NaN and for the poison; one batch entry per call (in
         # turn) against the reference, which costs more than the kernel.
         nan = torch.isnan(got)
         unwritten = got == SENTINEL
         b = stats["calls"] % B
-        ref = _reference(q, k, v, lens, causal, b)
+        ref = _reference(q, k, v, lens, causal, b, mod, bias)
         tol = 2e-2 * ref.abs().amax() + 1e-2 * ref.abs()
         wrong = torch.zeros_like(nan)
         wrong[b] = ((got[b].float() - ref).abs() > tol) & ~nan[b] & ~unwritten[b]
@@ -268,7 +278,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--target", default="lib")
     p.add_argument("--case", default="dense",
-                   choices=["dense", "padded", "causal", "varlen", "varlen_causal"])
+                   choices=["dense", "padded", "causal", "varlen", "varlen_causal", "masked"])
     p.add_argument("--dtype", default="bf16", choices=["fp16", "bf16"])
     p.add_argument("--procs", type=int, default=8)
     p.add_argument("--calls", type=int, default=400, help="calls per process")
@@ -284,6 +294,8 @@ def main():
     args = p.parse_args()
     if args.backward and not args.target.startswith("lib"):
         raise SystemExit("stress_contention: --backward takes a library target")
+    if args.case == "masked" and (args.backward or not args.target.startswith("lib")):
+        raise SystemExit("stress_contention: --case masked is the library's forward")
     if args.worker:
         return backward_worker(args) if args.backward else worker(args)
 

@@ -25,10 +25,11 @@ struct GluonOperands {
 
 // Whether a call is one the Gluon forward covers beyond its variant flags (select_forward
 // checks those, the compiled head dims and the grid size): a [B, T, H, D] batch with lengths
-// either for both queries and keys with the default bias (kind kForwardGluonPadded, which
-// derives -log(Lk) per sequence) or for neither, or a packed batch with the default bias (kind
-// kForwardGluonPadded compiled for packed rows: cu_seqlens read in the kernel); no bias tensor
-// (it takes one scalar bias); at least one key (with none its pipeline would wait for a first
+// either for both queries and keys (kind kForwardGluonPadded, which derives the default bias
+// -log(Lk) per sequence) or for neither, or a packed batch (kind kForwardGluonPadded compiled
+// for packed rows: cu_seqlens read in the kernel); any bias (default, scalar, or a tensor of
+// one bias per sequence, read by the kernel); at least one key (with none its pipeline would
+// wait for a first
 // key block that never comes); a dense causal call only with as many keys as queries (its
 // causal schedule and masks are per batch entry; packed causal calls align each sequence
 // top-left, as the other forwards); q, k, v, out readable by TMA ([B, T, H, D], or [1, total,
@@ -46,8 +47,7 @@ std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tenso
   constexpr int64_t kMaxWalkedSequences = 1024;
   const bool walks = p.varlen || (has_lens_q && !is_causal);
   if (walks && p.B > kMaxWalkedSequences) return std::nullopt;
-  if (has_lens_q != has_lens_k || (has_lens_q && p.bias_mode != kBiasDefault) ||
-      p.bias_mode == kBiasTensor || p.Tk < 1 || (is_causal && !p.varlen && p.Tq != p.Tk) ||
+  if (has_lens_q != has_lens_k || p.Tk < 1 || (is_causal && !p.varlen && p.Tq != p.Tk) ||
       p.Tq > kMaxRows || p.Tk > kMaxRows || !gluon_forward_dispatch()) {
     return std::nullopt;
   }
@@ -65,15 +65,18 @@ std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tenso
 }
 
 // The argument struct of either Gluon forward kind (the same fields: one kernel source).
+// e: the call's lengths, bias tensor and score_mod as the kernels read them (extras()).
 // o_ptr, o_stride: the output and its row stride (elements) for a packed call's masked stores;
 // 0 otherwise (not read). MAX_Q/MAX_K: a packed call's max_seqlen (longer sequences are cut to
 // it, as in the Triton kernels).
 template <typename Args>
-Args gluon_args(const TensorMapArg* maps, const ForwardProblem& p, CUdeviceptr lens_q,
-                CUdeviceptr lens_k, double bias, CUdeviceptr o_ptr = 0, int32_t o_stride = 0) {
+Args gluon_args(const TensorMapArg* maps, const ForwardProblem& p, const Extras& e, double bias,
+                CUdeviceptr o_ptr = 0, int32_t o_stride = 0) {
   return Args{.q_desc = maps[0], .k_desc = maps[1], .v_desc = maps[2], .o_desc = maps[3],
-              .SEQ_LENS_Q = lens_q, .SEQ_LENS_K = lens_k, .O = o_ptr, .stride_ot = o_stride,
-              .D = static_cast<int32_t>(p.D),
+              .SEQ_LENS_Q = e.p_lens_q, .SEQ_LENS_K = e.p_lens_k, .O = o_ptr,
+              .stride_ot = o_stride, .D = static_cast<int32_t>(p.D), .BIAS = e.p_bias,
+              .SCORE_MOD = e.p_mod, .stride_smb = e.mod_sb,
+              .BIAS_MODE = static_cast<int32_t>(p.bias_mode),
               .T_Q = static_cast<int32_t>(p.Tq), .T_K = static_cast<int32_t>(p.Tk),
               .H = static_cast<int32_t>(p.Hq), .B = static_cast<int32_t>(p.B),
               .kv_group = static_cast<int32_t>(p.Hq / p.Hkv),
@@ -82,12 +85,12 @@ Args gluon_args(const TensorMapArg* maps, const ForwardProblem& p, CUdeviceptr l
 }
 
 // Encodes the kernel's four descriptors on the host and launches it; false (nothing launched)
-// when the driver refuses a descriptor. lens_q/lens_k: int32 lengths on the device for
-// kForwardGluonPadded, 0 for kForwardGluon (compiled without lengths: never read). No
+// when the driver refuses a descriptor. e: int32 lengths on the device for kForwardGluonPadded
+// (kForwardGluon is compiled without lengths: never read), the bias tensor, score_mod. No
 // allocation, no synchronization: the arguments live on this stack frame, and cuLaunchKernel
 // copies them.
 bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops, int device,
-                  CUdeviceptr lens_q, CUdeviceptr lens_k) {
+                  const Extras& e) {
   const KernelSpec& spec = kKernels[kernel];
   const TmaRows* rows[] = {&ops.q, &ops.k, &ops.v, &ops.o};  // the descriptors, in order
   constexpr int kMaps = sizeof(rows) / sizeof(rows[0]);
@@ -113,13 +116,12 @@ bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops,
   if (programs == 0) return false;
   const CUstream stream = current_stream(device);
   if (spec.kind == KernelKind::kForwardGluonPadded) {
-    auto args = p.varlen ? gluon_args<ForwardGluonPaddedArgs>(maps, p, lens_q, lens_k, bias,
-                                                              ops.o.ptr,
+    auto args = p.varlen ? gluon_args<ForwardGluonPaddedArgs>(maps, p, e, bias, ops.o.ptr,
                                                               static_cast<int32_t>(ops.o.st))
-                         : gluon_args<ForwardGluonPaddedArgs>(maps, p, lens_q, lens_k, bias);
+                         : gluon_args<ForwardGluonPaddedArgs>(maps, p, e, bias);
     launch(kernel, device, stream, static_cast<unsigned>(programs), 1, 1, args);
   } else {
-    auto args = gluon_args<ForwardGluonArgs>(maps, p, 0, 0, bias);
+    auto args = gluon_args<ForwardGluonArgs>(maps, p, e, bias);
     launch(kernel, device, stream, static_cast<unsigned>(programs), 1, 1, args);
   }
   return true;
@@ -132,25 +134,31 @@ void launch_forward(const ForwardProblem& p, const Tensor& q, const Tensor& k, c
                     const std::optional<Tensor>& lens_k, const std::optional<Tensor>& bias,
                     const std::optional<Tensor>& score_mod, bool is_causal) {
   const int device = q.get_device_index();
-  if (!score_mod.has_value()) {
+  // int32 lengths, a float32 bias tensor and score_mod (converted on the device when given
+  // otherwise); they outlive the launches, which is all stream order needs.
+  Extras e = extras(lens_q, lens_k, bias, score_mod, p.bias_mode, p.max_k);
+  // The Gluon forward reads score_mod on dense non-causal calls without lengths (the variant
+  // compiled), rows contiguous along keys, an even number of floats apart and 8-byte aligned
+  // (its loads take a thread's two adjacent columns at once).
+  const bool gluon_mod =
+      !e.mod.has_value() || (!p.varlen && !lens_q.has_value() && !lens_k.has_value() &&
+                             !is_causal && e.mod_st == 1 && e.mod_sb % 2 == 0 &&
+                             e.p_mod % 8 == 0);
+  if (gluon_mod) {
     const bool padded = lens_q.has_value() && lens_k.has_value();
     const auto g = gluon_operands(p, q, k, v, out, lens_q.has_value(), lens_k.has_value(),
                                   is_causal);
     if (g.has_value()) {
-      const int kernel = select_forward(p.dtype, p.D, is_causal, false, p.varlen, p.max_q,
-                                        p.Tq, p.B, p.Hq, sm_count(device), false, true, padded);
+      const int kernel = select_forward(p.dtype, p.D, is_causal, e.mod.has_value(), p.varlen,
+                                        p.max_q, p.Tq, p.B, p.Hq, sm_count(device), false, true,
+                                        padded);
       const KernelKind kind = kKernels[kernel].kind;
-      if (kind == KernelKind::kForwardGluon || kind == KernelKind::kForwardGluonPadded) {
-        // int32 lengths (converted on the device when given otherwise); they outlive the
-        // launch, which is all stream order needs.
-        const Extras e = padded ? extras(lens_q, lens_k, std::nullopt, std::nullopt,
-                                         p.bias_mode, p.max_k)
-                                : Extras{};
-        if (launch_gluon(kernel, p, *g, device, e.p_lens_q, e.p_lens_k)) return;
+      if ((kind == KernelKind::kForwardGluon || kind == KernelKind::kForwardGluonPadded) &&
+          launch_gluon(kernel, p, *g, device, e)) {
+        return;
       }
     }
   }
-  Extras e = extras(lens_q, lens_k, bias, score_mod, p.bias_mode, p.max_k);
   // The warp-specialized forward reads score_mod through 1-D TMA descriptors, one per
   // sequence: rows contiguous along keys and 16-byte aligned, dense batches only (no packed
   // score_mod variant is compiled); anything else takes the other kernel.

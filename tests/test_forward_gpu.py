@@ -431,7 +431,8 @@ def test_gluon_forward_gqa_cross_lengths_and_strided_rows(D, gluon_dispatch):
 def test_gluon_forward_ineligible_calls_take_the_other_kernel(D, gluon_dispatch):
     """With the Gluon forward on, the calls it does not cover are still right (they take the
     other forwards, or with lengths for both its padded kind): lengths (causal too), lengths for
-    keys only, causal with Tq != Tk, score_mod, a bias tensor, SDPA's
+    keys only, causal with Tq != Tk, score_mod and a bias tensor (the Gluon forward's own
+    since it reads them: test_gluon_forward_score_mod_and_bias_tensor), SDPA's
     [B, H, T, D] tensors seen as [B, T, H, D] (head stride T*D: the Gluon forward's rank-4
     descriptors take it too), a misaligned base, an
     empty key set, fewer tiles than SMs."""
@@ -461,6 +462,85 @@ def test_gluon_forward_ineligible_calls_take_the_other_kernel(D, gluon_dispatch)
     assert (out == 0).all()
     check(q[:1, :, :2], k[:1, :, :2], v[:1, :, :2], tol)  # 2 heads, 1 sequence: under one wave
     check(q[:1, :, :2], k[:1, :, :2], v[:1, :, :2], tol, is_causal=True)
+
+
+GLUON_MOD = {v["head_dim"] for v in GLUON_CATALOG if v["score_mod"]}
+
+
+@requires_gluon
+@pytest.mark.skipif(not GLUON_MOD, reason="no Gluon forward with score_mod in this build")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("D", sorted(GLUON_MOD))
+def test_gluon_forward_score_mod_and_bias_tensor(D, dtype, gluon_dispatch):
+    """score_mod (per batch entry and key, added to the scores) and a bias tensor (one per
+    sequence) through the Gluon forward (profiler): random finite score_mod, a key mask of
+    -inf (one batch entry with every key masked: zeros), a bias tensor with and without it, key
+    counts not a multiple of the key block, GQA, score_mod given in bf16 (converted); the
+    SDPA-style function's boolean key mask. A row stride the kernel does not take (odd) and the
+    causal calls take the other forward. Lengths or a packed batch with a scalar bias or a
+    bias tensor take the Gluon kernel with lengths. Against float64, outputs poisoned."""
+    from sigmoid_attn import (scaled_dot_product_sigmoid_attention, sigmoid_attention_varlen,
+                              sigmoid_attention_varlen_reference)
+
+    g = torch.Generator().manual_seed(D + (dtype == torch.float16))
+    B, T = 3, 1000
+    H = gluon_heads(B, T, D, multiple_of=4)
+    mk = lambda *s: torch.randn(*s, generator=g).to("cuda", dtype)  # noqa: E731
+    q, k, v = mk(B, T, H, D), mk(B, T, H // 4, D), mk(B, T, H // 4, D)
+    tol = REL_TOL[dtype]
+    mod = torch.randn(B, T, generator=g).cuda()
+    mask = torch.zeros(B, T, device="cuda")
+    mask[0, 700:] = float("-inf")
+    mask[1, ::3] = float("-inf")
+    mask[2] = float("-inf")
+    bias = torch.tensor([-1.0, 0.5, -4.0], device="cuda")
+    for kw in ({"score_mod": mod}, {"score_mod": mask}, {"score_mod": mod, "sigmoid_bias": bias},
+               {"sigmoid_bias": bias}, {"score_mod": mod.bfloat16()},
+               {"score_mod": mask, "sigmoid_bias": -2.0, "scale": 0.05}):
+        names = launched_kernels(lambda: sigmoid_attention(q, k, v, **kw))
+        assert "sigmoid_attn_fwd_gluon_persistent" in names, (kw.keys(), names)
+        out, _ = check(q, k, v, tol, **kw)
+        if kw.get("score_mod") is mask:
+            assert (out[2] == 0).all(), "every key masked: P = 0 exactly"
+    # rows an odd number of floats apart, and causal: the other forward, still right
+    wide = torch.randn(B, T + 1, generator=g).cuda()
+    for kw in ({"score_mod": wide[:, :T]}, {"score_mod": mod, "is_causal": True}):
+        names = launched_kernels(lambda: sigmoid_attention(q, k, v, **kw))
+        assert "sigmoid_attn_fwd_gluon_persistent" not in names, kw.keys()
+        check(q, k, v, tol, **kw)
+    # the SDPA-style function's boolean key mask: score_mod and a bias tensor
+    attend = torch.rand(B, 1, 1, T, generator=g).cuda() > 0.3
+    qs, ks, vs = (t.transpose(1, 2) for t in (q, k, v))
+    run = lambda: scaled_dot_product_sigmoid_attention(qs, ks, vs, attn_mask=attend)  # noqa
+    assert "sigmoid_attn_fwd_gluon_persistent" in launched_kernels(run)
+    keep = attend.reshape(B, T)
+    sm = torch.zeros(B, T, device="cuda").masked_fill(~keep, float("-inf"))
+    want = ref64(q, k, v, score_mod=sm,
+                 sigmoid_bias=-torch.log(keep.sum(-1).double().clamp_min(1)))
+    assert rel_err(run().transpose(1, 2), want) < tol
+    # lengths, packed: a scalar bias or a bias tensor through the kernel with lengths
+    lens = torch.tensor([T, 17, 0], dtype=torch.int32, device="cuda")
+    kv = mk(B, T, H, D), mk(B, T, H, D)
+    for sb in (-2.0, bias):
+        names = launched_kernels(lambda: sigmoid_attention(q, *kv, seq_lens_q=lens,
+                                                           seq_lens_k=lens, sigmoid_bias=sb))
+        assert "sigmoid_attn_fwd_gluon_persistent" in names
+        check(q, *kv, tol, seq_lens_q=lens, seq_lens_k=lens, sigmoid_bias=sb)
+    lens_p = [700, 1, 0, 129]
+    n = sum(lens_p)
+    cu = torch.tensor([0, 700, 701, 701, 830], dtype=torch.int32, device="cuda")
+    Hp = 16  # (tiles: (830 / 128 + 5) * 16 >= the SMs)
+    qp, kp, vp = (torch.randn(n + 5, Hp, D, generator=g).to("cuda", dtype) for _ in range(3))
+    bias4 = torch.tensor([-1.0, 0.5, -4.0, -2.5], device="cuda")
+    run = lambda: sigmoid_attention_varlen(qp, kp, vp, cu, cu, 700, 700,  # noqa: E731
+                                           sigmoid_bias=bias4)
+    assert "sigmoid_attn_fwd_gluon_persistent" in launched_kernels(run)
+    poison_like(qp.shape, dtype)
+    out = run()
+    ref = sigmoid_attention_varlen_reference(qp.double(), kp.double(), vp.double(), cu, cu, 700,
+                                             700, sigmoid_bias=bias4.double())
+    assert torch.isfinite(out[:n]).all() and (out[n:] == 0).all()
+    assert rel_err(out[:n], ref[:n]) < tol
 
 
 @requires_gluon

@@ -62,8 +62,8 @@ def test_persistent_gluon_forward_compiles_for_sm90(tmp_path, name):
     assert (roles.count("tensormap"), roles.count("desc_shape"),
             roles.count("desc_stride")) == (4, 16, 16)
     assert [p["arg"] for p in rec["params"] if p["role"] == "scalar"] == [
-        "SEQ_LENS_Q", "SEQ_LENS_K", "O", "stride_ot", "D", "T_Q", "T_K", "H", "B", "kv_group",
-        "scale", "bias_value", "MAX_Q", "MAX_K"]
+        "SEQ_LENS_Q", "SEQ_LENS_K", "O", "stride_ot", "D", "BIAS", "SCORE_MOD", "stride_smb",
+        "BIAS_MODE", "T_Q", "T_K", "H", "B", "kv_group", "scale", "bias_value", "MAX_Q", "MAX_K"]
 
 
 def _library_build():
@@ -90,8 +90,9 @@ def test_library_gluon_forward_abi(var):
     dense and causal), as aot.py compiles it: the PTX entry takes, per descriptor, a 64-byte
     aligned 128-byte CUtensorMap then 4 u32 shape and 4 u64 stride scalars (rank 4,
     [B, T, H, D]), then the two length pointers, the output pointer (packed calls' masked
-    stores), stride_ot, D (the tensors' head dim), T_Q, T_K, H, B, kv_group, scale, bias_value,
-    MAX_Q, MAX_K (a packed call's max_seqlen), then only hidden pointers; the KernelSpec records
+    stores), stride_ot, D (the tensors' head dim), the bias tensor and score_mod pointers,
+    score_mod's row stride, BIAS_MODE, T_Q, T_K, H, B, kv_group, scale, bias_value, MAX_Q, MAX_K
+    (a packed call's max_seqlen), then only hidden pointers; the KernelSpec records
     each CUtensorMap's position and its encoding from the compiled metadata (box
     [1, rows, 1, 64] of the 128-byte swizzle, element type)."""
     V, aot = _library_build()
@@ -99,7 +100,7 @@ def test_library_gluon_forward_abi(var):
                                       "sigmoid_attn_fwd_gluon_persistent")
     assert V.DESC_RANK == 4
     r = aot.compile_variant(var, 90)
-    assert r["num_params"] == 4 * 9 + 14 and r["num_hidden_params"] == 2
+    assert r["num_params"] == 4 * 9 + 18 and r["num_hidden_params"] == 2
     assert r["num_warps"] == 12 and r["shared"] <= 227 * 1024
     rows = {"q_desc": var.block_m // 2, "o_desc": var.block_m // 2, "k_desc": var.block_n,
             "v_desc": var.block_n}
@@ -113,12 +114,15 @@ def test_library_gluon_forward_abi(var):
     params = aot._entry_params(ck.asm["ptx"], r["entry"])
     assert params[0] == (128, 64) and params[1:5] == [(4, 4)] * 4 and params[5:9] == [(8, 8)] * 4
     assert params[9] == (128, 64) and params[27] == (128, 64)  # k_desc, o_desc
-    assert params[36:39] == [(8, 8)] * 3 and params[39:50] == [(4, 4)] * 11
-    assert params[50:] == [(8, 8)] * 2
+    assert params[36:39] == [(8, 8)] * 3 and params[39:41] == [(4, 4)] * 2
+    assert params[41:44] == [(8, 8)] * 3 and params[44:54] == [(4, 4)] * 10
+    assert params[54:] == [(8, 8)] * 2
     elem = {"fp16": "!tt.ptr<f16>", "bf16": "!tt.ptr<bf16>"}[var.dtype]
     assert r["signature"][4 * 9:] == [("SEQ_LENS_Q", "!tt.ptr<i32>"),
                                       ("SEQ_LENS_K", "!tt.ptr<i32>"), ("O", elem),
-                                      ("stride_ot", "i32"), ("D", "i32"), ("T_Q", "i32"),
+                                      ("stride_ot", "i32"), ("D", "i32"),
+                                      ("BIAS", "!tt.ptr<f32>"), ("SCORE_MOD", "!tt.ptr<f32>"),
+                                      ("stride_smb", "i64"), ("BIAS_MODE", "i32"), ("T_Q", "i32"),
                                       ("T_K", "i32"), ("H", "i32"), ("B", "i32"),
                                       ("kv_group", "i32"), ("scale", "f32"),
                                       ("bias_value", "f32"), ("MAX_Q", "i32"), ("MAX_K", "i32")]
@@ -215,3 +219,22 @@ def test_library_gluon_tensor_maps_are_rank4(var):
     assert "cp.async.bulk.tensor.4d.shared::cta.global" in ptx  # loads
     assert "cp.async.bulk.tensor.4d.global.shared::cta" in ptx  # O; dK, dV stores
     assert "bulk.tensor.3d" not in ptx and "bulk.tensor.5d" not in ptx
+
+
+def test_library_gluon_forward_score_mod_variants():
+    """score_mod in the Gluon forward: compiled for dense non-causal calls only (with the causal
+    masks it spills), its full key blocks' entries read two adjacent columns per load (the
+    launcher passes rows an even number of floats apart, 8-byte aligned), the plain variant
+    reads none."""
+    V, aot = _library_build()
+    mods = [v for v in _gluon_variants() if v.score_mod]
+    assert mods and not any(v.causal for v in mods)
+    assert not any(v.score_mod for v in V.variants(triton.__version__)
+                   if v.kind == "fwd_gluon_padded")
+    for var in mods:
+        ptx = aot.compile_gluon(var, 90)[0].asm["ptx"]
+        plain = next(v for v in _gluon_variants() if not v.score_mod and not v.causal
+                     and v.dtype == var.dtype and v.head_dim == var.head_dim)
+        plain_ptx = aot.compile_gluon(plain, 90)[0].asm["ptx"]
+        assert "ld.global.v2.b32" in ptx and "ld.global.v2.b32" not in plain_ptx
+        assert ptx.count("ld.global") > plain_ptx.count("ld.global")

@@ -192,15 +192,16 @@ def test_info_lists_compiled_variants():
     assert len(ws) == 2 * len(ws_dims) * per_dim and all(dt != "float32" for dt, *_ in ws)
     assert not any(varlen and mod for _, _, varlen, _, mod in ws)
     # The Gluon forward (tiles.json fwd_gluon), built with Triton 3.8 only: fp16/bf16, dense,
-    # causal or not, no score_mod, one kernel per head dim in the database and causal flag;
-    # the same again with lengths, [B, T, H, D] and packed (kind fwd_gluon_padded, the same
-    # tiles)
+    # causal or not, one kernel per head dim in the database and causal flag, and one with
+    # score_mod (not causal); the same again with lengths, [B, T, H, D] and packed, without
+    # score_mod (kind fwd_gluon_padded, the same tiles)
     for kind, varlens in (("fwd_gluon", (False,)), ("fwd_gluon_padded", (False, True))):
         gluon = sorted((k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
                        for k in info["variants"] if k["kind"] == kind)
-        want = sorted((dt, int(d), varlen, causal, False) for dt in ("float16", "bfloat16")
+        want = sorted((dt, int(d), varlen, causal, mod) for dt in ("float16", "bfloat16")
                       for d in _tiles_db().get("fwd_gluon", {}) for causal in (False, True)
-                      for varlen in varlens)
+                      for varlen in varlens for mod in (False, True)
+                      if not mod or (kind == "fwd_gluon" and not causal))
         assert gluon == (want if _gluon_built() else []), kind
     # The Gluon backward (tiles.json bwd_gluon) and its dQ cast, Triton 3.8 only: fp16/bf16,
     # no score_mod, one of each per head dim in the database
@@ -455,10 +456,13 @@ def test_dispatch_takes_the_gluon_forward_exactly_where_it_covers_the_call():
                     assert without["kind"] in (("fwd", "fwd_ws") if ws else ("fwd",)), \
                         without["name"]
         # every variant flag it does not cover, and float32: the other forwards
-        for kw in ({"mod": True}, {"varlen": True}, {"dtype": "fp32"},
-                   {"causal": True, "mod": True}, {"causal": True, "varlen": True}):
+        for kw in ({"varlen": True}, {"dtype": "fp32"}, {"causal": True, "mod": True},
+                   {"causal": True, "varlen": True}):
             assert pick(D, 16, 4096, 16, **kw)["kind"] != "fwd_gluon", kw
             assert pick(D, 16, 4096, 16, ws=True, **kw)["kind"] != "fwd_gluon", kw
+        # score_mod (dense, not causal): its own variant
+        k = pick(D, 16, 4096, 16, mod=True)
+        assert (k["kind"], k["score_mod"], k["causal"]) == ("fwd_gluon", True, False), k["name"]
         # at least one tile per SM: cdiv(T, BLOCK_M) * H * B tiles >= SMs (causal alike)
         bm = tiles[0]
         T, H, B = 1000, 8, 2

@@ -171,7 +171,10 @@ def _compile_gluon_kind(var: V.Variant, arch: int, rows: dict, constexprs: dict)
     # apart) hold for the pointers, row strides and head dim D the launchers pass beside them,
     # so the stores (at h * D + column) can be 16 bytes wide.
     step = 16 // _ELEM_BYTES[var.dtype]
-    aligned = {"O": 16, "stride_ot": step, "DK": 16, "DV": 16, "stride_kt": step, "D": step}
+    # score_mod rows (the Gluon forward's): a multiple of 2 floats apart and 8-byte aligned (the
+    # launcher checks it), so a thread's two adjacent columns come in one load.
+    aligned = {"O": 16, "stride_ot": step, "DK": 16, "DV": 16, "stride_kt": step, "D": step,
+               "SCORE_MOD": 8, "stride_smb": 2}
     attrs = {(i,): [["tt.divisibility", aligned[n]]] for i, n in enumerate(names) if n in aligned}
     src = GluonASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
     ck = triton.compile(src, target=GPUTarget("cuda", arch, 32),
@@ -188,7 +191,7 @@ def compile_gluon(var: V.Variant, arch: int):
     constexprs = {"NUM_STAGES": var.num_stages, "CAUSAL": var.causal,
                   "HAS_LENGTHS": var.kind == "fwd_gluon_padded",
                   "CONSUMER_REGS": V.GLUON_CONSUMER_REGS, "PRODUCER_REGS": V.GLUON_PRODUCER_REGS,
-                  "VARLEN": var.varlen}
+                  "VARLEN": var.varlen, "HAS_MOD": var.score_mod}
     return _compile_gluon_kind(var, arch, boxes, constexprs)
 
 

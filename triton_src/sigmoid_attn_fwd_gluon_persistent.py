@@ -376,11 +376,34 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, 
 
 
 @gluon.jit
-def _probabilities(s, qk_scale_half, bias_half, row_start, key_start, Lk,
+def _bias_cols(mod_row, key_start, T_K, bias_half, s_layout: gl.constexpr,
+               BLOCK_N: gl.constexpr, HAS_MOD: gl.constexpr):
+    """Half the additive term of keys [key_start, key_start + BLOCK_N): bias_half, plus half the
+    score_mod row's entries with HAS_MOD (contiguous along keys: a vector along the score tile's
+    columns, the pairs of columns a thread holds in one 8-byte load; keys past T_K read
+    nothing: their K and V rows are the descriptors' zero fill). Issued right after a block's
+    QK^T wgmma, so the loads fly under it."""
+    if HAS_MOD:
+        keys = key_start + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+        if key_start + BLOCK_N <= T_K:
+            m = gl.load(mod_row + keys)
+        else:
+            m = gl.load(mod_row + keys, mask=keys < T_K, other=0.0)
+        return bias_half + 0.5 * m
+    else:
+        return bias_half
+
+
+@gluon.jit
+def _probabilities(s, qk_scale_half, bias_cols, row_start, key_start, Lk,
                    p_layout: gl.constexpr, dtype: gl.constexpr, MASKED: gl.constexpr,
-                   CAUSAL: gl.constexpr):
-    # sigmoid(x) = 0.5 * tanh(0.5 * x) + 0.5 with x = s*scale + bias; masked scores -> -inf.
-    x = s * qk_scale_half + bias_half
+                   CAUSAL: gl.constexpr, HAS_MOD: gl.constexpr):
+    # sigmoid(x) = 0.5 * tanh(0.5 * x) + 0.5 with x = s*scale + bias (+ score_mod's column);
+    # masked scores -> -inf.
+    if HAS_MOD:
+        x = s * qk_scale_half + gl.expand_dims(bias_cols, 0)
+    else:
+        x = s * qk_scale_half + bias_cols
     if MASKED:
         s_layout: gl.constexpr = s.type.layout
         keys = key_start + gl.arange(0, s.shape[1], layout=gl.SliceLayout(0, s_layout))
@@ -397,9 +420,9 @@ def _probabilities(s, qk_scale_half, bias_half, row_start, key_start, Lk,
 
 @gluon.jit
 def _step(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, qk_scale_half,
-          bias_half, row_start, Lk, s_zero, p_layout: gl.constexpr, BLOCK_N: gl.constexpr,
-          HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, MASKED: gl.constexpr,
-          CAUSAL: gl.constexpr):
+          bias_half, row_start, Lk, s_zero, mod_row, T_K, p_layout: gl.constexpr,
+          BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
+          MASKED: gl.constexpr, CAUSAL: gl.constexpr, HAS_MOD: gl.constexpr):
     """Block j (ring position it): S_j = Q·K_jᵀ and O += P_{j-1}·V_{j-1} in flight together,
     P_j computed while the P·V wgmma runs. Returns (O, P_j)."""
     dtype: gl.constexpr = p.dtype
@@ -410,14 +433,16 @@ def _step(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, qk
     mbarrier.wait(k_ready.index(sk), pk)
     kj = k_smem.index(sk).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0))
     s = warpgroup_mma(q, kj, s_zero, use_acc=False, is_async=True)
+    bias_cols = _bias_cols(mod_row, j * BLOCK_N, T_K, bias_half, s_zero.type.layout,
+                           BLOCK_N, HAS_MOD)
     mbarrier.wait(v_ready.index(sv), pv)
     vj = v_smem.index(sv).reshape([BLOCK_N, HEAD_DIM])
     o = warpgroup_mma(p, vj, o, is_async=True)
     # wgmma groups retire in order: at most one outstanding means S_j is done.
     s = warpgroup_mma_wait(1, deps=(s, ))
     mbarrier.arrive(k_empty.index(sk), count=1)
-    p_next = _probabilities(s, qk_scale_half, bias_half, row_start, j * BLOCK_N, Lk, p_layout,
-                            dtype, MASKED, CAUSAL)
+    p_next = _probabilities(s, qk_scale_half, bias_cols, row_start, j * BLOCK_N, Lk, p_layout,
+                            dtype, MASKED, CAUSAL, HAS_MOD)
     o, p = warpgroup_mma_wait(0, deps=(o, p))
     mbarrier.arrive(v_empty.index(sv), count=1)
     return o, p_next
@@ -450,10 +475,11 @@ def _zero_rows_from(buf, first, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
 
 @gluon.jit
 def _attend_tile(q, o, it, n_blocks, n_full, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty,
-                 qk_scale_half, bias_half, row_start, Lk, s_layout: gl.constexpr,
-                 p_layout: gl.constexpr, dtype: gl.constexpr, ROWS: gl.constexpr,
-                 BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
-                 MASKABLE: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr):
+                 qk_scale_half, bias_half, row_start, Lk, mod_row, T_K,
+                 s_layout: gl.constexpr, p_layout: gl.constexpr, dtype: gl.constexpr,
+                 ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                 NUM_STAGES: gl.constexpr, MASKABLE: gl.constexpr, CAUSAL: gl.constexpr,
+                 HAS_LENGTHS: gl.constexpr, HAS_MOD: gl.constexpr):
     """O over key blocks [0, n_blocks) (n_blocks >= 1) from ring position it; returns (O, it)."""
     s_zero = gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout)
     # Prologue: P_0.
@@ -461,31 +487,32 @@ def _attend_tile(q, o, it, n_blocks, n_full, k_smem, v_smem, k_ready, k_empty, v
     mbarrier.wait(k_ready.index(sk), (it // NUM_STAGES) & 1)
     k0 = k_smem.index(sk).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0))
     s = warpgroup_mma(q, k0, s_zero, use_acc=False, is_async=True)
+    bias_cols = _bias_cols(mod_row, 0, T_K, bias_half, s_layout, BLOCK_N, HAS_MOD)
     s = warpgroup_mma_wait(0, deps=(s, ))
     mbarrier.arrive(k_empty.index(sk), count=1)
     if MASKABLE:
         if n_full > 0:
-            p = _probabilities(s, qk_scale_half, bias_half, row_start, 0, Lk, p_layout, dtype,
-                               False, CAUSAL)
+            p = _probabilities(s, qk_scale_half, bias_cols, row_start, 0, Lk, p_layout, dtype,
+                               False, CAUSAL, HAS_MOD)
         else:
-            p = _probabilities(s, qk_scale_half, bias_half, row_start, 0, Lk, p_layout, dtype,
-                               True, CAUSAL)
+            p = _probabilities(s, qk_scale_half, bias_cols, row_start, 0, Lk, p_layout, dtype,
+                               True, CAUSAL, HAS_MOD)
     else:
-        p = _probabilities(s, qk_scale_half, bias_half, row_start, 0, Lk, p_layout, dtype,
-                           False, CAUSAL)
+        p = _probabilities(s, qk_scale_half, bias_cols, row_start, 0, Lk, p_layout, dtype,
+                           False, CAUSAL, HAS_MOD)
     it += 1
     # Unmasked blocks: no select in this loop.
     for j in range(1, n_full):
         o, p = _step(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty,
-                     qk_scale_half, bias_half, row_start, Lk, s_zero, p_layout, BLOCK_N,
-                     HEAD_DIM, NUM_STAGES, False, CAUSAL)
+                     qk_scale_half, bias_half, row_start, Lk, s_zero, mod_row, T_K,
+                     p_layout, BLOCK_N, HEAD_DIM, NUM_STAGES, False, CAUSAL, HAS_MOD)
         it += 1
     if MASKABLE:
         # The diagonal block and the block holding Lk.
         for j in range(gl.maximum(n_full, 1), n_blocks):
             o, p = _step(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty,
-                         qk_scale_half, bias_half, row_start, Lk, s_zero, p_layout, BLOCK_N,
-                         HEAD_DIM, NUM_STAGES, True, CAUSAL)
+                         qk_scale_half, bias_half, row_start, Lk, s_zero, mod_row, T_K,
+                         p_layout, BLOCK_N, HEAD_DIM, NUM_STAGES, True, CAUSAL, HAS_MOD)
             it += 1
     # Last P·V.
     sv = (it - 1) % NUM_STAGES
@@ -511,10 +538,11 @@ def _attend_tile(q, o, it, n_blocks, n_full, k_smem, v_smem, k_ready, k_empty, v
 @gluon.jit
 def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K,
-              H, B, qk_scale_half, bias_half, WG: gl.constexpr, ROWS: gl.constexpr,
-              BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
-              CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr, BUCKET: gl.constexpr,
-              VARLEN: gl.constexpr):
+              H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
+              BIAS_MODE, WG: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
+              HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
+              HAS_LENGTHS: gl.constexpr, BUCKET: gl.constexpr, VARLEN: gl.constexpr,
+              HAS_MOD: gl.constexpr):
     dtype: gl.constexpr = o_desc.dtype
     MASKABLE: gl.constexpr = CAUSAL or HAS_LENGTHS
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -545,9 +573,17 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                                                     MAX_K, B, HAS_LENGTHS,
                                              VARLEN)
             n_blocks, n_full = _extent(row0, Lq, Lk, 2 * ROWS, BLOCK_N, CAUSAL, HAS_LENGTHS)
+            # (variants.BIAS_MODES: 0 the default -log(valid keys), 1 bias_value, 2 BIAS[b])
             bias_t = bias_half
             if HAS_LENGTHS:
-                bias_t = -0.5 * gl.log(gl.maximum(Lk, 1).to(gl.float32))
+                if BIAS_MODE == 0:
+                    bias_t = -0.5 * gl.log(gl.maximum(Lk, 1).to(gl.float32))
+            if BIAS_MODE == 2:
+                if b < B:  # (b == B: a packed batch's tail, no sequence, no keys)
+                    bias_t = 0.5 * gl.load(BIAS + b)
+            mod_row = SCORE_MOD
+            if HAS_MOD:
+                mod_row = SCORE_MOD + b.to(gl.int64) * stride_smb
             qs = i % 2
             mbarrier.wait(q_ready.index(qs), (i // 2) & 1)
             q = q_smem.index(2 * qs + WG).reshape([ROWS, HEAD_DIM])
@@ -555,8 +591,9 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
             if n_blocks > 0:
                 o, it = _attend_tile(q, o, it, n_blocks, n_full, k_smem, v_smem, k_ready,
                                      k_empty, v_ready, v_empty, qk_scale_half, bias_t,
-                                     row_start, Lk, s_layout, p_layout, dtype, ROWS, BLOCK_N,
-                                     HEAD_DIM, NUM_STAGES, MASKABLE, CAUSAL, HAS_LENGTHS)
+                                     row_start, Lk, mod_row, T_K, s_layout,
+                                     p_layout, dtype, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
+                                     MASKABLE, CAUSAL, HAS_LENGTHS, HAS_MOD)
             # Every wgmma that read this Q buffer has completed.
             mbarrier.arrive(q_empty.index(qs), count=1)
             if HAS_LENGTHS:
@@ -598,33 +635,39 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
 @gluon.jit
 def _consumer1(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
                v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K,
-               H, B, qk_scale_half, bias_half, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
-               HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
-               HAS_LENGTHS: gl.constexpr, BUCKET: gl.constexpr, VARLEN: gl.constexpr):
+               H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
+               BIAS_MODE, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+               NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
+               BUCKET: gl.constexpr, VARLEN: gl.constexpr, HAS_MOD: gl.constexpr):
     _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K,
-              H, B, qk_scale_half, bias_half, 1, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL,
-              HAS_LENGTHS, BUCKET, VARLEN)
+              H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb, BIAS_MODE,
+              1, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN,
+              HAS_MOD)
 
 
 @gluon.jit
 def _consumer0(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
                v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K,
-               H, B, qk_scale_half, bias_half, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
-               HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
-               HAS_LENGTHS: gl.constexpr, BUCKET: gl.constexpr, VARLEN: gl.constexpr):
+               H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
+               BIAS_MODE, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+               NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
+               BUCKET: gl.constexpr, VARLEN: gl.constexpr, HAS_MOD: gl.constexpr):
     _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K,
-              H, B, qk_scale_half, bias_half, 0, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL,
-              HAS_LENGTHS, BUCKET, VARLEN)
+              H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb, BIAS_MODE,
+              0, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN,
+              HAS_MOD)
 
 
 @gluon.jit
 def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q, SEQ_LENS_K,
-                                      O, stride_ot, D, T_Q, T_K, H, B, kv_group, scale, bias_value,
+                                      O, stride_ot, D, BIAS, SCORE_MOD, stride_smb,
+                                      BIAS_MODE, T_Q, T_K, H, B, kv_group, scale, bias_value,
                                       MAX_Q, MAX_K, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
                                       HAS_LENGTHS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-                                      PRODUCER_REGS: gl.constexpr, VARLEN: gl.constexpr = False):
+                                      PRODUCER_REGS: gl.constexpr, VARLEN: gl.constexpr = False,
+                                      HAS_MOD: gl.constexpr = False):
     """grid (P,) with P <= number of tiles (normally the SM count), num_warps=4 (the default
     partition is consumer 0); BLOCK_M = 2 * q_desc.block_type.shape[1]. q/o descriptors: rank 4
     [B, T_Q, H, D], box [1, ROWS, 1, HEAD_DIM]; k/v: [B, T_K, H_KV, D], box
@@ -635,7 +678,15 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
     SEQ_LENS_Q/K are int32 cu_seqlens [B + 1], T_Q/T_K the token totals, and O (the output's
     first element, rows stride_ot elements apart) takes the masked stores of the tiles in which
     a sequence ends; MAX_Q/MAX_K (the caller's max_seqlen) cut longer sequences, as the Triton
-    kernels do. Without VARLEN, O is not read (null) and MAX_Q/MAX_K neither."""
+    kernels do. Without VARLEN, O is not read (null) and MAX_Q/MAX_K neither.
+    BIAS_MODE (variants.BIAS_MODES): 0 the default bias (with HAS_LENGTHS -log(Lk) per
+    sequence, else bias_value, which the launcher sets to -log(T_K)), 1 bias_value, 2 BIAS[b]
+    (float32, one per sequence). HAS_MOD: SCORE_MOD (float32, [B, T_K], rows stride_smb elements
+    apart, contiguous along keys) is added to each key's scores (-inf removes a key exactly:
+    P = 0); dense non-causal calls without lengths only (causal with it spills: ptxas, 168
+    registers). BIAS and SCORE_MOD are not read otherwise."""
+    gl.static_assert(not (HAS_MOD and (CAUSAL or HAS_LENGTHS)),
+                     "score_mod: dense non-causal calls without lengths")
     ROWS: gl.constexpr = q_desc.block_type.shape[1]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[3]
     BLOCK_N: gl.constexpr = k_desc.block_type.shape[1]
@@ -672,12 +723,14 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
     gl.warp_specialize([
         (_consumer0, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
                       v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q,
-                      MAX_K, H, B, qk_scale_half, bias_half, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
-                      CAUSAL, HAS_LENGTHS, BUCKET, VARLEN)),
+                      MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
+                      BIAS_MODE, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
+                      BUCKET, VARLEN, HAS_MOD)),
         (_consumer1, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
                       v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q,
-                      MAX_K, H, B, qk_scale_half, bias_half, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
-                      CAUSAL, HAS_LENGTHS, BUCKET, VARLEN)),
+                      MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
+                      BIAS_MODE, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
+                      BUCKET, VARLEN, HAS_MOD)),
         (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready,
                      k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K,
                      H, B, kv_group, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,

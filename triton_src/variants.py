@@ -227,6 +227,8 @@ PARAMS = {
 PARAMS["fwd_gluon"] = (("q_desc", "desc"), ("k_desc", "desc"), ("v_desc", "desc"),
                        ("o_desc", "desc"), ("SEQ_LENS_Q", "*i32"), ("SEQ_LENS_K", "*i32"),
                        ("O", "*dt"), ("stride_ot", "i32"), ("D", "i32"),
+                       ("BIAS", "*fp32"), ("SCORE_MOD", "*fp32"), ("stride_smb", "i64"),
+                       ("BIAS_MODE", "i32"),
                        ("T_Q", "i32"), ("T_K", "i32"), ("H", "i32"), ("B", "i32"),
                        ("kv_group", "i32"), ("scale", "fp32"), ("bias_value", "fp32"),
                        ("MAX_Q", "i32"), ("MAX_K", "i32"))
@@ -444,8 +446,11 @@ def variants(triton_version: str = None, head_dims=None, dtypes=None, kinds=None
                             for score_mod in (False, True):
                                 # (packed calls through the kind with lengths: cu_seqlens
                                 # read in the kernel; no score_mod in the kernel)
+                                # (score_mod: the kind without lengths, not causal: with
+                                # the causal masks it spills)
                                 if kind == "fwd_gluon" and varlen or (
-                                        kind in GLUON_FORWARD_KINDS and score_mod):
+                                        kind in GLUON_FORWARD_KINDS and score_mod and (
+                                            causal or kind == "fwd_gluon_padded")):
                                     continue
                                 # (dense, causal or not: the Gluon backward takes no lengths
                                 # and no score_mod; one cast serves both)

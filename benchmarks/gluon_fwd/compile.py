@@ -168,6 +168,10 @@ def compile_variant(v: Variant, out_dir: Path):
         "O": f"*{v.dtype}",
         "stride_ot": "i32",
         "D": "i32",
+        "BIAS": "*fp32",
+        "SCORE_MOD": "*fp32",
+        "stride_smb": "i64",
+        "BIAS_MODE": "i32",
         "T_Q": "i32",
         "T_K": "i32",
         "H": "i32",
@@ -183,10 +187,11 @@ def compile_variant(v: Variant, out_dir: Path):
         "CONSUMER_REGS": "constexpr",
         "PRODUCER_REGS": "constexpr",
         "VARLEN": "constexpr",
+        "HAS_MOD": "constexpr",
     }
     constexprs = {"NUM_STAGES": v.stages, "CAUSAL": v.causal, "HAS_LENGTHS": v.lengths,
                   "CONSUMER_REGS": v.consumer_regs, "PRODUCER_REGS": v.producer_regs,
-                  "VARLEN": False}
+                  "VARLEN": False, "HAS_MOD": False}
     src = GluonASTSource(fn=sigmoid_attn_fwd_gluon_persistent, signature=sig,
                          constexprs=constexprs)
     return _build(v, out_dir, src, sig)

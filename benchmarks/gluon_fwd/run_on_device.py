@@ -262,6 +262,11 @@ class Kernel:
                    "SEQ_LENS_K": ctypes.c_uint64(seq_lens_k),
                    "O": ctypes.c_uint64(0), "stride_ot": ctypes.c_int32(0),  # (packed only)
                    "D": ctypes.c_int32(D),  # the tensors' head dim (the box's: asserted above)
+                   # no bias tensor, no score_mod: BIAS_MODE 1 (bias_value; with lengths the
+                   # probe's variants take the default, 0, which derives -log(Lk))
+                   "BIAS": ctypes.c_uint64(0), "SCORE_MOD": ctypes.c_uint64(0),
+                   "stride_smb": ctypes.c_int64(0),
+                   "BIAS_MODE": ctypes.c_int32(0 if seq_lens_q else 1),
                    "MAX_Q": ctypes.c_int32(T), "MAX_K": ctypes.c_int32(T)}
         ptrs = []
         for p in rec["params"]:
