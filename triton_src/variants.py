@@ -77,7 +77,8 @@ FWD_WS_TILES = {int(d): [(int(m), tuple(t)) for m, t in b]
 FWD_WS_DISPATCH = bool(_DB.get("fwd_ws_dispatch", False))
 # The Gluon forward (sigmoid_attn_fwd_gluon_persistent.py, kind fwd_gluon, and with per-sequence
 # lengths kind fwd_gluon_padded, padded and packed; fp16/bf16; dense and causal with T_Q ==
-# T_K; no score_mod): [BLOCK_M, BLOCK_N, num_warps, num_stages]
+# T_K; any bias; score_mod on dense non-causal calls without lengths, its own variant):
+# [BLOCK_M, BLOCK_N, num_warps, num_stages]
 # per head dim, num_warps 4 (the default partition; the kernel adds a consumer warpgroup and a
 # producer: 384 threads). Persistent: one program per SM walks a static tile schedule, always
 # with FA3's intra-warpgroup overlap of S_j with P_{j-1}·V_{j-1}; causal needs BLOCK_M ==
