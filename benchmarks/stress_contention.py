@@ -26,8 +26,7 @@ Targets:
   descriptors) from one buffer that is never freed, instead of a fresh allocation per launch.
 Cases: dense, padded (lengths in [T/2, T]), causal, varlen (packed, lengths in [T/2, T]),
 varlen_causal (the same, causal), masked (a random key mask as score_mod and the bias tensor
--log(attended keys), as the SDPA-style function passes them; forward only, the library's
-targets).
+-log(attended keys), as the SDPA-style function passes them; the library's targets).
 
 Prints one JSON object (totals and the first bad calls' patterns); --json writes it too.
 Exit status 1 when any call was bad.
@@ -172,9 +171,13 @@ def backward_worker(args):
     for _ in range(args.calls):
         q, k, v, do = (torch.empty(B, T, H, D, dtype=dt, device=dev).normal_(0, 0.5, generator=g)
                        for _ in range(4))
-        lens = None
+        lens = mod = bias = None
         if args.case in ("padded", "varlen", "varlen_causal"):
             lens = torch.randint(T // 2, T + 1, (B,), generator=g, device=dev, dtype=torch.int32)
+        if args.case == "masked":  # a key mask as score_mod and a bias tensor (SDPA's masks)
+            keep_k = torch.rand(B, T, generator=g, device=dev) > 0.3
+            mod = torch.zeros(B, T, device=dev).masked_fill(~keep_k, float("-inf"))
+            bias = -torch.log(keep_k.sum(-1).float().clamp_min(1.0))
         b = stats["calls"] % B
         if args.case.startswith("varlen"):  # packed: the padded tensors' valid rows, back to back
             keep, cu = _packing(lens, T)
@@ -188,14 +191,16 @@ def backward_worker(args):
         else:
             q.requires_grad_(), k.requires_grad_(), v.requires_grad_()
             out = sa.sigmoid_attention(q, k, v, seq_lens_q=lens, seq_lens_k=lens,
-                                       is_causal=causal)
+                                       is_causal=causal, score_mod=mod, sigmoid_bias=bias)
             poison = [torch.full_like(q, SENTINEL) for _ in range(3)]
             del poison  # freed: the blocks the backward's gradients get
             grads = torch.autograd.grad(out, (q, k, v), do)
             n = T
             entry = [t[b] for t in grads]
         qb, kb, vb = (t[b:b + 1].detach().float().requires_grad_() for t in (q, k, v))
-        ref = _reference(qb, kb, vb, None if lens is None else lens[b:b + 1], causal, 0)
+        ref = _reference(qb, kb, vb, None if lens is None else lens[b:b + 1], causal, 0,
+                         None if mod is None else mod[b:b + 1],
+                         None if bias is None else bias[b:b + 1])
         refs = torch.autograd.grad(ref, (qb, kb, vb), do[b].float())
         nan = unwritten = wrong = 0
         for got, part, want in zip(grads, entry, refs):
@@ -294,8 +299,8 @@ def main():
     args = p.parse_args()
     if args.backward and not args.target.startswith("lib"):
         raise SystemExit("stress_contention: --backward takes a library target")
-    if args.case == "masked" and (args.backward or not args.target.startswith("lib")):
-        raise SystemExit("stress_contention: --case masked is the library's forward")
+    if args.case == "masked" and not args.target.startswith("lib"):
+        raise SystemExit("stress_contention: --case masked takes a library target")
     if args.worker:
         return backward_worker(args) if args.backward else worker(args)
 

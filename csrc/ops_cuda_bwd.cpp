@@ -34,9 +34,9 @@ struct GluonOperands {
 // Whether a call is one the Gluon backward covers beyond its variant flags (select_backward
 // checks those and that it and its cast are compiled): switched on; the caller allows a
 // nondeterministic dQ (fp32 reduce-adds in arrival order); a [B, T, H, D] batch, with lengths
-// for both queries and keys and the default bias (kind kBackwardGluonPadded, which derives
-// -log(Lk) per sequence) or with none, or a packed one with the default bias (the same kind
-// compiled for packed rows); no bias tensor (it takes one scalar bias); at least one
+// for both queries and keys (kind kBackwardGluonPadded, which derives the default bias
+// -log(Lk) per sequence) or with none, or a packed one (the same kind compiled for packed
+// rows); any bias (default, scalar, one per sequence, read by the kernel); at least one
 // query and one key (its pipeline waits for tiles that would never come); dQ's element count
 // within the cast's int32 index and a multiple of 16 (its 16-byte loads); q, k, v, grad_out,
 // dk, dv readable as [B, T, H, D] by TMA.
@@ -48,8 +48,7 @@ std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tenso
   // (row coordinates and lengths are int32 in the kernel: a tile's last row included)
   constexpr int64_t kMaxRows = INT32_MAX - 512;
   const int64_t dq_elems = (p.varlen ? 1 : p.B) * p.Tq * p.Hq * p.D;
-  if (!gluon_backward_dispatch() || deterministic || has_lens_q != has_lens_k ||
-      (has_lens_q && p.bias_mode != kBiasDefault) || p.bias_mode == kBiasTensor || p.Tq < 1 ||
+  if (!gluon_backward_dispatch() || deterministic || has_lens_q != has_lens_k || p.Tq < 1 ||
       p.Tk < 1 || p.Tq > kMaxRows || p.Tk > kMaxRows || dq_elems >= (int64_t(1) << 31) ||
       dq_elems % 16 != 0 ||
       (p.varlen && p.max_k < 1)) {
@@ -69,31 +68,42 @@ std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tenso
   return GluonOperands{*rq, *rk, *rv, *rdo, *rdk, *rdv};
 }
 
+// score_mod's gradient as the Gluon backward writes it: this KV head's partial sums, rows of keys
+// (dmod_heads [B, Hkv, Tk]); null where the call has no score_mod.
+struct DmodOut {
+  CUdeviceptr ptr = 0;
+  int64_t sb = 0, sh = 0;
+};
+
 // The argument struct of either Gluon backward kind (the same fields: one kernel source).
+// e: the call's lengths, bias tensor and score_mod as the kernels read them (extras()).
 // dk_ptr, dv_ptr, dk_stride: a packed call's dK, dV and their row stride (elements) for the
 // masked stores where a sequence ends inside a warpgroup's keys and the tail's zeros; 0 otherwise
 // (not read). MAX_Q/MAX_K: a packed call's max_seqlen (longer sequences are cut to it).
 template <typename Args>
-Args gluon_args(const TensorMapArg* maps, const ForwardProblem& p, CUdeviceptr lens_q,
-                CUdeviceptr lens_k, double bias, CUdeviceptr dk_ptr = 0, CUdeviceptr dv_ptr = 0,
-                int32_t dk_stride = 0) {
+Args gluon_args(const TensorMapArg* maps, const ForwardProblem& p, const Extras& e,
+                const DmodOut& dmod, double bias, CUdeviceptr dk_ptr = 0,
+                CUdeviceptr dv_ptr = 0, int32_t dk_stride = 0) {
   return Args{.q_desc = maps[0], .k_desc = maps[1], .v_desc = maps[2], .do_desc = maps[3],
               .dq_desc = maps[4], .dk_desc = maps[5], .dv_desc = maps[6],
-              .SEQ_LENS_Q = lens_q, .SEQ_LENS_K = lens_k,
+              .SEQ_LENS_Q = e.p_lens_q, .SEQ_LENS_K = e.p_lens_k,
               .T_Q = static_cast<int32_t>(p.Tq), .T_K = static_cast<int32_t>(p.Tk),
               .kv_group = static_cast<int32_t>(p.Hq / p.Hkv),
               .scale = static_cast<float>(p.scale), .bias_value = static_cast<float>(bias),
               .DK = dk_ptr, .DV = dv_ptr, .stride_kt = dk_stride,
-              .D = static_cast<int32_t>(p.D),
+              .D = static_cast<int32_t>(p.D), .BIAS = e.p_bias, .SCORE_MOD = e.p_mod,
+              .stride_smb = e.mod_sb, .DMOD = dmod.ptr, .stride_dmb = dmod.sb,
+              .stride_dmh = dmod.sh, .BIAS_MODE = static_cast<int32_t>(p.bias_mode),
               .MAX_Q = static_cast<int32_t>(p.max_q), .MAX_K = static_cast<int32_t>(p.max_k)};
 }
 
 // Zeroes a fresh fp32 dQ buffer, runs the Gluon backward into it (dK, dV directly) and casts it
-// into dq; false (nothing launched) when the driver refuses a descriptor. lens_q/lens_k: int32
-// lengths on the device for kBackwardGluonPadded, 0 for kBackwardGluon (never read). One
+// into dq; false (nothing launched) when the driver refuses a descriptor. e: int32 lengths on
+// the device for kBackwardGluonPadded (kBackwardGluon never reads them), the bias tensor and
+// score_mod; dmod: where a score_mod variant writes its gradient's per-head partials. One
 // allocation (the buffer, from torch's caching allocator: capturable), no synchronization.
 bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops, const Tensor& q,
-                  const Tensor& dq, CUdeviceptr lens_q, CUdeviceptr lens_k) {
+                  const Tensor& dq, const Extras& e, const DmodOut& dmod) {
   const KernelSpec& spec = kKernels[kernel];
   // (the cast compiled beside the kernel's head dim: elementwise, it serves any D)
   const int cast = find_kernel(KernelKind::kDqCast, p.dtype, spec.head_dim, false, false, false,
@@ -130,12 +140,12 @@ bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops,
                  gz = static_cast<unsigned>(p.varlen ? p.B + 1 : p.B);
   if (spec.kind == KernelKind::kBackwardGluonPadded) {
     auto args = p.varlen ? gluon_args<BackwardGluonPaddedArgs>(
-                               maps, p, lens_q, lens_k, bias, ops.dk.ptr, ops.dv.ptr,
+                               maps, p, e, dmod, bias, ops.dk.ptr, ops.dv.ptr,
                                static_cast<int32_t>(ops.dk.st))
-                         : gluon_args<BackwardGluonPaddedArgs>(maps, p, lens_q, lens_k, bias);
+                         : gluon_args<BackwardGluonPaddedArgs>(maps, p, e, dmod, bias);
     launch(kernel, device, stream, gx, gy, gz, args);
   } else {
-    auto args = gluon_args<BackwardGluonArgs>(maps, p, 0, 0, bias);
+    auto args = gluon_args<BackwardGluonArgs>(maps, p, e, dmod, bias);
     launch(kernel, device, stream, gx, gy, gz, args);
   }
   DqCastArgs cast_args{.src = dptr(dq_acc), .dst = dptr(dq),
@@ -156,8 +166,15 @@ void launch_backward(const ForwardProblem& p, const Tensor& grad_out, const Tens
   const auto dt = q.scalar_type();
   // (causal: its mask is the top-left diagonal of a square problem)
   const bool padded = lens_q.has_value() && lens_k.has_value();
+  // int32 lengths, a float32 bias tensor and score_mod (converted on the device when given
+  // otherwise), alive past the launches.
+  Extras e = extras(lens_q, lens_k, bias, score_mod, p.bias_mode, p.max_k);
+  // The Gluon backward takes score_mod on dense calls without lengths (its own variant, which
+  // writes dmod_heads' rows itself), rows contiguous along keys.
+  const bool gluon_mod = !has_mod || (!p.varlen && !lens_q.has_value() && !lens_k.has_value() &&
+                                      e.mod_st == 1);
   const std::optional<GluonOperands> g =
-      has_mod || (is_causal && !p.varlen && p.Tq != p.Tk)
+      !gluon_mod || (is_causal && !p.varlen && p.Tq != p.Tk)
           ? std::nullopt
           : gluon_operands(p, grad_out, q, k, v, dk, dv, lens_q.has_value(), lens_k.has_value(),
                            deterministic);
@@ -165,11 +182,11 @@ void launch_backward(const ForwardProblem& p, const Tensor& grad_out, const Tens
                                padded);
   const KernelKind kind = kKernels[k_dkdv].kind;
   if (kind == KernelKind::kBackwardGluon || kind == KernelKind::kBackwardGluonPadded) {
-    // int32 lengths (converted on the device when given otherwise), alive past the launches
-    const Extras e = padded ? extras(lens_q, lens_k, std::nullopt, std::nullopt, p.bias_mode,
-                                     p.max_k)
-                            : Extras{};
-    if (launch_gluon(k_dkdv, p, *g, q, dq, e.p_lens_q, e.p_lens_k)) return;
+    DmodOut dmod;
+    if (has_mod) {  // [B, Hkv, Tk], contiguous (allocated so)
+      dmod = DmodOut{dptr(dmod_heads), dmod_heads.stride(0), dmod_heads.stride(1)};
+    }
+    if (launch_gluon(k_dkdv, p, *g, q, dq, e, dmod)) return;
     k_dkdv = select_backward(dt, p.D, is_causal, has_mod, p.varlen, p.max_k, false);
   }
   const int k_dq = select_kernel(KernelKind::kBackwardDq, dt, p.D, is_causal, has_mod, p.varlen,
@@ -180,7 +197,6 @@ void launch_backward(const ForwardProblem& p, const Tensor& grad_out, const Tens
                 ov = operand(v, p.max_k, sm), odo = operand(grad_out, p.max_q, sm);
   const Operand odq = operand(dq, p.max_q, sm), odk = operand(dk, p.max_k, sm),
                 odv = operand(dv, p.max_k, sm);
-  Extras e = extras(lens_q, lens_k, bias, score_mod, p.bias_mode, p.max_k);
   const int32_t t_q = static_cast<int32_t>(p.Tq), t_k = static_cast<int32_t>(p.Tk),
                 kv_group = static_cast<int32_t>(p.Hq / p.Hkv),
                 num_seqs = static_cast<int32_t>(p.B), max_q = static_cast<int32_t>(p.max_q),

@@ -395,3 +395,73 @@ def test_gluon_kernels_take_sdpa_layout(causal, gluon_backward):
         assert torch.isfinite(a).all(), f"{name}: unwritten or NaN elements"
         assert rel_err(a, b) < TOL[dtype], f"{name}: rel err {rel_err(a, b):.3e}"
         assert rel_err(a, c.double()) < TOL[dtype], f"{name} vs the Triton kernels"
+
+
+GLUON_BWD_MOD = sorted({v["head_dim"] for v in GLUON_BWD if v["score_mod"]})
+
+
+@pytest.mark.skipif(not GLUON_BWD_MOD, reason="no Gluon backward with score_mod in this build")
+@pytest.mark.parametrize("causal", [False, True], ids=["dense", "causal"])
+@pytest.mark.parametrize("D", GLUON_BWD_MOD)
+def test_gluon_backward_score_mod_and_bias_tensor(D, causal, gluon_backward):
+    """score_mod and bias tensors through the Gluon backward (profiler: no two-kernel
+    backward): dQ, dK, dV and the gradients of score_mod (per key, summed over heads and
+    queries) and of the bias tensor against float64 autograd; a random finite score_mod, a key
+    mask of -inf with one batch entry all masked (its gradients zero), GQA, key counts not a
+    multiple of the key block; the SDPA-style function's boolean key mask (training through a
+    padding mask); a scalar bias and a bias tensor with lengths (the kind with lengths)."""
+    from sigmoid_attn import scaled_dot_product_sigmoid_attention as sdpa
+
+    dtype = torch.bfloat16
+    B, T, Hq, Hkv = 3, 777, 8, 2
+    q, k, v, grad = inputs(B, T, T, Hq, Hkv, D, dtype, seed=D + causal)
+    g = torch.Generator().manual_seed(5 + D)
+    mod = torch.randn(B, T, generator=g).cuda()
+    mask = torch.zeros(B, T, device="cuda")
+    mask[0, 500:] = float("-inf")
+    mask[1, ::3] = float("-inf")
+    mask[2] = float("-inf")
+    bias = torch.tensor([-1.0, 0.5, -4.0], device="cuda")
+    tol = TOL[dtype]
+    for m, b_, leaf in ((mod, None, True), (mask, None, False), (mod, bias, True),
+                        (None, bias, False)):
+        def run(q, k, v, m=m, b_=b_, leaf=leaf):
+            mm = m.clone().requires_grad_(leaf) if m is not None else None
+            bb = b_.clone().requires_grad_() if b_ is not None else None
+            ins = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+            out = sigmoid_attention(*ins, is_causal=causal, score_mod=mm, sigmoid_bias=bb)
+            out.backward(grad)
+            return [t.grad for t in ins] + [mm.grad if leaf else None,
+                                            bb.grad if bb is not None else None]
+
+        names = launched_kernels(lambda: run(q, k, v))
+        assert "sigmoid_attn_bwd_gluon" in names and "sigmoid_attn_bwd_dkdv" not in names, names
+        got = run(q, k, v)
+        mm = m.double().requires_grad_(leaf) if m is not None else None
+        bb = b_.double().requires_grad_() if b_ is not None else None
+        ins = [t.double().requires_grad_() for t in (q, k, v)]
+        sigmoid_attention_reference(*ins, is_causal=causal, score_mod=mm,
+                                    sigmoid_bias=bb).backward(grad.double())
+        want = [t.grad for t in ins] + [mm.grad if leaf else None,
+                                        bb.grad if bb is not None else None]
+        for name, a, w in zip(("dq", "dk", "dv", "dscore_mod", "dbias"), got, want):
+            if w is None:
+                continue
+            assert torch.isfinite(a).all(), f"{name}: NaN or unwritten elements"
+            assert rel_err(a, w) < tol, f"{name}: rel err {rel_err(a, w):.3e}"
+        if m is mask:  # batch entry 2: every key masked, P = 0, no gradient
+            assert (got[0][2] == 0).all() and (got[1][2] == 0).all() and (got[2][2] == 0).all()
+    # the SDPA-style function's boolean key mask, training
+    attend = torch.rand(B, 1, 1, T, generator=g).cuda() > 0.3
+    qs, ks, vs = (t.transpose(1, 2) for t in (q, k, v))
+    ins = [t.detach().clone().requires_grad_() for t in (qs, ks, vs)]
+    names = launched_kernels(lambda: sdpa(*ins, attn_mask=attend, is_causal=causal).backward(
+        grad.transpose(1, 2)))
+    assert "sigmoid_attn_bwd_gluon" in names, names
+    # lengths with a scalar bias or a bias tensor (no gradient asked of it): the kind with
+    # lengths
+    lens = torch.tensor([T, 17, 0], dtype=torch.int32, device="cuda")
+    for sb in (-2.0, bias):
+        kw = dict(seq_lens_q=lens, seq_lens_k=lens, sigmoid_bias=sb, is_causal=causal)
+        assert "sigmoid_attn_bwd_gluon" in launched_kernels(lambda: grads(q, k, v, grad, **kw))
+        check(q, k, v, grad, **kw)

@@ -81,16 +81,20 @@ def test_gluon_backward_schedule_in_ptx(compiled, name):
     assert rec["ptx_counts"]["cp.reduce.async.bulk.tensor"] == d // 32 * (1 if v.dq_shared else 2)
     assert rec["shared"] <= 227 * 1024
     assert rec["spill_store_bytes"] == 0 and rec["spill_load_bytes"] == 0, rec["ptxas_v"]
-    # 7 rank-4 descriptors (CUtensorMap + 4 shape + 4 stride each), 13 scalars, 2 hidden
+    # 7 rank-4 descriptors (CUtensorMap + 4 shape + 4 stride each), 20 scalars, 2 hidden
     # pointers
     roles = [p["role"] for p in rec["params"]]
-    # (scalars: the lengths' two pointers, T_Q, T_K, kv_group, scale, bias_value, and a packed
-    # call's dK, dV pointers, their row stride, the tensors' head dim D, MAX_Q, MAX_K)
-    assert roles.count("tensormap") == 7 and roles.count("scalar") == 13
+    # (scalars: the lengths' two pointers, T_Q, T_K, kv_group, scale, bias_value, a packed
+    # call's dK, dV pointers, their row stride, the tensors' head dim D, the bias tensor,
+    # score_mod and its row stride, score_mod's gradient and its strides, BIAS_MODE, MAX_Q,
+    # MAX_K)
+    assert roles.count("tensormap") == 7 and roles.count("scalar") == 20
     assert roles.count("desc_shape") == roles.count("desc_stride") == 7 * 4
-    assert len(roles) == 7 * 9 + 13 + roles.count("hidden_ptr")
+    assert len(roles) == 7 * 9 + 20 + roles.count("hidden_ptr")
     scalars = [p["arg"] for p in rec["params"] if p["role"] == "scalar"]
-    assert scalars[scalars.index("stride_kt"):] == ["stride_kt", "D", "MAX_Q", "MAX_K"]
+    assert scalars[scalars.index("stride_kt"):] == [
+        "stride_kt", "D", "BIAS", "SCORE_MOD", "stride_smb", "DMOD", "stride_dmb", "stride_dmh",
+        "BIAS_MODE", "MAX_Q", "MAX_K"]
     # the dQ accumulator is fp32 with a 128-byte-swizzle box of 32 columns, the 16-bit
     # tensors' of 64; one head per box ([B, T, H, D])
     dq_meta = rec["tensordesc_meta"][rec["descs"].index("dq_desc")]
@@ -151,11 +155,12 @@ def test_library_gluon_backward_abi(var):
     V, aot = _library_build()
     assert var.schedule == {128: "dqx_dqd", 64: "dqx"}[var.head_dim]
     r = aot.compile_variant(var, 90)
-    assert r["num_params"] == 7 * 9 + 13 and r["num_hidden_params"] == 2
+    assert r["num_params"] == 7 * 9 + 20 and r["num_hidden_params"] == 2
     assert r["num_warps"] == 12
-    # (the rank-4 kernels' Triton scratch ahead of the barriers is 16 bytes more than the
-    # rank-3 kernels' 229824 / 131520; the data buffers are the same)
-    assert r["shared"] == {128: 229840, 64: 131536}[var.head_dim]
+    # (Triton's scratch ahead of the barriers grows with the arguments and, with score_mod,
+    # the per-key sums' reduction: 32 and 64 bytes over the rank-3 kernels' 229824 / 131520;
+    # the data buffers are the same)
+    assert r["shared"] == {128: 229856, 64: 131552}[var.head_dim] + 32 * var.score_mod
     half = {"fp16": 6, "bf16": 9}[var.dtype]
     names = ["q_desc", "k_desc", "v_desc", "do_desc", "dq_desc", "dk_desc", "dv_desc"]
     assert [m["arg"] for m in r["tensor_maps"]] == names
@@ -171,8 +176,11 @@ def test_library_gluon_backward_abi(var):
                                       ("SEQ_LENS_K", "!tt.ptr<i32>"), ("T_Q", "i32"),
                                       ("T_K", "i32"), ("kv_group", "i32"), ("scale", "f32"),
                                       ("bias_value", "f32"), ("DK", elem), ("DV", elem),
-                                      ("stride_kt", "i32"), ("D", "i32"), ("MAX_Q", "i32"),
-                                      ("MAX_K", "i32")]
+                                      ("stride_kt", "i32"), ("D", "i32"),
+                                      ("BIAS", "!tt.ptr<f32>"), ("SCORE_MOD", "!tt.ptr<f32>"),
+                                      ("stride_smb", "i64"), ("DMOD", "!tt.ptr<f32>"),
+                                      ("stride_dmb", "i64"), ("stride_dmh", "i64"),
+                                      ("BIAS_MODE", "i32"), ("MAX_Q", "i32"), ("MAX_K", "i32")]
 
 
 @pytest.mark.parametrize("var", _library_variants("dq_cast")[:1], ids=lambda v: v.name)

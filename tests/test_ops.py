@@ -204,16 +204,18 @@ def test_info_lists_compiled_variants():
                       if not mod or (kind == "fwd_gluon" and not causal))
         assert gluon == (want if _gluon_built() else []), kind
     # The Gluon backward (tiles.json bwd_gluon) and its dQ cast, Triton 3.8 only: fp16/bf16,
-    # no score_mod, one of each per head dim in the database
-    # (the Gluon backward causal or not, with lengths also packed; one cast, dense, serves all)
-    for kind, causals, varlens in (("bwd_gluon", (False, True), (False,)),
-                                   ("bwd_gluon_padded", (False, True), (False, True)),
-                                   ("dq_cast", (False,), (False,))):
+    # one of each per head dim in the database
+    # (the Gluon backward causal or not, with score_mod or not; with lengths, also packed, no
+    # score_mod; one cast, dense, serves all)
+    for kind, causals, varlens, mods in (("bwd_gluon", (False, True), (False,), (False, True)),
+                                         ("bwd_gluon_padded", (False, True), (False, True),
+                                          (False,)),
+                                         ("dq_cast", (False,), (False,), (False,))):
         got = sorted((k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
                      for k in info["variants"] if k["kind"] == kind)
-        want = sorted((dt, int(d), varlen, causal, False) for dt in ("float16", "bfloat16")
+        want = sorted((dt, int(d), varlen, causal, mod) for dt in ("float16", "bfloat16")
                       for d in _tiles_db().get("bwd_gluon", {}) for causal in causals
-                      for varlen in varlens)
+                      for varlen in varlens for mod in mods)
         assert got == (want if _gluon_built() else []), kind
 
 
@@ -493,7 +495,7 @@ def test_dispatch_takes_the_gluon_backward_exactly_where_it_covers_the_call():
     """The backward's dK/dV kernel through the C++ dispatcher, without a GPU: the Gluon backward
     (tiles.json bwd_gluon) for a covered call (gluon flag: switched on, nondeterministic allowed,
     no lengths, no bias tensor, TMA-describable: ops_cuda_bwd.cpp decides it) of a compiled
-    dtype and head dim, dense, causal or not, without score_mod; the two-kernel backward
+    dtype and head dim, dense, causal or not, with score_mod or not; the two-kernel backward
     otherwise."""
     if _partial_build():
         pytest.skip("walks every head dim of tiles.json: a full build")
@@ -525,9 +527,14 @@ def test_dispatch_takes_the_gluon_backward_exactly_where_it_covers_the_call():
             assert k["head_dim"] == (served or D) and not k["causal"] and not k["varlen"]
             c = pick(D, dtype, causal=True)
             assert c["kind"] == ("bwd_gluon" if served else "bwd_dkdv") and c["causal"]
-            for kw in (dict(mod=True), dict(varlen=True), dict(gluon=False),
-                       dict(causal=True, gluon=False)):
+            for kw in (dict(varlen=True), dict(gluon=False), dict(causal=True, gluon=False),
+                       dict(mod=True, gluon=False)):
                 assert pick(D, dtype, **kw)["kind"] == "bwd_dkdv", (D, kw)
+            # score_mod (dense, causal or not): its own variant
+            for causal in (False, True):
+                m = pick(D, dtype, mod=True, causal=causal)
+                assert (m["kind"] == "bwd_gluon") == bool(served), (D, m["name"])
+                assert m["score_mod"] and m["causal"] == causal
         assert pick(D, "fp32")["kind"] == "bwd_dkdv"  # (no fp32 Gluon kernel)
 
 

@@ -207,7 +207,8 @@ def compile_gluon_bwd(var: V.Variant, arch: int):
     constexprs = {"NUM_STAGES": var.num_stages, "CONSUMER_REGS": V.GLUON_CONSUMER_REGS,
                   "PRODUCER_REGS": V.GLUON_PRODUCER_REGS, "RCP_NEWTON": False,
                   "DQ_SHARED": dq_shared, "DQ_ISSUE": dq_issue, "CAUSAL": var.causal,
-                  "HAS_LENGTHS": var.kind == "bwd_gluon_padded", "VARLEN": var.varlen}
+                  "HAS_LENGTHS": var.kind == "bwd_gluon_padded", "VARLEN": var.varlen,
+                  "HAS_MOD": var.score_mod}
     return _compile_gluon_kind(var, arch, rows, constexprs)
 
 

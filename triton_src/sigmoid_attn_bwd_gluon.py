@@ -277,11 +277,12 @@ def _causal_mask(pt, row, key0, s_layout: gl.constexpr):
 
 
 @gluon.jit
-def _tile_deferred(it, dk, dv, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem, dq_smem, ready, empty,
-                   dq_full, dq_free, ds_full, ds_free, Lq, n_m, m0, key0, key_ok, key_tail,
-                   scale, neg_scale_log2e, neg_bias_log2e, s_zero, dq_zero, WG: gl.constexpr,
-                   NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr, WITH_PREV: gl.constexpr,
-                   CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr):
+def _tile_deferred(it, dk, dv, dm, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem, dq_smem, ready,
+                   empty, dq_full, dq_free, ds_full, ds_free, Lq, n_m, m0, key0, key_ok,
+                   key_tail, scale, neg_scale_log2e, neg_bias_log2e, s_zero, dq_zero,
+                   WG: gl.constexpr, NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr,
+                   WITH_PREV: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
+                   HAS_MOD: gl.constexpr):
     """One query tile with the previous tile's dQ queued once this tile's dSᵀ is computed
     (DQ_ISSUE = 2, D = 128): the partner warpgroup's dSᵀ of tile it - 1 is waited for a whole
     tile after it was written, so the two warpgroups may drift apart by up to a tile (one's P
@@ -317,6 +318,8 @@ def _tile_deferred(it, dk, dv, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem, dq_sm
     if HAS_LENGTHS:
         if key_tail:  # (dPᵀ rows of keys past Lk read V past the sequence)
             dst = gl.where(key_ok, dst, 0.0)
+    if HAS_MOD:  # dS summed over this tile's queries, per key (score_mod's gradient, ·scale)
+        dm += gl.sum(dst, axis=1)
     dst = dst.to(dtype)
     pt = pt.to(dtype)
     # dSᵀ pair p was last read by both warpgroups' dQ of tile it - 2 (issued in tile it - 1).
@@ -338,7 +341,7 @@ def _tile_deferred(it, dk, dv, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem, dq_sm
     else:
         dv, dk = warpgroup_mma_wait(0, deps=(dv, dk))
         mbarrier.arrive(empty.index(s), count=1)
-    return dk, dv
+    return dk, dv, dm
 
 
 @gluon.jit
@@ -347,7 +350,8 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
               MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, WG: gl.constexpr,
               NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr,
               DQ_ISSUE: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
-              VARLEN: gl.constexpr, DK, DV, stride_kt, D):
+              VARLEN: gl.constexpr, DK, DV, stride_kt, D, BIAS, SCORE_MOD, stride_smb, DMOD,
+              stride_dmb, stride_dmh, BIAS_MODE, HAS_MOD: gl.constexpr):
     BLOCK_M: gl.constexpr = q_smem.shape[2]
     HEAD_DIM: gl.constexpr = q_smem.shape[4]
     HALF_N: gl.constexpr = k_smem.shape[2]
@@ -376,9 +380,23 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
     s_zero = gl.zeros([HALF_N, BLOCK_M], gl.float32, s_layout)
     b, q_off, Lq, k_off, Lk, owned_k = _sequence(SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K,
                                                  HAS_LENGTHS, VARLEN)
-    if HAS_LENGTHS:  # the default bias of the sequence, -log(max(Lk, 1))
-        neg_bias_log2e = gl.log2(gl.maximum(Lk, 1).to(gl.float32))
+    # (variants.BIAS_MODES: 0 the default -log(valid keys), 1 bias_value, 2 BIAS[b])
+    if HAS_LENGTHS:
+        if BIAS_MODE == 0:  # the default bias of the sequence, -log(max(Lk, 1))
+            neg_bias_log2e = gl.log2(gl.maximum(Lk, 1).to(gl.float32))
+    if BIAS_MODE == 2:
+        has_sequence = True
+        if VARLEN:  # (the last program along z walks a packed batch's tail: no sequence)
+            has_sequence = b < gl.num_programs(2) - 1
+        if has_sequence:
+            neg_bias_log2e = -gl.load(BIAS + b) * LOG2E
     keys = key0 + gl.arange(0, HALF_N, layout=gl.SliceLayout(1, s_layout))
+    dm = gl.zeros([HALF_N], gl.float32, gl.SliceLayout(1, s_layout))
+    if HAS_MOD:
+        # score_mod of this warpgroup's keys, one column per key of Sᵀ for the whole walk
+        mod = gl.load(SCORE_MOD + b.to(gl.int64) * stride_smb + k_off + keys, mask=keys < Lk,
+                      other=0.0)
+        neg_bias_log2e = gl.expand_dims(neg_bias_log2e - mod * LOG2E, 1)
     key_ok = gl.expand_dims(keys < Lk, 1)
     key_tail = key0 + HALF_N > Lk
     m0, n_m = _query_tiles(Lq, Lk, BLOCK_M, HALF_N, CAUSAL, HAS_LENGTHS)
@@ -394,17 +412,19 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
         gl.static_assert(DQ_SHARED and DQ_SPLIT_COLS, "deferred dQ needs the D = 128 exchange")
         if n_it > 0:  # (none: a key block past Lk)
             # tile 0 is peeled (no previous dQ); the last tile's dQ runs after the loop
-            dk, dv = _tile_deferred(0, dk, dv, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem,
-                                    dq_smem, ready, empty, dq_full, dq_free, ds_full, ds_free,
-                                    Lq, n_m, m0, key0, key_ok, key_tail, scale, neg_scale_log2e,
-                                    neg_bias_log2e, s_zero, dq_zero, WG, NUM_STAGES, RCP_NEWTON,
-                                    False, CAUSAL, HAS_LENGTHS)
+            dk, dv, dm = _tile_deferred(0, dk, dv, dm, q_smem, do_smem, k_w, v_w, k0, k1,
+                                        ds_smem, dq_smem, ready, empty, dq_full, dq_free,
+                                        ds_full, ds_free, Lq, n_m, m0, key0, key_ok, key_tail,
+                                        scale, neg_scale_log2e, neg_bias_log2e, s_zero, dq_zero,
+                                        WG, NUM_STAGES, RCP_NEWTON, False, CAUSAL, HAS_LENGTHS,
+                                        HAS_MOD)
             for it in range(1, n_it):
-                dk, dv = _tile_deferred(it, dk, dv, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem,
-                                        dq_smem, ready, empty, dq_full, dq_free, ds_full,
-                                        ds_free, Lq, n_m, m0, key0, key_ok, key_tail, scale,
-                                        neg_scale_log2e, neg_bias_log2e, s_zero, dq_zero, WG,
-                                        NUM_STAGES, RCP_NEWTON, True, CAUSAL, HAS_LENGTHS)
+                dk, dv, dm = _tile_deferred(it, dk, dv, dm, q_smem, do_smem, k_w, v_w, k0, k1,
+                                            ds_smem, dq_smem, ready, empty, dq_full, dq_free,
+                                            ds_full, ds_free, Lq, n_m, m0, key0, key_ok,
+                                            key_tail, scale, neg_scale_log2e, neg_bias_log2e,
+                                            s_zero, dq_zero, WG, NUM_STAGES, RCP_NEWTON, True,
+                                            CAUSAL, HAS_LENGTHS, HAS_MOD)
             dq = _dq_issue_split(ds_smem, k0, k1, ds_full, dq_zero, n_it - 1, WG, DQ_CHUNK)
             dq = warpgroup_mma_wait(0, deps=(dq, ))
             _dq_store_split(dq, dq_smem, ds_free, dq_free, dq_full, n_it - 1, WG, DQ_CHUNK)
@@ -432,6 +452,8 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
         if HAS_LENGTHS:
             if key_tail:  # (dPᵀ rows of keys past Lk read V past the sequence)
                 dst = gl.where(key_ok, dst, 0.0)
+        if HAS_MOD:  # dS summed over this tile's queries, per key (score_mod's gradient, ·scale)
+            dm += gl.sum(dst, axis=1)
         dst = dst.to(dtype)
         # dS for dQ = dS·K: the A operand must be [queries, keys], so it goes through shared
         # memory and is read back transposed.
@@ -531,6 +553,11 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
         # The other warpgroup reads K_w for dQ: its last ds_free arrive says it no longer does.
         if n_it > 0:
             mbarrier.wait(ds_free.index((n_it - 1) % 2), ((n_it - 1) // 2) & 1)
+    if HAS_MOD:
+        # dS summed over every query of every head of the group: this KV head's partial of
+        # score_mod's gradient (the launcher sums the heads)
+        gl.store(DMOD + b.to(gl.int64) * stride_dmb + h_kv.to(gl.int64) * stride_dmh + k_off
+                 + keys, dm * (1.0 / scale), mask=keys < Lk)
     # Epilogue: only this warpgroup ever read K_w, V_w, and all its wgmmas have retired.
     k_buf = k_smem.index(WG)
     v_buf = v_smem.index(WG)
@@ -610,36 +637,42 @@ def _zero_tail(DK, DV, stride_kt, D, k_off, n_tail, h_kv, WG: gl.constexpr, HALF
 def _consumer0(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
                empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
                MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK, DV, stride_kt, D,
+               BIAS, SCORE_MOD, stride_smb, DMOD, stride_dmb, stride_dmh, BIAS_MODE,
                NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr,
                DQ_ISSUE: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
-               VARLEN: gl.constexpr):
+               VARLEN: gl.constexpr, HAS_MOD: gl.constexpr):
     _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
               empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
               MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, 0, NUM_STAGES, RCP_NEWTON,
-              DQ_SHARED, DQ_ISSUE, CAUSAL, HAS_LENGTHS, VARLEN, DK, DV, stride_kt, D)
+              DQ_SHARED, DQ_ISSUE, CAUSAL, HAS_LENGTHS, VARLEN, DK, DV, stride_kt, D, BIAS,
+              SCORE_MOD, stride_smb, DMOD, stride_dmb, stride_dmh, BIAS_MODE, HAS_MOD)
 
 
 @gluon.jit
 def _consumer1(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
                empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
                MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK, DV, stride_kt, D,
+               BIAS, SCORE_MOD, stride_smb, DMOD, stride_dmb, stride_dmh, BIAS_MODE,
                NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr,
                DQ_ISSUE: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
-               VARLEN: gl.constexpr):
+               VARLEN: gl.constexpr, HAS_MOD: gl.constexpr):
     _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
               empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
               MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, 1, NUM_STAGES, RCP_NEWTON,
-              DQ_SHARED, DQ_ISSUE, CAUSAL, HAS_LENGTHS, VARLEN, DK, DV, stride_kt, D)
+              DQ_SHARED, DQ_ISSUE, CAUSAL, HAS_LENGTHS, VARLEN, DK, DV, stride_kt, D, BIAS,
+              SCORE_MOD, stride_smb, DMOD, stride_dmb, stride_dmh, BIAS_MODE, HAS_MOD)
 
 
 @gluon.jit
 def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv_desc,
                            SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, kv_group, scale, bias_value,
-                           DK, DV, stride_kt, D, MAX_Q, MAX_K, NUM_STAGES: gl.constexpr,
+                           DK, DV, stride_kt, D, BIAS, SCORE_MOD, stride_smb, DMOD, stride_dmb,
+                           stride_dmh, BIAS_MODE, MAX_Q, MAX_K, NUM_STAGES: gl.constexpr,
                            CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
                            RCP_NEWTON: gl.constexpr = False, DQ_SHARED: gl.constexpr = False,
                            DQ_ISSUE: gl.constexpr = 0, CAUSAL: gl.constexpr = False,
-                           HAS_LENGTHS: gl.constexpr = False, VARLEN: gl.constexpr = False):
+                           HAS_LENGTHS: gl.constexpr = False, VARLEN: gl.constexpr = False,
+                           HAS_MOD: gl.constexpr = False):
     """grid (cdiv(T_K, 2 * k_desc.block_type.shape[1]), H_KV, B), num_warps=4 (consumer 0).
     q/do: rank 4 [B, T_Q, H, D], box [1, BLOCK_M, 1, HEAD_DIM]; dq: the same in fp32 (reduce-add
     target, zeroed); k/v/dk/dv: [B, T_K, H_KV, D], box [1, 64, 1, HEAD_DIM]. D <= HEAD_DIM (a
@@ -650,8 +683,13 @@ def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv
     one dQ tile over all 128 keys per query tile instead of one per warpgroup. DQ_ISSUE (with
     DQ_SHARED): 0 dQ after dV, dK retire; 1 dQ queued right behind dV, dK; 2 (D = 128) dQ of
     tile i queued ahead of dV, dK of tile i + 1. CAUSAL: top-left causal mask (T_Q == T_K), the
-    query tiles above a key block skipped. HAS_LENGTHS: SEQ_LENS_Q/K int32 [B] (read only then),
-    the default bias per sequence (bias_value ignored). VARLEN (with HAS_LENGTHS): a packed
+    query tiles above a key block skipped. HAS_LENGTHS: SEQ_LENS_Q/K int32 [B] (read only then).
+    BIAS_MODE (variants.BIAS_MODES): 0 the default bias (with HAS_LENGTHS -log(Lk) per
+    sequence, else bias_value = -log(T_K) from the launcher), 1 bias_value, 2 BIAS[b] (float32,
+    one per sequence). HAS_MOD (dense, no lengths): SCORE_MOD [B, T_K] (rows stride_smb apart,
+    contiguous along keys) added to each key's scores, and score_mod's gradient summed over
+    the group's heads and queries into DMOD[b, h_kv, key] (strides stride_dmb, stride_dmh,
+    contiguous along keys; the launcher sums the KV heads). VARLEN (with HAS_LENGTHS): a packed
     batch of B sequences, SEQ_LENS_Q/K int32 cu_seqlens [B + 1], T_Q/T_K the token totals,
     descriptors [1, total, heads, D]; grid (cdiv(max_seqlen_k, 128), H_KV, B + 1), z = B the
     tail past cu_seqlens_k[B]; DK, DV (row stride stride_kt) take the masked stores where a
@@ -706,13 +744,15 @@ def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv
         (_consumer0, (dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar,
                       ready, empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K,
                       T_Q, T_K, MAX_Q, MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK,
-                      DV, stride_kt, D, NUM_STAGES, RCP_NEWTON, DQ_SHARED, DQ_ISSUE, CAUSAL,
-                      HAS_LENGTHS, VARLEN)),
+                      DV, stride_kt, D, BIAS, SCORE_MOD, stride_smb, DMOD, stride_dmb,
+                      stride_dmh, BIAS_MODE, NUM_STAGES, RCP_NEWTON, DQ_SHARED, DQ_ISSUE, CAUSAL,
+                      HAS_LENGTHS, VARLEN, HAS_MOD)),
         (_consumer1, (dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar,
                       ready, empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K,
                       T_Q, T_K, MAX_Q, MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK,
-                      DV, stride_kt, D, NUM_STAGES, RCP_NEWTON, DQ_SHARED, DQ_ISSUE, CAUSAL,
-                      HAS_LENGTHS, VARLEN)),
+                      DV, stride_kt, D, BIAS, SCORE_MOD, stride_smb, DMOD, stride_dmb,
+                      stride_dmh, BIAS_MODE, NUM_STAGES, RCP_NEWTON, DQ_SHARED, DQ_ISSUE, CAUSAL,
+                      HAS_LENGTHS, VARLEN, HAS_MOD)),
         (_producer, (q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, kv_bar,
                      ready, empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K, kv_group,
                      NUM_STAGES, CAUSAL, HAS_LENGTHS, VARLEN)),

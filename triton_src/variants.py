@@ -245,7 +245,9 @@ PARAMS["bwd_gluon"] = (("q_desc", "desc"), ("k_desc", "desc"), ("v_desc", "desc"
                        ("T_Q", "i32"), ("T_K", "i32"), ("kv_group", "i32"),
                        ("scale", "fp32"), ("bias_value", "fp32"),
                        ("DK", "*dt"), ("DV", "*dt"), ("stride_kt", "i32"), ("D", "i32"),
-                       ("MAX_Q", "i32"), ("MAX_K", "i32"))
+                       ("BIAS", "*fp32"), ("SCORE_MOD", "*fp32"), ("stride_smb", "i64"),
+                       ("DMOD", "*fp32"), ("stride_dmb", "i64"), ("stride_dmh", "i64"),
+                       ("BIAS_MODE", "i32"), ("MAX_Q", "i32"), ("MAX_K", "i32"))
 # ... and of padded batches: the same kernel compiled with HAS_LENGTHS (the lengths read).
 PARAMS["bwd_gluon_padded"] = PARAMS["bwd_gluon"]
 PARAMS["dq_cast"] = (("src", "*fp32"), ("dst", "*dt"), ("n", "i32"))
@@ -457,8 +459,10 @@ def variants(triton_version: str = None, head_dims=None, dtypes=None, kinds=None
                                 # and no score_mod; one cast serves both)
                                 # (packed calls through the kind with lengths, as the
                                 # forward)
+                                # (score_mod: the kind without lengths)
                                 if kind in GLUON_BACKWARD_KINDS and (
-                                        score_mod or varlen and kind == "bwd_gluon"):
+                                        score_mod and kind == "bwd_gluon_padded"
+                                        or varlen and kind == "bwd_gluon"):
                                     continue
                                 if kind == "dq_cast" and (varlen or causal or score_mod):
                                     continue

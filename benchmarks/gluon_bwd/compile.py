@@ -114,15 +114,18 @@ def signature(v: Variant):
            "dk_desc": kv_t, "dv_desc": kv_t, "SEQ_LENS_Q": "*i32", "SEQ_LENS_K": "*i32",
            "T_Q": "i32", "T_K": "i32", "kv_group": "i32",
            "scale": "fp32", "bias_value": "fp32", "DK": f"*{v.dtype}", "DV": f"*{v.dtype}",
-           "stride_kt": "i32", "D": "i32", "MAX_Q": "i32", "MAX_K": "i32",
+           "stride_kt": "i32", "D": "i32", "BIAS": "*fp32", "SCORE_MOD": "*fp32",
+           "stride_smb": "i64", "DMOD": "*fp32", "stride_dmb": "i64", "stride_dmh": "i64",
+           "BIAS_MODE": "i32", "MAX_Q": "i32", "MAX_K": "i32",
            "NUM_STAGES": "constexpr",
            "CONSUMER_REGS": "constexpr", "PRODUCER_REGS": "constexpr",
            "RCP_NEWTON": "constexpr", "DQ_SHARED": "constexpr", "DQ_ISSUE": "constexpr",
-           "CAUSAL": "constexpr", "HAS_LENGTHS": "constexpr", "VARLEN": "constexpr"}
+           "CAUSAL": "constexpr", "HAS_LENGTHS": "constexpr", "VARLEN": "constexpr",
+           "HAS_MOD": "constexpr"}
     constexprs = {"NUM_STAGES": v.stages, "CONSUMER_REGS": v.consumer_regs,
                   "PRODUCER_REGS": v.producer_regs, "RCP_NEWTON": v.rcp_newton,
                   "DQ_SHARED": v.dq_shared, "DQ_ISSUE": v.dq_issue, "CAUSAL": False,
-                  "HAS_LENGTHS": False, "VARLEN": False}
+                  "HAS_LENGTHS": False, "VARLEN": False, "HAS_MOD": False}
     return sig, constexprs
 
 

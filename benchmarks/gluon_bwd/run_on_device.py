@@ -110,6 +110,11 @@ class Kernel:
                    "DK": ctypes.c_uint64(0), "DV": ctypes.c_uint64(0),
                    "stride_kt": ctypes.c_int32(0),
                    "D": ctypes.c_int32(D),  # the tensors' head dim (the box's: asserted above)
+                   # no bias tensor, no score_mod: BIAS_MODE 1 (bias_value)
+                   "BIAS": ctypes.c_uint64(0), "SCORE_MOD": ctypes.c_uint64(0),
+                   "stride_smb": ctypes.c_int64(0), "DMOD": ctypes.c_uint64(0),
+                   "stride_dmb": ctypes.c_int64(0), "stride_dmh": ctypes.c_int64(0),
+                   "BIAS_MODE": ctypes.c_int32(1),
                    "MAX_Q": ctypes.c_int32(T_Q), "MAX_K": ctypes.c_int32(T_K)}
         addrs = []
         for p in rec["params"]:
@@ -333,6 +338,8 @@ def dry_run(recs, build_dir):
             arr = run.keep[-1]
             want_scalar = {"T_Q": T_Q, "T_K": T_K, "kv_group": H // H_KV, "SEQ_LENS_Q": 0,
                            "SEQ_LENS_K": 0, "DK": 0, "DV": 0, "stride_kt": 0, "D": D,
+                           "BIAS": 0, "SCORE_MOD": 0, "stride_smb": 0, "DMOD": 0,
+                           "stride_dmb": 0, "stride_dmh": 0, "BIAS_MODE": 1,
                            "MAX_Q": T_Q, "MAX_K": T_K}
             # Read every parameter back through the void* array, as cuLaunchKernel will.
             for p, ptr in zip(rec["params"], arr):
