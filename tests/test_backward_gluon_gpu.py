@@ -213,21 +213,21 @@ def two_kernel(fn):
 @requires_gluon_bwd
 @pytest.mark.parametrize("D", DIMS)
 def test_gluon_backward_ineligible_calls_take_the_two_kernel_backward(D, gluon_backward):
-    """Causal with T_Q != T_K, lengths for keys only, lengths with a scalar bias, score_mod, a
-    bias tensor: the switch changes nothing (bitwise the two-kernel backward's gradients, which
-    is deterministic), and they match the reference. ([B, H, T, D] tensors seen as
-    [B, T, H, D] take the Gluon kernels: test_gluon_kernels_take_sdpa_layout.)"""
+    """Causal with T_Q != T_K, lengths for keys only, score_mod with lengths, a score_mod not
+    contiguous along keys: the switch changes nothing (bitwise the two-kernel backward's
+    gradients, which is deterministic), and they match the reference. ([B, H, T, D] tensors
+    seen as [B, T, H, D], score_mod on dense calls and any bias take the Gluon kernels:
+    test_gluon_kernels_take_sdpa_layout, test_gluon_backward_score_mod_and_bias_tensor.)"""
     dtype = torch.float16
     B, T = 3, 300
     q, k, v, grad = inputs(B, T, T, 4, 2, D, dtype, seed=D + 1)
     lens = torch.tensor([T, 17, 0], dtype=torch.int32, device="cuda")
     mod = torch.randn(B, T, device="cuda")
-    bias = torch.tensor([-1.0, 0.5, -4.0], device="cuda")
+    mod_t = torch.randn(T, B, device="cuda").t()  # (keys B floats apart)
     cases = [((q[:, :T - 50], k, v, grad[:, :T - 50]), dict(is_causal=True)),
-             ((q, k, v, grad), dict(seq_lens_q=lens, seq_lens_k=lens, sigmoid_bias=-1.0)),
              ((q, k, v, grad), dict(seq_lens_k=lens)),
-             ((q, k, v, grad), dict(score_mod=mod)),
-             ((q, k, v, grad), dict(sigmoid_bias=bias))]
+             ((q, k, v, grad), dict(seq_lens_q=lens, seq_lens_k=lens, score_mod=mod)),
+             ((q, k, v, grad), dict(score_mod=mod_t))]
     for args, kw in cases:
         got = check(*args, **kw)
         want = two_kernel(lambda: grads(*args, **kw))
