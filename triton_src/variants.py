@@ -91,8 +91,9 @@ FWD_WS_DISPATCH = bool(_DB.get("fwd_ws_dispatch", False))
 FWD_GLUON_TILES = {int(d): tuple(t) for d, t in _DB.get("fwd_gluon", {}).items()}
 FWD_GLUON_DISPATCH = bool(_DB.get("fwd_gluon_dispatch", False))
 # The Gluon backward (sigmoid_attn_bwd_gluon.py, kind bwd_gluon, and with per-sequence lengths
-# kind bwd_gluon_padded; fp16/bf16; causal (top-left, T_Q == T_K) or not; no score_mod, no packed
-# batches, no bias tensor): [BLOCK_M, BLOCK_N, num_warps, num_stages, schedule] per head dim.
+# kind bwd_gluon_padded, padded and packed; fp16/bf16; causal (top-left, T_Q == T_K) or not; any
+# bias; score_mod on calls without lengths, its own variant, which sums score_mod's gradient per
+# key): [BLOCK_M, BLOCK_N, num_warps, num_stages, schedule] per head dim.
 # One program per 128 keys x KV head x batch walks every query tile of its GQA group (dK, dV: one
 # writer each); dQ is summed in an fp32 buffer by TMA reduce-adds, then cast (kind
 # dq_cast): not bitwise reproducible, so deterministic mode keeps the two-kernel backward. The
