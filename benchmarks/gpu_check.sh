@@ -21,6 +21,9 @@
 #   bash benchmarks/gpu_check.sh lengths                 # padded and packed rows over several
 #                                                         # draws of lengths, dense beside each
 #                                                         # (bench_lengths.py; LENGTHS_ARGS)
+#   bash benchmarks/gpu_check.sh ncu_bwd                 # the Gluon backward dense vs padded
+#                                                         # under Nsight Compute, with per-line
+#                                                         # stall sampling (CSV)
 #   bash benchmarks/gpu_check.sh compat_suite            # triton-sigmoid's own tests through
 #                                                         # the compat module (TS_SUITE: its tests)
 #   bash benchmarks/gpu_check.sh memcheck                # compute-sanitizer memcheck: every
@@ -163,6 +166,17 @@ fi
 if has lengths; then  # padded/packed against dense over draws of lengths (bench_lengths.py)
   timeout "${LENGTHS_TIMEOUT:-240}" python3 benchmarks/bench_lengths.py --out "$OUT/lengths.json" \
     ${LENGTHS_ARGS:-} 2>&1 | tee "$OUT/lengths.log" | tail -12
+fi
+if has ncu_bwd; then  # the Gluon backward dense, then padded (ncu_lengths.py's draw) under Nsight
+  # Compute: sections and counters, then per-instruction stall sampling (SASS with the CUDA
+  # lines: the cubins carry line info) as CSV, to find where the padded launch's extra cycles go
+  NCU="ncu -k regex:bwd_gluon --launch-skip 2 --launch-count 2"
+  timeout 300 $NCU --section SpeedOfLight --section WarpStateStats --section ComputeWorkloadAnalysis \
+    python3 benchmarks/ncu_lengths.py --backward > "$OUT/ncu_bwd_sections.txt" 2>&1
+  timeout 300 $NCU --section SourceCounters --section WarpStateStats --page source --csv \
+    --print-source cuda,sass python3 benchmarks/ncu_lengths.py --backward \
+    > "$OUT/ncu_bwd_source.csv" 2>&1
+  grep -E "Duration|Tensor|Throughput" "$OUT/ncu_bwd_sections.txt" | head -12
 fi
 if has compat_suite; then  # triton-sigmoid's published tests against the compat module
   timeout "${COMPAT_TIMEOUT:-300}" bash benchmarks/run_triton_sigmoid_suite.sh \
