@@ -29,11 +29,10 @@ struct GluonOperands {
 // -log(Lk) per sequence) or for neither, or a packed batch (kind kForwardGluonPadded compiled
 // for packed rows: cu_seqlens read in the kernel); any bias (default, scalar, or a tensor of
 // one bias per sequence, read by the kernel); at least one key (with none its pipeline would
-// wait for a first
-// key block that never comes); a dense causal call only with as many keys as queries (its
-// causal schedule and masks are per batch entry; packed causal calls align each sequence
-// top-left, as the other forwards); q, k, v, out readable by TMA ([B, T, H, D], or [1, total,
-// H, D] packed). Anything else takes the other forwards.
+// wait for a first key block that never comes); a dense causal call only with as many keys as
+// queries (its causal schedule and masks are per batch entry; packed causal calls align each
+// sequence top-left, as the other forwards); q, k, v, out readable by TMA ([B, T, H, D], or
+// [1, total, H, D] packed). Anything else takes the other forwards.
 std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tensor& q,
                                             const Tensor& k, const Tensor& v, const Tensor& out,
                                             bool has_lens_q, bool has_lens_k, bool is_causal) {

@@ -68,8 +68,9 @@ std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tenso
   return GluonOperands{*rq, *rk, *rv, *rdo, *rdk, *rdv};
 }
 
-// score_mod's gradient as the Gluon backward writes it: this KV head's partial sums, rows of keys
-// (dmod_heads [B, Hkv, Tk]); null where the call has no score_mod.
+// Where the backward kernels write score_mod's gradient: per-KV-head partial sums along keys,
+// dmod_heads [B, Hkv, Tk] (sb, sh its batch and head strides) or [Hkv, total_k] packed (sb 0);
+// null where the call has no score_mod.
 struct DmodOut {
   CUdeviceptr ptr = 0;
   int64_t sb = 0, sh = 0;
@@ -173,6 +174,11 @@ void launch_backward(const ForwardProblem& p, const Tensor& grad_out, const Tens
   // writes dmod_heads' rows itself), rows contiguous along keys.
   const bool gluon_mod = !has_mod || (!p.varlen && !lens_q.has_value() && !lens_k.has_value() &&
                                       e.mod_st == 1);
+  DmodOut dmod;
+  if (has_mod) {
+    dmod = DmodOut{dptr(dmod_heads), p.varlen ? 0 : dmod_heads.stride(0),
+                   dmod_heads.stride(p.varlen ? 0 : 1)};
+  }
   const std::optional<GluonOperands> g =
       !gluon_mod || (is_causal && !p.varlen && p.Tq != p.Tk)
           ? std::nullopt
@@ -182,10 +188,6 @@ void launch_backward(const ForwardProblem& p, const Tensor& grad_out, const Tens
                                padded);
   const KernelKind kind = kKernels[k_dkdv].kind;
   if (kind == KernelKind::kBackwardGluon || kind == KernelKind::kBackwardGluonPadded) {
-    DmodOut dmod;
-    if (has_mod) {  // [B, Hkv, Tk], contiguous (allocated so)
-      dmod = DmodOut{dptr(dmod_heads), dmod_heads.stride(0), dmod_heads.stride(1)};
-    }
     if (launch_gluon(k_dkdv, p, *g, q, dq, e, dmod)) return;
     k_dkdv = select_backward(dt, p.D, is_causal, has_mod, p.varlen, p.max_k, false);
   }
@@ -204,12 +206,6 @@ void launch_backward(const ForwardProblem& p, const Tensor& grad_out, const Tens
   const float scale = static_cast<float>(p.scale), bias_value = static_cast<float>(p.bias_value);
   const int32_t has_lq = !p.varlen && e.lens_q.has_value(),
                 has_lk = !p.varlen && e.lens_k.has_value();
-  const CUdeviceptr dmod = has_mod ? dptr(dmod_heads) : 0;
-  int64_t dmb = 0, dmh = 0;
-  if (has_mod) {
-    dmb = p.varlen ? 0 : dmod_heads.stride(0);
-    dmh = dmod_heads.stride(p.varlen ? 0 : 1);
-  }
   const int device = q.get_device_index();
   const CUstream stream = current_stream(device);
   const unsigned grid_z = p.varlen ? 1u : static_cast<unsigned>(p.B);
@@ -220,7 +216,7 @@ void launch_backward(const ForwardProblem& p, const Tensor& grad_out, const Tens
   {
     BackwardDkDvArgs args{
         .Q = oq.ptr, .K = ok.ptr, .V = ov.ptr, .DO = odo.ptr, .DK = odk.ptr, .DV = odv.ptr,
-        .DMOD = dmod, .SEQ_LENS_Q = e.p_lens_q, .SEQ_LENS_K = e.p_lens_k, .BIAS = e.p_bias,
+        .DMOD = dmod.ptr, .SEQ_LENS_Q = e.p_lens_q, .SEQ_LENS_K = e.p_lens_k, .BIAS = e.p_bias,
         .SCORE_MOD = e.p_mod,
         .stride_qb = oq.sb, .stride_qt = oq.st, .stride_qh = oq.sh,
         .stride_kb = ok.sb, .stride_kt = ok.st, .stride_kh = ok.sh,
@@ -228,7 +224,8 @@ void launch_backward(const ForwardProblem& p, const Tensor& grad_out, const Tens
         .stride_dob = odo.sb, .stride_dot = odo.st, .stride_doh = odo.sh,
         .stride_dkb = odk.sb, .stride_dkt = odk.st, .stride_dkh = odk.sh,
         .stride_dvb = odv.sb, .stride_dvt = odv.st, .stride_dvh = odv.sh,
-        .stride_dmb = dmb, .stride_dmh = dmh, .stride_smb = e.mod_sb, .stride_smt = e.mod_st,
+        .stride_dmb = dmod.sb, .stride_dmh = dmod.sh, .stride_smb = e.mod_sb,
+        .stride_smt = e.mod_st,
         .T_Q = t_q, .T_K = t_k, .kv_group = kv_group, .scale = scale, .bias_value = bias_value,
         .HAS_SEQ_LENS_Q = has_lq, .HAS_SEQ_LENS_K = has_lk, .BIAS_MODE = p.bias_mode,
         .num_seqs = num_seqs, .max_seqlen_q = max_q, .max_seqlen_k = max_k,

@@ -178,3 +178,39 @@ def nan_padded(t, lens):
     for b, L in enumerate(lens):
         t[b, L:] = float("nan")
     return t
+
+
+def padded_inputs(B, T, H, D, dtype, gen, lens, n=3):
+    """n random [B, T, H, D] CUDA tensors with zeros past each sequence's length (what a
+    reference computes on), and copies with NaN there (what the kernels must never read)."""
+    clean = [torch.randn(B, T, H, D, generator=gen).to("cuda", dtype) for _ in range(n)]
+    for t in clean:
+        for b, L in enumerate(lens):
+            t[b, L:] = 0
+    return clean, [nan_padded(t, lens) for t in clean]
+
+
+def packed_inputs(lens_q, lens_k, Hq, Hkv, D, dtype, gen, tail=37):
+    """q, k, v, grad_out of a packed batch ([total + tail, heads, D]) whose rows past the last
+    sequence are NaN (never to be read), and copies with zeros there: (nan, clean, nq, nk)."""
+    nq, nk = sum(lens_q), sum(lens_k)
+    mk = lambda *s: torch.randn(*s, generator=gen).to("cuda", dtype)  # noqa: E731
+    q, grad = mk(nq + tail, Hq, D), mk(nq + tail, Hq, D)
+    k, v = mk(nk + tail, Hkv, D), mk(nk + tail, Hkv, D)
+    clean = [t.clone() for t in (q, k, v, grad)]
+    for t, c, n in zip((q, k, v, grad), clean, (nq, nk, nk, nq)):
+        c[n:] = 0
+        t[n:] = float("nan")
+    return [q, k, v, grad], clean, nq, nk
+
+
+def key_masks(T, gen, masked_from):
+    """For B = 3 sequences of T keys: a random finite score_mod [3, T]; a key mask as score_mod
+    (-inf from key masked_from on in entry 0, every third key of entry 1, every key of entry 2:
+    its outputs and gradients are zero); a bias tensor [3]."""
+    mod = torch.randn(3, T, generator=gen).cuda()
+    mask = torch.zeros(3, T, device="cuda")
+    mask[0, masked_from:] = float("-inf")
+    mask[1, ::3] = float("-inf")
+    mask[2] = float("-inf")
+    return mod, mask, torch.tensor([-1.0, 0.5, -4.0], device="cuda")

@@ -6,7 +6,8 @@ or H200; skipped without CUDA or without a Triton 3.8 build)."""
 import pytest
 import torch
 
-from conftest import REL_TOL, cu_of, launched_kernels, nan_padded, rel_err
+from conftest import (REL_TOL, cu_of, key_masks, launched_kernels, nan_padded, packed_inputs,
+                      rel_err)
 
 pytestmark = pytest.mark.gpu
 
@@ -153,17 +154,8 @@ def test_gluon_backward_packed_matches_reference(causal, dtype, D, gluon_backwar
     zero to the next one's: against float64 autograd and the two-kernel backward."""
     lens_q = [700, 0, 1, 17, 64, 65, 127, 128, 129, 300]
     lens_k = [700, 3, 1, 17, 70, 65, 127, 129, 128, 250]
-    Hq, Hkv, tail = 8, 2, 37
     g = torch.Generator().manual_seed(D + causal + (dtype == torch.float16))
-    mk = lambda *s: torch.randn(*s, generator=g).to("cuda", dtype)  # noqa: E731
-    nq, nk = sum(lens_q), sum(lens_k)
-    q, grad = mk(nq + tail, Hq, D), mk(nq + tail, Hq, D)
-    k, v = mk(nk + tail, Hkv, D), mk(nk + tail, Hkv, D)
-    clean = [t.clone() for t in (q, k, v, grad)]
-    for t, n in zip(clean, (nq, nk, nk, nq)):
-        t[n:] = 0
-    for t, n in zip((q, k, v, grad), (nq, nk, nk, nq)):
-        t[n:] = float("nan")
+    (q, k, v, grad), clean, nq, nk = packed_inputs(lens_q, lens_k, 8, 2, D, dtype, g)
     cu_q, cu_k = cu_of(lens_q, "cuda"), cu_of(lens_k, "cuda")
     args = (cu_q, cu_k, max(lens_q), max(lens_k))
 
@@ -416,12 +408,7 @@ def test_gluon_backward_score_mod_and_bias_tensor(D, causal, gluon_backward):
     B, T, Hq, Hkv = 3, 777, 8, 2
     q, k, v, grad = inputs(B, T, T, Hq, Hkv, D, dtype, seed=D + causal)
     g = torch.Generator().manual_seed(5 + D)
-    mod = torch.randn(B, T, generator=g).cuda()
-    mask = torch.zeros(B, T, device="cuda")
-    mask[0, 500:] = float("-inf")
-    mask[1, ::3] = float("-inf")
-    mask[2] = float("-inf")
-    bias = torch.tensor([-1.0, 0.5, -4.0], device="cuda")
+    mod, mask, bias = key_masks(T, g, masked_from=500)
     tol = TOL[dtype]
     for m, b_, leaf in ((mod, None, True), (mask, None, False), (mod, bias, True),
                         (None, bias, False)):

@@ -5,9 +5,8 @@ output's size just before each call, so an unwritten element shows up as NaN."""
 import pytest
 import torch
 
-from conftest import (REL_TOL, dtype_code, heads_to_fill, launched_kernels, library_function,
-                      nan_padded, rel_err,
-                      served_head_dim)
+from conftest import (REL_TOL, dtype_code, heads_to_fill, key_masks, launched_kernels,
+                      library_function, padded_inputs, rel_err, served_head_dim)
 
 pytestmark = pytest.mark.gpu
 
@@ -369,11 +368,7 @@ def test_gluon_forward_padded_matches_reference(causal, T, D, dtype, gluon_dispa
     B = len(lens_list)
     H = gluon_heads(B, T, D)
     lens = torch.tensor(lens_list, dtype=torch.int32, device="cuda")
-    q, k, v = (torch.randn(B, T, H, D, generator=g).to("cuda", dtype) for _ in range(3))
-    for t in (q, k, v):
-        for b, L in enumerate(lens_list):
-            t[b, L:] = 0
-    qn, kn, vn = (nan_padded(t, lens_list) for t in (q, k, v))
+    (q, k, v), (qn, kn, vn) = padded_inputs(B, T, H, D, dtype, g, lens_list)
     run = lambda: sigmoid_attention(qn, kn, vn, seq_lens_q=lens, seq_lens_k=lens,
                                     is_causal=causal)
     names = launched_kernels(run)
@@ -488,12 +483,7 @@ def test_gluon_forward_score_mod_and_bias_tensor(D, dtype, gluon_dispatch):
     mk = lambda *s: torch.randn(*s, generator=g).to("cuda", dtype)  # noqa: E731
     q, k, v = mk(B, T, H, D), mk(B, T, H // 4, D), mk(B, T, H // 4, D)
     tol = REL_TOL[dtype]
-    mod = torch.randn(B, T, generator=g).cuda()
-    mask = torch.zeros(B, T, device="cuda")
-    mask[0, 700:] = float("-inf")
-    mask[1, ::3] = float("-inf")
-    mask[2] = float("-inf")
-    bias = torch.tensor([-1.0, 0.5, -4.0], device="cuda")
+    mod, mask, bias = key_masks(T, g, masked_from=700)
     for kw in ({"score_mod": mod}, {"score_mod": mask}, {"score_mod": mod, "sigmoid_bias": bias},
                {"sigmoid_bias": bias}, {"score_mod": mod.bfloat16()},
                {"score_mod": mask, "sigmoid_bias": -2.0, "scale": 0.05}):

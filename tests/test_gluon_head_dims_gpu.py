@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import (REL_TOL, cu_of, dtype_code, heads_to_fill, launched_kernels,
-                      library_function, nan_padded, rel_err)
+                      library_function, packed_inputs, padded_inputs, rel_err)
 
 pytestmark = pytest.mark.gpu
 
@@ -131,11 +131,7 @@ def test_forward_wider_gluon_kernel_padded_and_packed(D, causal, gluon_on):
     B = len(lens_list)
     H = heads(B, T)
     lens = torch.tensor(lens_list, dtype=torch.int32, device="cuda")
-    q, k, v = (torch.randn(B, T, H, D, generator=g).to("cuda", dtype) for _ in range(3))
-    for t in (q, k, v):
-        for b, L in enumerate(lens_list):
-            t[b, L:] = 0
-    qn, kn, vn = (nan_padded(t, lens_list) for t in (q, k, v))
+    (q, k, v), (qn, kn, vn) = padded_inputs(B, T, H, D, dtype, g, lens_list)
     run = lambda: sigmoid_attention(qn, kn, vn, seq_lens_q=lens,  # noqa: E731
                                     seq_lens_k=lens, is_causal=causal)
     assert FWD_NAME in launched_kernels(run)
@@ -220,11 +216,8 @@ def test_backward_wider_gluon_kernel_padded_and_packed(D, causal, gluon_on):
     lens_list = [T, 0, 1, 17, 129, T - 3]
     B, H = len(lens_list), 4
     lens = torch.tensor(lens_list, dtype=torch.int32, device="cuda")
-    q, k, v, grad = (torch.randn(B, T, H, D, generator=g).to("cuda", dtype) for _ in range(4))
-    for t in (q, k, v, grad):
-        for b, L in enumerate(lens_list):
-            t[b, L:] = 0
-    nans = [nan_padded(t, lens_list) for t in (q, k, v)]
+    (q, k, v, grad), nans = padded_inputs(B, T, H, D, dtype, g, lens_list, n=4)
+    nans = nans[:3]
     fn = lambda *t: sigmoid_attention(*t, seq_lens_q=lens, seq_lens_k=lens,  # noqa: E731
                                       is_causal=causal)
     assert BWD_NAME in launched_kernels(lambda: _grads(*nans, grad, fn))
@@ -239,15 +232,7 @@ def test_backward_wider_gluon_kernel_padded_and_packed(D, causal, gluon_on):
 
     lens_q = [700, 0, 1, 17, 64, 65, 127, 128, 129, 300]
     lens_k = [700, 3, 1, 17, 70, 65, 127, 129, 128, 250]
-    nq, nk, tail, Hq, Hkv = sum(lens_q), sum(lens_k), 37, 8, 2
-    mk = lambda *s: torch.randn(*s, generator=g).to("cuda", dtype)  # noqa: E731
-    qp, gp = mk(nq + tail, Hq, D), mk(nq + tail, Hq, D)
-    kp, vp = mk(nk + tail, Hkv, D), mk(nk + tail, Hkv, D)
-    clean = [t.clone() for t in (qp, kp, vp, gp)]
-    for t, n in zip(clean, (nq, nk, nk, nq)):
-        t[n:] = 0
-    for t, n in zip((qp, kp, vp, gp), (nq, nk, nk, nq)):
-        t[n:] = float("nan")
+    (qp, kp, vp, gp), clean, nq, nk = packed_inputs(lens_q, lens_k, 8, 2, D, dtype, g)
     cu_q, cu_k = cu_of(lens_q, "cuda"), cu_of(lens_k, "cuda")
     args = (cu_q, cu_k, max(lens_q), max(lens_k))
     fn = lambda *t: sigmoid_attention_varlen(*t, *args, is_causal=causal)  # noqa: E731
