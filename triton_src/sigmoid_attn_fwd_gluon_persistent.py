@@ -329,7 +329,7 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, 
               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K, H, B, kv_group,
               ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
               NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
-              BUCKET: gl.constexpr, VARLEN: gl.constexpr):
+              BUCKET: gl.constexpr, VARLEN: gl.constexpr, Q_BUFFERS: gl.constexpr):
     pid = gl.program_id(0)
     n_prog = gl.num_programs(0)
     n_m = gl.cdiv(T_Q, 2 * ROWS)
@@ -353,8 +353,8 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, 
                                                     MAX_K, B, HAS_LENGTHS,
                                              VARLEN)
             n_blocks, n_full = _extent(row0, Lq, Lk, 2 * ROWS, BLOCK_N, CAUSAL, HAS_LENGTHS)
-            qs = i % 2
-            mbarrier.wait(q_empty.index(qs), ((i // 2) & 1) ^ 1)
+            qs = i % Q_BUFFERS
+            mbarrier.wait(q_empty.index(qs), ((i // Q_BUFFERS) & 1) ^ 1)
             mbarrier.expect(q_ready.index(qs), 2 * q_desc.block_type.nbytes)
             tma.async_load(q_desc, [bd, q_off + row0, h, 0], q_ready.index(qs),
                            q_smem.index(2 * qs))
@@ -542,7 +542,7 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
               BIAS_MODE, WG: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
               HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
               HAS_LENGTHS: gl.constexpr, BUCKET: gl.constexpr, VARLEN: gl.constexpr,
-              HAS_MOD: gl.constexpr):
+              HAS_MOD: gl.constexpr, Q_BUFFERS: gl.constexpr):
     dtype: gl.constexpr = o_desc.dtype
     MASKABLE: gl.constexpr = CAUSAL or HAS_LENGTHS
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -584,8 +584,8 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
             mod_row = SCORE_MOD
             if HAS_MOD:
                 mod_row = SCORE_MOD + b.to(gl.int64) * stride_smb
-            qs = i % 2
-            mbarrier.wait(q_ready.index(qs), (i // 2) & 1)
+            qs = i % Q_BUFFERS
+            mbarrier.wait(q_ready.index(qs), (i // Q_BUFFERS) & 1)
             q = q_smem.index(2 * qs + WG).reshape([ROWS, HEAD_DIM])
             o = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
             if n_blocks > 0:
@@ -594,8 +594,9 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                                      row_start, Lk, mod_row, T_K, s_layout,
                                      p_layout, dtype, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
                                      MASKABLE, CAUSAL, HAS_LENGTHS, HAS_MOD)
-            # Every wgmma that read this Q buffer has completed.
-            mbarrier.arrive(q_empty.index(qs), count=1)
+            if Q_BUFFERS == 2:
+                # Every wgmma that read this Q buffer has completed.
+                mbarrier.arrive(q_empty.index(qs), count=1)
             if HAS_LENGTHS:
                 rows = row_start + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
                 o = gl.where(gl.expand_dims(rows < Lq, 1), o, 0.0)
@@ -629,6 +630,12 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                     ptrs = O + gl.expand_dims(rows_g, 1) + gl.expand_dims(h * D + cols, 0)
                     keep = gl.expand_dims(rows_s < owned, 1) & gl.expand_dims(cols < D, 0)
                     gl.store(ptrs, o_st, mask=keep)
+            if Q_BUFFERS == 1:
+                # o_buf is this warpgroup's Q buffer: released once the store has read it (and
+                # every thread's reads of a masked store are done)
+                tma.store_wait(0)
+                gl.barrier()
+                mbarrier.arrive(q_empty.index(qs), count=1)
     tma.store_wait(0)
 
 
@@ -638,12 +645,13 @@ def _consumer1(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready
                H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
                BIAS_MODE, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
-               BUCKET: gl.constexpr, VARLEN: gl.constexpr, HAS_MOD: gl.constexpr):
+               BUCKET: gl.constexpr, VARLEN: gl.constexpr, HAS_MOD: gl.constexpr,
+               Q_BUFFERS: gl.constexpr):
     _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K,
               H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb, BIAS_MODE,
               1, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN,
-              HAS_MOD)
+              HAS_MOD, Q_BUFFERS)
 
 
 @gluon.jit
@@ -652,12 +660,13 @@ def _consumer0(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready
                H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
                BIAS_MODE, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
-               BUCKET: gl.constexpr, VARLEN: gl.constexpr, HAS_MOD: gl.constexpr):
+               BUCKET: gl.constexpr, VARLEN: gl.constexpr, HAS_MOD: gl.constexpr,
+               Q_BUFFERS: gl.constexpr):
     _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K,
               H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb, BIAS_MODE,
               0, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN,
-              HAS_MOD)
+              HAS_MOD, Q_BUFFERS)
 
 
 @gluon.jit
@@ -694,13 +703,21 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
     BUCKET: gl.constexpr = 8  # causal schedule: q-blocks per bucket (see _schedule)
     gl.static_assert(not CAUSAL or 2 * ROWS == BLOCK_N, "causal: BLOCK_M == BLOCK_N")
 
-    # Q: 2 buffers x 2 warpgroup halves (index 2*buffer + warpgroup).
-    q_smem = gl.allocate_shared_memory(dtype, [4] + q_desc.block_type.shape, q_desc.layout)
+    # Q: Q_BUFFERS buffers x 2 warpgroup halves (index 2*buffer + warpgroup). Past 128 columns
+    # one buffer (tile i+1's Q loads after tile i's output has left), which is also the output's
+    # staging: 192 KB at hd256 with 64-key blocks, where two buffers and a staging buffer would
+    # need 320 KB.
+    Q_BUFFERS: gl.constexpr = 1 if HEAD_DIM > 128 else 2
+    q_smem = gl.allocate_shared_memory(dtype, [2 * Q_BUFFERS] + q_desc.block_type.shape,
+                                       q_desc.layout)
     k_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES] + k_desc.block_type.shape,
                                        k_desc.layout)
     v_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES] + v_desc.block_type.shape,
                                        v_desc.layout)
-    o_smem = gl.allocate_shared_memory(dtype, [2] + o_desc.block_type.shape, o_desc.layout)
+    if Q_BUFFERS == 1:
+        o_smem = q_smem
+    else:
+        o_smem = gl.allocate_shared_memory(dtype, [2] + o_desc.block_type.shape, o_desc.layout)
     q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     k_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
@@ -725,16 +742,16 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
                       v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q,
                       MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
                       BIAS_MODE, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
-                      BUCKET, VARLEN, HAS_MOD)),
+                      BUCKET, VARLEN, HAS_MOD, Q_BUFFERS)),
         (_consumer1, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
                       v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q,
                       MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
                       BIAS_MODE, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
-                      BUCKET, VARLEN, HAS_MOD)),
+                      BUCKET, VARLEN, HAS_MOD, Q_BUFFERS)),
         (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready,
                      k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K,
                      H, B, kv_group, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
-                     BUCKET, VARLEN)),
+                     BUCKET, VARLEN, Q_BUFFERS)),
     ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
     for i in gl.static_range(2):

@@ -456,6 +456,9 @@ def variants(triton_version: str = None, head_dims=None, dtypes=None, kinds=None
                                         kind in GLUON_FORWARD_KINDS and score_mod and (
                                             causal or kind == "fwd_gluon_padded")):
                                     continue
+                                # (causal: the schedule's diagonal needs BLOCK_M == BLOCK_N)
+                                if kind in GLUON_FORWARD_KINDS and causal and bm != bn:
+                                    continue
                                 # (dense, causal or not: the Gluon backward takes no lengths
                                 # and no score_mod; one cast serves both)
                                 # (packed calls through the kind with lengths, as the
