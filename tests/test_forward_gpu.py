@@ -291,8 +291,8 @@ def test_warp_specialized_variant_matches_reference(var, warp_specialized_dispat
 # ----------------------------------------------------------------------------------------------
 
 GLUON_DIMS = sorted({v["head_dim"] for v in GLUON_CATALOG})
-# (head dim, causal) of the compiled Gluon forwards, without lengths and with (causal only where
-# the tile is square: hd256's 64-key blocks are not)
+# (head dim, causal) of the compiled Gluon forwards, without lengths and with (causal only with
+# two consumer warpgroups: hd64's three are not)
 GLUON_CASES = sorted({(v["head_dim"], v["causal"]) for v in GLUON_CATALOG if not v["score_mod"]})
 GLUON_PADDED_CASES = sorted({(v["head_dim"], v["causal"]) for v in sigmoid_attn.info()["variants"]
                              if v["kind"] == "fwd_gluon_padded" and not v["varlen"]}

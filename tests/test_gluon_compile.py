@@ -34,7 +34,8 @@ def _compile_module():
 
 @pytest.mark.parametrize("name", ["pfwd_bf16_d128_m128_n128_s2_causal",
                                   "pfwd_bf16_d64_m128_n128_s2_causal_lens",
-                                  "pfwd_fp16_d128_m128_n128_s2_dense"])
+                                  "pfwd_fp16_d128_m128_n128_s2_dense",
+                                  "pfwd_bf16_d64_m192_n128_s3_dense_wg3"])
 def test_persistent_gluon_forward_compiles_for_sm90(tmp_path, name):
     c = _compile_module()
     (v,) = [v for v in c.variants() if v.name == name]
@@ -43,7 +44,8 @@ def test_persistent_gluon_forward_compiles_for_sm90(tmp_path, name):
     counts = rec["ptx_counts"]
     assert counts["wgmma.mma_async"] > 0 and counts["cp.async.bulk.tensor"] > 0
     # producer down, consumers up: 3 warpgroups, register budget moved by setmaxnreg
-    assert rec["threads"] == 384 and any(s.startswith("dec") for s in rec["setmaxnreg"])
+    assert rec["threads"] == 128 * (v.consumers + 1)
+    assert any(s.startswith("dec") for s in rec["setmaxnreg"])
     assert any(s.startswith("inc") for s in rec["setmaxnreg"])
     assert (tmp_path / f"{name}.cubin").stat().st_size > 0
     # two Q buffers (ready, empty) and four barriers per ring stage, all invalidated
@@ -53,7 +55,7 @@ def test_persistent_gluon_forward_compiles_for_sm90(tmp_path, name):
     assert counts[c.TMA_LOAD_4D] > 0 and counts[c.TMA_STORE_4D] > 0, counts
     ptx = (tmp_path / f"{name}.ptx").read_text()
     assert "bulk.tensor.3d" not in ptx
-    rows = v.block_m // 2
+    rows = v.block_m // v.consumers
     assert [m["block_size"] for m in rec["tensordesc_meta"]] == [
         [1, rows, 1, 64], [1, v.block_n, 1, 64], [1, v.block_n, 1, 64], [1, rows, 1, 64]]
     # per descriptor a CUtensorMap, 4 shapes and 4 strides; D (the tensors' head dim) after
@@ -101,8 +103,9 @@ def test_library_gluon_forward_abi(var):
     assert V.DESC_RANK == 4
     r = aot.compile_variant(var, 90)
     assert r["num_params"] == 4 * 9 + 18 and r["num_hidden_params"] == 2
-    assert r["num_warps"] == 12 and r["shared"] <= 227 * 1024
-    rows = {"q_desc": var.block_m // 2, "o_desc": var.block_m // 2, "k_desc": var.block_n,
+    consumers = V.gluon_fwd_consumers(var.block_m)
+    assert r["num_warps"] == 4 * (consumers + 1) and r["shared"] <= 227 * 1024
+    rows = {"q_desc": V.GLUON_FWD_ROWS, "o_desc": V.GLUON_FWD_ROWS, "k_desc": var.block_n,
             "v_desc": var.block_n}
     cu_type = {"fp16": 6, "bf16": 9}[var.dtype]  # CU_TENSOR_MAP_DATA_TYPE_FLOAT16 / BFLOAT16
     assert [m["arg"] for m in r["tensor_maps"]] == ["q_desc", "k_desc", "v_desc", "o_desc"]
@@ -197,8 +200,8 @@ def test_library_gluon_tensor_maps_are_rank4(var):
     assert "constexpr int kTensorMapRank = 4;" in aot.constants_header()
     if var.kind in V.GLUON_FORWARD_KINDS:
         ck, maps = aot.compile_gluon(var, 90)
-        half = var.block_m // 2
-        rows = {"q_desc": half, "o_desc": half, "k_desc": var.block_n, "v_desc": var.block_n}
+        part = V.GLUON_FWD_ROWS  # one consumer warpgroup's rows
+        rows = {"q_desc": part, "o_desc": part, "k_desc": var.block_n, "v_desc": var.block_n}
     else:
         ck, maps = aot.compile_gluon_bwd(var, 90)
         half = var.block_n // 2

@@ -32,12 +32,13 @@ TOL_BWD = {torch.float16: REL_TOL[torch.float16] * 1.5,
            torch.bfloat16: REL_TOL[torch.bfloat16] * 1.5}
 
 
-def _forward_served(D):
-    """The dispatcher takes a Gluon forward of another head dim for D (a large dense call)."""
+def _forward_served(D, causal=False):
+    """The dispatcher takes a Gluon forward of another head dim for D (a large call, dense or
+    causal: the three-consumer hd64 kernel has no causal variant)."""
     if not CATALOG:
         return False
     f = library_function("sigmoid_attn_select_forward_kernel")
-    i = f(dtype_code(torch.bfloat16), D, 0, 0, 0, 4096, 4096, 4, 16, 132, 0, 1)
+    i = f(dtype_code(torch.bfloat16), D, int(causal), 0, 0, 4096, 4096, 4, 16, 132, 0, 1)
     return i >= 0 and CATALOG[i]["kind"] == "fwd_gluon" and CATALOG[i]["head_dim"] != D
 
 
@@ -49,7 +50,16 @@ def _backward_served(D):
     return i >= 0 and CATALOG[i]["kind"] == "bwd_gluon" and CATALOG[i]["head_dim"] != D
 
 
+def fwd_block_m(D):
+    """Query rows per tile of the Gluon forward that serves D (128, or 192 at hd40-64)."""
+    f = library_function("sigmoid_attn_select_forward_kernel")
+    return CATALOG[f(dtype_code(torch.bfloat16), D, 0, 0, 0, 4096, 4096, 4, 16, 132, 0, 1)][
+        "block_m"]
+
+
 FWD_DIMS = [d for d in CANDIDATES if d not in FWD_OWN and _forward_served(d)]
+FWD_CASES = [(d, c) for d in FWD_DIMS for c in (False, True) if _forward_served(d, c)]
+FWD_IDS = [f"{d}-{'causal' if c else 'dense'}" for d, c in FWD_CASES]
 BWD_DIMS = [d for d in CANDIDATES if d not in BWD_OWN and _backward_served(d)]
 needs_fwd = pytest.mark.skipif(not FWD_DIMS, reason="no head dim takes a wider Gluon forward "
                                                     "in this build")
@@ -95,14 +105,13 @@ def heads(B, T, block_m=128, at_least=8, multiple_of=4):
 @needs_fwd
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("T", [1, 17, 129, 1000])
-@pytest.mark.parametrize("causal", [False, True], ids=["dense", "causal"])
-@pytest.mark.parametrize("D", FWD_DIMS)
+@pytest.mark.parametrize("D,causal", FWD_CASES, ids=FWD_IDS)
 def test_forward_wider_gluon_kernel_matches_reference(D, causal, T, dtype, gluon_on):
     """Dense and causal, odd lengths, B = 2, MHA and GQA: the Gluon forward of the next power of
     two ran (profiler), outputs poisoned before; against float64 and the other forward."""
     g = torch.Generator().manual_seed(D * 7 + T + causal)
     B = 2
-    H = heads(B, T)
+    H = heads(B, T, fwd_block_m(D))
     mk = lambda *s: torch.randn(*s, generator=g).to("cuda", dtype)  # noqa: E731
     q = mk(B, T, H, D)
     for hkv in (H, H // 4):
@@ -119,8 +128,7 @@ def test_forward_wider_gluon_kernel_matches_reference(D, causal, T, dtype, gluon
 
 
 @needs_fwd
-@pytest.mark.parametrize("causal", [False, True], ids=["dense", "causal"])
-@pytest.mark.parametrize("D", FWD_DIMS)
+@pytest.mark.parametrize("D,causal", FWD_CASES, ids=FWD_IDS)
 def test_forward_wider_gluon_kernel_padded_and_packed(D, causal, gluon_on):
     """Lengths for queries and keys (NaN in the padding, padded rows exactly zero) and a packed
     batch (cu_seqlens; NaN past the last sequence, those rows exactly zero: the masked stores
@@ -129,7 +137,7 @@ def test_forward_wider_gluon_kernel_padded_and_packed(D, causal, gluon_on):
     dtype, T = torch.bfloat16, 1000
     lens_list = [T, 0, 1, 17, 129, T - 3, 500, 100]
     B = len(lens_list)
-    H = heads(B, T)
+    H = heads(B, T, fwd_block_m(D))
     lens = torch.tensor(lens_list, dtype=torch.int32, device="cuda")
     (q, k, v), (qn, kn, vn) = padded_inputs(B, T, H, D, dtype, g, lens_list)
     run = lambda: sigmoid_attention(qn, kn, vn, seq_lens_q=lens,  # noqa: E731
@@ -146,7 +154,7 @@ def test_forward_wider_gluon_kernel_padded_and_packed(D, causal, gluon_on):
 
     plens = [700, 0, 1, 17, 64, 65, 127, 128, 129, 300, 1000, 999]
     n, tail = sum(plens), 37
-    Hp = heads(len(plens), 1000)
+    Hp = heads(len(plens), 1000, fwd_block_m(D))
     qp, kp, vp = (torch.randn(n + tail, Hp, D, generator=g).to("cuda", dtype) for _ in range(3))
     clean = [t.clone() for t in (qp, kp, vp)]
     for t in clean:

@@ -162,9 +162,11 @@ def test_info_lists_compiled_variants():
     assert {64, 128} <= dims
     for k in info["variants"]:
         # the warp-specialized forwards: 3 warpgroups of 4 warps (Triton's Hopper pass; the
-        # Gluon kernel's two consumer partitions and producer)
-        warps = (12,) if k["kind"] in ("fwd_ws", "fwd_gluon", "fwd_gluon_padded",
-                                       "bwd_gluon", "bwd_gluon_padded") else (4, 8)
+        # Gluon kernels' two consumer partitions and producer), 4 for the Gluon forward's
+        # three consumers (192-row tiles)
+        warps = (12,) if k["kind"] in ("fwd_ws", "bwd_gluon", "bwd_gluon_padded") else (4, 8)
+        if k["kind"] in ("fwd_gluon", "fwd_gluon_padded"):
+            warps = (4 * (k["block_m"] // 64 + 1),)
         assert k["cubin_bytes"] > 0 and k["num_warps"] in warps
         dt = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}[k["dtype"]]
         dim = f"dmax{k['head_dim']}" if k["runtime_head_dim"] else f"d{k['head_dim']}"
@@ -200,7 +202,8 @@ def test_info_lists_compiled_variants():
                        for k in info["variants"] if k["kind"] == kind)
         want = sorted((dt, int(d), varlen, causal, mod) for dt in ("float16", "bfloat16")
                       for d, t in _tiles_db().get("fwd_gluon", {}).items()
-                      for causal in ((False, True) if t[0] == t[1] else (False,))
+                      # (causal: two consumer warpgroups of 64 rows only)
+                      for causal in ((False, True) if t[0] == 128 else (False,))
                       for varlen in varlens for mod in (False, True)
                       if not mod or (kind == "fwd_gluon" and not causal))
         assert gluon == (want if _gluon_built() else []), kind
@@ -255,14 +258,15 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
             # 3 stages came out NaN on the H100 (Triton 3.6; docs/performance.md, "The
             # warp-specialized forward"): the database keeps 2
             assert tiles[3] == 2, tiles
-    # The Gluon forward: [BLOCK_M, BLOCK_N, 4, num_stages] per head dim; its two consumer
-    # warpgroups split BLOCK_M, its descriptors' boxes are at most 256 rows of 64-column
-    # (128-byte) swizzled pieces of a power-of-two head dim; its causal variant needs
-    # BLOCK_M == BLOCK_N (the persistent kernel's static_assert): compiled only where it holds.
+    # The Gluon forward: [BLOCK_M, BLOCK_N, 4, num_stages] per head dim; its consumer
+    # warpgroups own 64 rows each (two or three: BLOCK_M 128 or 192), its descriptors' boxes
+    # are 64-column (128-byte) swizzled pieces of a power-of-two head dim; causal variants only
+    # with two consumers (three spill with the masks).
     for d, tiles in db.get("fwd_gluon", {}).items():
         bm, bn, w, s = tiles[:4]
-        assert pow2(int(d)) and int(d) % 64 == 0 and pow2(bm) and pow2(bn), (d, tiles)
-        assert 128 <= bm <= 512 and 64 <= bn <= bm and w == 4 and s in (2, 3), (d, tiles)
+        assert pow2(int(d)) and int(d) % 64 == 0 and pow2(bn), (d, tiles)
+        assert bm in (128, 192) and V.gluon_fwd_consumers(bm) * V.GLUON_FWD_ROWS == bm
+        assert 64 <= bn <= 128 and w == 4 and s in (2, 3), (d, tiles)
         assert len(tiles) == 4, (d, tiles)
     assert isinstance(db.get("fwd_gluon_dispatch", False), bool)
     # The Gluon backward: [64, 128, 4, num_stages, schedule] per head dim (64-row query tiles,
@@ -303,11 +307,14 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
     # The compiled catalog (fp16/bf16) holds exactly these tiles.
     # (a TMA variant's tile token ends in "tma": fwd_bf16_d128_m128n64w8s3tma_t8192)
     # (the warp-specialized forwards are written for 4 warps, and run 3 warpgroups)
+    # (the Gluon forward: one warpgroup per 64 rows and the producer's)
+    def groups(k):
+        if k["kind"] in ("fwd_gluon", "fwd_gluon_padded"):
+            return k["block_m"] // 64 + 1
+        return 3 if k["kind"] in ("fwd_ws", "bwd_gluon", "bwd_gluon_padded") else 1
+
     compiled = {(k["kind"], k["head_dim"], k["min_t"], (k["block_m"], k["block_n"],
-                 k["num_warps"] // (3 if k["kind"] in ("fwd_ws", "fwd_gluon",
-                                                       "fwd_gluon_padded", "bwd_gluon",
-                                                       "bwd_gluon_padded")
-                                    else 1),
+                 k["num_warps"] // groups(k),
                  k["num_stages"])
                  + (("tma",) if "tma" in k["name"] else ())
                  # (the Gluon backward's schedule ends its name: ..._m64n128w4s2_dqx_dqd)
@@ -445,7 +452,8 @@ def test_dispatch_takes_the_gluon_forward_exactly_where_it_covers_the_call():
     assert db, "a Triton 3.8 build compiles the database's Gluon tiles"
     for D, tiles in db.items():
         D = int(D)
-        causals = (False, True) if tiles[0] == tiles[1] else (False,)  # (causal: square tiles)
+        # (causal: two consumer warpgroups only)
+        causals = (False, True) if V.gluon_fwd_consumers(tiles[0]) == 2 else (False,)
         for dtype in ("fp16", "bf16"):
             for ws in (False, True):
                 for causal in causals:

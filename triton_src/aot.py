@@ -136,7 +136,8 @@ def _tensor_maps(var: V.Variant, md):
 _ELEM_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4}
 
 
-def _compile_gluon_kind(var: V.Variant, arch: int, rows: dict, constexprs: dict):
+def _compile_gluon_kind(var: V.Variant, arch: int, rows: dict, constexprs: dict,
+                        maxnreg: int = V.GLUON_MAXNREG):
     """A Gluon kernel of var's kind: each "desc" argument a tensordesc type with a
     [1, rows, 1, HEAD_DIM] box (rows[name]) over a [B, T, H, D] tensor and the default NVMMA
     shared layout of its dtype (128-byte swizzle for the 64-column 16-bit boxes), the
@@ -178,7 +179,7 @@ def _compile_gluon_kind(var: V.Variant, arch: int, rows: dict, constexprs: dict)
     attrs = {(i,): [["tt.divisibility", aligned[n]]] for i, n in enumerate(names) if n in aligned}
     src = GluonASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
     ck = triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                        options={"num_warps": var.num_warps, "maxnreg": V.GLUON_MAXNREG})
+                        options={"num_warps": var.num_warps, "maxnreg": maxnreg})
     return ck, _tensor_maps(var, ck.metadata)
 
 
@@ -186,13 +187,15 @@ def compile_gluon(var: V.Variant, arch: int):
     """The persistent Gluon forward: Q and O boxes of one consumer warpgroup's half of the query
     tile, K and V of BLOCK_N keys. HAS_LENGTHS: kind fwd_gluon_padded (the launcher passes the
     lengths); fwd_gluon is compiled without, and its launcher passes null SEQ_LENS_Q/K."""
-    rows = var.block_m // 2  # one half of the query tile per consumer warpgroup
+    consumers = V.gluon_fwd_consumers(var.block_m)
+    rows = var.block_m // consumers  # one part of the query tile per consumer warpgroup
+    maxnreg, consumer_regs = V.gluon_fwd_registers(var.block_m)
     boxes = {"q_desc": rows, "o_desc": rows, "k_desc": var.block_n, "v_desc": var.block_n}
     constexprs = {"NUM_STAGES": var.num_stages, "CAUSAL": var.causal,
                   "HAS_LENGTHS": var.kind == "fwd_gluon_padded",
-                  "CONSUMER_REGS": V.GLUON_CONSUMER_REGS, "PRODUCER_REGS": V.GLUON_PRODUCER_REGS,
-                  "VARLEN": var.varlen, "HAS_MOD": var.score_mod}
-    return _compile_gluon_kind(var, arch, boxes, constexprs)
+                  "CONSUMER_REGS": consumer_regs, "PRODUCER_REGS": V.GLUON_PRODUCER_REGS,
+                  "VARLEN": var.varlen, "HAS_MOD": var.score_mod, "CONSUMERS": consumers}
+    return _compile_gluon_kind(var, arch, boxes, constexprs, maxnreg)
 
 
 def compile_gluon_bwd(var: V.Variant, arch: int):

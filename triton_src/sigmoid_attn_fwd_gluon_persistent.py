@@ -20,18 +20,20 @@ contiguous; any 16-byte multiple row and batch strides), with a [1, rows, D] box
 (b, row, h*D): TMA fills the rows past T of each sequence with zeros (loads) and drops them
 (stores).
 
-Per tile (BLOCK_M query rows x head x batch), three partitions:
-  * "producer" (1 warp, few registers): loads the tile's two Q halves, then K and V blocks into
+Per tile (BLOCK_M query rows x head x batch), three or four partitions:
+  * "producer" (1 warp, few registers): loads the tile's Q parts, then K and V blocks into
     a NUM_STAGES ring, K and V with their own ready/empty mbarriers so that Q·Kᵀ of a block can
     start before its V has landed;
-  * "consumer 0" (the default partition, 4 warps) and "consumer 1" (a 4-warp worker), one
-    warpgroup each, own rows [wg*ROWS, (wg+1)*ROWS) of the tile (ROWS = BLOCK_M/2):
+  * "consumer 0" (the default partition, 4 warps) and "consumer 1" (a 4-warp worker), and
+    with CONSUMERS = 3 "consumer 2" (hd64: there a warpgroup's sigmoid takes as long as its
+    wgmma, and a third keeps the tensor pipe fed), one warpgroup each, own rows
+    [wg*ROWS, (wg+1)*ROWS) of the tile (ROWS = BLOCK_M / CONSUMERS):
     S = Q·Kᵀ by wgmma (both operands in shared memory), P = sigmoid(S*scale + bias) through
     tanh.approx.f32 (sigmoid(x) = 0.5*tanh(0.5x) + 0.5), O += P·V by wgmma with P in registers,
     with FA3's intra-warpgroup overlap: iteration j issues S_j = Q·K_jᵀ and
     O += P_{j-1}·V_{j-1} back to back, waits for S_j only, computes P_j while the P·V wgmma
     runs, then waits for that one. Each consumer releases a K (V) slot by one arrive on its
-    empty barrier (count 2: one per consumer warpgroup) once the wgmma that read it has
+    empty barrier (count CONSUMERS: one per consumer warpgroup) once the wgmma that read it has
     completed.
 Across tiles (the persistent schedule):
   * Grid = (number of programs,), normally the SM count. Program pid walks the tiles
@@ -329,37 +331,38 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, 
               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K, H, B, kv_group,
               ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
               NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
-              BUCKET: gl.constexpr, VARLEN: gl.constexpr, Q_BUFFERS: gl.constexpr):
+              BUCKET: gl.constexpr, VARLEN: gl.constexpr, Q_BUFFERS: gl.constexpr,
+              CONSUMERS: gl.constexpr):
     pid = gl.program_id(0)
     n_prog = gl.num_programs(0)
-    n_m = gl.cdiv(T_Q, 2 * ROWS)
+    n_m = gl.cdiv(T_Q, CONSUMERS * ROWS)
     heads = H * B
-    top, n_buckets = _levels(MAX_Q, T_Q, B, 2 * ROWS, LEVEL_BUCKET, VARLEN, CAUSAL)
+    top, n_buckets = _levels(MAX_Q, T_Q, B, CONSUMERS * ROWS, LEVEL_BUCKET, VARLEN, CAUSAL)
     n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt = _walk_start(
-        SEQ_LENS_Q, T_Q, n_m, H, B, top, n_buckets, 2 * ROWS, VARLEN, LEVEL_BUCKET)
+        SEQ_LENS_Q, T_Q, n_m, H, B, top, n_buckets, CONSUMERS * ROWS, VARLEN, LEVEL_BUCKET)
     it = 0  # K/V blocks queued so far (ring position and phase)
     # i: tiles taken so far (Q buffer and phase); only the last waves can have no tile
     for i in range(gl.cdiv(n_tiles, n_prog)):
         t = _tile(i, pid, n_prog, CAUSAL)
         cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, valid = _tile_at(
             t, n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H, B,
-            heads, top, n_buckets, 2 * ROWS, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, LEVEL_BUCKET)
+            heads, top, n_buckets, CONSUMERS * ROWS, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN,
+            LEVEL_BUCKET)
         if valid:
             bd = b
             if VARLEN:
                 bd = 0  # (the descriptors' one batch entry: the packed rows)
-            row0 = m * (2 * ROWS)
+            row0 = m * (CONSUMERS * ROWS)
             q_off, Lq, owned, k_off, Lk = _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
                                                     MAX_K, B, HAS_LENGTHS,
                                              VARLEN)
-            n_blocks, n_full = _extent(row0, Lq, Lk, 2 * ROWS, BLOCK_N, CAUSAL, HAS_LENGTHS)
+            n_blocks, n_full = _extent(row0, Lq, Lk, CONSUMERS * ROWS, BLOCK_N, CAUSAL, HAS_LENGTHS)
             qs = i % Q_BUFFERS
             mbarrier.wait(q_empty.index(qs), ((i // Q_BUFFERS) & 1) ^ 1)
-            mbarrier.expect(q_ready.index(qs), 2 * q_desc.block_type.nbytes)
-            tma.async_load(q_desc, [bd, q_off + row0, h, 0], q_ready.index(qs),
-                           q_smem.index(2 * qs))
-            tma.async_load(q_desc, [bd, q_off + row0 + ROWS, h, 0], q_ready.index(qs),
-                           q_smem.index(2 * qs + 1))
+            mbarrier.expect(q_ready.index(qs), CONSUMERS * q_desc.block_type.nbytes)
+            for w in gl.static_range(CONSUMERS):
+                tma.async_load(q_desc, [bd, q_off + row0 + w * ROWS, h, 0], q_ready.index(qs),
+                               q_smem.index(CONSUMERS * qs + w))
             h_kv = h // kv_group
             for j in range(n_blocks):
                 s = it % NUM_STAGES
@@ -542,7 +545,7 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
               BIAS_MODE, WG: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
               HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
               HAS_LENGTHS: gl.constexpr, BUCKET: gl.constexpr, VARLEN: gl.constexpr,
-              HAS_MOD: gl.constexpr, Q_BUFFERS: gl.constexpr):
+              HAS_MOD: gl.constexpr, Q_BUFFERS: gl.constexpr, CONSUMERS: gl.constexpr):
     dtype: gl.constexpr = o_desc.dtype
     MASKABLE: gl.constexpr = CAUSAL or HAS_LENGTHS
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -554,25 +557,26 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
 
     pid = gl.program_id(0)
     n_prog = gl.num_programs(0)
-    n_m = gl.cdiv(T_Q, 2 * ROWS)
+    n_m = gl.cdiv(T_Q, CONSUMERS * ROWS)
     heads = H * B
-    top, n_buckets = _levels(MAX_Q, T_Q, B, 2 * ROWS, LEVEL_BUCKET, VARLEN, CAUSAL)
+    top, n_buckets = _levels(MAX_Q, T_Q, B, CONSUMERS * ROWS, LEVEL_BUCKET, VARLEN, CAUSAL)
     n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt = _walk_start(
-        SEQ_LENS_Q, T_Q, n_m, H, B, top, n_buckets, 2 * ROWS, VARLEN, LEVEL_BUCKET)
+        SEQ_LENS_Q, T_Q, n_m, H, B, top, n_buckets, CONSUMERS * ROWS, VARLEN, LEVEL_BUCKET)
     o_buf = o_smem.index(WG)
     it = 0
     for i in range(gl.cdiv(n_tiles, n_prog)):
         t = _tile(i, pid, n_prog, CAUSAL)
         cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, valid = _tile_at(
             t, n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H, B,
-            heads, top, n_buckets, 2 * ROWS, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, LEVEL_BUCKET)
+            heads, top, n_buckets, CONSUMERS * ROWS, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN,
+            LEVEL_BUCKET)
         if valid:
-            row0 = m * (2 * ROWS)
+            row0 = m * (CONSUMERS * ROWS)
             row_start = row0 + WG * ROWS
             q_off, Lq, owned, k_off, Lk = _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
                                                     MAX_K, B, HAS_LENGTHS,
                                              VARLEN)
-            n_blocks, n_full = _extent(row0, Lq, Lk, 2 * ROWS, BLOCK_N, CAUSAL, HAS_LENGTHS)
+            n_blocks, n_full = _extent(row0, Lq, Lk, CONSUMERS * ROWS, BLOCK_N, CAUSAL, HAS_LENGTHS)
             # (variants.BIAS_MODES: 0 the default -log(valid keys), 1 bias_value, 2 BIAS[b])
             bias_t = bias_half
             if HAS_LENGTHS:
@@ -586,7 +590,7 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                 mod_row = SCORE_MOD + b.to(gl.int64) * stride_smb
             qs = i % Q_BUFFERS
             mbarrier.wait(q_ready.index(qs), (i // Q_BUFFERS) & 1)
-            q = q_smem.index(2 * qs + WG).reshape([ROWS, HEAD_DIM])
+            q = q_smem.index(CONSUMERS * qs + WG).reshape([ROWS, HEAD_DIM])
             o = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
             if n_blocks > 0:
                 o, it = _attend_tile(q, o, it, n_blocks, n_full, k_smem, v_smem, k_ready,
@@ -640,33 +644,48 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
 
 
 @gluon.jit
-def _consumer1(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K,
-               H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
-               BIAS_MODE, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-               NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
-               BUCKET: gl.constexpr, VARLEN: gl.constexpr, HAS_MOD: gl.constexpr,
-               Q_BUFFERS: gl.constexpr):
-    _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K,
-              H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb, BIAS_MODE,
-              1, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN,
-              HAS_MOD, Q_BUFFERS)
-
-
-@gluon.jit
 def _consumer0(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
                v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K,
                H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
                BIAS_MODE, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
                BUCKET: gl.constexpr, VARLEN: gl.constexpr, HAS_MOD: gl.constexpr,
-               Q_BUFFERS: gl.constexpr):
+               Q_BUFFERS: gl.constexpr, CONSUMERS: gl.constexpr):
     _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K,
               H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb, BIAS_MODE,
               0, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN,
-              HAS_MOD, Q_BUFFERS)
+              HAS_MOD, Q_BUFFERS, CONSUMERS)
+
+
+@gluon.jit
+def _consumer1(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
+               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K,
+               H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
+               BIAS_MODE, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+               NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
+               BUCKET: gl.constexpr, VARLEN: gl.constexpr, HAS_MOD: gl.constexpr,
+               Q_BUFFERS: gl.constexpr, CONSUMERS: gl.constexpr):
+    _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
+              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K,
+              H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb, BIAS_MODE,
+              1, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN,
+              HAS_MOD, Q_BUFFERS, CONSUMERS)
+
+
+@gluon.jit
+def _consumer2(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
+               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K,
+               H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
+               BIAS_MODE, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+               NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
+               BUCKET: gl.constexpr, VARLEN: gl.constexpr, HAS_MOD: gl.constexpr,
+               Q_BUFFERS: gl.constexpr, CONSUMERS: gl.constexpr):
+    _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
+              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K,
+              H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb, BIAS_MODE,
+              2, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN,
+              HAS_MOD, Q_BUFFERS, CONSUMERS)
 
 
 @gluon.jit
@@ -676,9 +695,10 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
                                       MAX_Q, MAX_K, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
                                       HAS_LENGTHS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                                       PRODUCER_REGS: gl.constexpr, VARLEN: gl.constexpr = False,
-                                      HAS_MOD: gl.constexpr = False):
+                                      HAS_MOD: gl.constexpr = False,
+                                      CONSUMERS: gl.constexpr = 2):
     """grid (P,) with P <= number of tiles (normally the SM count), num_warps=4 (the default
-    partition is consumer 0); BLOCK_M = 2 * q_desc.block_type.shape[1]. q/o descriptors: rank 4
+    partition is consumer 0); BLOCK_M = CONSUMERS * q_desc.block_type.shape[1]. q/o: rank 4
     [B, T_Q, H, D], box [1, ROWS, 1, HEAD_DIM]; k/v: [B, T_K, H_KV, D], box
     [1, BLOCK_N, 1, HEAD_DIM]; D <= HEAD_DIM (a multiple of 8): the columns past D load as zeros,
     add nothing to the scores, and their outputs are stored nowhere. kv_group = H / H_KV.
@@ -701,14 +721,14 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
     BLOCK_N: gl.constexpr = k_desc.block_type.shape[1]
     dtype: gl.constexpr = q_desc.dtype
     BUCKET: gl.constexpr = 8  # causal schedule: q-blocks per bucket (see _schedule)
-    gl.static_assert(not CAUSAL or 2 * ROWS == BLOCK_N, "causal: BLOCK_M == BLOCK_N")
+    gl.static_assert(CONSUMERS == 2 or CONSUMERS == 3, "two or three consumer warpgroups")
 
-    # Q: Q_BUFFERS buffers x 2 warpgroup halves (index 2*buffer + warpgroup). Past 128 columns
-    # one buffer (tile i+1's Q loads after tile i's output has left), which is also the output's
+    # Q: Q_BUFFERS buffers x CONSUMERS warpgroup parts (index CONSUMERS * buffer + warpgroup).
+    # Past 128 columns one buffer (tile i+1's Q loads after tile i's output has left), the output's
     # staging: 192 KB at hd256 with 64-key blocks, where two buffers and a staging buffer would
     # need 320 KB.
     Q_BUFFERS: gl.constexpr = 1 if HEAD_DIM > 128 else 2
-    q_smem = gl.allocate_shared_memory(dtype, [2 * Q_BUFFERS] + q_desc.block_type.shape,
+    q_smem = gl.allocate_shared_memory(dtype, [CONSUMERS * Q_BUFFERS] + q_desc.block_type.shape,
                                        q_desc.layout)
     k_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES] + k_desc.block_type.shape,
                                        k_desc.layout)
@@ -717,7 +737,8 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
     if Q_BUFFERS == 1:
         o_smem = q_smem
     else:
-        o_smem = gl.allocate_shared_memory(dtype, [2] + o_desc.block_type.shape, o_desc.layout)
+        o_smem = gl.allocate_shared_memory(dtype, [CONSUMERS] + o_desc.block_type.shape,
+                                           o_desc.layout)
     q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     k_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
@@ -726,33 +747,58 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
     v_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(2):
         mbarrier.init(q_ready.index(i), count=1)
-        mbarrier.init(q_empty.index(i), count=2)  # one arrive per consumer warpgroup
+        mbarrier.init(q_empty.index(i), count=CONSUMERS)  # one arrive per consumer warpgroup
     for i in gl.static_range(NUM_STAGES):
         mbarrier.init(k_ready.index(i), count=1)
         mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(k_empty.index(i), count=2)
-        mbarrier.init(v_empty.index(i), count=2)
+        mbarrier.init(k_empty.index(i), count=CONSUMERS)
+        mbarrier.init(v_empty.index(i), count=CONSUMERS)
     fence_async_shared()  # barrier inits visible to the async proxy (TMA) before any use
 
     qk_scale_half = scale * 0.5
     bias_half = bias_value * 0.5
 
-    gl.warp_specialize([
-        (_consumer0, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-                      v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q,
-                      MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
+    # (the argument tuples are written out in each call: a tuple held in a variable does not
+    # keep its constexpr members constexpr)
+    if CONSUMERS == 3:
+        gl.warp_specialize([
+            (_consumer0, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
+                      k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K,
+                      MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
                       BIAS_MODE, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
-                      BUCKET, VARLEN, HAS_MOD, Q_BUFFERS)),
-        (_consumer1, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-                      v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q,
-                      MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
+                      BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS)),
+            (_consumer1, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
+                      k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K,
+                      MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
                       BIAS_MODE, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
-                      BUCKET, VARLEN, HAS_MOD, Q_BUFFERS)),
-        (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready,
+                      BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS)),
+            (_consumer2, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
+                      k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K,
+                      MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
+                      BIAS_MODE, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
+                      BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS)),
+            (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready,
                      k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K,
                      H, B, kv_group, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
-                     BUCKET, VARLEN, Q_BUFFERS)),
-    ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
+                     BUCKET, VARLEN, Q_BUFFERS, CONSUMERS)),
+        ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
+    else:
+        gl.warp_specialize([
+            (_consumer0, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
+                      k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K,
+                      MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
+                      BIAS_MODE, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
+                      BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS)),
+            (_consumer1, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
+                      k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K,
+                      MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
+                      BIAS_MODE, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
+                      BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS)),
+            (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready,
+                     k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K,
+                     H, B, kv_group, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
+                     BUCKET, VARLEN, Q_BUFFERS, CONSUMERS)),
+        ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
     for i in gl.static_range(2):
         mbarrier.invalidate(q_ready.index(i))

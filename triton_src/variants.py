@@ -127,6 +127,21 @@ DQ_CAST_TILE = (4096, 1, 8, 1)
 GLUON_MAXNREG = 168
 GLUON_CONSUMER_REGS = 240
 GLUON_PRODUCER_REGS = 24
+# The Gluon forward's consumer warpgroups own 64 query rows each (wgmma M = 64): a 128-row tile
+# has two, a 192-row tile three (hd64: with 64-column products a warpgroup's sigmoid is as long
+# as its wgmma, and a third warpgroup keeps the tensor pipe fed; benchmarks/gluon_fwd,
+# results/NVIDIA_H200/gluon_fwd_wg3/). Three consumers and the producer's warpgroup are 512
+# threads: 128 registers at launch, then (160 x 3 + 24) x 128 = 64,512.
+GLUON_FWD_ROWS = 64
+
+
+def gluon_fwd_consumers(block_m: int) -> int:
+    return block_m // GLUON_FWD_ROWS
+
+
+def gluon_fwd_registers(block_m: int) -> tuple:
+    """(maxnreg at launch, each consumer's setmaxnreg) of the Gluon forward's tile."""
+    return (GLUON_MAXNREG, GLUON_CONSUMER_REGS) if gluon_fwd_consumers(block_m) == 2 else (128, 160)
 # GluonASTSource lives in a private Triton module (triton.experimental.gluon._runtime): the kind
 # is compiled only with the Triton version it was written and checked against.
 GLUON_TRITON = "3.8"
@@ -456,8 +471,9 @@ def variants(triton_version: str = None, head_dims=None, dtypes=None, kinds=None
                                         kind in GLUON_FORWARD_KINDS and score_mod and (
                                             causal or kind == "fwd_gluon_padded")):
                                     continue
-                                # (causal: the schedule's diagonal needs BLOCK_M == BLOCK_N)
-                                if kind in GLUON_FORWARD_KINDS and causal and bm != bn:
+                                # (causal: the masks spill at three consumers' registers)
+                                if (kind in GLUON_FORWARD_KINDS and causal
+                                        and gluon_fwd_consumers(bm) != 2):
                                     continue
                                 # (dense, causal or not: the Gluon backward takes no lengths
                                 # and no score_mod; one cast serves both)

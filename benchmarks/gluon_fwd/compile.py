@@ -46,7 +46,8 @@ class Variant:
     pfwd_<dtype>_d<D>_m<BLOCK_M>_n<BLOCK_N>_s<stages>_{dense,causal,lens,causal_lens}."""
 
     def __init__(self, dtype, head_dim, block_m, block_n, stages, consumer_regs=240,
-                 producer_regs=24, causal=False, lengths=False):
+                 producer_regs=24, causal=False, lengths=False, consumers=2):
+        self.consumers = consumers
         self.dtype, self.head_dim = dtype, head_dim
         self.block_m, self.block_n, self.stages = block_m, block_n, stages
         self.consumer_regs, self.producer_regs = consumer_regs, producer_regs
@@ -57,7 +58,7 @@ class Variant:
         base = f"{self.dtype}_d{self.head_dim}_m{self.block_m}_n{self.block_n}_s{self.stages}"
         mode = "_".join([w for w, on in (("causal", self.causal), ("lens", self.lengths))
                          if on]) or "dense"
-        return f"pfwd_{base}_{mode}"
+        return f"pfwd_{base}_{mode}" + (f"_wg{self.consumers}" if self.consumers != 2 else "")
 
 
 def variants():
@@ -69,6 +70,15 @@ def variants():
     # fp16: what the library ships (hd128, dense and causal)
     for causal in (False, True):
         out.append(Variant("fp16", 128, 128, 128, 2, causal=causal))
+    # hd64 with three consumer warpgroups (192-row tiles), 2 and 3 K/V stages, beside the
+    # two-warpgroup kernel with 3 stages; hd256 (64-key blocks) dense and causal
+    for stages in (2, 3):
+        for lengths in (False, True):
+            out.append(Variant("bf16", 64, 192, 128, stages, consumer_regs=160, consumers=3,
+                               lengths=lengths))
+    out.append(Variant("bf16", 64, 128, 128, 3))
+    for causal, lengths in ((False, False), (True, False), (True, True)):
+        out.append(Variant("bf16", 256, 128, 64, 2, causal=causal, lengths=lengths))
     return out
 
 
@@ -155,7 +165,7 @@ def desc_type(dtype, gl_type, box):
 
 def compile_variant(v: Variant, out_dir: Path):
     ty = DTYPES[v.dtype]
-    rows = v.block_m // 2
+    rows = v.block_m // v.consumers
     q_t = desc_type(v.dtype, ty, [1, rows, 1, v.head_dim])
     kv_t = desc_type(v.dtype, ty, [1, v.block_n, 1, v.head_dim])
     sig = {
@@ -188,10 +198,11 @@ def compile_variant(v: Variant, out_dir: Path):
         "PRODUCER_REGS": "constexpr",
         "VARLEN": "constexpr",
         "HAS_MOD": "constexpr",
+        "CONSUMERS": "constexpr",
     }
     constexprs = {"NUM_STAGES": v.stages, "CAUSAL": v.causal, "HAS_LENGTHS": v.lengths,
                   "CONSUMER_REGS": v.consumer_regs, "PRODUCER_REGS": v.producer_regs,
-                  "VARLEN": False, "HAS_MOD": False}
+                  "VARLEN": False, "HAS_MOD": False, "CONSUMERS": v.consumers}
     src = GluonASTSource(fn=sigmoid_attn_fwd_gluon_persistent, signature=sig,
                          constexprs=constexprs)
     return _build(v, out_dir, src, sig)
@@ -214,12 +225,14 @@ def _ptxas_v(ptx_path):
 
 
 def _build(v, out_dir, src, sig):
-    rows = v.block_m // 2
+    rows = v.block_m // v.consumers
     t0 = time.time()
-    # 4 warps in the default partition; 3 warpgroups in all (384 threads) -> at most 168
-    # registers per thread at launch; setmaxnreg moves them to the consumers.
+    # 4 warps in the default partition; consumers + 1 warpgroups in all (384 or 512 threads)
+    # -> at most 168 or 128 registers per thread at launch; setmaxnreg moves them to the
+    # consumers.
     k = triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                       options={"num_warps": 4, "maxnreg": 168})
+                       options={"num_warps": 4, "maxnreg": 65536 // (128 * (v.consumers + 1))
+                                // 8 * 8})
     dt = time.time() - t0
     md = k.metadata
     ptx = k.asm["ptx"]

@@ -696,7 +696,7 @@ def main():
         print("\n== timing (median of CUDA-event times; TFLOPS = 4*B*H*T^2*D / t) ==", flush=True)
         reps = 10 if args.quick else 30
         cases = [(16, 1024, 16, 128), (4, 4096, 16, 128), (1, 16384, 16, 128),
-                 (4, 4096, 32, 64)]
+                 (16, 1024, 32, 64), (4, 4096, 32, 64), (1, 16384, 32, 64), (4, 4096, 8, 256)]
         rows = []
         for dt_name in ("bf16", "fp16"):
             for (B, T, H, D) in cases:
@@ -713,7 +713,7 @@ def main():
             H = 2048 // D
             ks = [k for k in kernels if k.rec["head_dim"] == D and k.rec.get("lengths")
                   and not k.rec.get("causal")]
-            if ks and D == 128:
+            if ks:
                 T = 4096
                 rows.append(("bf16", 4, T, H, D, False, ([T] * 4, [T] * 4), ks))
                 ls = [T, 3 * T // 4, T // 2, T // 4]
