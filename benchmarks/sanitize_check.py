@@ -45,13 +45,14 @@ def main():
         n += 1
     gluon = {v["kind"] for v in sigmoid_attn.info()["variants"]} & {
         "fwd_gluon", "fwd_gluon_padded", "bwd_gluon"}
-    if gluon and (not args.only or args.only in (48, 64, 80, 128)):
+    if gluon and (not args.only or args.only in (48, 64, 80, 128, 192, 256)):
         # Gluon kernels: enough (128-row tile, head, batch) tiles to fill the GPU; T not a
         # multiple of 128 (the descriptors' zero fill), padded lengths 0 and mid-block; hd48
         # and hd80 through the kernels of the next power of two (the columns past D zero-filled,
-        # stored nowhere), in bf16.
+        # stored nowhere), in bf16; hd64's three-consumer forward; hd256's forward (64-key
+        # blocks; its backward the Triton kernels) and hd192 through it.
         B, T, H = 2, 1000, 72
-        for D in (64, 128, 48, 80):
+        for D in (64, 128, 48, 80, 256, 192):
             if args.only and D != args.only:
                 continue
             for dtype in (torch.float16, torch.bfloat16) if D in (64, 128) else (torch.bfloat16,):
@@ -75,7 +76,8 @@ def main():
         cu[1:] = lens.cumsum(0)
         cu = cu.cuda()
         total, H = int(cu[-1]) + 7, 8
-        for dtype, D in ((torch.float16, 128), (torch.bfloat16, 128), (torch.bfloat16, 96)):
+        for dtype, D in ((torch.float16, 128), (torch.bfloat16, 128), (torch.bfloat16, 96),
+                         (torch.bfloat16, 64)):
             q, k, v = (torch.randn(total, H, D, device="cuda", dtype=dtype,
                                    requires_grad=True) for _ in range(3))
             for causal in (False, True):  # (forward and backward through the Gluon kernels)
