@@ -400,7 +400,7 @@ def _bias_cols(mod_row, key_start, T_K, bias_half, s_layout: gl.constexpr,
 @gluon.jit
 def _probabilities(s, qk_scale_half, bias_cols, row_start, key_start, Lk,
                    p_layout: gl.constexpr, dtype: gl.constexpr, MASKED: gl.constexpr,
-                   CAUSAL: gl.constexpr, HAS_MOD: gl.constexpr):
+                   CAUSAL: gl.constexpr, HAS_MOD: gl.constexpr, PIN_P: gl.constexpr):
     # sigmoid(x) = 0.5 * tanh(0.5 * x) + 0.5 with x = s*scale + bias (+ score_mod's column);
     # masked scores -> -inf.
     if HAS_MOD:
@@ -418,14 +418,22 @@ def _probabilities(s, qk_scale_half, bias_cols, row_start, key_start, Lk,
         x = gl.where(keep, x, float("-inf"))
     t = _tanh_approx(x)
     p = t * 0.5 + 0.5
-    return gl.convert_layout(p.to(dtype), p_layout)
+    p = gl.convert_layout(p.to(dtype), p_layout)
+    if PIN_P:
+        # An opaque copy of the packed pairs keeps their register permutes here, under the
+        # sigmoid: without it, in two of the three dense hd64 consumers, the compiler moved them
+        # into the key loop's head, between the V wait and the P·V wgmma (32 PRMT per block).
+        p = gl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [p], dtype=p.dtype,
+                                      is_pure=True, pack=2)
+    return p
 
 
 @gluon.jit
 def _step(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, qk_scale_half,
           bias_half, row_start, Lk, s_zero, mod_row, T_K, p_layout: gl.constexpr,
           BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
-          MASKED: gl.constexpr, CAUSAL: gl.constexpr, HAS_MOD: gl.constexpr):
+          MASKED: gl.constexpr, CAUSAL: gl.constexpr, HAS_MOD: gl.constexpr,
+          PIN_P: gl.constexpr):
     """Block j (ring position it): S_j = Q·K_jᵀ and O += P_{j-1}·V_{j-1} in flight together,
     P_j computed while the P·V wgmma runs. Returns (O, P_j)."""
     dtype: gl.constexpr = p.dtype
@@ -445,7 +453,7 @@ def _step(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, qk
     s = warpgroup_mma_wait(1, deps=(s, ))
     mbarrier.arrive(k_empty.index(sk), count=1)
     p_next = _probabilities(s, qk_scale_half, bias_cols, row_start, j * BLOCK_N, Lk, p_layout,
-                            dtype, MASKED, CAUSAL, HAS_MOD)
+                            dtype, MASKED, CAUSAL, HAS_MOD, PIN_P)
     o, p = warpgroup_mma_wait(0, deps=(o, p))
     mbarrier.arrive(v_empty.index(sv), count=1)
     return o, p_next
@@ -482,7 +490,7 @@ def _attend_tile(q, o, it, n_blocks, n_full, k_smem, v_smem, k_ready, k_empty, v
                  s_layout: gl.constexpr, p_layout: gl.constexpr, dtype: gl.constexpr,
                  ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                  NUM_STAGES: gl.constexpr, MASKABLE: gl.constexpr, CAUSAL: gl.constexpr,
-                 HAS_LENGTHS: gl.constexpr, HAS_MOD: gl.constexpr):
+                 HAS_LENGTHS: gl.constexpr, HAS_MOD: gl.constexpr, PIN_P: gl.constexpr):
     """O over key blocks [0, n_blocks) (n_blocks >= 1) from ring position it; returns (O, it)."""
     s_zero = gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout)
     # Prologue: P_0.
@@ -496,26 +504,27 @@ def _attend_tile(q, o, it, n_blocks, n_full, k_smem, v_smem, k_ready, k_empty, v
     if MASKABLE:
         if n_full > 0:
             p = _probabilities(s, qk_scale_half, bias_cols, row_start, 0, Lk, p_layout, dtype,
-                               False, CAUSAL, HAS_MOD)
+                               False, CAUSAL, HAS_MOD, PIN_P)
         else:
             p = _probabilities(s, qk_scale_half, bias_cols, row_start, 0, Lk, p_layout, dtype,
-                               True, CAUSAL, HAS_MOD)
+                               True, CAUSAL, HAS_MOD, PIN_P)
     else:
         p = _probabilities(s, qk_scale_half, bias_cols, row_start, 0, Lk, p_layout, dtype,
-                           False, CAUSAL, HAS_MOD)
+                           False, CAUSAL, HAS_MOD, PIN_P)
     it += 1
     # Unmasked blocks: no select in this loop.
     for j in range(1, n_full):
         o, p = _step(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty,
                      qk_scale_half, bias_half, row_start, Lk, s_zero, mod_row, T_K,
-                     p_layout, BLOCK_N, HEAD_DIM, NUM_STAGES, False, CAUSAL, HAS_MOD)
+                     p_layout, BLOCK_N, HEAD_DIM, NUM_STAGES, False, CAUSAL, HAS_MOD, PIN_P)
         it += 1
     if MASKABLE:
         # The diagonal block and the block holding Lk.
         for j in range(gl.maximum(n_full, 1), n_blocks):
             o, p = _step(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty,
                          qk_scale_half, bias_half, row_start, Lk, s_zero, mod_row, T_K,
-                         p_layout, BLOCK_N, HEAD_DIM, NUM_STAGES, True, CAUSAL, HAS_MOD)
+                         p_layout, BLOCK_N, HEAD_DIM, NUM_STAGES, True, CAUSAL, HAS_MOD,
+                         PIN_P)
             it += 1
     # Last P·V.
     sv = (it - 1) % NUM_STAGES
@@ -548,6 +557,9 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
               HAS_MOD: gl.constexpr, Q_BUFFERS: gl.constexpr, CONSUMERS: gl.constexpr):
     dtype: gl.constexpr = o_desc.dtype
     MASKABLE: gl.constexpr = CAUSAL or HAS_LENGTHS
+    # (_probabilities: where the hd64 consumers' P permutes went astray; with lengths they did
+    # not, and the pin costs those variants spills)
+    PIN_P: gl.constexpr = CONSUMERS == 3 and not HAS_LENGTHS
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_N, 16])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -597,7 +609,7 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                                      k_empty, v_ready, v_empty, qk_scale_half, bias_t,
                                      row_start, Lk, mod_row, T_K, s_layout,
                                      p_layout, dtype, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
-                                     MASKABLE, CAUSAL, HAS_LENGTHS, HAS_MOD)
+                                     MASKABLE, CAUSAL, HAS_LENGTHS, HAS_MOD, PIN_P)
             if Q_BUFFERS == 2:
                 # Every wgmma that read this Q buffer has completed.
                 mbarrier.arrive(q_empty.index(qs), count=1)

@@ -471,8 +471,9 @@ def variants(triton_version: str = None, head_dims=None, dtypes=None, kinds=None
                                         kind in GLUON_FORWARD_KINDS and score_mod and (
                                             causal or kind == "fwd_gluon_padded")):
                                     continue
-                                # (causal: the masks spill at three consumers' registers)
-                                if (kind in GLUON_FORWARD_KINDS and causal
+                                # (causal and score_mod: the masks spill at three consumers'
+                                # registers; score_mod 720 bytes)
+                                if (kind in GLUON_FORWARD_KINDS and (causal or score_mod)
                                         and gluon_fwd_consumers(bm) != 2):
                                     continue
                                 # (dense, causal or not: the Gluon backward takes no lengths
