@@ -656,51 +656,6 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
 
 
 @gluon.jit
-def _consumer0(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K,
-               H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
-               BIAS_MODE, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-               NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
-               BUCKET: gl.constexpr, VARLEN: gl.constexpr, HAS_MOD: gl.constexpr,
-               Q_BUFFERS: gl.constexpr, CONSUMERS: gl.constexpr):
-    _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K,
-              H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb, BIAS_MODE,
-              0, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN,
-              HAS_MOD, Q_BUFFERS, CONSUMERS)
-
-
-@gluon.jit
-def _consumer1(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K,
-               H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
-               BIAS_MODE, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-               NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
-               BUCKET: gl.constexpr, VARLEN: gl.constexpr, HAS_MOD: gl.constexpr,
-               Q_BUFFERS: gl.constexpr, CONSUMERS: gl.constexpr):
-    _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K,
-              H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb, BIAS_MODE,
-              1, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN,
-              HAS_MOD, Q_BUFFERS, CONSUMERS)
-
-
-@gluon.jit
-def _consumer2(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K,
-               H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
-               BIAS_MODE, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-               NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
-               BUCKET: gl.constexpr, VARLEN: gl.constexpr, HAS_MOD: gl.constexpr,
-               Q_BUFFERS: gl.constexpr, CONSUMERS: gl.constexpr):
-    _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K,
-              H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb, BIAS_MODE,
-              2, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN,
-              HAS_MOD, Q_BUFFERS, CONSUMERS)
-
-
-@gluon.jit
 def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q, SEQ_LENS_K,
                                       O, stride_ot, D, BIAS, SCORE_MOD, stride_smb,
                                       BIAS_MODE, T_Q, T_K, H, B, kv_group, scale, bias_value,
@@ -774,20 +729,20 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
     # keep its constexpr members constexpr)
     if CONSUMERS == 3:
         gl.warp_specialize([
-            (_consumer0, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
+            (_consumer, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                       k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K,
                       MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
-                      BIAS_MODE, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
+                      BIAS_MODE, 0, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
                       BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS)),
-            (_consumer1, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
+            (_consumer, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                       k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K,
                       MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
-                      BIAS_MODE, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
+                      BIAS_MODE, 1, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
                       BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS)),
-            (_consumer2, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
+            (_consumer, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                       k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K,
                       MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
-                      BIAS_MODE, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
+                      BIAS_MODE, 2, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
                       BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS)),
             (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready,
                      k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K,
@@ -796,15 +751,15 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
         ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
     else:
         gl.warp_specialize([
-            (_consumer0, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
+            (_consumer, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                       k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K,
                       MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
-                      BIAS_MODE, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
+                      BIAS_MODE, 0, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
                       BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS)),
-            (_consumer1, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
+            (_consumer, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                       k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K,
                       MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
-                      BIAS_MODE, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
+                      BIAS_MODE, 1, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
                       BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS)),
             (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready,
                      k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K,
