@@ -37,6 +37,7 @@ CONFIGS = [
     ("fwd hd64 T=16k", 64, 16384, False, False),
     ("fwd causal hd128 T=4k", 128, 4096, True, False),
     ("fwd causal hd128 T=16k", 128, 16384, True, False),
+    ("fwd causal hd64 T=4k", 64, 4096, True, False),
     ("fwd padded hd128 T=4k", 128, 4096, False, True),
     ("fwd padded hd64 T=4k", 64, 4096, False, True),
 ]
