@@ -62,7 +62,8 @@ def wgmma_loops(sass):
         if m and label_at.get(m.group(1), i) < i:
             body = seq[label_at[m.group(1)]:i + 1]
             counts = collections.Counter(opcode(x) for x in body)
-            if counts["HGMMA"]:
+            # (a span holding EXIT is not a loop but a partition's way out and back in)
+            if counts["HGMMA"] and not counts["EXIT"]:
                 loops.append((label_at[m.group(1)], i, counts))
     return loops
 
