@@ -333,30 +333,30 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, 
               NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
               BUCKET: gl.constexpr, VARLEN: gl.constexpr, Q_BUFFERS: gl.constexpr,
               CONSUMERS: gl.constexpr):
+    BLOCK_M: gl.constexpr = CONSUMERS * ROWS
     pid = gl.program_id(0)
     n_prog = gl.num_programs(0)
-    n_m = gl.cdiv(T_Q, CONSUMERS * ROWS)
+    n_m = gl.cdiv(T_Q, BLOCK_M)
     heads = H * B
-    top, n_buckets = _levels(MAX_Q, T_Q, B, CONSUMERS * ROWS, LEVEL_BUCKET, VARLEN, CAUSAL)
+    top, n_buckets = _levels(MAX_Q, T_Q, B, BLOCK_M, LEVEL_BUCKET, VARLEN, CAUSAL)
     n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt = _walk_start(
-        SEQ_LENS_Q, T_Q, n_m, H, B, top, n_buckets, CONSUMERS * ROWS, VARLEN, LEVEL_BUCKET)
+        SEQ_LENS_Q, T_Q, n_m, H, B, top, n_buckets, BLOCK_M, VARLEN, LEVEL_BUCKET)
     it = 0  # K/V blocks queued so far (ring position and phase)
     # i: tiles taken so far (Q buffer and phase); only the last waves can have no tile
     for i in range(gl.cdiv(n_tiles, n_prog)):
         t = _tile(i, pid, n_prog, CAUSAL)
         cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, valid = _tile_at(
             t, n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H, B,
-            heads, top, n_buckets, CONSUMERS * ROWS, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN,
-            LEVEL_BUCKET)
+            heads, top, n_buckets, BLOCK_M, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, LEVEL_BUCKET)
         if valid:
             bd = b
             if VARLEN:
                 bd = 0  # (the descriptors' one batch entry: the packed rows)
-            row0 = m * (CONSUMERS * ROWS)
+            row0 = m * BLOCK_M
             q_off, Lq, owned, k_off, Lk = _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
                                                     MAX_K, B, HAS_LENGTHS,
                                              VARLEN)
-            n_blocks, n_full = _extent(row0, Lq, Lk, CONSUMERS * ROWS, BLOCK_N, CAUSAL, HAS_LENGTHS)
+            n_blocks, n_full = _extent(row0, Lq, Lk, BLOCK_M, BLOCK_N, CAUSAL, HAS_LENGTHS)
             qs = i % Q_BUFFERS
             mbarrier.wait(q_empty.index(qs), ((i // Q_BUFFERS) & 1) ^ 1)
             mbarrier.expect(q_ready.index(qs), CONSUMERS * q_desc.block_type.nbytes)
@@ -567,28 +567,28 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     st_layout: gl.constexpr = _store_layout(HEAD_DIM)  # (the masked store's)
 
+    BLOCK_M: gl.constexpr = CONSUMERS * ROWS
     pid = gl.program_id(0)
     n_prog = gl.num_programs(0)
-    n_m = gl.cdiv(T_Q, CONSUMERS * ROWS)
+    n_m = gl.cdiv(T_Q, BLOCK_M)
     heads = H * B
-    top, n_buckets = _levels(MAX_Q, T_Q, B, CONSUMERS * ROWS, LEVEL_BUCKET, VARLEN, CAUSAL)
+    top, n_buckets = _levels(MAX_Q, T_Q, B, BLOCK_M, LEVEL_BUCKET, VARLEN, CAUSAL)
     n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt = _walk_start(
-        SEQ_LENS_Q, T_Q, n_m, H, B, top, n_buckets, CONSUMERS * ROWS, VARLEN, LEVEL_BUCKET)
+        SEQ_LENS_Q, T_Q, n_m, H, B, top, n_buckets, BLOCK_M, VARLEN, LEVEL_BUCKET)
     o_buf = o_smem.index(WG)
     it = 0
     for i in range(gl.cdiv(n_tiles, n_prog)):
         t = _tile(i, pid, n_prog, CAUSAL)
         cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, valid = _tile_at(
             t, n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H, B,
-            heads, top, n_buckets, CONSUMERS * ROWS, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN,
-            LEVEL_BUCKET)
+            heads, top, n_buckets, BLOCK_M, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, LEVEL_BUCKET)
         if valid:
-            row0 = m * (CONSUMERS * ROWS)
+            row0 = m * BLOCK_M
             row_start = row0 + WG * ROWS
             q_off, Lq, owned, k_off, Lk = _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
                                                     MAX_K, B, HAS_LENGTHS,
                                              VARLEN)
-            n_blocks, n_full = _extent(row0, Lq, Lk, CONSUMERS * ROWS, BLOCK_N, CAUSAL, HAS_LENGTHS)
+            n_blocks, n_full = _extent(row0, Lq, Lk, BLOCK_M, BLOCK_N, CAUSAL, HAS_LENGTHS)
             # (variants.BIAS_MODES: 0 the default -log(valid keys), 1 bias_value, 2 BIAS[b])
             bias_t = bias_half
             if HAS_LENGTHS:

@@ -79,13 +79,14 @@ FWD_WS_DISPATCH = bool(_DB.get("fwd_ws_dispatch", False))
 # lengths kind fwd_gluon_padded, padded and packed; fp16/bf16; dense and causal with T_Q ==
 # T_K; any bias; score_mod on dense non-causal calls without lengths, its own variant):
 # [BLOCK_M, BLOCK_N, num_warps, num_stages]
-# per head dim, num_warps 4 (the default partition; the kernel adds a consumer warpgroup and a
-# producer: 384 threads). Persistent: one program per SM walks a static tile schedule, always
-# with FA3's intra-warpgroup overlap of S_j with P_{j-1}·V_{j-1}; causal needs BLOCK_M ==
-# BLOCK_N. Measured on an H200 (benchmarks/gluon_fwd, results/NVIDIA_H200/gluon_fwd_persistent/;
-# docs/performance.md, "The persistent Gluon forward"): 128x128 2 stages, hd128 1.16-1.17x cuDNN
-# dense and 1.09-1.24x causal at T = 1k-16k; hd64 0.89x dense (MUFU-bound: the Triton forward
-# wins there, so hd64 is not compiled). The dispatcher takes it for the calls it covers when
+# per head dim, num_warps 4 (the default partition, consumer 0; the kernel adds a consumer
+# warpgroup per further 64 rows and a producer: 384 threads at BLOCK_M 128, 512 at 192).
+# Persistent: one program per SM walks a static tile schedule, always with FA3's
+# intra-warpgroup overlap of S_j with P_{j-1}·V_{j-1}. Measured on an H200 (benchmarks/gluon_fwd,
+# results/NVIDIA_H200/gluon_fwd_persistent/ and gluon_fwd_wg3/; docs/performance.md, "The
+# persistent Gluon forward", "Three consumer warpgroups at hd64"): 128x128 2 stages, hd128
+# 1.16-1.17x cuDNN dense and 1.09-1.24x causal at T = 1k-16k; hd64 192x128 3 stages (three
+# consumers) 1.14x dense at T = 4k. The dispatcher takes it for the calls it covers when
 # tiles.json's fwd_gluon_dispatch is true, as it is (SIGMOID_ATTN_GLUON_FORWARD=0/1 overrides it
 # per process): through the library, 1.06-1.34x the Triton forwards at hd128.
 FWD_GLUON_TILES = {int(d): tuple(t) for d, t in _DB.get("fwd_gluon", {}).items()}
