@@ -328,9 +328,8 @@ def gluon_dispatch():
 
 def gluon_heads(B, T, D, at_least=8, multiple_of=1):
     """Heads for a call the Gluon forward is dispatched for (one tile per SM at least:
-    cdiv(T, BLOCK_M) * H * B, with the tallest of the head dim's tiles, dense or causal, so
-    that each fills the GPU), at least `at_least`."""
-    bm = max(v["block_m"] for v in GLUON_CATALOG if v["head_dim"] == D)
+    cdiv(T, BLOCK_M) * H * B), at least `at_least`."""
+    (bm,) = {v["block_m"] for v in GLUON_CATALOG if v["head_dim"] == D}
     return max(at_least, heads_to_fill(-(-T // bm) * B, multiple_of))
 
 

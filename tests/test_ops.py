@@ -200,13 +200,10 @@ def test_info_lists_compiled_variants():
     for kind, varlens in (("fwd_gluon", (False,)), ("fwd_gluon_padded", (False, True))):
         gluon = sorted((k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
                        for k in info["variants"] if k["kind"] == kind)
-        causal_tiles = _tiles_db().get("fwd_gluon_causal", {})
         want = sorted((dt, int(d), varlen, causal, mod) for dt in ("float16", "bfloat16")
                       for d, t in _tiles_db().get("fwd_gluon", {}).items()
-                      # (causal: two consumer warpgroups of 64 rows only, the head dim's tile
-                      # or its own causal one)
-                      for causal in ((False, True) if t[0] == 128 or d in causal_tiles
-                                     else (False,))
+                      # (causal: two consumer warpgroups of 64 rows only)
+                      for causal in ((False, True) if t[0] == 128 else (False,))
                       for varlen in varlens for mod in (False, True)
                       if not mod or (kind == "fwd_gluon" and not causal and t[0] == 128))
         assert gluon == (want if _gluon_built() else []), kind
@@ -271,10 +268,6 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
         assert bm in (128, 192) and V.gluon_fwd_consumers(bm) * V.GLUON_FWD_ROWS == bm
         assert 64 <= bn <= 128 and w == 4 and s in (2, 3), (d, tiles)
         assert len(tiles) == 4, (d, tiles)
-    # a causal tile of its own (two consumers) only beside a three-consumer fwd_gluon tile
-    for d, tiles in db.get("fwd_gluon_causal", {}).items():
-        assert d in db["fwd_gluon"] and V.gluon_fwd_consumers(db["fwd_gluon"][d][0]) == 3
-        assert len(tiles) == 4 and tiles[0] == 128 and tiles[2] == 4, (d, tiles)
     assert isinstance(db.get("fwd_gluon_dispatch", False), bool)
     # The Gluon backward: [64, 128, 4, num_stages, schedule] per head dim (64-row query tiles,
     # 64 keys per consumer warpgroup: the kernel's static_assert), a schedule of
@@ -341,9 +334,6 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
             # (fwd_gluon_padded: fwd_gluon's tiles)
             for d, entry in db.get(kind.replace("_padded", ""), {}).items()
             for m, t in (entry if kind in ("fwd", "fwd_ws") else [[0, entry]])}
-    # (causal Gluon forwards of their own tile)
-    want |= {(kind, int(d), 0, tuple(t)) for kind in kinds if kind.startswith("fwd_gluon")
-             for d, t in db.get("fwd_gluon_causal", {}).items()}
     assert compiled == want
 
 
@@ -462,10 +452,8 @@ def test_dispatch_takes_the_gluon_forward_exactly_where_it_covers_the_call():
     assert db, "a Triton 3.8 build compiles the database's Gluon tiles"
     for D, tiles in db.items():
         D = int(D)
-        # (causal: two consumer warpgroups only, the head dim's tile or its own causal one)
-        causal_tiles = V.load_tiles().get("fwd_gluon_causal", {})
-        causals = ((False, True) if V.gluon_fwd_consumers(tiles[0]) == 2 or str(D) in causal_tiles
-                   else (False,))
+        # (causal: two consumer warpgroups only)
+        causals = (False, True) if V.gluon_fwd_consumers(tiles[0]) == 2 else (False,)
         for dtype in ("fp16", "bf16"):
             for ws in (False, True):
                 for causal in causals:
@@ -473,8 +461,7 @@ def test_dispatch_takes_the_gluon_forward_exactly_where_it_covers_the_call():
                     assert k["kind"] == "fwd_gluon" and k["head_dim"] == D, k["name"]
                     assert k["dtype"] == V.DTYPE_TABLE[dtype][1] and k["causal"] == causal
                     got = [k["block_m"], k["block_n"], k["num_stages"]]
-                    own = causal_tiles.get(str(D), tiles) if causal else tiles
-                    assert got == [own[0], own[1], own[3]], k["name"]
+                    assert got == [tiles[0], tiles[1], tiles[3]], k["name"]
                     # not allowed by the caller: what the dispatcher takes without it
                     without = pick(D, 16, 4096, 16, dtype=dtype, ws=ws, causal=causal,
                                    gluon=False)
@@ -494,10 +481,10 @@ def test_dispatch_takes_the_gluon_forward_exactly_where_it_covers_the_call():
         else:
             assert k["kind"] != "fwd_gluon", k["name"]
         # at least one tile per SM: cdiv(T, BLOCK_M) * H * B tiles >= SMs (causal alike)
+        bm = tiles[0]
         T, H, B = 1000, 8, 2
+        programs = -(-T // bm) * H * B
         for causal in causals:
-            bm = (causal_tiles.get(str(D), tiles) if causal else tiles)[0]
-            programs = -(-T // bm) * H * B
             assert pick(D, B, T, H, sms=programs, causal=causal)["kind"] == "fwd_gluon"
             below = pick(D, B, T, H, sms=programs + 1, causal=causal)
             assert below["kind"] != "fwd_gluon"

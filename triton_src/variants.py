@@ -90,9 +90,6 @@ FWD_WS_DISPATCH = bool(_DB.get("fwd_ws_dispatch", False))
 # tiles.json's fwd_gluon_dispatch is true, as it is (SIGMOID_ATTN_GLUON_FORWARD=0/1 overrides it
 # per process): through the library, 1.06-1.34x the Triton forwards at hd128.
 FWD_GLUON_TILES = {int(d): tuple(t) for d, t in _DB.get("fwd_gluon", {}).items()}
-# Causal calls of a head dim whose fwd_gluon tile has three consumers (whose causal masks spill):
-# a two-consumer tile of their own (tiles.json fwd_gluon_causal; none: the Triton forward).
-FWD_GLUON_CAUSAL_TILES = {int(d): tuple(t) for d, t in _DB.get("fwd_gluon_causal", {}).items()}
 FWD_GLUON_DISPATCH = bool(_DB.get("fwd_gluon_dispatch", False))
 # The Gluon backward (sigmoid_attn_bwd_gluon.py, kind bwd_gluon, and with per-sequence lengths
 # kind bwd_gluon_padded, padded and packed; fp16/bf16; causal (top-left, T_Q == T_K) or not; any
@@ -476,14 +473,9 @@ def variants(triton_version: str = None, head_dims=None, dtypes=None, kinds=None
                                             causal or kind == "fwd_gluon_padded")):
                                     continue
                                 # (causal and score_mod: the masks spill at three consumers'
-                                # registers, score_mod 720 bytes; causal calls may have a
-                                # two-consumer tile of their own)
-                                vbm, vbn, vw, vs = bm, bn, w, s
-                                if (kind in GLUON_FORWARD_KINDS and causal
-                                        and head_dim in FWD_GLUON_CAUSAL_TILES):
-                                    vbm, vbn, vw, vs = FWD_GLUON_CAUSAL_TILES[head_dim][:4]
+                                # registers; score_mod 720 bytes)
                                 if (kind in GLUON_FORWARD_KINDS and (causal or score_mod)
-                                        and gluon_fwd_consumers(vbm) != 2):
+                                        and gluon_fwd_consumers(bm) != 2):
                                     continue
                                 # (dense, causal or not: the Gluon backward takes no lengths
                                 # and no score_mod; one cast serves both)
@@ -500,8 +492,8 @@ def variants(triton_version: str = None, head_dims=None, dtypes=None, kinds=None
                                     continue  # packed score_mod: the other forward (dispatch.cpp)
                                 if kind == "fwd_ws" and causal and not FWD_WS_CAUSAL:
                                     continue
-                                out.append(Variant(kind, dtype, head_dim, causal, score_mod,
-                                                   vbm, vbn, vw, vs, tma=tma, min_t=min_t,
+                                out.append(Variant(kind, dtype, head_dim, causal, score_mod, bm,
+                                                   bn, w, s, tma=tma, min_t=min_t,
                                                    varlen=varlen, schedule=schedule,
                                                    runtime_head_dim=runtime_head_dim))
     return out
