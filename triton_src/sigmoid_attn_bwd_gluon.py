@@ -249,6 +249,17 @@ def _dq_store_split(dq, dq_smem, ds_free, dq_free, dq_full, j, WG: gl.constexpr,
 
 
 @gluon.jit
+def _query_row(it, n_m, m0, BLOCK_M: gl.constexpr):
+    """First query row of a consumer's tile it: (m0 + it % n_m) * BLOCK_M, the division only
+    past the first query head of a GQA group (with lengths the row decides the Q/dO zeroing
+    ahead of the tile's first wgmma, where a division every tile sat on the critical path)."""
+    m = it
+    if it >= n_m:
+        m = it % n_m
+    return (m0 + m) * BLOCK_M
+
+
+@gluon.jit
 def _zero_query_tail(q_smem, do_smem, s, row, Lq, BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr):
     """The tail tile's Q and dO rows past Lq, in ring slot s, set to zero by this warpgroup
     before its wgmmas read them (both warpgroups write the same zeros; the producer refills the
@@ -298,7 +309,7 @@ def _tile_deferred(it, dk, dv, dm, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem, d
     dtype: gl.constexpr = q_smem.dtype
     s = it % NUM_STAGES
     ph = (it // NUM_STAGES) & 1
-    row = (m0 + it % n_m) * BLOCK_M
+    row = _query_row(it, n_m, m0, BLOCK_M)
     mbarrier.wait(ready.index(s), ph)
     if HAS_LENGTHS:
         _zero_query_tail(q_smem, do_smem, s, row, Lq, BLOCK_M, HEAD_DIM)
@@ -314,10 +325,8 @@ def _tile_deferred(it, dk, dv, dm, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem, d
     if CAUSAL:
         pt = _causal_mask(pt, row, key0, s_layout)
     dpt = warpgroup_mma_wait(0, deps=(dpt, ))
+    # (keys past Lk: their V rows are zeroed once per program, so dPᵀ and dSᵀ are 0 there)
     dst = dpt * (pt - pt * pt) * scale
-    if HAS_LENGTHS:
-        if key_tail:  # (dPᵀ rows of keys past Lk read V past the sequence)
-            dst = gl.where(key_ok, dst, 0.0)
     if HAS_MOD:  # dS summed over this tile's queries, per key (score_mod's gradient, ·scale)
         dm += gl.sum(dst, axis=1)
     dst = dst.to(dtype)
@@ -404,8 +413,12 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
     mbarrier.wait(kv_bar, 0)
     n_it = kv_group * n_m
     if HAS_LENGTHS:
-        if key_tail:  # this warpgroup's K rows past Lk (read by both warpgroups' dQ)
+        if key_tail:
+            # This warpgroup's K rows past Lk (read by both warpgroups' dQ) and V rows (its
+            # dPᵀ's): memory past the sequence, which may hold NaN. Zero rows make Sᵀ and dPᵀ
+            # exactly 0 there, so no per-tile select of dSᵀ is needed (Pᵀ is masked anyway).
             _zero_rows_from(k_w, Lk - key0, HALF_N, HEAD_DIM, 8)
+            _zero_rows_from(v_w, Lk - key0, HALF_N, HEAD_DIM, 8)
             fence_async_shared()
             gl.barrier()
     if DQ_ISSUE == 2:
@@ -431,7 +444,7 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
     for it in range(n_it if DQ_ISSUE != 2 else 0):
         s = it % NUM_STAGES
         ph = (it // NUM_STAGES) & 1
-        row = (m0 + it % n_m) * BLOCK_M
+        row = _query_row(it, n_m, m0, BLOCK_M)
         mbarrier.wait(ready.index(s), ph)
         if HAS_LENGTHS:
             _zero_query_tail(q_smem, do_smem, s, row, Lq, BLOCK_M, HEAD_DIM)
@@ -448,10 +461,7 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
         if CAUSAL:
             pt = _causal_mask(pt, row, key0, s_layout)
         dpt = warpgroup_mma_wait(0, deps=(dpt, ))
-        dst = dpt * (pt - pt * pt) * scale
-        if HAS_LENGTHS:
-            if key_tail:  # (dPᵀ rows of keys past Lk read V past the sequence)
-                dst = gl.where(key_ok, dst, 0.0)
+        dst = dpt * (pt - pt * pt) * scale  # (0 past Lk: V's rows there are zeroed)
         if HAS_MOD:  # dS summed over this tile's queries, per key (score_mod's gradient, ·scale)
             dm += gl.sum(dst, axis=1)
         dst = dst.to(dtype)
