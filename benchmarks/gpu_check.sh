@@ -24,6 +24,10 @@
 #   bash benchmarks/gpu_check.sh ncu_bwd                 # the Gluon backward dense vs padded
 #                                                         # under Nsight Compute, with per-line
 #                                                         # stall sampling (CSV)
+#   PREBUILT=a.tar.xz PREBUILT_B=b.tar.xz bash benchmarks/gpu_check.sh ab "fwd padded"
+#                                                         # two libraries on the same rows,
+#                                                         # interleaved A, B, A, B (AB_ROUNDS;
+#                                                         # AB_LENGTHS=1 adds bench_lengths.py)
 #   bash benchmarks/gpu_check.sh compat_suite            # triton-sigmoid's own tests through
 #                                                         # the compat module (TS_SUITE: its tests)
 #   bash benchmarks/gpu_check.sh memcheck                # compute-sanitizer memcheck: every
@@ -138,6 +142,33 @@ if has bench; then
   python3 benchmarks/bench_attention.py --out-dir "$OUT/results" ${1:+--only "$@"} 2>&1 \
     | tee "$OUT/bench.log" | tail -30
   cp "$OUT"/results/*/attention.* "$OUT/" 2>/dev/null
+fi
+if has ab; then  # two libraries on the same rows, interleaved A, B, A, B (PREBUILT is A, PREBUILT_B
+  # is B; AB_ROUNDS rounds): bench_attention.py rows named by the arguments, and with AB_LENGTHS
+  # the padded/packed draws of bench_lengths.py (LENGTHS_ARGS); JSON under $OUT/ab/
+  mkdir -p "$OUT/ab"
+  rm -rf /tmp/lib_b && mkdir -p /tmp/lib_b && cp -r python/sigmoid_attn /tmp/lib_b/
+  tar xJf "$PREBUILT_B" -C /tmp/lib_b/sigmoid_attn --exclude='_C.*.so' || exit 1
+  for r in $(seq 1 "${AB_ROUNDS:-2}"); do
+    for lib in a b; do
+      dir=/tmp/prebuilt; [ $lib = b ] && dir=/tmp/lib_b
+      PYTHONPATH=$dir${PYTHONPATH:+:$PYTHONPATH} timeout "${AB_TIMEOUT:-120}" python3 \
+        benchmarks/bench_attention.py --out-dir "/tmp/ab_$lib$r" ${1:+--only "$@"} > /dev/null 2>&1
+      cp /tmp/ab_$lib$r/*/attention.json "$OUT/ab/rows_${lib}${r}.json" 2>/dev/null
+      if [ -n "${AB_LENGTHS:-}" ]; then
+        PYTHONPATH=$dir${PYTHONPATH:+:$PYTHONPATH} timeout "${AB_TIMEOUT:-120}" python3 \
+          benchmarks/bench_lengths.py --out "$OUT/ab/lengths_${lib}${r}.json" ${LENGTHS_ARGS:-} \
+          > /dev/null 2>&1
+      fi
+    done
+  done
+  python3 - "$OUT/ab" <<'PY'
+import glob, json, os, sys
+for f in sorted(glob.glob(os.path.join(sys.argv[1], "rows_*.json"))):
+    rows = json.load(open(f)).get("rows", [])
+    print(os.path.basename(f), "  ".join(f"{r['label']}: {r['tflops'].get('sigmoid_attn', 0):.1f}"
+                                         for r in rows))
+PY
 fi
 if has serving; then  # the serving example (LitServe, token-budget packed batches): every mode
   # A machine without LitServe's web stack takes wheels from .whl/serve/ (CPython 3.12:

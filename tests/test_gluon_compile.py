@@ -243,29 +243,6 @@ def test_library_gluon_forward_score_mod_variants():
         assert ptx.count("ld.global") > plain_ptx.count("ld.global")
 
 
-def _key_loops(sass):
-    """(instructions, HGMMA, MUFU, PRMT) of each loop of a disassembled kernel that issues
-    wgmma (a backward branch to an earlier label)."""
-    import re
-
-    seq, label_at = [], {}
-    for line in sass.splitlines():
-        m = re.match(r"\s*\.(L_x_\d+):", line)
-        if m:
-            label_at[m.group(1)] = len(seq)
-        elif re.search(r"/\*[0-9a-f]{4,}\*/", line):
-            seq.append(line)
-    loops = []
-    for i, line in enumerate(seq):
-        m = re.search(r"BRA[^`]*`\(\.(L_x_\d+)\)", line)
-        if m and label_at.get(m.group(1), i) < i:
-            body = seq[label_at[m.group(1)]:i + 1]
-            count = lambda op: sum(op in x for x in body)  # noqa: E731
-            if count("HGMMA"):
-                loops.append((len(body), count("HGMMA"), count("MUFU"), count("PRMT")))
-    return loops
-
-
 def test_library_gluon_forward_three_consumers_keep_p_permutes_in_the_sigmoid(tmp_path):
     """The hd64 forward's three consumer warpgroups: in the SASS, every key loop (12 wgmma, a
     score block's 64 tanh) has no byte permutes. P's conversion to the P·V operand layout
@@ -273,19 +250,21 @@ def test_library_gluon_forward_three_consumers_keep_p_permutes_in_the_sigmoid(tm
     heads, between the V wait and the P·V wgmma (~10% of the kernel's speed; docs/performance.md,
     "Three consumer warpgroups at hd64")."""
     import subprocess
-    from pathlib import Path
 
+    spec = importlib.util.spec_from_file_location(
+        "sass_loops", os.path.join(HERE, "..", "sass_loops.py"))
+    sass_loops = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sass_loops)
     V, aot = _library_build()
-    nvdisasm = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "nvdisasm"
-    assert nvdisasm.exists(), nvdisasm
     three = [v for v in _gluon_variants() if V.gluon_fwd_consumers(v.block_m) == 3]
     assert three, "tiles.json has a three-consumer Gluon forward (hd64)"
     for var in three:
         ck, _ = aot.compile_gluon(var, 90)
         cubin = tmp_path / f"{var.name}.cubin"
         cubin.write_bytes(ck.asm["cubin"])
-        sass = subprocess.run([str(nvdisasm), "-c", str(cubin)], capture_output=True,
-                              text=True, check=True).stdout
-        key_loops = [lp for lp in _key_loops(sass) if lp[2] == 64]  # (outer loops have more)
-        assert len(key_loops) == 3, (var.name, _key_loops(sass))  # one per consumer
-        assert all(prmt == 0 for *_, prmt in key_loops), (var.name, key_loops)
+        sass = subprocess.run([str(sass_loops.nvdisasm()), "-c", str(cubin)],
+                              capture_output=True, text=True, check=True).stdout
+        # a key loop: one score block's 64 tanh per thread (the loops around it have more)
+        key_loops = [c for _, _, c in sass_loops.wgmma_loops(sass) if c["MUFU"] == 64]
+        assert len(key_loops) == 3, (var.name, key_loops)  # one per consumer
+        assert all(c["PRMT"] == 0 for c in key_loops), (var.name, key_loops)

@@ -293,7 +293,7 @@ def _tile_deferred(it, dk, dv, dm, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem, d
                    key_tail, scale, neg_scale_log2e, neg_bias_log2e, s_zero, dq_zero,
                    WG: gl.constexpr, NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr,
                    WITH_PREV: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
-                   HAS_MOD: gl.constexpr):
+                   HAS_MOD: gl.constexpr, MASK_PT: gl.constexpr):
     """One query tile with the previous tile's dQ queued once this tile's dSᵀ is computed
     (DQ_ISSUE = 2, D = 128): the partner warpgroup's dSᵀ of tile it - 1 is waited for a whole
     tile after it was written, so the two warpgroups may drift apart by up to a tile (one's P
@@ -319,9 +319,10 @@ def _tile_deferred(it, dk, dv, dm, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem, d
     dpt = warpgroup_mma(v_w, do.permute((1, 0)), s_zero, use_acc=False, is_async=True)
     st = warpgroup_mma_wait(1, deps=(st, ))
     pt = _sigmoid_t(st, neg_scale_log2e, neg_bias_log2e, RCP_NEWTON)
-    if key_tail or row + BLOCK_M > Lq:
-        qs = row + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, s_layout))
-        pt = gl.where(key_ok & gl.expand_dims(qs < Lq, 0), pt, 0.0)
+    if MASK_PT:
+        if key_tail or row + BLOCK_M > Lq:
+            qs = row + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, s_layout))
+            pt = gl.where(key_ok & gl.expand_dims(qs < Lq, 0), pt, 0.0)
     if CAUSAL:
         pt = _causal_mask(pt, row, key0, s_layout)
     dpt = warpgroup_mma_wait(0, deps=(dpt, ))
@@ -365,6 +366,13 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
     HEAD_DIM: gl.constexpr = q_smem.shape[4]
     HALF_N: gl.constexpr = k_smem.shape[2]
     dtype: gl.constexpr = dk_desc.dtype
+    # Pᵀ of queries past Lq and keys past Lk set to 0 on the tiles that hold them. Without
+    # lengths it is not needed: the rows past T_Q / T_K are TMA's zeros (Q, dO, K, V), so dPᵀ
+    # and dSᵀ are 0 there and Pᵀ·dO adds 0 (dV rows past T_K are not stored). Dropping it
+    # takes the join's 64 selects a tile out of the loop (hd64: 519 -> 407 instructions), kept
+    # only where ptxas then spills (hd128 dense without score_mod: 0 -> 52-108 bytes; ptxas's
+    # allocation at this register budget varies from run to run).
+    MASK_PT: gl.constexpr = HAS_LENGTHS or (HEAD_DIM == 128 and not CAUSAL and not HAS_MOD)
     # Sᵀ, dPᵀ: [HALF_N keys, BLOCK_M queries]; dK, dV, dQ: [64 rows, HEAD_DIM].
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_M, 16])
@@ -430,14 +438,14 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
                                         ds_full, ds_free, Lq, n_m, m0, key0, key_ok, key_tail,
                                         scale, neg_scale_log2e, neg_bias_log2e, s_zero, dq_zero,
                                         WG, NUM_STAGES, RCP_NEWTON, False, CAUSAL, HAS_LENGTHS,
-                                        HAS_MOD)
+                                        HAS_MOD, MASK_PT)
             for it in range(1, n_it):
                 dk, dv, dm = _tile_deferred(it, dk, dv, dm, q_smem, do_smem, k_w, v_w, k0, k1,
                                             ds_smem, dq_smem, ready, empty, dq_full, dq_free,
                                             ds_full, ds_free, Lq, n_m, m0, key0, key_ok,
                                             key_tail, scale, neg_scale_log2e, neg_bias_log2e,
                                             s_zero, dq_zero, WG, NUM_STAGES, RCP_NEWTON, True,
-                                            CAUSAL, HAS_LENGTHS, HAS_MOD)
+                                            CAUSAL, HAS_LENGTHS, HAS_MOD, MASK_PT)
             dq = _dq_issue_split(ds_smem, k0, k1, ds_full, dq_zero, n_it - 1, WG, DQ_CHUNK)
             dq = warpgroup_mma_wait(0, deps=(dq, ))
             _dq_store_split(dq, dq_smem, ds_free, dq_free, dq_full, n_it - 1, WG, DQ_CHUNK)
@@ -455,9 +463,10 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
         # wgmma groups retire in order: <= 1 outstanding means Sᵀ is done; P overlaps dPᵀ.
         st = warpgroup_mma_wait(1, deps=(st, ))
         pt = _sigmoid_t(st, neg_scale_log2e, neg_bias_log2e, RCP_NEWTON)
-        if key_tail or row + BLOCK_M > Lq:
-            qs = row + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, s_layout))
-            pt = gl.where(key_ok & gl.expand_dims(qs < Lq, 0), pt, 0.0)
+        if MASK_PT:
+            if key_tail or row + BLOCK_M > Lq:
+                qs = row + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, s_layout))
+                pt = gl.where(key_ok & gl.expand_dims(qs < Lq, 0), pt, 0.0)
         if CAUSAL:
             pt = _causal_mask(pt, row, key0, s_layout)
         dpt = warpgroup_mma_wait(0, deps=(dpt, ))
