@@ -249,6 +249,17 @@ def _dq_store_split(dq, dq_smem, ds_free, dq_free, dq_full, j, WG: gl.constexpr,
 
 
 @gluon.jit
+def _query_row(it, n_m, m0, BLOCK_M: gl.constexpr):
+    """First query row of a consumer's tile it: (m0 + it % n_m) * BLOCK_M, the division only
+    past the first query head of a GQA group (with lengths the row decides the Q/dO zeroing
+    ahead of the tile's first wgmma, where a division every tile sat on the critical path)."""
+    m = it
+    if it >= n_m:
+        m = it % n_m
+    return (m0 + m) * BLOCK_M
+
+
+@gluon.jit
 def _zero_query_tail(q_smem, do_smem, s, row, Lq, BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr):
     """The tail tile's Q and dO rows past Lq, in ring slot s, set to zero by this warpgroup
     before its wgmmas read them (both warpgroups write the same zeros; the producer refills the
@@ -282,7 +293,7 @@ def _tile_deferred(it, dk, dv, dm, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem, d
                    key_tail, scale, neg_scale_log2e, neg_bias_log2e, s_zero, dq_zero,
                    WG: gl.constexpr, NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr,
                    WITH_PREV: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
-                   HAS_MOD: gl.constexpr):
+                   HAS_MOD: gl.constexpr, MASK_PT: gl.constexpr):
     """One query tile with the previous tile's dQ queued once this tile's dSᵀ is computed
     (DQ_ISSUE = 2, D = 128): the partner warpgroup's dSᵀ of tile it - 1 is waited for a whole
     tile after it was written, so the two warpgroups may drift apart by up to a tile (one's P
@@ -298,7 +309,7 @@ def _tile_deferred(it, dk, dv, dm, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem, d
     dtype: gl.constexpr = q_smem.dtype
     s = it % NUM_STAGES
     ph = (it // NUM_STAGES) & 1
-    row = (m0 + it % n_m) * BLOCK_M
+    row = _query_row(it, n_m, m0, BLOCK_M)
     mbarrier.wait(ready.index(s), ph)
     if HAS_LENGTHS:
         _zero_query_tail(q_smem, do_smem, s, row, Lq, BLOCK_M, HEAD_DIM)
@@ -308,16 +319,15 @@ def _tile_deferred(it, dk, dv, dm, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem, d
     dpt = warpgroup_mma(v_w, do.permute((1, 0)), s_zero, use_acc=False, is_async=True)
     st = warpgroup_mma_wait(1, deps=(st, ))
     pt = _sigmoid_t(st, neg_scale_log2e, neg_bias_log2e, RCP_NEWTON)
-    if key_tail or row + BLOCK_M > Lq:
-        qs = row + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, s_layout))
-        pt = gl.where(key_ok & gl.expand_dims(qs < Lq, 0), pt, 0.0)
+    if MASK_PT:
+        if key_tail or row + BLOCK_M > Lq:
+            qs = row + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, s_layout))
+            pt = gl.where(key_ok & gl.expand_dims(qs < Lq, 0), pt, 0.0)
     if CAUSAL:
         pt = _causal_mask(pt, row, key0, s_layout)
     dpt = warpgroup_mma_wait(0, deps=(dpt, ))
+    # (keys past Lk: their V rows are zeroed once per program, so dPᵀ and dSᵀ are 0 there)
     dst = dpt * (pt - pt * pt) * scale
-    if HAS_LENGTHS:
-        if key_tail:  # (dPᵀ rows of keys past Lk read V past the sequence)
-            dst = gl.where(key_ok, dst, 0.0)
     if HAS_MOD:  # dS summed over this tile's queries, per key (score_mod's gradient, ·scale)
         dm += gl.sum(dst, axis=1)
     dst = dst.to(dtype)
@@ -356,6 +366,13 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
     HEAD_DIM: gl.constexpr = q_smem.shape[4]
     HALF_N: gl.constexpr = k_smem.shape[2]
     dtype: gl.constexpr = dk_desc.dtype
+    # Pᵀ of queries past Lq and keys past Lk set to 0 on the tiles that hold them. Without
+    # lengths it is not needed: the rows past T_Q / T_K are TMA's zeros (Q, dO, K, V), so dPᵀ
+    # and dSᵀ are 0 there and Pᵀ·dO adds 0 (dV rows past T_K are not stored). Dropping it
+    # takes the join's 64 selects a tile out of the loop (hd64: 519 -> 407 instructions), kept
+    # only where ptxas then spills (hd128 dense without score_mod: 0 -> 52-108 bytes; ptxas's
+    # allocation at this register budget varies from run to run).
+    MASK_PT: gl.constexpr = HAS_LENGTHS or (HEAD_DIM == 128 and not CAUSAL and not HAS_MOD)
     # Sᵀ, dPᵀ: [HALF_N keys, BLOCK_M queries]; dK, dV, dQ: [64 rows, HEAD_DIM].
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_M, 16])
@@ -404,8 +421,12 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
     mbarrier.wait(kv_bar, 0)
     n_it = kv_group * n_m
     if HAS_LENGTHS:
-        if key_tail:  # this warpgroup's K rows past Lk (read by both warpgroups' dQ)
+        if key_tail:
+            # This warpgroup's K rows past Lk (read by both warpgroups' dQ) and V rows (its
+            # dPᵀ's): memory past the sequence, which may hold NaN. Zero rows make Sᵀ and dPᵀ
+            # exactly 0 there, so no per-tile select of dSᵀ is needed (Pᵀ is masked anyway).
             _zero_rows_from(k_w, Lk - key0, HALF_N, HEAD_DIM, 8)
+            _zero_rows_from(v_w, Lk - key0, HALF_N, HEAD_DIM, 8)
             fence_async_shared()
             gl.barrier()
     if DQ_ISSUE == 2:
@@ -417,21 +438,21 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
                                         ds_full, ds_free, Lq, n_m, m0, key0, key_ok, key_tail,
                                         scale, neg_scale_log2e, neg_bias_log2e, s_zero, dq_zero,
                                         WG, NUM_STAGES, RCP_NEWTON, False, CAUSAL, HAS_LENGTHS,
-                                        HAS_MOD)
+                                        HAS_MOD, MASK_PT)
             for it in range(1, n_it):
                 dk, dv, dm = _tile_deferred(it, dk, dv, dm, q_smem, do_smem, k_w, v_w, k0, k1,
                                             ds_smem, dq_smem, ready, empty, dq_full, dq_free,
                                             ds_full, ds_free, Lq, n_m, m0, key0, key_ok,
                                             key_tail, scale, neg_scale_log2e, neg_bias_log2e,
                                             s_zero, dq_zero, WG, NUM_STAGES, RCP_NEWTON, True,
-                                            CAUSAL, HAS_LENGTHS, HAS_MOD)
+                                            CAUSAL, HAS_LENGTHS, HAS_MOD, MASK_PT)
             dq = _dq_issue_split(ds_smem, k0, k1, ds_full, dq_zero, n_it - 1, WG, DQ_CHUNK)
             dq = warpgroup_mma_wait(0, deps=(dq, ))
             _dq_store_split(dq, dq_smem, ds_free, dq_free, dq_full, n_it - 1, WG, DQ_CHUNK)
     for it in range(n_it if DQ_ISSUE != 2 else 0):
         s = it % NUM_STAGES
         ph = (it // NUM_STAGES) & 1
-        row = (m0 + it % n_m) * BLOCK_M
+        row = _query_row(it, n_m, m0, BLOCK_M)
         mbarrier.wait(ready.index(s), ph)
         if HAS_LENGTHS:
             _zero_query_tail(q_smem, do_smem, s, row, Lq, BLOCK_M, HEAD_DIM)
@@ -442,16 +463,14 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
         # wgmma groups retire in order: <= 1 outstanding means Sᵀ is done; P overlaps dPᵀ.
         st = warpgroup_mma_wait(1, deps=(st, ))
         pt = _sigmoid_t(st, neg_scale_log2e, neg_bias_log2e, RCP_NEWTON)
-        if key_tail or row + BLOCK_M > Lq:
-            qs = row + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, s_layout))
-            pt = gl.where(key_ok & gl.expand_dims(qs < Lq, 0), pt, 0.0)
+        if MASK_PT:
+            if key_tail or row + BLOCK_M > Lq:
+                qs = row + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, s_layout))
+                pt = gl.where(key_ok & gl.expand_dims(qs < Lq, 0), pt, 0.0)
         if CAUSAL:
             pt = _causal_mask(pt, row, key0, s_layout)
         dpt = warpgroup_mma_wait(0, deps=(dpt, ))
-        dst = dpt * (pt - pt * pt) * scale
-        if HAS_LENGTHS:
-            if key_tail:  # (dPᵀ rows of keys past Lk read V past the sequence)
-                dst = gl.where(key_ok, dst, 0.0)
+        dst = dpt * (pt - pt * pt) * scale  # (0 past Lk: V's rows there are zeroed)
         if HAS_MOD:  # dS summed over this tile's queries, per key (score_mod's gradient, ·scale)
             dm += gl.sum(dst, axis=1)
         dst = dst.to(dtype)

@@ -61,15 +61,18 @@ Across tiles (the persistent schedule):
   * Key blocks: n_blocks = cdiv(hi, BLOCK_N) with hi = min(Lk, row0 + BLOCK_M) when causal;
     the first n_full blocks (every key valid for every row of the tile) run without a mask;
     the remaining ones (the diagonal block, the block holding Lk) set the masked scores to
-    -inf before the sigmoid: tanh.approx(-inf) = -1, so P = 0 exactly, also where the score is
-    NaN (garbage K rows past Lk). Blocks past the diagonal or past Lk are not loaded.
+    -inf before the sigmoid when causal: tanh.approx(-inf) = -1, so P = 0 exactly, also where
+    the score is NaN (garbage K rows past Lk); not causal, the block holding Lk has its K and V
+    rows past Lk zeroed in shared memory instead and runs unmasked (_zero_keys_past). Blocks
+    past the diagonal or past Lk are not loaded.
     A tile whose first row is at or past Lq loads its Q (keeps the Q phases uniform), no K/V,
     and stores zeros.
 
 Preconditions: T_Q == T_K when CAUSAL (top-left diagonal, as the library's forward); T_K >= 1.
-With HAS_LENGTHS, nothing past a sequence's lengths reaches its output: K rows past Lk give
-masked scores (P = 0 exactly, NaN included), and V rows past Lk in the last key block, which P = 0
-would still multiply, are zeroed in shared memory before that block's P·V.
+With HAS_LENGTHS, nothing past a sequence's lengths reaches its output: causal, K rows past Lk
+give masked scores (P = 0 exactly, NaN included); not causal, they are zeroed in shared memory
+before that block's Q·Kᵀ (finite scores); either way V rows past Lk in the last key block are
+zeroed before that block's P·V, so those keys add exactly 0.
 
 Barriers: q_ready/q_empty[2], k_ready/k_empty/v_ready/v_empty[NUM_STAGES], own allocations,
 invalidated after the warp_specialize region joins.
@@ -433,15 +436,18 @@ def _step(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, qk
           bias_half, row_start, Lk, s_zero, mod_row, T_K, p_layout: gl.constexpr,
           BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
           MASKED: gl.constexpr, CAUSAL: gl.constexpr, HAS_MOD: gl.constexpr,
-          PIN_P: gl.constexpr):
+          PIN_P: gl.constexpr, ZERO_K: gl.constexpr = False):
     """Block j (ring position it): S_j = Q·K_jᵀ and O += P_{j-1}·V_{j-1} in flight together,
-    P_j computed while the P·V wgmma runs. Returns (O, P_j)."""
+    P_j computed while the P·V wgmma runs. Returns (O, P_j). ZERO_K: the block holds Lk (not
+    causal): its K rows past Lk are zeroed before Q·K_jᵀ (_zero_keys_past)."""
     dtype: gl.constexpr = p.dtype
     sk = it % NUM_STAGES
     pk = (it // NUM_STAGES) & 1
     sv = (it - 1) % NUM_STAGES
     pv = ((it - 1) // NUM_STAGES) & 1
     mbarrier.wait(k_ready.index(sk), pk)
+    if ZERO_K:
+        _zero_keys_past(k_smem.index(sk), Lk - j * BLOCK_N, BLOCK_N, HEAD_DIM)
     kj = k_smem.index(sk).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0))
     s = warpgroup_mma(q, kj, s_zero, use_acc=False, is_async=True)
     bias_cols = _bias_cols(mod_row, j * BLOCK_N, T_K, bias_half, s_zero.type.layout,
@@ -471,17 +477,36 @@ def _store_layout(HEAD_DIM: gl.constexpr):
 def _zero_rows_from(buf, first, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                     CHUNK: gl.constexpr):
     """Rows [first, BLOCK_N) of a [BLOCK_N, HEAD_DIM] shared buffer set to zero by this
-    warpgroup, CHUNK rows at a time (a select, so NaN there goes too; CHUNK x HEAD_DIM / 128
-    values per thread in flight)."""
+    warpgroup, CHUNK rows at a time: chunks wholly past first by stores alone, the chunk that
+    holds first by a load and a select (so NaN there goes too); CHUNK x HEAD_DIM / 128 values
+    per thread in flight."""
     layout: gl.constexpr = gl.BlockedLayout(size_per_thread=[1, 8], threads_per_warp=[2, 16],
                                             warps_per_cta=[4, 1], order=[1, 0])
     for c in gl.static_range(BLOCK_N // CHUNK):
         if (c + 1) * CHUNK > first:
             part = buf.slice(c * CHUNK, CHUNK)
-            x = part.load(layout)
-            rows = c * CHUNK + gl.arange(0, CHUNK, layout=gl.SliceLayout(1, layout))
-            x = gl.where(gl.expand_dims(rows >= first, 1), gl.zeros_like(x), x)
-            part.store(x)
+            if c * CHUNK >= first:  # (the whole chunk: stores alone)
+                part.store(gl.zeros([CHUNK, HEAD_DIM], buf.dtype, layout))
+            else:
+                x = part.load(layout)
+                rows = c * CHUNK + gl.arange(0, CHUNK, layout=gl.SliceLayout(1, layout))
+                x = gl.where(gl.expand_dims(rows >= first, 1), gl.zeros_like(x), x)
+                part.store(x)
+
+
+@gluon.jit
+def _zero_keys_past(k_buf, first, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr):
+    """K rows [first, BLOCK_N) of the block holding Lk set to zero by this warpgroup before
+    its Q·Kᵀ (non-causal calls with lengths). With them and V's rows past Lk zero (before the
+    block's P·V), the keys past Lk add exactly nothing: their scores are 0, P = sigmoid(bias)
+    is finite, and P·0 = 0, so the block needs no per-element mask (a select per score and
+    the key indices of the wgmma layout: ~190 more instructions a thread than a full block).
+    Both warpgroups write the same zeros; the producer refills the slot only after both have
+    released it."""
+    if first < BLOCK_N:
+        _zero_rows_from(k_buf.reshape([BLOCK_N, HEAD_DIM]), first, BLOCK_N, HEAD_DIM, 16)
+        fence_async_shared()
+        gl.barrier()
 
 
 @gluon.jit
@@ -491,17 +516,26 @@ def _attend_tile(q, o, it, n_blocks, n_full, k_smem, v_smem, k_ready, k_empty, v
                  ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                  NUM_STAGES: gl.constexpr, MASKABLE: gl.constexpr, CAUSAL: gl.constexpr,
                  HAS_LENGTHS: gl.constexpr, HAS_MOD: gl.constexpr, PIN_P: gl.constexpr):
-    """O over key blocks [0, n_blocks) (n_blocks >= 1) from ring position it; returns (O, it)."""
+    """O over key blocks [0, n_blocks) (n_blocks >= 1) from ring position it; returns (O, it).
+    With lengths and not causal, the block holding Lk runs unmasked over zeroed K and V rows
+    (_zero_keys_past); causal tiles mask their diagonal blocks per score."""
+    KEYS_ZEROED: gl.constexpr = HAS_LENGTHS and not CAUSAL
     s_zero = gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout)
     # Prologue: P_0.
     sk = it % NUM_STAGES
     mbarrier.wait(k_ready.index(sk), (it // NUM_STAGES) & 1)
+    if KEYS_ZEROED:
+        if n_full == 0:  # (the first block holds Lk)
+            _zero_keys_past(k_smem.index(sk), Lk, BLOCK_N, HEAD_DIM)
     k0 = k_smem.index(sk).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0))
     s = warpgroup_mma(q, k0, s_zero, use_acc=False, is_async=True)
     bias_cols = _bias_cols(mod_row, 0, T_K, bias_half, s_layout, BLOCK_N, HAS_MOD)
     s = warpgroup_mma_wait(0, deps=(s, ))
     mbarrier.arrive(k_empty.index(sk), count=1)
-    if MASKABLE:
+    if KEYS_ZEROED:
+        p = _probabilities(s, qk_scale_half, bias_cols, row_start, 0, Lk, p_layout, dtype,
+                           False, CAUSAL, HAS_MOD, PIN_P)
+    elif MASKABLE:
         if n_full > 0:
             p = _probabilities(s, qk_scale_half, bias_cols, row_start, 0, Lk, p_layout, dtype,
                                False, CAUSAL, HAS_MOD, PIN_P)
@@ -523,8 +557,8 @@ def _attend_tile(q, o, it, n_blocks, n_full, k_smem, v_smem, k_ready, k_empty, v
         for j in range(gl.maximum(n_full, 1), n_blocks):
             o, p = _step(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty,
                          qk_scale_half, bias_half, row_start, Lk, s_zero, mod_row, T_K,
-                         p_layout, BLOCK_N, HEAD_DIM, NUM_STAGES, True, CAUSAL, HAS_MOD,
-                         PIN_P)
+                         p_layout, BLOCK_N, HEAD_DIM, NUM_STAGES, not KEYS_ZEROED, CAUSAL,
+                         HAS_MOD, PIN_P, KEYS_ZEROED)
             it += 1
     # Last P·V.
     sv = (it - 1) % NUM_STAGES
@@ -533,9 +567,11 @@ def _attend_tile(q, o, it, n_blocks, n_full, k_smem, v_smem, k_ready, k_empty, v
     if HAS_LENGTHS:
         # The block holding Lk is the last one. Its V rows past Lk are memory past the
         # sequence (padding up to T_K, or in a packed batch the next sequence's keys and the
-        # tail), which may hold NaN: P is 0 there, but 0 * NaN is NaN in the wgmma. Each
-        # consumer zeroes them before its P·V (both write zeros, so the other's reads see zeros
-        # either way; the producer refills the slot only after both have released it).
+        # tail), which may hold NaN: causal tiles have P = 0 there, but 0 * NaN is NaN in the
+        # wgmma; the others have P = sigmoid(bias) there (their K rows are zeroed instead of
+        # masking the scores), which zero V rows cancel. Each consumer zeroes them before its
+        # P·V (both write zeros, so the other's reads see zeros either way; the producer
+        # refills the slot only after both have released it).
         first = Lk - (n_blocks - 1) * BLOCK_N
         if first < BLOCK_N:
             _zero_rows_from(vj, first, BLOCK_N, HEAD_DIM, 16)
