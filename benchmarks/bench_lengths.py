@@ -32,7 +32,7 @@ def tile_share(lens):
     return useful / visited
 
 
-def run(D, T, draws, backward):
+def run(D, T, draws, backward, orders=False):
     H, B = WIDTH // D, TOKENS // T
     rows = []
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -76,8 +76,21 @@ def run(D, T, draws, backward):
             "packed": timed(lambda a, b, c: sigmoid_attention_varlen(
                 a, b, c, cu, cu, M, M), (qp_, kp_, vp_), dp_),
         }
+        if orders:
+            # The same sequences in the batch sorted by length, longest first and shortest
+            # first (the hardware launches a grid's programs in order, batch entry slowest, so
+            # this is the order a length-aware schedule would give), and every length = T (the
+            # cost of the kernel with lengths over the dense one at a tile share of 1).
+            for name, desc in (("padded_longest_first", True), ("padded_shortest_first", False)):
+                perm = torch.argsort(lens, descending=desc)
+                ms[name] = timed(lambda a, b, c, L=lens[perm]: sigmoid_attention(
+                    a, b, c, seq_lens_q=L, seq_lens_k=L), (q[perm], k[perm], v[perm]), do[perm])
+            full = torch.full_like(lens, T)
+            ms["padded_full"] = timed(lambda a, b, c: sigmoid_attention(
+                a, b, c, seq_lens_q=full, seq_lens_k=full), (q, k, v), do)
         for name, t in ms.items():
-            row["tflops"][name] = flops / (t * 1e-3) / 1e12
+            row["tflops"][name] = (dense_flops if name == "padded_full" else flops) / (
+                t * 1e-3) / 1e12
         row["vs_dense"] = {n: row["tflops"][n] / dense for n in ms}
         print(f"{'bwd' if backward else 'fwd'} hd{D} T={T} seed {seed} lens {Ls} "
               f"tiles useful {row['tile_share']:.3f}: "
@@ -95,9 +108,12 @@ def main():
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--out", default="lengths.json")
     ap.add_argument("--no-backward", action="store_true", help="the forward rows only")
+    ap.add_argument("--orders", action="store_true",
+                    help="also the padded call with the batch sorted by length (longest first, "
+                         "shortest first) and with every length = T")
     args = ap.parse_args()
     res = {"device": torch.cuda.get_device_name(), "library": sigmoid_attn.info().get("commit"),
-           "runs": [run(args.head_dim, args.seqlen, args.draws, bw)
+           "runs": [run(args.head_dim, args.seqlen, args.draws, bw, args.orders)
                     for bw in ((False,) if args.no_backward else (False, True))]}
     with open(args.out, "w") as f:
         json.dump(res, f, indent=1)
