@@ -21,6 +21,8 @@
 #   bash benchmarks/gpu_check.sh lengths                 # padded and packed rows over several
 #                                                         # draws of lengths, dense beside each
 #                                                         # (bench_lengths.py; LENGTHS_ARGS)
+#   bash benchmarks/gpu_check.sh waves                   # wave quantization: TFLOPS against the
+#                                                         # share of the last wave the tiles fill
 #   bash benchmarks/gpu_check.sh ncu_bwd                 # the Gluon backward dense vs padded
 #                                                         # under Nsight Compute, with per-line
 #                                                         # stall sampling (CSV)
@@ -203,6 +205,11 @@ fi
 if has lengths; then  # padded/packed against dense over draws of lengths (bench_lengths.py)
   timeout "${LENGTHS_TIMEOUT:-240}" python3 benchmarks/bench_lengths.py --out "$OUT/lengths.json" \
     ${LENGTHS_ARGS:-} 2>&1 | tee "$OUT/lengths.log" | tail -12
+fi
+if has waves; then  # wave quantization: dense calls whose tiles fill a varying share of the
+  # last wave over the SMs (bench_waves.py)
+  timeout "${WAVES_TIMEOUT:-200}" python3 benchmarks/bench_waves.py --out "$OUT/waves.json" \
+    2>&1 | tee "$OUT/waves.log" | tail -16
 fi
 if has ncu_bwd; then  # the Gluon backward dense, then padded (ncu_lengths.py's draw) under Nsight
   # Compute: sections and counters, then per-instruction stall sampling (SASS with the CUDA

@@ -1,5 +1,6 @@
 """A list-scheduling model of the forward grid: what share of the SMs' time does useful work,
-for a given program order? No GPU; the figures in docs/performance.md ("Program order") come from here.
+for a given program order? No GPU; the figures in docs/performance.md ("Program order") come
+from here.
 
 Programs are assigned, in launch order, to the first free of `slots` resident-CTA slots
 (132 SMs x CTAs per SM). A program's time is proportional to the keys it walks, plus a small
@@ -7,6 +8,13 @@ constant; a program past its sequence's length costs only the constant. The mode
 a CTA alone on an SM runs faster than two sharing it, so it overstates every tail effect.
 
     python benchmarks/schedule_model.py [--slots 264] [--block 128] [--trials 10] [--group 1024]
+
+--persistent models the persistent Gluon forward instead: one program per SM (--slots 132), tile
+t to program t mod 132 in the kernel's order (padded: each sequence's tiles holding a row below
+its length, head by head, then the tiles past the lengths, which only store zeros), against a
+dynamic fetch (the next tile to the first free program) and against the bound any split of the
+work reaches (stream-K: the key blocks spread evenly over the programs, partial outputs summed,
+which sigmoid attention allows without rescaling).
 """
 
 import argparse
@@ -59,13 +67,45 @@ def efficiency(T, D, slots, block, order, causal, padded, trials, group=1024):
     return sum(out) / len(out)
 
 
+def persistent(T, D, slots, block, padded, trials):
+    """(static, dynamic, split bound) useful shares of the persistent forward's programs."""
+    H, B = WIDTH // D, TOKENS // T
+    n_m = -(-T // block)
+    res = [[], [], []]
+    for seed in range(trials):
+        rnd = random.Random(seed)
+        L = [rnd.randint(T // 2, T) if padded else T for _ in range(B)]
+        tiles = []
+        for b in range(B):  # tiles holding a valid row: sequence by sequence, head by head
+            tiles += [L[b] / 1000 + FIXED] * (H * -(-L[b] // block))
+        tiles += [FIXED] * sum(H * (n_m - -(-L[b] // block)) for b in range(B))
+        useful = sum(tiles)
+        static = [0.0] * slots
+        for t, c in enumerate(tiles):
+            static[t % slots] += c
+        res[0].append(useful / slots / max(static))
+        res[1].append(useful / slots / makespan(tiles, slots))
+        res[2].append(1.0)
+    return [sum(r) / len(r) for r in res]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--slots", type=int, default=264)
     ap.add_argument("--block", type=int, default=128)
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--group", type=int, default=1024, help="programs per group of heads")
+    ap.add_argument("--persistent", action="store_true",
+                    help="the persistent forward (one program per SM, set --slots 132)")
     args = ap.parse_args()
+    if args.persistent:
+        for D, block in ((64, 192), (128, 128)):
+            for T in (1024, 4096, 16384):
+                for padded in (False, True):
+                    st, dyn, _ = persistent(T, D, args.slots, block, padded, args.trials)
+                    print(f"hd{D} T={T:5d} {'padded' if padded else 'dense':6s} tiles of "
+                          f"{block} rows: static {st:.3f}  dynamic {dyn:.3f}  split bound 1.000")
+        return
     orders = {"causal": ["launch", "reversed inside each head", "descending, all heads",
                          "descending, groups of heads"],
               "padded": ["launch", "longest sequence first"], "dense": ["launch"]}

@@ -1,0 +1,65 @@
+"""Wave quantization of the persistent forward and of the backward's grid, measured: one dense
+call at T=4k, hd128, with the head count chosen so that the 128-row tiles (forward) and the
+128-key programs (backward) fill a varying share of their last wave over the SMs. If a tile's
+cost does not depend on the head count, TFLOPS follows waves / ceil(waves), the share of the
+SMs' time a static schedule keeps busy (`schedule_model.py --persistent`); a split of the last
+wave's work over every SM (stream-K: sigmoid attention sums partial outputs without rescaling)
+would recover the rest. Columns of one row are timed in interleaved rounds (median).
+
+    python benchmarks/bench_waves.py --out waves.json
+"""
+
+import argparse
+import json
+import math
+
+import torch
+
+import sigmoid_attn
+from bench_attention import bench
+from sigmoid_attn import sigmoid_attention
+
+T, D, BLOCK = 4096, 128, 128
+HEADS = (33, 34, 37, 50, 64, 66, 67)  # 8.0, 8.24, 8.97, 12.1, 15.5, 16.0, 16.2 waves at 132 SMs
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="waves.json")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-backward", action="store_true")
+    args = ap.parse_args()
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    g = torch.Generator(device="cuda").manual_seed(0)
+    cases = {}
+    for H in HEADS:
+        q, k, v, do = (torch.randn(1, T, H, D, device="cuda", dtype=torch.bfloat16, generator=g)
+                       for _ in range(4))
+        cases[H] = (q, k, v, do)
+    kinds = ["fwd"] + ([] if args.no_backward else ["bwd"])
+    times = {(kind, H): [] for kind in kinds for H in HEADS}
+    for _ in range(args.rounds):  # interleaved: every case once per round
+        for H, (q, k, v, do) in cases.items():
+            times[("fwd", H)].append(bench(lambda: sigmoid_attention(q, k, v)))
+            if "bwd" in kinds:
+                ins = [x.clone().requires_grad_() for x in (q, k, v)]
+                out = sigmoid_attention(*ins)
+                times[("bwd", H)].append(bench(
+                    lambda: torch.autograd.grad(out, ins, do, retain_graph=True)))
+    rows = []
+    for (kind, H), ts in times.items():
+        ms = sorted(ts)[len(ts) // 2]
+        flops = (2.5 if kind == "bwd" else 1.0) * 4.0 * H * D * T * T
+        waves = H * math.ceil(T / BLOCK) / sms
+        rows.append({"kind": kind, "heads": H, "tiles": H * math.ceil(T / BLOCK), "waves": waves,
+                     "busy_share": waves / math.ceil(waves), "ms": ms, "ms_rounds": ts,
+                     "tflops": flops / (ms * 1e-3) / 1e12})
+        print(f"{kind} H={H:3d} waves {waves:5.2f} static share {waves / math.ceil(waves):.3f}"
+              f"  {rows[-1]['tflops']:6.1f} TFLOPS", flush=True)
+    with open(args.out, "w") as f:
+        json.dump({"device": torch.cuda.get_device_name(), "sms": sms, "T": T, "head_dim": D,
+                   "library": sigmoid_attn.info().get("commit"), "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
