@@ -139,7 +139,7 @@ def main():
     ap.add_argument("--tma", action="store_true", help="TMA-descriptor candidates (experimental)")
     ap.add_argument("--lpt", action="store_true",
                     help="program order: causal longest block first (CAUSAL_LPT, several group "
-                         "sizes) and padded longest sequence first (LENGTH_LPT)")
+                         "sizes)")
     ap.add_argument("--ws", action="store_true",
                     help="the warp-specialized candidate kernel against production (JIT)")
     ap.add_argument("--lpt-from", help="a saved --lpt sweep (JSON): print and --write its choices")
@@ -282,33 +282,27 @@ def sweep_ws(out):
 
 def sweep_lpt(out, write):
     """Program order, with the production tiles of hd64/hd128 at T = 1k, 4k, 16k (bf16, B·T =
-    16k, H·D = 2048): causal in launch order vs longest first (CAUSAL_LPT, several group sizes),
-    and padded non-causal batches (lengths uniform in [T/2, T], as in bench_attention.py) in
-    launch order vs longest sequence first (LENGTH_LPT). With write, tiles.json's
-    fwd_causal_lpt / fwd_length_lpt <- the best setting by geometric mean over the rows, kept
-    only if it beats launch order by 1% or more."""
+    16k, H·D = 2048): causal in launch order vs longest first (CAUSAL_LPT, several group sizes).
+    With write, tiles.json's fwd_causal_lpt <- the best setting by geometric mean over the rows,
+    kept only if it beats launch order by 1% or more."""
     import variants as V
 
     rows = []
     for D in (64, 128):
         for T in (1024, 4096, 16384):
             tiles = V.fwd_tiles(D, T)
-            H, B, (q, k, v), lens = protocol_batch(D, T)
-            for mode, settings in (("causal", LPT_GROUPS), ("padded", (0, 64))):
-                causal = mode == "causal"
-                pairs = float((lens.double() ** 2).sum()) if not causal else B * T * T * 0.5
-                for lpt in settings:
-                    fn = lambda: jit_launch.forward(
-                        q, k, v, is_causal=causal, fast_sigmoid=True, tiles=tuple(tiles[:4]),
-                        use_tma="tma" in tiles, seq_lens_q=None if causal else lens,
-                        seq_lens_k=None if causal else lens,
-                        causal_lpt=lpt if causal else 0, length_lpt=0 if causal else lpt)
-                    ms = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
-                    rows.append({"D": D, "T": T, "mode": mode, "lpt": lpt, "tiles": list(tiles),
-                                 "ms": ms, "tflops": 4.0 * H * D * pairs / ms / 1e9})
-                print(f"D={D:3d} T={T:5d} {mode}: " + " ".join(
-                    f"{r['lpt']}:{r['tflops']:.1f}" for r in rows
-                    if (r["D"], r["T"], r["mode"]) == (D, T, mode)), flush=True)
+            H, B, (q, k, v), _ = protocol_batch(D, T)
+            pairs = B * T * T * 0.5
+            for lpt in LPT_GROUPS:
+                fn = lambda: jit_launch.forward(
+                    q, k, v, is_causal=True, fast_sigmoid=True, tiles=tuple(tiles[:4]),
+                    use_tma="tma" in tiles, causal_lpt=lpt)
+                ms = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+                rows.append({"D": D, "T": T, "mode": "causal", "lpt": lpt, "tiles": list(tiles),
+                             "ms": ms, "tflops": 4.0 * H * D * pairs / ms / 1e9})
+            print(f"D={D:3d} T={T:5d} causal: " + " ".join(
+                f"{r['lpt']}:{r['tflops']:.1f}" for r in rows
+                if (r["D"], r["T"]) == (D, T)), flush=True)
     with open(out, "w") as f:
         json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                    "triton": triton.__version__, "rows": rows}, f, indent=1)
@@ -331,13 +325,13 @@ def _best_setting(rows, what):
 
 
 def write_lpt(rows, write, source):
-    """tiles.json's fwd_causal_lpt (per head dim and tile bucket) and fwd_length_lpt from the
-    rows of sweep_lpt (or of a saved tune_fwd_lpt.json: --lpt-from)."""
+    """tiles.json's fwd_causal_lpt (per head dim and tile bucket) from the rows of sweep_lpt
+    (or of a saved tune_fwd_lpt.json: --lpt-from, whose padded rows are not used)."""
     import variants as V
 
     db = V.load_tiles()
     sources = db.setdefault("sources", {})
-    sources["fwd_causal_lpt"] = sources["fwd_length_lpt"] = source
+    sources["fwd_causal_lpt"] = source
     # Causal: per head dim and tile bucket (the variants that the buckets compile).
     causal = {}
     for D in (64, 128):
@@ -349,7 +343,6 @@ def write_lpt(rows, write, source):
                 choice = _best_setting(sel, f"causal hd{D} T>={m}")
                 causal.setdefault(str(D), []).append([m, choice])
     db["fwd_causal_lpt"] = causal
-    db["fwd_length_lpt"] = _best_setting([r for r in rows if r["mode"] == "padded"], "padded")
     if write:
         V.save_tiles(db)
 

@@ -61,10 +61,11 @@ def check(q, k, v, tol, **kw):
 
 @pytest.mark.parametrize("B", [1, 7, 64, 65, 130])
 @pytest.mark.parametrize("causal", [False, True])
-def test_padded_batch_sizes_around_the_program_order_cutoff(B, causal):
-    """Longest-first program orders (tiles.json fwd_length_lpt: sequences ranked in-kernel for
-    batches up to a size; fwd_causal_lpt: heads in groups): every program must still land on
-    its own (sequence, head, block). Lengths with ties and zeros; q and k lengths differ."""
+def test_padded_batch_sizes_and_the_program_order(B, causal):
+    """The causal longest-first program order (tiles.json fwd_causal_lpt: heads in groups, a
+    smaller remainder group first): every program must still land on its own (sequence, head,
+    block); non-causal, the launch order with the same batches. Lengths with ties and zeros; q
+    and k lengths differ."""
     g = torch.Generator().manual_seed(B * 2 + causal)
     dtype = torch.bfloat16
     T = 200

@@ -280,13 +280,11 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
     assert isinstance(db.get("fwd_ws_dispatch", False), bool)
     assert isinstance(db.get("fwd_ws_causal", True), bool)
     # Program order: fwd_causal_lpt holds [min_T, programs per group of heads] buckets per head
-    # dim (0: launch order), fwd_length_lpt a batch-size cutoff (tl.arange: a power of two) or 0.
+    # dim (0: launch order).
     for d, buckets in db.get("fwd_causal_lpt", {}).items():
         mins = [m for m, _ in buckets]
         assert d in db["fwd"] and mins[0] == 0 and mins == sorted(set(mins)), (d, buckets)
         assert all(isinstance(n, int) and n >= 0 for _, n in buckets), (d, buckets)
-    length_lpt = db.get("fwd_length_lpt", 0)
-    assert length_lpt == 0 or pow2(length_lpt), length_lpt
     for kind in ("bwd_dkdv", "bwd_dq"):  # per head dim, no length buckets
         for d, n in db.get(f"{kind}_causal_lpt", {}).items():
             assert d in db[kind] and isinstance(n, int) and n >= 0, (kind, d, n)

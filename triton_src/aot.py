@@ -1,7 +1,7 @@
 """Compile every entry of the variant table to a cubin for sm_90 and emit the C++ that embeds them.
 
     python triton_src/aot.py all --out-dir BUILD/generated [--jobs N] [--arch 90]
-        [--head-dims 64,128] [--dtypes bf16] [--causal-lpt N] [--length-lpt N]
+        [--head-dims 64,128] [--dtypes bf16] [--causal-lpt N]
 
 CMake runs the same steps apart: `constants`, one `compile --module M` per kernel source (so an
 edit to one source recompiles its kernels only; a depfile names what it read), then `link`.
@@ -302,7 +302,6 @@ def compile_triton(var: V.Variant, arch: int):
         constexprs["WARP_SPECIALIZE"] = var.warp_specialize
         constexprs["USE_TMA"] = var.tma
         constexprs["CAUSAL_LPT"] = var.causal_lpt
-        constexprs["LENGTH_LPT"] = var.length_lpt
     else:
         constexprs["CAUSAL_LPT"] = var.causal_lpt
     if var.runtime_head_dim and var.kind not in V.GENERIC_KINDS:
@@ -567,7 +566,6 @@ def _subset_args(ap):
                          "(default: all)")
     ap.add_argument("--dtypes", default="", help="comma-separated of fp16,bf16,fp32 (default: all)")
     ap.add_argument("--causal-lpt", default="", help="override of every causal kernel's CAUSAL_LPT")
-    ap.add_argument("--length-lpt", default="", help="override of the forward's LENGTH_LPT")
 
 
 def _subset(args):
@@ -598,13 +596,13 @@ def _todo(args, triton_version, kinds=None):
                       generic=generic)
 
 
-def _compile(todo, arch, jobs, lpt):
+def _compile(todo, arch, jobs, causal_lpt):
     jobs = max(1, min(jobs, len(todo)))
-    V.set_lpt_overrides(*lpt)
+    V.set_lpt_overrides(causal_lpt)
     if jobs == 1:
         return [compile_variant(v, arch) for v in todo]
     with concurrent.futures.ProcessPoolExecutor(jobs, initializer=V.set_lpt_overrides,
-                                                initargs=lpt) as ex:
+                                                initargs=(causal_lpt,)) as ex:
         return list(ex.map(compile_variant, todo, [arch] * len(todo)))
 
 
@@ -657,8 +655,7 @@ def cmd_compile(args):
               f"backward")
     todo = _todo(args, triton.__version__, kinds)
     t0 = time.time()
-    records = _store(args.out_dir, _compile(todo, args.arch, args.jobs,
-                                            (_lpt(args.causal_lpt), _lpt(args.length_lpt))))
+    records = _store(args.out_dir, _compile(todo, args.arch, args.jobs, _lpt(args.causal_lpt)))
     part = args.out_dir / "parts" / f"{args.module}.json"
     part.parent.mkdir(parents=True, exist_ok=True)
     _write_if_changed(part, json.dumps({"triton": triton.__version__, "arch": args.arch,

@@ -35,7 +35,7 @@ def _geometry(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k):
 def forward(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale=None,
             sigmoid_bias=None, score_mod=None, fast_sigmoid=False, tiles=None,
             warp_specialize=False, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=0,
-            max_seqlen_k=0, use_tma=False, causal_lpt=0, length_lpt=0, runtime_head_dim=False,
+            max_seqlen_k=0, use_tma=False, causal_lpt=0, runtime_head_dim=False,
             split_head_dim=None):
     """Dense [B, T, H, D] call, or packed [total, H, D] with cu_seqlens_q/k (varlen).
     fast_sigmoid: False (exact) or True (tanh.approx, what the build compiles for fp16/bf16).
@@ -66,8 +66,7 @@ def forward(q, k, v, *, seq_lens_q=None, seq_lens_k=None, is_causal=False, scale
         HEAD_DIM=block_d if runtime_head_dim else D, BLOCK_D=block_d, BLOCK_M=bm, BLOCK_N=bn,
         IS_CAUSAL=is_causal, HAS_SCORE_MOD=score_mod is not None, FAST_SIGMOID=fast_sigmoid,
         VARLEN=varlen, WARP_SPECIALIZE=warp_specialize, USE_TMA=use_tma, CAUSAL_LPT=causal_lpt,
-        LENGTH_LPT=length_lpt, RUNTIME_HEAD_DIM=runtime_head_dim, D_LO=d_lo, num_warps=warps,
-        num_stages=stages,
+        RUNTIME_HEAD_DIM=runtime_head_dim, D_LO=d_lo, num_warps=warps, num_stages=stages,
     )
     return out
 

@@ -315,24 +315,6 @@ def _longest_first(pid_m, h, b, GROUP_PROGRAMS: tl.constexpr, DESCENDING: tl.con
 
 
 @triton.jit
-def _longest_sequence(r, SEQ_LENS_K, T_K, n_b, MAX_B: tl.constexpr):
-    """Padded batch (non-causal): the sequence with the r-th longest key length (ties by index).
-
-    A program's work is proportional to its sequence's key length, so running the sequences
-    longest first leaves the short ones for the last wave. Each program ranks all n_b <= MAX_B
-    lengths itself (an n_b x n_b comparison, no host sort and no extra launch): a bijection of
-    the grid's batch axis. Measured on the H100 (docs/performance.md, "Program order"): the ranking costs
-    each program more than the tail it saves (-2%), so tiles.json keeps it off
-    (fwd_length_lpt 0); kept for the sweep to re-measure."""
-    i = tl.arange(0, MAX_B)
-    ok = i < n_b
-    L = tl.where(ok, tl.minimum(tl.maximum(tl.load(SEQ_LENS_K + i, mask=ok, other=0), 0), T_K), -1)
-    first = (L[:, None] > L[None, :]) | ((L[:, None] == L[None, :]) & (i[:, None] < i[None, :]))
-    rank = tl.sum(first.to(tl.int32), axis=0)  # rank[j]: sequences ordered before j
-    return tl.sum(tl.where(rank == r, i, 0), axis=0)
-
-
-@triton.jit
 def sigmoid_attn_fwd(
     Q, K, V, O, SEQ_LENS_Q, SEQ_LENS_K, BIAS, SCORE_MOD,
     stride_qb, stride_qt, stride_qh,
@@ -347,7 +329,6 @@ def sigmoid_attn_fwd(
     VARLEN: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
     USE_TMA: tl.constexpr = False,
     CAUSAL_LPT: tl.constexpr = 0,
-    LENGTH_LPT: tl.constexpr = 0,
     RUNTIME_HEAD_DIM: tl.constexpr = False,
     D_LO: tl.constexpr = 0,
 ):
@@ -360,11 +341,6 @@ def sigmoid_attn_fwd(
     b_dense = tl.program_id(2)
     if CAUSAL_LPT > 0 and IS_CAUSAL and not VARLEN:
         pid_m, h, b_dense = _longest_first(pid_m, h, b_dense, CAUSAL_LPT)
-    if LENGTH_LPT > 0 and not IS_CAUSAL and not VARLEN:
-        if HAS_SEQ_LENS_K != 0:
-            if tl.num_programs(2) <= LENGTH_LPT:
-                b_dense = _longest_sequence(b_dense, SEQ_LENS_K, T_K, tl.num_programs(2),
-                                            LENGTH_LPT)
     # Lengths are clamped to [0, T] so that no lengths tensor can cause an out-of-bounds access.
     b, start_m, q_off, k_off, Lq, Lk, owned, bias = _locate(
         pid_m, b_dense, T_Q, T_K, SEQ_LENS_Q, SEQ_LENS_K, BIAS, bias_value,

@@ -162,17 +162,14 @@ CAUSAL_LPT = {int(d): [(int(m), int(n)) for m, n in b]
 # benchmarks/tune_backward.py --lpt.
 BWD_CAUSAL_LPT = {kind: {int(d): int(n) for d, n in _DB.get(f"{kind}_causal_lpt", {}).items()}
                   for kind in ("bwd_dkdv", "bwd_dq")}
-# Padded non-causal forward: sequences run longest first when the batch has at most this many
-# (sigmoid_attn_fwd._longest_sequence); 0: off. Same tuning as CAUSAL_LPT.
-LENGTH_LPT = int(_DB.get("fwd_length_lpt", 0))
-# Build-time overrides of the two (to time one build against another): the CMake options
-# SIGMOID_ATTN_CAUSAL_LPT (every causal kernel, forward and backward) and SIGMOID_ATTN_LENGTH_LPT,
-# passed to aot.py, which calls set_lpt_overrides. None: tiles.json's values.
-_LPT_OVERRIDES = {"causal": None, "length": None}
+# Build-time override of them (to time one build against another): the CMake option
+# SIGMOID_ATTN_CAUSAL_LPT (every causal kernel, forward and backward), passed to aot.py, which
+# calls set_lpt_overrides. None: tiles.json's values.
+_LPT_OVERRIDES = {"causal": None}
 
 
-def set_lpt_overrides(causal=None, length=None):
-    _LPT_OVERRIDES.update(causal=causal, length=length)
+def set_lpt_overrides(causal=None):
+    _LPT_OVERRIDES.update(causal=causal)
 
 # float32: full-precision (IEEE) dot products on the CUDA cores, for validation and fp32 models;
 # no tensor cores, so the tiles are small enough to keep register and shared memory use in
@@ -346,11 +343,6 @@ class Variant:
             return BWD_CAUSAL_LPT[self.kind].get(self.head_dim, 0)
         return next((n for m, n in reversed(CAUSAL_LPT.get(self.head_dim, []))
                      if m <= self.min_t), 0)
-
-    @property
-    def length_lpt(self) -> int:
-        length = LENGTH_LPT if _LPT_OVERRIDES["length"] is None else int(_LPT_OVERRIDES["length"])
-        return length if self.kind == "fwd" and not self.causal and not self.varlen else 0
 
     @property
     def block_d(self) -> int:
