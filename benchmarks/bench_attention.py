@@ -131,10 +131,36 @@ def bench(fn, rep=200 // ROUNDS):
     return triton.testing.do_bench(fn, warmup=25, rep=rep, return_mode="median")
 
 
+# An H200 comes to each row from the idle gap of its setup and slows under sustained load: a
+# row's first round read up to ~10% faster than its later ones (every provider alike), so a
+# row timed early in a run read high against one timed late. Each row now starts after
+# SETTLE_MS of sustained matmuls (--settle-ms; 0 turns it off).
+SETTLE_MS = 500
+
+
+def settle(ms=None):
+    """Keeps the GPU busy for about `ms` milliseconds (bf16 matmuls), so that what is timed next
+    runs at the clocks of sustained load."""
+    ms = SETTLE_MS if ms is None else ms
+    if ms <= 0:
+        return
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    while True:
+        for _ in range(8):
+            a = (a @ a).clamp_(-1, 1)
+        end.record()
+        end.synchronize()
+        if start.elapsed_time(end) >= ms:
+            break
+
+
 def time_providers(row, providers, flops, makers=False):
     """Times each provider (makers: a function that builds the timed call, inside the column's
-    kernel options) into row's ms and TFLOPS, ROUNDS interleaved rounds each (row's ms_rounds);
-    a provider that fails records why."""
+    kernel options) into row's ms and TFLOPS, ROUNDS interleaved rounds each (row's ms_rounds),
+    after settle(); a provider that fails records why."""
+    settle()
     rounds = {name: [] for name in providers}
     for _ in range(ROUNDS):
         for name, fn in providers.items():
@@ -386,6 +412,7 @@ def plot(rows, path, device=None):
 
 
 def main():
+    global SETTLE_MS
     ap = argparse.ArgumentParser()
     ap.add_argument("--out-dir", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--commit", default=os.environ.get("SIGMOID_ATTN_COMMIT", "unknown"))
@@ -393,7 +420,11 @@ def main():
     ap.add_argument("--no-backward", action="store_true")
     ap.add_argument("--only", nargs="+", help="run the configs whose label contains any of these "
                     "(\"headdim\" adds the head-dim rows, hd40-hd256 at T=4k)")
+    ap.add_argument("--settle-ms", type=float, default=SETTLE_MS,
+                    help="sustained load before each row (ms), so every row is timed at the "
+                         "same clocks; 0: none")
     args = ap.parse_args()
+    SETTLE_MS = args.settle_ms
     device = torch.cuda.get_device_name()
     out_dir = os.path.join(args.out_dir, device.replace(" ", "_"))
     os.makedirs(out_dir, exist_ok=True)
@@ -403,7 +434,8 @@ def main():
         "sigmoid_attn": sigmoid_attn.info() | {"variants": None},
         "triton_sigmoid": getattr(triton_sigmoid, "__version__", None),
         "protocol": "bf16, B*T=16384, H*D=2048, median of triton.testing.do_bench; "
-                    "FLOPs=4*H*D*sum(Lq*Lk), causal halved, backward 2.5x forward",
+                    "FLOPs=4*H*D*sum(Lq*Lk), causal halved, backward 2.5x forward; "
+                    f"each row after {args.settle_ms:g} ms of sustained load",
         "rows": [], "tiny_call_us": None,
     }
     rows = result["rows"]

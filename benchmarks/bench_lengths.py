@@ -18,7 +18,7 @@ import math
 import torch
 
 import sigmoid_attn
-from bench_attention import bench
+from bench_attention import bench, settle
 from sigmoid_attn import sigmoid_attention, sigmoid_attention_varlen
 
 TOKENS, WIDTH, TILE = 16384, 2048, 128
@@ -61,7 +61,9 @@ def run(D, T, draws, backward, orders=False):
         M = max(Ls)
         row = {"seed": seed, "lens": Ls, "tile_share": tile_share(Ls), "tflops": {}}
         # dense timed beside each draw (a GPU's clock drifts under sustained load: a dense
-        # figure from the start of the run would flatter it against the later rows)
+        # figure from the start of the run would flatter it against the later rows), and the
+        # draw after sustained load (timed first after an idle gap, dense would read high)
+        settle()
         dense = dense_flops / (timed(lambda a, b, c: sigmoid_attention(a, b, c), (q, k, v), do)
                                * 1e-3) / 1e12
         denses.append(dense)
