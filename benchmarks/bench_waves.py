@@ -16,7 +16,7 @@ import math
 import torch
 
 import sigmoid_attn
-from bench_attention import bench
+from bench_attention import bench, settle
 from sigmoid_attn import sigmoid_attention
 
 T, D, BLOCK = 4096, 128, 128
@@ -38,6 +38,7 @@ def main():
         cases[H] = (q, k, v, do)
     kinds = ["fwd"] + ([] if args.no_backward else ["bwd"])
     times = {(kind, H): [] for kind in kinds for H in HEADS}
+    settle()
     for _ in range(args.rounds):  # interleaved: every case once per round
         for H, (q, k, v, do) in cases.items():
             times[("fwd", H)].append(bench(lambda: sigmoid_attention(q, k, v)))
