@@ -770,14 +770,12 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
     for i in range(n_items):
         j0 = i * 0  # (a piece's first key block; 0 for a whole tile)
         j1 = i * 0
-        r = i * 0
-        owner = i >= 0
         piece = False
         if SPLIT:
             piece = i >= n_whole
         if piece:
-            m, h, b, j0, j1, r, owner = _split_item(i, n_whole, n_tiles, n_m, H, heads, T_K,
-                                                    BLOCK_N, BUCKET)
+            m, h, b, j0, j1, _, _ = _split_item(i, n_whole, n_tiles, n_m, H, heads, T_K,
+                                                BLOCK_N, BUCKET)
             valid = i >= 0
         else:
             t = _tile(i, pid, n_prog, CAUSAL)
@@ -831,6 +829,10 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
             if SPLIT:
                 whole = i >= 0
                 if piece:
+                    # (the piece's tile and role derived again here: carried across the key
+                    # loop they cost spills there)
+                    _, _, _, _, _, r, owner = _split_item(i, n_whole, n_tiles, n_m, H, heads,
+                                                          T_K, BLOCK_N, BUCKET)
                     whole = owner
                     _join_piece(o, WS, FLAGS, r, owner, n_tiles - n_whole * n_prog,
                                 gl.cdiv(T_K, BLOCK_N), o_layout, WG, ROWS, HEAD_DIM, CONSUMERS)
