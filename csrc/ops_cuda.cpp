@@ -137,7 +137,10 @@ bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops,
   SplitWave split;
   std::optional<Tensor> ws, flags;  // (alive until the launch is queued: stream-ordered reuse)
   const uint64_t rest = tiles % programs;
-  if (splits_last_wave(spec) && tiles > programs && rest != 0 && split_wave_dispatch()) {
+  // (the kernel spreads rest x key blocks units over the programs in int32 products of them)
+  const uint64_t units = rest * cdiv(p.Tk, spec.block_n);
+  if (splits_last_wave(spec) && tiles > programs && rest != 0 &&
+      (units + 1) * (programs + 1) < uint64_t(INT32_MAX) && split_wave_dispatch()) {
     constexpr int kConsumers = 2;
     ws = empty_cuda(like, {int64_t(programs), spec.block_m, spec.head_dim},
                     torch::headeronly::ScalarType::Float);
