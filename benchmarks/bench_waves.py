@@ -4,7 +4,8 @@ call at T=4k, hd128, with the head count chosen so that the 128-row tiles (forwa
 cost does not depend on the head count, TFLOPS follows waves / ceil(waves), the share of the
 SMs' time a static schedule keeps busy (`schedule_model.py --persistent`); a split of the last
 wave's work over every SM (stream-K: sigmoid attention sums partial outputs without rescaling)
-would recover the rest. Columns of one row are timed in interleaved rounds (median).
+would recover the rest (a library that has it: the forward with it on, "fwd", and off,
+"fwd_unsplit"). Columns of one row are timed in interleaved rounds (median).
 
     python benchmarks/bench_waves.py --out waves.json
 """
@@ -37,11 +38,18 @@ def main():
                        for _ in range(4))
         cases[H] = (q, k, v, do)
     kinds = ["fwd"] + ([] if args.no_backward else ["bwd"])
+    # a library with the split last wave: the forward also with it off (kernel_options)
+    split = "split_wave" in sigmoid_attn.current_kernel_options()
+    if split:
+        kinds.insert(1, "fwd_unsplit")
     times = {(kind, H): [] for kind in kinds for H in HEADS}
     settle()
     for _ in range(args.rounds):  # interleaved: every case once per round
         for H, (q, k, v, do) in cases.items():
             times[("fwd", H)].append(bench(lambda: sigmoid_attention(q, k, v)))
+            if split:
+                with sigmoid_attn.kernel_options(split_wave=False):
+                    times[("fwd_unsplit", H)].append(bench(lambda: sigmoid_attention(q, k, v)))
             if "bwd" in kinds:
                 ins = [x.clone().requires_grad_() for x in (q, k, v)]
                 out = sigmoid_attention(*ins)

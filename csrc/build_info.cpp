@@ -123,4 +123,9 @@ int sigmoid_attn_gluon_backward(int set) {
   return sigmoid_attn::set_gluon_backward_dispatch(set != 0);
 }
 
+int sigmoid_attn_split_wave(int set) {
+  if (set < 0) return sigmoid_attn::split_wave_dispatch();
+  return sigmoid_attn::set_split_wave_dispatch(set != 0);
+}
+
 }  // extern "C"

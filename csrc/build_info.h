@@ -44,6 +44,10 @@ SIGMOID_ATTN_API int sigmoid_attn_gluon_forward(int set);
 // did not ask for determinism (default: tiles.json's bwd_gluon_dispatch); set < 0 only reads.
 // Returns the setting before the call.
 SIGMOID_ATTN_API int sigmoid_attn_gluon_backward(int set);
+// Whether the Gluon forward splits a call's last partial wave of tiles by key blocks over every
+// SM (default on; SIGMOID_ATTN_SPLIT_WAVE=0/1 at load); set < 0 only reads. Returns the setting
+// before the call.
+SIGMOID_ATTN_API int sigmoid_attn_split_wave(int set);
 }
 
 namespace sigmoid_attn {

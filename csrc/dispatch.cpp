@@ -261,7 +261,18 @@ std::atomic<int>& gluon_backward_state() {
   return state;
 }
 
+std::atomic<int>& split_wave_state() {
+  static std::atomic<int> state{initial_switch("SIGMOID_ATTN_SPLIT_WAVE", true)};
+  return state;
+}
+
 }  // namespace
+
+bool split_wave_dispatch() { return split_wave_state().load(std::memory_order_relaxed) != 0; }
+
+bool set_split_wave_dispatch(bool on) {
+  return split_wave_state().exchange(on ? 1 : 0, std::memory_order_relaxed) != 0;
+}
 
 bool warp_specialized_dispatch() {
   return ws_dispatch_state().load(std::memory_order_relaxed) != 0;

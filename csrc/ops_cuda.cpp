@@ -68,9 +68,17 @@ std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tenso
 // o_ptr, o_stride: the output and its row stride (elements) for a packed call's masked stores;
 // 0 otherwise (not read). MAX_Q/MAX_K: a packed call's max_seqlen (longer sequences are cut to
 // it, as in the Triton kernels).
+// The split last wave's buffers (the kernel's _join_piece / _add_pieces): ws, float32
+// [programs, BLOCK_M, HEAD_DIM], one slot per program for the partial it does not finish;
+// flags, int32 [(tiles mod programs) * consumer warpgroups], zeroed before the launch. 0: off.
+struct SplitWave {
+  CUdeviceptr ws = 0, flags = 0;
+  int32_t on = 0;
+};
+
 template <typename Args>
 Args gluon_args(const TensorMapArg* maps, const ForwardProblem& p, const Extras& e, double bias,
-                CUdeviceptr o_ptr = 0, int32_t o_stride = 0) {
+                CUdeviceptr o_ptr = 0, int32_t o_stride = 0, const SplitWave& split = {}) {
   return Args{.q_desc = maps[0], .k_desc = maps[1], .v_desc = maps[2], .o_desc = maps[3],
               .SEQ_LENS_Q = e.p_lens_q, .SEQ_LENS_K = e.p_lens_k, .O = o_ptr,
               .stride_ot = o_stride, .D = static_cast<int32_t>(p.D), .BIAS = e.p_bias,
@@ -80,16 +88,25 @@ Args gluon_args(const TensorMapArg* maps, const ForwardProblem& p, const Extras&
               .H = static_cast<int32_t>(p.Hq), .B = static_cast<int32_t>(p.B),
               .kv_group = static_cast<int32_t>(p.Hq / p.Hkv),
               .scale = static_cast<float>(p.scale), .bias_value = static_cast<float>(bias),
-              .MAX_Q = static_cast<int32_t>(p.max_q), .MAX_K = static_cast<int32_t>(p.max_k)};
+              .MAX_Q = static_cast<int32_t>(p.max_q), .MAX_K = static_cast<int32_t>(p.max_k),
+              .WS = split.ws, .FLAGS = split.flags, .SPLIT_ON = split.on};
+}
+
+// Whether a Gluon forward variant splits its last wave: the kernel's SPLIT (dense, not causal,
+// two consumer warpgroups of 64 rows, at most 128 columns), mirrored here from its tile.
+bool splits_last_wave(const KernelSpec& spec) {
+  return spec.kind == KernelKind::kForwardGluon && !spec.causal && spec.block_m == 128 &&
+         spec.head_dim <= 128;
 }
 
 // Encodes the kernel's four descriptors on the host and launches it; false (nothing launched)
 // when the driver refuses a descriptor. e: int32 lengths on the device for kForwardGluonPadded
 // (kForwardGluon is compiled without lengths: never read), the bias tensor, score_mod. No
-// allocation, no synchronization: the arguments live on this stack frame, and cuLaunchKernel
-// copies them.
+// synchronization: the arguments live on this stack frame, and cuLaunchKernel copies them; a
+// call whose tiles end in a partial wave over the SMs, on a variant that splits it, takes two
+// buffers from torch's caching allocator (capturable) and zeroes the flags on the stream.
 bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops, int device,
-                  const Extras& e) {
+                  const Extras& e, const Tensor& like) {
   const KernelSpec& spec = kKernels[kernel];
   const TmaRows* rows[] = {&ops.q, &ops.k, &ops.v, &ops.o};  // the descriptors, in order
   constexpr int kMaps = sizeof(rows) / sizeof(rows[0]);
@@ -114,13 +131,30 @@ bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops,
   const uint64_t programs = std::min<uint64_t>(tiles, uint64_t(sm_count(device)));
   if (programs == 0) return false;
   const CUstream stream = current_stream(device);
+  // The tiles past the last whole wave (fewer than the programs) would leave the other SMs
+  // idle while they run: split by key blocks over every program instead (sigmoid attention
+  // joins the pieces of a tile by a plain sum).
+  SplitWave split;
+  std::optional<Tensor> ws, flags;  // (alive until the launch is queued: stream-ordered reuse)
+  const uint64_t rest = tiles % programs;
+  // (the kernel spreads rest x key blocks units over the programs in int32 products of them)
+  const uint64_t units = rest * cdiv(p.Tk, spec.block_n);
+  if (splits_last_wave(spec) && tiles > programs && rest != 0 &&
+      (units + 1) * (programs + 1) < uint64_t(INT32_MAX) && split_wave_dispatch()) {
+    constexpr int kConsumers = 2;
+    ws = empty_cuda(like, {int64_t(programs), spec.block_m, spec.head_dim},
+                    torch::headeronly::ScalarType::Float);
+    flags = empty_cuda(like, {int64_t(rest) * kConsumers}, torch::headeronly::ScalarType::Int);
+    memset_d32(device, stream, dptr(*flags), 0u, static_cast<size_t>(rest) * kConsumers);
+    split = SplitWave{dptr(*ws), dptr(*flags), 1};
+  }
   if (spec.kind == KernelKind::kForwardGluonPadded) {
     auto args = p.varlen ? gluon_args<ForwardGluonPaddedArgs>(maps, p, e, bias, ops.o.ptr,
                                                               static_cast<int32_t>(ops.o.st))
                          : gluon_args<ForwardGluonPaddedArgs>(maps, p, e, bias);
     launch(kernel, device, stream, static_cast<unsigned>(programs), 1, 1, args);
   } else {
-    auto args = gluon_args<ForwardGluonArgs>(maps, p, e, bias);
+    auto args = gluon_args<ForwardGluonArgs>(maps, p, e, bias, 0, 0, split);
     launch(kernel, device, stream, static_cast<unsigned>(programs), 1, 1, args);
   }
   return true;
@@ -153,7 +187,7 @@ void launch_forward(const ForwardProblem& p, const Tensor& q, const Tensor& k, c
                                         padded);
       const KernelKind kind = kKernels[kernel].kind;
       if ((kind == KernelKind::kForwardGluon || kind == KernelKind::kForwardGluonPadded) &&
-          launch_gluon(kernel, p, *g, device, e)) {
+          launch_gluon(kernel, p, *g, device, e, q)) {
         return;
       }
     }

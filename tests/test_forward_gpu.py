@@ -551,6 +551,69 @@ def test_gluon_forward_score_mod_and_bias_tensor(D, dtype, gluon_dispatch):
     assert rel_err(out[:n], ref[:n]) < tol
 
 
+# The split last wave: the Gluon forward variants of two consumer warpgroups up to 128 columns,
+# dense and not causal, split the tiles past the last whole wave by key blocks over every SM.
+SPLIT_DIMS = sorted({v["head_dim"] for v in GLUON_CATALOG if v["block_m"] == 128
+                     and v["head_dim"] <= 128 and not v["causal"]})
+
+
+def split_switch(on):
+    return library_function("sigmoid_attn_split_wave")(on)
+
+
+@requires_gluon
+@pytest.mark.skipif(not SPLIT_DIMS, reason="no Gluon forward that splits its last wave")
+@pytest.mark.parametrize("T,waves", [(1, 1.5), (17, 2.3), (129, 1.3), (300, 2.4), (1000, 1.1),
+                                     (2048, 3.9)])
+def test_gluon_forward_split_last_wave(T, waves, gluon_dispatch):
+    """Tiles past the last whole wave split by key blocks over every SM (the pieces of a tile
+    summed by its last program in a fixed order), for tile counts of about `waves` waves (T = 1
+    and 17: one key block, so no tile is cut; 129 and 300: two and three blocks, several
+    programs per tile, some programs with nothing), GQA, a scalar bias and a bias tensor,
+    score_mod, T_Q != T_K. Against float64 with outputs poisoned, against the same call
+    unsplit, and bitwise the same over repeated calls and a CUDA graph replay."""
+    D = SPLIT_DIMS[-1]
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    B, n_m = 2, -(-T // 128)
+    H = -(-int(waves * sms) // (n_m * B))
+    H += (-H) % 4
+    if (n_m * B * H) % sms == 0:
+        H += 4
+    assert n_m * B * H > sms, (T, H)
+    g = torch.Generator().manual_seed(T)
+    mk = lambda *s: torch.randn(*s, generator=g).to("cuda", torch.bfloat16)  # noqa: E731
+    q, k, v = mk(B, T, H, D), mk(B, T, H // 4, D), mk(B, T, H // 4, D)
+    tol = REL_TOL[torch.bfloat16]
+    before = split_switch(1)
+    try:
+        out, _ = check(q, k, v, tol)
+        assert torch.equal(out, sigmoid_attention(q, k, v)), "split: not reproducible"
+        split_switch(0)
+        whole = sigmoid_attention(q, k, v)
+        assert rel_err(out, whole.double()) < tol
+        split_switch(1)
+        mod, _, bias = key_masks(T, g, masked_from=max(1, T // 2))
+        for kw in ({"sigmoid_bias": -1.0, "scale": 0.06}, {"sigmoid_bias": bias[:B]},
+                   {"score_mod": mod[:B]}):
+            check(q, k, v, tol, **kw)
+        kl, vl = mk(B, T + 77, H // 4, D), mk(B, T + 77, H // 4, D)  # T_K != T_Q
+        check(q, kl, vl, tol)
+        graph = torch.cuda.CUDAGraph()
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            sigmoid_attention(q, k, v)
+        torch.cuda.current_stream().wait_stream(s)
+        with torch.cuda.graph(graph):
+            static_out = sigmoid_attention(q, k, v)
+        q.copy_(mk(B, T, H, D))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(static_out, sigmoid_attention(q, k, v))
+    finally:
+        split_switch(before)
+
+
 @requires_gluon
 def test_gluon_forward_cuda_graph_and_determinism(gluon_dispatch):
     """The descriptors are encoded on the host at capture: a replay reads the captured buffers'

@@ -65,7 +65,8 @@ def test_persistent_gluon_forward_compiles_for_sm90(tmp_path, name):
             roles.count("desc_stride")) == (4, 16, 16)
     assert [p["arg"] for p in rec["params"] if p["role"] == "scalar"] == [
         "SEQ_LENS_Q", "SEQ_LENS_K", "O", "stride_ot", "D", "BIAS", "SCORE_MOD", "stride_smb",
-        "BIAS_MODE", "T_Q", "T_K", "H", "B", "kv_group", "scale", "bias_value", "MAX_Q", "MAX_K"]
+        "BIAS_MODE", "T_Q", "T_K", "H", "B", "kv_group", "scale", "bias_value", "MAX_Q", "MAX_K",
+        "WS", "FLAGS", "SPLIT_ON"]
 
 
 def _library_build():
@@ -94,7 +95,8 @@ def test_library_gluon_forward_abi(var):
     [B, T, H, D]), then the two length pointers, the output pointer (packed calls' masked
     stores), stride_ot, D (the tensors' head dim), the bias tensor and score_mod pointers,
     score_mod's row stride, BIAS_MODE, T_Q, T_K, H, B, kv_group, scale, bias_value, MAX_Q, MAX_K
-    (a packed call's max_seqlen), then only hidden pointers; the KernelSpec records
+    (a packed call's max_seqlen), the split last wave's workspace and flags pointers and its
+    switch, then only hidden pointers; the KernelSpec records
     each CUtensorMap's position and its encoding from the compiled metadata (box
     [1, rows, 1, 64] of the 128-byte swizzle, element type)."""
     V, aot = _library_build()
@@ -102,7 +104,7 @@ def test_library_gluon_forward_abi(var):
                                       "sigmoid_attn_fwd_gluon_persistent")
     assert V.DESC_RANK == 4
     r = aot.compile_variant(var, 90)
-    assert r["num_params"] == 4 * 9 + 18 and r["num_hidden_params"] == 2
+    assert r["num_params"] == 4 * 9 + 21 and r["num_hidden_params"] == 2
     consumers = V.gluon_fwd_consumers(var.block_m)
     assert r["num_warps"] == 4 * (consumers + 1) and r["shared"] <= 227 * 1024
     rows = {"q_desc": V.GLUON_FWD_ROWS, "o_desc": V.GLUON_FWD_ROWS, "k_desc": var.block_n,
@@ -119,7 +121,8 @@ def test_library_gluon_forward_abi(var):
     assert params[9] == (128, 64) and params[27] == (128, 64)  # k_desc, o_desc
     assert params[36:39] == [(8, 8)] * 3 and params[39:41] == [(4, 4)] * 2
     assert params[41:44] == [(8, 8)] * 3 and params[44:54] == [(4, 4)] * 10
-    assert params[54:] == [(8, 8)] * 2
+    assert params[54:56] == [(8, 8)] * 2 and params[56] == (4, 4)  # WS, FLAGS, SPLIT_ON
+    assert params[57:] == [(8, 8)] * 2
     elem = {"fp16": "!tt.ptr<f16>", "bf16": "!tt.ptr<bf16>"}[var.dtype]
     assert r["signature"][4 * 9:] == [("SEQ_LENS_Q", "!tt.ptr<i32>"),
                                       ("SEQ_LENS_K", "!tt.ptr<i32>"), ("O", elem),
@@ -128,7 +131,9 @@ def test_library_gluon_forward_abi(var):
                                       ("stride_smb", "i64"), ("BIAS_MODE", "i32"), ("T_Q", "i32"),
                                       ("T_K", "i32"), ("H", "i32"), ("B", "i32"),
                                       ("kv_group", "i32"), ("scale", "f32"),
-                                      ("bias_value", "f32"), ("MAX_Q", "i32"), ("MAX_K", "i32")]
+                                      ("bias_value", "f32"), ("MAX_Q", "i32"), ("MAX_K", "i32"),
+                                      ("WS", "!tt.ptr<f32>"), ("FLAGS", "!tt.ptr<i32>"),
+                                      ("SPLIT_ON", "i32")]
     # the persistent schedule: register reallocation, every barrier invalidated
     ptx = ck.asm["ptx"]
     assert "setmaxnreg.inc" in ptx and "setmaxnreg.dec" in ptx

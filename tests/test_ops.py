@@ -577,7 +577,8 @@ def test_kernel_options_from_python():
 
     c_api = {"warp_specialized": library_function("sigmoid_attn_warp_specialized"),
              "gluon_forward": library_function("sigmoid_attn_gluon_forward"),
-             "gluon_backward": library_function("sigmoid_attn_gluon_backward")}
+             "gluon_backward": library_function("sigmoid_attn_gluon_backward"),
+             "split_wave": library_function("sigmoid_attn_split_wave")}
     start = sigmoid_attn.current_kernel_options()
     assert start == {name: bool(f(-1)) for name, f in c_api.items()}
     try:
@@ -606,6 +607,9 @@ def test_kernel_options_from_python():
         with sigmoid_attn.kernel_options(gluon_forward=False):
             assert now() == (0, 0)
         assert now() == (0, 1)
+        with sigmoid_attn.kernel_options(split_wave=not start["split_wave"]):
+            assert bool(c_api["split_wave"](-1)) != start["split_wave"] and now() == (0, 1)
+        assert bool(c_api["split_wave"](-1)) == start["split_wave"]
     finally:
         sigmoid_attn.kernel_options(**start)
     assert sigmoid_attn.current_kernel_options() == start
@@ -655,7 +659,7 @@ def test_dispatch_switch_unknown_name():
 
     start = sigmoid_attn.current_kernel_options()
     with pytest.raises(ValueError, match=r"unknown switch 'warp_spec'.*'warp_specialized', "
-                       r"'gluon_forward' or 'gluon_backward'"):
+                       r"'gluon_forward', 'gluon_backward' or 'split_wave'"):
         _library.dispatch_switch("warp_spec", 1)
     assert sigmoid_attn.current_kernel_options() == start
     assert _library.dispatch_switch("gluon_backward", -1) == start["gluon_backward"]

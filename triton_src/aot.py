@@ -175,7 +175,7 @@ def _compile_gluon_kind(var: V.Variant, arch: int, rows: dict, constexprs: dict,
     # score_mod rows (the Gluon forward's): a multiple of 2 floats apart and 8-byte aligned (the
     # launcher checks it), so a thread's two adjacent columns come in one load.
     aligned = {"O": 16, "stride_ot": step, "DK": 16, "DV": 16, "stride_kt": step, "D": step,
-               "SCORE_MOD": 8, "stride_smb": 2}
+               "SCORE_MOD": 8, "stride_smb": 2, "WS": 16}
     attrs = {(i,): [["tt.divisibility", aligned[n]]] for i, n in enumerate(names) if n in aligned}
     src = GluonASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
     ck = triton.compile(src, target=GPUTarget("cuda", arch, 32),

@@ -330,12 +330,99 @@ def _extent(row0, Lq, Lk, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, CAUSAL: 
 
 
 @gluon.jit
+def _walk_items(n_tiles, n_prog, T_K, BLOCK_N: gl.constexpr, SPLIT_ON, SPLIT: gl.constexpr):
+    """(whole tiles, items) of a program's walk: items [0, whole) are tiles pid, pid + P, ...
+    of every wave; with the split on, only of the full waves, and the items after them are the
+    program's pieces of the last wave's tiles, split by key blocks (_split_span)."""
+    n_whole = gl.cdiv(n_tiles, n_prog)
+    n_items = n_whole
+    if SPLIT:
+        if SPLIT_ON != 0:
+            n_whole = n_tiles // n_prog
+            u0, u1, pieces = _split_span(gl.program_id(0), n_prog, n_tiles - n_whole * n_prog,
+                                         gl.cdiv(T_K, BLOCK_N))
+            n_items = n_whole + pieces
+    return n_whole, n_items
+
+
+@gluon.jit
+def _split_item(i, n_whole, n_tiles, n_m, H, heads, T_K, BLOCK_N: gl.constexpr,
+                BUCKET: gl.constexpr):
+    """(q-block, head, batch entry, first block, end block, split tile, owner) of item
+    i >= n_whole: the program's piece i - n_whole of the split last wave."""
+    n_prog = gl.num_programs(0)
+    n_split = n_tiles - n_whole * n_prog
+    nb = gl.cdiv(T_K, BLOCK_N)
+    u0, u1, pieces = _split_span(gl.program_id(0), n_prog, n_split, nb)
+    r, j0, j1, owner = _split_piece(i - n_whole, u0, u1, nb)
+    m, h, b = _schedule(n_whole * n_prog + r, n_m, H, heads, False, BUCKET)
+    return m, h, b, j0, j1, r, owner
+
+
+@gluon.jit
+def _split_span(pid, n_prog, n_split, nb):
+    """Program pid's share of the split last wave: key-block units [u0, u1) of the n_split tiles
+    x nb blocks each, spread evenly over the programs (stream-K). Returns (u0, u1, pieces)."""
+    units = n_split * nb
+    u0 = pid * units // n_prog
+    u1 = (pid + 1) * units // n_prog
+    pieces = 0
+    if u1 > u0:
+        pieces = 1
+        if u1 > (u0 // nb + 1) * nb:
+            pieces = 2
+    return u0, u1, pieces
+
+
+@gluon.jit
+def _split_piece(k, u0, u1, nb):
+    """Piece k of a program's span [u0, u1) (at most nb units, so at most two tiles): (split
+    tile r, first block, end block, whether the piece ends the tile: its owner). A span that
+    crosses into the next tile gives that tile's head first: the piece a program does not
+    finish is published before the one it owns, so an owner waits only on pieces that wait on
+    nothing."""
+    ra = u0 // nb
+    r = ra
+    j0 = u0 - ra * nb
+    j1 = gl.minimum(u1, (ra + 1) * nb) - ra * nb
+    if u1 > (ra + 1) * nb:
+        if k == 0:
+            r = ra + 1
+            j0 = 0
+            j1 = u1 - (ra + 1) * nb
+    return r, j0, j1, j1 == nb
+
+
+@gluon.jit
+def _split_first(r, n_prog, n_split, nb):
+    """The first program whose span holds a block of split tile r (the program holding unit
+    x is ceil((x + 1) * P / units) - 1); the owner of r is the last, and each program between
+    whose span is not empty holds one unfinished piece of r."""
+    units = n_split * nb
+    return ((r * nb + 1) * n_prog + units - 1) // units - 1
+
+
+@gluon.jit
+def _release_add(flag):
+    """This thread's release-add of 1 at flag (gpu scope): its earlier stores are visible to
+    a thread that acquires the count."""
+    return gl.inline_asm_elementwise("red.release.gpu.global.add.s32 [$1], 1;\n\tmov.b32 $0, 0;",
+                                     "=r,l", [flag], dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _acquire_load(flag):
+    return gl.inline_asm_elementwise("ld.acquire.gpu.global.b32 $0, [$1];", "=r,l", [flag],
+                                     dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
 def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, k_empty,
               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K, H, B, kv_group,
               ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
               NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
               BUCKET: gl.constexpr, VARLEN: gl.constexpr, Q_BUFFERS: gl.constexpr,
-              CONSUMERS: gl.constexpr):
+              CONSUMERS: gl.constexpr, SPLIT_ON, SPLIT: gl.constexpr):
     BLOCK_M: gl.constexpr = CONSUMERS * ROWS
     pid = gl.program_id(0)
     n_prog = gl.num_programs(0)
@@ -345,12 +432,24 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, 
     n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt = _walk_start(
         SEQ_LENS_Q, T_Q, n_m, H, B, top, n_buckets, BLOCK_M, VARLEN, LEVEL_BUCKET)
     it = 0  # K/V blocks queued so far (ring position and phase)
-    # i: tiles taken so far (Q buffer and phase); only the last waves can have no tile
-    for i in range(gl.cdiv(n_tiles, n_prog)):
-        t = _tile(i, pid, n_prog, CAUSAL)
-        cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, valid = _tile_at(
-            t, n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H, B,
-            heads, top, n_buckets, BLOCK_M, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, LEVEL_BUCKET)
+    n_whole, n_items = _walk_items(n_tiles, n_prog, T_K, BLOCK_N, SPLIT_ON, SPLIT)
+    # i: items taken so far (Q buffer and phase); only the last waves can have no tile
+    for i in range(n_items):
+        j0 = i * 0  # (a piece's first key block; 0 for a whole tile)
+        j1 = i * 0
+        piece = False
+        if SPLIT:
+            piece = i >= n_whole
+        if piece:
+            m, h, b, j0, j1, r, owner = _split_item(i, n_whole, n_tiles, n_m, H, heads, T_K,
+                                                    BLOCK_N, BUCKET)
+            valid = i >= 0
+        else:
+            t = _tile(i, pid, n_prog, CAUSAL)
+            cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, valid = _tile_at(
+                t, n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H,
+                B, heads, top, n_buckets, BLOCK_M, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN,
+                LEVEL_BUCKET)
         if valid:
             bd = b
             if VARLEN:
@@ -360,6 +459,8 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, 
                                                     MAX_K, B, HAS_LENGTHS,
                                              VARLEN)
             n_blocks, n_full = _extent(row0, Lq, Lk, BLOCK_M, BLOCK_N, CAUSAL, HAS_LENGTHS)
+            if piece:
+                n_blocks = j1
             qs = i % Q_BUFFERS
             mbarrier.wait(q_empty.index(qs), ((i // Q_BUFFERS) & 1) ^ 1)
             mbarrier.expect(q_ready.index(qs), CONSUMERS * q_desc.block_type.nbytes)
@@ -367,7 +468,7 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, 
                 tma.async_load(q_desc, [bd, q_off + row0 + w * ROWS, h, 0], q_ready.index(qs),
                                q_smem.index(CONSUMERS * qs + w))
             h_kv = h // kv_group
-            for j in range(n_blocks):
+            for j in range(j0, n_blocks):
                 s = it % NUM_STAGES
                 ph = (it // NUM_STAGES) & 1
                 mbarrier.wait(k_empty.index(s), ph ^ 1)
@@ -510,13 +611,14 @@ def _zero_keys_past(k_buf, first, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr)
 
 
 @gluon.jit
-def _attend_tile(q, o, it, n_blocks, n_full, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty,
+def _attend_tile(q, o, it, j0, n_blocks, n_full, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty,
                  qk_scale_half, bias_half, row_start, Lk, mod_row, T_K,
                  s_layout: gl.constexpr, p_layout: gl.constexpr, dtype: gl.constexpr,
                  ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                  NUM_STAGES: gl.constexpr, MASKABLE: gl.constexpr, CAUSAL: gl.constexpr,
                  HAS_LENGTHS: gl.constexpr, HAS_MOD: gl.constexpr, PIN_P: gl.constexpr):
-    """O over key blocks [0, n_blocks) (n_blocks >= 1) from ring position it; returns (O, it).
+    """O over key blocks [j0, n_blocks) (n_blocks > j0) from ring position it; returns (O, it).
+    j0 > 0 only for a split tile's piece (dense, not causal: no masked block).
     With lengths and not causal, the block holding Lk runs unmasked over zeroed K and V rows
     (_zero_keys_past); causal tiles mask their diagonal blocks per score."""
     KEYS_ZEROED: gl.constexpr = HAS_LENGTHS and not CAUSAL
@@ -529,25 +631,26 @@ def _attend_tile(q, o, it, n_blocks, n_full, k_smem, v_smem, k_ready, k_empty, v
             _zero_keys_past(k_smem.index(sk), Lk, BLOCK_N, HEAD_DIM)
     k0 = k_smem.index(sk).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0))
     s = warpgroup_mma(q, k0, s_zero, use_acc=False, is_async=True)
-    bias_cols = _bias_cols(mod_row, 0, T_K, bias_half, s_layout, BLOCK_N, HAS_MOD)
+    key0 = j0 * BLOCK_N
+    bias_cols = _bias_cols(mod_row, key0, T_K, bias_half, s_layout, BLOCK_N, HAS_MOD)
     s = warpgroup_mma_wait(0, deps=(s, ))
     mbarrier.arrive(k_empty.index(sk), count=1)
     if KEYS_ZEROED:
-        p = _probabilities(s, qk_scale_half, bias_cols, row_start, 0, Lk, p_layout, dtype,
+        p = _probabilities(s, qk_scale_half, bias_cols, row_start, key0, Lk, p_layout, dtype,
                            False, CAUSAL, HAS_MOD, PIN_P)
     elif MASKABLE:
         if n_full > 0:
-            p = _probabilities(s, qk_scale_half, bias_cols, row_start, 0, Lk, p_layout, dtype,
+            p = _probabilities(s, qk_scale_half, bias_cols, row_start, key0, Lk, p_layout, dtype,
                                False, CAUSAL, HAS_MOD, PIN_P)
         else:
-            p = _probabilities(s, qk_scale_half, bias_cols, row_start, 0, Lk, p_layout, dtype,
+            p = _probabilities(s, qk_scale_half, bias_cols, row_start, key0, Lk, p_layout, dtype,
                                True, CAUSAL, HAS_MOD, PIN_P)
     else:
-        p = _probabilities(s, qk_scale_half, bias_cols, row_start, 0, Lk, p_layout, dtype,
+        p = _probabilities(s, qk_scale_half, bias_cols, row_start, key0, Lk, p_layout, dtype,
                            False, CAUSAL, HAS_MOD, PIN_P)
     it += 1
     # Unmasked blocks: no select in this loop.
-    for j in range(1, n_full):
+    for j in range(j0 + 1, n_full):
         o, p = _step(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty,
                      qk_scale_half, bias_half, row_start, Lk, s_zero, mod_row, T_K,
                      p_layout, BLOCK_N, HEAD_DIM, NUM_STAGES, False, CAUSAL, HAS_MOD, PIN_P)
@@ -584,13 +687,63 @@ def _attend_tile(q, o, it, n_blocks, n_full, k_smem, v_smem, k_ready, k_empty, v
 
 
 @gluon.jit
+def _slot(WS, src, o_layout: gl.constexpr, WG: gl.constexpr, ROWS: gl.constexpr,
+          HEAD_DIM: gl.constexpr, CONSUMERS: gl.constexpr):
+    """Pointers to warpgroup WG's rows of program src's fp32 slot in WS ([P, BLOCK_M,
+    HEAD_DIM]), in the accumulator's layout."""
+    rows = gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
+    cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
+    base = WS + (src * (CONSUMERS * ROWS) + WG * ROWS).to(gl.int64) * HEAD_DIM
+    return base + (gl.expand_dims(rows, 1) * HEAD_DIM + gl.expand_dims(cols, 0))
+
+
+@gluon.jit
+def _join_piece(o, WS, FLAGS, r, owner, n_split, nb, o_layout: gl.constexpr,
+                WG: gl.constexpr, ROWS: gl.constexpr, HEAD_DIM: gl.constexpr,
+                CONSUMERS: gl.constexpr):
+    """A piece that does not end its split tile: its partial O into this program's slot of WS,
+    then counted in FLAGS[r * CONSUMERS + WG] (each thread's release-add follows its own
+    stores)."""
+    if not owner:
+        gl.store(_slot(WS, gl.program_id(0), o_layout, WG, ROWS, HEAD_DIM, CONSUMERS), o)
+        _release_add(FLAGS + r * CONSUMERS + WG)
+
+
+@gluon.jit
+def _add_pieces(o, WS, FLAGS, r, n_split, nb, o_layout: gl.constexpr, WG: gl.constexpr,
+                ROWS: gl.constexpr, HEAD_DIM: gl.constexpr, CONSUMERS: gl.constexpr):
+    """The owner of split tile r: waits until every program before it that holds a piece of r
+    has counted its warpgroup's 128 threads, then adds their partials in program order (the
+    same order on every run: a reproducible sum). Sigmoid attention joins pieces by a plain
+    sum: no row maximum or normalizer to rescale."""
+    n_prog = gl.num_programs(0)
+    units = n_split * nb
+    first = _split_first(r, n_prog, n_split, nb)
+    # (with fewer units than programs some spans are empty: those programs hold nothing)
+    n_src = 0
+    for src in range(first, gl.program_id(0)):
+        n_src += ((src + 1) * units // n_prog > src * units // n_prog).to(gl.int32)
+    if n_src > 0:
+        flag = FLAGS + r * CONSUMERS + WG
+        seen = _acquire_load(flag)
+        while seen < n_src * 128:
+            seen = _acquire_load(flag)
+        for src in range(first, gl.program_id(0)):
+            if (src + 1) * units // n_prog > src * units // n_prog:
+                o += gl.load(_slot(WS, src, o_layout, WG, ROWS, HEAD_DIM, CONSUMERS),
+                             cache_modifier=".cg")
+    return o
+
+
+@gluon.jit
 def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
               v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K,
               H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
               BIAS_MODE, WG: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
               HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
               HAS_LENGTHS: gl.constexpr, BUCKET: gl.constexpr, VARLEN: gl.constexpr,
-              HAS_MOD: gl.constexpr, Q_BUFFERS: gl.constexpr, CONSUMERS: gl.constexpr):
+              HAS_MOD: gl.constexpr, Q_BUFFERS: gl.constexpr, CONSUMERS: gl.constexpr,
+              WS, FLAGS, SPLIT_ON, SPLIT: gl.constexpr):
     dtype: gl.constexpr = o_desc.dtype
     MASKABLE: gl.constexpr = CAUSAL or HAS_LENGTHS
     # (_probabilities: where the hd64 consumers' P permutes went astray; with lengths they did
@@ -613,11 +766,23 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
         SEQ_LENS_Q, T_Q, n_m, H, B, top, n_buckets, BLOCK_M, VARLEN, LEVEL_BUCKET)
     o_buf = o_smem.index(WG)
     it = 0
-    for i in range(gl.cdiv(n_tiles, n_prog)):
-        t = _tile(i, pid, n_prog, CAUSAL)
-        cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, valid = _tile_at(
-            t, n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H, B,
-            heads, top, n_buckets, BLOCK_M, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, LEVEL_BUCKET)
+    n_whole, n_items = _walk_items(n_tiles, n_prog, T_K, BLOCK_N, SPLIT_ON, SPLIT)
+    for i in range(n_items):
+        j0 = i * 0  # (a piece's first key block; 0 for a whole tile)
+        j1 = i * 0
+        piece = False
+        if SPLIT:
+            piece = i >= n_whole
+        if piece:
+            m, h, b, j0, j1, _, _ = _split_item(i, n_whole, n_tiles, n_m, H, heads, T_K,
+                                                BLOCK_N, BUCKET)
+            valid = i >= 0
+        else:
+            t = _tile(i, pid, n_prog, CAUSAL)
+            cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, valid = _tile_at(
+                t, n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H,
+                B, heads, top, n_buckets, BLOCK_M, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN,
+                LEVEL_BUCKET)
         if valid:
             row0 = m * BLOCK_M
             row_start = row0 + WG * ROWS
@@ -625,6 +790,9 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                                                     MAX_K, B, HAS_LENGTHS,
                                              VARLEN)
             n_blocks, n_full = _extent(row0, Lq, Lk, BLOCK_M, BLOCK_N, CAUSAL, HAS_LENGTHS)
+            if piece:
+                n_blocks = j1
+                n_full = j1
             # (variants.BIAS_MODES: 0 the default -log(valid keys), 1 bias_value, 2 BIAS[b])
             bias_t = bias_half
             if HAS_LENGTHS:
@@ -641,7 +809,7 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
             q = q_smem.index(CONSUMERS * qs + WG).reshape([ROWS, HEAD_DIM])
             o = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
             if n_blocks > 0:
-                o, it = _attend_tile(q, o, it, n_blocks, n_full, k_smem, v_smem, k_ready,
+                o, it = _attend_tile(q, o, it, j0, n_blocks, n_full, k_smem, v_smem, k_ready,
                                      k_empty, v_ready, v_empty, qk_scale_half, bias_t,
                                      row_start, Lk, mod_row, T_K, s_layout,
                                      p_layout, dtype, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
@@ -658,6 +826,20 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
             if VARLEN:
                 whole = row_start + ROWS <= owned
                 bd = 0  # (the descriptors' one batch entry: the packed rows)
+            if SPLIT:
+                whole = i >= 0
+                if piece:
+                    # (the piece's tile and role derived again here: carried across the key
+                    # loop they cost spills there)
+                    _, _, _, _, _, r, owner = _split_item(i, n_whole, n_tiles, n_m, H, heads,
+                                                          T_K, BLOCK_N, BUCKET)
+                    whole = owner
+                    _join_piece(o, WS, FLAGS, r, owner, n_tiles - n_whole * n_prog,
+                                gl.cdiv(T_K, BLOCK_N), o_layout, WG, ROWS, HEAD_DIM, CONSUMERS)
+                    if owner:
+                        o = _add_pieces(o, WS, FLAGS, r, n_tiles - n_whole * n_prog,
+                                        gl.cdiv(T_K, BLOCK_N), o_layout, WG, ROWS, HEAD_DIM,
+                                        CONSUMERS)
             if whole:
                 # Epilogue: the previous tile's store has finished reading o_buf before it is
                 # rewritten.
@@ -695,7 +877,8 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
 def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q, SEQ_LENS_K,
                                       O, stride_ot, D, BIAS, SCORE_MOD, stride_smb,
                                       BIAS_MODE, T_Q, T_K, H, B, kv_group, scale, bias_value,
-                                      MAX_Q, MAX_K, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
+                                      MAX_Q, MAX_K, WS, FLAGS, SPLIT_ON,
+                                      NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
                                       HAS_LENGTHS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                                       PRODUCER_REGS: gl.constexpr, VARLEN: gl.constexpr = False,
                                       HAS_MOD: gl.constexpr = False,
@@ -716,7 +899,11 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
     (float32, one per sequence). HAS_MOD: SCORE_MOD (float32, [B, T_K], rows stride_smb elements
     apart, contiguous along keys) is added to each key's scores (-inf removes a key exactly:
     P = 0); dense non-causal calls without lengths only (causal with it spills: ptxas, 168
-    registers). BIAS and SCORE_MOD are not read otherwise."""
+    registers). BIAS and SCORE_MOD are not read otherwise.
+    SPLIT_ON != 0 (dense non-causal variants of two consumers up to 128 columns; P programs):
+    the tiles past the last whole wave are split by key blocks over every program
+    (_split_span, _join_piece, _add_pieces); WS is float32 [P, BLOCK_M, HEAD_DIM], FLAGS int32
+    [(tiles mod P) * CONSUMERS], zero at the launch. Not read otherwise."""
     gl.static_assert(not (HAS_MOD and (CAUSAL or HAS_LENGTHS)),
                      "score_mod: dense non-causal calls without lengths")
     ROWS: gl.constexpr = q_desc.block_type.shape[1]
@@ -725,6 +912,10 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
     dtype: gl.constexpr = q_desc.dtype
     BUCKET: gl.constexpr = 8  # causal schedule: q-blocks per bucket (see _schedule)
     gl.static_assert(CONSUMERS == 2 or CONSUMERS == 3, "two or three consumer warpgroups")
+    # The split last wave: dense, not causal, two consumers up to 128 columns (with three at
+    # hd64, or hd256's 128 accumulator registers a thread, its join code costs spills).
+    SPLIT: gl.constexpr = (not CAUSAL and not HAS_LENGTHS and CONSUMERS == 2
+                           and HEAD_DIM <= 128)
 
     # Q: Q_BUFFERS buffers x CONSUMERS warpgroup parts (index CONSUMERS * buffer + warpgroup).
     # Past 128 columns one buffer (tile i+1's Q loads after tile i's output has left), the output's
@@ -769,21 +960,24 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
                       k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K,
                       MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
                       BIAS_MODE, 0, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
-                      BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS)),
+                      BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS, FLAGS, SPLIT_ON,
+                      SPLIT)),
             (_consumer, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                       k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K,
                       MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
                       BIAS_MODE, 1, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
-                      BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS)),
+                      BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS, FLAGS, SPLIT_ON,
+                      SPLIT)),
             (_consumer, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                       k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K,
                       MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
                       BIAS_MODE, 2, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
-                      BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS)),
+                      BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS, FLAGS, SPLIT_ON,
+                      SPLIT)),
             (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready,
                      k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K,
                      H, B, kv_group, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
-                     BUCKET, VARLEN, Q_BUFFERS, CONSUMERS)),
+                     BUCKET, VARLEN, Q_BUFFERS, CONSUMERS, SPLIT_ON, SPLIT)),
         ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
     else:
         gl.warp_specialize([
@@ -791,16 +985,18 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
                       k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K,
                       MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
                       BIAS_MODE, 0, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
-                      BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS)),
+                      BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS, FLAGS, SPLIT_ON,
+                      SPLIT)),
             (_consumer, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                       k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K,
                       MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
                       BIAS_MODE, 1, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
-                      BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS)),
+                      BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS, FLAGS, SPLIT_ON,
+                      SPLIT)),
             (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready,
                      k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K,
                      H, B, kv_group, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
-                     BUCKET, VARLEN, Q_BUFFERS, CONSUMERS)),
+                     BUCKET, VARLEN, Q_BUFFERS, CONSUMERS, SPLIT_ON, SPLIT)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
     for i in gl.static_range(2):

@@ -267,7 +267,10 @@ class Kernel:
                    "BIAS": ctypes.c_uint64(0), "SCORE_MOD": ctypes.c_uint64(0),
                    "stride_smb": ctypes.c_int64(0),
                    "BIAS_MODE": ctypes.c_int32(0 if seq_lens_q else 1),
-                   "MAX_Q": ctypes.c_int32(T), "MAX_K": ctypes.c_int32(T)}
+                   "MAX_Q": ctypes.c_int32(T), "MAX_K": ctypes.c_int32(T),
+                   # (the split last wave is the library's: off here)
+                   "WS": ctypes.c_uint64(0), "FLAGS": ctypes.c_uint64(0),
+                   "SPLIT_ON": ctypes.c_int32(0)}
         ptrs = []
         for p in rec["params"]:
             role = p["role"]

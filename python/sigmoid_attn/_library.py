@@ -26,12 +26,14 @@ _FUNCTIONS = {
     "sigmoid_attn_warp_specialized": (_int, [_int]),
     "sigmoid_attn_gluon_forward": (_int, [_int]),
     "sigmoid_attn_gluon_backward": (_int, [_int]),
+    "sigmoid_attn_split_wave": (_int, [_int]),
 }
 # Python's names of the switches (kernel_options) -> their C entry points
 _SWITCHES = {
     "warp_specialized": "sigmoid_attn_warp_specialized",
     "gluon_forward": "sigmoid_attn_gluon_forward",
     "gluon_backward": "sigmoid_attn_gluon_backward",
+    "split_wave": "sigmoid_attn_split_wave",
 }
 _INT_FIELDS = ("head_dim", "block_m", "block_n", "num_warps", "num_stages", "min_t",
                "shared_bytes", "num_hidden_params", "cubin_bytes", "stride_multiple")
@@ -103,7 +105,8 @@ def dispatch_switch(name, value):
     a = _bound()
     if name not in _SWITCHES:
         raise ValueError(f"sigmoid_attn._library.dispatch_switch: unknown switch {name!r}, "
-                         "expected 'warp_specialized', 'gluon_forward' or 'gluon_backward'")
+                         "expected 'warp_specialized', 'gluon_forward', 'gluon_backward' or "
+                         "'split_wave'")
     return a[_SWITCHES[name]](value)
 
 

@@ -2,7 +2,7 @@
 
 from . import _library  # bound to the ops library by _ops
 
-_SWITCHES = ("warp_specialized", "gluon_forward", "gluon_backward")
+_SWITCHES = ("warp_specialized", "gluon_forward", "gluon_backward", "split_wave")
 
 
 class kernel_options:
@@ -29,14 +29,19 @@ class kernel_options:
         not bitwise reproducible, so with torch.use_deterministic_algorithms(True) the backward
         stays on the two-kernel path. On by default (tiles.json bwd_gluon_dispatch;
         SIGMOID_ATTN_GLUON_BACKWARD=0/1 at load); built only with Triton 3.8, otherwise a no-op.
+    split_wave: in the Gluon forward's dense, non-causal calls up to 128 columns, the tiles
+        past the last whole wave over the SMs split by key blocks over every SM, their pieces
+        summed in a fixed order (reproducible; two small buffers from the caching allocator).
+        On by default (SIGMOID_ATTN_SPLIT_WAVE=0/1 at load).
 
     Not thread-local: a setting made in one thread applies to calls from every thread. Each
     call reads the switches afresh (torch.compile and CUDA graphs included: a captured graph
     keeps the kernels it captured)."""
 
-    def __init__(self, *, warp_specialized=None, gluon_forward=None, gluon_backward=None):
+    def __init__(self, *, warp_specialized=None, gluon_forward=None, gluon_backward=None,
+                 split_wave=None):
         wanted = {"warp_specialized": warp_specialized, "gluon_forward": gluon_forward,
-                  "gluon_backward": gluon_backward}
+                  "gluon_backward": gluon_backward, "split_wave": split_wave}
         for name, value in wanted.items():
             if value is not None and not isinstance(value, bool):
                 raise TypeError(f"kernel_options: {name} must be a bool or None, got "
@@ -56,5 +61,5 @@ class kernel_options:
 
 def current_kernel_options() -> dict:
     """The switches' settings now: {"warp_specialized": bool, "gluon_forward": bool,
-    "gluon_backward": bool}."""
+    "gluon_backward": bool, "split_wave": bool}."""
     return {name: bool(_library.dispatch_switch(name, -1)) for name in _SWITCHES}
