@@ -125,7 +125,7 @@ int sigmoid_attn_gluon_backward(int set) {
 
 int sigmoid_attn_split_wave(int set) {
   if (set < 0) return sigmoid_attn::split_wave_dispatch();
-  return sigmoid_attn::set_split_wave_dispatch(set != 0);
+  return sigmoid_attn::set_split_wave_dispatch(set);
 }
 
 }  // extern "C"

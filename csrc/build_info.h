@@ -45,8 +45,9 @@ SIGMOID_ATTN_API int sigmoid_attn_gluon_forward(int set);
 // Returns the setting before the call.
 SIGMOID_ATTN_API int sigmoid_attn_gluon_backward(int set);
 // Whether the Gluon forward splits a call's last partial wave of tiles by key blocks over every
-// SM (default on; SIGMOID_ATTN_SPLIT_WAVE=0/1 at load); set < 0 only reads. Returns the setting
-// before the call.
+// SM: 1 (default) where a tile has enough key blocks for it to pay, 2 in every call with a
+// partial wave, 0 never (SIGMOID_ATTN_SPLIT_WAVE=0/1/2 at load); set < 0 only reads. Returns
+// the setting before the call.
 SIGMOID_ATTN_API int sigmoid_attn_split_wave(int set);
 }
 

@@ -262,16 +262,22 @@ std::atomic<int>& gluon_backward_state() {
 }
 
 std::atomic<int>& split_wave_state() {
-  static std::atomic<int> state{initial_switch("SIGMOID_ATTN_SPLIT_WAVE", true)};
+  // (0, 1, or 2: every call with a partial wave, whatever its keys)
+  static std::atomic<int> state{[] {
+    const char* env = std::getenv("SIGMOID_ATTN_SPLIT_WAVE");
+    if (env != nullptr && env[0] == '2') return 2;
+    return initial_switch("SIGMOID_ATTN_SPLIT_WAVE", true);
+  }()};
   return state;
 }
 
 }  // namespace
 
-bool split_wave_dispatch() { return split_wave_state().load(std::memory_order_relaxed) != 0; }
+int split_wave_dispatch() { return split_wave_state().load(std::memory_order_relaxed); }
 
-bool set_split_wave_dispatch(bool on) {
-  return split_wave_state().exchange(on ? 1 : 0, std::memory_order_relaxed) != 0;
+int set_split_wave_dispatch(int mode) {
+  return split_wave_state().exchange(mode <= 0 ? 0 : mode >= 2 ? 2 : 1,
+                                     std::memory_order_relaxed);
 }
 
 bool warp_specialized_dispatch() {

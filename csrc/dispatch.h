@@ -83,11 +83,13 @@ bool gluon_forward_dispatch();
 bool set_gluon_forward_dispatch(bool on);
 
 // Whether the Gluon forward splits the tiles past a call's last whole wave over the SMs by key
-// blocks (variants of two consumer warpgroups up to 128 columns, dense, not causal): on, or
-// SIGMOID_ATTN_SPLIT_WAVE=0/1 (read once), or the last set_split_wave_dispatch().
-bool split_wave_dispatch();
+// blocks (variants of two consumer warpgroups up to 128 columns, dense, not causal): 1 (the
+// default) where the keys are long enough for it to pay, 2 in every call with a partial wave
+// (tests), 0 never; SIGMOID_ATTN_SPLIT_WAVE=0/1/2 (read once), or the last
+// set_split_wave_dispatch().
+int split_wave_dispatch();
 // Returns the previous setting.
-bool set_split_wave_dispatch(bool on);
+int set_split_wave_dispatch(int mode);
 
 // Whether the backward may take the Gluon kernel (KernelKind::kBackwardGluon: dQ summed by fp32
 // TMA reductions, not bitwise deterministic) for the calls it covers: tiles.json's

@@ -139,8 +139,16 @@ bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops,
   const uint64_t rest = tiles % programs;
   // (the kernel spreads rest x key blocks units over the programs in int32 products of them)
   const uint64_t units = rest * cdiv(p.Tk, spec.block_n);
+  // Short keys: the flags' memset (a stream-ordered node before the kernel) and the pieces'
+  // fp32 joins are fixed costs against a short kernel. Measured (H200, hd128, 2,048 tiles:
+  // 15.5 waves) split against whole tiles: T = 1k 0.95x (8 key blocks a tile), 4k and 16k
+  // 1.06-1.07x.
+  constexpr int64_t kMinSplitKeyBlocks = 16;
+  const int split_mode = split_wave_dispatch();
+  const bool long_keys = cdiv(p.Tk, spec.block_n) >= kMinSplitKeyBlocks;
   if (splits_last_wave(spec) && tiles > programs && rest != 0 &&
-      (units + 1) * (programs + 1) < uint64_t(INT32_MAX) && split_wave_dispatch()) {
+      (split_mode == 2 || (split_mode == 1 && long_keys)) &&
+      (units + 1) * (programs + 1) < uint64_t(INT32_MAX)) {
     constexpr int kConsumers = 2;
     ws = empty_cuda(like, {int64_t(programs), spec.block_m, spec.head_dim},
                     torch::headeronly::ScalarType::Float);

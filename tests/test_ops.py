@@ -610,6 +610,16 @@ def test_kernel_options_from_python():
         with sigmoid_attn.kernel_options(split_wave=not start["split_wave"]):
             assert bool(c_api["split_wave"](-1)) != start["split_wave"] and now() == (0, 1)
         assert bool(c_api["split_wave"](-1)) == start["split_wave"]
+        # split_wave 2 (every call with a partial wave): kept through a context, and set
+        # values clamp to 0..2
+        before = c_api["split_wave"](2)
+        with sigmoid_attn.kernel_options(split_wave=False):
+            assert c_api["split_wave"](-1) == 0
+        assert c_api["split_wave"](-1) == 2
+        assert sigmoid_attn.current_kernel_options()["split_wave"] is True
+        assert c_api["split_wave"](7) == 2 and c_api["split_wave"](-1) == 2
+        assert c_api["split_wave"](-3) == 2 and c_api["split_wave"](1) == 2
+        c_api["split_wave"](before)
     finally:
         sigmoid_attn.kernel_options(**start)
     assert sigmoid_attn.current_kernel_options() == start

@@ -41,12 +41,14 @@ Lk walks nothing (its dK, dV are stored as zeros), and the masks use Lq, Lk. Not
 lengths may reach a result even if it is NaN (0·NaN is NaN in a wgmma): each consumer zeroes the
 rows past Lq of the tail tile's Q and dO, and its own K half's rows past Lk, in shared memory
 before a wgmma reads them (the partner warpgroup reads that K half for dQ only after the dS
-exchange's barrier, which orders it after the zeroing), and dSᵀ is masked like Pᵀ (dPᵀ sees V
-and dO rows past the lengths).
+exchange's barrier, which orders it after the zeroing), and its own V half's: with every input
+past the lengths zero, dPᵀ and dSᵀ there are 0 and Pᵀ·dO adds nothing to a key below Lk, so no
+per-tile mask is needed (Pᵀ itself is sigmoid(bias) past Lk: the dV rows of those keys are
+zeroed once, before the store).
 
-Padding: keys ≥ T_K and queries ≥ T_Q read zeros (V and dO rows), so their dP, hence dS, is 0,
-and P only reaches dV through dO; tails are masked explicitly anyway (P = 0), in a branch taken
-only by tail tiles, so the result does not depend on what the loads return past T.
+Padding: keys ≥ T_K and queries ≥ T_Q read zeros (Q, dO, K, V rows), so their dP, hence dS,
+is 0, and P only reaches dV through dO (the dense hd128 variant without score_mod also masks P
+there, in a branch taken only by tail tiles: without it ptxas spills).
 
 Barriers (kv_bar, ready/empty[NUM_STAGES], dq_full/dq_free[2]) have their own allocations and
 are invalidated after the warp_specialize region joins. T_Q ≥ 1 and T_K ≥ 1 are preconditions.
@@ -366,13 +368,20 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
     HEAD_DIM: gl.constexpr = q_smem.shape[4]
     HALF_N: gl.constexpr = k_smem.shape[2]
     dtype: gl.constexpr = dk_desc.dtype
-    # Pᵀ of queries past Lq and keys past Lk set to 0 on the tiles that hold them. Without
-    # lengths it is not needed: the rows past T_Q / T_K are TMA's zeros (Q, dO, K, V), so dPᵀ
-    # and dSᵀ are 0 there and Pᵀ·dO adds 0 (dV rows past T_K are not stored). Dropping it
-    # takes the join's 64 selects a tile out of the loop (hd64: 519 -> 407 instructions), kept
-    # only where ptxas then spills (hd128 dense without score_mod: 0 -> 52-108 bytes; ptxas's
-    # allocation at this register budget varies from run to run).
-    MASK_PT: gl.constexpr = HAS_LENGTHS or (HEAD_DIM == 128 and not CAUSAL and not HAS_MOD)
+    # Pᵀ of queries past Lq and keys past Lk set to 0 on the tiles that hold them: not needed
+    # for the result.
+    # Past T_Q / T_K, Q, dO, K and V rows are TMA's zeros; past the lengths, the tail tile's Q
+    # and dO rows and the key block's K and V rows are zeroed in shared memory (below). So Sᵀ
+    # is 0 there (Pᵀ = sigmoid(bias), finite), dPᵀ and dSᵀ are 0, and Pᵀ·dO adds 0 to every dV
+    # row of a key below Lk (the rows past Lk are zeroed once, before the store). Dropping it
+    # takes the join's 64 selects a tile out of the loop (hd64: 519 -> 407 instructions;
+    # padded hd128 1,118 -> 1,009 and a spill out of the loop), kept only where ptxas then
+    # spills (hd128 dense without score_mod: 0 -> 52-108 bytes; ptxas's allocation at this
+    # register budget varies from run to run), and in the packed variants: without it the
+    # packed hd128 backward measured 0.93x of its time with it (465-478 against 497-517 useful
+    # TFLOPS, the same draws; padded gained 1.03-1.04x).
+    MASK_PT: gl.constexpr = VARLEN or (HEAD_DIM == 128 and not CAUSAL and not HAS_MOD
+                                       and not HAS_LENGTHS)
     # Sᵀ, dPᵀ: [HALF_N keys, BLOCK_M queries]; dK, dV, dQ: [64 rows, HEAD_DIM].
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_M, 16])
@@ -424,7 +433,7 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
         if key_tail:
             # This warpgroup's K rows past Lk (read by both warpgroups' dQ) and V rows (its
             # dPᵀ's): memory past the sequence, which may hold NaN. Zero rows make Sᵀ and dPᵀ
-            # exactly 0 there, so no per-tile select of dSᵀ is needed (Pᵀ is masked anyway).
+            # exactly 0 there, so no per-tile select of dSᵀ or Pᵀ is needed.
             _zero_rows_from(k_w, Lk - key0, HALF_N, HEAD_DIM, 8)
             _zero_rows_from(v_w, Lk - key0, HALF_N, HEAD_DIM, 8)
             fence_async_shared()
@@ -577,6 +586,12 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
         # score_mod's gradient (the launcher sums the heads)
         gl.store(DMOD + b.to(gl.int64) * stride_dmb + h_kv.to(gl.int64) * stride_dmh + k_off
                  + keys, dm * (1.0 / scale), mask=keys < Lk)
+    if HAS_LENGTHS and not MASK_PT:
+        if key_tail:
+            # Keys past Lk: their K rows are zeroed, not their scores masked, so Pᵀ there is
+            # sigmoid(bias) and Pᵀ·dO fills those dV rows; they are stored as zeros.
+            kr = key0 + gl.arange(0, HALF_N, layout=gl.SliceLayout(1, acc_layout))
+            dv = gl.where(gl.expand_dims(kr < Lk, 1), dv, 0.0)
     # Epilogue: only this warpgroup ever read K_w, V_w, and all its wgmmas have retired.
     k_buf = k_smem.index(WG)
     v_buf = v_smem.index(WG)

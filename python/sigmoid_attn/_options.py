@@ -31,8 +31,10 @@ class kernel_options:
         SIGMOID_ATTN_GLUON_BACKWARD=0/1 at load); built only with Triton 3.8, otherwise a no-op.
     split_wave: in the Gluon forward's dense, non-causal calls up to 128 columns, the tiles
         past the last whole wave over the SMs split by key blocks over every SM, their pieces
-        summed in a fixed order (reproducible; two small buffers from the caching allocator).
-        On by default (SIGMOID_ATTN_SPLIT_WAVE=0/1 at load).
+        summed in a fixed order (reproducible; two small buffers from the caching allocator),
+        where a tile has at least 16 key blocks (2,048 keys: below, the join's fixed costs
+        outweigh the idle SMs). On by default (SIGMOID_ATTN_SPLIT_WAVE=0/1 at load; 2 splits
+        every call with a partial wave, as the tests do).
 
     Not thread-local: a setting made in one thread applies to calls from every thread. Each
     call reads the switches afresh (torch.compile and CUDA graphs included: a captured graph
@@ -46,8 +48,9 @@ class kernel_options:
             if value is not None and not isinstance(value, bool):
                 raise TypeError(f"kernel_options: {name} must be a bool or None, got "
                                 f"{type(value).__name__} {value!r}")
+        # (the C settings as they were, restored as such: split_wave may be 2)
         self.previous = {
-            name: bool(_library.dispatch_switch(name, -1 if value is None else int(value)))
+            name: _library.dispatch_switch(name, -1 if value is None else int(value))
             for name, value in wanted.items()}
 
     def __enter__(self):
