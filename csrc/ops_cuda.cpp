@@ -142,8 +142,8 @@ bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops,
   // Short keys: the flags' memset (a stream-ordered node before the kernel) and the pieces'
   // fp32 joins are fixed costs against a short kernel. Measured (H200, hd128, 2,048 tiles:
   // 15.5 waves) split against whole tiles: T = 1k 0.95x (8 key blocks a tile), 4k and 16k
-  // 1.06-1.07x.
-  constexpr int64_t kMinSplitKeyBlocks = 16;
+  // 1.07-1.08x; at T = 2k (16 blocks) 0.97-1.00x over 8.2-16.2 waves.
+  constexpr int64_t kMinSplitKeyBlocks = 32;
   const int split_mode = split_wave_dispatch();
   const bool long_keys = cdiv(p.Tk, spec.block_n) >= kMinSplitKeyBlocks;
   if (splits_last_wave(spec) && tiles > programs && rest != 0 &&

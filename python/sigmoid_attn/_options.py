@@ -32,7 +32,7 @@ class kernel_options:
     split_wave: in the Gluon forward's dense, non-causal calls up to 128 columns, the tiles
         past the last whole wave over the SMs split by key blocks over every SM, their pieces
         summed in a fixed order (reproducible; two small buffers from the caching allocator),
-        where a tile has at least 16 key blocks (2,048 keys: below, the join's fixed costs
+        where a tile has at least 32 key blocks (4,096 keys: below, the join's fixed costs
         outweigh the idle SMs). On by default (SIGMOID_ATTN_SPLIT_WAVE=0/1 at load; 2 splits
         every call with a partial wave, as the tests do).
 
