@@ -11,18 +11,41 @@ a CTA alone on an SM runs faster than two sharing it, so it overstates every tai
 
 --persistent models the persistent Gluon forward instead: one program per SM (--slots 132), tile
 t to program t mod 132 in the kernel's order (padded: each sequence's tiles holding a row below
-its length, head by head, then the tiles past the lengths, which only store zeros), against a
-dynamic fetch (the next tile to the first free program) and against the bound any split of the
-work reaches (stream-K: the key blocks spread evenly over the programs, partial outputs summed,
-which sigmoid attention allows without rescaling).
+its length, head by head, then the tiles past the lengths, which only store zeros; packed: each
+sequence's tiles, no tail), against a dynamic fetch (the next tile to the first free program)
+and against schedules that split tiles by key blocks (--key-block keys; a tile that only stores
+zeros is one unit), which sigmoid attention allows without rescaling (partial outputs summed):
+
+  * stream-K: program p takes units [p U / P, (p + 1) U / P) of all U units in the walk's order;
+  * hybrid even: the static walk for the whole rounds (tiles t < floor(n / P) P), the last
+    partial round's units spread the same way over all P programs, after their whole tiles;
+  * hybrid greedy: the same last-round units, the programs least loaded by their whole tiles
+    first, each taking the next contiguous units up to one common finish time (the lowest at
+    which the units run out);
+  * rows even / rows greedy: the same over the last partial round of the tiles holding rows
+    (t >= floor(V / P) P of the first V tiles), every other tile static (t mod P). Padded, the
+    walk's last round is the zero tiles, so this is where a padded batch's split belongs; dense
+    and packed batches have no zero tiles, and these equal the hybrid.
+
+A piece of a tile costs the constant, as a whole tile does, plus its keys (--whole-blocks: its
+key blocks in full, a partial last block as a whole one, as the kernel computes it masked);
+where a tile is split in several pieces each also costs --join key blocks (the partial's store
+and the owner's sum). The pieces' extra constants and joins are not useful work. The model
+ignores the wait of a tile's owner for its other pieces.
+
+    python benchmarks/schedule_model.py --persistent --slots 132 [--join 0 0.5] [--key-block 128]
+        [--whole-blocks]
 """
 
 import argparse
+import bisect
 import heapq
 import random
+from collections import Counter
 
 TOKENS, WIDTH = 16384, 2048
 FIXED = 0.02  # a program's constant cost, in units of 1000 keys walked
+SPLITS = ("stream-K", "hybrid even", "hybrid greedy", "rows even", "rows greedy")
 
 
 def makespan(times, slots):
@@ -67,26 +90,128 @@ def efficiency(T, D, slots, block, order, causal, padded, trials, group=1024):
     return sum(out) / len(out)
 
 
-def persistent(T, D, slots, block, padded, trials):
-    """(static, dynamic) useful shares of the persistent forward's programs (a split of the key
-    blocks over every program reaches 1 by construction)."""
+def _units(L, kb):
+    """Key-block units of a tile over L keys (a tile that only stores zeros, L = 0: one)."""
+    return max(1, -(-L // kb))
+
+
+def _work(L, a, b, kb, whole):
+    """Time of units [a, b) of a tile over L keys, less the constant: its keys, or with `whole`
+    its key blocks in full (the kernel computes a partial last block whole, masked)."""
+    if whole:
+        return max(0, min(b, -(-L // kb)) - a) * kb / 1000
+    return max(0, min(b * kb, L) - a * kb) / 1000
+
+
+def _pieces(keys, part, bounds, kb):
+    """(program, tile, first unit, end unit) of the pieces that program p's contiguous range
+    bounds[p] = [u0, u1) of the units of the tiles `part` (indices into keys, in order) covers."""
+    starts = [0]
+    for t in part:
+        starts.append(starts[-1] + _units(keys[t], kb))
+    out = []
+    for p, (u0, u1) in bounds.items():
+        i = bisect.bisect_right(starts, u0) - 1
+        while u0 < u1:
+            end = min(u1, starts[i + 1])
+            out.append((p, part[i], u0 - starts[i], end - starts[i]))
+            u0, i = end, i + 1
+    return out
+
+
+def _finish(base, pieces, keys, kb, join, whole):
+    """Each program's finish time: base[p] (its whole tiles) plus its pieces, a piece costing the
+    constant and its work, and the join where its tile has more than one piece."""
+    n = Counter(t for _, t, _, _ in pieces)
+    fin = list(base)
+    for p, t, a, b in pieces:
+        fin[p] += FIXED + _work(keys[t], a, b, kb, whole) + (join * kb / 1000 if n[t] > 1 else 0)
+    return fin
+
+
+def _even(part, keys, slots, kb):
+    """Program p's range of the units of `part`: [p U / P, (p + 1) U / P)."""
+    U = sum(_units(keys[t], kb) for t in part)
+    return {p: (p * U // slots, (p + 1) * U // slots) for p in range(slots)}
+
+
+def _greedy(base, part, keys, kb, join, whole):
+    """Least loaded first: the programs in increasing base[p] take the next contiguous units while
+    a unit's middle ends by a common level W (each range charged one piece's constant and join),
+    W the lowest level (bisection) at which the units run out."""
+    cost = []
+    for t in part:
+        n = _units(keys[t], kb)
+        cost += [_work(keys[t], a, a + 1, kb, whole) if keys[t] else FIXED for a in range(n)]
+    pre = [0.0]
+    for c in cost:
+        pre.append(pre[-1] + c)
+    mid = [pre[k] + c / 2 for k, c in enumerate(cost)]
+    order = sorted(range(len(base)), key=lambda p: base[p])
+    ovh = FIXED + join * kb / 1000
+
+    def fill(W):
+        i, bounds = 0, {}
+        for p in order:
+            j = i
+            if W - base[p] - ovh > 0:
+                j = bisect.bisect_right(mid, pre[i] + W - base[p] - ovh, lo=i)
+            bounds[p], i = (i, j), j
+        return i == len(cost), bounds
+
+    lo, hi = min(base), max(base) + pre[-1] + ovh
+    for _ in range(60):
+        if fill((lo + hi) / 2)[0]:
+            hi = (lo + hi) / 2
+        else:
+            lo = (lo + hi) / 2
+    return fill(hi)[1]
+
+
+def persistent(T, D, slots, block, mode, trials, kb=128, joins=(0.0,), whole=False):
+    """Useful shares of the persistent forward's programs (mean over random batches): static and
+    dynamic whole tiles, then for each join cost (in key blocks per piece of a split tile)
+    stream-K and the split of the walk's last partial round and of the rows' (even, greedy).
+    mode: dense, padded or packed; whole: a tile costs its key blocks in full, not its keys."""
     H, B = WIDTH // D, TOKENS // T
     n_m = -(-T // block)
-    res = [[], []]
+    res = {n: [] for n in ["static", "dynamic"] + [(s, j) for j in joins for s in SPLITS]}
     for seed in range(trials):
         rnd = random.Random(seed)
-        L = [rnd.randint(T // 2, T) if padded else T for _ in range(B)]
-        tiles = []
+        L = [rnd.randint(T // 2, T) if mode != "dense" else T for _ in range(B)]
+        keys = []
         for b in range(B):  # tiles holding a valid row: sequence by sequence, head by head
-            tiles += [L[b] / 1000 + FIXED] * (H * -(-L[b] // block))
-        tiles += [FIXED] * sum(H * (n_m - -(-L[b] // block)) for b in range(B))
+            keys += [L[b]] * (H * -(-L[b] // block))
+        rows = len(keys)
+        if mode == "padded":  # then the tiles past the lengths, which only store zeros
+            keys += [0] * sum(H * (n_m - -(-L[b] // block)) for b in range(B))
+        tiles = [_work(k, 0, _units(k, kb), kb, whole) + FIXED for k in keys]
         useful = sum(tiles)
         static = [0.0] * slots
         for t, c in enumerate(tiles):
             static[t % slots] += c
-        res[0].append(useful / slots / max(static))
-        res[1].append(useful / slots / makespan(tiles, slots))
-    return [sum(r) / len(r) for r in res]
+        res["static"].append(useful / slots / max(static))
+        res["dynamic"].append(useful / slots / makespan(tiles, slots))
+        every = list(range(len(tiles)))
+        parts = {"stream-K": every, "hybrid": every[len(tiles) // slots * slots:],
+                 "rows": every[rows // slots * slots:rows]}
+        for j in joins:
+            for name, part in parts.items():
+                base = [0.0] * slots
+                if name != "stream-K":
+                    split = set(part)
+                    for t, c in enumerate(tiles):
+                        if t not in split:
+                            base[t % slots] += c
+                for kind in ("even", "greedy"):
+                    if name == "stream-K" and kind == "greedy":
+                        continue
+                    bounds = (_even(part, keys, slots, kb) if kind == "even"
+                              else _greedy(base, part, keys, kb, j, whole))
+                    fin = _finish(base, _pieces(keys, part, bounds, kb), keys, kb, j, whole)
+                    key = name if name == "stream-K" else f"{name} {kind}"
+                    res[(key, j)].append(useful / slots / max(fin))
+    return {n: sum(r) / len(r) for n, r in res.items()}
 
 
 def main():
@@ -97,14 +222,30 @@ def main():
     ap.add_argument("--group", type=int, default=1024, help="programs per group of heads")
     ap.add_argument("--persistent", action="store_true",
                     help="the persistent forward (one program per SM, set --slots 132)")
+    ap.add_argument("--key-block", type=int, default=128,
+                    help="--persistent: keys in a unit of the split schedules (BLOCK_N)")
+    ap.add_argument("--join", type=float, nargs="+", default=[0.0],
+                    help="--persistent: cost of each piece of a split tile, in key blocks "
+                         "(one set of split columns per value)")
+    ap.add_argument("--whole-blocks", action="store_true",
+                    help="--persistent: a tile costs its key blocks in full (a partial last block "
+                         "as a whole one, as the kernel computes it), not its keys")
     args = ap.parse_args()
     if args.persistent:
+        rows = {}
         for D, block in ((64, 192), (128, 128)):
             for T in (1024, 4096, 16384):
-                for padded in (False, True):
-                    st, dyn = persistent(T, D, args.slots, block, padded, args.trials)
-                    print(f"hd{D} T={T:5d} {'padded' if padded else 'dense':6s} tiles of "
-                          f"{block} rows: static {st:.3f}  dynamic {dyn:.3f}  split bound 1.000")
+                for mode in ("dense", "padded", "packed"):
+                    rows[D, block, T, mode] = persistent(T, D, args.slots, block, mode,
+                                                         args.trials, args.key_block, args.join,
+                                                         args.whole_blocks)
+        for j in args.join:
+            print(f"join {j:g} key blocks a piece, a tile's cost in "
+                  f"{'key blocks' if args.whole_blocks else 'keys'}")
+            print(f"{'':25s}static dynamic " + " ".join(SPLITS))
+            for (D, block, T, mode), r in rows.items():
+                print(f"hd{D:<3d} T={T:5d} {mode:6s} {block} rows {r['static']:6.3f} "
+                      f"{r['dynamic']:7.3f}" + "".join(f" {r[(n, j)]:{len(n)}.3f}" for n in SPLITS))
         return
     orders = {"causal": ["launch", "reversed inside each head", "descending, all heads",
                          "descending, groups of heads"],
