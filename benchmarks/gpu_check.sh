@@ -176,7 +176,8 @@ if has serving; then  # the serving example (LitServe, token-budget packed batch
   # A machine without LitServe's web stack takes wheels from .whl/serve/ (CPython 3.12:
   # `pip download --no-deps --only-binary=:all: --python-version 3.12` of litserve==0.2.19,
   # fastapi, starlette, uvicorn, pydantic, pydantic-core, annotated-types, typing-inspection,
-  # pyzmq, opentelemetry-api)
+  # pyzmq, opentelemetry-api, and uvloop and httptools: LitServe's uvicorn[standard] brings them
+  # in a pip install, and without them uvicorn runs asyncio's loop and the pure-Python h11)
   ls .whl/serve/*.whl >/dev/null 2>&1 && python3 -m pip install -q --no-index --no-deps \
     --no-compile --no-cache-dir --target /tmp/serve .whl/serve/*.whl \
     && export PYTHONPATH=/tmp/serve${PYTHONPATH:+:$PYTHONPATH}

@@ -334,8 +334,25 @@ def parse_args(argv=None):
                          "and inference processes (overrides a LitServe internal; litserve "
                          f"{DIRECT_QUEUES_LITSERVE} only): ~0.5 ms less per request at low load "
                          "on 2 CPU cores")
+    ap.add_argument("--http", choices=["auto", "httptools", "h11"], default="auto",
+                    help="uvicorn's HTTP parser (auto: httptools when installed, as "
+                         "uvicorn[standard], which LitServe depends on, installs it)")
+    ap.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
+                    help="uvicorn's event loop (auto: uvloop when installed)")
     ap.add_argument("--log-level", default="warning", help="uvicorn/LitServe log level")
     return ap.parse_args(argv)
+
+
+def uvicorn_impl(http: str, loop: str) -> dict:
+    """The HTTP parser and event loop uvicorn runs with these settings ("auto" takes httptools
+    and uvloop where they import, else h11 and asyncio): the results record them, since they
+    set much of a small request's time."""
+    import importlib.util
+
+    def have(mod):
+        return importlib.util.find_spec(mod) is not None
+    return {"http": http if http != "auto" else ("httptools" if have("httptools") else "h11"),
+            "loop": loop if loop != "auto" else ("uvloop" if have("uvloop") else "asyncio")}
 
 
 def main(argv=None) -> None:
@@ -357,7 +374,15 @@ def main(argv=None) -> None:
             "inference_threads": args.threads or (
                 max(1, len(os.sched_getaffinity(0)) - 1) if device.type == "cpu" else None),
             "n_bins": cfg["n_bins"], "genes": ckpt["genes"],
+            "uvicorn": uvicorn_impl(args.http, args.loop),
             "litserve": ls.__version__, "torch": torch.__version__}
+    if info["uvicorn"]["loop"] == "asyncio":
+        # (measured on loopback, 2 CPU cores: p50 48 ms a request on a keep-alive connection
+        # under asyncio's loop, h11 or httptools alike, against 1.8-4.9 ms under uvloop:
+        # results/cpu/uvicorn/)
+        print("server.py: uvicorn runs asyncio's event loop (uvloop not installed, or --loop "
+              "asyncio): requests on a keep-alive connection then take ~40 ms more here; "
+              "uvloop comes with LitServe's uvicorn[standard]", file=sys.stderr, flush=True)
     if args.direct_queues and ls.__version__ != DIRECT_QUEUES_LITSERVE:
         raise SystemExit(f"--direct-queues overrides internals of litserve "
                          f"{DIRECT_QUEUES_LITSERVE}, this is {ls.__version__}")
@@ -372,7 +397,8 @@ def main(argv=None) -> None:
           f"http://{args.host}:{args.port}/predict; token budget {args.token_budget}, max wait "
           f"{args.max_wait_ms} ms, cells up to {max_cell_tokens} tokens", flush=True)
     server.run(host=args.host, port=args.port, num_api_servers=args.api_servers,
-               log_level=args.log_level, generate_client_file=False)
+               log_level=args.log_level, generate_client_file=False, http=args.http,
+               loop=args.loop)
 
 
 if __name__ == "__main__":
