@@ -23,6 +23,9 @@
 #                                                         # (bench_lengths.py; LENGTHS_ARGS)
 #   bash benchmarks/gpu_check.sh waves                   # wave quantization: TFLOPS against the
 #                                                         # share of the last wave the tiles fill
+#   bash benchmarks/gpu_check.sh ncu_split               # the forward's split last wave against
+#                                                         # whole tiles, one dense call, under
+#                                                         # Nsight Compute (ncu_split.py)
 #   bash benchmarks/gpu_check.sh ncu_bwd                 # the Gluon backward dense vs padded
 #                                                         # under Nsight Compute, with per-line
 #                                                         # stall sampling (CSV)
@@ -222,6 +225,18 @@ if has ncu_bwd; then  # the Gluon backward dense, then padded (ncu_lengths.py's 
     --print-source cuda,sass python3 benchmarks/ncu_lengths.py --backward \
     > "$OUT/ncu_bwd_source.csv" 2>&1
   grep -E "Duration|Tensor|Throughput" "$OUT/ncu_bwd_sections.txt" | head -12
+fi
+if has ncu_split; then  # the Gluon forward's split last wave against whole tiles on one dense
+  # call (ncu_split.py; NCU_SPLIT_ARGS, e.g. "--seqlen 4096 --heads 17"): sections, then
+  # per-instruction stall sampling of both launches as CSV (where the split's pieces wait)
+  NCU="ncu -k regex:fwd_gluon --launch-skip 2 --launch-count 2"
+  timeout 300 $NCU --section SpeedOfLight --section WarpStateStats --section MemoryWorkloadAnalysis \
+    --section LaunchStats python3 benchmarks/ncu_split.py ${NCU_SPLIT_ARGS:-} \
+    > "$OUT/ncu_split_sections.txt" 2>&1
+  timeout 300 $NCU --section SourceCounters --section WarpStateStats --page source --csv \
+    --print-source cuda,sass python3 benchmarks/ncu_split.py ${NCU_SPLIT_ARGS:-} \
+    > "$OUT/ncu_split_source.csv" 2>&1
+  grep -E "Duration|L2 Hit|Memory Throughput|DRAM Throughput" "$OUT/ncu_split_sections.txt" | head -12
 fi
 if has compat_suite; then  # triton-sigmoid's published tests against the compat module
   timeout "${COMPAT_TIMEOUT:-300}" bash benchmarks/run_triton_sigmoid_suite.sh \
