@@ -374,12 +374,12 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
     # and dO rows and the key block's K and V rows are zeroed in shared memory (below). So Sᵀ
     # is 0 there (Pᵀ = sigmoid(bias), finite), dPᵀ and dSᵀ are 0, and Pᵀ·dO adds 0 to every dV
     # row of a key below Lk (the rows past Lk are zeroed once, before the store). Dropping it
-    # takes the join's 64 selects a tile out of the loop (hd64: 519 -> 407 instructions;
-    # padded hd128 1,118 -> 1,009 and a spill out of the loop), kept only where ptxas then
-    # spills (hd128 dense without score_mod: 0 -> 52-108 bytes; ptxas's allocation at this
-    # register budget varies from run to run), and in the packed variants: without it the
-    # packed hd128 backward measured 0.93x of its time with it (465-478 against 497-517 useful
-    # TFLOPS, the same draws; padded gained 1.03-1.04x).
+    # takes the join's 64 selects a tile out of the loop (hd64: 519 -> 407 instructions; padded
+    # hd128's deferred-dQ loop 3,173 -> 3,058, local accesses 16 -> 4: 1.03-1.04x), kept only
+    # where ptxas then spills (hd128 dense without score_mod: 0 -> 52-108 bytes; ptxas's
+    # allocation at this register budget varies from run to run), and in the packed variants:
+    # without it their loop trades 128 selects for 186 more PRMT and the packed hd128 backward
+    # read 0.93x (465-478 against 497-517 useful TFLOPS, the same draws).
     MASK_PT: gl.constexpr = VARLEN or (HEAD_DIM == 128 and not CAUSAL and not HAS_MOD
                                        and not HAS_LENGTHS)
     # Sᵀ, dPᵀ: [HALF_N keys, BLOCK_M queries]; dK, dV, dQ: [64 rows, HEAD_DIM].
