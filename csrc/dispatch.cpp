@@ -235,11 +235,15 @@ int select_backward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool 
 
 namespace {
 
-// A dispatch switch's first value: its environment variable (0/1) if set, else the default
-// that tiles.json compiled in.
-int initial_switch(const char* env_name, bool compiled_default) {
+// A dispatch switch's first value: its environment variable if set (0/1, or up to max_value
+// for a switch of more settings: its first digit, clamped), else the default that tiles.json
+// compiled in.
+int initial_switch(const char* env_name, bool compiled_default, int max_value = 1) {
   const char* env = std::getenv(env_name);
-  if (env != nullptr && env[0] != '\0') return env[0] != '0' ? 1 : 0;
+  if (env != nullptr && env[0] != '\0') {
+    if (env[0] == '0') return 0;
+    return env[0] > '1' && env[0] <= '9' ? std::min(env[0] - '0', max_value) : 1;
+  }
   return compiled_default ? 1 : 0;
 }
 
@@ -263,11 +267,7 @@ std::atomic<int>& gluon_backward_state() {
 
 std::atomic<int>& split_wave_state() {
   // (0, 1, or 2: every call with a partial wave, whatever its keys)
-  static std::atomic<int> state{[] {
-    const char* env = std::getenv("SIGMOID_ATTN_SPLIT_WAVE");
-    if (env != nullptr && env[0] == '2') return 2;
-    return initial_switch("SIGMOID_ATTN_SPLIT_WAVE", true);
-  }()};
+  static std::atomic<int> state{initial_switch("SIGMOID_ATTN_SPLIT_WAVE", true, 2)};
   return state;
 }
 

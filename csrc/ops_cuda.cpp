@@ -137,17 +137,17 @@ bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops,
   SplitWave split;
   std::optional<Tensor> ws, flags;  // (alive until the launch is queued: stream-ordered reuse)
   const uint64_t rest = tiles % programs;
+  const int64_t key_blocks = cdiv(p.Tk, spec.block_n);
   // (the kernel spreads rest x key blocks units over the programs in int32 products of them)
-  const uint64_t units = rest * cdiv(p.Tk, spec.block_n);
+  const uint64_t units = rest * uint64_t(key_blocks);
   // Short keys: the flags' memset (a stream-ordered node before the kernel) and the pieces'
   // fp32 joins are fixed costs against a short kernel. Measured (H200, hd128, 2,048 tiles:
   // 15.5 waves) split against whole tiles: T = 1k 0.95x (8 key blocks a tile), 4k and 16k
   // 1.07-1.08x; at T = 2k (16 blocks) 0.97-1.00x over 8.2-16.2 waves.
   constexpr int64_t kMinSplitKeyBlocks = 32;
   const int split_mode = split_wave_dispatch();
-  const bool long_keys = cdiv(p.Tk, spec.block_n) >= kMinSplitKeyBlocks;
   if (splits_last_wave(spec) && tiles > programs && rest != 0 &&
-      (split_mode == 2 || (split_mode == 1 && long_keys)) &&
+      (split_mode == 2 || (split_mode == 1 && key_blocks >= kMinSplitKeyBlocks)) &&
       (units + 1) * (programs + 1) < uint64_t(INT32_MAX)) {
     constexpr int kConsumers = 2;
     ws = empty_cuda(like, {int64_t(programs), spec.block_m, spec.head_dim},

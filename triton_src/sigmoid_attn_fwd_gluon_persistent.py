@@ -346,6 +346,32 @@ def _walk_items(n_tiles, n_prog, T_K, BLOCK_N: gl.constexpr, SPLIT_ON, SPLIT: gl
 
 
 @gluon.jit
+def _walk_item(i, n_whole, n_tiles, pid, n_prog, cur_s, cur_start, cur_b, cur_first, cur_cnt,
+               SEQ_LENS_Q, T_Q, T_K, n_m, H, B, heads, top, n_buckets, BLOCK_M: gl.constexpr,
+               BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
+               BUCKET: gl.constexpr, VARLEN: gl.constexpr, SPLIT: gl.constexpr):
+    """Item i of this program's walk, the same for the producer and the consumers: a whole tile
+    (t = _tile(i), found by the walk's cursor) or, past n_whole with SPLIT, a piece of the split
+    last wave (_split_item). Returns the cursor, (m, h, b), the piece's key blocks [j0, j1)
+    (0, 0 for a whole tile), whether it is a piece, and whether it is a tile at all."""
+    j0 = i * 0
+    j1 = i * 0
+    piece = False
+    if SPLIT:
+        piece = i >= n_whole
+    if piece:
+        m, h, b, j0, j1, _, _ = _split_item(i, n_whole, n_tiles, n_m, H, heads, T_K, BLOCK_N,
+                                            BUCKET)
+        valid = i >= 0
+    else:
+        t = _tile(i, pid, n_prog, CAUSAL)
+        cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, valid = _tile_at(
+            t, n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H, B,
+            heads, top, n_buckets, BLOCK_M, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, LEVEL_BUCKET)
+    return cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, j0, j1, piece, valid
+
+
+@gluon.jit
 def _split_item(i, n_whole, n_tiles, n_m, H, heads, T_K, BLOCK_N: gl.constexpr,
                 BUCKET: gl.constexpr):
     """(q-block, head, batch entry, first block, end block, split tile, owner) of item
@@ -435,21 +461,10 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, 
     n_whole, n_items = _walk_items(n_tiles, n_prog, T_K, BLOCK_N, SPLIT_ON, SPLIT)
     # i: items taken so far (Q buffer and phase); only the last waves can have no tile
     for i in range(n_items):
-        j0 = i * 0  # (a piece's first key block; 0 for a whole tile)
-        j1 = i * 0
-        piece = False
-        if SPLIT:
-            piece = i >= n_whole
-        if piece:
-            m, h, b, j0, j1, r, owner = _split_item(i, n_whole, n_tiles, n_m, H, heads, T_K,
-                                                    BLOCK_N, BUCKET)
-            valid = i >= 0
-        else:
-            t = _tile(i, pid, n_prog, CAUSAL)
-            cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, valid = _tile_at(
-                t, n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H,
-                B, heads, top, n_buckets, BLOCK_M, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN,
-                LEVEL_BUCKET)
+        cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, j0, j1, piece, valid = _walk_item(
+            i, n_whole, n_tiles, pid, n_prog, cur_s, cur_start, cur_b, cur_first, cur_cnt,
+            SEQ_LENS_Q, T_Q, T_K, n_m, H, B, heads, top, n_buckets, BLOCK_M, BLOCK_N, CAUSAL,
+            HAS_LENGTHS, BUCKET, VARLEN, SPLIT)
         if valid:
             bd = b
             if VARLEN:
@@ -768,21 +783,10 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
     it = 0
     n_whole, n_items = _walk_items(n_tiles, n_prog, T_K, BLOCK_N, SPLIT_ON, SPLIT)
     for i in range(n_items):
-        j0 = i * 0  # (a piece's first key block; 0 for a whole tile)
-        j1 = i * 0
-        piece = False
-        if SPLIT:
-            piece = i >= n_whole
-        if piece:
-            m, h, b, j0, j1, _, _ = _split_item(i, n_whole, n_tiles, n_m, H, heads, T_K,
-                                                BLOCK_N, BUCKET)
-            valid = i >= 0
-        else:
-            t = _tile(i, pid, n_prog, CAUSAL)
-            cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, valid = _tile_at(
-                t, n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H,
-                B, heads, top, n_buckets, BLOCK_M, CAUSAL, HAS_LENGTHS, BUCKET, VARLEN,
-                LEVEL_BUCKET)
+        cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, j0, j1, piece, valid = _walk_item(
+            i, n_whole, n_tiles, pid, n_prog, cur_s, cur_start, cur_b, cur_first, cur_cnt,
+            SEQ_LENS_Q, T_Q, T_K, n_m, H, B, heads, top, n_buckets, BLOCK_M, BLOCK_N, CAUSAL,
+            HAS_LENGTHS, BUCKET, VARLEN, SPLIT)
         if valid:
             row0 = m * BLOCK_M
             row_start = row0 + WG * ROWS
