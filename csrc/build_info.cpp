@@ -123,6 +123,11 @@ int sigmoid_attn_gluon_backward(int set) {
   return sigmoid_attn::set_gluon_backward_dispatch(set != 0);
 }
 
+int sigmoid_attn_tile_queue(int set) {
+  if (set < 0) return sigmoid_attn::tile_queue_dispatch() ? 1 : 0;
+  return sigmoid_attn::set_tile_queue_dispatch(set != 0) ? 1 : 0;
+}
+
 int sigmoid_attn_split_wave(int set) {
   if (set < 0) return sigmoid_attn::split_wave_dispatch();
   return sigmoid_attn::set_split_wave_dispatch(set);

@@ -49,6 +49,8 @@ SIGMOID_ATTN_API int sigmoid_attn_gluon_backward(int set);
 // partial wave, 0 never (SIGMOID_ATTN_SPLIT_WAVE=0/1/2 at load); set < 0 only reads. Returns
 // the setting before the call.
 SIGMOID_ATTN_API int sigmoid_attn_split_wave(int set);
+// The Gluon forward's tile queue (1 on, 0 off, < 0 reads only); returns the setting before.
+SIGMOID_ATTN_API int sigmoid_attn_tile_queue(int set);
 }
 
 namespace sigmoid_attn {

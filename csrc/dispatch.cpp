@@ -271,7 +271,18 @@ std::atomic<int>& split_wave_state() {
   return state;
 }
 
+std::atomic<int>& tile_queue_state() {
+  static std::atomic<int> state{initial_switch("SIGMOID_ATTN_TILE_QUEUE", true)};
+  return state;
+}
+
 }  // namespace
+
+bool tile_queue_dispatch() { return tile_queue_state().load(std::memory_order_relaxed) != 0; }
+
+bool set_tile_queue_dispatch(bool on) {
+  return tile_queue_state().exchange(on ? 1 : 0, std::memory_order_relaxed) != 0;
+}
 
 int split_wave_dispatch() { return split_wave_state().load(std::memory_order_relaxed); }
 

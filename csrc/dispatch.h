@@ -91,6 +91,14 @@ int split_wave_dispatch();
 // Returns the previous setting.
 int set_split_wave_dispatch(int mode);
 
+// Whether the Gluon forward's programs take their tiles from a queue (a counter on the device,
+// zeroed on the stream before the launch) instead of the static walk, in padded and packed
+// calls of more tiles than programs: a program given lighter tiles takes more of them.
+// SIGMOID_ATTN_TILE_QUEUE=0/1 (read once), or the last set_tile_queue_dispatch(); on by default.
+bool tile_queue_dispatch();
+// Returns the previous setting.
+bool set_tile_queue_dispatch(bool on);
+
 // Whether the backward may take the Gluon kernel (KernelKind::kBackwardGluon: dQ summed by fp32
 // TMA reductions, not bitwise deterministic) for the calls it covers: tiles.json's
 // bwd_gluon_dispatch, or SIGMOID_ATTN_GLUON_BACKWARD=0/1 (read once), or the last

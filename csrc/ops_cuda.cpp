@@ -68,17 +68,18 @@ std::optional<GluonOperands> gluon_operands(const ForwardProblem& p, const Tenso
 // o_ptr, o_stride: the output and its row stride (elements) for a packed call's masked stores;
 // 0 otherwise (not read). MAX_Q/MAX_K: a packed call's max_seqlen (longer sequences are cut to
 // it, as in the Triton kernels).
-// The split last wave's buffers (the kernel's _join_piece / _add_pieces): ws, float32
-// [programs, BLOCK_M, HEAD_DIM], one slot per program for the partial it does not finish;
-// flags, int32 [(tiles mod programs) * consumer warpgroups], zeroed before the launch. 0: off.
-struct SplitWave {
+// The walk over the tiles (the kernel's SCHEDULE): 0 static; 1 static with the last wave split
+// (_join_piece / _add_pieces): ws, float32 [programs, BLOCK_M, HEAD_DIM], one slot per program
+// for the partial it does not finish, flags int32 [(tiles mod programs) * consumer warpgroups];
+// 2 the queue: flags int32 [1], the count of tiles taken. Flags are zeroed before the launch.
+struct Schedule {
   CUdeviceptr ws = 0, flags = 0;
-  int32_t on = 0;
+  int32_t mode = 0;
 };
 
 template <typename Args>
 Args gluon_args(const TensorMapArg* maps, const ForwardProblem& p, const Extras& e, double bias,
-                CUdeviceptr o_ptr = 0, int32_t o_stride = 0, const SplitWave& split = {}) {
+                const Schedule& schedule, CUdeviceptr o_ptr = 0, int32_t o_stride = 0) {
   return Args{.q_desc = maps[0], .k_desc = maps[1], .v_desc = maps[2], .o_desc = maps[3],
               .SEQ_LENS_Q = e.p_lens_q, .SEQ_LENS_K = e.p_lens_k, .O = o_ptr,
               .stride_ot = o_stride, .D = static_cast<int32_t>(p.D), .BIAS = e.p_bias,
@@ -89,7 +90,7 @@ Args gluon_args(const TensorMapArg* maps, const ForwardProblem& p, const Extras&
               .kv_group = static_cast<int32_t>(p.Hq / p.Hkv),
               .scale = static_cast<float>(p.scale), .bias_value = static_cast<float>(bias),
               .MAX_Q = static_cast<int32_t>(p.max_q), .MAX_K = static_cast<int32_t>(p.max_k),
-              .WS = split.ws, .FLAGS = split.flags, .SPLIT_ON = split.on};
+              .WS = schedule.ws, .FLAGS = schedule.flags, .SCHEDULE = schedule.mode};
 }
 
 // Whether a Gluon forward variant splits its last wave: the kernel's SPLIT (dense, not causal,
@@ -134,7 +135,7 @@ bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops,
   // The tiles past the last whole wave (fewer than the programs) would leave the other SMs
   // idle while they run: split by key blocks over every program instead (sigmoid attention
   // joins the pieces of a tile by a plain sum).
-  SplitWave split;
+  Schedule schedule;
   std::optional<Tensor> ws, flags;  // (alive until the launch is queued: stream-ordered reuse)
   const uint64_t rest = tiles % programs;
   const int64_t key_blocks = cdiv(p.Tk, spec.block_n);
@@ -154,15 +155,24 @@ bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops,
                     torch::headeronly::ScalarType::Float);
     flags = empty_cuda(like, {int64_t(rest) * kConsumers}, torch::headeronly::ScalarType::Int);
     memset_d32(device, stream, dptr(*flags), 0u, static_cast<size_t>(rest) * kConsumers);
-    split = SplitWave{dptr(*ws), dptr(*flags), 1};
+    schedule = Schedule{dptr(*ws), dptr(*flags), 1};
+  } else if (spec.kind == KernelKind::kForwardGluonPadded && tiles > programs &&
+             tile_queue_dispatch()) {
+    // Lengths, more tiles than programs: a queue (a program given heavy tiles, or slowed by its
+    // neighbours, takes fewer). A packed call's count is a bound: the kernel ends the queue at
+    // the last tile it finds.
+    flags = empty_cuda(like, {1}, torch::headeronly::ScalarType::Int);
+    memset_d32(device, stream, dptr(*flags), 0u, 1);
+    schedule = Schedule{0, dptr(*flags), 2};
   }
   if (spec.kind == KernelKind::kForwardGluonPadded) {
-    auto args = p.varlen ? gluon_args<ForwardGluonPaddedArgs>(maps, p, e, bias, ops.o.ptr,
-                                                              static_cast<int32_t>(ops.o.st))
-                         : gluon_args<ForwardGluonPaddedArgs>(maps, p, e, bias);
+    auto args = p.varlen
+                    ? gluon_args<ForwardGluonPaddedArgs>(maps, p, e, bias, schedule, ops.o.ptr,
+                                                         static_cast<int32_t>(ops.o.st))
+                    : gluon_args<ForwardGluonPaddedArgs>(maps, p, e, bias, schedule);
     launch(kernel, device, stream, static_cast<unsigned>(programs), 1, 1, args);
   } else {
-    auto args = gluon_args<ForwardGluonArgs>(maps, p, e, bias, 0, 0, split);
+    auto args = gluon_args<ForwardGluonArgs>(maps, p, e, bias, schedule);
     launch(kernel, device, stream, static_cast<unsigned>(programs), 1, 1, args);
   }
   return true;

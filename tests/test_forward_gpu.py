@@ -2,6 +2,8 @@
 without CUDA). Outputs are poisoned: the caching allocator is handed a NaN-filled block of the
 output's size just before each call, so an unwritten element shows up as NaN."""
 
+import itertools
+
 import pytest
 import torch
 
@@ -612,6 +614,93 @@ def test_gluon_forward_split_last_wave(T, waves, gluon_dispatch):
         assert torch.equal(static_out, sigmoid_attention(q, k, v))
     finally:
         split_switch(before)
+
+
+def queue_switch(on):
+    return library_function("sigmoid_attn_tile_queue")(on)
+
+
+def _queue_cases():
+    variants = sigmoid_attn.info()["variants"] if GLUON_CATALOG else []
+    dims = lambda kind, causal, varlen: sorted({  # noqa: E731
+        v["head_dim"] for v in variants if v["kind"] == kind and v["causal"] == causal
+        and v["varlen"] == varlen and not v["score_mod"]})
+    return ([(("padded", c), d) for c in (False, True) for d in dims("fwd_gluon_padded", c, False)]
+            + [(("packed", c), d) for c in (False, True) for d in dims("fwd_gluon_padded", c, True)])
+
+
+@requires_gluon
+@pytest.mark.parametrize("case,D", _queue_cases(), ids=lambda x: str(x))
+def test_gluon_forward_tile_queue(case, D, gluon_dispatch):
+    """Padded and packed calls of several waves take their tiles from the queue (each program's
+    next tile from a counter zeroed on the stream), causal or not: padded with NaN in the
+    padding and lengths 0, 1, 17, 129, T, packed with a tail past the last sequence; against
+    float64 with poisoned outputs, and bitwise the same as the static walk (a tile's sum does
+    not depend on the program that takes it), over repeated calls, and in a CUDA graph replayed
+    with new inputs (the counter's memset captured with the kernel)."""
+    from sigmoid_attn import sigmoid_attention_varlen, sigmoid_attention_varlen_reference
+
+    case, causal = case
+    g = torch.Generator().manual_seed(D * 7 + len(case) + causal)
+    dtype, T = torch.bfloat16, 700
+    tol = REL_TOL[dtype]
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    (bm,) = {v["block_m"] for v in GLUON_CATALOG if v["head_dim"] == D}
+    lens_list = [T, 0, 1, 17, 129, T - 3]
+    B = len(lens_list)
+    H = -(-int(3.4 * sms) // (-(-T // bm) * B))  # (about 3.4 waves of tiles)
+    if case == "packed":
+        lens = [L for L in lens_list if L] + [5]
+        cu = torch.tensor([0] + list(itertools.accumulate(lens[:-1])), dtype=torch.int32,
+                          device="cuda")
+        n = int(cu[-1])
+        q, k, v = (torch.randn(n + lens[-1], H, D, generator=g).to("cuda", dtype)
+                   for _ in range(3))
+        run = lambda: sigmoid_attention_varlen(q, k, v, cu, cu, T, T,  # noqa: E731
+                                               is_causal=causal)
+        ref = lambda: sigmoid_attention_varlen_reference(  # noqa: E731
+            q.double(), k.double(), v.double(), cu, cu, T, T, is_causal=causal)
+        fresh = lambda: torch.randn(q.shape, generator=g).to("cuda", dtype)  # noqa: E731
+    else:
+        lens = torch.tensor(lens_list, dtype=torch.int32, device="cuda")
+        (q0, k0, v0), (q, k, v) = padded_inputs(B, T, H, D, dtype, g, lens_list)
+        kw = {"is_causal": causal, "seq_lens_q": lens, "seq_lens_k": lens}
+        run = lambda: sigmoid_attention(q, k, v, **kw)  # noqa: E731
+        ref = lambda: ref64(q0, k0, v0, **kw)  # noqa: E731
+        fresh = lambda: torch.randn(q.shape, generator=g).to("cuda", dtype)  # noqa: E731
+    assert "sigmoid_attn_fwd_gluon_persistent" in launched_kernels(run)
+    before = queue_switch(1)
+    try:
+        poison_like(q.shape, dtype)
+        out = run()
+        torch.cuda.synchronize()
+        assert not torch.isnan(out).any(), "unwritten (poisoned) output elements"
+        expect = ref()
+        if case == "packed":
+            assert (out[n:] == 0).all(), "the tail past cu_seqlens[-1] must be zero"
+            out, expect = out[:n], expect[:n]
+        assert rel_err(out, expect) < tol
+        again = run()
+        assert torch.equal(out, again[:out.shape[0]]), "queue: not reproducible"
+        queue_switch(0)
+        static = run()
+        assert torch.equal(out, static[:out.shape[0]]), "queue and static walk differ"
+        queue_switch(1)
+        graph = torch.cuda.CUDAGraph()
+        st = torch.cuda.Stream()
+        st.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(st):
+            run()
+        torch.cuda.current_stream().wait_stream(st)
+        with torch.cuda.graph(graph):
+            static_out = run()
+        for _ in range(2):
+            q.copy_(fresh())
+            graph.replay()
+            torch.cuda.synchronize()
+            assert torch.equal(static_out, run())
+    finally:
+        queue_switch(before)
 
 
 @requires_gluon

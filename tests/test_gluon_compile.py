@@ -66,7 +66,7 @@ def test_persistent_gluon_forward_compiles_for_sm90(tmp_path, name):
     assert [p["arg"] for p in rec["params"] if p["role"] == "scalar"] == [
         "SEQ_LENS_Q", "SEQ_LENS_K", "O", "stride_ot", "D", "BIAS", "SCORE_MOD", "stride_smb",
         "BIAS_MODE", "T_Q", "T_K", "H", "B", "kv_group", "scale", "bias_value", "MAX_Q", "MAX_K",
-        "WS", "FLAGS", "SPLIT_ON"]
+        "WS", "FLAGS", "SCHEDULE"]
 
 
 def _library_build():
@@ -121,7 +121,7 @@ def test_library_gluon_forward_abi(var):
     assert params[9] == (128, 64) and params[27] == (128, 64)  # k_desc, o_desc
     assert params[36:39] == [(8, 8)] * 3 and params[39:41] == [(4, 4)] * 2
     assert params[41:44] == [(8, 8)] * 3 and params[44:54] == [(4, 4)] * 10
-    assert params[54:56] == [(8, 8)] * 2 and params[56] == (4, 4)  # WS, FLAGS, SPLIT_ON
+    assert params[54:56] == [(8, 8)] * 2 and params[56] == (4, 4)  # WS, FLAGS, SCHEDULE
     assert params[57:] == [(8, 8)] * 2
     elem = {"fp16": "!tt.ptr<f16>", "bf16": "!tt.ptr<bf16>"}[var.dtype]
     assert r["signature"][4 * 9:] == [("SEQ_LENS_Q", "!tt.ptr<i32>"),
@@ -133,7 +133,7 @@ def test_library_gluon_forward_abi(var):
                                       ("kv_group", "i32"), ("scale", "f32"),
                                       ("bias_value", "f32"), ("MAX_Q", "i32"), ("MAX_K", "i32"),
                                       ("WS", "!tt.ptr<f32>"), ("FLAGS", "!tt.ptr<i32>"),
-                                      ("SPLIT_ON", "i32")]
+                                      ("SCHEDULE", "i32")]
     # the persistent schedule: register reallocation, every barrier invalidated
     ptx = ck.asm["ptx"]
     assert "setmaxnreg.inc" in ptx and "setmaxnreg.dec" in ptx

@@ -578,7 +578,8 @@ def test_kernel_options_from_python():
     c_api = {"warp_specialized": library_function("sigmoid_attn_warp_specialized"),
              "gluon_forward": library_function("sigmoid_attn_gluon_forward"),
              "gluon_backward": library_function("sigmoid_attn_gluon_backward"),
-             "split_wave": library_function("sigmoid_attn_split_wave")}
+             "split_wave": library_function("sigmoid_attn_split_wave"),
+             "tile_queue": library_function("sigmoid_attn_tile_queue")}
     start = sigmoid_attn.current_kernel_options()
     assert start == {name: bool(f(-1)) for name, f in c_api.items()}
     try:
@@ -620,6 +621,12 @@ def test_kernel_options_from_python():
         assert c_api["split_wave"](7) == 2 and c_api["split_wave"](-1) == 2
         assert c_api["split_wave"](-3) == 2 and c_api["split_wave"](1) == 2
         c_api["split_wave"](before)
+        with sigmoid_attn.kernel_options(tile_queue=not start["tile_queue"]):
+            assert bool(c_api["tile_queue"](-1)) != start["tile_queue"] and now() == (0, 1)
+            assert c_api["split_wave"](-1) == before
+        assert bool(c_api["tile_queue"](-1)) == start["tile_queue"]
+        with pytest.raises(TypeError, match=r"tile_queue must be a bool or None, got int"):
+            sigmoid_attn.kernel_options(tile_queue=1)
     finally:
         sigmoid_attn.kernel_options(**start)
     assert sigmoid_attn.current_kernel_options() == start
@@ -669,7 +676,7 @@ def test_dispatch_switch_unknown_name():
 
     start = sigmoid_attn.current_kernel_options()
     with pytest.raises(ValueError, match=r"unknown switch 'warp_spec'.*'warp_specialized', "
-                       r"'gluon_forward', 'gluon_backward' or 'split_wave'"):
+                       r"'gluon_forward', 'gluon_backward', 'split_wave' or 'tile_queue'"):
         _library.dispatch_switch("warp_spec", 1)
     assert sigmoid_attn.current_kernel_options() == start
     assert _library.dispatch_switch("gluon_backward", -1) == start["gluon_backward"]

@@ -51,7 +51,9 @@ Across tiles (the persistent schedule):
         of even waves and slot P-1-pid of odd ones (a snake), which evens out the programs'
         sums (a Python model: within 3% of the mean at 1k/4k/16k) while the programs running
         at one time share the K/V of about 17 heads or fewer (L2).
-    Producer and consumers evaluate the same schedule (pure integer arithmetic).
+    Without lengths, producer and consumers evaluate the same schedule (pure integer
+    arithmetic); with lengths the producer walks it (statically, or taking each tile from a
+    queue: SCHEDULE) and posts each tile's description to the consumers in shared memory.
   * Q is double-buffered (q_ready/q_empty[2]): the producer loads tile i+1's Q as soon as it
     has queued tile i's last K/V blocks, i.e. while the consumers finish tile i. The K/V ring
     and its phases continue across tiles (one running block counter on each side).
@@ -330,14 +332,14 @@ def _extent(row0, Lq, Lk, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, CAUSAL: 
 
 
 @gluon.jit
-def _walk_items(n_tiles, n_prog, T_K, BLOCK_N: gl.constexpr, SPLIT_ON, SPLIT: gl.constexpr):
+def _walk_items(n_tiles, n_prog, T_K, BLOCK_N: gl.constexpr, SCHEDULE, SPLIT: gl.constexpr):
     """(whole tiles, items) of a program's walk: items [0, whole) are tiles pid, pid + P, ...
     of every wave; with the split on, only of the full waves, and the items after them are the
     program's pieces of the last wave's tiles, split by key blocks (_split_span)."""
     n_whole = gl.cdiv(n_tiles, n_prog)
     n_items = n_whole
     if SPLIT:
-        if SPLIT_ON != 0:
+        if SCHEDULE != 0:
             n_whole = n_tiles // n_prog
             u0, u1, pieces = _split_span(gl.program_id(0), n_prog, n_tiles - n_whole * n_prog,
                                          gl.cdiv(T_K, BLOCK_N))
@@ -443,12 +445,112 @@ def _acquire_load(flag):
 
 
 @gluon.jit
-def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, k_empty,
-              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K, H, B, kv_group,
-              ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-              NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
-              BUCKET: gl.constexpr, VARLEN: gl.constexpr, Q_BUFFERS: gl.constexpr,
-              CONSUMERS: gl.constexpr, SPLIT_ON, SPLIT: gl.constexpr):
+def _take_tile(queue):
+    """The next tile of the queue (SCHEDULE 2): one lane of the producer's warp adds 1 to the
+    counter at queue and every lane gets the count before it."""
+    return gl.inline_asm_elementwise(
+        "{\n\t.reg .pred p;\n\t.reg .b32 l, r;\n\telect.sync l|p, 0xffffffff;\n\t"
+        "@p atom.global.add.u32 r, [$1], 1;\n\tshfl.sync.idx.b32 $0, r, l, 0x1f, 0xffffffff;\n\t}",
+        "=r,l", [queue], dtype=gl.int32, is_pure=False, pack=1)
+
+
+# With lengths (HAS_LENGTHS), the producer alone walks the tiles and posts each one to the
+# consumers in shared memory, written before the arrive that completes its Q buffer's ready
+# barrier: q-block (-1: the walk has ended), head, sequence, and _sequence's five values.
+ITEM_FIELDS = gl.constexpr(8)
+
+
+@gluon.jit
+def _post_item(slot, m, h, b, q_off, Lq, owned, k_off, Lk):
+    layout: gl.constexpr = gl.BlockedLayout([ITEM_FIELDS], [32], [1], [0])
+    f = gl.arange(0, ITEM_FIELDS, layout=layout)
+    v = gl.where(f == 0, m, 0)
+    v = gl.where(f == 1, h, v)
+    v = gl.where(f == 2, b, v)
+    v = gl.where(f == 3, q_off, v)
+    v = gl.where(f == 4, Lq, v)
+    v = gl.where(f == 5, owned, v)
+    v = gl.where(f == 6, k_off, v)
+    v = gl.where(f == 7, Lk, v)
+    slot.store(v)
+    # (whichever lanes stored the fields, their stores are ordered before the one lane's arrive
+    # that publishes them)
+    gl.inline_asm_elementwise("bar.warp.sync -1;\n\tmov.b32 $0, $1;", "=r,r", [m],
+                              dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _field(v, f, k: gl.constexpr):
+    return gl.sum(gl.where(f == k, v, 0), axis=0)
+
+
+@gluon.jit
+def _read_item(slot):
+    """(m, h, b, q_off, Lq, owned, k_off, Lk) of a posted item: every thread loads the whole
+    item (its fields are registers of known index: the selects fold away)."""
+    layout: gl.constexpr = gl.BlockedLayout([ITEM_FIELDS], [32], [4], [0])
+    f = gl.arange(0, ITEM_FIELDS, layout=layout)
+    v = slot.load(layout)
+    return (_field(v, f, 0), _field(v, f, 1), _field(v, f, 2), _field(v, f, 3),
+            _field(v, f, 4), _field(v, f, 5), _field(v, f, 6), _field(v, f, 7))
+
+
+@gluon.jit
+def _load_kv(k_desc, v_desc, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, it, bd, k_off,
+             h_kv, j0, j1, BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr):
+    """Key blocks [j0, j1) of a tile into the K/V ring from position it; returns the position."""
+    for j in range(j0, j1):
+        s = it % NUM_STAGES
+        ph = (it // NUM_STAGES) & 1
+        mbarrier.wait(k_empty.index(s), ph ^ 1)
+        mbarrier.expect(k_ready.index(s), k_desc.block_type.nbytes)
+        tma.async_load(k_desc, [bd, k_off + j * BLOCK_N, h_kv, 0], k_ready.index(s),
+                       k_smem.index(s))
+        mbarrier.wait(v_empty.index(s), ph ^ 1)
+        mbarrier.expect(v_ready.index(s), v_desc.block_type.nbytes)
+        tma.async_load(v_desc, [bd, k_off + j * BLOCK_N, h_kv, 0], v_ready.index(s),
+                       v_smem.index(s))
+        it += 1
+    return it
+
+
+@gluon.jit
+def _start_item(q_desc, q_smem, q_ready, q_empty, item_smem, n, m, h, b, SEQ_LENS_Q,
+                SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K, B, ROWS: gl.constexpr,
+                BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr, VARLEN: gl.constexpr,
+                Q_BUFFERS: gl.constexpr, CONSUMERS: gl.constexpr):
+    """The producer's n-th posted item, tile (m, h, b): its Q buffer once free, the item posted
+    there for the consumers, its Q parts loaded. Returns (batch coordinate, first key row, key
+    blocks)."""
+    BLOCK_M: gl.constexpr = CONSUMERS * ROWS
+    bd = b
+    if VARLEN:
+        bd = 0  # (the descriptors' one batch entry: the packed rows)
+    row0 = m * BLOCK_M
+    q_off, Lq, owned, k_off, Lk = _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K, B,
+                                            True, VARLEN)
+    n_blocks, n_full = _extent(row0, Lq, Lk, BLOCK_M, BLOCK_N, CAUSAL, True)
+    qs = n % Q_BUFFERS
+    mbarrier.wait(q_empty.index(qs), ((n // Q_BUFFERS) & 1) ^ 1)
+    _post_item(item_smem.index(qs), m, h, b, q_off, Lq, owned, k_off, Lk)
+    mbarrier.expect(q_ready.index(qs), CONSUMERS * q_desc.block_type.nbytes)
+    for w in gl.static_range(CONSUMERS):
+        tma.async_load(q_desc, [bd, q_off + row0 + w * ROWS, h, 0], q_ready.index(qs),
+                       q_smem.index(CONSUMERS * qs + w))
+    return bd, k_off, n_blocks
+
+
+@gluon.jit
+def _producer_posts(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready,
+                    k_empty, v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K,
+                    MAX_Q, MAX_K, H, B, kv_group, FLAGS, ROWS: gl.constexpr,
+                    BLOCK_N: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
+                    BUCKET: gl.constexpr, VARLEN: gl.constexpr, Q_BUFFERS: gl.constexpr,
+                    CONSUMERS: gl.constexpr, SCHEDULE):
+    """The producer with lengths: it alone walks the tiles, posting each to the consumers
+    (_start_item), then queues its K/V blocks. SCHEDULE 2: each tile taken from the queue at
+    FLAGS[0] (the schedule's order, to whichever program asks first); otherwise the static
+    walk. A last item of q-block -1 ends the consumers' walk."""
     BLOCK_M: gl.constexpr = CONSUMERS * ROWS
     pid = gl.program_id(0)
     n_prog = gl.num_programs(0)
@@ -458,43 +560,116 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, 
     n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt = _walk_start(
         SEQ_LENS_Q, T_Q, n_m, H, B, top, n_buckets, BLOCK_M, VARLEN, LEVEL_BUCKET)
     it = 0  # K/V blocks queued so far (ring position and phase)
-    n_whole, n_items = _walk_items(n_tiles, n_prog, T_K, BLOCK_N, SPLIT_ON, SPLIT)
-    # i: items taken so far (Q buffer and phase); only the last waves can have no tile
-    for i in range(n_items):
-        cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, j0, j1, piece, valid = _walk_item(
-            i, n_whole, n_tiles, pid, n_prog, cur_s, cur_start, cur_b, cur_first, cur_cnt,
-            SEQ_LENS_Q, T_Q, T_K, n_m, H, B, heads, top, n_buckets, BLOCK_M, BLOCK_N, CAUSAL,
-            HAS_LENGTHS, BUCKET, VARLEN, SPLIT)
-        if valid:
-            bd = b
-            if VARLEN:
-                bd = 0  # (the descriptors' one batch entry: the packed rows)
-            row0 = m * BLOCK_M
-            q_off, Lq, owned, k_off, Lk = _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
-                                                    MAX_K, B, HAS_LENGTHS,
-                                             VARLEN)
-            n_blocks, n_full = _extent(row0, Lq, Lk, BLOCK_M, BLOCK_N, CAUSAL, HAS_LENGTHS)
-            if piece:
-                n_blocks = j1
-            qs = i % Q_BUFFERS
-            mbarrier.wait(q_empty.index(qs), ((i // Q_BUFFERS) & 1) ^ 1)
-            mbarrier.expect(q_ready.index(qs), CONSUMERS * q_desc.block_type.nbytes)
-            for w in gl.static_range(CONSUMERS):
-                tma.async_load(q_desc, [bd, q_off + row0 + w * ROWS, h, 0], q_ready.index(qs),
-                               q_smem.index(CONSUMERS * qs + w))
+    n = 0  # items posted so far (Q buffer and phase)
+    if SCHEDULE == 2:
+        t = _take_tile(FLAGS)
+        cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, valid = _tile_at(
+            t, n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m, H, B,
+            heads, top, n_buckets, BLOCK_M, CAUSAL, True, BUCKET, VARLEN, LEVEL_BUCKET)
+        while valid:
+            bd, k_off, n_blocks = _start_item(q_desc, q_smem, q_ready, q_empty, item_smem, n, m,
+                                              h, b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
+                                              MAX_K, B, ROWS, BLOCK_N, CAUSAL, VARLEN,
+                                              Q_BUFFERS, CONSUMERS)
             h_kv = h // kv_group
-            for j in range(j0, n_blocks):
-                s = it % NUM_STAGES
-                ph = (it // NUM_STAGES) & 1
-                mbarrier.wait(k_empty.index(s), ph ^ 1)
-                mbarrier.expect(k_ready.index(s), k_desc.block_type.nbytes)
-                tma.async_load(k_desc, [bd, k_off + j * BLOCK_N, h_kv, 0], k_ready.index(s),
-                               k_smem.index(s))
-                mbarrier.wait(v_empty.index(s), ph ^ 1)
-                mbarrier.expect(v_ready.index(s), v_desc.block_type.nbytes)
-                tma.async_load(v_desc, [bd, k_off + j * BLOCK_N, h_kv, 0], v_ready.index(s),
-                               v_smem.index(s))
-                it += 1
+            # The tile's first blocks, then the next tile taken while the ring is full (the
+            # atomic's round trip hides under the waits for a free slot), then the rest.
+            first = gl.minimum(n_blocks, NUM_STAGES)
+            it = _load_kv(k_desc, v_desc, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, it,
+                          bd, k_off, h_kv, 0, first, BLOCK_N, NUM_STAGES)
+            t = _take_tile(FLAGS)
+            cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, valid = _tile_at(
+                t, n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m,
+                H, B, heads, top, n_buckets, BLOCK_M, CAUSAL, True, BUCKET, VARLEN,
+                LEVEL_BUCKET)
+            it = _load_kv(k_desc, v_desc, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, it,
+                          bd, k_off, h_kv, first, n_blocks, BLOCK_N, NUM_STAGES)
+            n += 1
+    else:
+        n_items = gl.cdiv(n_tiles, n_prog)
+        # only the last waves can have no tile
+        for i in range(n_items):
+            t = _tile(i, pid, n_prog, CAUSAL)
+            cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, valid = _tile_at(
+                t, n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt, SEQ_LENS_Q, T_Q, n_m,
+                H, B, heads, top, n_buckets, BLOCK_M, CAUSAL, True, BUCKET, VARLEN,
+                LEVEL_BUCKET)
+            if valid:
+                bd, k_off, n_blocks = _start_item(q_desc, q_smem, q_ready, q_empty, item_smem,
+                                                  n, m, h, b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K,
+                                                  MAX_Q, MAX_K, B, ROWS, BLOCK_N, CAUSAL,
+                                                  VARLEN, Q_BUFFERS, CONSUMERS)
+                it = _load_kv(k_desc, v_desc, k_smem, v_smem, k_ready, k_empty, v_ready,
+                              v_empty, it, bd, k_off, h // kv_group, 0, n_blocks, BLOCK_N,
+                              NUM_STAGES)
+                n += 1
+    # The end of the walk: an item of q-block -1, its ready barrier completed by a plain arrive
+    # (no Q).
+    qs = n % Q_BUFFERS
+    mbarrier.wait(q_empty.index(qs), ((n // Q_BUFFERS) & 1) ^ 1)
+    _post_item(item_smem.index(qs), -1, 0, 0, 0, 0, 0, 0, 0)
+    mbarrier.arrive(q_ready.index(qs), count=1)
+
+
+@gluon.jit
+def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready, k_empty,
+              v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K, H, B,
+              kv_group, FLAGS, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+              NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
+              BUCKET: gl.constexpr, VARLEN: gl.constexpr, Q_BUFFERS: gl.constexpr,
+              CONSUMERS: gl.constexpr, SCHEDULE, SPLIT: gl.constexpr):
+    if HAS_LENGTHS:
+        _producer_posts(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty,
+                        k_ready, k_empty, v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K,
+                        T_Q, T_K, MAX_Q, MAX_K, H, B, kv_group, FLAGS, ROWS, BLOCK_N, NUM_STAGES,
+                        CAUSAL, BUCKET, VARLEN, Q_BUFFERS, CONSUMERS, SCHEDULE)
+    else:
+        BLOCK_M: gl.constexpr = CONSUMERS * ROWS
+        pid = gl.program_id(0)
+        n_prog = gl.num_programs(0)
+        n_m = gl.cdiv(T_Q, BLOCK_M)
+        heads = H * B
+        top, n_buckets = _levels(MAX_Q, T_Q, B, BLOCK_M, LEVEL_BUCKET, VARLEN, CAUSAL)
+        n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt = _walk_start(
+            SEQ_LENS_Q, T_Q, n_m, H, B, top, n_buckets, BLOCK_M, VARLEN, LEVEL_BUCKET)
+        it = 0  # K/V blocks queued so far (ring position and phase)
+        n_whole, n_items = _walk_items(n_tiles, n_prog, T_K, BLOCK_N, SCHEDULE, SPLIT)
+        # i: items taken so far (Q buffer and phase); only the last waves can have no tile
+        for i in range(n_items):
+            cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, j0, j1, piece, valid = _walk_item(
+                i, n_whole, n_tiles, pid, n_prog, cur_s, cur_start, cur_b, cur_first, cur_cnt,
+                SEQ_LENS_Q, T_Q, T_K, n_m, H, B, heads, top, n_buckets, BLOCK_M, BLOCK_N, CAUSAL,
+                HAS_LENGTHS, BUCKET, VARLEN, SPLIT)
+            if valid:
+                bd = b
+                if VARLEN:
+                    bd = 0  # (the descriptors' one batch entry: the packed rows)
+                row0 = m * BLOCK_M
+                q_off, Lq, owned, k_off, Lk = _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
+                                                        MAX_K, B, HAS_LENGTHS,
+                                                 VARLEN)
+                n_blocks, n_full = _extent(row0, Lq, Lk, BLOCK_M, BLOCK_N, CAUSAL, HAS_LENGTHS)
+                if piece:
+                    n_blocks = j1
+                qs = i % Q_BUFFERS
+                mbarrier.wait(q_empty.index(qs), ((i // Q_BUFFERS) & 1) ^ 1)
+                mbarrier.expect(q_ready.index(qs), CONSUMERS * q_desc.block_type.nbytes)
+                for w in gl.static_range(CONSUMERS):
+                    tma.async_load(q_desc, [bd, q_off + row0 + w * ROWS, h, 0], q_ready.index(qs),
+                                   q_smem.index(CONSUMERS * qs + w))
+                h_kv = h // kv_group
+                for j in range(j0, n_blocks):
+                    s = it % NUM_STAGES
+                    ph = (it // NUM_STAGES) & 1
+                    mbarrier.wait(k_empty.index(s), ph ^ 1)
+                    mbarrier.expect(k_ready.index(s), k_desc.block_type.nbytes)
+                    tma.async_load(k_desc, [bd, k_off + j * BLOCK_N, h_kv, 0], k_ready.index(s),
+                                   k_smem.index(s))
+                    mbarrier.wait(v_empty.index(s), ph ^ 1)
+                    mbarrier.expect(v_ready.index(s), v_desc.block_type.nbytes)
+                    tma.async_load(v_desc, [bd, k_off + j * BLOCK_N, h_kv, 0], v_ready.index(s),
+                                   v_smem.index(s))
+                    it += 1
 
 
 @gluon.jit
@@ -751,137 +926,268 @@ def _add_pieces(o, WS, FLAGS, r, n_split, nb, o_layout: gl.constexpr, WG: gl.con
 
 
 @gluon.jit
-def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-              v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K,
-              H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
-              BIAS_MODE, WG: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
-              HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
-              HAS_LENGTHS: gl.constexpr, BUCKET: gl.constexpr, VARLEN: gl.constexpr,
-              HAS_MOD: gl.constexpr, Q_BUFFERS: gl.constexpr, CONSUMERS: gl.constexpr,
-              WS, FLAGS, SPLIT_ON, SPLIT: gl.constexpr):
+def _consume_tile(o_desc, q_smem, k_smem, v_smem, o_buf, q_ready, q_empty, k_ready, k_empty,
+                  v_ready, v_empty, O, stride_ot, D, T_K, H, B, qk_scale_half, bias_half, BIAS,
+                  SCORE_MOD, stride_smb, BIAS_MODE, i, it, m, h, b, q_off, Lq, owned, k_off,
+                  Lk, s_layout: gl.constexpr, o_layout: gl.constexpr, p_layout: gl.constexpr,
+                  st_layout: gl.constexpr, WG: gl.constexpr, ROWS: gl.constexpr,
+                  BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
+                  CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr, BUCKET: gl.constexpr,
+                  VARLEN: gl.constexpr, HAS_MOD: gl.constexpr, Q_BUFFERS: gl.constexpr,
+                  CONSUMERS: gl.constexpr):
+    """Item i of a consumer's walk with lengths, as the producer posted it (its Q buffer
+    ready): tile (m, h, b) of sequence (q_off, Lq, owned, k_off, Lk). Returns the ring
+    position."""
     dtype: gl.constexpr = o_desc.dtype
     MASKABLE: gl.constexpr = CAUSAL or HAS_LENGTHS
-    # (_probabilities: where the hd64 consumers' P permutes went astray; with lengths they did
-    # not, and the pin costs those variants spills)
-    PIN_P: gl.constexpr = CONSUMERS == 3 and not HAS_LENGTHS
+    # (_probabilities: taking the tiles from shared memory, the compiler moved P's register
+    # permutes into the key loop's head, between the V wait and the P·V wgmma: 32 PRMT a block
+    # at hd128 and hd64, as in the dense hd64 consumers; pinned there)
+    PIN_P: gl.constexpr = True
+    BLOCK_M: gl.constexpr = CONSUMERS * ROWS
+    row0 = m * BLOCK_M
+    row_start = row0 + WG * ROWS
+    n_blocks, n_full = _extent(row0, Lq, Lk, BLOCK_M, BLOCK_N, CAUSAL, HAS_LENGTHS)
+    # (variants.BIAS_MODES: 0 the default -log(valid keys), 1 bias_value, 2 BIAS[b])
+    bias_t = bias_half
+    if HAS_LENGTHS:
+        if BIAS_MODE == 0:
+            bias_t = -0.5 * gl.log(gl.maximum(Lk, 1).to(gl.float32))
+    if BIAS_MODE == 2:
+        if b < B:  # (b == B: a packed batch's tail, no sequence, no keys)
+            bias_t = 0.5 * gl.load(BIAS + b)
+    mod_row = SCORE_MOD
+    if HAS_MOD:
+        mod_row = SCORE_MOD + b.to(gl.int64) * stride_smb
+    qs = i % Q_BUFFERS
+    q = q_smem.index(CONSUMERS * qs + WG).reshape([ROWS, HEAD_DIM])
+    o = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
+    if n_blocks > 0:
+        o, it = _attend_tile(q, o, it, i * 0, n_blocks, n_full, k_smem, v_smem, k_ready,
+                             k_empty, v_ready, v_empty, qk_scale_half, bias_t,
+                             row_start, Lk, mod_row, T_K, s_layout,
+                             p_layout, dtype, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
+                             MASKABLE, CAUSAL, HAS_LENGTHS, HAS_MOD, PIN_P)
+    if Q_BUFFERS == 2:
+        # Every wgmma that read this Q buffer has completed.
+        mbarrier.arrive(q_empty.index(qs), count=1)
+    if HAS_LENGTHS:
+        rows = row_start + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
+        o = gl.where(gl.expand_dims(rows < Lq, 1), o, 0.0)
+    # Whole row blocks by TMA; a packed tile in which a sequence ends otherwise.
+    whole = True
+    bd = b
+    if VARLEN:
+        whole = row_start + ROWS <= owned
+        bd = 0  # (the descriptors' one batch entry: the packed rows)
+    if whole:
+        # Epilogue: the previous tile's store has finished reading o_buf before it is
+        # rewritten.
+        tma.store_wait(0)
+        o_buf.reshape([ROWS, HEAD_DIM]).store(o.to(dtype))
+        fence_async_shared()
+        tma.async_store(o_desc, [bd, q_off + row_start, h, 0], o_buf)
+    elif VARLEN:
+        if row_start < owned:
+            # The sequence ends inside these rows and the next one's begin there, which
+            # another tile writes: a TMA box cannot stop at the end, so a masked store,
+            # through shared memory into 16-byte row segments (the wgmma layout's own
+            # rows would store 4 bytes per thread into half-used sectors: with short
+            # cells, where most tiles end a sequence, that store outweighed the tile).
+            tma.store_wait(0)
+            o_tile = o_buf.reshape([ROWS, HEAD_DIM])
+            o_tile.store(o.to(dtype))
+            o_st = o_tile.load(st_layout)
+            rows_s = row_start + gl.arange(0, ROWS, layout=gl.SliceLayout(1, st_layout))
+            cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, st_layout))
+            rows_g = (q_off + rows_s).to(gl.int64) * stride_ot
+            ptrs = O + gl.expand_dims(rows_g, 1) + gl.expand_dims(h * D + cols, 0)
+            keep = gl.expand_dims(rows_s < owned, 1) & gl.expand_dims(cols < D, 0)
+            gl.store(ptrs, o_st, mask=keep)
+    if Q_BUFFERS == 1:
+        # o_buf is this warpgroup's Q buffer: released once the store has read it (and
+        # every thread's reads of a masked store are done)
+        tma.store_wait(0)
+        gl.barrier()
+        mbarrier.arrive(q_empty.index(qs), count=1)
+    return it
+
+
+@gluon.jit
+def _consumer_takes(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
+                    v_ready, v_empty, item_smem, O, stride_ot, D, T_K, H, B, qk_scale_half,
+                    bias_half, BIAS, SCORE_MOD, stride_smb, BIAS_MODE, WG: gl.constexpr,
+                    ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                    NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, BUCKET: gl.constexpr,
+                    VARLEN: gl.constexpr, HAS_MOD: gl.constexpr, Q_BUFFERS: gl.constexpr,
+                    CONSUMERS: gl.constexpr):
+    """A consumer with lengths: the items as the producer posted them (_producer_posts), each
+    read once its Q buffer is ready; an item of q-block -1 ends the walk."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_N, 16])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, HEAD_DIM, 16])
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     st_layout: gl.constexpr = _store_layout(HEAD_DIM)  # (the masked store's)
-
-    BLOCK_M: gl.constexpr = CONSUMERS * ROWS
-    pid = gl.program_id(0)
-    n_prog = gl.num_programs(0)
-    n_m = gl.cdiv(T_Q, BLOCK_M)
-    heads = H * B
-    top, n_buckets = _levels(MAX_Q, T_Q, B, BLOCK_M, LEVEL_BUCKET, VARLEN, CAUSAL)
-    n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt = _walk_start(
-        SEQ_LENS_Q, T_Q, n_m, H, B, top, n_buckets, BLOCK_M, VARLEN, LEVEL_BUCKET)
     o_buf = o_smem.index(WG)
     it = 0
-    n_whole, n_items = _walk_items(n_tiles, n_prog, T_K, BLOCK_N, SPLIT_ON, SPLIT)
-    for i in range(n_items):
-        cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, j0, j1, piece, valid = _walk_item(
-            i, n_whole, n_tiles, pid, n_prog, cur_s, cur_start, cur_b, cur_first, cur_cnt,
-            SEQ_LENS_Q, T_Q, T_K, n_m, H, B, heads, top, n_buckets, BLOCK_M, BLOCK_N, CAUSAL,
-            HAS_LENGTHS, BUCKET, VARLEN, SPLIT)
-        if valid:
-            row0 = m * BLOCK_M
-            row_start = row0 + WG * ROWS
-            q_off, Lq, owned, k_off, Lk = _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
-                                                    MAX_K, B, HAS_LENGTHS,
-                                             VARLEN)
-            n_blocks, n_full = _extent(row0, Lq, Lk, BLOCK_M, BLOCK_N, CAUSAL, HAS_LENGTHS)
-            if piece:
-                n_blocks = j1
-                n_full = j1
-            # (variants.BIAS_MODES: 0 the default -log(valid keys), 1 bias_value, 2 BIAS[b])
-            bias_t = bias_half
-            if HAS_LENGTHS:
-                if BIAS_MODE == 0:
-                    bias_t = -0.5 * gl.log(gl.maximum(Lk, 1).to(gl.float32))
-            if BIAS_MODE == 2:
-                if b < B:  # (b == B: a packed batch's tail, no sequence, no keys)
-                    bias_t = 0.5 * gl.load(BIAS + b)
-            mod_row = SCORE_MOD
-            if HAS_MOD:
-                mod_row = SCORE_MOD + b.to(gl.int64) * stride_smb
-            qs = i % Q_BUFFERS
-            mbarrier.wait(q_ready.index(qs), (i // Q_BUFFERS) & 1)
-            q = q_smem.index(CONSUMERS * qs + WG).reshape([ROWS, HEAD_DIM])
-            o = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
-            if n_blocks > 0:
-                o, it = _attend_tile(q, o, it, j0, n_blocks, n_full, k_smem, v_smem, k_ready,
-                                     k_empty, v_ready, v_empty, qk_scale_half, bias_t,
-                                     row_start, Lk, mod_row, T_K, s_layout,
-                                     p_layout, dtype, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
-                                     MASKABLE, CAUSAL, HAS_LENGTHS, HAS_MOD, PIN_P)
-            if Q_BUFFERS == 2:
-                # Every wgmma that read this Q buffer has completed.
-                mbarrier.arrive(q_empty.index(qs), count=1)
-            if HAS_LENGTHS:
-                rows = row_start + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
-                o = gl.where(gl.expand_dims(rows < Lq, 1), o, 0.0)
-            # Whole row blocks by TMA; a packed tile in which a sequence ends otherwise.
-            whole = True
-            bd = b
-            if VARLEN:
-                whole = row_start + ROWS <= owned
-                bd = 0  # (the descriptors' one batch entry: the packed rows)
-            if SPLIT:
-                whole = i >= 0
-                if piece:
-                    # (the piece's tile and role derived again here: carried across the key
-                    # loop they cost spills there)
-                    _, _, _, _, _, r, owner = _split_item(i, n_whole, n_tiles, n_m, H, heads,
-                                                          T_K, BLOCK_N, BUCKET)
-                    whole = owner
-                    _join_piece(o, WS, FLAGS, r, owner, n_tiles - n_whole * n_prog,
-                                gl.cdiv(T_K, BLOCK_N), o_layout, WG, ROWS, HEAD_DIM, CONSUMERS)
-                    if owner:
-                        o = _add_pieces(o, WS, FLAGS, r, n_tiles - n_whole * n_prog,
-                                        gl.cdiv(T_K, BLOCK_N), o_layout, WG, ROWS, HEAD_DIM,
-                                        CONSUMERS)
-            if whole:
-                # Epilogue: the previous tile's store has finished reading o_buf before it is
-                # rewritten.
-                tma.store_wait(0)
-                o_buf.reshape([ROWS, HEAD_DIM]).store(o.to(dtype))
-                fence_async_shared()
-                tma.async_store(o_desc, [bd, q_off + row_start, h, 0], o_buf)
-            elif VARLEN:
-                if row_start < owned:
-                    # The sequence ends inside these rows and the next one's begin there, which
-                    # another tile writes: a TMA box cannot stop at the end, so a masked store,
-                    # through shared memory into 16-byte row segments (the wgmma layout's own
-                    # rows would store 4 bytes per thread into half-used sectors: with short
-                    # cells, where most tiles end a sequence, that store outweighed the tile).
-                    tma.store_wait(0)
-                    o_tile = o_buf.reshape([ROWS, HEAD_DIM])
-                    o_tile.store(o.to(dtype))
-                    o_st = o_tile.load(st_layout)
-                    rows_s = row_start + gl.arange(0, ROWS, layout=gl.SliceLayout(1, st_layout))
-                    cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, st_layout))
-                    rows_g = (q_off + rows_s).to(gl.int64) * stride_ot
-                    ptrs = O + gl.expand_dims(rows_g, 1) + gl.expand_dims(h * D + cols, 0)
-                    keep = gl.expand_dims(rows_s < owned, 1) & gl.expand_dims(cols < D, 0)
-                    gl.store(ptrs, o_st, mask=keep)
-            if Q_BUFFERS == 1:
-                # o_buf is this warpgroup's Q buffer: released once the store has read it (and
-                # every thread's reads of a masked store are done)
-                tma.store_wait(0)
-                gl.barrier()
-                mbarrier.arrive(q_empty.index(qs), count=1)
+    i = 0
+    mbarrier.wait(q_ready.index(0), 0)
+    m, h, b, q_off, Lq, owned, k_off, Lk = _read_item(item_smem.index(0))
+    while m >= 0:
+        it = _consume_tile(o_desc, q_smem, k_smem, v_smem, o_buf, q_ready, q_empty, k_ready,
+                           k_empty, v_ready, v_empty, O, stride_ot, D, T_K, H, B, qk_scale_half,
+                           bias_half, BIAS, SCORE_MOD, stride_smb, BIAS_MODE, i, it, m, h, b,
+                           q_off, Lq, owned, k_off, Lk, s_layout, o_layout, p_layout,
+                           st_layout, WG, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, True,
+                           BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS)
+        i += 1
+        qs = i % Q_BUFFERS
+        mbarrier.wait(q_ready.index(qs), (i // Q_BUFFERS) & 1)
+        m, h, b, q_off, Lq, owned, k_off, Lk = _read_item(item_smem.index(qs))
     tma.store_wait(0)
+
+
+@gluon.jit
+def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
+              v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K,
+              MAX_Q, MAX_K,
+              H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
+              BIAS_MODE, WG: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
+              HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
+              HAS_LENGTHS: gl.constexpr, BUCKET: gl.constexpr, VARLEN: gl.constexpr,
+              HAS_MOD: gl.constexpr, Q_BUFFERS: gl.constexpr, CONSUMERS: gl.constexpr,
+              WS, FLAGS, SCHEDULE, SPLIT: gl.constexpr):
+    if HAS_LENGTHS:
+        _consumer_takes(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
+                        k_empty, v_ready, v_empty, item_smem, O, stride_ot, D, T_K, H, B,
+                        qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb, BIAS_MODE, WG,
+                        ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, BUCKET, VARLEN, HAS_MOD,
+                        Q_BUFFERS, CONSUMERS)
+    else:
+        dtype: gl.constexpr = o_desc.dtype
+        MASKABLE: gl.constexpr = CAUSAL or HAS_LENGTHS
+        # (_probabilities: where the hd64 consumers' P permutes went astray; with lengths they did
+        # not, and the pin costs those variants spills)
+        PIN_P: gl.constexpr = CONSUMERS == 3 and not HAS_LENGTHS
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, BLOCK_N, 16])
+        o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, HEAD_DIM, 16])
+        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+        st_layout: gl.constexpr = _store_layout(HEAD_DIM)  # (the masked store's)
+
+        BLOCK_M: gl.constexpr = CONSUMERS * ROWS
+        pid = gl.program_id(0)
+        n_prog = gl.num_programs(0)
+        n_m = gl.cdiv(T_Q, BLOCK_M)
+        heads = H * B
+        top, n_buckets = _levels(MAX_Q, T_Q, B, BLOCK_M, LEVEL_BUCKET, VARLEN, CAUSAL)
+        n_tiles, cur_s, cur_start, cur_b, cur_first, cur_cnt = _walk_start(
+            SEQ_LENS_Q, T_Q, n_m, H, B, top, n_buckets, BLOCK_M, VARLEN, LEVEL_BUCKET)
+        o_buf = o_smem.index(WG)
+        it = 0
+        n_whole, n_items = _walk_items(n_tiles, n_prog, T_K, BLOCK_N, SCHEDULE, SPLIT)
+        for i in range(n_items):
+            cur_s, cur_start, cur_b, cur_first, cur_cnt, m, h, b, j0, j1, piece, valid = _walk_item(
+                i, n_whole, n_tiles, pid, n_prog, cur_s, cur_start, cur_b, cur_first, cur_cnt,
+                SEQ_LENS_Q, T_Q, T_K, n_m, H, B, heads, top, n_buckets, BLOCK_M, BLOCK_N, CAUSAL,
+                HAS_LENGTHS, BUCKET, VARLEN, SPLIT)
+            if valid:
+                row0 = m * BLOCK_M
+                row_start = row0 + WG * ROWS
+                q_off, Lq, owned, k_off, Lk = _sequence(b, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
+                                                        MAX_K, B, HAS_LENGTHS,
+                                                 VARLEN)
+                n_blocks, n_full = _extent(row0, Lq, Lk, BLOCK_M, BLOCK_N, CAUSAL, HAS_LENGTHS)
+                if piece:
+                    n_blocks = j1
+                    n_full = j1
+                # (variants.BIAS_MODES: 0 the default -log(valid keys), 1 bias_value, 2 BIAS[b])
+                bias_t = bias_half
+                if HAS_LENGTHS:
+                    if BIAS_MODE == 0:
+                        bias_t = -0.5 * gl.log(gl.maximum(Lk, 1).to(gl.float32))
+                if BIAS_MODE == 2:
+                    if b < B:  # (b == B: a packed batch's tail, no sequence, no keys)
+                        bias_t = 0.5 * gl.load(BIAS + b)
+                mod_row = SCORE_MOD
+                if HAS_MOD:
+                    mod_row = SCORE_MOD + b.to(gl.int64) * stride_smb
+                qs = i % Q_BUFFERS
+                mbarrier.wait(q_ready.index(qs), (i // Q_BUFFERS) & 1)
+                q = q_smem.index(CONSUMERS * qs + WG).reshape([ROWS, HEAD_DIM])
+                o = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
+                if n_blocks > 0:
+                    o, it = _attend_tile(q, o, it, j0, n_blocks, n_full, k_smem, v_smem, k_ready,
+                                         k_empty, v_ready, v_empty, qk_scale_half, bias_t,
+                                         row_start, Lk, mod_row, T_K, s_layout,
+                                         p_layout, dtype, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
+                                         MASKABLE, CAUSAL, HAS_LENGTHS, HAS_MOD, PIN_P)
+                if Q_BUFFERS == 2:
+                    # Every wgmma that read this Q buffer has completed.
+                    mbarrier.arrive(q_empty.index(qs), count=1)
+                if HAS_LENGTHS:
+                    rows = row_start + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
+                    o = gl.where(gl.expand_dims(rows < Lq, 1), o, 0.0)
+                # Whole row blocks by TMA; a packed tile in which a sequence ends otherwise.
+                whole = True
+                bd = b
+                if VARLEN:
+                    whole = row_start + ROWS <= owned
+                    bd = 0  # (the descriptors' one batch entry: the packed rows)
+                if SPLIT:
+                    whole = i >= 0
+                    if piece:
+                        # (the piece's tile and role derived again here: carried across the key
+                        # loop they cost spills there)
+                        _, _, _, _, _, r, owner = _split_item(i, n_whole, n_tiles, n_m, H, heads,
+                                                              T_K, BLOCK_N, BUCKET)
+                        whole = owner
+                        _join_piece(o, WS, FLAGS, r, owner, n_tiles - n_whole * n_prog,
+                                    gl.cdiv(T_K, BLOCK_N), o_layout, WG, ROWS, HEAD_DIM, CONSUMERS)
+                        if owner:
+                            o = _add_pieces(o, WS, FLAGS, r, n_tiles - n_whole * n_prog,
+                                            gl.cdiv(T_K, BLOCK_N), o_layout, WG, ROWS, HEAD_DIM,
+                                            CONSUMERS)
+                if whole:
+                    # Epilogue: the previous tile's store has finished reading o_buf before it is
+                    # rewritten.
+                    tma.store_wait(0)
+                    o_buf.reshape([ROWS, HEAD_DIM]).store(o.to(dtype))
+                    fence_async_shared()
+                    tma.async_store(o_desc, [bd, q_off + row_start, h, 0], o_buf)
+                elif VARLEN:
+                    if row_start < owned:
+                        # The sequence ends inside these rows and the next one's begin there, which
+                        # another tile writes: a TMA box cannot stop at the end, so a masked store,
+                        # through shared memory into 16-byte row segments (the wgmma layout's own
+                        # rows would store 4 bytes per thread into half-used sectors: with short
+                        # cells, where most tiles end a sequence, that store outweighed the tile).
+                        tma.store_wait(0)
+                        o_tile = o_buf.reshape([ROWS, HEAD_DIM])
+                        o_tile.store(o.to(dtype))
+                        o_st = o_tile.load(st_layout)
+                        rows_s = row_start + gl.arange(0, ROWS, layout=gl.SliceLayout(1, st_layout))
+                        cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, st_layout))
+                        rows_g = (q_off + rows_s).to(gl.int64) * stride_ot
+                        ptrs = O + gl.expand_dims(rows_g, 1) + gl.expand_dims(h * D + cols, 0)
+                        keep = gl.expand_dims(rows_s < owned, 1) & gl.expand_dims(cols < D, 0)
+                        gl.store(ptrs, o_st, mask=keep)
+                if Q_BUFFERS == 1:
+                    # o_buf is this warpgroup's Q buffer: released once the store has read it (and
+                    # every thread's reads of a masked store are done)
+                    tma.store_wait(0)
+                    gl.barrier()
+                    mbarrier.arrive(q_empty.index(qs), count=1)
+        tma.store_wait(0)
 
 
 @gluon.jit
 def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q, SEQ_LENS_K,
                                       O, stride_ot, D, BIAS, SCORE_MOD, stride_smb,
                                       BIAS_MODE, T_Q, T_K, H, B, kv_group, scale, bias_value,
-                                      MAX_Q, MAX_K, WS, FLAGS, SPLIT_ON,
+                                      MAX_Q, MAX_K, WS, FLAGS, SCHEDULE,
                                       NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
                                       HAS_LENGTHS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                                       PRODUCER_REGS: gl.constexpr, VARLEN: gl.constexpr = False,
@@ -904,10 +1210,14 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
     apart, contiguous along keys) is added to each key's scores (-inf removes a key exactly:
     P = 0); dense non-causal calls without lengths only (causal with it spills: ptxas, 168
     registers). BIAS and SCORE_MOD are not read otherwise.
-    SPLIT_ON != 0 (dense non-causal variants of two consumers up to 128 columns; P programs):
-    the tiles past the last whole wave are split by key blocks over every program
-    (_split_span, _join_piece, _add_pieces); WS is float32 [P, BLOCK_M, HEAD_DIM], FLAGS int32
-    [(tiles mod P) * CONSUMERS], zero at the launch. Not read otherwise."""
+    SCHEDULE, the walk over the tiles: 0 static (program pid takes tiles pid, pid + P, ...);
+    1 (dense non-causal variants of two consumers up to 128 columns) the same, with the tiles
+    past the last whole wave split by key blocks over every program (_split_span, _join_piece,
+    _add_pieces): WS float32 [P, BLOCK_M, HEAD_DIM], FLAGS int32 [(tiles mod P) * CONSUMERS];
+    2 (with HAS_LENGTHS) the queue: each program's producer takes its next tile of the same
+    order from the counter FLAGS[0] (_take_tile). FLAGS is zero at the launch; WS and FLAGS
+    are not read with SCHEDULE 0. With HAS_LENGTHS the producer alone walks and posts each
+    tile to the consumers (_producer_posts, _consumer_takes); without, each side walks."""
     gl.static_assert(not (HAS_MOD and (CAUSAL or HAS_LENGTHS)),
                      "score_mod: dense non-causal calls without lengths")
     ROWS: gl.constexpr = q_desc.block_type.shape[1]
@@ -937,6 +1247,9 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
     else:
         o_smem = gl.allocate_shared_memory(dtype, [CONSUMERS] + o_desc.block_type.shape,
                                            o_desc.layout)
+    # with lengths, the tiles the producer posts to the consumers, one per Q buffer (_post_item)
+    item_smem = gl.allocate_shared_memory(gl.int32, [2, ITEM_FIELDS],
+                                          gl.SwizzledSharedLayout(1, 1, 1, order=[0]))
     q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     k_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
@@ -961,46 +1274,48 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
     if CONSUMERS == 3:
         gl.warp_specialize([
             (_consumer, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
-                      k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K,
-                      MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
-                      BIAS_MODE, 0, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
-                      BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS, FLAGS, SPLIT_ON,
-                      SPLIT)),
+                      k_empty, v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, O,
+                      stride_ot, D, T_Q, T_K, MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS,
+                      SCORE_MOD, stride_smb, BIAS_MODE, 0, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
+                      CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS,
+                      FLAGS, SCHEDULE, SPLIT)),
             (_consumer, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
-                      k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K,
-                      MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
-                      BIAS_MODE, 1, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
-                      BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS, FLAGS, SPLIT_ON,
-                      SPLIT)),
+                      k_empty, v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, O,
+                      stride_ot, D, T_Q, T_K, MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS,
+                      SCORE_MOD, stride_smb, BIAS_MODE, 1, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
+                      CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS,
+                      FLAGS, SCHEDULE, SPLIT)),
             (_consumer, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
-                      k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K,
-                      MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
-                      BIAS_MODE, 2, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
-                      BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS, FLAGS, SPLIT_ON,
-                      SPLIT)),
+                      k_empty, v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, O,
+                      stride_ot, D, T_Q, T_K, MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS,
+                      SCORE_MOD, stride_smb, BIAS_MODE, 2, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
+                      CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS,
+                      FLAGS, SCHEDULE, SPLIT)),
             (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready,
-                     k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K,
-                     H, B, kv_group, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
-                     BUCKET, VARLEN, Q_BUFFERS, CONSUMERS, SPLIT_ON, SPLIT)),
+                     k_empty, v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K,
+                     MAX_Q, MAX_K, H, B, kv_group, FLAGS, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
+                     CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, Q_BUFFERS, CONSUMERS, SCHEDULE,
+                     SPLIT)),
         ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
     else:
         gl.warp_specialize([
             (_consumer, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
-                      k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K,
-                      MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
-                      BIAS_MODE, 0, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
-                      BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS, FLAGS, SPLIT_ON,
-                      SPLIT)),
+                      k_empty, v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, O,
+                      stride_ot, D, T_Q, T_K, MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS,
+                      SCORE_MOD, stride_smb, BIAS_MODE, 0, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
+                      CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS,
+                      FLAGS, SCHEDULE, SPLIT)),
             (_consumer, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
-                      k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K,
-                      MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
-                      BIAS_MODE, 1, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
-                      BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS, FLAGS, SPLIT_ON,
-                      SPLIT)),
+                      k_empty, v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, O,
+                      stride_ot, D, T_Q, T_K, MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS,
+                      SCORE_MOD, stride_smb, BIAS_MODE, 1, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
+                      CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS,
+                      FLAGS, SCHEDULE, SPLIT)),
             (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready,
-                     k_empty, v_ready, v_empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K,
-                     H, B, kv_group, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, HAS_LENGTHS,
-                     BUCKET, VARLEN, Q_BUFFERS, CONSUMERS, SPLIT_ON, SPLIT)),
+                     k_empty, v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K,
+                     MAX_Q, MAX_K, H, B, kv_group, FLAGS, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
+                     CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, Q_BUFFERS, CONSUMERS, SCHEDULE,
+                     SPLIT)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
     for i in gl.static_range(2):

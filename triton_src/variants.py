@@ -247,7 +247,7 @@ PARAMS["fwd_gluon"] = (("q_desc", "desc"), ("k_desc", "desc"), ("v_desc", "desc"
                        ("T_Q", "i32"), ("T_K", "i32"), ("H", "i32"), ("B", "i32"),
                        ("kv_group", "i32"), ("scale", "fp32"), ("bias_value", "fp32"),
                        ("MAX_Q", "i32"), ("MAX_K", "i32"),
-                       ("WS", "*fp32"), ("FLAGS", "*i32"), ("SPLIT_ON", "i32"))
+                       ("WS", "*fp32"), ("FLAGS", "*i32"), ("SCHEDULE", "i32"))
 # The Gluon forward of padded batches: the same kernel compiled with HAS_LENGTHS, so the same
 # arguments, SEQ_LENS_Q/K read.
 PARAMS["fwd_gluon_padded"] = PARAMS["fwd_gluon"]

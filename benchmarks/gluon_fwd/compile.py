@@ -199,7 +199,7 @@ def compile_variant(v: Variant, out_dir: Path):
         "MAX_K": "i32",
         "WS": "*fp32",
         "FLAGS": "*i32",
-        "SPLIT_ON": "i32",
+        "SCHEDULE": "i32",
         "NUM_STAGES": "constexpr",
         "CAUSAL": "constexpr",
         "HAS_LENGTHS": "constexpr",

@@ -270,7 +270,7 @@ class Kernel:
                    "MAX_Q": ctypes.c_int32(T), "MAX_K": ctypes.c_int32(T),
                    # (the split last wave is the library's: off here)
                    "WS": ctypes.c_uint64(0), "FLAGS": ctypes.c_uint64(0),
-                   "SPLIT_ON": ctypes.c_int32(0)}
+                   "SCHEDULE": ctypes.c_int32(0)}
         ptrs = []
         for p in rec["params"]:
             role = p["role"]

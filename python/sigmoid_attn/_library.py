@@ -27,6 +27,7 @@ _FUNCTIONS = {
     "sigmoid_attn_gluon_forward": (_int, [_int]),
     "sigmoid_attn_gluon_backward": (_int, [_int]),
     "sigmoid_attn_split_wave": (_int, [_int]),
+    "sigmoid_attn_tile_queue": (_int, [_int]),
 }
 # Python's names of the switches (kernel_options) -> their C entry points
 _SWITCHES = {
@@ -34,6 +35,7 @@ _SWITCHES = {
     "gluon_forward": "sigmoid_attn_gluon_forward",
     "gluon_backward": "sigmoid_attn_gluon_backward",
     "split_wave": "sigmoid_attn_split_wave",
+    "tile_queue": "sigmoid_attn_tile_queue",
 }
 _INT_FIELDS = ("head_dim", "block_m", "block_n", "num_warps", "num_stages", "min_t",
                "shared_bytes", "num_hidden_params", "cubin_bytes", "stride_multiple")
@@ -105,8 +107,8 @@ def dispatch_switch(name, value):
     a = _bound()
     if name not in _SWITCHES:
         raise ValueError(f"sigmoid_attn._library.dispatch_switch: unknown switch {name!r}, "
-                         "expected 'warp_specialized', 'gluon_forward', 'gluon_backward' or "
-                         "'split_wave'")
+                         "expected 'warp_specialized', 'gluon_forward', 'gluon_backward', "
+                         "'split_wave' or 'tile_queue'")
     return a[_SWITCHES[name]](value)
 
 

@@ -2,7 +2,7 @@
 
 from . import _library  # bound to the ops library by _ops
 
-_SWITCHES = ("warp_specialized", "gluon_forward", "gluon_backward", "split_wave")
+_SWITCHES = ("warp_specialized", "gluon_forward", "gluon_backward", "split_wave", "tile_queue")
 
 
 class kernel_options:
@@ -35,15 +35,20 @@ class kernel_options:
         where a tile has at least 32 key blocks (4,096 keys: below, the join's fixed costs
         outweigh the idle SMs). On by default (SIGMOID_ATTN_SPLIT_WAVE=0/1 at load; 2 splits
         every call with a partial wave, as the tests do).
+    tile_queue: in the Gluon forward's padded and packed calls of more tiles than SMs, each
+        program takes its next tile from a queue (a counter zeroed on the stream before the
+        launch) instead of a static share: a program given lighter tiles takes more of them.
+        On by default (SIGMOID_ATTN_TILE_QUEUE=0/1 at load).
 
     Not thread-local: a setting made in one thread applies to calls from every thread. Each
     call reads the switches afresh (torch.compile and CUDA graphs included: a captured graph
     keeps the kernels it captured)."""
 
     def __init__(self, *, warp_specialized=None, gluon_forward=None, gluon_backward=None,
-                 split_wave=None):
+                 split_wave=None, tile_queue=None):
         wanted = {"warp_specialized": warp_specialized, "gluon_forward": gluon_forward,
-                  "gluon_backward": gluon_backward, "split_wave": split_wave}
+                  "gluon_backward": gluon_backward, "split_wave": split_wave,
+                  "tile_queue": tile_queue}
         for name, value in wanted.items():
             if value is not None and not isinstance(value, bool):
                 raise TypeError(f"kernel_options: {name} must be a bool or None, got "
@@ -64,5 +69,5 @@ class kernel_options:
 
 def current_kernel_options() -> dict:
     """The switches' settings now: {"warp_specialized": bool, "gluon_forward": bool,
-    "gluon_backward": bool, "split_wave": bool}."""
+    "gluon_backward": bool, "split_wave": bool, "tile_queue": bool}."""
     return {name: bool(_library.dispatch_switch(name, -1)) for name in _SWITCHES}
