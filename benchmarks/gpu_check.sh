@@ -32,7 +32,11 @@
 #   PREBUILT=a.tar.xz PREBUILT_B=b.tar.xz bash benchmarks/gpu_check.sh ab "fwd padded"
 #                                                         # two libraries on the same rows,
 #                                                         # interleaved A, B, A, B (AB_ROUNDS;
-#                                                         # AB_LENGTHS=1 adds bench_lengths.py)
+#                                                         # AB_LENGTHS=1 adds bench_lengths.py);
+#                                                         # an archive's own python/sigmoid_attn
+#                                                         # files, if it holds them, replace the
+#                                                         # tree's (a library of another commit
+#                                                         # may lack entry points this one binds)
 #   bash benchmarks/gpu_check.sh compat_suite            # triton-sigmoid's own tests through
 #                                                         # the compat module (TS_SUITE: its tests)
 #   bash benchmarks/gpu_check.sh memcheck                # compute-sanitizer memcheck: every
