@@ -27,11 +27,22 @@ zeros is one unit), which sigmoid attention allows without rescaling (partial ou
     walk's last round is the zero tiles, so this is where a padded batch's split belongs; dense
     and packed batches have no zero tiles, and these equal the hybrid.
 
+  * queue split: the queue (the dynamic fetch) for the tiles holding rows of the whole rounds,
+    then the last partial round of those tiles cut into pieces of --piece key blocks, then the
+    tiles past the lengths (padded), all taken from the one queue, the last piece of a tile to
+    finish joining them (no owner waiting on a slow contributor).
+
 A piece of a tile costs the constant, as a whole tile does, plus its keys (--whole-blocks: its
 key blocks in full, a partial last block as a whole one, as the kernel computes it masked);
 where a tile is split in several pieces each also costs --join key blocks (the partial's store
 and the owner's sum). The pieces' extra constants and joins are not useful work. The model
 ignores the wait of a tile's owner for its other pieces.
+
+--spread s gives each program a speed of its own for a whole batch (its times scaled by a
+factor uniform in [1 - s, 1 + s]): SMs that do not run at one speed. Nsight Compute on the
+dense forward (T = 2k, 8.24 waves) read the SMs active 93.4% of the split kernel's time where
+equal spans on equal SMs would leave almost none idle. The static, dynamic and queue split
+columns take the spread; the static splits (stream-K, hybrid, rows) do not.
 
     python benchmarks/schedule_model.py --persistent --slots 132 [--join 0 0.5] [--key-block 128]
         [--whole-blocks]
@@ -46,6 +57,36 @@ from collections import Counter
 TOKENS, WIDTH = 16384, 2048
 FIXED = 0.02  # a program's constant cost, in units of 1000 keys walked
 SPLITS = ("stream-K", "hybrid even", "hybrid greedy", "rows even", "rows greedy")
+
+
+def _queue(costs, speed, free=None):
+    """List scheduling with program speeds: each cost, in order, to the program that frees
+    first (its time scaled by speed[p]); returns every program's finish time."""
+    heap = [(f, p) for p, f in enumerate(free or [0.0] * len(speed))]
+    heapq.heapify(heap)
+    fin = list(free or [0.0] * len(speed))
+    for c in costs:
+        f, p = heapq.heappop(heap)
+        fin[p] = f + c * speed[p]
+        heapq.heappush(heap, (fin[p], p))
+    return fin
+
+
+def _queue_split(tiles, keys, rows, speed, piece, kb, join, whole):
+    """The queue for the first `rows` tiles' whole rounds, then their last partial round in
+    pieces of `piece` key blocks (each costing the constant, its work and, where a tile has
+    several, the join), then the tiles after `rows`, all from the same queue; the makespan."""
+    P = len(speed)
+    n_whole = rows // P * P
+    costs = list(tiles[:n_whole])
+    for t in range(n_whole, rows):
+        n = _units(keys[t], kb)
+        cuts = list(range(0, n, piece)) + [n]
+        many = len(cuts) > 2
+        for a, b in zip(cuts, cuts[1:]):
+            costs.append(FIXED + (_work(keys[t], a, b, kb, whole) if keys[t] else 0)
+                         + (join * kb / 1000 if many else 0))
+    return max(_queue(costs + list(tiles[rows:]), speed))
 
 
 def makespan(times, slots):
@@ -168,16 +209,20 @@ def _greedy(base, part, keys, kb, join, whole):
     return fill(hi)[1]
 
 
-def persistent(T, D, slots, block, mode, trials, kb=128, joins=(0.0,), whole=False):
+def persistent(T, D, slots, block, mode, trials, kb=128, joins=(0.0,), whole=False, spread=0.0,
+               piece=4):
     """Useful shares of the persistent forward's programs (mean over random batches): static and
     dynamic whole tiles, then for each join cost (in key blocks per piece of a split tile)
-    stream-K and the split of the walk's last partial round and of the rows' (even, greedy).
-    mode: dense, padded or packed; whole: a tile costs its key blocks in full, not its keys."""
+    stream-K, the split of the walk's last partial round and of the rows' (even, greedy), and
+    the queue split (pieces of `piece` key blocks). mode: dense, padded or packed; whole: a tile
+    costs its key blocks in full, not its keys; spread: programs' speeds in [1 - s, 1 + s]."""
     H, B = WIDTH // D, TOKENS // T
     n_m = -(-T // block)
-    res = {n: [] for n in ["static", "dynamic"] + [(s, j) for j in joins for s in SPLITS]}
+    res = {n: [] for n in ["static", "dynamic"] + [(s, j) for j in joins
+                                                   for s in SPLITS + ("queue split",)]}
     for seed in range(trials):
         rnd = random.Random(seed)
+        speed = [1 + spread * random.Random(seed * 7919 + p).uniform(-1, 1) for p in range(slots)]
         L = [rnd.randint(T // 2, T) if mode != "dense" else T for _ in range(B)]
         keys = []
         for b in range(B):  # tiles holding a valid row: sequence by sequence, head by head
@@ -189,9 +234,9 @@ def persistent(T, D, slots, block, mode, trials, kb=128, joins=(0.0,), whole=Fal
         useful = sum(tiles)
         static = [0.0] * slots
         for t, c in enumerate(tiles):
-            static[t % slots] += c
+            static[t % slots] += c * speed[t % slots]
         res["static"].append(useful / slots / max(static))
-        res["dynamic"].append(useful / slots / makespan(tiles, slots))
+        res["dynamic"].append(useful / slots / max(_queue(tiles, speed)))
         every = list(range(len(tiles)))
         parts = {"stream-K": every, "hybrid": every[len(tiles) // slots * slots:],
                  "rows": every[rows // slots * slots:rows]}
@@ -211,6 +256,8 @@ def persistent(T, D, slots, block, mode, trials, kb=128, joins=(0.0,), whole=Fal
                     fin = _finish(base, _pieces(keys, part, bounds, kb), keys, kb, j, whole)
                     key = name if name == "stream-K" else f"{name} {kind}"
                     res[(key, j)].append(useful / slots / max(fin))
+            res[("queue split", j)].append(
+                useful / slots / _queue_split(tiles, keys, rows, speed, piece, kb, j, whole))
     return {n: sum(r) / len(r) for n, r in res.items()}
 
 
@@ -230,6 +277,10 @@ def main():
     ap.add_argument("--whole-blocks", action="store_true",
                     help="--persistent: a tile costs its key blocks in full (a partial last block "
                          "as a whole one, as the kernel computes it), not its keys")
+    ap.add_argument("--spread", type=float, default=0.0,
+                    help="--persistent: each program's speed uniform in [1 - s, 1 + s]")
+    ap.add_argument("--piece", type=int, default=4,
+                    help="--persistent: key blocks a piece of the queue split")
     args = ap.parse_args()
     if args.persistent:
         rows = {}
@@ -238,14 +289,16 @@ def main():
                 for mode in ("dense", "padded", "packed"):
                     rows[D, block, T, mode] = persistent(T, D, args.slots, block, mode,
                                                          args.trials, args.key_block, args.join,
-                                                         args.whole_blocks)
+                                                         args.whole_blocks, args.spread,
+                                                         args.piece)
         for j in args.join:
             print(f"join {j:g} key blocks a piece, a tile's cost in "
                   f"{'key blocks' if args.whole_blocks else 'keys'}")
-            print(f"{'':25s}static dynamic " + " ".join(SPLITS))
+            names = SPLITS + ("queue split",)
+            print(f"{'':25s}static dynamic " + " ".join(names))
             for (D, block, T, mode), r in rows.items():
                 print(f"hd{D:<3d} T={T:5d} {mode:6s} {block} rows {r['static']:6.3f} "
-                      f"{r['dynamic']:7.3f}" + "".join(f" {r[(n, j)]:{len(n)}.3f}" for n in SPLITS))
+                      f"{r['dynamic']:7.3f}" + "".join(f" {r[(n, j)]:{len(n)}.3f}" for n in names))
         return
     orders = {"causal": ["launch", "reversed inside each head", "descending, all heads",
                          "descending, groups of heads"],
