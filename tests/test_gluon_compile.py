@@ -183,6 +183,21 @@ def test_library_gluon_kernels_with_lengths_keep_their_schedule(var):
     if var.varlen:
         assert "st.global.v4" in ptx
         assert not re.search(r"st\.global(\.[a-z0-9:]+)*\.b16\b", ptx)
+    if var.kind == "fwd_gluon_padded":
+        # the producer's walk: one lane's atom.add on the queue's counter (at both of its
+        # places: the first tile and each next one), each posted tile stored to shared memory
+        assert ptx.count("atom.global.add.u32") == 2, ptx.count("atom.global.add.u32")
+        assert "elect.sync" in ptx and "bar.warp.sync" in ptx
+        assert "st.shared" in ptx
+
+
+def test_library_gluon_forward_without_lengths_walks_itself():
+    """The Gluon forward without lengths (kind fwd_gluon: dense and causal, whose SASS the tile
+    queue was not to change) has no queue: no atom.add in its PTX."""
+    for var in _gluon_variants():
+        _, aot = _library_build()
+        ck, _ = aot.compile_gluon(var, 90)
+        assert "atom.global.add" not in ck.asm["ptx"], var.name
 
 
 def _library_gluon_variants():
