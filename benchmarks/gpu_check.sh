@@ -53,7 +53,8 @@
 # PREBUILT=archive.tar.xz: instead of building, run a library built elsewhere (e.g. the wheel's
 # ops library from Triton 3.8, which compiles kernels this machine's Triton does not): the
 # archive holds libsigmoid_attn_ops.so and catalog.json (the package binds the library through
-# ctypes, so any Python serves; an older archive's compiled _C modules are left out).
+# ctypes, so any Python serves; an older archive's compiled _C modules are left out), and with
+# `bash benchmarks/pack_library.sh OUT.tar.xz` (after a build) its commit's Python files too.
 # Modes combine with commas (tests,latency); TESTS="tests/a.py tests/b.py" narrows the tests.
 # Carry .whl/ (triton_sigmoid-0.1.2-py3-none-any.whl) for the triton-sigmoid peer.
 # The device's copy of the tree has no .git: pass SIGMOID_ATTN_COMMIT=<sha> for the JSON's commit.
