@@ -926,6 +926,45 @@ def _add_pieces(o, WS, FLAGS, r, n_split, nb, o_layout: gl.constexpr, WG: gl.con
 
 
 @gluon.jit
+def _store_tile(o, o_buf, o_desc, O, stride_ot, D, bd, q_off, row_start, owned, h, whole, qs,
+                q_empty, st_layout: gl.constexpr, ROWS: gl.constexpr, HEAD_DIM: gl.constexpr,
+                VARLEN: gl.constexpr, Q_BUFFERS: gl.constexpr):
+    """A consumer's rows of a tile out: by TMA where whole, else (packed) by a masked store of
+    the rows below `owned`; with one Q buffer, that buffer (o_buf) released after."""
+    dtype: gl.constexpr = o_desc.dtype
+    if whole:
+        # Epilogue: the previous tile's store has finished reading o_buf before it is
+        # rewritten.
+        tma.store_wait(0)
+        o_buf.reshape([ROWS, HEAD_DIM]).store(o.to(dtype))
+        fence_async_shared()
+        tma.async_store(o_desc, [bd, q_off + row_start, h, 0], o_buf)
+    elif VARLEN:
+        if row_start < owned:
+            # The sequence ends inside these rows and the next one's begin there, which
+            # another tile writes: a TMA box cannot stop at the end, so a masked store,
+            # through shared memory into 16-byte row segments (the wgmma layout's own
+            # rows would store 4 bytes per thread into half-used sectors: with short
+            # cells, where most tiles end a sequence, that store outweighed the tile).
+            tma.store_wait(0)
+            o_tile = o_buf.reshape([ROWS, HEAD_DIM])
+            o_tile.store(o.to(dtype))
+            o_st = o_tile.load(st_layout)
+            rows_s = row_start + gl.arange(0, ROWS, layout=gl.SliceLayout(1, st_layout))
+            cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, st_layout))
+            rows_g = (q_off + rows_s).to(gl.int64) * stride_ot
+            ptrs = O + gl.expand_dims(rows_g, 1) + gl.expand_dims(h * D + cols, 0)
+            keep = gl.expand_dims(rows_s < owned, 1) & gl.expand_dims(cols < D, 0)
+            gl.store(ptrs, o_st, mask=keep)
+    if Q_BUFFERS == 1:
+        # o_buf is this warpgroup's Q buffer: released once the store has read it (and
+        # every thread's reads of a masked store are done)
+        tma.store_wait(0)
+        gl.barrier()
+        mbarrier.arrive(q_empty.index(qs), count=1)
+
+
+@gluon.jit
 def _consume_tile(o_desc, q_smem, k_smem, v_smem, o_buf, q_ready, q_empty, k_ready, k_empty,
                   v_ready, v_empty, O, stride_ot, D, T_K, H, B, qk_scale_half, bias_half, BIAS,
                   SCORE_MOD, stride_smb, BIAS_MODE, i, it, m, h, b, q_off, Lq, owned, k_off,
@@ -980,36 +1019,8 @@ def _consume_tile(o_desc, q_smem, k_smem, v_smem, o_buf, q_ready, q_empty, k_rea
     if VARLEN:
         whole = row_start + ROWS <= owned
         bd = 0  # (the descriptors' one batch entry: the packed rows)
-    if whole:
-        # Epilogue: the previous tile's store has finished reading o_buf before it is
-        # rewritten.
-        tma.store_wait(0)
-        o_buf.reshape([ROWS, HEAD_DIM]).store(o.to(dtype))
-        fence_async_shared()
-        tma.async_store(o_desc, [bd, q_off + row_start, h, 0], o_buf)
-    elif VARLEN:
-        if row_start < owned:
-            # The sequence ends inside these rows and the next one's begin there, which
-            # another tile writes: a TMA box cannot stop at the end, so a masked store,
-            # through shared memory into 16-byte row segments (the wgmma layout's own
-            # rows would store 4 bytes per thread into half-used sectors: with short
-            # cells, where most tiles end a sequence, that store outweighed the tile).
-            tma.store_wait(0)
-            o_tile = o_buf.reshape([ROWS, HEAD_DIM])
-            o_tile.store(o.to(dtype))
-            o_st = o_tile.load(st_layout)
-            rows_s = row_start + gl.arange(0, ROWS, layout=gl.SliceLayout(1, st_layout))
-            cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, st_layout))
-            rows_g = (q_off + rows_s).to(gl.int64) * stride_ot
-            ptrs = O + gl.expand_dims(rows_g, 1) + gl.expand_dims(h * D + cols, 0)
-            keep = gl.expand_dims(rows_s < owned, 1) & gl.expand_dims(cols < D, 0)
-            gl.store(ptrs, o_st, mask=keep)
-    if Q_BUFFERS == 1:
-        # o_buf is this warpgroup's Q buffer: released once the store has read it (and
-        # every thread's reads of a masked store are done)
-        tma.store_wait(0)
-        gl.barrier()
-        mbarrier.arrive(q_empty.index(qs), count=1)
+    _store_tile(o, o_buf, o_desc, O, stride_ot, D, bd, q_off, row_start, owned, h, whole, qs,
+                q_empty, st_layout, ROWS, HEAD_DIM, VARLEN, Q_BUFFERS)
     return it
 
 
@@ -1150,36 +1161,8 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                             o = _add_pieces(o, WS, FLAGS, r, n_tiles - n_whole * n_prog,
                                             gl.cdiv(T_K, BLOCK_N), o_layout, WG, ROWS, HEAD_DIM,
                                             CONSUMERS)
-                if whole:
-                    # Epilogue: the previous tile's store has finished reading o_buf before it is
-                    # rewritten.
-                    tma.store_wait(0)
-                    o_buf.reshape([ROWS, HEAD_DIM]).store(o.to(dtype))
-                    fence_async_shared()
-                    tma.async_store(o_desc, [bd, q_off + row_start, h, 0], o_buf)
-                elif VARLEN:
-                    if row_start < owned:
-                        # The sequence ends inside these rows and the next one's begin there, which
-                        # another tile writes: a TMA box cannot stop at the end, so a masked store,
-                        # through shared memory into 16-byte row segments (the wgmma layout's own
-                        # rows would store 4 bytes per thread into half-used sectors: with short
-                        # cells, where most tiles end a sequence, that store outweighed the tile).
-                        tma.store_wait(0)
-                        o_tile = o_buf.reshape([ROWS, HEAD_DIM])
-                        o_tile.store(o.to(dtype))
-                        o_st = o_tile.load(st_layout)
-                        rows_s = row_start + gl.arange(0, ROWS, layout=gl.SliceLayout(1, st_layout))
-                        cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, st_layout))
-                        rows_g = (q_off + rows_s).to(gl.int64) * stride_ot
-                        ptrs = O + gl.expand_dims(rows_g, 1) + gl.expand_dims(h * D + cols, 0)
-                        keep = gl.expand_dims(rows_s < owned, 1) & gl.expand_dims(cols < D, 0)
-                        gl.store(ptrs, o_st, mask=keep)
-                if Q_BUFFERS == 1:
-                    # o_buf is this warpgroup's Q buffer: released once the store has read it (and
-                    # every thread's reads of a masked store are done)
-                    tma.store_wait(0)
-                    gl.barrier()
-                    mbarrier.arrive(q_empty.index(qs), count=1)
+                _store_tile(o, o_buf, o_desc, O, stride_ot, D, bd, q_off, row_start, owned, h,
+                            whole, qs, q_empty, st_layout, ROWS, HEAD_DIM, VARLEN, Q_BUFFERS)
         tma.store_wait(0)
 
 
