@@ -32,7 +32,9 @@
 #   PREBUILT=a.tar.xz PREBUILT_B=b.tar.xz bash benchmarks/gpu_check.sh ab "fwd padded"
 #                                                         # two libraries on the same rows,
 #                                                         # interleaved A, B, A, B (AB_ROUNDS;
-#                                                         # AB_LENGTHS=1 adds bench_lengths.py);
+#                                                         # AB_LENGTHS=1 adds bench_lengths.py;
+#                                                         # AB_C_ENV="X=0" a column c: B with
+#                                                         # those settings);
 #                                                         # an archive's own python/sigmoid_attn
 #                                                         # files, if it holds them, replace the
 #                                                         # tree's (a library of another commit
@@ -159,16 +161,19 @@ if has ab; then  # two libraries on the same rows, interleaved A, B, A, B (PREBU
   mkdir -p "$OUT/ab"
   rm -rf /tmp/lib_b && mkdir -p /tmp/lib_b && cp -r python/sigmoid_attn /tmp/lib_b/
   tar xJf "$PREBUILT_B" -C /tmp/lib_b/sigmoid_attn --exclude='_C.*.so' || exit 1
+  # AB_C_ENV="VAR=value ...": a third column c, library B under those settings (a switch off)
   for r in $(seq 1 "${AB_ROUNDS:-2}"); do
-    for lib in a b; do
-      dir=/tmp/prebuilt; [ $lib = b ] && dir=/tmp/lib_b
-      PYTHONPATH=$dir${PYTHONPATH:+:$PYTHONPATH} timeout "${AB_TIMEOUT:-120}" python3 \
-        benchmarks/bench_attention.py --out-dir "/tmp/ab_$lib$r" ${1:+--only "$@"} > /dev/null 2>&1
+    for lib in a b ${AB_C_ENV:+c}; do
+      dir=/tmp/prebuilt; [ $lib != a ] && dir=/tmp/lib_b
+      settings=""; [ $lib = c ] && settings=$AB_C_ENV
+      env $settings PYTHONPATH=$dir${PYTHONPATH:+:$PYTHONPATH} timeout "${AB_TIMEOUT:-120}" \
+        python3 benchmarks/bench_attention.py --out-dir "/tmp/ab_$lib$r" ${1:+--only "$@"} \
+        > /dev/null 2>&1
       cp /tmp/ab_$lib$r/*/attention.json "$OUT/ab/rows_${lib}${r}.json" 2>/dev/null
       if [ -n "${AB_LENGTHS:-}" ]; then
-        PYTHONPATH=$dir${PYTHONPATH:+:$PYTHONPATH} timeout "${AB_TIMEOUT:-120}" python3 \
-          benchmarks/bench_lengths.py --out "$OUT/ab/lengths_${lib}${r}.json" ${LENGTHS_ARGS:-} \
-          > /dev/null 2>&1
+        env $settings PYTHONPATH=$dir${PYTHONPATH:+:$PYTHONPATH} timeout "${AB_TIMEOUT:-120}" \
+          python3 benchmarks/bench_lengths.py --out "$OUT/ab/lengths_${lib}${r}.json" \
+          ${LENGTHS_ARGS:-} > /dev/null 2>&1
       fi
     done
   done
