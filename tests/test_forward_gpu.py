@@ -414,6 +414,63 @@ def test_gluon_forward_padded_matches_reference(causal, T, D, dtype, gluon_dispa
     check(q, k, v, REL_TOL[dtype], seq_lens_k=lens)
 
 
+# Non-causal calls with lengths run a tile's last key block at half width (64 of its 128 keys)
+# where it holds at most 64 keys and the tile has two or more blocks.
+HALF_BLOCK_DIMS = sorted({d for d, c in GLUON_PADDED_CASES if not c})
+
+
+@requires_gluon
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+@pytest.mark.parametrize("D", HALF_BLOCK_DIMS)
+def test_gluon_forward_half_width_last_key_block(D, packed, gluon_dispatch):
+    """Key lengths on both sides of the half-width last block: 192 and 320 (64 keys in the last
+    block: half width), 193 and 321 (65: whole), 129 (1 key past a block), 200, 255, 64 (a
+    single block: whole), with query lengths that differ from them (padded) so a tile's rows
+    and keys end apart; NaN in every padded row (padded) and in the rows past the last sequence
+    (packed), where the half block's unread second half holds the next sequence's keys; poisoned
+    outputs, against float64."""
+    from sigmoid_attn import sigmoid_attention_varlen, sigmoid_attention_varlen_reference
+
+    g = torch.Generator().manual_seed(D + 11 * packed)
+    dtype, T = torch.bfloat16, 384
+    lens_k = [192, 320, 193, 321, 129, 200, 255, 64]
+    lens_q = lens_k if packed else [T, 100, 193, 1, 321, 384, 17, 64]
+    B = len(lens_k)
+    H = gluon_heads(B, T, D, at_least=12)  # (the Gluon forward's grid: a tile per SM at least)
+    if packed:
+        cu = torch.tensor([0] + list(itertools.accumulate(lens_k)), dtype=torch.int32,
+                          device="cuda")
+        n = int(cu[-1])
+        q, k, v = (torch.randn(n + 7, H, D, generator=g).to("cuda", dtype) for _ in range(3))
+        for t in (q, k, v):
+            t[n:] = float("nan")
+        run = lambda: sigmoid_attention_varlen(q, k, v, cu, cu, T, T)  # noqa: E731
+        names = launched_kernels(run)
+        poison_like(q.shape, dtype)
+        out = run()
+        torch.cuda.synchronize()
+        assert not torch.isnan(out[:n]).any(), "NaN from the tail, or unwritten output"
+        expect = sigmoid_attention_varlen_reference(q[:n].double(), k[:n].double(),
+                                                    v[:n].double(), cu, cu, T, T)
+        assert rel_err(out[:n], expect) < REL_TOL[dtype]
+    else:
+        lq = torch.tensor(lens_q, dtype=torch.int32, device="cuda")
+        lk = torch.tensor(lens_k, dtype=torch.int32, device="cuda")
+        (q,), (qn,) = padded_inputs(B, T, H, D, dtype, g, lens_q, n=1)
+        (k, v), (kn, vn) = padded_inputs(B, T, H, D, dtype, g, lens_k, n=2)
+        run = lambda: sigmoid_attention(qn, kn, vn, seq_lens_q=lq, seq_lens_k=lk)  # noqa: E731
+        names = launched_kernels(run)
+        poison_like(q.shape, dtype)
+        out = run()
+        torch.cuda.synchronize()
+        assert not torch.isnan(out).any(), "NaN from the padding, or unwritten output elements"
+        expect = ref64(q, k, v, seq_lens_q=lq, seq_lens_k=lk)
+        assert rel_err(out, expect) < REL_TOL[dtype]
+        for b, L in enumerate(lens_q):
+            assert (out[b, L:] == 0).all(), "rows past a length must be exactly zero"
+    assert "sigmoid_attn_fwd_gluon_persistent" in names, names
+
+
 @requires_gluon
 @pytest.mark.parametrize("D", GLUON_DIMS)
 def test_gluon_forward_gqa_cross_lengths_and_strided_rows(D, gluon_dispatch):

@@ -65,8 +65,10 @@ Across tiles (the persistent schedule):
     the remaining ones (the diagonal block, the block holding Lk) set the masked scores to
     -inf before the sigmoid when causal: tanh.approx(-inf) = -1, so P = 0 exactly, also where
     the score is NaN (garbage K rows past Lk); not causal, the block holding Lk has its K and V
-    rows past Lk zeroed in shared memory instead and runs unmasked (_zero_keys_past). Blocks
-    past the diagonal or past Lk are not loaded.
+    rows past Lk zeroed in shared memory instead and runs unmasked (_zero_keys_past); there,
+    a tile's last block of two or more that holds at most BLOCK_N / 2 keys runs over its first
+    half only (_half_tail: S of 64 keys, half the sigmoids, P·V over half of V). Blocks past
+    the diagonal or past Lk are not loaded.
     A tile whose first row is at or past Lq loads its Q (keeps the Q phases uniform), no K/V,
     and stores zeros.
 
@@ -801,16 +803,16 @@ def _zero_keys_past(k_buf, first, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr)
 
 
 @gluon.jit
-def _attend_tile(q, o, it, j0, n_blocks, n_full, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty,
-                 qk_scale_half, bias_half, row_start, Lk, mod_row, T_K,
-                 s_layout: gl.constexpr, p_layout: gl.constexpr, dtype: gl.constexpr,
-                 ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                 NUM_STAGES: gl.constexpr, MASKABLE: gl.constexpr, CAUSAL: gl.constexpr,
-                 HAS_LENGTHS: gl.constexpr, HAS_MOD: gl.constexpr, PIN_P: gl.constexpr):
-    """O over key blocks [j0, n_blocks) (n_blocks > j0) from ring position it; returns (O, it).
-    j0 > 0 only for a split tile's piece (dense, not causal: no masked block).
-    With lengths and not causal, the block holding Lk runs unmasked over zeroed K and V rows
-    (_zero_keys_past); causal tiles mask their diagonal blocks per score."""
+def _attend_blocks(q, o, it, j0, n_loop, n_blocks, n_full, k_smem, v_smem, k_ready, k_empty,
+                   v_ready, v_empty, qk_scale_half, bias_half, row_start, Lk, mod_row, T_K,
+                   s_layout: gl.constexpr, p_layout: gl.constexpr, dtype: gl.constexpr,
+                   ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                   NUM_STAGES: gl.constexpr, MASKABLE: gl.constexpr, CAUSAL: gl.constexpr,
+                   HAS_LENGTHS: gl.constexpr, HAS_MOD: gl.constexpr, PIN_P: gl.constexpr,
+                   HALF_LAST: gl.constexpr, s_half_layout: gl.constexpr):
+    """O over key blocks [j0, n_loop) (n_loop > j0) at full width, then with HALF_LAST and
+    n_loop < n_blocks the last block (n_loop = n_blocks - 1) at half width (_half_tail);
+    returns (O, it)."""
     KEYS_ZEROED: gl.constexpr = HAS_LENGTHS and not CAUSAL
     s_zero = gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout)
     # Prologue: P_0.
@@ -840,6 +842,7 @@ def _attend_tile(q, o, it, j0, n_blocks, n_full, k_smem, v_smem, k_ready, k_empt
                            False, CAUSAL, HAS_MOD, PIN_P)
     it += 1
     # Unmasked blocks: no select in this loop.
+    # (with a half-width last block, n_full == n_loop: the blocks before it are whole)
     for j in range(j0 + 1, n_full):
         o, p = _step(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty,
                      qk_scale_half, bias_half, row_start, Lk, s_zero, mod_row, T_K,
@@ -847,13 +850,31 @@ def _attend_tile(q, o, it, j0, n_blocks, n_full, k_smem, v_smem, k_ready, k_empt
         it += 1
     if MASKABLE:
         # The diagonal block and the block holding Lk.
-        for j in range(gl.maximum(n_full, 1), n_blocks):
+        for j in range(gl.maximum(n_full, 1), n_loop):
             o, p = _step(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty,
                          qk_scale_half, bias_half, row_start, Lk, s_zero, mod_row, T_K,
                          p_layout, BLOCK_N, HEAD_DIM, NUM_STAGES, not KEYS_ZEROED, CAUSAL,
                          HAS_MOD, PIN_P, KEYS_ZEROED)
             it += 1
-    # Last P·V.
+    if HALF_LAST:
+        if n_loop < n_blocks:
+            o, it = _half_tail(q, p, o, it, n_loop, k_smem, v_smem, k_ready, k_empty, v_ready,
+                               v_empty, qk_scale_half, bias_half, row_start, Lk, p_layout,
+                               s_half_layout, dtype, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL,
+                               PIN_P)
+        else:
+            o = _last_pv(p, o, it, n_loop, v_smem, v_ready, v_empty, Lk, BLOCK_N, HEAD_DIM,
+                         NUM_STAGES, HAS_LENGTHS)
+    else:
+        o = _last_pv(p, o, it, n_loop, v_smem, v_ready, v_empty, Lk, BLOCK_N, HEAD_DIM,
+                     NUM_STAGES, HAS_LENGTHS)
+    return o, it
+
+
+@gluon.jit
+def _last_pv(p, o, it, n_blocks, v_smem, v_ready, v_empty, Lk, BLOCK_N: gl.constexpr,
+             HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, HAS_LENGTHS: gl.constexpr):
+    """The last block's P·V (ring position it - 1, key block n_blocks - 1); returns O."""
     sv = (it - 1) % NUM_STAGES
     mbarrier.wait(v_ready.index(sv), ((it - 1) // NUM_STAGES) & 1)
     vj = v_smem.index(sv).reshape([BLOCK_N, HEAD_DIM])
@@ -873,6 +894,84 @@ def _attend_tile(q, o, it, j0, n_blocks, n_full, k_smem, v_smem, k_ready, k_empt
     o = warpgroup_mma(p, vj, o, is_async=True)
     o, p = warpgroup_mma_wait(0, deps=(o, p))
     mbarrier.arrive(v_empty.index(sv), count=1)
+    return o
+
+
+@gluon.jit
+def _half_keys(buf, first, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr):
+    """The first BLOCK_N // 2 rows of a K or V slot, rows [first, BLOCK_N // 2) set to zero
+    by this warpgroup (first <= BLOCK_N // 2: the keys past Lk of a half-width block)."""
+    HALF: gl.constexpr = BLOCK_N // 2
+    half = buf.reshape([BLOCK_N, HEAD_DIM]).slice(0, HALF)
+    if first < HALF:
+        _zero_rows_from(half, first, HALF, HEAD_DIM, 16)
+        fence_async_shared()
+        gl.barrier()
+    return half
+
+
+@gluon.jit
+def _half_tail(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty,
+               qk_scale_half, bias_half, row_start, Lk, p_layout: gl.constexpr,
+               s_half_layout: gl.constexpr, dtype: gl.constexpr, BLOCK_N: gl.constexpr,
+               HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
+               PIN_P: gl.constexpr):
+    """The last key block j (ring position it) when it holds at most BLOCK_N // 2 keys (with
+    lengths, not causal): S over its first half only (K rows past Lk there zeroed), issued with
+    the previous block's P·V as _step does, then its P·V over the same half of V (rows past Lk
+    zeroed): half the wgmma and half the sigmoids of a full block. Returns (O, it)."""
+    HALF: gl.constexpr = BLOCK_N // 2
+    sk = it % NUM_STAGES
+    pk = (it // NUM_STAGES) & 1
+    sv = (it - 1) % NUM_STAGES
+    pv = ((it - 1) // NUM_STAGES) & 1
+    first = Lk - j * BLOCK_N
+    mbarrier.wait(k_ready.index(sk), pk)
+    kh = _half_keys(k_smem.index(sk), first, BLOCK_N, HEAD_DIM).permute((1, 0))
+    s_zero = gl.zeros([q.shape[0], HALF], gl.float32, s_half_layout)
+    s = warpgroup_mma(q, kh, s_zero, use_acc=False, is_async=True)
+    mbarrier.wait(v_ready.index(sv), pv)
+    vj = v_smem.index(sv).reshape([BLOCK_N, HEAD_DIM])
+    o = warpgroup_mma(p, vj, o, is_async=True)
+    s = warpgroup_mma_wait(1, deps=(s, ))
+    mbarrier.arrive(k_empty.index(sk), count=1)
+    ph = _probabilities(s, qk_scale_half, bias_half, row_start, j * BLOCK_N, Lk, p_layout,
+                        dtype, False, CAUSAL, False, PIN_P)
+    o, p = warpgroup_mma_wait(0, deps=(o, p))
+    mbarrier.arrive(v_empty.index(sv), count=1)
+    mbarrier.wait(v_ready.index(sk), pk)
+    vh = _half_keys(v_smem.index(sk), first, BLOCK_N, HEAD_DIM)
+    o = warpgroup_mma(ph, vh, o, is_async=True)
+    o, ph = warpgroup_mma_wait(0, deps=(o, ph))
+    mbarrier.arrive(v_empty.index(sk), count=1)
+    return o, it + 1
+
+
+@gluon.jit
+def _attend_tile(q, o, it, j0, n_blocks, n_full, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty,
+                 qk_scale_half, bias_half, row_start, Lk, mod_row, T_K,
+                 s_layout: gl.constexpr, p_layout: gl.constexpr, dtype: gl.constexpr,
+                 ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                 NUM_STAGES: gl.constexpr, MASKABLE: gl.constexpr, CAUSAL: gl.constexpr,
+                 HAS_LENGTHS: gl.constexpr, HAS_MOD: gl.constexpr, PIN_P: gl.constexpr,
+                 HALF_LAST: gl.constexpr = False, s_half_layout: gl.constexpr = None):
+    """O over key blocks [j0, n_blocks) (n_blocks > j0) from ring position it; returns (O, it).
+    j0 > 0 only for a split tile's piece (dense, not causal: no masked block).
+    With lengths and not causal, the block holding Lk runs unmasked over zeroed K and V rows
+    (_zero_keys_past); causal tiles mask their diagonal blocks per score. HALF_LAST (with
+    lengths, not causal, from j0 = 0): a tile's last block of two or more holding at most
+    BLOCK_N // 2 keys (a ragged end) runs at half width (_half_tail: S in s_half_layout)."""
+    n_loop = n_blocks
+    if HALF_LAST:
+        # (a tile of one key block keeps it whole: for short cells the second path's code cost
+        # more than the half block saves)
+        if (Lk - (n_blocks - 1) * BLOCK_N <= BLOCK_N // 2) & (n_blocks > 1):
+            n_loop = n_blocks - 1
+    o, it = _attend_blocks(q, o, it, j0, n_loop, n_blocks, n_full, k_smem, v_smem, k_ready,
+                           k_empty, v_ready, v_empty, qk_scale_half, bias_half, row_start, Lk,
+                           mod_row, T_K, s_layout, p_layout, dtype, ROWS, BLOCK_N, HEAD_DIM,
+                           NUM_STAGES, MASKABLE, CAUSAL, HAS_LENGTHS, HAS_MOD, PIN_P, HALF_LAST,
+                           s_half_layout)
     return o, it
 
 
@@ -968,7 +1067,8 @@ def _store_tile(o, o_buf, o_desc, O, stride_ot, D, bd, q_off, row_start, owned, 
 def _consume_tile(o_desc, q_smem, k_smem, v_smem, o_buf, q_ready, q_empty, k_ready, k_empty,
                   v_ready, v_empty, O, stride_ot, D, T_K, H, B, qk_scale_half, bias_half, BIAS,
                   SCORE_MOD, stride_smb, BIAS_MODE, i, it, m, h, b, q_off, Lq, owned, k_off,
-                  Lk, s_layout: gl.constexpr, o_layout: gl.constexpr, p_layout: gl.constexpr,
+                  Lk, s_layout: gl.constexpr, s_half_layout: gl.constexpr,
+                  o_layout: gl.constexpr, p_layout: gl.constexpr,
                   st_layout: gl.constexpr, WG: gl.constexpr, ROWS: gl.constexpr,
                   BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
                   CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr, BUCKET: gl.constexpr,
@@ -983,6 +1083,9 @@ def _consume_tile(o_desc, q_smem, k_smem, v_smem, o_buf, q_ready, q_empty, k_rea
     # permutes into the key loop's head, between the V wait and the P·V wgmma: 32 PRMT a block
     # at hd128 and hd64, as in the dense hd64 consumers; pinned there)
     PIN_P: gl.constexpr = True
+    # A ragged end's last key block at half width where the keys past Lk are zeroed, not
+    # masked (not causal) and a half block is a whole wgmma shape (64 keys).
+    HALF_LAST: gl.constexpr = HAS_LENGTHS and not CAUSAL and BLOCK_N == 128
     BLOCK_M: gl.constexpr = CONSUMERS * ROWS
     row0 = m * BLOCK_M
     row_start = row0 + WG * ROWS
@@ -1006,7 +1109,8 @@ def _consume_tile(o_desc, q_smem, k_smem, v_smem, o_buf, q_ready, q_empty, k_rea
                              k_empty, v_ready, v_empty, qk_scale_half, bias_t,
                              row_start, Lk, mod_row, T_K, s_layout,
                              p_layout, dtype, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
-                             MASKABLE, CAUSAL, HAS_LENGTHS, HAS_MOD, PIN_P)
+                             MASKABLE, CAUSAL, HAS_LENGTHS, HAS_MOD, PIN_P, HALF_LAST,
+                             s_half_layout)
     if Q_BUFFERS == 2:
         # Every wgmma that read this Q buffer has completed.
         mbarrier.arrive(q_empty.index(qs), count=1)
@@ -1036,6 +1140,9 @@ def _consumer_takes(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_
     read once its Q buffer is ready; an item of q-block -1 ends the walk."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_N, 16])
+    # (a half-width last key block's scores: _half_tail)
+    s_half_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N // 2, 16])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, HEAD_DIM, 16])
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
@@ -1049,7 +1156,7 @@ def _consumer_takes(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_
         it = _consume_tile(o_desc, q_smem, k_smem, v_smem, o_buf, q_ready, q_empty, k_ready,
                            k_empty, v_ready, v_empty, O, stride_ot, D, T_K, H, B, qk_scale_half,
                            bias_half, BIAS, SCORE_MOD, stride_smb, BIAS_MODE, i, it, m, h, b,
-                           q_off, Lq, owned, k_off, Lk, s_layout, o_layout, p_layout,
+                           q_off, Lq, owned, k_off, Lk, s_layout, s_half_layout, o_layout, p_layout,
                            st_layout, WG, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, True,
                            BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS)
         i += 1
