@@ -11,6 +11,11 @@ predicated selects of the padded backward.
     python benchmarks/sass_loops.py --kind fwd_gluon --head-dim 64
     python benchmarks/sass_loops.py --kind bwd_gluon_padded --head-dim 128 --dtype bf16
     python benchmarks/sass_loops.py --kind fwd_gluon_padded --head-dim 128 --dump 500
+    python benchmarks/sass_loops.py --kind bwd_gluon_padded --partitions
+
+--partitions adds each warp partition's code (the spans that begin at a register reallocation,
+USETMAXREG, named by the registers it takes): its instruction count and its spills (LDL, STL),
+which tell whose registers ran out, e.g. a producer's at 24.
 """
 
 import argparse
@@ -68,6 +73,20 @@ def wgmma_loops(sass):
     return loops
 
 
+def partitions(sass):
+    """The kernel's spans between register reallocations (USETMAXREG): (first index, the
+    registers the span's first instruction asks for, instruction count, LDL, STL)."""
+    seq, _ = instructions(sass)
+    cuts = [i for i, x in enumerate(seq) if "USETMAXREG" in x] + [len(seq)]
+    out = [(0, "launch", cuts[0], 0, 0)] if cuts[0] > 0 else []
+    for a, b in zip(cuts, cuts[1:]):
+        m = re.search(r"USETMAXREG\.(\w+)\S*\s+(?:U?P\w+,\s*)?(0x[0-9a-f]+)", seq[a])
+        regs = f"{m.group(1).lower()} {int(m.group(2), 16)}" if m else "?"
+        ops = collections.Counter(opcode(x) for x in seq[a:b])
+        out.append((a, regs, b - a, ops["LDL"], ops["STL"]))
+    return out
+
+
 def dump(sass, length):
     """The opcodes, in order, of the wgmma loop of `length` instructions (runs of one opcode
     folded: FFMAx32)."""
@@ -93,6 +112,8 @@ def main():
     ap.add_argument("--dtype", default="bf16")
     ap.add_argument("--dump", type=int, default=0,
                     help="print the opcodes of the loop of this many instructions")
+    ap.add_argument("--partitions", action="store_true",
+                    help="each register reallocation's span: instructions and spills")
     args = ap.parse_args()
     sys.path.insert(0, str(HERE.parent / "triton_src"))
     import aot
@@ -122,6 +143,9 @@ def main():
             seen.add(key)
             print(f"  loop of {last - first + 1:5d}: "
                   + " ".join(f"{o}={counts[o]}" for o in OPCODES if counts[o]))
+        if args.partitions:
+            for first, regs, n, ldl, stl in partitions(sass):
+                print(f"  from {first:5d} ({regs}): {n:5d} instructions, LDL={ldl} STL={stl}")
         if args.dump:
             print(dump(sass, args.dump) or f"  (no wgmma loop of {args.dump} instructions)")
 
