@@ -659,19 +659,9 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, 
                 for w in gl.static_range(CONSUMERS):
                     tma.async_load(q_desc, [bd, q_off + row0 + w * ROWS, h, 0], q_ready.index(qs),
                                    q_smem.index(CONSUMERS * qs + w))
-                h_kv = h // kv_group
-                for j in range(j0, n_blocks):
-                    s = it % NUM_STAGES
-                    ph = (it // NUM_STAGES) & 1
-                    mbarrier.wait(k_empty.index(s), ph ^ 1)
-                    mbarrier.expect(k_ready.index(s), k_desc.block_type.nbytes)
-                    tma.async_load(k_desc, [bd, k_off + j * BLOCK_N, h_kv, 0], k_ready.index(s),
-                                   k_smem.index(s))
-                    mbarrier.wait(v_empty.index(s), ph ^ 1)
-                    mbarrier.expect(v_ready.index(s), v_desc.block_type.nbytes)
-                    tma.async_load(v_desc, [bd, k_off + j * BLOCK_N, h_kv, 0], v_ready.index(s),
-                                   v_smem.index(s))
-                    it += 1
+                it = _load_kv(k_desc, v_desc, k_smem, v_smem, k_ready, k_empty, v_ready,
+                              v_empty, it, bd, k_off, h // kv_group, j0, n_blocks, BLOCK_N,
+                              NUM_STAGES)
 
 
 @gluon.jit
