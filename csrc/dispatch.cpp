@@ -224,7 +224,7 @@ int select_backward(torch::headeronly::ScalarType dtype, int64_t head_dim, bool 
                              dtype, head_dim, causal, score_mod, varlen, max_k,
                              kGluonBackwardMinFill);
     // (one cast, compiled under the dense key, serves causal calls too)
-    if (g >= 0 && find_kernel(KernelKind::kDqCast, dtype, kKernels[g].head_dim, false, false,
+    if (g >= 0 && find_kernel(KernelKind::kDqCast, dtype, block_d(kKernels[g]), false, false,
                               false, max_k) >= 0) {
       return g;
     }

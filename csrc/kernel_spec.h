@@ -55,6 +55,15 @@ struct KernelSpec {
   TensorMapSpec tensor_maps[kMaxTensorMaps];
 };
 
+// The columns a Gluon kernel's tiles span: the power of two at or above its head dim (a head dim
+// such as 96 runs over 128-column boxes whose columns past it TMA fills with zeros, its score
+// products over its own 96).
+inline int block_d(const KernelSpec& spec) {
+  int d = 1;
+  while (d < spec.head_dim) d *= 2;
+  return d;
+}
+
 extern const KernelSpec kKernels[];
 extern const int kNumKernels;
 extern const char* const kTritonVersion;

@@ -151,7 +151,7 @@ bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops,
       (split_mode == 2 || (split_mode == 1 && key_blocks >= kMinSplitKeyBlocks)) &&
       (units + 1) * (programs + 1) < uint64_t(INT32_MAX)) {
     constexpr int kConsumers = 2;
-    ws = empty_cuda(like, {int64_t(programs), spec.block_m, spec.head_dim},
+    ws = empty_cuda(like, {int64_t(programs), spec.block_m, block_d(spec)},
                     torch::headeronly::ScalarType::Float);
     flags = empty_cuda(like, {int64_t(rest) * kConsumers}, torch::headeronly::ScalarType::Int);
     memset_d32(device, stream, dptr(*flags), 0u, static_cast<size_t>(rest) * kConsumers);

@@ -106,8 +106,8 @@ Args gluon_args(const TensorMapArg* maps, const ForwardProblem& p, const Extras&
 bool launch_gluon(int kernel, const ForwardProblem& p, const GluonOperands& ops, const Tensor& q,
                   const Tensor& dq, const Extras& e, const DmodOut& dmod) {
   const KernelSpec& spec = kKernels[kernel];
-  // (the cast compiled beside the kernel's head dim: elementwise, it serves any D)
-  const int cast = find_kernel(KernelKind::kDqCast, p.dtype, spec.head_dim, false, false, false,
+  // (the cast compiled beside the kernel's power of two: elementwise, it serves any D)
+  const int cast = find_kernel(KernelKind::kDqCast, p.dtype, block_d(spec), false, false, false,
                                p.max_k);
   if (cast < 0) return false;
   Tensor dq_acc = p.varlen ? empty_cuda(q, {p.Tq, p.Hq, p.D}, ScalarType::Float)

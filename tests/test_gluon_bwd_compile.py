@@ -153,14 +153,14 @@ def test_library_gluon_backward_abi(var):
     stride, the tensors' head dim D and max_seqlen, and only hidden pointers; 384 threads and
     the probe's shared memory."""
     V, aot = _library_build()
-    assert var.schedule == {128: "dqx_dqd", 64: "dqx"}[var.head_dim]
+    assert var.schedule == {128: "dqx_dqd", 64: "dqx"}[var.block_d]
     r = aot.compile_variant(var, 90)
     assert r["num_params"] == 7 * 9 + 20 and r["num_hidden_params"] == 2
     assert r["num_warps"] == 12
     # (Triton's scratch ahead of the barriers grows with the arguments and, with score_mod,
     # the per-key sums' reduction: 32 and 64 bytes over the rank-3 kernels' 229824 / 131520;
     # the data buffers are the same)
-    assert r["shared"] == {128: 229856, 64: 131552}[var.head_dim] + 32 * var.score_mod
+    assert r["shared"] == {128: 229856, 64: 131552}[var.block_d] + 32 * var.score_mod
     half = {"fp16": 6, "bf16": 9}[var.dtype]
     names = ["q_desc", "k_desc", "v_desc", "do_desc", "dq_desc", "dk_desc", "dv_desc"]
     assert [m["arg"] for m in r["tensor_maps"]] == names

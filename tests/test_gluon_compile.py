@@ -239,7 +239,8 @@ def test_library_gluon_tensor_maps_are_rank4(var):
         assert m["param"] == 9 * i, m  # the descriptors lead, 1 + 4 + 4 parameters each
     sig = dict(aot.compiled_signature(ck))
     for name, r in rows.items():
-        assert sig[name].startswith(f"!tt.tensordesc<1x{r}x1x{var.head_dim}x"), sig[name]
+        # (the box spans the power of two at or above the head dim: var.block_d)
+        assert sig[name].startswith(f"!tt.tensordesc<1x{r}x1x{var.block_d}x"), sig[name]
         assert [sig.get(f"{name}.{what}.{d}") for what in ("shape", "stride")
                 for d in range(5)] == ["i32"] * 4 + [None] + ["i64"] * 4 + [None]
     ptx = ck.asm["ptx"]
@@ -292,3 +293,30 @@ def test_library_gluon_forward_three_consumers_keep_p_permutes_in_the_sigmoid(tm
         key_loops = [c for _, _, c in sass_loops.wgmma_loops(sass) if c["MUFU"] == 64]
         assert len(key_loops) == 3, (var.name, key_loops)  # one per consumer
         assert all(c["PRMT"] == 0 for c in key_loops), (var.name, key_loops)
+
+
+def _column_range_variants():
+    V, _ = _library_build()
+    return [v for v in V.variants(triton.__version__)
+            if v.kind in ("fwd_gluon", "fwd_gluon_padded", "bwd_gluon") and v.dtype == "bf16"
+            and v.head_dim & (v.head_dim - 1) and not v.score_mod and not v.causal]
+
+
+@pytest.mark.parametrize("var", _column_range_variants(), ids=lambda v: v.name)
+def test_library_gluon_column_range_kernels_skip_the_zero_columns(var):
+    """A head dim between two powers of two (80, 96, 112, 160, 192) has kernels of its own over
+    the next one's boxes whose score products run over its own columns only (_scores, chained
+    wgmma over power-of-two ranges): against the same variant at the box's width, every score
+    product site has (block_d - D) / 16 fewer k-steps, so the PTX has fewer wgmma by a multiple
+    of that; the other products and the boxes are the same."""
+    import dataclasses
+    import re
+
+    _, aot = _library_build()
+    compile_kind = aot.compile_gluon if var.kind.startswith("fwd") else aot.compile_gluon_bwd
+    (ck, maps), (box_ck, box_maps) = (compile_kind(v, 90) for v in (
+        var, dataclasses.replace(var, head_dim=var.block_d)))
+    assert [m["box"] for m in maps] == [m["box"] for m in box_maps]
+    counts = [len(re.findall(r"wgmma\.mma_async", k.asm["ptx"])) for k in (ck, box_ck)]
+    fewer = counts[1] - counts[0]
+    assert fewer > 0 and fewer % ((var.block_d - var.head_dim) // 16) == 0, (var.name, counts)

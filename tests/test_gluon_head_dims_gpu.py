@@ -1,7 +1,8 @@
-"""Head dims without a Gluon kernel of their own through the Gluon kernels of the next power of
-two: the rank-4 descriptors [B, T, H, D] read the columns past D as zeros (they add nothing to
-the scores or to P·V) and the stores and dQ reduce-adds drop them, so no head reads or writes
-its neighbour's columns. Forward and backward against float64 (dense, causal, GQA, padded,
+"""Head dims that are no power of two through Gluon kernels whose boxes span the next one: the
+rank-4 descriptors [B, T, H, D] read the columns past D as zeros (they add nothing to the
+scores or to P·V) and the stores and dQ reduce-adds drop them, so no head reads or writes its
+neighbour's columns. The kernel is the next power of two's, or (forward, 80, 96, 112, 160,
+192) one of D's own whose score products chain wgmma over D's columns only. Forward and backward against float64 (dense, causal, GQA, padded,
 packed, poisoned outputs, NaN in the padding), the profiler's view that the Gluon kernels ran,
 and the other kernels on the same inputs (run on an H100 or H200; skipped without CUDA or
 without a Triton 3.8 build). Which head dims they serve: tiles.json's fwd_gluon_min_fill and
@@ -24,22 +25,24 @@ if torch.cuda.is_available():
 else:
     CATALOG = []
 
-FWD_OWN = {v["head_dim"] for v in CATALOG if v["kind"] == "fwd_gluon"}
 BWD_OWN = {v["head_dim"] for v in CATALOG if v["kind"] == "bwd_gluon"}
-CANDIDATES = (40, 48, 56, 72, 80, 96, 104, 112, 120)
+CANDIDATES = (40, 48, 56, 72, 80, 96, 104, 112, 120, 160, 192)
 FWD_NAME, BWD_NAME = "sigmoid_attn_fwd_gluon_persistent", "sigmoid_attn_bwd_gluon"
 TOL_BWD = {torch.float16: REL_TOL[torch.float16] * 1.5,
            torch.bfloat16: REL_TOL[torch.bfloat16] * 1.5}
 
 
 def _forward_served(D, causal=False):
-    """The dispatcher takes a Gluon forward of another head dim for D (a large call, dense or
-    causal: the three-consumer hd64 kernel has no causal variant)."""
+    """The dispatcher takes a Gluon forward whose boxes are wider than D for D (a large call,
+    dense or causal: the three-consumer hd64 kernel has no causal variant): the kernel of the
+    next power of two, or D's own, whose score products run over D's columns only (a head dim
+    that is no power of two: 80 = 64 + 16, 96, 112, 160, 192)."""
     if not CATALOG:
         return False
     f = library_function("sigmoid_attn_select_forward_kernel")
     i = f(dtype_code(torch.bfloat16), D, int(causal), 0, 0, 4096, 4096, 4, 16, 132, 0, 1)
-    return i >= 0 and CATALOG[i]["kind"] == "fwd_gluon" and CATALOG[i]["head_dim"] != D
+    return i >= 0 and CATALOG[i]["kind"] == "fwd_gluon" and (
+        CATALOG[i]["head_dim"] != D or D & (D - 1) != 0)
 
 
 def _backward_served(D):
@@ -57,7 +60,7 @@ def fwd_block_m(D):
         "block_m"]
 
 
-FWD_DIMS = [d for d in CANDIDATES if d not in FWD_OWN and _forward_served(d)]
+FWD_DIMS = [d for d in CANDIDATES if _forward_served(d)]
 FWD_CASES = [(d, c) for d in FWD_DIMS for c in (False, True) if _forward_served(d, c)]
 FWD_IDS = [f"{d}-{'causal' if c else 'dense'}" for d, c in FWD_CASES]
 BWD_DIMS = [d for d in CANDIDATES if d not in BWD_OWN and _backward_served(d)]
@@ -107,8 +110,8 @@ def heads(B, T, block_m=128, at_least=8, multiple_of=4):
 @pytest.mark.parametrize("T", [1, 17, 129, 1000])
 @pytest.mark.parametrize("D,causal", FWD_CASES, ids=FWD_IDS)
 def test_forward_wider_gluon_kernel_matches_reference(D, causal, T, dtype, gluon_on):
-    """Dense and causal, odd lengths, B = 2, MHA and GQA: the Gluon forward of the next power of
-    two ran (profiler), outputs poisoned before; against float64 and the other forward."""
+    """Dense and causal, odd lengths, B = 2, MHA and GQA: the Gluon forward over wider boxes ran
+    (profiler), outputs poisoned before; against float64 and the other forward."""
     g = torch.Generator().manual_seed(D * 7 + T + causal)
     B = 2
     H = heads(B, T, fwd_block_m(D))

@@ -217,8 +217,10 @@ def test_info_lists_compiled_variants():
                                          ("dq_cast", (False,), (False,), (False,))):
         got = sorted((k["dtype"], k["head_dim"], k["varlen"], k["causal"], k["score_mod"])
                      for k in info["variants"] if k["kind"] == kind)
+        # (one cast per power of two: a head dim between two takes the next one's)
         want = sorted((dt, int(d), varlen, causal, mod) for dt in ("float16", "bfloat16")
-                      for d in _tiles_db().get("bwd_gluon", {}) for causal in causals
+                      for d in _tiles_db().get("bwd_gluon", {})
+                      if kind != "dq_cast" or int(d) & (int(d) - 1) == 0 for causal in causals
                       for varlen in varlens for mod in mods)
         assert got == (want if _gluon_built() else []), kind
 
@@ -261,21 +263,34 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
     # The Gluon forward: [BLOCK_M, BLOCK_N, 4, num_stages] per head dim; its consumer
     # warpgroups own 64 rows each (two or three: BLOCK_M 128 or 192), its descriptors' boxes
     # are 64-column (128-byte) swizzled pieces of a power-of-two head dim; causal variants only
-    # with two consumers (three spill with the masks).
-    for d, tiles in db.get("fwd_gluon", {}).items():
+    # with two consumers (three spill with the masks). A head dim between two (a multiple of 16
+    # past half of the next one: 80, 96, 112, 160, 192) runs over that one's boxes, the score
+    # products over its own columns (the kernel's SCORE_DIM), with that one's tiles.
+    gluon_fwd = db.get("fwd_gluon", {})
+    for d, tiles in gluon_fwd.items():
         bm, bn, w, s = tiles[:4]
-        assert pow2(int(d)) and int(d) % 64 == 0 and pow2(bn), (d, tiles)
+        box = 1 << (int(d) - 1).bit_length()
+        assert box % 64 == 0 and pow2(bn), (d, tiles)
+        if box != int(d):
+            assert int(d) % 16 == 0 and 2 * int(d) > box, d
+            assert tiles == gluon_fwd.get(str(box)), (d, tiles, "the tiles of", box)
         assert bm in (128, 192) and V.gluon_fwd_consumers(bm) * V.GLUON_FWD_ROWS == bm
         assert 64 <= bn <= 128 and w == 4 and s in (2, 3), (d, tiles)
         assert len(tiles) == 4, (d, tiles)
     assert isinstance(db.get("fwd_gluon_dispatch", False), bool)
     # The Gluon backward: [64, 128, 4, num_stages, schedule] per head dim (64-row query tiles,
     # 64 keys per consumer warpgroup: the kernel's static_assert), a schedule of
-    # variants.GLUON_BWD_SCHEDULES ("dqx_dqd" at D = 128 only), off by default.
-    for d, tiles in db.get("bwd_gluon", {}).items():
-        assert int(d) in (64, 128) and tiles[:3] == [64, 128, 4] and tiles[3] in (2, 3), tiles
+    # variants.GLUON_BWD_SCHEDULES ("dqx_dqd" at D = 128 only), off by default. A head dim
+    # between 64 and 128 (a multiple of 16: 80, 96, 112) runs over hd128's boxes with its tiles.
+    gluon_bwd = db.get("bwd_gluon", {})
+    for d, tiles in gluon_bwd.items():
+        box = 1 << (int(d) - 1).bit_length()
+        assert box in (64, 128) and tiles[:3] == [64, 128, 4] and tiles[3] in (2, 3), tiles
         assert len(tiles) == 5 and tiles[4] in V.GLUON_BWD_SCHEDULES, (d, tiles)
-        assert tiles[4] != "dqx_dqd" or int(d) == 128, (d, tiles)
+        assert tiles[4] != "dqx_dqd" or box == 128, (d, tiles)
+        if box != int(d):
+            assert int(d) % 16 == 0 and 2 * int(d) > box, d
+            assert tiles == gluon_bwd.get(str(box)), (d, tiles, "the tiles of", box)
     assert isinstance(db.get("bwd_gluon_dispatch", False), bool)
     assert isinstance(db.get("fwd_ws_dispatch", False), bool)
     assert isinstance(db.get("fwd_ws_causal", True), bool)
@@ -468,8 +483,9 @@ def test_dispatch_takes_the_gluon_forward_exactly_where_it_covers_the_call():
         # every variant flag it does not cover, and float32: the other forwards
         for kw in ({"varlen": True}, {"dtype": "fp32"}, {"causal": True, "mod": True},
                    {"causal": True, "varlen": True}):
-            assert pick(D, 16, 4096, 16, **kw)["kind"] != "fwd_gluon", kw
-            assert pick(D, 16, 4096, 16, ws=True, **kw)["kind"] != "fwd_gluon", kw
+            for ws in (False, True):  # (none at all: float32 at 160, 192)
+                k = pick(D, 16, 4096, 16, ws=ws, **kw)
+                assert k is None or k["kind"] != "fwd_gluon", kw
         # score_mod (dense, not causal, two consumers): its own variant; three consumers
         # (hd64) spill with it: the other forwards
         k = pick(D, 16, 4096, 16, mod=True)

@@ -139,7 +139,8 @@ _ELEM_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4}
 def _compile_gluon_kind(var: V.Variant, arch: int, rows: dict, constexprs: dict,
                         maxnreg: int = V.GLUON_MAXNREG):
     """A Gluon kernel of var's kind: each "desc" argument a tensordesc type with a
-    [1, rows, 1, HEAD_DIM] box (rows[name]) over a [B, T, H, D] tensor and the default NVMMA
+    [1, rows, 1, block_d] box (rows[name]; block_d the power of two at or above the head dim,
+    the columns past it zero-filled by TMA) over a [B, T, H, D] tensor and the default NVMMA
     shared layout of its dtype (128-byte swizzle for the 64-column 16-bit boxes), the
     constexprs checked against the kernel's own argument names, compiled with maxnreg
     GLUON_MAXNREG (the partitions' register split is a constexpr)."""
@@ -157,7 +158,7 @@ def _compile_gluon_kind(var: V.Variant, arch: int, rows: dict, constexprs: dict,
     for name, t in V.PARAMS[var.kind]:
         if t.startswith("desc"):
             dtype = _desc_dtype(t, var.dtype)
-            box = [1, rows[name], 1, var.head_dim]
+            box = [1, rows[name], 1, var.block_d]
             layout = gl.NVMMASharedLayout.get_default_for(box, gl_dtype[dtype])
             signature[name] = f"tensordesc<{dtype}[{','.join(map(str, box))}],{layout!r}>"
         else:
@@ -194,7 +195,8 @@ def compile_gluon(var: V.Variant, arch: int):
     constexprs = {"NUM_STAGES": var.num_stages, "CAUSAL": var.causal,
                   "HAS_LENGTHS": var.kind == "fwd_gluon_padded",
                   "CONSUMER_REGS": consumer_regs, "PRODUCER_REGS": V.GLUON_PRODUCER_REGS,
-                  "VARLEN": var.varlen, "HAS_MOD": var.score_mod, "CONSUMERS": consumers}
+                  "VARLEN": var.varlen, "HAS_MOD": var.score_mod, "CONSUMERS": consumers,
+                  "SCORE_DIM": var.head_dim}
     return _compile_gluon_kind(var, arch, boxes, constexprs, maxnreg)
 
 
@@ -211,7 +213,7 @@ def compile_gluon_bwd(var: V.Variant, arch: int):
                   "PRODUCER_REGS": V.GLUON_PRODUCER_REGS, "RCP_NEWTON": False,
                   "DQ_SHARED": dq_shared, "DQ_ISSUE": dq_issue, "CAUSAL": var.causal,
                   "HAS_LENGTHS": var.kind == "bwd_gluon_padded", "VARLEN": var.varlen,
-                  "HAS_MOD": var.score_mod}
+                  "HAS_MOD": var.score_mod, "SCORE_DIM": var.head_dim}
     return _compile_gluon_kind(var, arch, rows, constexprs)
 
 

@@ -61,7 +61,8 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
     tma, mbarrier, fence_async_shared, warpgroup_mma, warpgroup_mma_wait)
 
-from sigmoid_attn_fwd_gluon_persistent import _packed_span, _store_layout, _zero_rows_from
+from sigmoid_attn_fwd_gluon_persistent import (_packed_span, _scores, _store_layout,
+                                               _zero_rows_from)
 
 LOG2E = gl.constexpr(1.4426950408889634)
 
@@ -295,7 +296,7 @@ def _tile_deferred(it, dk, dv, dm, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem, d
                    key_tail, scale, neg_scale_log2e, neg_bias_log2e, s_zero, dq_zero,
                    WG: gl.constexpr, NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr,
                    WITH_PREV: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
-                   HAS_MOD: gl.constexpr, MASK_PT: gl.constexpr):
+                   HAS_MOD: gl.constexpr, MASK_PT: gl.constexpr, SCORE_DIM: gl.constexpr):
     """One query tile with the previous tile's dQ queued once this tile's dSᵀ is computed
     (DQ_ISSUE = 2, D = 128): the partner warpgroup's dSᵀ of tile it - 1 is waited for a whole
     tile after it was written, so the two warpgroups may drift apart by up to a tile (one's P
@@ -317,8 +318,8 @@ def _tile_deferred(it, dk, dv, dm, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem, d
         _zero_query_tail(q_smem, do_smem, s, row, Lq, BLOCK_M, HEAD_DIM)
     q = q_smem.index(s).reshape([BLOCK_M, HEAD_DIM])
     do = do_smem.index(s).reshape([BLOCK_M, HEAD_DIM])
-    st = warpgroup_mma(k_w, q.permute((1, 0)), s_zero, use_acc=False, is_async=True)
-    dpt = warpgroup_mma(v_w, do.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+    st = _scores(k_w, q.permute((1, 0)), s_zero, SCORE_DIM)
+    dpt = _scores(v_w, do.permute((1, 0)), s_zero, SCORE_DIM)
     st = warpgroup_mma_wait(1, deps=(st, ))
     pt = _sigmoid_t(st, neg_scale_log2e, neg_bias_log2e, RCP_NEWTON)
     if MASK_PT:
@@ -363,7 +364,7 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
               NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr,
               DQ_ISSUE: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
               VARLEN: gl.constexpr, DK, DV, stride_kt, D, BIAS, SCORE_MOD, stride_smb, DMOD,
-              stride_dmb, stride_dmh, BIAS_MODE, HAS_MOD: gl.constexpr):
+              stride_dmb, stride_dmh, BIAS_MODE, HAS_MOD: gl.constexpr, SCORE_DIM: gl.constexpr):
     BLOCK_M: gl.constexpr = q_smem.shape[2]
     HEAD_DIM: gl.constexpr = q_smem.shape[4]
     HALF_N: gl.constexpr = k_smem.shape[2]
@@ -447,14 +448,14 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
                                         ds_full, ds_free, Lq, n_m, m0, key0, key_ok, key_tail,
                                         scale, neg_scale_log2e, neg_bias_log2e, s_zero, dq_zero,
                                         WG, NUM_STAGES, RCP_NEWTON, False, CAUSAL, HAS_LENGTHS,
-                                        HAS_MOD, MASK_PT)
+                                        HAS_MOD, MASK_PT, SCORE_DIM)
             for it in range(1, n_it):
                 dk, dv, dm = _tile_deferred(it, dk, dv, dm, q_smem, do_smem, k_w, v_w, k0, k1,
                                             ds_smem, dq_smem, ready, empty, dq_full, dq_free,
                                             ds_full, ds_free, Lq, n_m, m0, key0, key_ok,
                                             key_tail, scale, neg_scale_log2e, neg_bias_log2e,
                                             s_zero, dq_zero, WG, NUM_STAGES, RCP_NEWTON, True,
-                                            CAUSAL, HAS_LENGTHS, HAS_MOD, MASK_PT)
+                                            CAUSAL, HAS_LENGTHS, HAS_MOD, MASK_PT, SCORE_DIM)
             dq = _dq_issue_split(ds_smem, k0, k1, ds_full, dq_zero, n_it - 1, WG, DQ_CHUNK)
             dq = warpgroup_mma_wait(0, deps=(dq, ))
             _dq_store_split(dq, dq_smem, ds_free, dq_free, dq_full, n_it - 1, WG, DQ_CHUNK)
@@ -467,8 +468,8 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
             _zero_query_tail(q_smem, do_smem, s, row, Lq, BLOCK_M, HEAD_DIM)
         q = q_smem.index(s).reshape([BLOCK_M, HEAD_DIM])
         do = do_smem.index(s).reshape([BLOCK_M, HEAD_DIM])
-        st = warpgroup_mma(k_w, q.permute((1, 0)), s_zero, use_acc=False, is_async=True)
-        dpt = warpgroup_mma(v_w, do.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        st = _scores(k_w, q.permute((1, 0)), s_zero, SCORE_DIM)
+        dpt = _scores(v_w, do.permute((1, 0)), s_zero, SCORE_DIM)
         # wgmma groups retire in order: <= 1 outstanding means Sᵀ is done; P overlaps dPᵀ.
         st = warpgroup_mma_wait(1, deps=(st, ))
         pt = _sigmoid_t(st, neg_scale_log2e, neg_bias_log2e, RCP_NEWTON)
@@ -674,12 +675,12 @@ def _consumer0(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sm
                BIAS, SCORE_MOD, stride_smb, DMOD, stride_dmb, stride_dmh, BIAS_MODE,
                NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr,
                DQ_ISSUE: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
-               VARLEN: gl.constexpr, HAS_MOD: gl.constexpr):
+               VARLEN: gl.constexpr, HAS_MOD: gl.constexpr, SCORE_DIM: gl.constexpr):
     _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
               empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
               MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, 0, NUM_STAGES, RCP_NEWTON,
               DQ_SHARED, DQ_ISSUE, CAUSAL, HAS_LENGTHS, VARLEN, DK, DV, stride_kt, D, BIAS,
-              SCORE_MOD, stride_smb, DMOD, stride_dmb, stride_dmh, BIAS_MODE, HAS_MOD)
+              SCORE_MOD, stride_smb, DMOD, stride_dmb, stride_dmh, BIAS_MODE, HAS_MOD, SCORE_DIM)
 
 
 @gluon.jit
@@ -689,12 +690,12 @@ def _consumer1(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sm
                BIAS, SCORE_MOD, stride_smb, DMOD, stride_dmb, stride_dmh, BIAS_MODE,
                NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr,
                DQ_ISSUE: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
-               VARLEN: gl.constexpr, HAS_MOD: gl.constexpr):
+               VARLEN: gl.constexpr, HAS_MOD: gl.constexpr, SCORE_DIM: gl.constexpr):
     _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
               empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
               MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, 1, NUM_STAGES, RCP_NEWTON,
               DQ_SHARED, DQ_ISSUE, CAUSAL, HAS_LENGTHS, VARLEN, DK, DV, stride_kt, D, BIAS,
-              SCORE_MOD, stride_smb, DMOD, stride_dmb, stride_dmh, BIAS_MODE, HAS_MOD)
+              SCORE_MOD, stride_smb, DMOD, stride_dmb, stride_dmh, BIAS_MODE, HAS_MOD, SCORE_DIM)
 
 
 @gluon.jit
@@ -706,7 +707,7 @@ def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv
                            RCP_NEWTON: gl.constexpr = False, DQ_SHARED: gl.constexpr = False,
                            DQ_ISSUE: gl.constexpr = 0, CAUSAL: gl.constexpr = False,
                            HAS_LENGTHS: gl.constexpr = False, VARLEN: gl.constexpr = False,
-                           HAS_MOD: gl.constexpr = False):
+                           HAS_MOD: gl.constexpr = False, SCORE_DIM: gl.constexpr = 0):
     """grid (cdiv(T_K, 2 * k_desc.block_type.shape[1]), H_KV, B), num_warps=4 (consumer 0).
     q/do: rank 4 [B, T_Q, H, D], box [1, BLOCK_M, 1, HEAD_DIM]; dq: the same in fp32 (reduce-add
     target, zeroed); k/v/dk/dv: [B, T_K, H_KV, D], box [1, 64, 1, HEAD_DIM]. D <= HEAD_DIM (a
@@ -733,6 +734,9 @@ def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv
     HALF_N: gl.constexpr = k_desc.block_type.shape[1]
     dtype: gl.constexpr = q_desc.dtype
     gl.static_assert(HALF_N == 64, "each consumer warpgroup owns 64 keys (wgmma M = 64)")
+    gl.static_assert((SCORE_DIM == 0) | (SCORE_DIM % 16 == 0) & (SCORE_DIM <= HEAD_DIM)
+                     & (2 * SCORE_DIM > HEAD_DIM),
+                     "SCORE_DIM: 0 (HEAD_DIM), or a multiple of 16 in (HEAD_DIM / 2, HEAD_DIM]")
     gl.static_assert(dk_desc.block_type.shape[1] == HALF_N)
 
     q_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES] + q_desc.block_type.shape,
@@ -780,13 +784,13 @@ def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv
                       T_Q, T_K, MAX_Q, MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK,
                       DV, stride_kt, D, BIAS, SCORE_MOD, stride_smb, DMOD, stride_dmb,
                       stride_dmh, BIAS_MODE, NUM_STAGES, RCP_NEWTON, DQ_SHARED, DQ_ISSUE, CAUSAL,
-                      HAS_LENGTHS, VARLEN, HAS_MOD)),
+                      HAS_LENGTHS, VARLEN, HAS_MOD, SCORE_DIM)),
         (_consumer1, (dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar,
                       ready, empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K,
                       T_Q, T_K, MAX_Q, MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK,
                       DV, stride_kt, D, BIAS, SCORE_MOD, stride_smb, DMOD, stride_dmb,
                       stride_dmh, BIAS_MODE, NUM_STAGES, RCP_NEWTON, DQ_SHARED, DQ_ISSUE, CAUSAL,
-                      HAS_LENGTHS, VARLEN, HAS_MOD)),
+                      HAS_LENGTHS, VARLEN, HAS_MOD, SCORE_DIM)),
         (_producer, (q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, kv_bar,
                      ready, empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K, kv_group,
                      NUM_STAGES, CAUSAL, HAS_LENGTHS, VARLEN)),

@@ -715,9 +715,41 @@ def _probabilities(s, qk_scale_half, bias_cols, row_start, key_start, Lk,
 
 
 @gluon.jit
+def _scores(q, kt, s_zero, SCORE_DIM: gl.constexpr):
+    """S = Q·Kᵀ, issued asynchronously, over the first SCORE_DIM columns (0: all) of q
+    ([rows, HEAD_DIM] in shared memory) and kt ([HEAD_DIM, keys], a K slot's transposed view):
+    one wgmma over all columns, or, for a head dim short of the power of two the descriptors'
+    boxes span (whose columns past it TMA fills with zeros), wgmma over power-of-two column
+    ranges chained on one accumulator (80 = 64 + 16, 96 = 64 + 32, 112 = 64 + 32 + 16, 160 = 128 + 32, 192 =
+    128 + 64), so the zero columns cost no tensor-core time. Register tensors are power-of-two
+    shaped; the ranges are views of the same shared buffers."""
+    HEAD_DIM: gl.constexpr = q.shape[1]
+    if (SCORE_DIM == 0) | (SCORE_DIM == HEAD_DIM):
+        s = warpgroup_mma(q, kt, s_zero, use_acc=False, is_async=True)
+    else:
+        HALF: gl.constexpr = HEAD_DIM // 2
+        REST: gl.constexpr = SCORE_DIM - HALF
+        C64: gl.constexpr = HALF + (REST & 64)
+        C32: gl.constexpr = C64 + (REST & 32)
+        s = warpgroup_mma(q.slice(0, HALF, dim=1), kt.slice(0, HALF, dim=0), s_zero,
+                          use_acc=False, is_async=True)
+        if (REST & 64) != 0:
+            s = warpgroup_mma(q.slice(HALF, 64, dim=1), kt.slice(HALF, 64, dim=0), s,
+                              is_async=True)
+        if (REST & 32) != 0:
+            s = warpgroup_mma(q.slice(C64, 32, dim=1), kt.slice(C64, 32, dim=0), s,
+                              is_async=True)
+        if (REST & 16) != 0:
+            s = warpgroup_mma(q.slice(C32, 16, dim=1), kt.slice(C32, 16, dim=0), s,
+                              is_async=True)
+    return s
+
+
+@gluon.jit
 def _step(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, qk_scale_half,
           bias_half, row_start, Lk, s_zero, mod_row, T_K, p_layout: gl.constexpr,
-          BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
+          BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, SCORE_DIM: gl.constexpr,
+          NUM_STAGES: gl.constexpr,
           MASKED: gl.constexpr, CAUSAL: gl.constexpr, HAS_MOD: gl.constexpr,
           PIN_P: gl.constexpr, ZERO_K: gl.constexpr = False):
     """Block j (ring position it): S_j = Q·K_jᵀ and O += P_{j-1}·V_{j-1} in flight together,
@@ -732,7 +764,7 @@ def _step(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, qk
     if ZERO_K:
         _zero_keys_past(k_smem.index(sk), Lk - j * BLOCK_N, BLOCK_N, HEAD_DIM)
     kj = k_smem.index(sk).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0))
-    s = warpgroup_mma(q, kj, s_zero, use_acc=False, is_async=True)
+    s = _scores(q, kj, s_zero, SCORE_DIM)
     bias_cols = _bias_cols(mod_row, j * BLOCK_N, T_K, bias_half, s_zero.type.layout,
                            BLOCK_N, HAS_MOD)
     mbarrier.wait(v_ready.index(sv), pv)
@@ -797,6 +829,7 @@ def _attend_blocks(q, o, it, j0, n_loop, n_blocks, n_full, k_smem, v_smem, k_rea
                    v_ready, v_empty, qk_scale_half, bias_half, row_start, Lk, mod_row, T_K,
                    s_layout: gl.constexpr, p_layout: gl.constexpr, dtype: gl.constexpr,
                    ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                   SCORE_DIM: gl.constexpr,
                    NUM_STAGES: gl.constexpr, MASKABLE: gl.constexpr, CAUSAL: gl.constexpr,
                    HAS_LENGTHS: gl.constexpr, HAS_MOD: gl.constexpr, PIN_P: gl.constexpr,
                    HALF_LAST: gl.constexpr, s_half_layout: gl.constexpr):
@@ -812,7 +845,7 @@ def _attend_blocks(q, o, it, j0, n_loop, n_blocks, n_full, k_smem, v_smem, k_rea
         if n_full == 0:  # (the first block holds Lk)
             _zero_keys_past(k_smem.index(sk), Lk, BLOCK_N, HEAD_DIM)
     k0 = k_smem.index(sk).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0))
-    s = warpgroup_mma(q, k0, s_zero, use_acc=False, is_async=True)
+    s = _scores(q, k0, s_zero, SCORE_DIM)
     key0 = j0 * BLOCK_N
     bias_cols = _bias_cols(mod_row, key0, T_K, bias_half, s_layout, BLOCK_N, HAS_MOD)
     s = warpgroup_mma_wait(0, deps=(s, ))
@@ -836,21 +869,24 @@ def _attend_blocks(q, o, it, j0, n_loop, n_blocks, n_full, k_smem, v_smem, k_rea
     for j in range(j0 + 1, n_full):
         o, p = _step(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty,
                      qk_scale_half, bias_half, row_start, Lk, s_zero, mod_row, T_K,
-                     p_layout, BLOCK_N, HEAD_DIM, NUM_STAGES, False, CAUSAL, HAS_MOD, PIN_P)
+                     p_layout, BLOCK_N, HEAD_DIM, SCORE_DIM, NUM_STAGES, False, CAUSAL, HAS_MOD,
+                     PIN_P)
         it += 1
     if MASKABLE:
         # The diagonal block and the block holding Lk.
         for j in range(gl.maximum(n_full, 1), n_loop):
             o, p = _step(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty,
                          qk_scale_half, bias_half, row_start, Lk, s_zero, mod_row, T_K,
-                         p_layout, BLOCK_N, HEAD_DIM, NUM_STAGES, not KEYS_ZEROED, CAUSAL,
+                         p_layout, BLOCK_N, HEAD_DIM, SCORE_DIM, NUM_STAGES, not KEYS_ZEROED,
+                         CAUSAL,
                          HAS_MOD, PIN_P, KEYS_ZEROED)
             it += 1
     if HALF_LAST:
         if n_loop < n_blocks:
             o, it = _half_tail(q, p, o, it, n_loop, k_smem, v_smem, k_ready, k_empty, v_ready,
                                v_empty, qk_scale_half, bias_half, row_start, Lk, p_layout,
-                               s_half_layout, dtype, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL,
+                               s_half_layout, dtype, BLOCK_N, HEAD_DIM, SCORE_DIM, NUM_STAGES,
+                               CAUSAL,
                                PIN_P)
         else:
             o = _last_pv(p, o, it, n_loop, v_smem, v_ready, v_empty, Lk, BLOCK_N, HEAD_DIM,
@@ -904,7 +940,8 @@ def _half_keys(buf, first, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr):
 def _half_tail(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty,
                qk_scale_half, bias_half, row_start, Lk, p_layout: gl.constexpr,
                s_half_layout: gl.constexpr, dtype: gl.constexpr, BLOCK_N: gl.constexpr,
-               HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
+               HEAD_DIM: gl.constexpr, SCORE_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
+               CAUSAL: gl.constexpr,
                PIN_P: gl.constexpr):
     """The last key block j (ring position it) when it holds at most BLOCK_N // 2 keys (with
     lengths, not causal): S over its first half only (K rows past Lk there zeroed), issued with
@@ -919,7 +956,7 @@ def _half_tail(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empt
     mbarrier.wait(k_ready.index(sk), pk)
     kh = _half_keys(k_smem.index(sk), first, BLOCK_N, HEAD_DIM).permute((1, 0))
     s_zero = gl.zeros([q.shape[0], HALF], gl.float32, s_half_layout)
-    s = warpgroup_mma(q, kh, s_zero, use_acc=False, is_async=True)
+    s = _scores(q, kh, s_zero, SCORE_DIM)
     mbarrier.wait(v_ready.index(sv), pv)
     vj = v_smem.index(sv).reshape([BLOCK_N, HEAD_DIM])
     o = warpgroup_mma(p, vj, o, is_async=True)
@@ -942,6 +979,7 @@ def _attend_tile(q, o, it, j0, n_blocks, n_full, k_smem, v_smem, k_ready, k_empt
                  qk_scale_half, bias_half, row_start, Lk, mod_row, T_K,
                  s_layout: gl.constexpr, p_layout: gl.constexpr, dtype: gl.constexpr,
                  ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                 SCORE_DIM: gl.constexpr,
                  NUM_STAGES: gl.constexpr, MASKABLE: gl.constexpr, CAUSAL: gl.constexpr,
                  HAS_LENGTHS: gl.constexpr, HAS_MOD: gl.constexpr, PIN_P: gl.constexpr,
                  HALF_LAST: gl.constexpr = False, s_half_layout: gl.constexpr = None):
@@ -960,6 +998,7 @@ def _attend_tile(q, o, it, j0, n_blocks, n_full, k_smem, v_smem, k_ready, k_empt
     o, it = _attend_blocks(q, o, it, j0, n_loop, n_blocks, n_full, k_smem, v_smem, k_ready,
                            k_empty, v_ready, v_empty, qk_scale_half, bias_half, row_start, Lk,
                            mod_row, T_K, s_layout, p_layout, dtype, ROWS, BLOCK_N, HEAD_DIM,
+                           SCORE_DIM,
                            NUM_STAGES, MASKABLE, CAUSAL, HAS_LENGTHS, HAS_MOD, PIN_P, HALF_LAST,
                            s_half_layout)
     return o, it
@@ -1060,7 +1099,8 @@ def _consume_tile(o_desc, q_smem, k_smem, v_smem, o_buf, q_ready, q_empty, k_rea
                   Lk, s_layout: gl.constexpr, s_half_layout: gl.constexpr,
                   o_layout: gl.constexpr, p_layout: gl.constexpr,
                   st_layout: gl.constexpr, WG: gl.constexpr, ROWS: gl.constexpr,
-                  BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
+                  BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, SCORE_DIM: gl.constexpr,
+                  NUM_STAGES: gl.constexpr,
                   CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr, BUCKET: gl.constexpr,
                   VARLEN: gl.constexpr, HAS_MOD: gl.constexpr, Q_BUFFERS: gl.constexpr,
                   CONSUMERS: gl.constexpr):
@@ -1098,7 +1138,7 @@ def _consume_tile(o_desc, q_smem, k_smem, v_smem, o_buf, q_ready, q_empty, k_rea
         o, it = _attend_tile(q, o, it, i * 0, n_blocks, n_full, k_smem, v_smem, k_ready,
                              k_empty, v_ready, v_empty, qk_scale_half, bias_t,
                              row_start, Lk, mod_row, T_K, s_layout,
-                             p_layout, dtype, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
+                             p_layout, dtype, ROWS, BLOCK_N, HEAD_DIM, SCORE_DIM, NUM_STAGES,
                              MASKABLE, CAUSAL, HAS_LENGTHS, HAS_MOD, PIN_P, HALF_LAST,
                              s_half_layout)
     if Q_BUFFERS == 2:
@@ -1123,6 +1163,7 @@ def _consumer_takes(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_
                     v_ready, v_empty, item_smem, O, stride_ot, D, T_K, H, B, qk_scale_half,
                     bias_half, BIAS, SCORE_MOD, stride_smb, BIAS_MODE, WG: gl.constexpr,
                     ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                    SCORE_DIM: gl.constexpr,
                     NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, BUCKET: gl.constexpr,
                     VARLEN: gl.constexpr, HAS_MOD: gl.constexpr, Q_BUFFERS: gl.constexpr,
                     CONSUMERS: gl.constexpr):
@@ -1147,7 +1188,8 @@ def _consumer_takes(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_
                            k_empty, v_ready, v_empty, O, stride_ot, D, T_K, H, B, qk_scale_half,
                            bias_half, BIAS, SCORE_MOD, stride_smb, BIAS_MODE, i, it, m, h, b,
                            q_off, Lq, owned, k_off, Lk, s_layout, s_half_layout, o_layout, p_layout,
-                           st_layout, WG, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, True,
+                           st_layout, WG, ROWS, BLOCK_N, HEAD_DIM, SCORE_DIM, NUM_STAGES, CAUSAL,
+                           True,
                            BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS)
         i += 1
         qs = i % Q_BUFFERS
@@ -1162,7 +1204,8 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
               MAX_Q, MAX_K,
               H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
               BIAS_MODE, WG: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
-              HEAD_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
+              HEAD_DIM: gl.constexpr, SCORE_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
+              CAUSAL: gl.constexpr,
               HAS_LENGTHS: gl.constexpr, BUCKET: gl.constexpr, VARLEN: gl.constexpr,
               HAS_MOD: gl.constexpr, Q_BUFFERS: gl.constexpr, CONSUMERS: gl.constexpr,
               WS, FLAGS, SCHEDULE, SPLIT: gl.constexpr):
@@ -1170,7 +1213,8 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
         _consumer_takes(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                         k_empty, v_ready, v_empty, item_smem, O, stride_ot, D, T_K, H, B,
                         qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb, BIAS_MODE, WG,
-                        ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES, CAUSAL, BUCKET, VARLEN, HAS_MOD,
+                        ROWS, BLOCK_N, HEAD_DIM, SCORE_DIM, NUM_STAGES, CAUSAL, BUCKET, VARLEN,
+                        HAS_MOD,
                         Q_BUFFERS, CONSUMERS)
     else:
         dtype: gl.constexpr = o_desc.dtype
@@ -1230,7 +1274,8 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                     o, it = _attend_tile(q, o, it, j0, n_blocks, n_full, k_smem, v_smem, k_ready,
                                          k_empty, v_ready, v_empty, qk_scale_half, bias_t,
                                          row_start, Lk, mod_row, T_K, s_layout,
-                                         p_layout, dtype, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
+                                         p_layout, dtype, ROWS, BLOCK_N, HEAD_DIM, SCORE_DIM,
+                                         NUM_STAGES,
                                          MASKABLE, CAUSAL, HAS_LENGTHS, HAS_MOD, PIN_P)
                 if Q_BUFFERS == 2:
                     # Every wgmma that read this Q buffer has completed.
@@ -1272,7 +1317,7 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
                                       HAS_LENGTHS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                                       PRODUCER_REGS: gl.constexpr, VARLEN: gl.constexpr = False,
                                       HAS_MOD: gl.constexpr = False,
-                                      CONSUMERS: gl.constexpr = 2):
+                                      CONSUMERS: gl.constexpr = 2, SCORE_DIM: gl.constexpr = 0):
     """grid (P,) with P <= number of tiles (normally the SM count), num_warps=4 (the default
     partition is consumer 0); BLOCK_M = CONSUMERS * q_desc.block_type.shape[1]. q/o: rank 4
     [B, T_Q, H, D], box [1, ROWS, 1, HEAD_DIM]; k/v: [B, T_K, H_KV, D], box
@@ -1302,6 +1347,9 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
                      "score_mod: dense non-causal calls without lengths")
     ROWS: gl.constexpr = q_desc.block_type.shape[1]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[3]
+    gl.static_assert((SCORE_DIM == 0) | (SCORE_DIM % 16 == 0) & (SCORE_DIM <= HEAD_DIM)
+                     & (2 * SCORE_DIM > HEAD_DIM),
+                     "SCORE_DIM: 0 (HEAD_DIM), or a multiple of 16 in (HEAD_DIM / 2, HEAD_DIM]")
     BLOCK_N: gl.constexpr = k_desc.block_type.shape[1]
     dtype: gl.constexpr = q_desc.dtype
     BUCKET: gl.constexpr = 8  # causal schedule: q-blocks per bucket (see _schedule)
@@ -1356,19 +1404,22 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
             (_consumer, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                       k_empty, v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, O,
                       stride_ot, D, T_Q, T_K, MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS,
-                      SCORE_MOD, stride_smb, BIAS_MODE, 0, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
+                      SCORE_MOD, stride_smb, BIAS_MODE, 0, ROWS, BLOCK_N, HEAD_DIM, SCORE_DIM,
+                      NUM_STAGES,
                       CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS,
                       FLAGS, SCHEDULE, SPLIT)),
             (_consumer, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                       k_empty, v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, O,
                       stride_ot, D, T_Q, T_K, MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS,
-                      SCORE_MOD, stride_smb, BIAS_MODE, 1, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
+                      SCORE_MOD, stride_smb, BIAS_MODE, 1, ROWS, BLOCK_N, HEAD_DIM, SCORE_DIM,
+                      NUM_STAGES,
                       CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS,
                       FLAGS, SCHEDULE, SPLIT)),
             (_consumer, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                       k_empty, v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, O,
                       stride_ot, D, T_Q, T_K, MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS,
-                      SCORE_MOD, stride_smb, BIAS_MODE, 2, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
+                      SCORE_MOD, stride_smb, BIAS_MODE, 2, ROWS, BLOCK_N, HEAD_DIM, SCORE_DIM,
+                      NUM_STAGES,
                       CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS,
                       FLAGS, SCHEDULE, SPLIT)),
             (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready,
@@ -1382,13 +1433,15 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
             (_consumer, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                       k_empty, v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, O,
                       stride_ot, D, T_Q, T_K, MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS,
-                      SCORE_MOD, stride_smb, BIAS_MODE, 0, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
+                      SCORE_MOD, stride_smb, BIAS_MODE, 0, ROWS, BLOCK_N, HEAD_DIM, SCORE_DIM,
+                      NUM_STAGES,
                       CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS,
                       FLAGS, SCHEDULE, SPLIT)),
             (_consumer, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                       k_empty, v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, O,
                       stride_ot, D, T_Q, T_K, MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS,
-                      SCORE_MOD, stride_smb, BIAS_MODE, 1, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
+                      SCORE_MOD, stride_smb, BIAS_MODE, 1, ROWS, BLOCK_N, HEAD_DIM, SCORE_DIM,
+                      NUM_STAGES,
                       CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS,
                       FLAGS, SCHEDULE, SPLIT)),
             (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready,

@@ -193,7 +193,10 @@ def tile_table(kind: str, dtype: str):
             "bwd_dq": BWD_DQ_TILES_FP32 if fp32 else BWD_DQ_TILES,
             "bwd_gluon": {} if fp32 else BWD_GLUON_TILES,
             "bwd_gluon_padded": {} if fp32 else BWD_GLUON_TILES,
-            "dq_cast": {} if fp32 else {d: DQ_CAST_TILE for d in BWD_GLUON_TILES}}[kind]
+            # (one cast per power of two: a head dim between two runs over the next one's
+            # columns, and its backward takes that one's cast)
+            "dq_cast": {} if fp32 else {d: DQ_CAST_TILE for d in BWD_GLUON_TILES
+                                        if d & (d - 1) == 0}}[kind]
 
 
 def _strides(prefix, dims="bth"):

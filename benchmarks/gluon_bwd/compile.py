@@ -121,11 +121,11 @@ def signature(v: Variant):
            "CONSUMER_REGS": "constexpr", "PRODUCER_REGS": "constexpr",
            "RCP_NEWTON": "constexpr", "DQ_SHARED": "constexpr", "DQ_ISSUE": "constexpr",
            "CAUSAL": "constexpr", "HAS_LENGTHS": "constexpr", "VARLEN": "constexpr",
-           "HAS_MOD": "constexpr"}
+           "HAS_MOD": "constexpr", "SCORE_DIM": "constexpr"}
     constexprs = {"NUM_STAGES": v.stages, "CONSUMER_REGS": v.consumer_regs,
                   "PRODUCER_REGS": v.producer_regs, "RCP_NEWTON": v.rcp_newton,
                   "DQ_SHARED": v.dq_shared, "DQ_ISSUE": v.dq_issue, "CAUSAL": False,
-                  "HAS_LENGTHS": False, "VARLEN": False, "HAS_MOD": False}
+                  "HAS_LENGTHS": False, "VARLEN": False, "HAS_MOD": False, "SCORE_DIM": 0}
     return sig, constexprs
 
 

@@ -208,10 +208,11 @@ def compile_variant(v: Variant, out_dir: Path):
         "VARLEN": "constexpr",
         "HAS_MOD": "constexpr",
         "CONSUMERS": "constexpr",
+        "SCORE_DIM": "constexpr",
     }
     constexprs = {"NUM_STAGES": v.stages, "CAUSAL": v.causal, "HAS_LENGTHS": v.lengths,
                   "CONSUMER_REGS": v.consumer_regs, "PRODUCER_REGS": v.producer_regs,
-                  "VARLEN": False, "HAS_MOD": False, "CONSUMERS": v.consumers}
+                  "VARLEN": False, "HAS_MOD": False, "CONSUMERS": v.consumers, "SCORE_DIM": 0}
     src = GluonASTSource(fn=sigmoid_attn_fwd_gluon_persistent, signature=sig,
                          constexprs=constexprs)
     return _build(v, out_dir, src, sig)
