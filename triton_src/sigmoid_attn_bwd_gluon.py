@@ -292,11 +292,11 @@ def _causal_mask(pt, row, key0, s_layout: gl.constexpr):
 
 @gluon.jit
 def _tile_deferred(it, dk, dv, dm, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem, dq_smem, ready,
-                   empty, dq_full, dq_free, ds_full, ds_free, Lq, n_m, m0, key0, key_ok,
-                   key_tail, scale, neg_scale_log2e, neg_bias_log2e, s_zero, dq_zero,
-                   WG: gl.constexpr, NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr,
-                   WITH_PREV: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
-                   HAS_MOD: gl.constexpr, MASK_PT: gl.constexpr, SCORE_DIM: gl.constexpr):
+                   empty, dq_full, dq_free, ds_full, ds_free, Lq, n_m, m0, key0, key_ok, key_tail,
+                   scale, neg_scale_log2e, neg_bias_log2e, s_zero, dq_zero, WG: gl.constexpr,
+                   NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr, WITH_PREV: gl.constexpr,
+                   CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr, HAS_MOD: gl.constexpr,
+                   MASK_PT: gl.constexpr, SCORE_DIM: gl.constexpr):
     """One query tile with the previous tile's dQ queued once this tile's dSᵀ is computed
     (DQ_ISSUE = 2, D = 128): the partner warpgroup's dSᵀ of tile it - 1 is waited for a whole
     tile after it was written, so the two warpgroups may drift apart by up to a tile (one's P
@@ -443,19 +443,18 @@ def _consumer(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sme
         gl.static_assert(DQ_SHARED and DQ_SPLIT_COLS, "deferred dQ needs the D = 128 exchange")
         if n_it > 0:  # (none: a key block past Lk)
             # tile 0 is peeled (no previous dQ); the last tile's dQ runs after the loop
-            dk, dv, dm = _tile_deferred(0, dk, dv, dm, q_smem, do_smem, k_w, v_w, k0, k1,
-                                        ds_smem, dq_smem, ready, empty, dq_full, dq_free,
-                                        ds_full, ds_free, Lq, n_m, m0, key0, key_ok, key_tail,
-                                        scale, neg_scale_log2e, neg_bias_log2e, s_zero, dq_zero,
-                                        WG, NUM_STAGES, RCP_NEWTON, False, CAUSAL, HAS_LENGTHS,
-                                        HAS_MOD, MASK_PT, SCORE_DIM)
+            dk, dv, dm = _tile_deferred(0, dk, dv, dm, q_smem, do_smem, k_w, v_w, k0, k1, ds_smem,
+                                        dq_smem, ready, empty, dq_full, dq_free, ds_full, ds_free,
+                                        Lq, n_m, m0, key0, key_ok, key_tail, scale, neg_scale_log2e,
+                                        neg_bias_log2e, s_zero, dq_zero, WG, NUM_STAGES, RCP_NEWTON,
+                                        False, CAUSAL, HAS_LENGTHS, HAS_MOD, MASK_PT, SCORE_DIM)
             for it in range(1, n_it):
                 dk, dv, dm = _tile_deferred(it, dk, dv, dm, q_smem, do_smem, k_w, v_w, k0, k1,
                                             ds_smem, dq_smem, ready, empty, dq_full, dq_free,
-                                            ds_full, ds_free, Lq, n_m, m0, key0, key_ok,
-                                            key_tail, scale, neg_scale_log2e, neg_bias_log2e,
-                                            s_zero, dq_zero, WG, NUM_STAGES, RCP_NEWTON, True,
-                                            CAUSAL, HAS_LENGTHS, HAS_MOD, MASK_PT, SCORE_DIM)
+                                            ds_full, ds_free, Lq, n_m, m0, key0, key_ok, key_tail,
+                                            scale, neg_scale_log2e, neg_bias_log2e, s_zero, dq_zero,
+                                            WG, NUM_STAGES, RCP_NEWTON, True, CAUSAL, HAS_LENGTHS,
+                                            HAS_MOD, MASK_PT, SCORE_DIM)
             dq = _dq_issue_split(ds_smem, k0, k1, ds_full, dq_zero, n_it - 1, WG, DQ_CHUNK)
             dq = warpgroup_mma_wait(0, deps=(dq, ))
             _dq_store_split(dq, dq_smem, ds_free, dq_free, dq_full, n_it - 1, WG, DQ_CHUNK)
@@ -671,8 +670,8 @@ def _zero_tail(DK, DV, stride_kt, D, k_off, n_tail, h_kv, WG: gl.constexpr, HALF
 @gluon.jit
 def _consumer0(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
                empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
-               MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK, DV, stride_kt, D,
-               BIAS, SCORE_MOD, stride_smb, DMOD, stride_dmb, stride_dmh, BIAS_MODE,
+               MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK, DV, stride_kt, D, BIAS,
+               SCORE_MOD, stride_smb, DMOD, stride_dmb, stride_dmh, BIAS_MODE,
                NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr,
                DQ_ISSUE: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
                VARLEN: gl.constexpr, HAS_MOD: gl.constexpr, SCORE_DIM: gl.constexpr):
@@ -686,8 +685,8 @@ def _consumer0(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sm
 @gluon.jit
 def _consumer1(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar, ready,
                empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q,
-               MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK, DV, stride_kt, D,
-               BIAS, SCORE_MOD, stride_smb, DMOD, stride_dmb, stride_dmh, BIAS_MODE,
+               MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK, DV, stride_kt, D, BIAS,
+               SCORE_MOD, stride_smb, DMOD, stride_dmb, stride_dmh, BIAS_MODE,
                NUM_STAGES: gl.constexpr, RCP_NEWTON: gl.constexpr, DQ_SHARED: gl.constexpr,
                DQ_ISSUE: gl.constexpr, CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
                VARLEN: gl.constexpr, HAS_MOD: gl.constexpr, SCORE_DIM: gl.constexpr):
@@ -699,15 +698,15 @@ def _consumer1(dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_sm
 
 
 @gluon.jit
-def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv_desc,
-                           SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, kv_group, scale, bias_value,
-                           DK, DV, stride_kt, D, BIAS, SCORE_MOD, stride_smb, DMOD, stride_dmb,
-                           stride_dmh, BIAS_MODE, MAX_Q, MAX_K, NUM_STAGES: gl.constexpr,
-                           CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-                           RCP_NEWTON: gl.constexpr = False, DQ_SHARED: gl.constexpr = False,
-                           DQ_ISSUE: gl.constexpr = 0, CAUSAL: gl.constexpr = False,
-                           HAS_LENGTHS: gl.constexpr = False, VARLEN: gl.constexpr = False,
-                           HAS_MOD: gl.constexpr = False, SCORE_DIM: gl.constexpr = 0):
+def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv_desc, SEQ_LENS_Q,
+                           SEQ_LENS_K, T_Q, T_K, kv_group, scale, bias_value, DK, DV, stride_kt, D,
+                           BIAS, SCORE_MOD, stride_smb, DMOD, stride_dmb, stride_dmh, BIAS_MODE,
+                           MAX_Q, MAX_K, NUM_STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+                           PRODUCER_REGS: gl.constexpr, RCP_NEWTON: gl.constexpr = False,
+                           DQ_SHARED: gl.constexpr = False, DQ_ISSUE: gl.constexpr = 0,
+                           CAUSAL: gl.constexpr = False, HAS_LENGTHS: gl.constexpr = False,
+                           VARLEN: gl.constexpr = False, HAS_MOD: gl.constexpr = False,
+                           SCORE_DIM: gl.constexpr = 0):
     """grid (cdiv(T_K, 2 * k_desc.block_type.shape[1]), H_KV, B), num_warps=4 (consumer 0).
     q/do: rank 4 [B, T_Q, H, D], box [1, BLOCK_M, 1, HEAD_DIM]; dq: the same in fp32 (reduce-add
     target, zeroed); k/v/dk/dv: [B, T_K, H_KV, D], box [1, 64, 1, HEAD_DIM]. D <= HEAD_DIM (a
@@ -780,17 +779,17 @@ def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv
     neg_bias_log2e = -bias_value * LOG2E
     gl.warp_specialize([
         (_consumer0, (dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar,
-                      ready, empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K,
-                      T_Q, T_K, MAX_Q, MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK,
-                      DV, stride_kt, D, BIAS, SCORE_MOD, stride_smb, DMOD, stride_dmb,
-                      stride_dmh, BIAS_MODE, NUM_STAGES, RCP_NEWTON, DQ_SHARED, DQ_ISSUE, CAUSAL,
-                      HAS_LENGTHS, VARLEN, HAS_MOD, SCORE_DIM)),
+                      ready, empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q,
+                      T_K, MAX_Q, MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK, DV,
+                      stride_kt, D, BIAS, SCORE_MOD, stride_smb, DMOD, stride_dmb, stride_dmh,
+                      BIAS_MODE, NUM_STAGES, RCP_NEWTON, DQ_SHARED, DQ_ISSUE, CAUSAL, HAS_LENGTHS,
+                      VARLEN, HAS_MOD, SCORE_DIM)),
         (_consumer1, (dk_desc, dv_desc, q_smem, do_smem, k_smem, v_smem, ds_smem, dq_smem, kv_bar,
-                      ready, empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K,
-                      T_Q, T_K, MAX_Q, MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK,
-                      DV, stride_kt, D, BIAS, SCORE_MOD, stride_smb, DMOD, stride_dmb,
-                      stride_dmh, BIAS_MODE, NUM_STAGES, RCP_NEWTON, DQ_SHARED, DQ_ISSUE, CAUSAL,
-                      HAS_LENGTHS, VARLEN, HAS_MOD, SCORE_DIM)),
+                      ready, empty, dq_full, dq_free, ds_full, ds_free, SEQ_LENS_Q, SEQ_LENS_K, T_Q,
+                      T_K, MAX_Q, MAX_K, kv_group, scale, neg_scale_log2e, neg_bias_log2e, DK, DV,
+                      stride_kt, D, BIAS, SCORE_MOD, stride_smb, DMOD, stride_dmb, stride_dmh,
+                      BIAS_MODE, NUM_STAGES, RCP_NEWTON, DQ_SHARED, DQ_ISSUE, CAUSAL, HAS_LENGTHS,
+                      VARLEN, HAS_MOD, SCORE_DIM)),
         (_producer, (q_desc, do_desc, k_desc, v_desc, q_smem, do_smem, k_smem, v_smem, kv_bar,
                      ready, empty, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K, MAX_Q, MAX_K, kv_group,
                      NUM_STAGES, CAUSAL, HAS_LENGTHS, VARLEN)),

@@ -716,13 +716,14 @@ def _probabilities(s, qk_scale_half, bias_cols, row_start, key_start, Lk,
 
 @gluon.jit
 def _scores(q, kt, s_zero, SCORE_DIM: gl.constexpr):
-    """S = Q·Kᵀ, issued asynchronously, over the first SCORE_DIM columns (0: all) of q
-    ([rows, HEAD_DIM] in shared memory) and kt ([HEAD_DIM, keys], a K slot's transposed view):
-    one wgmma over all columns, or, for a head dim short of the power of two the descriptors'
-    boxes span (whose columns past it TMA fills with zeros), wgmma over power-of-two column
-    ranges chained on one accumulator (80 = 64 + 16, 96 = 64 + 32, 112 = 64 + 32 + 16, 160 = 128 + 32, 192 =
-    128 + 64), so the zero columns cost no tensor-core time. Register tensors are power-of-two
-    shaped; the ranges are views of the same shared buffers."""
+    """S = Q·Kᵀ issued asynchronously over the first SCORE_DIM columns (0: all) of q ([rows,
+    HEAD_DIM] in shared memory) and kt ([HEAD_DIM, keys], a K slot's transposed view; the
+    backward's K·Qᵀ and V·dOᵀ the same way). One wgmma over all columns, or, for a head dim
+    short of the power of two the descriptors' boxes span (TMA fills the columns past it with
+    zeros), wgmma over power-of-two column ranges chained on one accumulator: 80 = 64 + 16,
+    96 = 64 + 32, 112 = 64 + 32 + 16, 160 = 128 + 32, 192 = 128 + 64. The ranges split the
+    product's K, so each wgmma keeps its full N and the zero columns cost no tensor-core time;
+    they are views of the same shared buffers (register tensors stay power-of-two shaped)."""
     HEAD_DIM: gl.constexpr = q.shape[1]
     if (SCORE_DIM == 0) | (SCORE_DIM == HEAD_DIM):
         s = warpgroup_mma(q, kt, s_zero, use_acc=False, is_async=True)
@@ -749,9 +750,8 @@ def _scores(q, kt, s_zero, SCORE_DIM: gl.constexpr):
 def _step(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, qk_scale_half,
           bias_half, row_start, Lk, s_zero, mod_row, T_K, p_layout: gl.constexpr,
           BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, SCORE_DIM: gl.constexpr,
-          NUM_STAGES: gl.constexpr,
-          MASKED: gl.constexpr, CAUSAL: gl.constexpr, HAS_MOD: gl.constexpr,
-          PIN_P: gl.constexpr, ZERO_K: gl.constexpr = False):
+          NUM_STAGES: gl.constexpr, MASKED: gl.constexpr, CAUSAL: gl.constexpr,
+          HAS_MOD: gl.constexpr, PIN_P: gl.constexpr, ZERO_K: gl.constexpr = False):
     """Block j (ring position it): S_j = Q·K_jᵀ and O += P_{j-1}·V_{j-1} in flight together,
     P_j computed while the P·V wgmma runs. Returns (O, P_j). ZERO_K: the block holds Lk (not
     causal): its K rows past Lk are zeroed before Q·K_jᵀ (_zero_keys_past)."""
@@ -829,10 +829,9 @@ def _attend_blocks(q, o, it, j0, n_loop, n_blocks, n_full, k_smem, v_smem, k_rea
                    v_ready, v_empty, qk_scale_half, bias_half, row_start, Lk, mod_row, T_K,
                    s_layout: gl.constexpr, p_layout: gl.constexpr, dtype: gl.constexpr,
                    ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                   SCORE_DIM: gl.constexpr,
-                   NUM_STAGES: gl.constexpr, MASKABLE: gl.constexpr, CAUSAL: gl.constexpr,
-                   HAS_LENGTHS: gl.constexpr, HAS_MOD: gl.constexpr, PIN_P: gl.constexpr,
-                   HALF_LAST: gl.constexpr, s_half_layout: gl.constexpr):
+                   SCORE_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, MASKABLE: gl.constexpr,
+                   CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr, HAS_MOD: gl.constexpr,
+                   PIN_P: gl.constexpr, HALF_LAST: gl.constexpr, s_half_layout: gl.constexpr):
     """O over key blocks [j0, n_loop) (n_loop > j0) at full width, then with HALF_LAST and
     n_loop < n_blocks the last block (n_loop = n_blocks - 1) at half width (_half_tail);
     returns (O, it)."""
@@ -868,26 +867,23 @@ def _attend_blocks(q, o, it, j0, n_loop, n_blocks, n_full, k_smem, v_smem, k_rea
     # (with a half-width last block, n_full == n_loop: the blocks before it are whole)
     for j in range(j0 + 1, n_full):
         o, p = _step(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty,
-                     qk_scale_half, bias_half, row_start, Lk, s_zero, mod_row, T_K,
-                     p_layout, BLOCK_N, HEAD_DIM, SCORE_DIM, NUM_STAGES, False, CAUSAL, HAS_MOD,
-                     PIN_P)
+                     qk_scale_half, bias_half, row_start, Lk, s_zero, mod_row, T_K, p_layout,
+                     BLOCK_N, HEAD_DIM, SCORE_DIM, NUM_STAGES, False, CAUSAL, HAS_MOD, PIN_P)
         it += 1
     if MASKABLE:
         # The diagonal block and the block holding Lk.
         for j in range(gl.maximum(n_full, 1), n_loop):
             o, p = _step(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty,
-                         qk_scale_half, bias_half, row_start, Lk, s_zero, mod_row, T_K,
-                         p_layout, BLOCK_N, HEAD_DIM, SCORE_DIM, NUM_STAGES, not KEYS_ZEROED,
-                         CAUSAL,
-                         HAS_MOD, PIN_P, KEYS_ZEROED)
+                         qk_scale_half, bias_half, row_start, Lk, s_zero, mod_row, T_K, p_layout,
+                         BLOCK_N, HEAD_DIM, SCORE_DIM, NUM_STAGES, not KEYS_ZEROED, CAUSAL, HAS_MOD,
+                         PIN_P, KEYS_ZEROED)
             it += 1
     if HALF_LAST:
         if n_loop < n_blocks:
             o, it = _half_tail(q, p, o, it, n_loop, k_smem, v_smem, k_ready, k_empty, v_ready,
                                v_empty, qk_scale_half, bias_half, row_start, Lk, p_layout,
                                s_half_layout, dtype, BLOCK_N, HEAD_DIM, SCORE_DIM, NUM_STAGES,
-                               CAUSAL,
-                               PIN_P)
+                               CAUSAL, PIN_P)
         else:
             o = _last_pv(p, o, it, n_loop, v_smem, v_ready, v_empty, Lk, BLOCK_N, HEAD_DIM,
                          NUM_STAGES, HAS_LENGTHS)
@@ -937,11 +933,10 @@ def _half_keys(buf, first, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr):
 
 
 @gluon.jit
-def _half_tail(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty,
-               qk_scale_half, bias_half, row_start, Lk, p_layout: gl.constexpr,
-               s_half_layout: gl.constexpr, dtype: gl.constexpr, BLOCK_N: gl.constexpr,
-               HEAD_DIM: gl.constexpr, SCORE_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
-               CAUSAL: gl.constexpr,
+def _half_tail(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, qk_scale_half,
+               bias_half, row_start, Lk, p_layout: gl.constexpr, s_half_layout: gl.constexpr,
+               dtype: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+               SCORE_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
                PIN_P: gl.constexpr):
     """The last key block j (ring position it) when it holds at most BLOCK_N // 2 keys (with
     lengths, not causal): S over its first half only (K rows past Lk there zeroed), issued with
@@ -976,10 +971,9 @@ def _half_tail(q, p, o, it, j, k_smem, v_smem, k_ready, k_empty, v_ready, v_empt
 
 @gluon.jit
 def _attend_tile(q, o, it, j0, n_blocks, n_full, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty,
-                 qk_scale_half, bias_half, row_start, Lk, mod_row, T_K,
-                 s_layout: gl.constexpr, p_layout: gl.constexpr, dtype: gl.constexpr,
-                 ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                 SCORE_DIM: gl.constexpr,
+                 qk_scale_half, bias_half, row_start, Lk, mod_row, T_K, s_layout: gl.constexpr,
+                 p_layout: gl.constexpr, dtype: gl.constexpr, ROWS: gl.constexpr,
+                 BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, SCORE_DIM: gl.constexpr,
                  NUM_STAGES: gl.constexpr, MASKABLE: gl.constexpr, CAUSAL: gl.constexpr,
                  HAS_LENGTHS: gl.constexpr, HAS_MOD: gl.constexpr, PIN_P: gl.constexpr,
                  HALF_LAST: gl.constexpr = False, s_half_layout: gl.constexpr = None):
@@ -995,10 +989,9 @@ def _attend_tile(q, o, it, j0, n_blocks, n_full, k_smem, v_smem, k_ready, k_empt
         # more than the half block saves)
         if (Lk - (n_blocks - 1) * BLOCK_N <= BLOCK_N // 2) & (n_blocks > 1):
             n_loop = n_blocks - 1
-    o, it = _attend_blocks(q, o, it, j0, n_loop, n_blocks, n_full, k_smem, v_smem, k_ready,
-                           k_empty, v_ready, v_empty, qk_scale_half, bias_half, row_start, Lk,
-                           mod_row, T_K, s_layout, p_layout, dtype, ROWS, BLOCK_N, HEAD_DIM,
-                           SCORE_DIM,
+    o, it = _attend_blocks(q, o, it, j0, n_loop, n_blocks, n_full, k_smem, v_smem, k_ready, k_empty,
+                           v_ready, v_empty, qk_scale_half, bias_half, row_start, Lk, mod_row, T_K,
+                           s_layout, p_layout, dtype, ROWS, BLOCK_N, HEAD_DIM, SCORE_DIM,
                            NUM_STAGES, MASKABLE, CAUSAL, HAS_LENGTHS, HAS_MOD, PIN_P, HALF_LAST,
                            s_half_layout)
     return o, it
@@ -1095,15 +1088,13 @@ def _store_tile(o, o_buf, o_desc, O, stride_ot, D, bd, q_off, row_start, owned, 
 @gluon.jit
 def _consume_tile(o_desc, q_smem, k_smem, v_smem, o_buf, q_ready, q_empty, k_ready, k_empty,
                   v_ready, v_empty, O, stride_ot, D, T_K, H, B, qk_scale_half, bias_half, BIAS,
-                  SCORE_MOD, stride_smb, BIAS_MODE, i, it, m, h, b, q_off, Lq, owned, k_off,
-                  Lk, s_layout: gl.constexpr, s_half_layout: gl.constexpr,
-                  o_layout: gl.constexpr, p_layout: gl.constexpr,
-                  st_layout: gl.constexpr, WG: gl.constexpr, ROWS: gl.constexpr,
-                  BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, SCORE_DIM: gl.constexpr,
-                  NUM_STAGES: gl.constexpr,
-                  CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr, BUCKET: gl.constexpr,
-                  VARLEN: gl.constexpr, HAS_MOD: gl.constexpr, Q_BUFFERS: gl.constexpr,
-                  CONSUMERS: gl.constexpr):
+                  SCORE_MOD, stride_smb, BIAS_MODE, i, it, m, h, b, q_off, Lq, owned, k_off, Lk,
+                  s_layout: gl.constexpr, s_half_layout: gl.constexpr, o_layout: gl.constexpr,
+                  p_layout: gl.constexpr, st_layout: gl.constexpr, WG: gl.constexpr,
+                  ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                  SCORE_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
+                  HAS_LENGTHS: gl.constexpr, BUCKET: gl.constexpr, VARLEN: gl.constexpr,
+                  HAS_MOD: gl.constexpr, Q_BUFFERS: gl.constexpr, CONSUMERS: gl.constexpr):
     """Item i of a consumer's walk with lengths, as the producer posted it (its Q buffer
     ready): tile (m, h, b) of sequence (q_off, Lq, owned, k_off, Lk). Returns the ring
     position."""
@@ -1135,11 +1126,10 @@ def _consume_tile(o_desc, q_smem, k_smem, v_smem, o_buf, q_ready, q_empty, k_rea
     q = q_smem.index(CONSUMERS * qs + WG).reshape([ROWS, HEAD_DIM])
     o = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
     if n_blocks > 0:
-        o, it = _attend_tile(q, o, it, i * 0, n_blocks, n_full, k_smem, v_smem, k_ready,
-                             k_empty, v_ready, v_empty, qk_scale_half, bias_t,
-                             row_start, Lk, mod_row, T_K, s_layout,
-                             p_layout, dtype, ROWS, BLOCK_N, HEAD_DIM, SCORE_DIM, NUM_STAGES,
-                             MASKABLE, CAUSAL, HAS_LENGTHS, HAS_MOD, PIN_P, HALF_LAST,
+        o, it = _attend_tile(q, o, it, i * 0, n_blocks, n_full, k_smem, v_smem, k_ready, k_empty,
+                             v_ready, v_empty, qk_scale_half, bias_t, row_start, Lk, mod_row, T_K,
+                             s_layout, p_layout, dtype, ROWS, BLOCK_N, HEAD_DIM, SCORE_DIM,
+                             NUM_STAGES, MASKABLE, CAUSAL, HAS_LENGTHS, HAS_MOD, PIN_P, HALF_LAST,
                              s_half_layout)
     if Q_BUFFERS == 2:
         # Every wgmma that read this Q buffer has completed.
@@ -1163,10 +1153,9 @@ def _consumer_takes(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_
                     v_ready, v_empty, item_smem, O, stride_ot, D, T_K, H, B, qk_scale_half,
                     bias_half, BIAS, SCORE_MOD, stride_smb, BIAS_MODE, WG: gl.constexpr,
                     ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                    SCORE_DIM: gl.constexpr,
-                    NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr, BUCKET: gl.constexpr,
-                    VARLEN: gl.constexpr, HAS_MOD: gl.constexpr, Q_BUFFERS: gl.constexpr,
-                    CONSUMERS: gl.constexpr):
+                    SCORE_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
+                    BUCKET: gl.constexpr, VARLEN: gl.constexpr, HAS_MOD: gl.constexpr,
+                    Q_BUFFERS: gl.constexpr, CONSUMERS: gl.constexpr):
     """A consumer with lengths: the items as the producer posted them (_producer_posts), each
     read once its Q buffer is ready; an item of q-block -1 ends the walk."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -1186,11 +1175,10 @@ def _consumer_takes(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_
     while m >= 0:
         it = _consume_tile(o_desc, q_smem, k_smem, v_smem, o_buf, q_ready, q_empty, k_ready,
                            k_empty, v_ready, v_empty, O, stride_ot, D, T_K, H, B, qk_scale_half,
-                           bias_half, BIAS, SCORE_MOD, stride_smb, BIAS_MODE, i, it, m, h, b,
-                           q_off, Lq, owned, k_off, Lk, s_layout, s_half_layout, o_layout, p_layout,
+                           bias_half, BIAS, SCORE_MOD, stride_smb, BIAS_MODE, i, it, m, h, b, q_off,
+                           Lq, owned, k_off, Lk, s_layout, s_half_layout, o_layout, p_layout,
                            st_layout, WG, ROWS, BLOCK_N, HEAD_DIM, SCORE_DIM, NUM_STAGES, CAUSAL,
-                           True,
-                           BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS)
+                           True, BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS)
         i += 1
         qs = i % Q_BUFFERS
         mbarrier.wait(q_ready.index(qs), (i // Q_BUFFERS) & 1)
@@ -1199,23 +1187,20 @@ def _consumer_takes(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_
 
 
 @gluon.jit
-def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
-              v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K,
-              MAX_Q, MAX_K,
-              H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb,
-              BIAS_MODE, WG: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
-              HEAD_DIM: gl.constexpr, SCORE_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
-              CAUSAL: gl.constexpr,
+def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty, v_ready,
+              v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q, T_K, MAX_Q, MAX_K,
+              H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb, BIAS_MODE,
+              WG: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+              SCORE_DIM: gl.constexpr, NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
               HAS_LENGTHS: gl.constexpr, BUCKET: gl.constexpr, VARLEN: gl.constexpr,
-              HAS_MOD: gl.constexpr, Q_BUFFERS: gl.constexpr, CONSUMERS: gl.constexpr,
-              WS, FLAGS, SCHEDULE, SPLIT: gl.constexpr):
+              HAS_MOD: gl.constexpr, Q_BUFFERS: gl.constexpr, CONSUMERS: gl.constexpr, WS, FLAGS,
+              SCHEDULE, SPLIT: gl.constexpr):
     if HAS_LENGTHS:
-        _consumer_takes(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
-                        k_empty, v_ready, v_empty, item_smem, O, stride_ot, D, T_K, H, B,
-                        qk_scale_half, bias_half, BIAS, SCORE_MOD, stride_smb, BIAS_MODE, WG,
-                        ROWS, BLOCK_N, HEAD_DIM, SCORE_DIM, NUM_STAGES, CAUSAL, BUCKET, VARLEN,
-                        HAS_MOD,
-                        Q_BUFFERS, CONSUMERS)
+        _consumer_takes(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
+                        v_ready, v_empty, item_smem, O, stride_ot, D, T_K, H, B, qk_scale_half,
+                        bias_half, BIAS, SCORE_MOD, stride_smb, BIAS_MODE, WG, ROWS, BLOCK_N,
+                        HEAD_DIM, SCORE_DIM, NUM_STAGES, CAUSAL, BUCKET, VARLEN, HAS_MOD, Q_BUFFERS,
+                        CONSUMERS)
     else:
         dtype: gl.constexpr = o_desc.dtype
         MASKABLE: gl.constexpr = CAUSAL or HAS_LENGTHS
@@ -1273,10 +1258,9 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
                 if n_blocks > 0:
                     o, it = _attend_tile(q, o, it, j0, n_blocks, n_full, k_smem, v_smem, k_ready,
                                          k_empty, v_ready, v_empty, qk_scale_half, bias_t,
-                                         row_start, Lk, mod_row, T_K, s_layout,
-                                         p_layout, dtype, ROWS, BLOCK_N, HEAD_DIM, SCORE_DIM,
-                                         NUM_STAGES,
-                                         MASKABLE, CAUSAL, HAS_LENGTHS, HAS_MOD, PIN_P)
+                                         row_start, Lk, mod_row, T_K, s_layout, p_layout, dtype,
+                                         ROWS, BLOCK_N, HEAD_DIM, SCORE_DIM, NUM_STAGES, MASKABLE,
+                                         CAUSAL, HAS_LENGTHS, HAS_MOD, PIN_P)
                 if Q_BUFFERS == 2:
                     # Every wgmma that read this Q buffer has completed.
                     mbarrier.arrive(q_empty.index(qs), count=1)
@@ -1309,14 +1293,13 @@ def _consumer(o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
 
 
 @gluon.jit
-def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q, SEQ_LENS_K,
-                                      O, stride_ot, D, BIAS, SCORE_MOD, stride_smb,
-                                      BIAS_MODE, T_Q, T_K, H, B, kv_group, scale, bias_value,
-                                      MAX_Q, MAX_K, WS, FLAGS, SCHEDULE,
-                                      NUM_STAGES: gl.constexpr, CAUSAL: gl.constexpr,
-                                      HAS_LENGTHS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-                                      PRODUCER_REGS: gl.constexpr, VARLEN: gl.constexpr = False,
-                                      HAS_MOD: gl.constexpr = False,
+def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q, SEQ_LENS_K, O,
+                                      stride_ot, D, BIAS, SCORE_MOD, stride_smb, BIAS_MODE, T_Q,
+                                      T_K, H, B, kv_group, scale, bias_value, MAX_Q, MAX_K, WS,
+                                      FLAGS, SCHEDULE, NUM_STAGES: gl.constexpr,
+                                      CAUSAL: gl.constexpr, HAS_LENGTHS: gl.constexpr,
+                                      CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
+                                      VARLEN: gl.constexpr = False, HAS_MOD: gl.constexpr = False,
                                       CONSUMERS: gl.constexpr = 2, SCORE_DIM: gl.constexpr = 0):
     """grid (P,) with P <= number of tiles (normally the SM count), num_warps=4 (the default
     partition is consumer 0); BLOCK_M = CONSUMERS * q_desc.block_type.shape[1]. q/o: rank 4
@@ -1401,27 +1384,24 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
     # keep its constexpr members constexpr)
     if CONSUMERS == 3:
         gl.warp_specialize([
-            (_consumer, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
-                      k_empty, v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, O,
-                      stride_ot, D, T_Q, T_K, MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS,
-                      SCORE_MOD, stride_smb, BIAS_MODE, 0, ROWS, BLOCK_N, HEAD_DIM, SCORE_DIM,
-                      NUM_STAGES,
-                      CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS,
-                      FLAGS, SCHEDULE, SPLIT)),
-            (_consumer, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
-                      k_empty, v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, O,
-                      stride_ot, D, T_Q, T_K, MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS,
-                      SCORE_MOD, stride_smb, BIAS_MODE, 1, ROWS, BLOCK_N, HEAD_DIM, SCORE_DIM,
-                      NUM_STAGES,
-                      CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS,
-                      FLAGS, SCHEDULE, SPLIT)),
-            (_consumer, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
-                      k_empty, v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, O,
-                      stride_ot, D, T_Q, T_K, MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS,
-                      SCORE_MOD, stride_smb, BIAS_MODE, 2, ROWS, BLOCK_N, HEAD_DIM, SCORE_DIM,
-                      NUM_STAGES,
-                      CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS,
-                      FLAGS, SCHEDULE, SPLIT)),
+            (_consumer, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
+                      v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q,
+                      T_K, MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD,
+                      stride_smb, BIAS_MODE, 0, ROWS, BLOCK_N, HEAD_DIM, SCORE_DIM, NUM_STAGES,
+                      CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS, FLAGS,
+                      SCHEDULE, SPLIT)),
+            (_consumer, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
+                      v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q,
+                      T_K, MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD,
+                      stride_smb, BIAS_MODE, 1, ROWS, BLOCK_N, HEAD_DIM, SCORE_DIM, NUM_STAGES,
+                      CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS, FLAGS,
+                      SCHEDULE, SPLIT)),
+            (_consumer, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
+                      v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q,
+                      T_K, MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD,
+                      stride_smb, BIAS_MODE, 2, ROWS, BLOCK_N, HEAD_DIM, SCORE_DIM, NUM_STAGES,
+                      CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS, FLAGS,
+                      SCHEDULE, SPLIT)),
             (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready,
                      k_empty, v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K,
                      MAX_Q, MAX_K, H, B, kv_group, FLAGS, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
@@ -1430,20 +1410,18 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
         ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
     else:
         gl.warp_specialize([
-            (_consumer, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
-                      k_empty, v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, O,
-                      stride_ot, D, T_Q, T_K, MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS,
-                      SCORE_MOD, stride_smb, BIAS_MODE, 0, ROWS, BLOCK_N, HEAD_DIM, SCORE_DIM,
-                      NUM_STAGES,
-                      CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS,
-                      FLAGS, SCHEDULE, SPLIT)),
-            (_consumer, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready,
-                      k_empty, v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, O,
-                      stride_ot, D, T_Q, T_K, MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS,
-                      SCORE_MOD, stride_smb, BIAS_MODE, 1, ROWS, BLOCK_N, HEAD_DIM, SCORE_DIM,
-                      NUM_STAGES,
-                      CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS,
-                      FLAGS, SCHEDULE, SPLIT)),
+            (_consumer, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
+                      v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q,
+                      T_K, MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD,
+                      stride_smb, BIAS_MODE, 0, ROWS, BLOCK_N, HEAD_DIM, SCORE_DIM, NUM_STAGES,
+                      CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS, FLAGS,
+                      SCHEDULE, SPLIT)),
+            (_consumer, (o_desc, q_smem, k_smem, v_smem, o_smem, q_ready, q_empty, k_ready, k_empty,
+                      v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, O, stride_ot, D, T_Q,
+                      T_K, MAX_Q, MAX_K, H, B, qk_scale_half, bias_half, BIAS, SCORE_MOD,
+                      stride_smb, BIAS_MODE, 1, ROWS, BLOCK_N, HEAD_DIM, SCORE_DIM, NUM_STAGES,
+                      CAUSAL, HAS_LENGTHS, BUCKET, VARLEN, HAS_MOD, Q_BUFFERS, CONSUMERS, WS, FLAGS,
+                      SCHEDULE, SPLIT)),
             (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, q_empty, k_ready,
                      k_empty, v_ready, v_empty, item_smem, SEQ_LENS_Q, SEQ_LENS_K, T_Q, T_K,
                      MAX_Q, MAX_K, H, B, kv_group, FLAGS, ROWS, BLOCK_N, HEAD_DIM, NUM_STAGES,
