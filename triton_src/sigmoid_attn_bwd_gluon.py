@@ -733,9 +733,6 @@ def sigmoid_attn_bwd_gluon(q_desc, k_desc, v_desc, do_desc, dq_desc, dk_desc, dv
     HALF_N: gl.constexpr = k_desc.block_type.shape[1]
     dtype: gl.constexpr = q_desc.dtype
     gl.static_assert(HALF_N == 64, "each consumer warpgroup owns 64 keys (wgmma M = 64)")
-    gl.static_assert((SCORE_DIM == 0) | (SCORE_DIM % 16 == 0) & (SCORE_DIM <= HEAD_DIM)
-                     & (2 * SCORE_DIM > HEAD_DIM),
-                     "SCORE_DIM: 0 (HEAD_DIM), or a multiple of 16 in (HEAD_DIM / 2, HEAD_DIM]")
     gl.static_assert(dk_desc.block_type.shape[1] == HALF_N)
 
     q_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES] + q_desc.block_type.shape,

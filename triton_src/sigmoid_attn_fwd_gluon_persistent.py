@@ -725,6 +725,9 @@ def _scores(q, kt, s_zero, SCORE_DIM: gl.constexpr):
     product's K, so each wgmma keeps its full N and the zero columns cost no tensor-core time;
     they are views of the same shared buffers (register tensors stay power-of-two shaped)."""
     HEAD_DIM: gl.constexpr = q.shape[1]
+    gl.static_assert((SCORE_DIM == 0) | (SCORE_DIM % 16 == 0) & (SCORE_DIM <= HEAD_DIM)
+                     & (2 * SCORE_DIM > HEAD_DIM),
+                     "SCORE_DIM: 0 (HEAD_DIM), or a multiple of 16 in (HEAD_DIM / 2, HEAD_DIM]")
     if (SCORE_DIM == 0) | (SCORE_DIM == HEAD_DIM):
         s = warpgroup_mma(q, kt, s_zero, use_acc=False, is_async=True)
     else:
@@ -1330,9 +1333,6 @@ def sigmoid_attn_fwd_gluon_persistent(q_desc, k_desc, v_desc, o_desc, SEQ_LENS_Q
                      "score_mod: dense non-causal calls without lengths")
     ROWS: gl.constexpr = q_desc.block_type.shape[1]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[3]
-    gl.static_assert((SCORE_DIM == 0) | (SCORE_DIM % 16 == 0) & (SCORE_DIM <= HEAD_DIM)
-                     & (2 * SCORE_DIM > HEAD_DIM),
-                     "SCORE_DIM: 0 (HEAD_DIM), or a multiple of 16 in (HEAD_DIM / 2, HEAD_DIM]")
     BLOCK_N: gl.constexpr = k_desc.block_type.shape[1]
     dtype: gl.constexpr = q_desc.dtype
     BUCKET: gl.constexpr = 8  # causal schedule: q-blocks per bucket (see _schedule)
