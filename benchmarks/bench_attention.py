@@ -74,7 +74,7 @@ BWD_CONFIGS = [
 
 # Head dims beside the next larger compiled one (forward and backward, T=4k; H = 2048 // D, so
 # H·D is 1920-2048): run only when asked for (--only headdim), not in the default table.
-HEAD_DIM_ROWS = (40, 48, 64, 80, 96, 112, 128, 160, 192, 256)
+HEAD_DIM_ROWS = (40, 48, 64, 72, 80, 96, 104, 112, 128, 144, 160, 192, 256)
 HEAD_DIM_CONFIGS = [(f"headdim fwd hd{D} T=4k", D, 4096, False, False) for D in HEAD_DIM_ROWS]
 HEAD_DIM_BWD_CONFIGS = [(f"headdim bwd hd{D} T=4k", D, 4096, False) for D in HEAD_DIM_ROWS]
 

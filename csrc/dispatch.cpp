@@ -168,10 +168,12 @@ int select_kernel(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t 
 
 namespace {
 
-// The Gluon kernel of `kind` for head_dim: the one compiled for it, else the one compiled for
-// the next power of two (its descriptors read the columns past head_dim as zeros, which add
-// nothing to the scores, and its stores and reductions drop them) where head_dim fills at least
-// min_fill of its columns and is a multiple of 8 (TMA's 16-byte strides); -1 otherwise.
+// The Gluon kernel of `kind` for head_dim: the one compiled for it, else the narrowest one
+// compiled for a larger head dim up to the next power of two (over that power of two's boxes
+// its descriptors read the columns past head_dim as zeros, which add nothing to the scores, and
+// its stores and reductions drop them; a kernel of a head dim between two, such as 80, runs its
+// score products over its own columns only) where head_dim fills at least min_fill of the
+// power of two's columns and is a multiple of 8 (TMA's 16-byte strides); -1 otherwise.
 int find_gluon(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t head_dim,
                bool causal, bool score_mod, bool varlen, int64_t seq_len, double min_fill) {
   const int own = find_kernel(kind, dtype, head_dim, causal, score_mod, varlen, seq_len);
@@ -179,7 +181,11 @@ int find_gluon(KernelKind kind, torch::headeronly::ScalarType dtype, int64_t hea
   int64_t block = 8;
   while (block < head_dim) block *= 2;
   if (static_cast<double>(head_dim) < min_fill * static_cast<double>(block)) return -1;
-  return find_kernel(kind, dtype, block, causal, score_mod, varlen, seq_len);
+  for (int64_t d = head_dim + 8; d <= block; d += 8) {
+    const int k = find_kernel(kind, dtype, d, causal, score_mod, varlen, seq_len);
+    if (k >= 0) return k;
+  }
+  return -1;
 }
 
 }  // namespace

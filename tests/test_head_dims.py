@@ -179,10 +179,11 @@ def test_kernel_source_masks_head_dims_under_the_interpreter():
 
 
 def test_gluon_kernels_serve_head_dims_by_zero_filled_columns():
-    """A head dim with no Gluon kernel of its own takes the Gluon kernel of the next power of two
-    (its descriptors read the columns past D as zeros) when D is a multiple of 8 and fills at
-    least tiles.json's fwd_gluon_min_fill / bwd_gluon_min_fill of its columns; every other head
-    dim takes the Triton kernels, forward and backward."""
+    """A head dim with no Gluon kernel of its own takes the narrowest Gluon kernel above it up to
+    the next power of two (over that one's boxes, whose columns past D its descriptors read as
+    zeros: D = 72 the hd80 kernel, 120 the hd128 one) when D is a multiple of 8 and fills at
+    least tiles.json's fwd_gluon_min_fill / bwd_gluon_min_fill of the power of two's columns;
+    every other head dim takes the Triton kernels, forward and backward."""
     if _subset():
         pytest.skip(f"a partial build ({_subset()})")
     with open(os.path.join(TRITON_SRC, "tiles.json")) as f:
@@ -195,12 +196,14 @@ def test_gluon_kernels_serve_head_dims_by_zero_filled_columns():
     select_bwd = library_function("sigmoid_attn_select_backward_kernel")
 
     def expected(kind, fill, D):
+        # its own kernel, else the narrowest one above it up to the next power of two
         block = 8
         while block < D:
             block *= 2
         if D in own[kind]:
             return D
-        return block if block in own[kind] and D >= fill * block else None
+        wider = [d for d in own[kind] if D < d <= block]
+        return min(wider) if wider and D >= fill * block else None
 
     served = 0
     for D in range(8, 257, 8):
