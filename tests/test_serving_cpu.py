@@ -80,6 +80,45 @@ def test_token_budget_loop_batches_by_tokens():
         [[100, 100], [600], [300, 300, 300], [10]], [])
 
 
+def test_token_budget_loop_spins_only_after_a_batch():
+    """spin_s: an idle worker polls its queue (get_nowait) while its last batch is under spin_s
+    old, and takes a request that arrives meanwhile without a blocking read; a worker that has
+    run no batch yet, or whose last one is older, reads blocking."""
+    import queue
+    import threading
+
+    from batching import TokenBudgetLoop
+
+    class CountingQueue(queue.Queue):
+        def __init__(self):
+            super().__init__()
+            self.blocking, self.polls = 0, 0
+
+        def get(self, block=True, timeout=None):
+            if block:
+                self.blocking += 1
+            else:
+                self.polls += 1
+            return super().get(block, timeout)
+
+    def one(loop):
+        q = CountingQueue()
+        threading.Timer(0.05, lambda: q.put((0, "u0", time.monotonic(), 7))).start()
+        b, stop = loop.collect(FakeAPI(), q, FakeTransport())
+        assert not stop and [c[3].tokens for c in b] == [7]
+        return q
+
+    spinning = TokenBudgetLoop(1000, 0.0, False, spin_s=5.0)
+    q = one(spinning)  # no batch yet: a blocking read
+    assert q.blocking == 1 and q.polls == 0
+    spinning._active_at = time.monotonic()  # as run() sets it after a batch
+    q = one(spinning)
+    assert q.blocking == 0 and q.polls > 1
+    spinning._active_at = time.monotonic() - 10.0  # the last batch is older than spin_s
+    q = one(spinning)
+    assert q.blocking == 1 and q.polls == 0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -134,9 +173,10 @@ def stop(procs: dict, logs: dict) -> None:
 def servers(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serving")
     path, ckpt = C.get_checkpoint("tiny", "sigmoid", torch.device("cpu"), str(tmp / "tiny.pt"))
-    # (the packed mode once more with --direct-queues: pipes instead of LitServe's queues)
+    # (the packed mode once more with --direct-queues: pipes instead of LitServe's queues, and
+    # an idle worker polling them for 20 ms after each batch)
     spec = {"sigmoid_packed": ("sigmoid_packed",), "sigmoid_padded": ("sigmoid_padded",),
-            "direct": ("sigmoid_packed", "--direct-queues")}
+            "direct": ("sigmoid_packed", "--direct-queues", "--spin-ms", "20")}
     logs = {m: str(tmp / f"{m}.log") for m in spec}
     started = {m: start(spec[m][0], path, log, *spec[m][1:]) for m, log in logs.items()}
     try:
@@ -284,7 +324,8 @@ def test_direct_queues_serve_the_same_answers(servers, cells):
     still answered alone with their 4xx, and (the fixture's teardown) a clean stop."""
     ckpt, urls = servers
     url = urls["direct"]
-    assert L.get_json(url, "/info")["model"]["direct_queues"] is True
+    info = L.get_json(url, "/info")["model"]
+    assert info["direct_queues"] is True and info["spin_ms"] == 20
     ref = offline_embeddings(ckpt, cells)
     s, recs = L.run_step(url, cells, None, 16, 30.0, 200, seed=7, keep=True)
     assert s["requests"] == 200 and s["ok"] == 200, s

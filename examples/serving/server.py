@@ -16,9 +16,11 @@ cores for --size small) and caches it under examples/serving/checkpoints/.
 """
 
 import argparse
+import asyncio
 import json
 import multiprocessing as mp
 import os
+import pickle
 import platform
 import signal
 import sys
@@ -39,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
 
 import checkpoint as C  # noqa: E402
 from batching import TokenBudgetLoop  # noqa: E402
-from litserve.transport.process_transport import MPQueueTransport  # noqa: E402
+from litserve.transport.base import MessageTransport  # noqa: E402
 from packed_model import GraphedEncoder, PackedEncoder, pack, pad  # noqa: E402
 
 MODES = tuple(C.KINDS)
@@ -114,9 +116,10 @@ async def no_auth() -> None:
 
 class CellEmbeddingAPI(ls.LitAPI):
     def __init__(self, mode: str, checkpoint_path: str, max_cell_tokens: int, token_budget: int,
-                 max_wait_s: float, max_cells: int, threads: int, graph_tokens: int = 0):
+                 max_wait_s: float, max_cells: int, threads: int, graph_tokens: int = 0,
+                 spin_s: float = 0.0):
         super().__init__(max_batch_size=max_cells, loop=TokenBudgetLoop(
-            token_budget, max_wait_s, padded=mode != "sigmoid_packed"))
+            token_budget, max_wait_s, padded=mode != "sigmoid_packed", spin_s=spin_s))
         self.mode, self.checkpoint_path = mode, checkpoint_path
         self.max_cell_tokens, self.threads = max_cell_tokens, threads
         self.graph_tokens, self.max_cells = graph_tokens, max_cells
@@ -144,6 +147,13 @@ class CellEmbeddingAPI(ls.LitAPI):
         self.encoder = PackedEncoder(model) if self.packed else model
         # bf16 on CUDA as in training (the CUDA kernels take fp16/bf16); fp32 on the CPU.
         self.dtype = torch.bfloat16 if self.torch_device.type == "cuda" else None
+        if self.dtype is not None:
+            # The linear layers' parameters stored in bf16: autocast would cast them from fp32
+            # on every call (a kernel per weight and bias, inside every CUDA graph too) to the
+            # same values; it leaves bf16 ones as they are. LayerNorm and the embeddings stay fp32.
+            for m in model.modules():
+                if isinstance(m, torch.nn.Linear):
+                    m.to(self.dtype)
         self.graphed = None
         if self.graph_tokens and self.packed and self.torch_device.type == "cuda":
             # every bucket captured now, so no request pays a capture
@@ -238,20 +248,85 @@ class RequestGate:
         await self.app(scope, replay, send)
 
 
+class PipeTransport(MessageTransport):
+    """Answers from the inference workers to each HTTP process through a pipe of its own, written
+    by the worker directly (no feeder thread to wake, under a lock: several workers may answer
+    one HTTP process) and read by the HTTP process's event loop when the pipe turns readable
+    (`add_reader`): no thread between the pipe and the request's coroutine. LitServe's queue
+    transport reads each answer in a thread-pool thread (`asyncio.to_thread`) and hands it to
+    the loop, two thread hops on every answer.
+
+    A worker blocks on a full pipe until the HTTP process reads it; that process never blocks
+    on a worker (its requests go through multiprocessing queues, whose feeder thread writes), so
+    the two cannot wait on each other."""
+
+    def __init__(self, readers: list, writers: list, locks: list):
+        self._readers, self._writers, self._locks = readers, writers, locks
+        self._inboxes = {}  # consumer_id -> asyncio.Queue, in the reading HTTP process
+        self._closed = False
+
+    @classmethod
+    def create(cls, ctx, consumers: int) -> "PipeTransport":
+        pipes = [ctx.Pipe(duplex=False) for _ in range(consumers)]
+        return cls([r for r, _ in pipes], [w for _, w in pipes], [ctx.Lock() for _ in pipes])
+
+    def __reduce__(self):  # to a spawned worker: the pipes and locks, not this process's inboxes
+        return PipeTransport, (self._readers, self._writers, self._locks)
+
+    def send(self, item, consumer_id: int) -> None:
+        data = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+        with self._locks[consumer_id]:
+            self._writers[consumer_id].send_bytes(data)
+
+    def _inbox(self, consumer_id: int) -> asyncio.Queue:
+        inbox = self._inboxes.get(consumer_id)
+        if inbox is None:
+            inbox = self._inboxes[consumer_id] = asyncio.Queue()
+            conn, loop = self._readers[consumer_id], asyncio.get_running_loop()
+
+            def readable():
+                try:
+                    while conn.poll():
+                        inbox.put_nowait(pickle.loads(conn.recv_bytes()))
+                except (EOFError, OSError):  # every writer gone
+                    loop.remove_reader(conn.fileno())
+
+            loop.add_reader(conn.fileno(), readable)
+        return inbox
+
+    async def areceive(self, consumer_id: int, timeout: Optional[float] = None,
+                       block: bool = True):
+        if self._closed:
+            raise asyncio.CancelledError("transport closed")
+        inbox = self._inbox(consumer_id)
+        if timeout is None:
+            return await inbox.get()
+        try:
+            return await asyncio.wait_for(inbox.get(), timeout)
+        except asyncio.TimeoutError:
+            return None
+
+    def close(self, send_sentinel: bool = True) -> None:
+        # No sentinel: no reader sits in a blocking read (LitServe's lifespan cancels the
+        # reading task), and a write into a full pipe nobody reads any more would hang the stop.
+        self._closed = True
+
+
 class DirectQueueServer(ls.LitServer):
     """--direct-queues: LitServe's queues between its HTTP processes and the inference worker
-    made plain multiprocessing queues (pipes between the two processes) instead of proxies of
-    its Manager process, so a request and its answer each cross one pipe rather than making
-    round trips through a third process. This overrides a private LitServe method
-    (_init_manager) and replaces what it built (litapi_request_queues, _transport), so it is
-    tied to the LitServe version checked below; fast_queue (ZeroMQ answers) is not combined."""
+    replaced: requests through plain multiprocessing queues (pipes between the two processes)
+    instead of proxies of its Manager process, and answers through PipeTransport, so a request
+    and its answer each cross one pipe rather than making round trips through a third process,
+    and an answer reaches its coroutine without a thread hop. This overrides a private LitServe
+    method (_init_manager) and replaces what it built (litapi_request_queues, _transport), so it
+    is tied to the LitServe version checked below; fast_queue (ZeroMQ answers) is not combined."""
 
     def _init_manager(self, num_api_servers: int):
         manager = super()._init_manager(num_api_servers)
         ctx = mp.get_context("spawn")  # LitServe spawns its inference workers
         for path in self.litapi_request_queues:
             self.litapi_request_queues[path] = ctx.Queue()
-        self._transport = MPQueueTransport(None, [ctx.Queue() for _ in range(num_api_servers)])
+        self._transport = PipeTransport.create(ctx, num_api_servers)
         return manager
 
 
@@ -334,6 +409,11 @@ def parse_args(argv=None):
                          "and inference processes (overrides a LitServe internal; litserve "
                          f"{DIRECT_QUEUES_LITSERVE} only): ~0.5 ms less per request at low load "
                          "on 2 CPU cores")
+    ap.add_argument("--spin-ms", type=float, default=0.0,
+                    help="an idle inference worker polls its queue for this long after its last "
+                         "batch instead of sleeping (one core kept busy): the next request skips "
+                         "the worker's wake-up; for low-latency serving on a GPU with --direct-"
+                         "queues (LitServe's own queues make each poll a round trip)")
     ap.add_argument("--http", choices=["auto", "httptools", "h11"], default="auto",
                     help="uvicorn's HTTP parser (auto: httptools when installed, as "
                          "uvicorn[standard], which LitServe depends on, installs it)")
@@ -364,13 +444,14 @@ def main(argv=None) -> None:
     max_cell_tokens = min(args.max_cell_tokens or cfg["max_positions"], cfg["max_positions"])
     api = CellEmbeddingAPI(args.mode, path, max_cell_tokens, args.token_budget,
                            args.max_wait_ms / 1e3, args.max_cells, args.threads,
-                           args.cuda_graphs)
+                           args.cuda_graphs, args.spin_ms / 1e3)
     info = {"mode": args.mode, "attention": kind, "device": device_name(args.device),
             "device_type": device.type, "checkpoint": os.path.relpath(path, HERE),
             "model": cfg, "trained": ckpt["trained"], "token_budget": args.token_budget,
             "max_wait_ms": args.max_wait_ms, "max_cells": args.max_cells,
             "max_cell_tokens": max_cell_tokens, "max_body_bytes": int(args.max_body_mb * 2**20),
             "cuda_graph_tokens": args.cuda_graphs, "direct_queues": args.direct_queues,
+            "spin_ms": args.spin_ms,
             "inference_threads": args.threads or (
                 max(1, len(os.sched_getaffinity(0)) - 1) if device.type == "cpu" else None),
             "n_bins": cfg["n_bins"], "genes": ckpt["genes"],
