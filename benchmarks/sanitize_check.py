@@ -45,14 +45,17 @@ def main():
         n += 1
     gluon = {v["kind"] for v in sigmoid_attn.info()["variants"]} & {
         "fwd_gluon", "fwd_gluon_padded", "bwd_gluon"}
-    if gluon and (not args.only or args.only in (48, 64, 80, 128, 192, 256)):
+    dims = (64, 128, 48, 72, 80, 112, 160, 256, 192)
+    if gluon and (not args.only or args.only in dims):
         # Gluon kernels: enough (128-row tile, head, batch) tiles to fill the GPU; T not a
         # multiple of 128 (the descriptors' zero fill), padded lengths 0 and mid-block; hd48
-        # and hd80 through the kernels of the next power of two (the columns past D zero-filled,
-        # stored nowhere), in bf16; hd64's three-consumer forward; hd256's forward (64-key
-        # blocks; its backward the Triton kernels) and hd192 through it.
+        # through the kernels of the next power of two and hd72 through hd80's (the columns past
+        # D zero-filled, stored nowhere), in bf16; the column-range kernels of 80, 112, 160, 192
+        # (score products over D's columns of the next power of two's boxes); hd64's
+        # three-consumer forward; hd256's forward (64-key blocks; its backward, and hd160's and
+        # hd192's, the Triton kernels).
         B, T, H = 2, 1000, 72
-        for D in (64, 128, 48, 80, 256, 192):
+        for D in dims:
             if args.only and D != args.only:
                 continue
             for dtype in (torch.float16, torch.bfloat16) if D in (64, 128) else (torch.bfloat16,):
