@@ -173,10 +173,11 @@ def stop(procs: dict, logs: dict) -> None:
 def servers(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serving")
     path, ckpt = C.get_checkpoint("tiny", "sigmoid", torch.device("cpu"), str(tmp / "tiny.pt"))
-    # (the packed mode once more with --direct-queues: pipes instead of LitServe's queues, and
-    # an idle worker polling them for 20 ms after each batch)
-    spec = {"sigmoid_packed": ("sigmoid_packed",), "sigmoid_padded": ("sigmoid_padded",),
-            "direct": ("sigmoid_packed", "--direct-queues", "--spin-ms", "20")}
+    # (the default queues are the direct ones; the padded mode runs LitServe's own, and the
+    # packed mode runs once more with an idle worker polling its queue for 20 ms after a batch)
+    spec = {"sigmoid_packed": ("sigmoid_packed",),
+            "sigmoid_padded": ("sigmoid_padded", "--queues", "litserve"),
+            "direct": ("sigmoid_packed", "--queues", "direct", "--spin-ms", "20")}
     logs = {m: str(tmp / f"{m}.log") for m in spec}
     started = {m: start(spec[m][0], path, log, *spec[m][1:]) for m, log in logs.items()}
     try:
@@ -319,13 +320,17 @@ def test_bad_requests_get_4xx_alone_and_the_server_keeps_serving(servers, cells)
 
 
 def test_direct_queues_serve_the_same_answers(servers, cells):
-    """--direct-queues (plain pipes between the HTTP and inference processes in place of
-    LitServe's Manager-proxied queues): every answer as offline, under concurrency, bad requests
-    still answered alone with their 4xx, and (the fixture's teardown) a clean stop."""
+    """--queues direct (requests through multiprocessing queues, answers through pipes the HTTP
+    event loop reads, in place of LitServe's Manager-proxied queues; the default with the
+    LitServe version they are written for) with a spinning worker: every answer as offline,
+    under concurrency, bad requests still answered alone with their 4xx, and (the fixture's
+    teardown) a clean stop. The other servers run the default and LitServe's own queues."""
     ckpt, urls = servers
     url = urls["direct"]
     info = L.get_json(url, "/info")["model"]
-    assert info["direct_queues"] is True and info["spin_ms"] == 20
+    assert info["queues"] == "direct" and info["spin_ms"] == 20
+    assert L.get_json(urls["sigmoid_packed"], "/info")["model"]["queues"] == "direct"
+    assert L.get_json(urls["sigmoid_padded"], "/info")["model"]["queues"] == "litserve"
     ref = offline_embeddings(ckpt, cells)
     s, recs = L.run_step(url, cells, None, 16, 30.0, 200, seed=7, keep=True)
     assert s["requests"] == 200 and s["ok"] == 200, s

@@ -313,7 +313,7 @@ class PipeTransport(MessageTransport):
 
 
 class DirectQueueServer(ls.LitServer):
-    """--direct-queues: LitServe's queues between its HTTP processes and the inference worker
+    """--queues direct: LitServe's queues between its HTTP processes and the inference worker
     replaced: requests through plain multiprocessing queues (pipes between the two processes)
     instead of proxies of its Manager process, and answers through PipeTransport, so a request
     and its answer each cross one pipe rather than making round trips through a third process,
@@ -404,16 +404,18 @@ def parse_args(argv=None):
                          "graphs captured at start, one per (token, cell) bucket of powers of two "
                          "(0: off)")
     ap.add_argument("--api-servers", type=int, default=1, help="HTTP server processes")
-    ap.add_argument("--direct-queues", action="store_true",
-                    help="pipes instead of LitServe's Manager-proxied queues between the HTTP "
-                         "and inference processes (overrides a LitServe internal; litserve "
-                         f"{DIRECT_QUEUES_LITSERVE} only): ~0.5 ms less per request at low load "
-                         "on 2 CPU cores")
+    ap.add_argument("--queues", choices=["auto", "direct", "litserve"], default="auto",
+                    help="between the HTTP and inference processes: direct (requests through "
+                         "multiprocessing queues, answers through pipes the HTTP event loop "
+                         "reads; overrides a LitServe internal, litserve "
+                         f"{DIRECT_QUEUES_LITSERVE} only; on an H200 1.8x the packed capacity) "
+                         "or LitServe's own (proxies of its Manager process); auto: direct on "
+                         f"litserve {DIRECT_QUEUES_LITSERVE}, LitServe's own otherwise")
     ap.add_argument("--spin-ms", type=float, default=0.0,
                     help="an idle inference worker polls its queue for this long after its last "
                          "batch instead of sleeping (one core kept busy): the next request skips "
-                         "the worker's wake-up; for low-latency serving on a GPU with --direct-"
-                         "queues (LitServe's own queues make each poll a round trip)")
+                         "the worker's wake-up; for low-latency serving on a GPU with the direct "
+                         "queues (LitServe's own make each poll a round trip)")
     ap.add_argument("--http", choices=["auto", "httptools", "h11"], default="auto",
                     help="uvicorn's HTTP parser (auto: httptools when installed, as "
                          "uvicorn[standard], which LitServe depends on, installs it)")
@@ -435,6 +437,20 @@ def uvicorn_impl(http: str, loop: str) -> dict:
             "loop": loop if loop != "auto" else ("uvloop" if have("uvloop") else "asyncio")}
 
 
+def queues(choice: str) -> str:
+    """--queues resolved: "direct" or "litserve"."""
+    if choice == "auto":
+        if ls.__version__ == DIRECT_QUEUES_LITSERVE:
+            return "direct"
+        print(f"server.py: litserve {ls.__version__} (the direct queues are written for "
+              f"{DIRECT_QUEUES_LITSERVE}): LitServe's own queues", file=sys.stderr, flush=True)
+        return "litserve"
+    if choice == "direct" and ls.__version__ != DIRECT_QUEUES_LITSERVE:
+        raise SystemExit(f"--queues direct overrides internals of litserve "
+                         f"{DIRECT_QUEUES_LITSERVE}, this is {ls.__version__}")
+    return choice
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     kind = C.KINDS[args.mode]
@@ -450,7 +466,7 @@ def main(argv=None) -> None:
             "model": cfg, "trained": ckpt["trained"], "token_budget": args.token_budget,
             "max_wait_ms": args.max_wait_ms, "max_cells": args.max_cells,
             "max_cell_tokens": max_cell_tokens, "max_body_bytes": int(args.max_body_mb * 2**20),
-            "cuda_graph_tokens": args.cuda_graphs, "direct_queues": args.direct_queues,
+            "cuda_graph_tokens": args.cuda_graphs, "queues": queues(args.queues),
             "spin_ms": args.spin_ms,
             "inference_threads": args.threads or (
                 max(1, len(os.sched_getaffinity(0)) - 1) if device.type == "cpu" else None),
@@ -464,10 +480,7 @@ def main(argv=None) -> None:
         print("server.py: uvicorn runs asyncio's event loop (uvloop not installed, or --loop "
               "asyncio): requests on a keep-alive connection then take ~40 ms more here; "
               "uvloop comes with LitServe's uvicorn[standard]", file=sys.stderr, flush=True)
-    if args.direct_queues and ls.__version__ != DIRECT_QUEUES_LITSERVE:
-        raise SystemExit(f"--direct-queues overrides internals of litserve "
-                         f"{DIRECT_QUEUES_LITSERVE}, this is {ls.__version__}")
-    server = (DirectQueueServer if args.direct_queues else ls.LitServer)(
+    server = (DirectQueueServer if info["queues"] == "direct" else ls.LitServer)(
         api, accelerator=device.type,
         devices=[device.index or 0] if device.type == "cuda" else "auto",
         timeout=args.timeout, model_metadata=info,
