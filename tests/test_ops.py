@@ -265,7 +265,8 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
     # are 64-column (128-byte) swizzled pieces of a power-of-two head dim; causal variants only
     # with two consumers (three spill with the masks). A head dim between two (a multiple of 16
     # past half of the next one: 80, 96, 112, 160, 192) runs over that one's boxes, the score
-    # products over its own columns (the kernel's SCORE_DIM), with that one's tiles.
+    # products over its own columns (the kernel's SCORE_DIM), with that one's tiles or, where
+    # measured faster, its own key blocks and stages (hd160: 32-key blocks in four stages).
     gluon_fwd = db.get("fwd_gluon", {})
     for d, tiles in gluon_fwd.items():
         bm, bn, w, s = tiles[:4]
@@ -273,9 +274,9 @@ def test_tuning_database_is_what_the_build_compiled(tmp_path):
         assert box % 64 == 0 and pow2(bn), (d, tiles)
         if box != int(d):
             assert int(d) % 16 == 0 and 2 * int(d) > box, d
-            assert tiles == gluon_fwd.get(str(box)), (d, tiles, "the tiles of", box)
+            assert tiles[0] == gluon_fwd[str(box)][0], (d, tiles, "the query tile of", box)
         assert bm in (128, 192) and V.gluon_fwd_consumers(bm) * V.GLUON_FWD_ROWS == bm
-        assert 64 <= bn <= 128 and w == 4 and s in (2, 3), (d, tiles)
+        assert 32 <= bn <= 128 and w == 4 and 2 <= s <= 4, (d, tiles)
         assert len(tiles) == 4, (d, tiles)
     assert isinstance(db.get("fwd_gluon_dispatch", False), bool)
     # The Gluon backward: [64, 128, 4, num_stages, schedule] per head dim (64-row query tiles,
