@@ -119,6 +119,31 @@ def test_token_budget_loop_spins_only_after_a_batch():
     assert q.blocking == 1 and q.polls == 0
 
 
+def test_pipe_frames_survive_any_split():
+    """transport.Frames: the answers' length-prefixed messages come out whole and in order
+    however the byte stream is cut into reads (one byte at a time, mid-header, several messages
+    in one read), and a message cut short stays buffered until its rest arrives."""
+    import random
+
+    from transport import Frames
+
+    rng = random.Random(0)
+    msgs = [bytes(rng.getrandbits(8) for _ in range(rng.choice([0, 1, 7, 8, 9, 300, 5000])))
+            for _ in range(60)]
+    stream = b"".join(Frames.frame(m) for m in msgs)
+    for sizes in ([1], [3, 8, 9], [len(stream)], [1000, 7, 1]):
+        frames, got, pos, i = Frames(), [], 0, 0
+        while pos < len(stream):
+            n = sizes[i % len(sizes)]
+            got += frames.feed(stream[pos:pos + n])
+            pos, i = pos + n, i + 1
+        assert got == msgs, sizes
+    frames = Frames()
+    cut = Frames.frame(b"abcdef")
+    assert frames.feed(cut[:10]) == [] and frames.feed(cut[10:] + cut[:3]) == [b"abcdef"]
+    assert frames.feed(cut[3:]) == [b"abcdef"]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

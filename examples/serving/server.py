@@ -16,11 +16,9 @@ cores for --size small) and caches it under examples/serving/checkpoints/.
 """
 
 import argparse
-import asyncio
 import json
 import multiprocessing as mp
 import os
-import pickle
 import platform
 import signal
 import sys
@@ -41,8 +39,8 @@ from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
 
 import checkpoint as C  # noqa: E402
 from batching import TokenBudgetLoop  # noqa: E402
-from litserve.transport.base import MessageTransport  # noqa: E402
 from packed_model import GraphedEncoder, PackedEncoder, pack, pad  # noqa: E402
+from transport import PipeTransport  # noqa: E402
 
 MODES = tuple(C.KINDS)
 
@@ -246,70 +244,6 @@ class RequestGate:
             return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
         await self.app(scope, replay, send)
-
-
-class PipeTransport(MessageTransport):
-    """Answers from the inference workers to each HTTP process through a pipe of its own, written
-    by the worker directly (no feeder thread to wake, under a lock: several workers may answer
-    one HTTP process) and read by the HTTP process's event loop when the pipe turns readable
-    (`add_reader`): no thread between the pipe and the request's coroutine. LitServe's queue
-    transport reads each answer in a thread-pool thread (`asyncio.to_thread`) and hands it to
-    the loop, two thread hops on every answer.
-
-    A worker blocks on a full pipe until the HTTP process reads it; that process never blocks
-    on a worker (its requests go through multiprocessing queues, whose feeder thread writes), so
-    the two cannot wait on each other."""
-
-    def __init__(self, readers: list, writers: list, locks: list):
-        self._readers, self._writers, self._locks = readers, writers, locks
-        self._inboxes = {}  # consumer_id -> asyncio.Queue, in the reading HTTP process
-        self._closed = False
-
-    @classmethod
-    def create(cls, ctx, consumers: int) -> "PipeTransport":
-        pipes = [ctx.Pipe(duplex=False) for _ in range(consumers)]
-        return cls([r for r, _ in pipes], [w for _, w in pipes], [ctx.Lock() for _ in pipes])
-
-    def __reduce__(self):  # to a spawned worker: the pipes and locks, not this process's inboxes
-        return PipeTransport, (self._readers, self._writers, self._locks)
-
-    def send(self, item, consumer_id: int) -> None:
-        data = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
-        with self._locks[consumer_id]:
-            self._writers[consumer_id].send_bytes(data)
-
-    def _inbox(self, consumer_id: int) -> asyncio.Queue:
-        inbox = self._inboxes.get(consumer_id)
-        if inbox is None:
-            inbox = self._inboxes[consumer_id] = asyncio.Queue()
-            conn, loop = self._readers[consumer_id], asyncio.get_running_loop()
-
-            def readable():
-                try:
-                    while conn.poll():
-                        inbox.put_nowait(pickle.loads(conn.recv_bytes()))
-                except (EOFError, OSError):  # every writer gone
-                    loop.remove_reader(conn.fileno())
-
-            loop.add_reader(conn.fileno(), readable)
-        return inbox
-
-    async def areceive(self, consumer_id: int, timeout: Optional[float] = None,
-                       block: bool = True):
-        if self._closed:
-            raise asyncio.CancelledError("transport closed")
-        inbox = self._inbox(consumer_id)
-        if timeout is None:
-            return await inbox.get()
-        try:
-            return await asyncio.wait_for(inbox.get(), timeout)
-        except asyncio.TimeoutError:
-            return None
-
-    def close(self, send_sentinel: bool = True) -> None:
-        # No sentinel: no reader sits in a blocking read (LitServe's lifespan cancels the
-        # reading task), and a write into a full pipe nobody reads any more would hang the stop.
-        self._closed = True
 
 
 class DirectQueueServer(ls.LitServer):
