@@ -66,6 +66,17 @@ def pad(cells: list) -> tuple:
             torch.tensor(lens, dtype=torch.int32))
 
 
+def linears_to(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """The linear layers' parameters stored in dtype (LayerNorm and the embeddings keep theirs).
+    Under autocast to that dtype the model computes the same values: autocast casts fp32 weights
+    and biases on every call (a kernel each, inside every CUDA graph too) and leaves parameters
+    already in its dtype as they are."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            m.to(dtype)
+    return model
+
+
 class PackedEncoder(nn.Module):
     def __init__(self, model: CellTransformer):
         super().__init__()

@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
 
 import checkpoint as C  # noqa: E402
 from batching import TokenBudgetLoop  # noqa: E402
-from packed_model import GraphedEncoder, PackedEncoder, pack, pad  # noqa: E402
+from packed_model import GraphedEncoder, PackedEncoder, linears_to, pack, pad  # noqa: E402
 from transport import PipeTransport  # noqa: E402
 
 MODES = tuple(C.KINDS)
@@ -146,12 +146,7 @@ class CellEmbeddingAPI(ls.LitAPI):
         # bf16 on CUDA as in training (the CUDA kernels take fp16/bf16); fp32 on the CPU.
         self.dtype = torch.bfloat16 if self.torch_device.type == "cuda" else None
         if self.dtype is not None:
-            # The linear layers' parameters stored in bf16: autocast would cast them from fp32
-            # on every call (a kernel per weight and bias, inside every CUDA graph too) to the
-            # same values; it leaves bf16 ones as they are. LayerNorm and the embeddings stay fp32.
-            for m in model.modules():
-                if isinstance(m, torch.nn.Linear):
-                    m.to(self.dtype)
+            linears_to(model, self.dtype)  # (no casts per call under autocast)
         self.graphed = None
         if self.graph_tokens and self.packed and self.torch_device.type == "cuda":
             # every bucket captured now, so no request pays a capture

@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import checkpoint as C  # noqa
 from model import CellTransformer, ModelConfig  # noqa
-from packed_model import PackedEncoder, GraphedEncoder, pack  # noqa
+from packed_model import PackedEncoder, GraphedEncoder, linears_to, pack  # noqa
 
 out = {}
 dev = torch.device("cuda")
@@ -41,9 +41,7 @@ def med(f, reps=300):
 
 for precast, min_tokens in ((False, 256), (True, 256), (True, 64)):
     if precast:
-        for m in model.modules():
-            if isinstance(m, torch.nn.Linear):
-                m.to(torch.bfloat16)
+        linears_to(model, torch.bfloat16)
     g = GraphedEncoder(enc, dev, torch.bfloat16, max_tokens=4096, max_cells=1024, min_tokens=min_tokens)
     with torch.inference_mode():
         g.capture_all()
